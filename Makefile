@@ -1,0 +1,44 @@
+# The one way to build and test extranet. `make test` is what CI runs.
+GO       ?= go
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -s -w -X github.com/extranetgw/extranet/internal/version.Version=$(VERSION)
+BIN      := bin
+PREFIX   ?= /usr/local
+
+.PHONY: all build test unit e2e lint fmt deps clean demo
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/extranetd ./cmd/extranetctl
+
+# Unit and end-to-end tests. The end-to-end tests need root (they build their
+# own network namespaces) and skip with a message without it.
+test:
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 15m ./...
+
+unit:
+	$(GO) test -count=1 -short ./...
+
+e2e:
+	$(GO) test -count=1 -timeout 15m -v ./internal/e2e/...
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
+	$(GO) vet ./...
+	staticcheck ./...
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+# Installs what a fresh Debian or Ubuntu host lacks to build and test.
+deps:
+	scripts/install-deps.sh
+
+clean:
+	rm -rf $(BIN)
+
+# The whole product in network namespaces, in one command (needs root).
+demo:
+	scripts/demo.sh

@@ -1,0 +1,248 @@
+package cli_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/extranetgw/extranet/internal/httpapi"
+	"github.com/extranetgw/extranet/internal/ipam"
+	"github.com/extranetgw/extranet/internal/service"
+	"github.com/extranetgw/extranet/internal/store"
+	"github.com/extranetgw/extranet/pkg/api"
+)
+
+var ctlBin string
+
+// TestMain builds the real extranetctl binary: these tests run it as an
+// admin would, against the real API on a real socket and bbolt file.
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "extranetctl-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	ctlBin = filepath.Join(dir, "extranetctl")
+	build := exec.Command("go", "build", "-o", ctlBin, "../../cmd/extranetctl")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build extranetctl: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+type daemon struct {
+	t    *testing.T
+	sock string
+	dir  string
+}
+
+func startDaemon(t *testing.T, endpoint string) *daemon {
+	t.Helper()
+	dir := t.TempDir()
+	db, err := store.Open(filepath.Join(dir, "extranet.db"), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	plan, _ := ipam.NewPlan(netip.MustParsePrefix("100.64.0.0/16"), 24)
+	svc := service.New(service.Options{DB: db, Plan: plan, Endpoint: endpoint, GatewayPublicKey: "HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw="})
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	srv := httpapi.New(svc, log)
+	sock := filepath.Join(dir, "s.sock")
+	l, err := httpapi.Listen(sock, "", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+	return &daemon{t: t, sock: sock, dir: dir}
+}
+
+// ctl runs extranetctl with no terminal on stdin, as a script would.
+func (d *daemon) ctl(args ...string) (string, string, int) {
+	cmd := exec.Command(ctlBin, args...)
+	cmd.Env = append(os.Environ(), "EXTRANET_SOCKET="+d.sock)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		d.t.Fatal(err)
+	}
+	return o.String(), e.String(), code
+}
+
+func (d *daemon) must(args ...string) string {
+	d.t.Helper()
+	out, errOut, code := d.ctl(args...)
+	if code != 0 {
+		d.t.Fatalf("extranetctl %v: exit %d: %s", args, code, errOut)
+	}
+	return out
+}
+
+func TestTablesAndJSON(t *testing.T) {
+	d := startDaemon(t, "vpn.example.com:51820")
+	d.must("org", "create", "acme", "--grant", "10.20.0.0/24", "--grant", "10.20.5.10/32:tcp/443", "--display-name", "ACME Corp")
+	d.must("org", "create", "globex")
+	out := d.must("org", "list")
+	if !strings.HasPrefix(out, "NAME") || !strings.Contains(out, "acme") || !strings.Contains(out, "10.20.0.0/24,10.20.5.10/32:tcp/443") {
+		t.Errorf("org list table:\n%s", out)
+	}
+	var orgs []api.Org
+	if err := json.Unmarshal([]byte(d.must("org", "list", "-o", "json")), &orgs); err != nil || len(orgs) != 2 {
+		t.Fatalf("org list -o json: %v %+v", err, orgs)
+	}
+	conf := d.must("peer", "issue", "acme/laptop")
+	if !strings.Contains(conf, "[Interface]") || !strings.Contains(conf, "AllowedIPs = 10.20.0.0/24") {
+		t.Errorf("issued config:\n%s", conf)
+	}
+	out = d.must("peer", "list")
+	if !strings.Contains(out, "acme/laptop") || !strings.Contains(out, "never connected") {
+		t.Errorf("peer list:\n%s", out)
+	}
+	var p api.Peer
+	if err := json.Unmarshal([]byte(d.must("peer", "show", "acme/laptop", "-o", "json")), &p); err != nil || p.Address != "100.64.1.1" {
+		t.Errorf("peer show -o json: %v %+v", err, p)
+	}
+	out = d.must("audit")
+	if !strings.Contains(out, "org.create") || !strings.Contains(out, "peer.issue") {
+		t.Errorf("audit:\n%s", out)
+	}
+	lines := strings.Split(strings.TrimSpace(d.must("audit", "-o", "json")), "\n")
+	if len(lines) != 3 {
+		t.Errorf("audit -o json: want one JSON object per line for 3 events, got %d lines", len(lines))
+	}
+	for _, l := range lines {
+		var ev api.AuditEvent
+		if err := json.Unmarshal([]byte(l), &ev); err != nil || ev.Actor == "" {
+			t.Errorf("audit line %q: %v", l, err)
+		}
+	}
+	if out := d.must("audit", "verify"); !strings.Contains(out, "intact") {
+		t.Errorf("audit verify: %s", out)
+	}
+}
+
+func TestExitCodesAndErrors(t *testing.T) {
+	d := startDaemon(t, "vpn.example.com:51820")
+	d.must("org", "create", "acme")
+	d.must("peer", "issue", "acme/laptop")
+	cases := []struct {
+		args     []string
+		code     int
+		contains string
+	}{
+		{[]string{"org", "create"}, 2, "NAME"},
+		{[]string{"org", "frobnicate"}, 2, ""},
+		{[]string{"org", "list", "--bogus"}, 2, "bogus"},
+		{[]string{"org", "list", "-o", "yaml"}, 2, "yaml"},
+		{[]string{"org", "create", "Bad_Name"}, 2, "Bad_Name"},
+		{[]string{"org", "grant", "acme", "10.0.0.1/8"}, 2, "10.0.0.0/8"},
+		{[]string{"org", "show", "nope"}, 3, "nope"},
+		{[]string{"peer", "show", "acme/nope"}, 3, "acme/nope"},
+		{[]string{"peer", "show", "acme"}, 2, "ORG/NAME"},
+		{[]string{"org", "create", "acme"}, 4, "already exists"},
+		{[]string{"peer", "issue", "acme/laptop"}, 4, "already exists"},
+		{[]string{"org", "delete", "acme", "--yes"}, 4, "--force"},
+		{[]string{"peer", "revoke", "acme/laptop"}, 2, "--yes"},
+		{[]string{"peer", "issue", "acme/x", "--expires", "yesterday"}, 2, "yesterday"},
+	}
+	for _, tc := range cases {
+		t.Run(strings.Join(tc.args, "_"), func(t *testing.T) {
+			_, errOut, code := d.ctl(tc.args...)
+			if code != tc.code {
+				t.Errorf("exit %d, want %d; stderr: %s", code, tc.code, errOut)
+			}
+			if !strings.Contains(errOut, tc.contains) {
+				t.Errorf("stderr %q does not name %q", errOut, tc.contains)
+			}
+		})
+	}
+	_, errOut, code := d.ctl("org", "show", "nope", "-o", "json")
+	var ae api.Error
+	if code != 3 || json.Unmarshal([]byte(errOut), &ae) != nil || ae.Code != api.CodeNotFound {
+		t.Errorf("-o json error: exit %d, stderr %q", code, errOut)
+	}
+	d.must("org", "delete", "acme", "--force", "--yes")
+	if _, _, code := d.ctl("org", "show", "acme"); code != 3 {
+		t.Errorf("org still there after delete --force")
+	}
+}
+
+func TestDaemonDown(t *testing.T) {
+	cmd := exec.Command(ctlBin, "--socket", filepath.Join(t.TempDir(), "none.sock"), "org", "list")
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("exit = %v, want 1", err)
+	}
+	if !strings.Contains(string(out), "not running") {
+		t.Errorf("message does not say the daemon is down: %s", out)
+	}
+}
+
+func TestIssueWithoutEndpointSaysHow(t *testing.T) {
+	d := startDaemon(t, "")
+	d.must("org", "create", "acme")
+	_, errOut, code := d.ctl("peer", "issue", "acme/laptop")
+	if code != 4 || !strings.Contains(errOut, "--endpoint") {
+		t.Errorf("exit %d, stderr %q; want 4 and advice naming --endpoint", code, errOut)
+	}
+}
+
+func TestConfigFileIsPrivate(t *testing.T) {
+	d := startDaemon(t, "vpn.example.com:51820")
+	d.must("org", "create", "acme", "--grant", "10.20.0.0/24")
+	path := filepath.Join(d.dir, "laptop.conf")
+	out := d.must("peer", "issue", "acme/laptop", "--out", path)
+	if strings.Contains(out, "PrivateKey") {
+		t.Errorf("--out also printed the config to stdout")
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("config mode %o, want 600", fi.Mode().Perm())
+	}
+	png := filepath.Join(d.dir, "laptop.png")
+	d.must("peer", "config", "acme/laptop", "--qr-png", png)
+	raw, err := os.ReadFile(png)
+	if err != nil || !bytes.HasPrefix(raw, []byte("\x89PNG")) {
+		t.Errorf("--qr-png did not write a PNG: %v", err)
+	}
+	if qr := d.must("peer", "config", "acme/laptop", "--qr"); len(qr) < 100 {
+		t.Errorf("--qr printed %d bytes", len(qr))
+	}
+}
+
+func TestCompletion(t *testing.T) {
+	d := startDaemon(t, "")
+	for _, sh := range []string{"bash", "zsh", "fish"} {
+		if out := d.must("completion", sh); !strings.Contains(out, "extranetctl") {
+			t.Errorf("completion %s does not mention extranetctl", sh)
+		}
+	}
+	d.must("org", "create", "acme")
+	if out := d.must("__complete", "org", "show", "ac"); !strings.Contains(out, "acme") {
+		t.Errorf("dynamic completion of org names: %q", out)
+	}
+}

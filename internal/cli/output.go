@@ -1,0 +1,202 @@
+package cli
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+
+	"github.com/extranetgw/extranet/pkg/api"
+	"github.com/extranetgw/extranet/pkg/client"
+)
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// table prints aligned columns; the header is upper case like kubectl's.
+type table struct {
+	tw *tabwriter.Writer
+}
+
+func newTable(w io.Writer, header ...string) *table {
+	t := &table{tw: tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)}
+	t.row(header...)
+	return t
+}
+
+func (t *table) row(cols ...string) {
+	for i, c := range cols {
+		cols[i] = strings.ReplaceAll(c, "\t", " ")
+	}
+	fmt.Fprintln(t.tw, strings.Join(cols, "\t"))
+}
+
+func (t *table) flush() error { return t.tw.Flush() }
+
+// fields prints "Key:  value" lines for one object.
+func fields(w io.Writer, kv ...string) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for i := 0; i+1 < len(kv); i += 2 {
+		fmt.Fprintf(tw, "%s:\t%s\n", kv[i], kv[i+1])
+	}
+	return tw.Flush()
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func date(t *time.Time) string {
+	if t == nil {
+		return "-"
+	}
+	return t.UTC().Format("2006-01-02 15:04")
+}
+
+// ago says how long ago t was in the unit a person would use.
+func ago(now, t time.Time) string {
+	d := now.Sub(t)
+	switch {
+	case d < 0:
+		return "just now"
+	case d < time.Minute:
+		return fmt.Sprintf("%ds ago", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm ago", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh ago", int(d.Hours()))
+	}
+	return fmt.Sprintf("%dd ago", int(d.Hours()/24))
+}
+
+// lastSeen is "online, 12s ago", "3d ago" or "never connected".
+func lastSeen(now time.Time, p api.Peer) string {
+	if p.LastHandshake == nil {
+		return "never connected"
+	}
+	s := ago(now, *p.LastHandshake)
+	if now.Sub(*p.LastHandshake) < 3*time.Minute {
+		return "online, " + s
+	}
+	return s
+}
+
+func bytesHuman(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit && exp < 5; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// exitCode maps an error to the documented exit codes.
+func exitCode(err error) int {
+	var ue usageError
+	if errors.As(err, &ue) || isCobraUsage(err) {
+		return ExitUsage
+	}
+	var ae *api.Error
+	if errors.As(err, &ae) {
+		switch ae.Code {
+		case api.CodeInvalid, api.CodeTooLarge:
+			return ExitUsage
+		case api.CodeNotFound:
+			return ExitNotFound
+		case api.CodeConflict:
+			return ExitConflict
+		}
+	}
+	return ExitError
+}
+
+func errorJSON(err error) api.Error {
+	var ae *api.Error
+	if errors.As(err, &ae) {
+		return *ae
+	}
+	code := api.CodeInternal
+	switch exitCode(err) {
+	case ExitUsage:
+		code = api.CodeInvalid
+	}
+	if errors.Is(err, client.ErrDaemonDown) {
+		code = "unavailable"
+	}
+	return api.Error{Code: code, Message: err.Error()}
+}
+
+func isTerminal(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+// confirm asks before destructive verbs. Without a terminal it needs --yes,
+// so a script never blocks on a prompt nor destroys by accident.
+func confirm(g *globals, yes bool, what, answer string) error {
+	if yes {
+		return nil
+	}
+	if !g.env.IsTTY() {
+		return usagef("%s is destructive: pass --yes to confirm", what)
+	}
+	fmt.Fprintf(g.env.ErrOut, "%s. Type %q to confirm: ", what, answer)
+	var got string
+	fmt.Fscanln(g.env.In, &got)
+	if got != answer {
+		return errCanceled
+	}
+	return nil
+}
+
+// noArgs and exactArgs are cobra's validators with usage exit codes.
+func noArgs(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return usagef("%s takes no arguments, got %q", cmd.CommandPath(), args)
+	}
+	return nil
+}
+
+func exactArgs(n int, names string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != n {
+			return usagef("%s needs %s (got %d arguments)", cmd.CommandPath(), names, len(args))
+		}
+		return nil
+	}
+}
+
+func minArgs(n int, names string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) < n {
+			return usagef("%s needs %s", cmd.CommandPath(), names)
+		}
+		return nil
+	}
+}
+
+// splitPeer parses ORG/NAME.
+func splitPeer(s string) (string, string, error) {
+	org, name, ok := strings.Cut(s, "/")
+	if !ok || org == "" || name == "" || strings.Contains(name, "/") {
+		return "", "", usagef("peer %q is not ORG/NAME, e.g. acme/laptop-1", s)
+	}
+	return org, name, nil
+}

@@ -1,0 +1,350 @@
+package cli
+
+import (
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/extranetgw/extranet/pkg/api"
+	"github.com/extranetgw/extranet/pkg/wgconfig"
+)
+
+func newPeerCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "peer",
+		Aliases: []string{"peers"},
+		Short:   "Manage partner devices (peers), addressed as ORG/NAME",
+		Args:    noArgs,
+	}
+	cmd.AddCommand(
+		newPeerIssueCmd(g), newPeerListCmd(g), newPeerShowCmd(g), newPeerConfigCmd(g),
+		newPeerStateCmd(g, "suspend", "Cut a peer off, keeping its keys"),
+		newPeerStateCmd(g, "resume", "Let a suspended or expired peer connect again"),
+		newPeerRevokeCmd(g), newPeerRotateCmd(g), newPeerExtendCmd(g),
+	)
+	return cmd
+}
+
+// completePeers offers ORG/NAME of peers that are not revoked.
+func completePeers(g *globals) cobra.CompletionFunc {
+	return func(cmd *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
+		if len(args) > 0 {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		peers, err := g.client().ListPeers(g.ctx(), "", "")
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		var out []string
+		for _, p := range peers {
+			if id := p.ID(); p.State != api.StateRevoked && strings.HasPrefix(id, toComplete) {
+				out = append(out, id)
+			}
+		}
+		return out, cobra.ShellCompDirectiveNoFileComp
+	}
+}
+
+// configOutput is how `peer issue`, `peer rotate` and `peer config` hand
+// over a client config.
+type configOutput struct {
+	out   string
+	qr    bool
+	qrPNG string
+}
+
+func (c *configOutput) bind(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.StringVar(&c.out, "out", "", "write the config to FILE (mode 0600) instead of standard output")
+	f.BoolVar(&c.qr, "qr", false, "print the config as a QR code for the WireGuard mobile apps")
+	f.StringVar(&c.qrPNG, "qr-png", "", "write the config as a QR code PNG to FILE (mode 0600)")
+}
+
+// writeSecret writes a file only its owner can read, replacing any old one.
+func writeSecret(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func (c *configOutput) emit(g *globals, id, cfg string) error {
+	wrote := false
+	if c.out != "" {
+		if err := writeSecret(c.out, []byte(cfg)); err != nil {
+			return fmt.Errorf("write config of %s: %w", id, err)
+		}
+		fmt.Fprintf(g.env.ErrOut, "Wrote the config of %s to %s.\n", id, c.out)
+		wrote = true
+	}
+	if c.qrPNG != "" {
+		png, err := wgconfig.QRPNG([]byte(cfg), 512)
+		if err != nil {
+			return fmt.Errorf("QR code of %s: %w", id, err)
+		}
+		if err := writeSecret(c.qrPNG, png); err != nil {
+			return fmt.Errorf("write QR code of %s: %w", id, err)
+		}
+		fmt.Fprintf(g.env.ErrOut, "Wrote the QR code of %s to %s.\n", id, c.qrPNG)
+		wrote = true
+	}
+	if c.qr {
+		qr, err := wgconfig.QRTerminal([]byte(cfg))
+		if err != nil {
+			return fmt.Errorf("QR code of %s: %w", id, err)
+		}
+		fmt.Fprint(g.env.Out, qr)
+		wrote = true
+	}
+	if !wrote {
+		fmt.Fprint(g.env.Out, cfg)
+	}
+	return nil
+}
+
+func newPeerIssueCmd(g *globals) *cobra.Command {
+	var req api.IssuePeerRequest
+	var co configOutput
+	cmd := &cobra.Command{
+		Use:   "issue ORG/NAME",
+		Short: "Create a peer and print its client config",
+		Long: `Create a peer with an address from its organisation's block and print a
+wg-quick config that stock WireGuard apps import. Without --public-key the
+gateway generates the key pair: the private key is in this output only and is
+never stored, so hand it to the partner now.`,
+		Example: `  extranetctl peer issue acme/laptop-1 --out laptop-1.conf
+  extranetctl peer issue acme/phone --qr --expires 90d
+  extranetctl peer issue acme/server --public-key "$(cat server.pub)"`,
+		Args: exactArgs(1, "a peer as ORG/NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			org, name, err := splitPeer(args[0])
+			if err != nil {
+				return err
+			}
+			req.Name = name
+			res, err := g.client().IssuePeer(g.ctx(), org, req)
+			if err != nil {
+				return err
+			}
+			if g.json() {
+				return printJSON(g.env.Out, res)
+			}
+			if res.Peer.KeyOrigin == api.KeyGenerated {
+				fmt.Fprintf(g.env.ErrOut, "Issued %s with address %s. The private key below is not stored anywhere: hand this config to the partner now.\n", res.Peer.ID(), res.Peer.Address)
+			} else {
+				fmt.Fprintf(g.env.ErrOut, "Issued %s with address %s for the partner's own key.\n", res.Peer.ID(), res.Peer.Address)
+			}
+			return co.emit(g, res.Peer.ID(), res.Config)
+		},
+	}
+	cmd.Flags().StringVar(&req.PublicKey, "public-key", "", "the partner's own WireGuard public key (its private key never leaves its device)")
+	cmd.Flags().StringVar(&req.Expires, "expires", "", "expiry: DATE (2027-01-31), RFC 3339 time or DURATION (90d)")
+	co.bind(cmd)
+	return cmd
+}
+
+func newPeerListCmd(g *globals) *cobra.Command {
+	var org, state string
+	cmd := &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List peers",
+		Args:    noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			peers, err := g.client().ListPeers(g.ctx(), org, state)
+			if err != nil {
+				return err
+			}
+			if g.json() {
+				return printJSON(g.env.Out, peers)
+			}
+			now := g.env.Now()
+			t := newTable(g.env.Out, "PEER", "ADDRESS", "STATE", "LAST SEEN", "RX", "TX", "EXPIRES")
+			for _, p := range peers {
+				t.row(p.ID(), p.Address, p.State, lastSeen(now, p), bytesHuman(p.RxBytes), bytesHuman(p.TxBytes), date(p.Expires))
+			}
+			return t.flush()
+		},
+	}
+	cmd.Flags().StringVar(&org, "org", "", "only peers of this organisation")
+	cmd.Flags().StringVar(&state, "state", "", "only peers in this state: active, suspended, expired or revoked")
+	_ = cmd.RegisterFlagCompletionFunc("org", completeOrgs(g))
+	_ = cmd.RegisterFlagCompletionFunc("state", cobra.FixedCompletions([]string{"active", "suspended", "expired", "revoked"}, cobra.ShellCompDirectiveNoFileComp))
+	return cmd
+}
+
+func newPeerShowCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:               "show ORG/NAME",
+		Short:             "Show one peer",
+		Args:              exactArgs(1, "a peer as ORG/NAME"),
+		ValidArgsFunction: completePeers(g),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			org, name, err := splitPeer(args[0])
+			if err != nil {
+				return err
+			}
+			p, err := g.client().GetPeer(g.ctx(), org, name)
+			if err != nil {
+				return err
+			}
+			return printPeer(g, p)
+		},
+	}
+}
+
+func printPeer(g *globals, p api.Peer) error {
+	if g.json() {
+		return printJSON(g.env.Out, p)
+	}
+	return fields(g.env.Out,
+		"Peer", p.ID(),
+		"State", p.State,
+		"Address", p.Address,
+		"Public key", p.PublicKey,
+		"Key origin", p.KeyOrigin,
+		"Last seen", lastSeen(g.env.Now(), p),
+		"Endpoint", orDash(p.Endpoint),
+		"Traffic", fmt.Sprintf("%s received, %s sent", bytesHuman(p.RxBytes), bytesHuman(p.TxBytes)),
+		"Expires", date(p.Expires),
+		"Created", fmt.Sprintf("%s by %s", date(&p.CreatedAt), p.CreatedBy),
+	)
+}
+
+func newPeerConfigCmd(g *globals) *cobra.Command {
+	var co configOutput
+	cmd := &cobra.Command{
+		Use:               "config ORG/NAME",
+		Short:             "Print a peer's client config again (without the private key, which was shown once)",
+		Args:              exactArgs(1, "a peer as ORG/NAME"),
+		ValidArgsFunction: completePeers(g),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			org, name, err := splitPeer(args[0])
+			if err != nil {
+				return err
+			}
+			c, err := g.client().PeerConfig(g.ctx(), org, name)
+			if err != nil {
+				return err
+			}
+			if g.json() {
+				return printJSON(g.env.Out, c)
+			}
+			return co.emit(g, args[0], c.Config)
+		},
+	}
+	co.bind(cmd)
+	return cmd
+}
+
+func newPeerStateCmd(g *globals, verb, short string) *cobra.Command {
+	return &cobra.Command{
+		Use:               verb + " ORG/NAME",
+		Short:             short,
+		Args:              exactArgs(1, "a peer as ORG/NAME"),
+		ValidArgsFunction: completePeers(g),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			org, name, err := splitPeer(args[0])
+			if err != nil {
+				return err
+			}
+			p, err := g.client().PeerAction(g.ctx(), org, name, verb)
+			if err != nil {
+				return err
+			}
+			return printPeer(g, p)
+		},
+	}
+}
+
+func newPeerRevokeCmd(g *globals) *cobra.Command {
+	var yes bool
+	cmd := &cobra.Command{
+		Use:               "revoke ORG/NAME",
+		Short:             "Revoke a peer for good: its connections are cut and its key can never return",
+		Args:              exactArgs(1, "a peer as ORG/NAME"),
+		ValidArgsFunction: completePeers(g),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			org, name, err := splitPeer(args[0])
+			if err != nil {
+				return err
+			}
+			if err := confirm(g, yes, "Revoking "+args[0]+" cannot be undone", args[0]); err != nil {
+				return err
+			}
+			p, err := g.client().PeerAction(g.ctx(), org, name, "revoke")
+			if err != nil {
+				return err
+			}
+			return printPeer(g, p)
+		},
+	}
+	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
+	return cmd
+}
+
+func newPeerRotateCmd(g *globals) *cobra.Command {
+	var req api.RotateRequest
+	var co configOutput
+	cmd := &cobra.Command{
+		Use:               "rotate ORG/NAME",
+		Short:             "Give a peer new keys; the old config stops working at once",
+		Args:              exactArgs(1, "a peer as ORG/NAME"),
+		ValidArgsFunction: completePeers(g),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			org, name, err := splitPeer(args[0])
+			if err != nil {
+				return err
+			}
+			res, err := g.client().RotatePeer(g.ctx(), org, name, req)
+			if err != nil {
+				return err
+			}
+			if g.json() {
+				return printJSON(g.env.Out, res)
+			}
+			fmt.Fprintf(g.env.ErrOut, "Rotated the keys of %s; the old config no longer connects.\n", res.Peer.ID())
+			return co.emit(g, res.Peer.ID(), res.Config)
+		},
+	}
+	cmd.Flags().StringVar(&req.PublicKey, "public-key", "", "the partner's new public key (default: generate a new pair)")
+	co.bind(cmd)
+	return cmd
+}
+
+func newPeerExtendCmd(g *globals) *cobra.Command {
+	var expires string
+	cmd := &cobra.Command{
+		Use:               "extend ORG/NAME --expires DATE|DURATION|never",
+		Short:             "Set a peer's expiry",
+		Args:              exactArgs(1, "a peer as ORG/NAME"),
+		ValidArgsFunction: completePeers(g),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			org, name, err := splitPeer(args[0])
+			if err != nil {
+				return err
+			}
+			if expires == "" {
+				return usagef("pass --expires DATE, DURATION or never")
+			}
+			p, err := g.client().ExtendPeer(g.ctx(), org, name, expires)
+			if err != nil {
+				return err
+			}
+			return printPeer(g, p)
+		},
+	}
+	cmd.Flags().StringVar(&expires, "expires", "", "new expiry: DATE, RFC 3339 time, DURATION, or never")
+	return cmd
+}

@@ -1,0 +1,46 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+func jsonCompact(v any) ([]byte, error) { return json.Marshal(v) }
+
+func newStatusCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "status",
+		Short: "Show the gateway: interface, keys, peers and reconcile state",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			st, err := g.client().Status(g.ctx())
+			if err != nil {
+				return err
+			}
+			if g.json() {
+				return printJSON(g.env.Out, st)
+			}
+			last := "never"
+			if st.LastReconcile != nil {
+				last = st.LastReconcile.UTC().Format(time.RFC3339) + " (" + ago(g.env.Now(), *st.LastReconcile) + ")"
+			}
+			return fields(g.env.Out,
+				"Interface", fmt.Sprintf("%s (%s)", st.Interface, st.Mode),
+				"Public key", st.PublicKey,
+				"Endpoint", orDash(st.Endpoint),
+				"Listen port", fmt.Sprint(st.ListenPort),
+				"Address", st.Address,
+				"Tunnel network", st.TunnelNetwork,
+				"Organisations", fmt.Sprint(st.Orgs),
+				"Peers", fmt.Sprintf("%d active, %d online", st.PeersActive, st.PeersOnline),
+				"Last reconcile", last,
+				"Result", st.ReconcileResult,
+				"Firewall", st.Firewall,
+				"Version", st.Version,
+			)
+		},
+	}
+}

@@ -1,0 +1,193 @@
+package daemon
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/spf13/pflag"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/extranetgw/extranet/internal/ipam"
+	"github.com/extranetgw/extranet/internal/timespec"
+)
+
+// Config is every setting of extranetd. Each has a flag and a key of the
+// same name (dashes and all) in the YAML config file; flags win.
+type Config struct {
+	StateDir          string        `yaml:"state-dir"`
+	Socket            string        `yaml:"socket"`
+	SocketGroup       string        `yaml:"socket-group"`
+	TunnelNetwork     string        `yaml:"tunnel-network"`
+	OrgBlockBits      int           `yaml:"org-block-bits"`
+	Interface         string        `yaml:"interface"`
+	ListenPort        int           `yaml:"listen-port"`
+	Endpoint          string        `yaml:"endpoint"`
+	ClientDNS         []string      `yaml:"client-dns"`
+	MTU               int           `yaml:"mtu"`
+	WireGuard         string        `yaml:"wireguard"`
+	Masquerade        bool          `yaml:"masquerade"`
+	IPTablesMode      string        `yaml:"iptables-mode"`
+	ReconcileInterval time.Duration `yaml:"reconcile-interval"`
+	StatsInterval     time.Duration `yaml:"stats-interval"`
+	MaxPeerLifetime   string        `yaml:"max-peer-lifetime"`
+	ExpireIdle        string        `yaml:"expire-idle"`
+	ExpireUnused      string        `yaml:"expire-unused"`
+	ExpireAction      string        `yaml:"expire-action"`
+	LogLevel          string        `yaml:"log-level"`
+	LogFormat         string        `yaml:"log-format"`
+}
+
+// Defaults returns the documented defaults.
+func Defaults() Config {
+	return Config{
+		StateDir:          "/var/lib/extranet",
+		Socket:            "/run/extranet/extranetd.sock",
+		SocketGroup:       "extranet",
+		TunnelNetwork:     "100.64.0.0/16",
+		OrgBlockBits:      24,
+		Interface:         "wg-ext",
+		ListenPort:        51820,
+		WireGuard:         "auto",
+		Masquerade:        true,
+		IPTablesMode:      "auto",
+		ReconcileInterval: 10 * time.Second,
+		StatsInterval:     5 * time.Second,
+		MaxPeerLifetime:   "0",
+		ExpireIdle:        "30d",
+		ExpireUnused:      "14d",
+		ExpireAction:      "suspend",
+		LogLevel:          "info",
+		LogFormat:         "text",
+	}
+}
+
+// BindFlags registers the flags on fs, with c's values as defaults.
+func (c *Config) BindFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&c.StateDir, "state-dir", c.StateDir, "directory of the state database and the gateway key (0700)")
+	fs.StringVar(&c.Socket, "socket", c.Socket, "unix socket of the API")
+	fs.StringVar(&c.SocketGroup, "socket-group", c.SocketGroup, "group allowed to use the socket (mode 0660)")
+	fs.StringVar(&c.TunnelNetwork, "tunnel-network", c.TunnelNetwork, "IPv4 network partner addresses are taken from")
+	fs.IntVar(&c.OrgBlockBits, "org-block-bits", c.OrgBlockBits, "prefix length of each organisation's address block")
+	fs.StringVar(&c.Interface, "interface", c.Interface, "WireGuard interface name")
+	fs.IntVar(&c.ListenPort, "listen-port", c.ListenPort, "UDP port WireGuard listens on")
+	fs.StringVar(&c.Endpoint, "endpoint", c.Endpoint, "public HOST:PORT partners dial (required to issue peers)")
+	fs.StringSliceVar(&c.ClientDNS, "client-dns", c.ClientDNS, "DNS servers or search domains written into client configs")
+	fs.IntVar(&c.MTU, "mtu", c.MTU, "MTU of the interface and of client configs (0: WireGuard's default)")
+	fs.StringVar(&c.WireGuard, "wireguard", c.WireGuard, "auto, kernel or userspace")
+	fs.BoolVar(&c.Masquerade, "masquerade", c.Masquerade, "masquerade partner traffic toward internal networks")
+	fs.StringVar(&c.IPTablesMode, "iptables-mode", c.IPTablesMode, "auto, nft or legacy")
+	fs.DurationVar(&c.ReconcileInterval, "reconcile-interval", c.ReconcileInterval, "period of the drift-repairing reconcile")
+	fs.DurationVar(&c.StatsInterval, "stats-interval", c.StatsInterval, "period of the handshake and traffic poller")
+	fs.StringVar(&c.MaxPeerLifetime, "max-peer-lifetime", c.MaxPeerLifetime, "longest expiry a peer may get, e.g. 365d (0: no limit)")
+	fs.StringVar(&c.ExpireIdle, "expire-idle", c.ExpireIdle, "default of `extranetctl expire --idle`: last handshake older than this")
+	fs.StringVar(&c.ExpireUnused, "expire-unused", c.ExpireUnused, "default of `extranetctl expire --unused`: issued longer ago and never connected")
+	fs.StringVar(&c.ExpireAction, "expire-action", c.ExpireAction, "default of `extranetctl expire --action`: suspend or revoke")
+	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
+	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text or json")
+}
+
+// LoadFile reads a YAML config file into c, refusing unknown keys so a typo
+// is an error rather than a silently ignored setting. Flags explicitly set
+// on fs are re-applied on top.
+func (c *Config) LoadFile(path string, fs *pflag.FlagSet) error {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read config: %w", err)
+	}
+	// Flags and the struct share memory, so remember what was set on the
+	// command line before the file overwrites it, and set it again after.
+	type setFlag struct {
+		f     *pflag.Flag
+		value string
+		slice []string
+	}
+	var set []setFlag
+	fs.Visit(func(f *pflag.Flag) {
+		sf := setFlag{f: f, value: f.Value.String()}
+		if sv, ok := f.Value.(pflag.SliceValue); ok {
+			sf.slice = sv.GetSlice()
+		}
+		set = append(set, sf)
+	})
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	for _, sf := range set {
+		var err error
+		if sv, ok := sf.f.Value.(pflag.SliceValue); ok {
+			err = sv.Replace(sf.slice)
+		} else {
+			err = sf.f.Value.Set(sf.value)
+		}
+		if err != nil {
+			return fmt.Errorf("--%s: %w", sf.f.Name, err)
+		}
+	}
+	return nil
+}
+
+// Settings are the parsed forms of the settings that need parsing.
+type Settings struct {
+	Plan            ipam.Plan
+	MaxPeerLifetime time.Duration
+	ExpireIdle      time.Duration
+	ExpireUnused    time.Duration
+}
+
+// Validate checks every setting and returns the parsed ones.
+func (c *Config) Validate() (Settings, error) {
+	var st Settings
+	pfx, err := netip.ParsePrefix(c.TunnelNetwork)
+	if err != nil {
+		return st, fmt.Errorf("--tunnel-network %q is not a prefix such as 100.64.0.0/16", c.TunnelNetwork)
+	}
+	plan, err := ipam.NewPlan(pfx, c.OrgBlockBits)
+	if err != nil {
+		return st, fmt.Errorf("--tunnel-network/--org-block-bits: %w", err)
+	}
+	if c.Endpoint != "" {
+		host, port, err := net.SplitHostPort(c.Endpoint)
+		if p, perr := strconv.Atoi(port); err != nil || host == "" || perr != nil || p < 1 || p > 65535 {
+			return st, fmt.Errorf("--endpoint %q is not HOST:PORT, e.g. vpn.example.com:51820", c.Endpoint)
+		}
+	}
+	if c.ListenPort < 1 || c.ListenPort > 65535 {
+		return st, fmt.Errorf("--listen-port %d is not a port from 1 to 65535", c.ListenPort)
+	}
+	if c.MTU != 0 && (c.MTU < 1280 || c.MTU > 9000) {
+		return st, fmt.Errorf("--mtu %d is outside 1280-9000", c.MTU)
+	}
+	switch c.WireGuard {
+	case "auto", "kernel", "userspace":
+	default:
+		return st, fmt.Errorf("--wireguard %q: use auto, kernel or userspace", c.WireGuard)
+	}
+	st.Plan = plan
+	if c.MaxPeerLifetime != "" && c.MaxPeerLifetime != "0" {
+		if st.MaxPeerLifetime, err = timespec.ParseDuration(c.MaxPeerLifetime); err != nil {
+			return st, fmt.Errorf("--max-peer-lifetime: %w", err)
+		}
+	}
+	if c.ReconcileInterval < 100*time.Millisecond || c.StatsInterval < 100*time.Millisecond {
+		return st, fmt.Errorf("--reconcile-interval and --stats-interval must be at least 100ms")
+	}
+	if st.ExpireIdle, err = timespec.ParseDuration(c.ExpireIdle); err != nil {
+		return st, fmt.Errorf("--expire-idle: %w", err)
+	}
+	if st.ExpireUnused, err = timespec.ParseDuration(c.ExpireUnused); err != nil {
+		return st, fmt.Errorf("--expire-unused: %w", err)
+	}
+	if c.ExpireAction != "suspend" && c.ExpireAction != "revoke" {
+		return st, fmt.Errorf("--expire-action %q: use suspend or revoke", c.ExpireAction)
+	}
+	return st, nil
+}

@@ -1,0 +1,73 @@
+package daemon
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+func TestSampleConfigLoads(t *testing.T) {
+	cfg := Defaults()
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+	cfg.BindFlags(fs)
+	if err := cfg.LoadFile("../../configs/extranetd.yaml", fs); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.StateDir != "/var/lib/extranet" || cfg.ListenPort != 51820 || cfg.ReconcileInterval != 10*time.Second {
+		t.Errorf("sample config differs from defaults: %+v", cfg)
+	}
+	if _, err := cfg.Validate(); err != nil {
+		t.Errorf("sample config does not validate: %v", err)
+	}
+}
+
+func TestFlagsWinOverFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.yaml")
+	os.WriteFile(path, []byte("listen-port: 4000\ninterface: wg-file\nclient-dns: [10.0.0.53]\nreconcile-interval: 3s\n"), 0o600)
+	cfg := Defaults()
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+	cfg.BindFlags(fs)
+	if err := fs.Parse([]string{"--listen-port", "5000", "--client-dns", "1.1.1.1,9.9.9.9"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.LoadFile(path, fs); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.ListenPort != 5000 || cfg.Interface != "wg-file" || cfg.ReconcileInterval != 3*time.Second {
+		t.Errorf("got port %d iface %s interval %v", cfg.ListenPort, cfg.Interface, cfg.ReconcileInterval)
+	}
+	if len(cfg.ClientDNS) != 2 || cfg.ClientDNS[0] != "1.1.1.1" {
+		t.Errorf("client-dns = %v, want the flag's", cfg.ClientDNS)
+	}
+}
+
+func TestUnknownKeyIsAnError(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.yaml")
+	os.WriteFile(path, []byte("listen-prot: 4000\n"), 0o600)
+	cfg := Defaults()
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+	cfg.BindFlags(fs)
+	if err := cfg.LoadFile(path, fs); err == nil {
+		t.Fatal("a misspelt key was accepted")
+	}
+}
+
+func TestValidateNamesTheBadValue(t *testing.T) {
+	for _, mod := range []func(*Config){
+		func(c *Config) { c.TunnelNetwork = "100.64.0.1/16" },
+		func(c *Config) { c.Endpoint = "no-port" },
+		func(c *Config) { c.ListenPort = 70000 },
+		func(c *Config) { c.WireGuard = "magic" },
+		func(c *Config) { c.MaxPeerLifetime = "forever" },
+		func(c *Config) { c.OrgBlockBits = 8 },
+	} {
+		c := Defaults()
+		mod(&c)
+		if _, err := c.Validate(); err == nil {
+			t.Errorf("accepted %+v", c)
+		}
+	}
+}

@@ -1,0 +1,193 @@
+// Package daemon assembles extranetd: it opens the state, brings up the
+// firewall before the WireGuard interface (fail closed), starts the
+// reconciler and serves the API until told to stop.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/extranetgw/extranet/internal/conntrack"
+	"github.com/extranetgw/extranet/internal/firewall"
+	"github.com/extranetgw/extranet/internal/httpapi"
+	"github.com/extranetgw/extranet/internal/reconcile"
+	"github.com/extranetgw/extranet/internal/service"
+	"github.com/extranetgw/extranet/internal/store"
+	"github.com/extranetgw/extranet/internal/version"
+	"github.com/extranetgw/extranet/internal/wgdev"
+	"github.com/extranetgw/extranet/pkg/api"
+)
+
+// File names inside the state directory.
+const (
+	DBFile  = "extranet.db"
+	KeyFile = "gateway.key"
+)
+
+// Run starts the daemon and blocks until ctx ends. hup triggers a full
+// reconcile (drift check included).
+func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{}) error {
+	st, err := cfg.Validate()
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return fmt.Errorf("create state directory: %w", err)
+	}
+	if err := os.Chmod(cfg.StateDir, 0o700); err != nil {
+		return fmt.Errorf("chmod state directory: %w", err)
+	}
+	db, err := store.Open(filepath.Join(cfg.StateDir, DBFile), time.Second)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	key, err := wgdev.LoadOrCreateKey(filepath.Join(cfg.StateDir, KeyFile))
+	if err != nil {
+		return fmt.Errorf("gateway key: %w", err)
+	}
+
+	fw, err := firewall.New(firewall.Options{Interface: cfg.Interface, Logger: log, Mode: cfg.IPTablesMode})
+	if err != nil {
+		return err
+	}
+	rec := reconcile.New(reconcile.Options{
+		DB: db, Firewall: fw, Sweeper: conntrack.Kernel{},
+		Plan: st.Plan, Interface: cfg.Interface, Masquerade: cfg.Masquerade,
+		Clock: service.SystemClock{}, Logger: log,
+		Interval: cfg.ReconcileInterval, StatsInterval: cfg.StatsInterval,
+	})
+	if err := rec.PrepareFirewall(); err != nil {
+		return err
+	}
+	if err := enableForwarding(); err != nil {
+		return err
+	}
+	dev, err := wgdev.Open(wgdev.Config{
+		Name: cfg.Interface, Mode: wgdev.Mode(cfg.WireGuard), PrivateKey: key,
+		ListenPort: cfg.ListenPort, Address: st.Plan.Gateway(), MTU: cfg.MTU, Logger: log,
+	})
+	if err != nil {
+		return fmt.Errorf("wireguard interface %s: %w", cfg.Interface, err)
+	}
+	defer dev.Close()
+	rec.SetDevice(dev)
+	info := dev.Info()
+	log.Info("wireguard up", "interface", info.Name, "mode", info.Mode, "public_key", info.PublicKey.String(), "listen_port", info.ListenPort)
+
+	svc := service.New(service.Options{
+		DB: db, Plan: st.Plan, Applier: rec,
+		Runtime:  runtime{rec: rec, info: info},
+		Endpoint: cfg.Endpoint, DNS: cfg.ClientDNS, MTU: cfg.MTU,
+		GatewayPublicKey: info.PublicKey.String(), MaxPeerLifetime: st.MaxPeerLifetime,
+		Expire: service.ExpireDefaults{Idle: st.ExpireIdle, Unused: st.ExpireUnused, Action: cfg.ExpireAction},
+	})
+	srv := httpapi.New(svc, log)
+	l, err := httpapi.Listen(cfg.Socket, cfg.SocketGroup, log)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(cfg.Socket)
+
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	ready := make(chan error, 1)
+	recDone := make(chan struct{})
+	go func() {
+		defer close(recDone)
+		rec.Run(runCtx, hup, ready)
+	}()
+	if err := <-ready; err != nil {
+		// Keep running: the firewall is closed, and the next reconcile may
+		// succeed. An admin sees the error in status and the log.
+		log.Error("first reconcile failed", "err", err)
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(l) }()
+	notifyReady(log)
+	log.Info("extranetd ready", "socket", cfg.Socket, "version", version.Version)
+
+	select {
+	case <-ctx.Done():
+	case err = <-serveErr:
+		err = fmt.Errorf("api server: %w", err)
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(shutdownCtx)
+	stop()
+	<-recDone
+	log.Info("extranetd stopped; firewall rules stay in place")
+	return err
+}
+
+// runtime answers `status` from the device and the reconciler.
+type runtime struct {
+	rec  *reconcile.Reconciler
+	info wgdev.Info
+}
+
+func (r runtime) Status() api.Status {
+	st := r.rec.State()
+	out := api.Status{
+		Version:    version.Version,
+		Interface:  r.info.Name,
+		Mode:       string(r.info.Mode),
+		ListenPort: r.info.ListenPort,
+		Firewall:   "in sync",
+	}
+	if !st.LastRun.IsZero() {
+		t := st.LastRun
+		out.LastReconcile = &t
+	}
+	out.ReconcileResult = "ok"
+	if st.LastError != "" {
+		out.ReconcileResult = "error: " + st.LastError
+	}
+	if !st.LastRepair.IsZero() {
+		t := st.LastRepair
+		out.LastRepair = &t
+		out.Firewall = fmt.Sprintf("in sync (repaired at %s: %v)", t.Format(time.RFC3339), st.Repairs)
+	}
+	return out
+}
+
+func enableForwarding() error {
+	const path = "/proc/sys/net/ipv4/ip_forward"
+	if err := os.WriteFile(path, []byte("1\n"), 0o644); err != nil {
+		return fmt.Errorf("enable IPv4 forwarding: %w", err)
+	}
+	return nil
+}
+
+// notifyReady tells systemd (Type=notify) that the first reconcile is done.
+func notifyReady(log *slog.Logger) {
+	addr := os.Getenv("NOTIFY_SOCKET")
+	if addr == "" {
+		return
+	}
+	conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: addr, Net: "unixgram"})
+	if err == nil {
+		_, err = conn.Write([]byte("READY=1"))
+		conn.Close()
+	}
+	if err != nil {
+		log.Warn("notify systemd", "err", err)
+	}
+}
+
+// Cleanup removes every rule, set and interface extranetd made. The state
+// directory stays.
+func Cleanup(cfg Config, log *slog.Logger) error {
+	fw, err := firewall.New(firewall.Options{Interface: cfg.Interface, Logger: log, Mode: cfg.IPTablesMode})
+	if err != nil {
+		return err
+	}
+	return errors.Join(fw.Cleanup(), wgdev.Remove(cfg.Interface))
+}

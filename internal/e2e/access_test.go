@@ -1,0 +1,246 @@
+package e2e
+
+import (
+	"fmt"
+	"os/exec"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// probe is one cell of the access matrix.
+type probe struct {
+	from  string // namespace
+	kind  string // tcp, udp or icmp
+	addr  string // ip:port, or ip for icmp
+	allow bool
+}
+
+func (p probe) String() string {
+	verb := "must not reach"
+	if p.allow {
+		verb = "must reach"
+	}
+	return fmt.Sprintf("%s %s %s %s", p.from, verb, p.kind, p.addr)
+}
+
+// try runs one probe once and reports whether traffic got through.
+func (r *Rig) try(p probe) bool {
+	switch p.kind {
+	case "tcp":
+		_, err := TCPEcho(p.from, p.addr)
+		return err == nil
+	case "udp":
+		_, err := UDPEcho(p.from, p.addr)
+		return err == nil
+	case "icmp":
+		return r.Ping(p.from, p.addr) == nil
+	}
+	panic("unknown probe kind " + p.kind)
+}
+
+// checkMatrix asserts every probe, allowed ones first so that tunnels are
+// known to be up when a denied probe fails.
+func (r *Rig) checkMatrix(t *testing.T, probes []probe) {
+	t.Helper()
+	for _, p := range probes {
+		if p.allow {
+			Eventually(t, 10*time.Second, p.String(), func() error {
+				if !r.try(p) {
+					return fmt.Errorf("blocked")
+				}
+				return nil
+			})
+		}
+	}
+	for _, p := range probes {
+		if !p.allow && r.try(p) {
+			t.Errorf("%s, but it did", p)
+		}
+	}
+}
+
+func TestAccessMatrix(t *testing.T) {
+	r := NewRig(t)
+	r.Serve(r.IN1, in1Addr, "in1", tcpPorts, udpPorts)
+	r.Serve(r.IN2, in2Addr, "in2", tcpPorts, udpPorts)
+	// The gateway's own services, which partners must never reach.
+	r.Serve(r.GW, "0.0.0.0", "gw", []int{2222}, []int{2223})
+	// An admin's own rules, which extranetd must leave alone.
+	r.Must(r.GW, "iptables", "-A", "FORWARD", "-s", "192.0.2.99", "-j", "DROP")
+	r.Must(r.GW, "iptables", "-t", "nat", "-A", "POSTROUTING", "-s", "192.0.2.99", "-j", "RETURN")
+	before := r.firewallState()
+
+	r.StartDaemon()
+	r.MustCTL("org", "create", "acme",
+		"--grant", "10.10.1.0/24",
+		"--grant", "10.10.2.2/32:tcp/443",
+		"--grant", "10.10.2.2/32:udp/5000-5010",
+		"--grant", "10.10.2.0/24:icmp")
+	r.MustCTL("org", "create", "globex", "--grant", "10.10.2.0/24:tcp/8080")
+	acmeConf := r.PartnerUp(r.PA, "pa"+r.id, r.Issue("acme/laptop"))
+	globexCfg := r.Issue("globex/server")
+	globexConf := r.PartnerUp(r.PB, "pb"+r.id, globexCfg)
+	acmeIP := r.peerJSON("acme/laptop").Address
+	globexIP := r.peerJSON("globex/server").Address
+	// Partners listen on their tunnel addresses: nobody may open flows to them.
+	r.Serve(r.PA, "0.0.0.0", "pa", []int{9999}, nil)
+	r.Serve(r.PB, "0.0.0.0", "pb", []int{9999}, nil)
+
+	matrix := []probe{
+		{r.PA, "tcp", hostPort(in1Addr, 22), true},
+		{r.PA, "tcp", hostPort(in1Addr, 8080), true},
+		{r.PA, "udp", hostPort(in1Addr, 6000), true},
+		{r.PA, "icmp", in1Addr, true},
+		{r.PA, "tcp", hostPort(in2Addr, 443), true},
+		{r.PA, "udp", hostPort(in2Addr, 5005), true},
+		{r.PA, "icmp", in2Addr, true},
+		{r.PA, "tcp", hostPort(in2Addr, 22), false},
+		{r.PA, "tcp", hostPort(in2Addr, 8080), false},
+		{r.PA, "udp", hostPort(in2Addr, 6000), false},
+		{r.PA, "tcp", hostPort(globexIP, 9999), false},
+		{r.PA, "icmp", globexIP, false},
+		{r.PA, "tcp", hostPort(gwTunnel, 2222), false},
+		{r.PA, "udp", hostPort(gwTunnel, 2223), false},
+		{r.PA, "tcp", hostPort(gwIn1, 2222), false},
+		{r.PA, "icmp", gwTunnel, false},
+
+		{r.PB, "tcp", hostPort(in2Addr, 8080), true},
+		{r.PB, "tcp", hostPort(in2Addr, 443), false},
+		{r.PB, "tcp", hostPort(in1Addr, 22), false},
+		{r.PB, "tcp", hostPort(in1Addr, 8080), false},
+		{r.PB, "udp", hostPort(in2Addr, 5005), false},
+		{r.PB, "icmp", in2Addr, false},
+		{r.PB, "tcp", hostPort(acmeIP, 9999), false},
+		{r.PB, "tcp", hostPort(gwTunnel, 2222), false},
+
+		{r.IN1, "tcp", hostPort(acmeIP, 9999), false},
+		{r.IN2, "tcp", hostPort(globexIP, 9999), false},
+		{r.IN1, "icmp", acmeIP, false},
+	}
+	t.Run("matrix", func(t *testing.T) { r.checkMatrix(t, matrix) })
+
+	t.Run("a partner that routes everything still reaches only its grants", func(t *testing.T) {
+		r.PartnerDown(r.PB, globexConf)
+		greedy := regexp.MustCompile(`(?m)^AllowedIPs = .*$`).ReplaceAllString(globexCfg, "AllowedIPs = 0.0.0.0/1, 128.0.0.0/1")
+		globexConf = r.PartnerUp(r.PB, "pb"+r.id, greedy)
+		r.Must(r.PB, "ip", "route", "add", "10.99.0.0/16", "dev", "pb"+r.id)
+		r.checkMatrix(t, []probe{
+			{r.PB, "tcp", hostPort(in2Addr, 8080), true},
+			{r.PB, "tcp", hostPort(in1Addr, 22), false},
+			{r.PB, "tcp", hostPort(in2Addr, 22), false},
+			{r.PB, "icmp", in1Addr, false},
+			{r.PB, "tcp", hostPort(acmeIP, 9999), false},
+			{r.PB, "tcp", hostPort(gwIn1, 2222), false},
+		})
+	})
+
+	t.Run("ungrant kills an open connection", func(t *testing.T) {
+		c, err := DialTCP(r.PA, hostPort(in1Addr, 22))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.Echo("before", 2*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		r.MustCTL("org", "ungrant", "acme", "10.10.1.0/24")
+		if got, err := c.Echo("after", time.Second); err == nil {
+			t.Fatalf("connection survived the ungrant: %q", got)
+		}
+		if _, err := TCPEcho(r.PA, hostPort(in1Addr, 22)); err == nil {
+			t.Fatal("new connection allowed after ungrant")
+		}
+		r.MustCTL("org", "grant", "acme", "10.10.1.0/24")
+		reaches(t, r.PA, hostPort(in1Addr, 22), "in1")
+	})
+
+	t.Run("drift is repaired", func(t *testing.T) {
+		for _, breakIt := range [][]string{
+			{"iptables", "-F", "FORWARD"},
+			{"iptables", "-F", "INPUT"},
+			{"iptables", "-F", "EXTRANET-FWD"},
+			{"ipset", "flush"},
+		} {
+			r.Must(r.GW, breakIt...)
+			Eventually(t, 5*time.Second, "repair after "+strings.Join(breakIt, " "), func() error {
+				if strings.Contains(r.MustCTL("status"), "repaired at") && r.try(probe{r.PA, "tcp", hostPort(in1Addr, 22), true}) &&
+					!r.try(probe{r.PA, "tcp", hostPort(gwTunnel, 2222), false}) && !r.try(probe{r.PB, "tcp", hostPort(in1Addr, 22), false}) {
+					return nil
+				}
+				return fmt.Errorf("not repaired")
+			})
+		}
+		r.checkMatrix(t, matrix)
+	})
+
+	t.Run("revoke kills an open connection", func(t *testing.T) {
+		c, err := DialTCP(r.PA, hostPort(in1Addr, 22))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.Echo("before", 2*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		r.MustCTL("peer", "revoke", "acme/laptop", "--yes")
+		if got, err := c.Echo("after", time.Second); err == nil {
+			t.Fatalf("connection survived the revoke: %q", got)
+		}
+		r.PartnerDown(r.PA, acmeConf)
+	})
+
+	t.Run("kill -9 opens nothing", func(t *testing.T) {
+		r.KillDaemon()
+		rules := r.Must(r.GW, "iptables", "-S", "EXTRANET-FWD")
+		if !strings.Contains(rules, "-j REJECT") {
+			t.Fatalf("default deny gone after kill -9:\n%s", rules)
+		}
+		if fwd := r.Must(r.GW, "iptables", "-S", "FORWARD"); !strings.Contains(fwd, "-j EXTRANET-FWD") {
+			t.Fatalf("jump gone after kill -9:\n%s", fwd)
+		}
+		if r.try(probe{r.PB, "tcp", hostPort(in1Addr, 22), false}) {
+			t.Error("globex reaches in1 with the daemon dead")
+		}
+		r.StartDaemon()
+		reaches(t, r.PB, hostPort(in2Addr, 8080), "in2")
+		if r.try(probe{r.PB, "tcp", hostPort(in1Addr, 22), false}) {
+			t.Error("globex reaches in1 after restart")
+		}
+	})
+
+	t.Run("cleanup restores the firewall exactly", func(t *testing.T) {
+		r.StopDaemon()
+		for i := 0; i < 2; i++ {
+			if out, err := r.run(r.GW, bin+"/extranetd", "cleanup", "--interface", r.Iface); err != nil {
+				t.Fatalf("cleanup run %d: %v\n%s", i+1, err, out)
+			}
+		}
+		if after := r.firewallState(); after != before {
+			t.Errorf("firewall after cleanup differs from before the daemon started:\nbefore:\n%s\nafter:\n%s", before, after)
+		}
+		if out, _ := r.run(r.GW, "ip", "link", "show", r.Iface); !strings.Contains(out, "does not exist") {
+			t.Errorf("interface still there after cleanup: %s", out)
+		}
+	})
+}
+
+// firewallState is the gateway namespace's rules and sets, without counters
+// and comments, for before/after comparisons.
+func (r *Rig) firewallState() string {
+	var b strings.Builder
+	for _, table := range []string{"filter", "nat"} {
+		out := r.Must(r.GW, "iptables-save", "-t", table)
+		for _, l := range strings.Split(out, "\n") {
+			if strings.HasPrefix(l, "#") || l == "" {
+				continue
+			}
+			b.WriteString(regexp.MustCompile(` \[\d+:\d+\]$`).ReplaceAllString(l, ""))
+			b.WriteByte('\n')
+		}
+	}
+	out, _ := exec.Command("ip", "netns", "exec", r.GW, "ipset", "list", "-n").CombinedOutput()
+	b.WriteString("ipsets: " + strings.TrimSpace(string(out)) + "\n")
+	return b.String()
+}

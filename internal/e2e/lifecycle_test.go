@@ -1,0 +1,175 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/extranetgw/extranet/pkg/api"
+)
+
+func (r *Rig) expire(args ...string) api.ExpireResult {
+	r.t.Helper()
+	var res api.ExpireResult
+	out := r.MustCTL(append([]string{"expire", "-o", "json"}, args...)...)
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		r.t.Fatalf("expire output %q: %v", out, err)
+	}
+	return res
+}
+
+func actionFor(res api.ExpireResult, target string) string {
+	for _, a := range res.Actions {
+		if a.Target == target {
+			return a.To
+		}
+	}
+	return ""
+}
+
+func TestLifecycle(t *testing.T) {
+	r := standardRig(t)
+	r.MustCTL("org", "create", "acme", "--grant", "10.10.1.0/24")
+	conf := r.PartnerUp(r.PA, "pa"+r.id, r.Issue("acme/laptop"))
+	reaches(t, r.PA, hostPort(in1Addr, 22), "in1")
+	r.Issue("acme/unused")
+	var seen time.Time
+	Eventually(t, 5*time.Second, "handshake recorded", func() error {
+		p := r.peerJSON("acme/laptop")
+		if p.LastHandshake == nil {
+			return fmt.Errorf("no handshake yet")
+		}
+		seen = *p.LastHandshake
+		return nil
+	})
+
+	t.Run("last-seen survives a restart", func(t *testing.T) {
+		r.PartnerDown(r.PA, conf)
+		r.StopDaemon()
+		r.StartDaemon()
+		p := r.peerJSON("acme/laptop")
+		if p.LastHandshake == nil || !p.LastHandshake.Equal(seen) {
+			t.Fatalf("last handshake after restart = %v, want %v", p.LastHandshake, seen)
+		}
+		if out := r.MustCTL("peer", "show", "acme/unused"); !strings.Contains(out, "never connected") {
+			t.Errorf("never-connected peer shows as:\n%s", out)
+		}
+	})
+
+	t.Run("idle peer is suspended, dry run first changes nothing", func(t *testing.T) {
+		Eventually(t, 10*time.Second, "laptop idle for 2s", func() error {
+			if actionFor(r.expire("--idle", "2s", "--unused", "30d", "--dry-run"), "acme/laptop") != api.StateSuspended {
+				return fmt.Errorf("not idle yet")
+			}
+			return nil
+		})
+		if p := r.peerJSON("acme/laptop"); p.State != api.StateActive {
+			t.Fatalf("dry run changed the peer to %s", p.State)
+		}
+		res := r.expire("--idle", "2s", "--unused", "30d")
+		if actionFor(res, "acme/laptop") != api.StateSuspended {
+			t.Fatalf("expire did not suspend the idle peer: %+v", res)
+		}
+		if again := r.expire("--idle", "2s", "--unused", "30d"); actionFor(again, "acme/laptop") != "" {
+			t.Errorf("second run acted again: %+v", again)
+		}
+		conf = r.PartnerUp(r.PA, "pa"+r.id, r.configOf("acme/laptop"))
+		if _, err := TCPEcho(r.PA, hostPort(in1Addr, 22)); err == nil {
+			t.Error("suspended idle peer still connects")
+		}
+		r.PartnerDown(r.PA, conf)
+	})
+
+	t.Run("never-connected peer goes under --unused", func(t *testing.T) {
+		res := r.expire("--idle", "30d", "--unused", "1s", "--action", "revoke")
+		if actionFor(res, "acme/unused") != api.StateRevoked {
+			t.Fatalf("unused peer not revoked: %+v", res)
+		}
+	})
+
+	t.Run("an org whose contract ended loses every peer", func(t *testing.T) {
+		r.MustCTL("org", "create", "shortlived", "--grant", "10.10.2.0/24", "--expires", "4s")
+		cfg := r.Issue("shortlived/dev")
+		sl := r.PartnerUp(r.PB, "pb"+r.id, cfg)
+		reaches(t, r.PB, hostPort(in2Addr, 22), "in2")
+		// The reconciler enforces the date on its own, before any job runs.
+		Eventually(t, 10*time.Second, "access ends with the contract", func() error {
+			if _, err := TCPEcho(r.PB, hostPort(in2Addr, 22)); err == nil {
+				return fmt.Errorf("still reachable")
+			}
+			return nil
+		})
+		res := r.expire()
+		if actionFor(res, "shortlived") != api.StateExpired || actionFor(res, "shortlived/dev") != api.StateExpired {
+			t.Fatalf("expire after contract end: %+v", res)
+		}
+		r.PartnerDown(r.PB, sl)
+	})
+
+	t.Run("audit names every actor and verifies, until the db is edited", func(t *testing.T) {
+		out := r.MustCTL("audit", "-o", "json")
+		actors := map[string]bool{}
+		for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+			var ev api.AuditEvent
+			if err := json.Unmarshal([]byte(l), &ev); err != nil {
+				t.Fatal(err)
+			}
+			actors[ev.Actor] = true
+		}
+		if !actors["root"] || !actors["expire (root)"] {
+			t.Errorf("actors in the audit log: %v; want root and expire (root)", actors)
+		}
+		if v := r.MustCTL("audit", "verify"); !strings.Contains(v, "intact") {
+			t.Fatalf("audit verify: %s", v)
+		}
+		r.StopDaemon()
+		tamperAudit(t, filepath.Join(r.Dir, "state", "extranet.db"), 2)
+		r.StartDaemon()
+		_, errOut, code := r.CTL("audit", "verify")
+		if code == 0 || !strings.Contains(errOut, "event 2") {
+			t.Errorf("verify after tampering: exit %d, %s", code, errOut)
+		}
+	})
+}
+
+// configOf prints a peer's config again.
+func (r *Rig) configOf(id string) string {
+	return r.MustCTL("peer", "config", id)
+}
+
+// tamperAudit rewrites one audit event's actor in place, as someone with
+// write access to the file might.
+func tamperAudit(t *testing.T, path string, seq uint64) {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	err = db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte("audit"))
+		k := make([]byte, 8)
+		for i := 0; i < 8; i++ {
+			k[7-i] = byte(seq >> (8 * i))
+		}
+		v := b.Get(k)
+		if v == nil {
+			return fmt.Errorf("no audit event %d", seq)
+		}
+		var ev map[string]any
+		if err := json.Unmarshal(v, &ev); err != nil {
+			return err
+		}
+		ev["actor"] = "mallory"
+		raw, _ := json.Marshal(ev)
+		return b.Put(k, raw)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

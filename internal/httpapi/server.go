@@ -1,0 +1,227 @@
+// Package httpapi serves the versioned HTTP/JSON API on the daemon's unix
+// socket. Handlers are thin adapters: they decode, name the caller from the
+// socket's peer credentials, call the service and encode. Policy lives in
+// the service.
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/user"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/extranetgw/extranet/internal/service"
+	"github.com/extranetgw/extranet/pkg/api"
+)
+
+// MaxBody bounds every request body.
+const MaxBody = 1 << 20
+
+// Server is the API server.
+type Server struct {
+	svc  *service.Service
+	log  *slog.Logger
+	http *http.Server
+	// Extra routes (expire, backup) registered by other packages.
+	mux *http.ServeMux
+}
+
+// New builds the server and its routes.
+func New(svc *service.Service, log *slog.Logger) *Server {
+	s := &Server{svc: svc, log: log, mux: http.NewServeMux()}
+	s.routes()
+	s.http = &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: 10 * time.Second,
+		ConnContext:       withPeerCred,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	return s
+}
+
+// Handle registers an extra route.
+func (s *Server) Handle(pattern string, h http.HandlerFunc) { s.mux.HandleFunc(pattern, h) }
+
+// ServeHTTP applies the checks every request gets, then routes.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !strings.HasPrefix(r.URL.Path, "/"+api.Version+"/") {
+		writeError(w, api.Errorf(api.CodeNotFound, "unknown API path %q; this extranetd speaks /%s/ — upgrade extranetctl or extranetd so they match", r.URL.Path, api.Version))
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, MaxBody)
+	s.mux.ServeHTTP(w, r)
+}
+
+// Serve answers on l until Shutdown.
+func (s *Server) Serve(l net.Listener) error {
+	err := s.http.Serve(l)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops accepting and waits for requests in flight.
+func (s *Server) Shutdown(ctx context.Context) error { return s.http.Shutdown(ctx) }
+
+type credKey struct{}
+
+// withPeerCred names the caller by the kernel's account of who connected,
+// which a client cannot forge.
+func withPeerCred(ctx context.Context, c net.Conn) context.Context {
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return ctx
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return ctx
+	}
+	var cred *unix.Ucred
+	_ = raw.Control(func(fd uintptr) {
+		cred, err = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	})
+	if err != nil || cred == nil {
+		return ctx
+	}
+	return context.WithValue(ctx, credKey{}, cred)
+}
+
+// actorName is the caller's unix user name, or uid:N when it has none.
+func actorName(ctx context.Context) string {
+	cred, ok := ctx.Value(credKey{}).(*unix.Ucred)
+	if !ok {
+		return "unknown"
+	}
+	uid := strconv.Itoa(int(cred.Uid))
+	if u, err := user.LookupId(uid); err == nil {
+		return u.Username
+	}
+	return "uid:" + uid
+}
+
+func (s *Server) withActor(r *http.Request) context.Context {
+	actor := actorName(r.Context())
+	// A scheduled job run by an admin account says so, so the log can tell
+	// a person's change from cron's; the kernel-given user stays in front.
+	if via := r.Header.Get("X-Extranet-Via"); via != "" && isWord(via) {
+		actor = via + " (" + actor + ")"
+	}
+	return service.WithActor(r.Context(), actor)
+}
+
+func isWord(s string) bool {
+	if len(s) > 32 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// decode reads a JSON body strictly: unknown fields and trailing data are
+// errors, so a typo in a client never silently does less than asked.
+func decode(r *http.Request, v any) error {
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return api.Errorf(api.CodeTooLarge, "request body is over %d bytes", MaxBody)
+		}
+		if errors.Is(err, io.EOF) {
+			return api.Errorf(api.CodeInvalid, "request body is empty; send a JSON object")
+		}
+		return api.Errorf(api.CodeInvalid, "request body is not valid: %v", err)
+	}
+	if dec.More() {
+		return api.Errorf(api.CodeInvalid, "request body has data after the JSON object")
+	}
+	return nil
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, err error) {
+	var ae *api.Error
+	if !errors.As(err, &ae) {
+		ae = &api.Error{Code: api.CodeInternal, Message: err.Error()}
+	}
+	writeJSON(w, ae.HTTPStatus(), ae)
+}
+
+// reply writes v, or the error.
+func reply(w http.ResponseWriter, status int, v any, err error) {
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, status, v)
+}
+
+// Listen creates the unix socket safely: a live daemon on it is an error, a
+// stale file is removed, and the socket is never reachable by others, even
+// for an instant, before its mode is set.
+func Listen(path, group string, log *slog.Logger) (net.Listener, error) {
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("socket %s is in use by a running extranetd; stop it first or choose another --socket", path)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("remove stale socket %s: %w", path, err)
+	}
+	if err := os.MkdirAll(dirOf(path), 0o755); err != nil {
+		return nil, fmt.Errorf("create socket directory: %w", err)
+	}
+	old := unix.Umask(0o177)
+	l, err := net.Listen("unix", path)
+	unix.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	mode := os.FileMode(0o600)
+	if group != "" {
+		g, err := user.LookupGroup(group)
+		if err != nil {
+			log.Warn("socket group not found; only root can use the socket", "group", group, "socket", path)
+		} else if gid, err := strconv.Atoi(g.Gid); err == nil {
+			if err := os.Chown(path, 0, gid); err != nil {
+				l.Close()
+				return nil, fmt.Errorf("chown socket %s to group %s: %w", path, group, err)
+			}
+			mode = 0o660
+		}
+	}
+	if err := os.Chmod(path, mode); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("chmod socket %s: %w", path, err)
+	}
+	return l, nil
+}
+
+func dirOf(path string) string {
+	if i := strings.LastIndexByte(path, '/'); i > 0 {
+		return path[:i]
+	}
+	return "."
+}

@@ -1,0 +1,381 @@
+// Package reconcile makes the kernel match the store: it derives the access
+// policy and the peer list from the store, applies them to the firewall and
+// the WireGuard device, kills flows that lost their access, repairs drift,
+// and records traffic statistics. It never decides policy.
+package reconcile
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"reflect"
+	"sync"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/extranetgw/extranet/internal/ipam"
+	"github.com/extranetgw/extranet/internal/policy"
+	"github.com/extranetgw/extranet/internal/store"
+	"github.com/extranetgw/extranet/internal/wgdev"
+	"github.com/extranetgw/extranet/pkg/api"
+)
+
+// Firewall is the part of the firewall the reconciler drives.
+type Firewall interface {
+	Apply(*policy.Policy) error
+	Check() ([]string, error)
+}
+
+// Device is the part of the WireGuard device the reconciler drives.
+type Device interface {
+	SyncPeers([]wgdev.Peer) (wgdev.SyncResult, error)
+	Stats() ([]wgdev.PeerStats, error)
+}
+
+// Sweeper kills conntrack entries the policy no longer allows.
+type Sweeper interface {
+	Sweep(tunnel netip.Prefix, p *policy.Policy) (int, error)
+}
+
+// Clock tells the time.
+type Clock interface{ Now() time.Time }
+
+// Options configure a Reconciler.
+type Options struct {
+	DB         *store.DB
+	Firewall   Firewall
+	Device     Device
+	Sweeper    Sweeper
+	Plan       ipam.Plan
+	Interface  string
+	Masquerade bool
+	Clock      Clock
+	Logger     *slog.Logger
+	// Interval is the period of the drift-repairing reconcile.
+	Interval time.Duration
+	// StatsInterval is the period of the handshake and traffic poller.
+	StatsInterval time.Duration
+}
+
+// Reconciler owns every change to the data plane.
+type Reconciler struct {
+	o   Options
+	log *slog.Logger
+
+	kick chan struct{}
+
+	mu      sync.Mutex
+	waiters []chan struct{}
+	state   State
+
+	// Owned by the Run goroutine.
+	applied  *policy.Policy
+	lastKeys map[netip.Addr]string
+	lastWant []wgdev.Peer
+}
+
+// State is what `status` reports about reconciliation.
+type State struct {
+	LastRun    time.Time
+	LastError  string
+	LastRepair time.Time
+	Repairs    []string
+	Runs       int
+}
+
+// SetDevice hands over the device once it is up; the firewall comes first.
+func (r *Reconciler) SetDevice(d Device) { r.o.Device = d }
+
+// New returns a Reconciler; call Run to start it.
+func New(o Options) *Reconciler {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Interval <= 0 {
+		o.Interval = 10 * time.Second
+	}
+	if o.StatsInterval <= 0 {
+		o.StatsInterval = 5 * time.Second
+	}
+	return &Reconciler{o: o, log: o.Logger, kick: make(chan struct{}, 1)}
+}
+
+// Apply asks for a reconcile and returns a channel closed when one that
+// started after this call has finished.
+func (r *Reconciler) Apply() <-chan struct{} {
+	ch := make(chan struct{})
+	r.mu.Lock()
+	r.waiters = append(r.waiters, ch)
+	r.mu.Unlock()
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+	return ch
+}
+
+// State returns a copy of the reconcile state.
+func (r *Reconciler) State() State {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := r.state
+	s.Repairs = append([]string(nil), s.Repairs...)
+	return s
+}
+
+// Run reconciles at once, then on every Apply, every Interval, and on each
+// value from hup (SIGHUP), until ctx ends. The first result is sent on ready.
+func (r *Reconciler) Run(ctx context.Context, hup <-chan struct{}, ready chan<- error) {
+	first := r.Once(ctx, true)
+	if ready != nil {
+		ready <- first
+	}
+	tick := time.NewTicker(r.o.Interval)
+	defer tick.Stop()
+	stats := time.NewTicker(r.o.StatsInterval)
+	defer stats.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			r.release(r.takeWaiters())
+			return
+		case <-r.kick:
+			w := r.takeWaiters()
+			r.Once(ctx, false)
+			r.release(w)
+		case <-hup:
+			r.Once(ctx, true)
+		case <-tick.C:
+			r.Once(ctx, true)
+		case <-stats.C:
+			if err := r.PollStats(); err != nil {
+				r.log.Warn("poll peer statistics", "err", err)
+			}
+		}
+	}
+}
+
+func (r *Reconciler) takeWaiters() []chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	w := r.waiters
+	r.waiters = nil
+	return w
+}
+
+func (r *Reconciler) release(w []chan struct{}) {
+	for _, ch := range w {
+		close(ch)
+	}
+}
+
+// desired reads the store into the policy and the wanted peer list. Expiry
+// dates are enforced here too, so access ends on time even if the expire
+// job never runs.
+func (r *Reconciler) desired() (*policy.Policy, []wgdev.Peer, map[netip.Addr]string, error) {
+	now := r.o.Clock.Now()
+	p := &policy.Policy{
+		Interface:  r.o.Interface,
+		TunnelNet:  r.o.Plan.Network,
+		Masquerade: r.o.Masquerade,
+		Peers:      map[netip.Addr]bool{},
+	}
+	var want []wgdev.Peer
+	keys := map[netip.Addr]string{}
+	err := r.o.DB.View(func(tx *store.Tx) error {
+		active := map[string]bool{}
+		if err := tx.Orgs(func(o *store.Org) error {
+			if o.State != api.StateActive || (o.Expires != nil && !o.Expires.After(now)) {
+				return nil
+			}
+			active[o.Name] = true
+			p.Orgs = append(p.Orgs, policy.Org{ID: o.ID, Name: o.Name, Blocks: o.Blocks, Grants: o.Grants})
+			return nil
+		}); err != nil {
+			return err
+		}
+		return tx.Peers("", func(sp *store.Peer) error {
+			if sp.State != api.StateActive || !active[sp.Org] || (sp.Expires != nil && !sp.Expires.After(now)) {
+				return nil
+			}
+			pub, err := wgtypes.ParseKey(sp.PublicKey)
+			if err != nil {
+				return fmt.Errorf("peer %s: public key: %w", sp.ID(), err)
+			}
+			psk, err := wgtypes.ParseKey(sp.PresharedKey)
+			if err != nil {
+				return fmt.Errorf("peer %s: preshared key is corrupt", sp.ID())
+			}
+			want = append(want, wgdev.Peer{PublicKey: pub, PresharedKey: psk, Address: sp.Address})
+			p.Peers[sp.Address] = true
+			keys[sp.Address] = sp.PublicKey
+			return nil
+		})
+	})
+	return p, want, keys, err
+}
+
+// Once runs one reconcile. check asks for drift detection (periodic runs);
+// a run after a store change applies what changed.
+func (r *Reconciler) Once(ctx context.Context, check bool) error {
+	start := r.o.Clock.Now()
+	err := r.once(check)
+	r.mu.Lock()
+	r.state.LastRun = start
+	r.state.Runs++
+	if err != nil {
+		r.state.LastError = err.Error()
+	} else {
+		r.state.LastError = ""
+	}
+	r.mu.Unlock()
+	if err != nil {
+		r.log.Error("reconcile", "err", err)
+	} else {
+		r.log.Debug("reconciled", "took", time.Since(start))
+	}
+	return err
+}
+
+func (r *Reconciler) once(check bool) error {
+	p, want, keys, err := r.desired()
+	if err != nil {
+		return fmt.Errorf("read desired state: %w", err)
+	}
+	var repairs []string
+
+	// Firewall first: a new peer must never be up before its rules are.
+	switch {
+	case r.applied == nil || !reflect.DeepEqual(r.applied, p):
+		if err := r.o.Firewall.Apply(p); err != nil {
+			return fmt.Errorf("apply firewall: %w", err)
+		}
+	case check:
+		drift, err := r.o.Firewall.Check()
+		if err != nil {
+			return fmt.Errorf("check firewall: %w", err)
+		}
+		if len(drift) > 0 {
+			if err := r.o.Firewall.Apply(p); err != nil {
+				return fmt.Errorf("repair firewall (%v): %w", drift, err)
+			}
+			repairs = append(repairs, drift...)
+		}
+	}
+
+	res, err := r.o.Device.SyncPeers(want)
+	if err != nil {
+		return fmt.Errorf("sync WireGuard peers: %w", err)
+	}
+	if r.lastWant != nil && reflect.DeepEqual(r.lastWant, want) && res != (wgdev.SyncResult{}) {
+		repairs = append(repairs, fmt.Sprintf("wireguard peers changed by hand: %d re-added, %d removed, %d fixed", res.Added, res.Removed, res.Updated))
+	}
+
+	// Flows die after the peer is gone from the device, so nothing can
+	// re-open them in between.
+	if r.applied == nil || withdrawn(r.applied, p, r.lastKeys, keys) {
+		sweep := p
+		if rotated := rekeyed(r.lastKeys, keys); len(rotated) > 0 {
+			sweep = withoutPeers(p, rotated)
+		}
+		n, err := r.o.Sweeper.Sweep(r.o.Plan.Network, sweep)
+		if err != nil {
+			return fmt.Errorf("kill withdrawn flows: %w", err)
+		}
+		if n > 0 {
+			r.log.Info("killed flows that lost their access", "flows", n)
+		}
+	}
+	r.applied, r.lastKeys, r.lastWant = p, keys, want
+
+	if len(repairs) > 0 {
+		r.recordRepair(repairs)
+	}
+	return nil
+}
+
+func (r *Reconciler) recordRepair(repairs []string) {
+	now := r.o.Clock.Now()
+	r.log.Warn("repaired drift", "what", repairs)
+	r.mu.Lock()
+	r.state.LastRepair, r.state.Repairs = now, repairs
+	r.mu.Unlock()
+	err := r.o.DB.Update(func(tx *store.Tx) error {
+		return tx.Audit(now, "extranetd", "dataplane.repair", r.o.Interface, nil, repairs)
+	})
+	if err != nil {
+		r.log.Error("audit drift repair", "err", err)
+	}
+}
+
+// withdrawn reports whether any access present in old is absent in new.
+func withdrawn(old, new *policy.Policy, oldKeys, newKeys map[netip.Addr]string) bool {
+	for a := range old.Peers {
+		if !new.Peers[a] {
+			return true
+		}
+	}
+	if len(rekeyed(oldKeys, newKeys)) > 0 {
+		return true
+	}
+	newOrgs := map[uint32]policy.Org{}
+	for _, o := range new.Orgs {
+		newOrgs[o.ID] = o
+	}
+	for _, o := range old.Orgs {
+		n, ok := newOrgs[o.ID]
+		if !ok {
+			return true
+		}
+		have := map[string]bool{}
+		for _, g := range n.Grants {
+			have[g.String()] = true
+		}
+		for _, g := range o.Grants {
+			if !have[g.String()] {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// rekeyed lists addresses whose peer now has another key (rotation): flows
+// of the old key must die even though the address stays allowed.
+func rekeyed(old, new map[netip.Addr]string) map[netip.Addr]bool {
+	out := map[netip.Addr]bool{}
+	for a, k := range new {
+		if ok, had := old[a]; had && ok != k {
+			out[a] = true
+		}
+	}
+	return out
+}
+
+func withoutPeers(p *policy.Policy, drop map[netip.Addr]bool) *policy.Policy {
+	cp := *p
+	cp.Peers = make(map[netip.Addr]bool, len(p.Peers))
+	for a := range p.Peers {
+		if !drop[a] {
+			cp.Peers[a] = true
+		}
+	}
+	return &cp
+}
+
+// PrepareFirewall installs the rules for the stored policy before the
+// WireGuard interface exists, so that the interface never comes up without
+// its default deny.
+func (r *Reconciler) PrepareFirewall() error {
+	p, _, _, err := r.desired()
+	if err != nil {
+		return fmt.Errorf("read desired state: %w", err)
+	}
+	if err := r.o.Firewall.Apply(p); err != nil {
+		return fmt.Errorf("apply firewall: %w", err)
+	}
+	r.applied = p
+	return nil
+}

@@ -1,0 +1,109 @@
+package service
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"time"
+
+	"github.com/extranetgw/extranet/internal/store"
+	"github.com/extranetgw/extranet/pkg/api"
+)
+
+// AuditFilter narrows the audit log. Zero fields match everything.
+type AuditFilter struct {
+	Since, Until time.Time
+	Org          string // events about the org or any of its peers
+	Peer         string // ORG/NAME
+	Action       string // exact action, or a prefix ending in "." such as "peer."
+	Actor        string
+}
+
+func (f AuditFilter) match(ev *store.Event) bool {
+	switch {
+	case !f.Since.IsZero() && ev.Time.Before(f.Since):
+		return false
+	case !f.Until.IsZero() && ev.Time.After(f.Until):
+		return false
+	case f.Org != "" && ev.Target != f.Org && !strings.HasPrefix(ev.Target, f.Org+"/"):
+		return false
+	case f.Peer != "" && ev.Target != f.Peer:
+		return false
+	case f.Actor != "" && ev.Actor != f.Actor:
+		return false
+	case f.Action != "" && ev.Action != f.Action && !(strings.HasSuffix(f.Action, ".") && strings.HasPrefix(ev.Action, f.Action)):
+		return false
+	}
+	return true
+}
+
+// Audit returns matching events, oldest first.
+func (s *Service) Audit(ctx context.Context, f AuditFilter) ([]api.AuditEvent, error) {
+	out := []api.AuditEvent{}
+	err := s.opts.DB.View(func(tx *store.Tx) error {
+		return tx.Events(0, func(ev *store.Event) error {
+			if f.match(ev) {
+				out = append(out, api.AuditEvent{
+					Seq: ev.Seq, Time: ev.Time, Actor: ev.Actor, Action: ev.Action, Target: ev.Target,
+					Before: rawOrNil(ev.Before), After: rawOrNil(ev.After), Hash: ev.Hash,
+				})
+			}
+			return nil
+		})
+	})
+	return out, asErr(err)
+}
+
+func rawOrNil(r json.RawMessage) any {
+	if len(r) == 0 {
+		return nil
+	}
+	return r
+}
+
+// VerifyAudit checks the hash chain.
+func (s *Service) VerifyAudit(ctx context.Context) (api.VerifyResult, error) {
+	var r api.VerifyResult
+	err := s.opts.DB.View(func(tx *store.Tx) error {
+		n := 0
+		if err := tx.Events(0, func(*store.Event) error { n++; return nil }); err != nil {
+			return err
+		}
+		at, why, err := tx.VerifyAudit()
+		r = api.VerifyResult{OK: at == 0, Events: n, BrokenAt: at, Reason: why}
+		return err
+	})
+	return r, asErr(err)
+}
+
+// Status combines the data plane's live view with counts from the store.
+func (s *Service) Status(ctx context.Context) (api.Status, error) {
+	var st api.Status
+	if s.opts.Runtime != nil {
+		st = s.opts.Runtime.Status()
+	}
+	st.Endpoint = s.opts.Endpoint
+	st.TunnelNetwork = s.opts.Plan.Network.String()
+	st.Address = s.opts.Plan.Gateway().String()
+	st.PublicKey = s.opts.GatewayPublicKey
+	now := s.now()
+	err := s.opts.DB.View(func(tx *store.Tx) error {
+		if err := tx.Orgs(func(*store.Org) error { st.Orgs++; return nil }); err != nil {
+			return err
+		}
+		return tx.Peers("", func(p *store.Peer) error {
+			if p.State == api.StateActive {
+				st.PeersActive++
+				if p.LastHandshake != nil && now.Sub(*p.LastHandshake) < OnlineWindow {
+					st.PeersOnline++
+				}
+			}
+			return nil
+		})
+	})
+	return st, asErr(err)
+}
+
+// OnlineWindow is how recent a handshake must be for a peer to count as
+// online: WireGuard re-handshakes every two minutes while traffic flows.
+const OnlineWindow = 3 * time.Minute

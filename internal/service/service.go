@@ -1,0 +1,245 @@
+// Package service holds the rules of the domain: it validates every request,
+// plans addresses, changes the store in one transaction together with its
+// audit event, and then asks the reconciler to make the kernel match. It
+// never touches the kernel itself.
+package service
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"time"
+
+	"github.com/extranetgw/extranet/internal/grant"
+	"github.com/extranetgw/extranet/internal/ipam"
+	"github.com/extranetgw/extranet/internal/store"
+	"github.com/extranetgw/extranet/pkg/api"
+)
+
+// Clock tells the time; tests substitute a fake.
+type Clock interface{ Now() time.Time }
+
+// SystemClock is the wall clock.
+type SystemClock struct{}
+
+// Now returns the current time.
+func (SystemClock) Now() time.Time { return time.Now() }
+
+// Applier makes the kernel match the store. Apply returns a channel that is
+// closed once a reconcile that started after the call has finished, so a
+// request can answer only when its change is in force.
+type Applier interface {
+	Apply() <-chan struct{}
+}
+
+// Runtime reports the live state of the data plane for `status`.
+type Runtime interface {
+	Status() api.Status
+}
+
+// Options configure a Service.
+type Options struct {
+	DB       *store.DB
+	Plan     ipam.Plan
+	Clock    Clock
+	Applier  Applier
+	Runtime  Runtime
+	Endpoint string // host:port partners dial; issuing refuses without it
+	DNS      []string
+	MTU      int
+	// GatewayPublicKey goes into every client config.
+	GatewayPublicKey string
+	// MaxPeerLifetime caps peer expiry; 0 means none.
+	MaxPeerLifetime time.Duration
+	// Expire holds the defaults of `extranetctl expire`.
+	Expire ExpireDefaults
+	// ApplyTimeout bounds how long a request waits for the kernel to follow.
+	ApplyTimeout time.Duration
+}
+
+// Service implements every operation of the API.
+type Service struct {
+	opts Options
+}
+
+// New returns a Service.
+func New(opts Options) *Service {
+	if opts.Clock == nil {
+		opts.Clock = SystemClock{}
+	}
+	if opts.ApplyTimeout == 0 {
+		opts.ApplyTimeout = 5 * time.Second
+	}
+	return &Service{opts: opts}
+}
+
+type actorKey struct{}
+
+// WithActor records who is calling, for the audit log.
+func WithActor(ctx context.Context, actor string) context.Context {
+	return context.WithValue(ctx, actorKey{}, actor)
+}
+
+// Actor returns the caller recorded by WithActor, or "unknown".
+func Actor(ctx context.Context) string {
+	if a, ok := ctx.Value(actorKey{}).(string); ok && a != "" {
+		return a
+	}
+	return "unknown"
+}
+
+func (s *Service) now() time.Time { return s.opts.Clock.Now().UTC().Truncate(time.Second) }
+
+// update runs fn in one transaction, then waits until the data plane follows.
+func (s *Service) update(ctx context.Context, fn func(*store.Tx) error) error {
+	if err := s.opts.DB.Update(fn); err != nil {
+		return asAPIError(err)
+	}
+	s.applied(ctx)
+	return nil
+}
+
+// applied waits for the reconciler, bounded: the change is durable already,
+// and the periodic reconcile would apply it anyway.
+func (s *Service) applied(ctx context.Context) {
+	if s.opts.Applier == nil {
+		return
+	}
+	done := s.opts.Applier.Apply()
+	t := time.NewTimer(s.opts.ApplyTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+func asAPIError(err error) error {
+	var ae *api.Error
+	if errors.As(err, &ae) {
+		return ae
+	}
+	return &api.Error{Code: api.CodeInternal, Message: err.Error()}
+}
+
+func invalid(err error) *api.Error { return &api.Error{Code: api.CodeInvalid, Message: err.Error()} }
+
+func orgNotFound(name string) *api.Error {
+	return api.Errorf(api.CodeNotFound, "organisation %q not found; see `extranetctl org list`", name)
+}
+
+func peerNotFound(org, name string) *api.Error {
+	return api.Errorf(api.CodeNotFound, "peer %s/%s not found; see `extranetctl peer list --org %s`", org, name, org)
+}
+
+func getOrg(tx *store.Tx, name string) (*store.Org, error) {
+	o, err := tx.Org(name)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, orgNotFound(name)
+	}
+	return o, err
+}
+
+func getPeer(tx *store.Tx, org, name string) (*store.Peer, error) {
+	p, err := tx.Peer(org, name)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, peerNotFound(org, name)
+	}
+	return p, err
+}
+
+// checkGrants refuses grants that would let partners reach the tunnel
+// network, i.e. each other or the gateway.
+func (s *Service) checkGrants(gs []grant.Grant) error {
+	for _, g := range gs {
+		if g.Prefix.Overlaps(s.opts.Plan.Network) {
+			return api.Errorf(api.CodeInvalid, "grant %s overlaps the tunnel network %s; partners may never reach each other or the gateway through a grant", g, s.opts.Plan.Network)
+		}
+	}
+	return nil
+}
+
+func grantStrings(gs []grant.Grant) []string {
+	out := make([]string, len(gs))
+	for i, g := range gs {
+		out[i] = g.String()
+	}
+	return out
+}
+
+func prefixStrings(ps []netip.Prefix) []string {
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = p.String()
+	}
+	return out
+}
+
+func orgToAPI(o *store.Org, counts api.PeerCounts) api.Org {
+	return api.Org{
+		Name:        o.Name,
+		DisplayName: o.DisplayName,
+		Contact:     o.Contact,
+		State:       o.State,
+		Expires:     o.Expires,
+		Grants:      grantStrings(o.Grants),
+		Blocks:      prefixStrings(o.Blocks),
+		Peers:       counts,
+		CreatedAt:   o.CreatedAt,
+		CreatedBy:   o.CreatedBy,
+		UpdatedAt:   o.UpdatedAt,
+	}
+}
+
+func peerToAPI(p *store.Peer) api.Peer {
+	return api.Peer{
+		Org:           p.Org,
+		Name:          p.Name,
+		PublicKey:     p.PublicKey,
+		Address:       p.Address.String(),
+		State:         p.State,
+		KeyOrigin:     p.KeyOrigin,
+		Expires:       p.Expires,
+		CreatedAt:     p.CreatedAt,
+		CreatedBy:     p.CreatedBy,
+		UpdatedAt:     p.UpdatedAt,
+		LastHandshake: p.LastHandshake,
+		Endpoint:      p.Endpoint,
+		RxBytes:       p.RxBytes,
+		TxBytes:       p.TxBytes,
+	}
+}
+
+// auditOrg is what the audit log records of an organisation.
+func auditOrg(o *store.Org) any {
+	if o == nil {
+		return nil
+	}
+	return orgToAPI(o, api.PeerCounts{})
+}
+
+func auditPeer(p *store.Peer) any {
+	if p == nil {
+		return nil
+	}
+	ap := peerToAPI(p)
+	// Traffic counters change constantly and say nothing about who did what.
+	ap.RxBytes, ap.TxBytes, ap.LastHandshake, ap.Endpoint = 0, 0, nil, ""
+	return ap
+}
+
+func countPeers(tx *store.Tx, org string) (api.PeerCounts, error) {
+	var c api.PeerCounts
+	err := tx.Peers(org, func(p *store.Peer) error {
+		if p.State == api.StateRevoked {
+			return nil
+		}
+		c.Total++
+		if p.State == api.StateActive {
+			c.Active++
+		}
+		return nil
+	})
+	return c, err
+}

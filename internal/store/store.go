@@ -1,0 +1,362 @@
+// Package store keeps the gateway's desired state in one bbolt file:
+// organisations, peers, their indexes and the hash-chained audit log. Every
+// change is one transaction that includes its audit event, so an error leaves
+// the file exactly as it was.
+package store
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+
+	"github.com/extranetgw/extranet/internal/grant"
+)
+
+// SchemaVersion is the layout this code reads and writes.
+const SchemaVersion = 1
+
+var (
+	bucketMeta  = []byte("meta")
+	bucketOrgs  = []byte("orgs")
+	bucketPeers = []byte("peers")
+	// bucketKeys maps every public key ever used to its peer, revoked ones
+	// included, so a revoked key can never come back.
+	bucketKeys = []byte("keys")
+	// bucketAddrs maps the 4-byte tunnel addresses in use to their peer;
+	// big-endian keys keep a block's addresses contiguous for a cursor scan.
+	bucketAddrs = []byte("addrs")
+	bucketAudit = []byte("audit")
+
+	keySchema    = []byte("schema")
+	keyNextOrgID = []byte("next_org_id")
+	keyAuditHead = []byte("audit_head")
+)
+
+// Org is an organisation as stored.
+type Org struct {
+	ID          uint32         `json:"id"`
+	Name        string         `json:"name"`
+	DisplayName string         `json:"display_name,omitempty"`
+	Contact     string         `json:"contact,omitempty"`
+	State       string         `json:"state"`
+	Expires     *time.Time     `json:"expires,omitempty"`
+	Grants      []grant.Grant  `json:"grants"`
+	Blocks      []netip.Prefix `json:"blocks"`
+	CreatedAt   time.Time      `json:"created_at"`
+	CreatedBy   string         `json:"created_by"`
+	UpdatedAt   time.Time      `json:"updated_at"`
+}
+
+// Peer is a peer as stored. PresharedKey is secret: it leaves the store only
+// toward the WireGuard device and into a rendered client config.
+type Peer struct {
+	Org           string     `json:"org"`
+	Name          string     `json:"name"`
+	PublicKey     string     `json:"public_key"`
+	PresharedKey  string     `json:"preshared_key"`
+	Address       netip.Addr `json:"address"`
+	State         string     `json:"state"`
+	KeyOrigin     string     `json:"key_origin"`
+	Expires       *time.Time `json:"expires,omitempty"`
+	CreatedAt     time.Time  `json:"created_at"`
+	CreatedBy     string     `json:"created_by"`
+	UpdatedAt     time.Time  `json:"updated_at"`
+	LastHandshake *time.Time `json:"last_handshake,omitempty"`
+	Endpoint      string     `json:"endpoint,omitempty"`
+	RxBytes       int64      `json:"rx_bytes"`
+	TxBytes       int64      `json:"tx_bytes"`
+	// DevRx and DevTx are the device counters last seen; the device resets
+	// them when a peer is re-created, and the totals above must not go back.
+	DevRx int64 `json:"dev_rx,omitempty"`
+	DevTx int64 `json:"dev_tx,omitempty"`
+}
+
+// ID is the ORG/NAME form.
+func (p *Peer) ID() string { return p.Org + "/" + p.Name }
+
+// ErrLocked means another process holds the database.
+var ErrLocked = errors.New("state database is locked by another process")
+
+// DB is the open state file.
+type DB struct {
+	bolt *bolt.DB
+	path string
+}
+
+// Open opens or creates the state file with mode 0600 and runs migrations.
+// It gives up after timeout when another process holds the file, rather
+// than hanging.
+func Open(path string, timeout time.Duration) (*DB, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("create state directory: %w", err)
+	}
+	b, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, fmt.Errorf("open %s: %w (is another extranetd running on this state directory?)", path, ErrLocked)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	// bbolt keeps the mode of an existing file; a copied-in file must not
+	// stay readable by others.
+	if err := os.Chmod(path, 0o600); err != nil {
+		b.Close()
+		return nil, fmt.Errorf("chmod %s: %w", path, err)
+	}
+	db := &DB{bolt: b, path: path}
+	if err := db.migrate(); err != nil {
+		b.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+// migrations[i] upgrades schema i to i+1. Version 0 is an empty file.
+var migrations = []func(*bolt.Tx) error{
+	func(tx *bolt.Tx) error {
+		for _, name := range [][]byte{bucketMeta, bucketOrgs, bucketPeers, bucketKeys, bucketAddrs, bucketAudit} {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return err
+			}
+		}
+		return nil
+	},
+}
+
+func (db *DB) migrate() error {
+	return db.bolt.Update(func(tx *bolt.Tx) error {
+		v := 0
+		if m := tx.Bucket(bucketMeta); m != nil {
+			if raw := m.Get(keySchema); raw != nil {
+				v = int(binary.BigEndian.Uint32(raw))
+			}
+		}
+		if v > SchemaVersion {
+			return fmt.Errorf("state file schema %d is newer than this extranetd understands (%d); run a newer extranetd", v, SchemaVersion)
+		}
+		for ; v < SchemaVersion; v++ {
+			if err := migrations[v](tx); err != nil {
+				return fmt.Errorf("migrate schema %d to %d: %w", v, v+1, err)
+			}
+		}
+		return tx.Bucket(bucketMeta).Put(keySchema, be32(SchemaVersion))
+	})
+}
+
+// Close closes the file.
+func (db *DB) Close() error { return db.bolt.Close() }
+
+// Path is the file's path.
+func (db *DB) Path() string { return db.path }
+
+// View runs fn in a read-only transaction.
+func (db *DB) View(fn func(*Tx) error) error {
+	return db.bolt.View(func(tx *bolt.Tx) error { return fn(&Tx{tx: tx}) })
+}
+
+// Update runs fn in a read-write transaction. Concurrent callers are
+// coalesced into one commit (one fsync), and each returns only once its
+// change is durable. fn may run more than once, so it must only touch the
+// transaction and its own results.
+func (db *DB) Update(fn func(*Tx) error) error {
+	return db.bolt.Batch(func(tx *bolt.Tx) error { return fn(&Tx{tx: tx}) })
+}
+
+// Bolt exposes the underlying handle for backups and checks.
+func (db *DB) Bolt() *bolt.DB { return db.bolt }
+
+// Tx is a transaction with typed accessors.
+type Tx struct {
+	tx *bolt.Tx
+}
+
+// ErrNotFound is returned by getters for absent records.
+var ErrNotFound = errors.New("not found")
+
+func getJSON(b *bolt.Bucket, key []byte, v any) error {
+	raw := b.Get(key)
+	if raw == nil {
+		return ErrNotFound
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return fmt.Errorf("decode %s/%s: %w", "record", key, err)
+	}
+	return nil
+}
+
+func putJSON(b *bolt.Bucket, key []byte, v any) error {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return b.Put(key, raw)
+}
+
+// Org returns the named organisation or ErrNotFound.
+func (t *Tx) Org(name string) (*Org, error) {
+	var o Org
+	if err := getJSON(t.tx.Bucket(bucketOrgs), []byte(name), &o); err != nil {
+		return nil, err
+	}
+	return &o, nil
+}
+
+// PutOrg writes an organisation.
+func (t *Tx) PutOrg(o *Org) error {
+	return putJSON(t.tx.Bucket(bucketOrgs), []byte(o.Name), o)
+}
+
+// DeleteOrg removes an organisation record.
+func (t *Tx) DeleteOrg(name string) error {
+	return t.tx.Bucket(bucketOrgs).Delete([]byte(name))
+}
+
+// Orgs calls fn for every organisation in name order; fn returning an error stops the walk.
+func (t *Tx) Orgs(fn func(*Org) error) error {
+	return t.tx.Bucket(bucketOrgs).ForEach(func(_, v []byte) error {
+		var o Org
+		if err := json.Unmarshal(v, &o); err != nil {
+			return fmt.Errorf("decode org: %w", err)
+		}
+		return fn(&o)
+	})
+}
+
+// NextOrgID hands out organisation IDs; they are never reused.
+func (t *Tx) NextOrgID() (uint32, error) {
+	m := t.tx.Bucket(bucketMeta)
+	id := uint32(1)
+	if raw := m.Get(keyNextOrgID); raw != nil {
+		id = binary.BigEndian.Uint32(raw)
+	}
+	if err := m.Put(keyNextOrgID, be32(id+1)); err != nil {
+		return 0, err
+	}
+	return id, nil
+}
+
+func peerKey(org, name string) []byte { return []byte(org + "/" + name) }
+
+// Peer returns ORG/NAME or ErrNotFound.
+func (t *Tx) Peer(org, name string) (*Peer, error) {
+	var p Peer
+	if err := getJSON(t.tx.Bucket(bucketPeers), peerKey(org, name), &p); err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
+// PutPeer writes a peer record. Indexes are the caller's (ClaimKey, ClaimAddr).
+func (t *Tx) PutPeer(p *Peer) error {
+	return putJSON(t.tx.Bucket(bucketPeers), peerKey(p.Org, p.Name), p)
+}
+
+// DeletePeer removes a peer record and its address; its key stays claimed.
+func (t *Tx) DeletePeer(p *Peer) error {
+	if err := t.ReleaseAddr(p.Address); err != nil {
+		return err
+	}
+	return t.tx.Bucket(bucketPeers).Delete(peerKey(p.Org, p.Name))
+}
+
+// Peers calls fn for every peer, or only those of org when org is not
+// empty, in ORG/NAME order.
+func (t *Tx) Peers(org string, fn func(*Peer) error) error {
+	c := t.tx.Bucket(bucketPeers).Cursor()
+	var prefix []byte
+	k, v := c.First()
+	if org != "" {
+		prefix = []byte(org + "/")
+		k, v = c.Seek(prefix)
+	}
+	for ; k != nil; k, v = c.Next() {
+		if prefix != nil && !hasPrefix(k, prefix) {
+			break
+		}
+		var p Peer
+		if err := json.Unmarshal(v, &p); err != nil {
+			return fmt.Errorf("decode peer %s: %w", k, err)
+		}
+		if err := fn(&p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func hasPrefix(b, p []byte) bool {
+	return len(b) >= len(p) && string(b[:len(p)]) == string(p)
+}
+
+// KeyOwner returns the ORG/NAME that ever used a public key, or "".
+func (t *Tx) KeyOwner(pub string) string {
+	return string(t.tx.Bucket(bucketKeys).Get([]byte(pub)))
+}
+
+// ClaimKey records that a public key belongs to a peer, for good.
+func (t *Tx) ClaimKey(pub, peerID string) error {
+	return t.tx.Bucket(bucketKeys).Put([]byte(pub), []byte(peerID))
+}
+
+// AddrOwner returns the ORG/NAME holding an address, or "".
+func (t *Tx) AddrOwner(a netip.Addr) string {
+	k := a.As4()
+	return string(t.tx.Bucket(bucketAddrs).Get(k[:]))
+}
+
+// ClaimAddr records an address as taken.
+func (t *Tx) ClaimAddr(a netip.Addr, peerID string) error {
+	k := a.As4()
+	return t.tx.Bucket(bucketAddrs).Put(k[:], []byte(peerID))
+}
+
+// ReleaseAddr returns an address to the pool.
+func (t *Tx) ReleaseAddr(a netip.Addr) error {
+	if !a.IsValid() {
+		return nil
+	}
+	k := a.As4()
+	return t.tx.Bucket(bucketAddrs).Delete(k[:])
+}
+
+// FreeAddr returns the lowest free address between first and last
+// (inclusive), walking the taken ones with a cursor, or false when full.
+func (t *Tx) FreeAddr(first, last netip.Addr) (netip.Addr, bool) {
+	c := t.tx.Bucket(bucketAddrs).Cursor()
+	want := first
+	fk := first.As4()
+	for k, _ := c.Seek(fk[:]); k != nil && len(k) == 4; k, _ = c.Next() {
+		taken := netip.AddrFrom4([4]byte(k))
+		if taken.Compare(last) > 0 {
+			break
+		}
+		if taken != want {
+			break
+		}
+		want = want.Next()
+	}
+	if want.Compare(last) > 0 {
+		return netip.Addr{}, false
+	}
+	return want, true
+}
+
+func be32(v uint32) []byte {
+	b := make([]byte, 4)
+	binary.BigEndian.PutUint32(b, v)
+	return b
+}
+
+func be64(v uint64) []byte {
+	b := make([]byte, 8)
+	binary.BigEndian.PutUint64(b, v)
+	return b
+}

@@ -1,0 +1,95 @@
+// Package validate checks the names, free text and keys admins hand the
+// gateway, with errors that name the bad value and say how to fix it. Nothing
+// that fails here reaches the store, a rule, a config file or a log line.
+package validate
+
+import (
+	"encoding/base64"
+	"fmt"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"golang.org/x/crypto/curve25519"
+)
+
+// Name checks a DNS-label style name: 1-63 lowercase letters, digits and
+// hyphens, starting and ending with a letter or digit. kind is "org" or
+// "peer", used in the message.
+func Name(kind, s string) error {
+	if s == "" {
+		return fmt.Errorf("%s name is empty; use 1-63 lowercase letters, digits and hyphens", kind)
+	}
+	if len(s) > 63 {
+		return fmt.Errorf("%s name %q is %d characters long; the limit is 63", kind, Printable(s), len(s))
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+		case c == '-' && i > 0 && i < len(s)-1:
+		default:
+			fix := "use lowercase letters, digits and hyphens, starting and ending with a letter or digit"
+			if lower := strings.ToLower(s); lower != s && Name(kind, lower) == nil {
+				fix = fmt.Sprintf("write %q", lower)
+			}
+			return fmt.Errorf("%s name %q is not a DNS label; %s", kind, Printable(s), fix)
+		}
+	}
+	return nil
+}
+
+// Text checks free text such as a display name or a contact: printable
+// Unicode on one line, at most max bytes.
+func Text(field, s string, max int) error {
+	if len(s) > max {
+		return fmt.Errorf("%s is %d bytes long; the limit is %d", field, len(s), max)
+	}
+	if !utf8.ValidString(s) {
+		return fmt.Errorf("%s is not valid UTF-8", field)
+	}
+	for _, r := range s {
+		if !unicode.IsPrint(r) && r != ' ' {
+			return fmt.Errorf("%s %q contains a control character; use printable text on one line", field, Printable(s))
+		}
+	}
+	return nil
+}
+
+// Printable quotes away anything that could break a terminal or a log line,
+// for echoing bad input back in an error.
+func Printable(s string) string {
+	const max = 80
+	var b strings.Builder
+	for i, r := range s {
+		if i >= max {
+			b.WriteString("…")
+			break
+		}
+		if r == utf8.RuneError || !unicode.IsPrint(r) {
+			fmt.Fprintf(&b, "\\x%02x", s[i])
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// PublicKey parses a WireGuard public key (base64 of 32 bytes) and refuses
+// keys that would let anyone complete a handshake: all-zero and other
+// low-order points of Curve25519.
+func PublicKey(s string) ([32]byte, error) {
+	var k [32]byte
+	raw, err := base64.StdEncoding.DecodeString(s)
+	if err != nil || len(raw) != 32 {
+		return k, fmt.Errorf("public key %q is not base64 of 32 bytes; copy it from `wg pubkey` on the partner's device", Printable(s))
+	}
+	copy(k[:], raw)
+	// X25519 refuses points whose product with any scalar is zero, which is
+	// exactly the set of low-order keys; a fixed scalar is enough to test.
+	scalar := [32]byte{9}
+	if _, err := curve25519.X25519(scalar[:], k[:]); err != nil {
+		return k, fmt.Errorf("public key %q is a low-order (weak) point; generate a fresh key with `wg genkey | wg pubkey`", s)
+	}
+	return k, nil
+}

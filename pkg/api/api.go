@@ -1,0 +1,221 @@
+// Package api is the wire contract between extranetd and its clients: the
+// JSON types of the versioned HTTP API served on the daemon's unix socket,
+// and the stable error codes. Other programs may import it.
+package api
+
+import (
+	"fmt"
+	"net/http"
+	"time"
+)
+
+// Version is the path prefix of this API. A breaking change gets a new one.
+const Version = "v1"
+
+// States of organisations and peers.
+const (
+	StateActive    = "active"
+	StateSuspended = "suspended"
+	StateExpired   = "expired"
+	StateRevoked   = "revoked"
+)
+
+// Key origins of a peer.
+const (
+	KeyGenerated = "generated" // the gateway made the key pair and showed the private key once
+	KeySupplied  = "supplied"  // the partner supplied its public key; the private key never left its device
+)
+
+// Org is a partner organisation.
+type Org struct {
+	Name        string     `json:"name"`
+	DisplayName string     `json:"display_name,omitempty"`
+	Contact     string     `json:"contact,omitempty"`
+	State       string     `json:"state"`
+	Expires     *time.Time `json:"expires,omitempty"`
+	Grants      []string   `json:"grants"`
+	Blocks      []string   `json:"blocks"`
+	Peers       PeerCounts `json:"peers"`
+	CreatedAt   time.Time  `json:"created_at"`
+	CreatedBy   string     `json:"created_by"`
+	UpdatedAt   time.Time  `json:"updated_at"`
+}
+
+// PeerCounts summarises an organisation's peers by state.
+type PeerCounts struct {
+	Total  int `json:"total"`
+	Active int `json:"active"`
+}
+
+// Peer is one partner device. Key material other than the public key never
+// appears here.
+type Peer struct {
+	Org           string     `json:"org"`
+	Name          string     `json:"name"`
+	PublicKey     string     `json:"public_key"`
+	Address       string     `json:"address"`
+	State         string     `json:"state"`
+	KeyOrigin     string     `json:"key_origin"`
+	Expires       *time.Time `json:"expires,omitempty"`
+	CreatedAt     time.Time  `json:"created_at"`
+	CreatedBy     string     `json:"created_by"`
+	UpdatedAt     time.Time  `json:"updated_at"`
+	LastHandshake *time.Time `json:"last_handshake,omitempty"`
+	Endpoint      string     `json:"endpoint,omitempty"`
+	RxBytes       int64      `json:"rx_bytes"`
+	TxBytes       int64      `json:"tx_bytes"`
+}
+
+// ID is the ORG/NAME form peers are addressed by.
+func (p Peer) ID() string { return p.Org + "/" + p.Name }
+
+// CreateOrgRequest creates an organisation.
+type CreateOrgRequest struct {
+	Name        string   `json:"name"`
+	DisplayName string   `json:"display_name,omitempty"`
+	Contact     string   `json:"contact,omitempty"`
+	Grants      []string `json:"grants,omitempty"`
+	// Expires is a date (2026-12-31), an RFC 3339 time or a duration from now (90d).
+	Expires string `json:"expires,omitempty"`
+}
+
+// GrantsRequest adds or removes grants.
+type GrantsRequest struct {
+	Grants []string `json:"grants"`
+}
+
+// IssuePeerRequest creates a peer.
+type IssuePeerRequest struct {
+	Name string `json:"name"`
+	// PublicKey is the partner's own key; empty makes the gateway generate a pair.
+	PublicKey string `json:"public_key,omitempty"`
+	Expires   string `json:"expires,omitempty"`
+}
+
+// IssuedPeer is returned once, at issue or rotation: Config holds the
+// partner's private key when the gateway generated it, and is not stored.
+type IssuedPeer struct {
+	Peer   Peer   `json:"peer"`
+	Config string `json:"config"`
+}
+
+// PeerConfig is a peer's client config without its private key.
+type PeerConfig struct {
+	Config string `json:"config"`
+}
+
+// RotateRequest replaces a peer's keys.
+type RotateRequest struct {
+	PublicKey string `json:"public_key,omitempty"`
+}
+
+// AuditEvent is one entry of the append-only, hash-chained audit log.
+type AuditEvent struct {
+	Seq    uint64    `json:"seq"`
+	Time   time.Time `json:"time"`
+	Actor  string    `json:"actor"`
+	Action string    `json:"action"`
+	Target string    `json:"target"`
+	Before any       `json:"before,omitempty"`
+	After  any       `json:"after,omitempty"`
+	Hash   string    `json:"hash"`
+}
+
+// Status describes the running gateway.
+type Status struct {
+	Version         string     `json:"version"`
+	Interface       string     `json:"interface"`
+	Mode            string     `json:"mode"`
+	PublicKey       string     `json:"public_key"`
+	Endpoint        string     `json:"endpoint,omitempty"`
+	ListenPort      int        `json:"listen_port"`
+	Address         string     `json:"address"`
+	TunnelNetwork   string     `json:"tunnel_network"`
+	Orgs            int        `json:"orgs"`
+	PeersActive     int        `json:"peers_active"`
+	PeersOnline     int        `json:"peers_online"`
+	LastReconcile   *time.Time `json:"last_reconcile,omitempty"`
+	ReconcileResult string     `json:"reconcile_result"`
+	Firewall        string     `json:"firewall"`
+	LastRepair      *time.Time `json:"last_repair,omitempty"`
+}
+
+// Error codes. Each maps to one HTTP status and one CLI exit code.
+const (
+	CodeInvalid   = "invalid_argument"
+	CodeNotFound  = "not_found"
+	CodeConflict  = "conflict"
+	CodeInternal  = "internal"
+	CodeTooLarge  = "too_large"
+	CodeExhausted = "resource_exhausted"
+	CodeDenied    = "permission_denied"
+)
+
+// Error is the body of every non-2xx response.
+type Error struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// Errorf builds an Error with a formatted message.
+func Errorf(code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// HTTPStatus is the status an Error is sent with.
+func (e *Error) HTTPStatus() int {
+	switch e.Code {
+	case CodeInvalid:
+		return http.StatusBadRequest
+	case CodeNotFound:
+		return http.StatusNotFound
+	case CodeConflict:
+		return http.StatusConflict
+	case CodeTooLarge:
+		return http.StatusRequestEntityTooLarge
+	case CodeExhausted:
+		return http.StatusInsufficientStorage
+	case CodeDenied:
+		return http.StatusForbidden
+	}
+	return http.StatusInternalServerError
+}
+
+// ExtendRequest sets a new expiry: a date, an RFC 3339 time, a duration from
+// now, or "never".
+type ExtendRequest struct {
+	Expires string `json:"expires"`
+}
+
+// VerifyResult is the outcome of `audit verify`.
+type VerifyResult struct {
+	OK       bool   `json:"ok"`
+	Events   int    `json:"events"`
+	BrokenAt uint64 `json:"broken_at,omitempty"`
+	Reason   string `json:"reason,omitempty"`
+}
+
+// ExpireRequest asks the gateway to retire idle, unused and expired peers.
+// Zero durations and an empty action take the daemon's configured defaults.
+type ExpireRequest struct {
+	Idle   string `json:"idle,omitempty"`   // last handshake older than this
+	Unused string `json:"unused,omitempty"` // issued longer ago than this and never connected
+	Action string `json:"action,omitempty"` // suspend or revoke
+	DryRun bool   `json:"dry_run,omitempty"`
+}
+
+// ExpireAction is what expire did (or would do) to one peer or organisation.
+type ExpireAction struct {
+	Target string `json:"target"`
+	Reason string `json:"reason"`
+	From   string `json:"from"`
+	To     string `json:"to"`
+}
+
+// ExpireResult lists every action, in target order.
+type ExpireResult struct {
+	DryRun  bool           `json:"dry_run"`
+	Actions []ExpireAction `json:"actions"`
+}

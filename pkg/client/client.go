@@ -1,0 +1,262 @@
+// Package client is the Go client of extranetd's API, spoken over its unix
+// socket. extranetctl uses it; other programs may too.
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/extranetgw/extranet/pkg/api"
+)
+
+// DefaultSocket is where extranetd listens unless told otherwise.
+const DefaultSocket = "/run/extranet/extranetd.sock"
+
+// Client talks to one daemon.
+type Client struct {
+	socket string
+	http   *http.Client
+	// Via marks requests made on behalf of a scheduled job (e.g. "expire").
+	Via string
+}
+
+// New returns a client for the daemon listening on socket.
+func New(socket string) *Client {
+	if socket == "" {
+		socket = DefaultSocket
+	}
+	return &Client{
+		socket: socket,
+		http: &http.Client{
+			Timeout: 60 * time.Second,
+			Transport: &http.Transport{
+				DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+					var d net.Dialer
+					return d.DialContext(ctx, "unix", socket)
+				},
+				MaxIdleConnsPerHost: 16,
+			},
+		},
+	}
+}
+
+// ErrDaemonDown is returned when nothing answers on the socket.
+var ErrDaemonDown = errors.New("extranetd is not running")
+
+func (c *Client) do(ctx context.Context, method, path string, query url.Values, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		raw, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(raw)
+	}
+	u := "http://extranetd/" + api.Version + path
+	if len(query) > 0 {
+		u += "?" + query.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	if err != nil {
+		return err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.Via != "" {
+		req.Header.Set("X-Extranet-Via", c.Via)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return c.dialError(err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return fmt.Errorf("read response: %w", err)
+	}
+	if resp.StatusCode >= 300 {
+		var ae api.Error
+		if json.Unmarshal(raw, &ae) == nil && ae.Code != "" {
+			return &ae
+		}
+		return &api.Error{Code: api.CodeInternal, Message: fmt.Sprintf("extranetd answered %s", resp.Status)}
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(raw, out); err != nil {
+		return fmt.Errorf("decode response: %w", err)
+	}
+	return nil
+}
+
+// dialError turns socket errors into advice.
+func (c *Client) dialError(err error) error {
+	switch {
+	case errors.Is(err, os.ErrNotExist), errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Errorf("%w: nothing listens on %s; start it (systemctl start extranetd) or point --socket / EXTRANET_SOCKET at its socket", ErrDaemonDown, c.socket)
+	case errors.Is(err, os.ErrPermission):
+		return &api.Error{Code: api.CodeDenied, Message: fmt.Sprintf("permission denied on %s; run as root or as a member of the socket's group (extranet)", c.socket)}
+	}
+	return fmt.Errorf("talk to extranetd on %s: %w", c.socket, err)
+}
+
+func peerPath(org, name string) string {
+	return "/peers/" + url.PathEscape(org) + "/" + url.PathEscape(name)
+}
+
+func orgPath(org string) string { return "/orgs/" + url.PathEscape(org) }
+
+// Status returns the gateway's status.
+func (c *Client) Status(ctx context.Context) (api.Status, error) {
+	var st api.Status
+	return st, c.do(ctx, http.MethodGet, "/status", nil, nil, &st)
+}
+
+// CreateOrg creates an organisation.
+func (c *Client) CreateOrg(ctx context.Context, req api.CreateOrgRequest) (api.Org, error) {
+	var o api.Org
+	return o, c.do(ctx, http.MethodPost, "/orgs", nil, req, &o)
+}
+
+// ListOrgs lists organisations.
+func (c *Client) ListOrgs(ctx context.Context) ([]api.Org, error) {
+	var out []api.Org
+	return out, c.do(ctx, http.MethodGet, "/orgs", nil, nil, &out)
+}
+
+// GetOrg returns one organisation.
+func (c *Client) GetOrg(ctx context.Context, name string) (api.Org, error) {
+	var o api.Org
+	return o, c.do(ctx, http.MethodGet, orgPath(name), nil, nil, &o)
+}
+
+// DeleteOrg deletes an organisation; force revokes its active peers.
+func (c *Client) DeleteOrg(ctx context.Context, name string, force bool) error {
+	q := url.Values{}
+	if force {
+		q.Set("force", "true")
+	}
+	return c.do(ctx, http.MethodDelete, orgPath(name), q, nil, nil)
+}
+
+// Grant adds grants.
+func (c *Client) Grant(ctx context.Context, name string, grants []string) (api.Org, error) {
+	var o api.Org
+	return o, c.do(ctx, http.MethodPost, orgPath(name)+"/grant", nil, api.GrantsRequest{Grants: grants}, &o)
+}
+
+// Ungrant removes grants.
+func (c *Client) Ungrant(ctx context.Context, name string, grants []string) (api.Org, error) {
+	var o api.Org
+	return o, c.do(ctx, http.MethodPost, orgPath(name)+"/ungrant", nil, api.GrantsRequest{Grants: grants}, &o)
+}
+
+// OrgAction runs suspend or resume.
+func (c *Client) OrgAction(ctx context.Context, name, action string) (api.Org, error) {
+	var o api.Org
+	return o, c.do(ctx, http.MethodPost, orgPath(name)+"/"+action, nil, nil, &o)
+}
+
+// ExtendOrg sets the contract end.
+func (c *Client) ExtendOrg(ctx context.Context, name, expires string) (api.Org, error) {
+	var o api.Org
+	return o, c.do(ctx, http.MethodPost, orgPath(name)+"/extend", nil, api.ExtendRequest{Expires: expires}, &o)
+}
+
+// IssuePeer creates a peer and returns its config, private key included
+// when the gateway generated it.
+func (c *Client) IssuePeer(ctx context.Context, org string, req api.IssuePeerRequest) (api.IssuedPeer, error) {
+	var out api.IssuedPeer
+	return out, c.do(ctx, http.MethodPost, orgPath(org)+"/peers", nil, req, &out)
+}
+
+// ListPeers lists peers, optionally of one org and state.
+func (c *Client) ListPeers(ctx context.Context, org, state string) ([]api.Peer, error) {
+	q := url.Values{}
+	if org != "" {
+		q.Set("org", org)
+	}
+	if state != "" {
+		q.Set("state", state)
+	}
+	var out []api.Peer
+	return out, c.do(ctx, http.MethodGet, "/peers", q, nil, &out)
+}
+
+// GetPeer returns one peer.
+func (c *Client) GetPeer(ctx context.Context, org, name string) (api.Peer, error) {
+	var p api.Peer
+	return p, c.do(ctx, http.MethodGet, peerPath(org, name), nil, nil, &p)
+}
+
+// PeerConfig returns a peer's config without its private key.
+func (c *Client) PeerConfig(ctx context.Context, org, name string) (api.PeerConfig, error) {
+	var out api.PeerConfig
+	return out, c.do(ctx, http.MethodGet, peerPath(org, name)+"/config", nil, nil, &out)
+}
+
+// PeerAction runs suspend, resume or revoke.
+func (c *Client) PeerAction(ctx context.Context, org, name, action string) (api.Peer, error) {
+	var p api.Peer
+	return p, c.do(ctx, http.MethodPost, peerPath(org, name)+"/"+action, nil, nil, &p)
+}
+
+// RotatePeer replaces a peer's keys.
+func (c *Client) RotatePeer(ctx context.Context, org, name string, req api.RotateRequest) (api.IssuedPeer, error) {
+	var out api.IssuedPeer
+	return out, c.do(ctx, http.MethodPost, peerPath(org, name)+"/rotate", nil, req, &out)
+}
+
+// ExtendPeer sets a peer's expiry.
+func (c *Client) ExtendPeer(ctx context.Context, org, name, expires string) (api.Peer, error) {
+	var p api.Peer
+	return p, c.do(ctx, http.MethodPost, peerPath(org, name)+"/extend", nil, api.ExtendRequest{Expires: expires}, &p)
+}
+
+// AuditQuery filters the audit log.
+type AuditQuery struct {
+	Since, Until             time.Time
+	Org, Peer, Action, Actor string
+}
+
+// Audit returns matching audit events, oldest first.
+func (c *Client) Audit(ctx context.Context, f AuditQuery) ([]api.AuditEvent, error) {
+	q := url.Values{}
+	for k, v := range map[string]string{"org": f.Org, "peer": f.Peer, "action": f.Action, "actor": f.Actor} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	if !f.Since.IsZero() {
+		q.Set("since", f.Since.UTC().Format(time.RFC3339))
+	}
+	if !f.Until.IsZero() {
+		q.Set("until", f.Until.UTC().Format(time.RFC3339))
+	}
+	var out []api.AuditEvent
+	return out, c.do(ctx, http.MethodGet, "/audit", q, nil, &out)
+}
+
+// VerifyAudit checks the audit hash chain.
+func (c *Client) VerifyAudit(ctx context.Context) (api.VerifyResult, error) {
+	var r api.VerifyResult
+	return r, c.do(ctx, http.MethodGet, "/audit/verify", nil, nil, &r)
+}
+
+// Expire retires idle, unused and expired peers (or says what it would do).
+func (c *Client) Expire(ctx context.Context, req api.ExpireRequest) (api.ExpireResult, error) {
+	var out api.ExpireResult
+	return out, c.do(ctx, http.MethodPost, "/expire", nil, req, &out)
+}

@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# A whole extranet gateway in network namespaces, in one command:
+#   sudo scripts/demo.sh
+# It installs what is missing, builds, creates a sandbox (a gateway, two
+# partner organisations, two internal hosts), runs the real extranetd,
+# issues configs with the real extranetctl, brings the partners up with the
+# stock wg-quick, prints who reaches what, and removes everything on exit or
+# Ctrl-C. The host's own firewall, routes and interfaces are never touched.
+set -euo pipefail
+
+if [ "$(id -u)" != 0 ]; then
+	echo "demo: run as root (it creates network namespaces): sudo $0" >&2
+	exit 1
+fi
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh >/dev/null
+export PATH="$PATH:/usr/local/go/bin"
+make -s build
+
+id=$(od -An -N2 -tx1 /dev/urandom | tr -d ' \n')
+gw=exdemo${id}gw pa=exdemo${id}pa pb=exdemo${id}pb i1=exdemo${id}i1 i2=exdemo${id}i2
+ifname=wgdemo$id
+dir=$(mktemp -d /tmp/extranet-demo.XXXXXX)
+chmod 700 "$dir"
+export EXTRANET_SOCKET=$dir/extranetd.sock
+daemon_pid= pids=()
+
+cleanup() {
+	set +e
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+	for ns in $pa $pb; do
+		[ -f "$dir/$ns.conf" ] && ip netns exec "$ns" wg-quick down "$dir/$ns.conf" >/dev/null 2>&1
+	done
+	if [ -n "$daemon_pid" ]; then
+		kill "$daemon_pid" 2>/dev/null
+		wait "$daemon_pid" 2>/dev/null
+		ip netns exec "$gw" bin/extranetd cleanup --interface "$ifname" >/dev/null 2>&1
+	fi
+	for ns in $gw $pa $pb $i1 $i2; do ip netns del "$ns" 2>/dev/null; done
+	rm -f "/var/run/wireguard/$ifname.sock"
+	rm -rf "$dir"
+	echo "demo: removed the sandbox"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+nsx() { ip netns exec "$@"; }
+link() { # ns1 if1 addr1 ns2 if2 addr2
+	ip -n "$1" link add "$2" type veth peer name "$5" netns "$4"
+	ip -n "$1" addr add "$3" dev "$2"; ip -n "$4" addr add "$6" dev "$5"
+	ip -n "$1" link set "$2" up; ip -n "$4" link set "$5" up
+}
+
+echo "demo: building the sandbox"
+for ns in $gw $pa $pb $i1 $i2; do ip netns add "$ns"; ip -n "$ns" link set lo up; done
+ip -n "$gw" addr add 198.18.0.1/32 dev lo
+link "$gw" to-pa 198.18.1.1/24 "$pa" up0 198.18.1.2/24
+link "$gw" to-pb 198.18.2.1/24 "$pb" up0 198.18.2.2/24
+link "$gw" to-i1 10.10.1.1/24 "$i1" eth0 10.10.1.2/24
+link "$gw" to-i2 10.10.2.1/24 "$i2" eth0 10.10.2.2/24
+ip -n "$pa" route add 198.18.0.1/32 via 198.18.1.1
+ip -n "$pb" route add 198.18.0.1/32 via 198.18.2.1
+ip -n "$i1" route add default via 10.10.1.1
+ip -n "$i2" route add default via 10.10.2.1
+
+# Internal services: a "web" port 443 and an "ssh" port 22 on each host.
+for ns in $i1 $i2; do
+	for port in 22 443; do
+		nsx "$ns" socat -T2 "TCP-LISTEN:$port,fork,reuseaddr" SYSTEM:'echo hello' >/dev/null 2>&1 &
+		pids+=($!)
+	done
+done
+
+echo "demo: starting extranetd"
+nsx "$gw" bin/extranetd --state-dir "$dir/state" --socket "$EXTRANET_SOCKET" --socket-group "" \
+	--interface "$ifname" --endpoint 198.18.0.1:51820 --reconcile-interval 2s >"$dir/extranetd.log" 2>&1 &
+daemon_pid=$!
+for _ in $(seq 50); do bin/extranetctl status >/dev/null 2>&1 && break; sleep 0.2; done
+bin/extranetctl status
+
+ctl() { echo "\$ extranetctl $*"; bin/extranetctl "$@"; }
+ctl org create acme --display-name "ACME Corp" --grant 10.10.1.0/24 --grant 10.10.2.2/32:tcp/443
+ctl org create globex --display-name "Globex" --grant 10.10.2.0/24:tcp/22
+ctl peer issue acme/laptop --out "$dir/$pa.conf"
+ctl peer issue globex/server --out "$dir/$pb.conf"
+for ns in $pa $pb; do
+	WG_QUICK_USERSPACE_IMPLEMENTATION=wireguard-go nsx "$ns" wg-quick up "$dir/$ns.conf" >/dev/null 2>&1
+done
+ctl org list
+ctl peer list
+
+probe() { # ns host port -> allowed|denied
+	if nsx "$1" socat -T2 - "TCP:$2:$3,connect-timeout=2" </dev/null 2>/dev/null | grep -q hello; then
+		echo allowed
+	else
+		echo denied
+	fi
+}
+acme_ip=$(bin/extranetctl peer show acme/laptop -o json | sed -n 's/.*"address": "\(.*\)".*/\1/p')
+echo
+echo "Access matrix (a TCP connection from each partner, through the gateway):"
+printf '%-16s %-22s %s\n' PARTNER TARGET RESULT
+for row in "acme $pa" "globex $pb"; do
+	set -- $row
+	for target in 10.10.1.2:22 10.10.1.2:443 10.10.2.2:22 10.10.2.2:443 100.64.0.1:22; do
+		printf '%-16s %-22s %s\n' "$1" "$target" "$(probe "$2" "${target%:*}" "${target#*:}")"
+	done
+done
+printf '%-16s %-22s %s\n' globex "$acme_ip:22 (acme)" "$(probe "$pb" "$acme_ip" 22)"
+echo
+ctl peer revoke acme/laptop --yes >/dev/null
+printf '%-16s %-22s %s\n' "acme (revoked)" 10.10.1.2:22 "$(probe "$pa" 10.10.1.2 22)"
+echo
+ctl audit
+echo
+if [ -t 0 ] && [ -z "${CI:-}" ]; then
+	read -r -p "demo: press Enter to remove the sandbox " _
+fi

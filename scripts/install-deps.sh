@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs the packages extranet needs to run and to be tested on a fresh
+# Debian or Ubuntu host. Safe to run again.
+set -euo pipefail
+
+pkgs=(iptables ipset wireguard-tools wireguard-go iproute2 conntrack iputils-ping socat iperf3 kmod procps)
+missing=()
+for p in "${pkgs[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -q
+	apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+if ! command -v go >/dev/null && [ -x /usr/local/go/bin/go ]; then
+	echo "go is at /usr/local/go/bin; add it to PATH" >&2
+fi
