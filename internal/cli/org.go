@@ -14,7 +14,7 @@ func newOrgCmd(g *globals) *cobra.Command {
 		Use:     "org",
 		Aliases: []string{"orgs", "organisation", "organization"},
 		Short:   "Manage partner organisations and their grants",
-		Args:    noArgs,
+		RunE:    groupRun,
 	}
 	cmd.AddCommand(
 		newOrgCreateCmd(g), newOrgListCmd(g), newOrgShowCmd(g),

@@ -200,3 +200,12 @@ func splitPeer(s string) (string, string, error) {
 	}
 	return org, name, nil
 }
+
+// groupRun makes a noun without a verb print its help, and a misspelt verb
+// a usage error rather than help with exit status 0.
+func groupRun(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return usagef("unknown command %q for %q", args[0], cmd.CommandPath())
+	}
+	return cmd.Help()
+}

@@ -16,7 +16,7 @@ func newPeerCmd(g *globals) *cobra.Command {
 		Use:     "peer",
 		Aliases: []string{"peers"},
 		Short:   "Manage partner devices (peers), addressed as ORG/NAME",
-		Args:    noArgs,
+		RunE:    groupRun,
 	}
 	cmd.AddCommand(
 		newPeerIssueCmd(g), newPeerListCmd(g), newPeerShowCmd(g), newPeerConfigCmd(g),

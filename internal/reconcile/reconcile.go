@@ -208,7 +208,11 @@ func (r *Reconciler) desired() (*policy.Policy, []wgdev.Peer, map[netip.Addr]str
 			if err != nil {
 				return fmt.Errorf("peer %s: preshared key is corrupt", sp.ID())
 			}
-			want = append(want, wgdev.Peer{PublicKey: pub, PresharedKey: psk, Address: sp.Address})
+			wp := wgdev.Peer{PublicKey: pub, PresharedKey: psk, Address: sp.Address}
+			if sp.LastHandshake != nil && now.Sub(*sp.LastHandshake) < recentlyOnline {
+				wp.Endpoint, _ = netip.ParseAddrPort(sp.Endpoint)
+			}
+			want = append(want, wp)
 			p.Peers[sp.Address] = true
 			keys[sp.Address] = sp.PublicKey
 			return nil
@@ -269,7 +273,7 @@ func (r *Reconciler) once(check bool) error {
 	if err != nil {
 		return fmt.Errorf("sync WireGuard peers: %w", err)
 	}
-	if r.lastWant != nil && reflect.DeepEqual(r.lastWant, want) && res != (wgdev.SyncResult{}) {
+	if r.lastWant != nil && samePeers(r.lastWant, want) && res != (wgdev.SyncResult{}) {
 		repairs = append(repairs, fmt.Sprintf("wireguard peers changed by hand: %d re-added, %d removed, %d fixed", res.Added, res.Removed, res.Updated))
 	}
 
@@ -308,6 +312,23 @@ func (r *Reconciler) recordRepair(repairs []string) {
 	if err != nil {
 		r.log.Error("audit drift repair", "err", err)
 	}
+}
+
+// recentlyOnline is how recent a handshake must be for the gateway to reach
+// out to a re-added peer itself (see wgdev.Peer.Endpoint).
+const recentlyOnline = 10 * time.Minute
+
+// samePeers compares peer lists, ignoring endpoints, which move on their own.
+func samePeers(a, b []wgdev.Peer) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].PublicKey != b[i].PublicKey || a[i].PresharedKey != b[i].PresharedKey || a[i].Address != b[i].Address {
+			return false
+		}
+	}
+	return true
 }
 
 // withdrawn reports whether any access present in old is absent in new.

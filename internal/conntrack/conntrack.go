@@ -1,0 +1,55 @@
+// Package conntrack kills established flows that lost their access. A rule
+// that accepts established packets would otherwise let a revoked partner's
+// open connection live on; deleting its conntrack entry sends its next
+// packet through the rules again, where it is refused.
+package conntrack
+
+import (
+	"fmt"
+	"net/netip"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/extranetgw/extranet/internal/policy"
+)
+
+// Kernel sweeps the conntrack table of the current network namespace.
+type Kernel struct{}
+
+// Sweep deletes, in one walk of the table, every IPv4 flow that Doomed
+// says must die, and returns how many it deleted.
+func (Kernel) Sweep(tunnel netip.Prefix, p *policy.Policy) (int, error) {
+	n, err := netlink.ConntrackDeleteFilters(netlink.ConntrackTable, netlink.FAMILY_V4, filter{tunnel: tunnel, p: p})
+	if err != nil {
+		return int(n), fmt.Errorf("delete conntrack entries: %w", err)
+	}
+	return int(n), nil
+}
+
+type filter struct {
+	tunnel netip.Prefix
+	p      *policy.Policy
+}
+
+func (f filter) MatchConntrackFlow(flow *netlink.ConntrackFlow) bool {
+	src, ok1 := netip.AddrFromSlice(flow.Forward.SrcIP)
+	dst, ok2 := netip.AddrFromSlice(flow.Forward.DstIP)
+	if !ok1 || !ok2 {
+		return false
+	}
+	return Doomed(f.tunnel, f.p, src.Unmap(), dst.Unmap(), flow.Forward.Protocol, flow.Forward.DstPort)
+}
+
+// Doomed decides a flow by its original direction: a flow toward a partner
+// address is never allowed (partners only open flows, never accept them),
+// and a flow from a partner lives only while the policy would still admit
+// it as new. Flows that do not touch the tunnel network are not ours.
+func Doomed(tunnel netip.Prefix, p *policy.Policy, src, dst netip.Addr, proto uint8, dport uint16) bool {
+	if tunnel.Contains(dst) {
+		return true
+	}
+	if tunnel.Contains(src) {
+		return !p.Allows(src, dst, proto, dport)
+	}
+	return false
+}

@@ -1,0 +1,392 @@
+package firewall
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os/exec"
+	"sort"
+	"strings"
+
+	"github.com/coreos/go-iptables/iptables"
+
+	"github.com/extranetgw/extranet/internal/policy"
+)
+
+// Interface is what the reconciler needs of a firewall.
+type Interface interface {
+	Apply(*policy.Policy) error
+	Check() ([]string, error)
+	Cleanup() error
+}
+
+var _ Interface = (*Firewall)(nil)
+
+// Options configure a Firewall.
+type Options struct {
+	Interface string
+	Logger    *slog.Logger
+	// Mode is the iptables flavour: "auto" (the one the host already
+	// uses), "nft" or "legacy".
+	Mode string
+}
+
+// Firewall programs iptables and ipset in the current network namespace.
+type Firewall struct {
+	opts Options
+	log  *slog.Logger
+	ipt  *iptables.IPTables
+	// save and restore are the flavour's iptables-save and iptables-restore.
+	save, restore string
+	// snapshot is the kernel state right after the last successful Apply.
+	snapshot []string
+}
+
+// New probes the iptables flavour and the ipset types it needs.
+func New(opts Options) (*Firewall, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if !ifaceRE.MatchString(opts.Interface) {
+		return nil, fmt.Errorf("interface name %q is not a valid Linux interface name", opts.Interface)
+	}
+	flavour, err := pickFlavour(opts.Mode)
+	if err != nil {
+		return nil, err
+	}
+	bin := "iptables"
+	if flavour != "" {
+		bin = "iptables-" + flavour
+	}
+	path, err := exec.LookPath(bin)
+	if err != nil {
+		return nil, fmt.Errorf("%s is not installed (apt-get install iptables): %w", bin, err)
+	}
+	ipt, err := iptables.New(iptables.Path(path), iptables.Timeout(5))
+	if err != nil {
+		return nil, fmt.Errorf("iptables: %w", err)
+	}
+	if _, err := exec.LookPath("ipset"); err != nil {
+		return nil, fmt.Errorf("ipset is not installed (apt-get install ipset): %w", err)
+	}
+	f := &Firewall{opts: opts, log: opts.Logger, ipt: ipt, save: bin + "-save", restore: bin + "-restore"}
+	if err := f.probeSets(); err != nil {
+		return nil, err
+	}
+	opts.Logger.Debug("firewall ready", "iptables", bin)
+	return f, nil
+}
+
+// pickFlavour returns "nft", "legacy" or "" (whatever `iptables` is). In
+// auto mode the flavour that already holds rules wins, as kube-proxy does:
+// rules written with the other flavour would be invisible to the admin's
+// tools and would be evaluated in another order.
+func pickFlavour(mode string) (string, error) {
+	switch mode {
+	case "nft", "legacy":
+		return mode, nil
+	case "", "auto":
+	default:
+		return "", fmt.Errorf("iptables mode %q: use auto, nft or legacy", mode)
+	}
+	count := func(bin string) int {
+		if _, err := exec.LookPath(bin); err != nil {
+			return -1
+		}
+		out, err := exec.Command(bin).Output()
+		if err != nil {
+			return -1
+		}
+		return bytes.Count(out, []byte("\n-A "))
+	}
+	nft, legacy := count("iptables-nft-save"), count("iptables-legacy-save")
+	switch {
+	case nft < 0 && legacy < 0:
+		return "", nil
+	case legacy > nft:
+		return "legacy", nil
+	case nft > legacy:
+		return "nft", nil
+	}
+	out, _ := exec.Command("iptables", "--version").Output()
+	if bytes.Contains(out, []byte("legacy")) && legacy >= 0 {
+		return "legacy", nil
+	}
+	if nft >= 0 {
+		return "nft", nil
+	}
+	return "", nil
+}
+
+// probeSets checks that the kernel has the set types the rules use.
+func (f *Firewall) probeSets() error {
+	for _, typ := range []string{"hash:net", "hash:net,port"} {
+		name := SetPrefix + "probe"
+		if out, err := exec.Command("ipset", "create", name, typ, "-exist").CombinedOutput(); err != nil {
+			return fmt.Errorf("this kernel lacks ipset type %s: %v: %s", typ, err, bytes.TrimSpace(out))
+		}
+		if out, err := exec.Command("ipset", "destroy", name).CombinedOutput(); err != nil {
+			return fmt.Errorf("ipset destroy %s: %v: %s", name, err, bytes.TrimSpace(out))
+		}
+	}
+	return nil
+}
+
+func run(stdin string, name string, args ...string) (string, error) {
+	cmd := exec.Command(name, args...)
+	if stdin != "" {
+		cmd.Stdin = strings.NewReader(stdin)
+	}
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		return out.String(), fmt.Errorf("%s %s: %v: %s", name, strings.Join(args, " "), err, strings.TrimSpace(errb.String()))
+	}
+	return out.String(), nil
+}
+
+// Apply makes the kernel enforce p. Order matters for failing closed: sets
+// first (rules reference them), then our chains in one transaction per
+// table, then the jumps into chains that are complete by then; stale sets
+// go last, when nothing references them.
+func (f *Firewall) Apply(p *policy.Policy) error {
+	filter, err := run("", f.save, "-t", "filter")
+	if err != nil {
+		return err
+	}
+	r, err := Render(p, staleOrgChains(filter, p))
+	if err != nil {
+		return err
+	}
+	if _, err := run(r.IPSet, "ipset", "restore"); err != nil {
+		return fmt.Errorf("load sets: %w", err)
+	}
+	for _, table := range []string{r.Filter, r.NAT} {
+		if _, err := run(table, f.restore, "--noflush", "--wait"); err != nil {
+			return fmt.Errorf("load rules: %w", err)
+		}
+	}
+	for _, j := range r.Jumps {
+		if err := f.ensureJump(j); err != nil {
+			return err
+		}
+	}
+	if err := f.destroyStaleSets(r.Sets); err != nil {
+		return err
+	}
+	snap, err := f.capture()
+	if err != nil {
+		return err
+	}
+	f.snapshot = snap
+	return nil
+}
+
+func (f *Firewall) ensureJump(j Jump) error {
+	ok, err := f.ipt.Exists(j.Table, j.Chain, j.Rule...)
+	if err != nil {
+		return fmt.Errorf("check jump %s %v: %w", j.Chain, j.Rule, err)
+	}
+	if ok {
+		return nil
+	}
+	pos := 1
+	if j.Chain == "FORWARD" && j.Rule[len(j.Rule)-1] == chainToPeer {
+		// Right after the partners' jump; both match distinct packets.
+		if fwd, _ := f.ipt.Exists("filter", "FORWARD", "-i", j.Rule[1], "-j", chainFwd); fwd {
+			pos = 2
+		}
+	}
+	if err := f.ipt.Insert(j.Table, j.Chain, pos, j.Rule...); err != nil {
+		return fmt.Errorf("insert jump %s %v: %w", j.Chain, j.Rule, err)
+	}
+	return nil
+}
+
+// staleOrgChains finds organisation chains in iptables-save output that the
+// policy no longer has.
+func staleOrgChains(save string, p *policy.Policy) []string {
+	want := map[string]bool{}
+	for _, o := range p.Orgs {
+		want[OrgChain(o.ID)] = true
+	}
+	var stale []string
+	for _, l := range strings.Split(save, "\n") {
+		if name, ok := strings.CutPrefix(l, ":EXTRANET-O-"); ok {
+			chain := "EXTRANET-O-" + strings.Fields(name)[0]
+			if !want[chain] {
+				stale = append(stale, chain)
+			}
+		}
+	}
+	return stale
+}
+
+func (f *Firewall) ourSets() ([]string, error) {
+	out, err := run("", "ipset", "list", "-n")
+	if err != nil {
+		return nil, err
+	}
+	var sets []string
+	for _, n := range strings.Fields(out) {
+		if strings.HasPrefix(n, SetPrefix) {
+			sets = append(sets, n)
+		}
+	}
+	return sets, nil
+}
+
+func (f *Firewall) destroyStaleSets(want []string) error {
+	keep := map[string]bool{}
+	for _, s := range want {
+		keep[s] = true
+	}
+	have, err := f.ourSets()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, s := range have {
+		if !keep[s] {
+			if _, err := run("", "ipset", "destroy", s); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// capture reads our part of the kernel state as normalised lines: our
+// chains and the jumps to them, and our sets with sorted members.
+func (f *Firewall) capture() ([]string, error) {
+	var lines []string
+	for _, table := range []string{"filter", "nat"} {
+		out, err := run("", f.save, "-t", table)
+		if err != nil {
+			return nil, err
+		}
+		for _, l := range strings.Split(out, "\n") {
+			switch {
+			case strings.HasPrefix(l, ":"+ChainPrefix):
+				lines = append(lines, table+" "+strings.Fields(l)[0])
+			case strings.HasPrefix(l, "-A ") && strings.Contains(l, ChainPrefix):
+				lines = append(lines, table+" "+l)
+			}
+		}
+	}
+	out, err := run("", "ipset", "save")
+	if err != nil {
+		return nil, err
+	}
+	var sets []string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, "create "+SetPrefix) || strings.HasPrefix(l, "add "+SetPrefix) {
+			sets = append(sets, strings.Join(strings.Fields(l)[:3], " "))
+		}
+	}
+	sort.Strings(sets)
+	return append(lines, sets...), nil
+}
+
+// Check compares the kernel with the snapshot of the last Apply and
+// describes each difference; none means in sync.
+func (f *Firewall) Check() ([]string, error) {
+	if f.snapshot == nil {
+		return []string{"never applied"}, nil
+	}
+	now, err := f.capture()
+	if err != nil {
+		return nil, err
+	}
+	return diff(f.snapshot, now), nil
+}
+
+// diff lists lines missing from got and lines that should not be there,
+// at most a handful of each, for a log line a person can read.
+func diff(want, got []string) []string {
+	count := func(ls []string) map[string]int {
+		m := map[string]int{}
+		for _, l := range ls {
+			m[l]++
+		}
+		return m
+	}
+	w, g := count(want), count(got)
+	var out []string
+	for _, l := range want {
+		if g[l] < w[l] {
+			out = append(out, "missing: "+l)
+			g[l] = w[l]
+		}
+	}
+	for _, l := range got {
+		if w[l] < g[l] {
+			out = append(out, "unexpected: "+l)
+			w[l] = g[l]
+		}
+	}
+	// Rules in the wrong order inside a chain are drift too.
+	if len(out) == 0 && strings.Join(want, "\n") != strings.Join(got, "\n") {
+		out = append(out, "rules reordered")
+	}
+	if len(out) > 5 {
+		out = append(out[:5], fmt.Sprintf("and %d more differences", len(out)-5))
+	}
+	return out
+}
+
+// Cleanup removes every jump, chain and set of ours, found by name so that
+// it works without state; running it again does nothing.
+func (f *Firewall) Cleanup() error {
+	var errs []error
+	for _, tc := range [][2]string{{"filter", "FORWARD"}, {"filter", "INPUT"}, {"nat", "POSTROUTING"}} {
+		rules, err := f.ipt.List(tc[0], tc[1])
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for _, r := range rules {
+			fields := strings.Fields(r)
+			if len(fields) < 3 || fields[0] != "-A" || !strings.HasPrefix(fields[len(fields)-1], ChainPrefix) {
+				continue
+			}
+			if err := f.ipt.Delete(tc[0], tc[1], fields[2:]...); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	for _, table := range []string{"filter", "nat"} {
+		chains, err := f.ipt.ListChains(table)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		// Empty all our chains before deleting any: they reference each other.
+		var ours []string
+		for _, c := range chains {
+			if strings.HasPrefix(c, ChainPrefix) {
+				ours = append(ours, c)
+				if err := f.ipt.ClearChain(table, c); err != nil {
+					errs = append(errs, err)
+				}
+			}
+		}
+		for _, c := range ours {
+			if err := f.ipt.DeleteChain(table, c); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	sets, err := f.ourSets()
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, s := range sets {
+		if _, err := run("", "ipset", "destroy", s); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	f.snapshot = nil
+	return errors.Join(errs...)
+}

@@ -1,0 +1,200 @@
+// Package firewall enforces the access policy with iptables and ipsets in the
+// namespace it runs in. Rule count grows with organisations and grants, never
+// with peers: WireGuard guarantees a packet's source is its peer's own
+// address, and each organisation's peers share its address blocks, so one
+// source-prefix jump per block selects the organisation's chain, where its
+// grants are ipset lookups.
+//
+//	filter FORWARD  -i <wg> -j EXTRANET-FWD       partners' packets
+//	filter FORWARD  -o <wg> -j EXTRANET-TOPEER    packets toward partners
+//	filter INPUT    -i <wg> -j EXTRANET-IN        partners to the gateway itself
+//	nat POSTROUTING -j EXTRANET-POST              masquerade toward internal networks
+//
+// Our chains are rewritten with one iptables-restore per table (atomic), the
+// jumps are kept with go-iptables, and the sets are refilled by swapping in
+// a freshly filled copy, so a policy change is never half applied.
+package firewall
+
+import (
+	"fmt"
+	"regexp"
+	"sort"
+	"strings"
+
+	"github.com/extranetgw/extranet/internal/grant"
+	"github.com/extranetgw/extranet/internal/policy"
+)
+
+// Names of our chains and sets. Everything we own starts with these, which
+// is how cleanup finds it without any state.
+const (
+	ChainPrefix = "EXTRANET-"
+	SetPrefix   = "extranet-"
+
+	chainFwd    = "EXTRANET-FWD"
+	chainIn     = "EXTRANET-IN"
+	chainToPeer = "EXTRANET-TOPEER"
+	chainPost   = "EXTRANET-POST"
+
+	reject = "REJECT --reject-with icmp-admin-prohibited"
+
+	// maxSetRange is the widest port range stored as set entries; ipset
+	// stores one entry per port, so wider ranges become a rule instead.
+	maxSetRange = 64
+)
+
+// OrgChain is the chain of an organisation.
+func OrgChain(id uint32) string { return fmt.Sprintf("EXTRANET-O-%d", id) }
+
+// NetSet holds an organisation's grants of whole prefixes.
+func NetSet(id uint32) string { return fmt.Sprintf("extranet-%d-net", id) }
+
+// PortSet holds an organisation's grants of prefix, protocol and port.
+func PortSet(id uint32) string { return fmt.Sprintf("extranet-%d-port", id) }
+
+var ifaceRE = regexp.MustCompile(`^[a-zA-Z0-9_.-]{1,15}$`)
+
+// Rendered is the text the kernel tools read.
+type Rendered struct {
+	// IPSet is input for `ipset restore`.
+	IPSet string
+	// Filter and NAT are input for `iptables-restore --noflush`.
+	Filter, NAT string
+	// Sets are the names of every set the policy needs.
+	Sets []string
+	// Jumps are the rules in built-in chains that lead to ours.
+	Jumps []Jump
+}
+
+// Jump is a rule in a built-in chain.
+type Jump struct {
+	Table, Chain string
+	Rule         []string
+}
+
+// Render turns a policy into restore input. staleChains are organisation
+// chains present in the kernel but absent from the policy; they are emptied
+// and deleted in the same transaction that removes the jumps to them.
+func Render(p *policy.Policy, staleChains []string) (*Rendered, error) {
+	if !ifaceRE.MatchString(p.Interface) {
+		return nil, fmt.Errorf("interface name %q is not a valid Linux interface name", p.Interface)
+	}
+	if !p.TunnelNet.IsValid() || !p.TunnelNet.Addr().Is4() {
+		return nil, fmt.Errorf("tunnel network %v is not an IPv4 prefix", p.TunnelNet)
+	}
+	orgs := append([]policy.Org(nil), p.Orgs...)
+	sort.Slice(orgs, func(i, j int) bool { return orgs[i].ID < orgs[j].ID })
+
+	var f, s strings.Builder
+	r := &Rendered{}
+	f.WriteString("*filter\n")
+	for _, c := range []string{chainFwd, chainIn, chainToPeer} {
+		fmt.Fprintf(&f, ":%s - [0:0]\n", c)
+	}
+	for _, o := range orgs {
+		fmt.Fprintf(&f, ":%s - [0:0]\n", OrgChain(o.ID))
+	}
+	for _, c := range staleChains {
+		fmt.Fprintf(&f, ":%s - [0:0]\n", c)
+	}
+	fmt.Fprintf(&f, "-A %s -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n", chainFwd)
+	fmt.Fprintf(&f, "-A %s -m conntrack --ctstate INVALID -j DROP\n", chainFwd)
+	for _, o := range orgs {
+		for _, b := range o.Blocks {
+			if !b.Addr().Is4() || !p.TunnelNet.Contains(b.Addr()) {
+				return nil, fmt.Errorf("org %d block %s is outside the tunnel network %s", o.ID, b, p.TunnelNet)
+			}
+			fmt.Fprintf(&f, "-A %s -s %s -j %s\n", chainFwd, b.Masked(), OrgChain(o.ID))
+		}
+	}
+	fmt.Fprintf(&f, "-A %s -j %s\n", chainFwd, reject)
+	for _, o := range orgs {
+		if err := renderOrg(&f, &s, o); err != nil {
+			return nil, err
+		}
+		r.Sets = append(r.Sets, NetSet(o.ID), PortSet(o.ID))
+	}
+	// Partners never reach the gateway's own services, not even replies to
+	// flows they could not have opened.
+	fmt.Fprintf(&f, "-A %s -j %s\n", chainIn, reject)
+	fmt.Fprintf(&f, "-A %s -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n", chainToPeer)
+	fmt.Fprintf(&f, "-A %s -j %s\n", chainToPeer, reject)
+	for _, c := range staleChains {
+		fmt.Fprintf(&f, "-X %s\n", c)
+	}
+	f.WriteString("COMMIT\n")
+
+	var n strings.Builder
+	fmt.Fprintf(&n, "*nat\n:%s - [0:0]\n", chainPost)
+	if p.Masquerade {
+		fmt.Fprintf(&n, "-A %s -s %s ! -d %s -j MASQUERADE\n", chainPost, p.TunnelNet, p.TunnelNet)
+	}
+	n.WriteString("COMMIT\n")
+
+	r.Filter, r.NAT, r.IPSet = f.String(), n.String(), s.String()
+	iface := p.Interface
+	r.Jumps = []Jump{
+		{"filter", "FORWARD", []string{"-i", iface, "-j", chainFwd}},
+		{"filter", "FORWARD", []string{"-o", iface, "-j", chainToPeer}},
+		{"filter", "INPUT", []string{"-i", iface, "-j", chainIn}},
+		{"nat", "POSTROUTING", []string{"-j", chainPost}},
+	}
+	return r, nil
+}
+
+// renderOrg writes an organisation's chain and the restore lines of its
+// two sets. Members go into a temporary set that is swapped in, so lookups
+// never see a half-filled set.
+func renderOrg(f, s *strings.Builder, o policy.Org) error {
+	chain := OrgChain(o.ID)
+	var nets, ports, rules []string
+	for _, g := range grant.Normalize(o.Grants) {
+		if !g.Prefix.Addr().Is4() || g.Prefix.Bits() == 0 {
+			return fmt.Errorf("org %d: grant %s cannot be enforced", o.ID, g)
+		}
+		pfx := g.Prefix.Masked().String()
+		switch {
+		case g.Proto == grant.Any:
+			nets = append(nets, pfx)
+		case g.HasPorts() && int(g.PortHi-g.PortLo) < maxSetRange:
+			ports = append(ports, fmt.Sprintf("%s,%s:%s", pfx, g.Proto, portSpec(g, "-")))
+		case g.HasPorts():
+			rules = append(rules, fmt.Sprintf("-A %s -d %s -p %s -m %s --dport %s -j ACCEPT", chain, pfx, g.Proto, g.Proto, portSpec(g, ":")))
+		default:
+			rules = append(rules, fmt.Sprintf("-A %s -d %s -p %s -j ACCEPT", chain, pfx, g.Proto))
+		}
+	}
+	if len(nets) > 0 {
+		fmt.Fprintf(f, "-A %s -m set --match-set %s dst -j ACCEPT\n", chain, NetSet(o.ID))
+	}
+	if len(ports) > 0 {
+		fmt.Fprintf(f, "-A %s -m set --match-set %s dst,dst -j ACCEPT\n", chain, PortSet(o.ID))
+	}
+	for _, r := range rules {
+		f.WriteString(r + "\n")
+	}
+	fmt.Fprintf(f, "-A %s -j RETURN\n", chain)
+
+	writeSet(s, NetSet(o.ID), "hash:net", nets)
+	writeSet(s, PortSet(o.ID), "hash:net,port", ports)
+	return nil
+}
+
+func portSpec(g grant.Grant, sep string) string {
+	if g.PortLo == g.PortHi {
+		return fmt.Sprint(g.PortLo)
+	}
+	return fmt.Sprintf("%d%s%d", g.PortLo, sep, g.PortHi)
+}
+
+func writeSet(s *strings.Builder, name, typ string, members []string) {
+	tmp := name + "-t"
+	fmt.Fprintf(s, "create %s %s family inet -exist\n", name, typ)
+	fmt.Fprintf(s, "create %s %s family inet -exist\n", tmp, typ)
+	fmt.Fprintf(s, "flush %s\n", tmp)
+	for _, m := range members {
+		fmt.Fprintf(s, "add %s %s\n", tmp, m)
+	}
+	fmt.Fprintf(s, "swap %s %s\n", tmp, name)
+	fmt.Fprintf(s, "destroy %s\n", tmp)
+}

@@ -1,0 +1,414 @@
+// Package wgdev runs the gateway's WireGuard interface: in the kernel where
+// the module exists, else in-process with wireguard-go, serving the same
+// UAPI socket so that wgctrl and the stock `wg` tool see no difference. It
+// syncs peers by diff and reads their statistics.
+package wgdev
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.zx2c4.com/wireguard/conn"
+	"golang.zx2c4.com/wireguard/device"
+	"golang.zx2c4.com/wireguard/ipc"
+	"golang.zx2c4.com/wireguard/tun"
+	"golang.zx2c4.com/wireguard/wgctrl"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+// Mode chooses where WireGuard runs.
+type Mode string
+
+// Modes. Auto resolves to Kernel or Userspace.
+const (
+	Auto      Mode = "auto"
+	Kernel    Mode = "kernel"
+	Userspace Mode = "userspace"
+)
+
+// DefaultMTU is WireGuard's usual MTU.
+const DefaultMTU = 1420
+
+// Config describes the interface.
+type Config struct {
+	Name       string
+	Mode       Mode
+	PrivateKey wgtypes.Key
+	ListenPort int
+	// Address is the gateway's tunnel address with the tunnel network's
+	// length, so the kernel routes the whole network into the interface.
+	Address netip.Prefix
+	MTU     int
+	Logger  *slog.Logger
+}
+
+// Peer is one wanted peer; its only allowed IP is its own address.
+type Peer struct {
+	PublicKey    wgtypes.Key
+	PresharedKey wgtypes.Key
+	Address      netip.Addr
+	// Endpoint, when known, is where the peer was last seen. A peer added
+	// with one gets a keepalive at once, which makes the gateway start the
+	// handshake: after a restart or a resume the partner's client still
+	// holds a session the gateway forgot, and would otherwise only notice
+	// after about 15 seconds of silence.
+	Endpoint netip.AddrPort
+}
+
+// KeepaliveInterval is the persistent keepalive of peers added with an
+// endpoint, the same as the client configs ask for.
+const KeepaliveInterval = 25 * time.Second
+
+// PeerStats is what the device knows about a peer's traffic.
+type PeerStats struct {
+	PublicKey     wgtypes.Key
+	LastHandshake time.Time
+	Endpoint      string
+	RxBytes       int64
+	TxBytes       int64
+}
+
+// Info describes the running interface.
+type Info struct {
+	Name       string
+	Mode       Mode
+	PublicKey  wgtypes.Key
+	ListenPort int
+}
+
+// SyncResult counts what SyncPeers changed.
+type SyncResult struct {
+	Added, Removed, Updated int
+}
+
+// Device is the interface as the reconciler drives it.
+type Device interface {
+	Info() Info
+	SyncPeers(want []Peer) (SyncResult, error)
+	Stats() ([]PeerStats, error)
+	// Close stops a userspace device (its interface disappears with it)
+	// and leaves a kernel one in place; either way the firewall's default
+	// deny stays, so nothing opens.
+	Close() error
+}
+
+var _ Device = (*dev)(nil)
+
+type dev struct {
+	cfg    Config
+	mode   Mode
+	client *wgctrl.Client
+	log    *slog.Logger
+
+	// Userspace only.
+	wg   *device.Device
+	uapi net.Listener
+}
+
+// Open creates (or adopts) the interface, configures its key, port, MTU and
+// address, and brings it up.
+func Open(cfg Config) (Device, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.MTU == 0 {
+		cfg.MTU = DefaultMTU
+	}
+	d := &dev{cfg: cfg, log: cfg.Logger}
+	var err error
+	switch cfg.Mode {
+	case Kernel:
+		err = d.openKernel()
+	case Userspace:
+		err = d.openUserspace()
+	case Auto, "":
+		if err = d.openKernel(); err != nil {
+			d.log.Info("no WireGuard kernel module; using embedded wireguard-go", "reason", err)
+			err = d.openUserspace()
+		}
+	default:
+		err = fmt.Errorf("unknown WireGuard mode %q", cfg.Mode)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := d.configure(); err != nil {
+		d.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+func (d *dev) openKernel() error {
+	link, err := netlink.LinkByName(d.cfg.Name)
+	if err == nil {
+		if link.Type() != "wireguard" {
+			return fmt.Errorf("interface %s exists and is a %s, not wireguard", d.cfg.Name, link.Type())
+		}
+	} else {
+		attrs := netlink.NewLinkAttrs()
+		attrs.Name = d.cfg.Name
+		if err := netlink.LinkAdd(&netlink.GenericLink{LinkAttrs: attrs, LinkType: "wireguard"}); err != nil {
+			return fmt.Errorf("create kernel interface: %w", err)
+		}
+	}
+	d.mode = Kernel
+	return nil
+}
+
+func (d *dev) openUserspace() error {
+	t, err := tun.CreateTUN(d.cfg.Name, d.cfg.MTU)
+	if err != nil {
+		return fmt.Errorf("create TUN %s: %w", d.cfg.Name, err)
+	}
+	// wireguard-go's verbose log prints handshake details; only errors
+	// (which name peers by an abbreviated public key) are worth keeping.
+	logger := &device.Logger{
+		Verbosef: func(string, ...any) {},
+		Errorf: func(format string, args ...any) {
+			d.log.Warn("wireguard-go: " + fmt.Sprintf(format, args...))
+		},
+	}
+	wg := device.NewDevice(t, conn.NewDefaultBind(), logger)
+	f, err := ipc.UAPIOpen(d.cfg.Name)
+	if err != nil {
+		wg.Close()
+		return fmt.Errorf("open UAPI socket: %w", err)
+	}
+	l, err := ipc.UAPIListen(d.cfg.Name, f)
+	if err != nil {
+		f.Close()
+		wg.Close()
+		return fmt.Errorf("listen on UAPI socket: %w", err)
+	}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go wg.IpcHandle(c)
+		}
+	}()
+	d.wg, d.uapi, d.mode = wg, l, Userspace
+	return nil
+}
+
+// configure sets key and port through wgctrl, exactly as for a kernel
+// device, then MTU, address and link state through netlink.
+func (d *dev) configure() error {
+	c, err := wgctrl.New()
+	if err != nil {
+		return fmt.Errorf("open wgctrl: %w", err)
+	}
+	d.client = c
+	if err := d.assertIdentity(); err != nil {
+		return err
+	}
+	link, err := netlink.LinkByName(d.cfg.Name)
+	if err != nil {
+		return fmt.Errorf("find interface %s: %w", d.cfg.Name, err)
+	}
+	if link.Attrs().MTU != d.cfg.MTU {
+		if err := netlink.LinkSetMTU(link, d.cfg.MTU); err != nil {
+			return fmt.Errorf("set MTU of %s: %w", d.cfg.Name, err)
+		}
+	}
+	addr := &netlink.Addr{IPNet: &net.IPNet{IP: d.cfg.Address.Addr().AsSlice(), Mask: net.CIDRMask(d.cfg.Address.Bits(), 32)}}
+	if err := netlink.AddrReplace(link, addr); err != nil {
+		return fmt.Errorf("set address %s on %s: %w", d.cfg.Address, d.cfg.Name, err)
+	}
+	if err := netlink.LinkSetUp(link); err != nil {
+		return fmt.Errorf("bring %s up: %w", d.cfg.Name, err)
+	}
+	return nil
+}
+
+func (d *dev) assertIdentity() error {
+	port := d.cfg.ListenPort
+	err := d.client.ConfigureDevice(d.cfg.Name, wgtypes.Config{PrivateKey: &d.cfg.PrivateKey, ListenPort: &port})
+	if err != nil {
+		return fmt.Errorf("configure %s: %w", d.cfg.Name, err)
+	}
+	return nil
+}
+
+func (d *dev) Info() Info {
+	return Info{Name: d.cfg.Name, Mode: d.mode, PublicKey: d.cfg.PrivateKey.PublicKey(), ListenPort: d.cfg.ListenPort}
+}
+
+// SyncPeers removes unwanted peers, adds missing ones and fixes changed
+// ones, in one configuration call. It never replaces the whole peer list,
+// which would drop every session for a moment.
+func (d *dev) SyncPeers(want []Peer) (SyncResult, error) {
+	var res SyncResult
+	live, err := d.client.Device(d.cfg.Name)
+	if err != nil {
+		return res, fmt.Errorf("read %s: %w", d.cfg.Name, err)
+	}
+	if live.PrivateKey != d.cfg.PrivateKey || live.ListenPort != d.cfg.ListenPort {
+		d.log.Warn("interface key or port changed by hand; restoring", "interface", d.cfg.Name)
+		if err := d.assertIdentity(); err != nil {
+			return res, err
+		}
+		res.Updated++
+	}
+	have := make(map[wgtypes.Key]wgtypes.Peer, len(live.Peers))
+	for _, p := range live.Peers {
+		have[p.PublicKey] = p
+	}
+	wanted := make(map[wgtypes.Key]bool, len(want))
+	var changes []wgtypes.PeerConfig
+	for _, w := range want {
+		wanted[w.PublicKey] = true
+		p, ok := have[w.PublicKey]
+		if ok && p.PresharedKey == w.PresharedKey && len(p.AllowedIPs) == 1 && sameNet(p.AllowedIPs[0], w.Address) {
+			continue
+		}
+		if ok {
+			res.Updated++
+		} else {
+			res.Added++
+		}
+		psk := w.PresharedKey
+		pc := wgtypes.PeerConfig{
+			PublicKey:         w.PublicKey,
+			PresharedKey:      &psk,
+			ReplaceAllowedIPs: true,
+			AllowedIPs:        []net.IPNet{{IP: w.Address.AsSlice(), Mask: net.CIDRMask(32, 32)}},
+		}
+		if !ok && w.Endpoint.IsValid() {
+			keepalive := KeepaliveInterval
+			pc.Endpoint = net.UDPAddrFromAddrPort(w.Endpoint)
+			pc.PersistentKeepaliveInterval = &keepalive
+		}
+		changes = append(changes, pc)
+	}
+	for k := range have {
+		if !wanted[k] {
+			res.Removed++
+			changes = append(changes, wgtypes.PeerConfig{PublicKey: k, Remove: true})
+		}
+	}
+	if len(changes) == 0 {
+		return res, nil
+	}
+	if err := d.client.ConfigureDevice(d.cfg.Name, wgtypes.Config{Peers: changes}); err != nil {
+		return SyncResult{}, fmt.Errorf("configure peers of %s: %w", d.cfg.Name, err)
+	}
+	return res, nil
+}
+
+func sameNet(n net.IPNet, a netip.Addr) bool {
+	ones, bits := n.Mask.Size()
+	ip, ok := netip.AddrFromSlice(n.IP)
+	return ok && ones == 32 && bits == 32 && ip.Unmap() == a
+}
+
+func (d *dev) Stats() ([]PeerStats, error) {
+	live, err := d.client.Device(d.cfg.Name)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", d.cfg.Name, err)
+	}
+	out := make([]PeerStats, 0, len(live.Peers))
+	for _, p := range live.Peers {
+		s := PeerStats{PublicKey: p.PublicKey, LastHandshake: p.LastHandshakeTime, RxBytes: p.ReceiveBytes, TxBytes: p.TransmitBytes}
+		if p.Endpoint != nil {
+			s.Endpoint = p.Endpoint.String()
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+func (d *dev) Close() error {
+	var errs []error
+	if d.client != nil {
+		errs = append(errs, d.client.Close())
+	}
+	if d.uapi != nil {
+		errs = append(errs, d.uapi.Close())
+	}
+	if d.wg != nil {
+		d.wg.Close()
+	}
+	return errors.Join(errs...)
+}
+
+// Remove deletes the interface and any stale UAPI socket; an absent
+// interface is not an error, so cleanup can run twice.
+func Remove(name string) error {
+	var errs []error
+	if link, err := netlink.LinkByName(name); err == nil {
+		if err := netlink.LinkDel(link); err != nil {
+			errs = append(errs, fmt.Errorf("delete interface %s: %w", name, err))
+		}
+	}
+	sock := filepath.Join("/var/run/wireguard", name+".sock")
+	if err := os.Remove(sock); err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, fmt.Errorf("remove %s: %w", sock, err))
+	}
+	return errors.Join(errs...)
+}
+
+// LoadOrCreateKey returns the gateway's private key, generating it into
+// path (mode 0600) on first use. A key file others can read is refused.
+func LoadOrCreateKey(path string) (wgtypes.Key, error) {
+	raw, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return createKey(path)
+	}
+	if err != nil {
+		return wgtypes.Key{}, err
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return wgtypes.Key{}, err
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return wgtypes.Key{}, fmt.Errorf("%s is readable by others (mode %o); run `chmod 600 %s`", path, fi.Mode().Perm(), path)
+	}
+	k, err := wgtypes.ParseKey(string(trimSpace(raw)))
+	if err != nil {
+		return wgtypes.Key{}, fmt.Errorf("%s does not hold a WireGuard key", path)
+	}
+	return k, nil
+}
+
+func trimSpace(b []byte) []byte {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == ' ' || b[len(b)-1] == '\r') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+func createKey(path string) (wgtypes.Key, error) {
+	k, err := wgtypes.GeneratePrivateKey()
+	if err != nil {
+		return k, err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return k, fmt.Errorf("create %s: %w", path, err)
+	}
+	_, err = f.WriteString(k.String() + "\n")
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+		return k, fmt.Errorf("write %s: %w", path, err)
+	}
+	return k, nil
+}
+

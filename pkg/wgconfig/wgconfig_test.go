@@ -1,0 +1,169 @@
+package wgconfig
+
+import (
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+const (
+	key1 = "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk="
+	key2 = "HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw="
+	key3 = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg="
+)
+
+func sample() Config {
+	return Config{
+		Interface: Interface{
+			PrivateKey: key1,
+			Address:    []netip.Prefix{netip.MustParsePrefix("100.64.1.1/32")},
+			DNS:        []string{"10.20.0.53", "corp.example"},
+			MTU:        1380,
+		},
+		Peer: Peer{
+			PublicKey: key2, PresharedKey: key3,
+			Endpoint:            "vpn.example.com:51820",
+			AllowedIPs:          []netip.Prefix{netip.MustParsePrefix("10.20.0.0/24"), netip.MustParsePrefix("10.30.0.0/16")},
+			PersistentKeepalive: 25,
+		},
+	}
+}
+
+func TestRenderGolden(t *testing.T) {
+	c := sample()
+	got, err := c.Render()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `[Interface]
+PrivateKey = yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=
+Address = 100.64.1.1/32
+DNS = 10.20.0.53, corp.example
+MTU = 1380
+
+[Peer]
+PublicKey = HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=
+PresharedKey = xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=
+Endpoint = vpn.example.com:51820
+AllowedIPs = 10.20.0.0/24, 10.30.0.0/16
+PersistentKeepalive = 25
+`
+	if string(got) != want {
+		t.Errorf("rendered:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+func TestRoundTrip(t *testing.T) {
+	for _, c := range []Config{sample(), func() Config { c := sample(); c.Interface.PrivateKey = ""; c.Interface.DNS = nil; c.Interface.MTU = 0; return c }()} {
+		out, err := c.Render()
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, err := Parse(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(*back, c) {
+			t.Errorf("round trip:\n%+v\nwant\n%+v", *back, c)
+		}
+	}
+}
+
+func TestSuppliedKeyLeavesAPlaceholder(t *testing.T) {
+	c := sample()
+	c.Interface.PrivateKey = ""
+	out, _ := c.Render()
+	if !strings.Contains(string(out), "# PrivateKey = <paste") {
+		t.Errorf("no placeholder for the partner's own key:\n%s", out)
+	}
+}
+
+func TestRejectsInjection(t *testing.T) {
+	for name, mod := range map[string]func(*Config){
+		"newline in endpoint": func(c *Config) { c.Peer.Endpoint = "a.example:1\n[Peer]" },
+		"space in endpoint":   func(c *Config) { c.Peer.Endpoint = "a b:1" },
+		"no port":             func(c *Config) { c.Peer.Endpoint = "a.example" },
+		"port 0":              func(c *Config) { c.Peer.Endpoint = "a.example:0" },
+		"newline in DNS":      func(c *Config) { c.Interface.DNS = []string{"1.1.1.1\nPostUp = rm -rf /"} },
+		"comma in DNS":        func(c *Config) { c.Interface.DNS = []string{"a,b"} },
+		"bad public key":      func(c *Config) { c.Peer.PublicKey = "abc" },
+		"bad private key":     func(c *Config) { c.Interface.PrivateKey = key1 + "\nPostUp=x" },
+		"bad psk":             func(c *Config) { c.Peer.PresharedKey = "AAAA" },
+		"no address":          func(c *Config) { c.Interface.Address = nil },
+	} {
+		c := sample()
+		mod(&c)
+		if out, err := c.Render(); err == nil {
+			t.Errorf("%s: rendered\n%s", name, out)
+		}
+	}
+}
+
+// TestWgQuickStrip feeds the rendered file to the stock wg-quick, which
+// refuses anything it would not bring up.
+func TestWgQuickStrip(t *testing.T) {
+	if _, err := exec.LookPath("wg-quick"); err != nil {
+		t.Skip("wg-quick is not installed")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("wg-quick strip needs root")
+	}
+	c := sample()
+	c.Interface.DNS = nil // DNS needs resolvconf only at `up`; keep strip hermetic
+	out, _ := c.Render()
+	path := filepath.Join(t.TempDir(), "wgtest0.conf")
+	os.WriteFile(path, out, 0o600)
+	cmd := exec.Command("wg-quick", "strip", path)
+	stripped, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("wg-quick strip: %v\n%s", err, stripped)
+	}
+	if !strings.Contains(string(stripped), "PublicKey = "+key2) || strings.Contains(string(stripped), "Address") {
+		t.Errorf("unexpected strip output:\n%s", stripped)
+	}
+}
+
+func TestQR(t *testing.T) {
+	c := sample()
+	out, _ := c.Render()
+	term, err := QRTerminal(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(term), "\n")
+	if len([]rune(lines[0])) > 80 {
+		t.Errorf("terminal QR is %d columns wide", len([]rune(lines[0])))
+	}
+	png, err := QRPNG(out, 256)
+	if err != nil || !strings.HasPrefix(string(png), "\x89PNG") {
+		t.Errorf("QRPNG: %v", err)
+	}
+}
+
+func FuzzRenderParse(f *testing.F) {
+	f.Add("vpn.example.com:51820", "10.0.0.53", 1420, 25)
+	f.Add("[::1]:1", "corp", 0, 0)
+	f.Add("a\n:1", "x\ny", -1, -1)
+	f.Fuzz(func(t *testing.T, endpoint, dns string, mtu, keepalive int) {
+		c := sample()
+		c.Peer.Endpoint, c.Interface.DNS, c.Interface.MTU, c.Peer.PersistentKeepalive = endpoint, []string{dns}, mtu, keepalive
+		out, err := c.Render()
+		if err != nil {
+			return
+		}
+		back, err := Parse(out)
+		if err != nil {
+			t.Fatalf("rendered config does not parse: %v\n%s", err, out)
+		}
+		if back.Peer.Endpoint != endpoint || len(back.Interface.DNS) != 1 || back.Interface.DNS[0] != dns {
+			t.Fatalf("round trip changed fields:\n%s", out)
+		}
+		if strings.Count(string(out), "[") != 2+strings.Count(endpoint, "[") {
+			t.Fatalf("rendered an extra section:\n%s", out)
+		}
+	})
+}
