@@ -411,4 +411,3 @@ func createKey(path string) (wgtypes.Key, error) {
 	}
 	return k, nil
 }
-

@@ -58,7 +58,13 @@ PersistentKeepalive = 25
 }
 
 func TestRoundTrip(t *testing.T) {
-	for _, c := range []Config{sample(), func() Config { c := sample(); c.Interface.PrivateKey = ""; c.Interface.DNS = nil; c.Interface.MTU = 0; return c }()} {
+	for _, c := range []Config{sample(), func() Config {
+		c := sample()
+		c.Interface.PrivateKey = ""
+		c.Interface.DNS = nil
+		c.Interface.MTU = 0
+		return c
+	}()} {
 		out, err := c.Render()
 		if err != nil {
 			t.Fatal(err)
