@@ -333,7 +333,7 @@ func (t *Tx) FreeAddr(first, last netip.Addr) (netip.Addr, bool) {
 	c := t.tx.Bucket(bucketAddrs).Cursor()
 	want := first
 	fk := first.As4()
-	for k, _ := c.Seek(fk[:]); k != nil && len(k) == 4; k, _ = c.Next() {
+	for k, _ := c.Seek(fk[:]); len(k) == 4; k, _ = c.Next() {
 		taken := netip.AddrFrom4([4]byte(k))
 		if taken.Compare(last) > 0 {
 			break

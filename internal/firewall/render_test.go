@@ -1,0 +1,146 @@
+package firewall
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/extranetgw/extranet/internal/grant"
+	"github.com/extranetgw/extranet/internal/policy"
+)
+
+func grants(t testing.TB, ss ...string) []grant.Grant {
+	gs, err := grant.ParseAll(ss)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return gs
+}
+
+func testPolicy(t testing.TB) *policy.Policy {
+	return &policy.Policy{
+		Interface:  "wg-ext",
+		TunnelNet:  netip.MustParsePrefix("100.64.0.0/16"),
+		Masquerade: true,
+		Orgs: []policy.Org{
+			{ID: 2, Name: "globex", Blocks: []netip.Prefix{netip.MustParsePrefix("100.64.2.0/24")}, Grants: grants(t, "10.10.2.0/24:tcp/8080")},
+			{ID: 1, Name: "acme", Blocks: []netip.Prefix{netip.MustParsePrefix("100.64.1.0/24"), netip.MustParsePrefix("100.64.3.0/24")},
+				Grants: grants(t, "10.10.1.0/24", "10.10.2.2/32:tcp/443", "10.10.2.2/32:udp/5000-5010", "10.10.2.0/24:icmp", "10.30.0.0/16:tcp/1000-9000", "10.40.0.0/16:udp")},
+		},
+	}
+}
+
+func TestRenderGolden(t *testing.T) {
+	r, err := Render(testPolicy(t), []string{"EXTRANET-O-9"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantFilter := `*filter
+:EXTRANET-FWD - [0:0]
+:EXTRANET-IN - [0:0]
+:EXTRANET-TOPEER - [0:0]
+:EXTRANET-O-1 - [0:0]
+:EXTRANET-O-2 - [0:0]
+:EXTRANET-O-9 - [0:0]
+-A EXTRANET-FWD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A EXTRANET-FWD -m conntrack --ctstate INVALID -j DROP
+-A EXTRANET-FWD -s 100.64.1.0/24 -j EXTRANET-O-1
+-A EXTRANET-FWD -s 100.64.3.0/24 -j EXTRANET-O-1
+-A EXTRANET-FWD -s 100.64.2.0/24 -j EXTRANET-O-2
+-A EXTRANET-FWD -j REJECT --reject-with icmp-admin-prohibited
+-A EXTRANET-O-1 -m set --match-set extranet-1-net dst -j ACCEPT
+-A EXTRANET-O-1 -m set --match-set extranet-1-port dst,dst -j ACCEPT
+-A EXTRANET-O-1 -d 10.10.2.0/24 -p icmp -j ACCEPT
+-A EXTRANET-O-1 -d 10.30.0.0/16 -p tcp -m tcp --dport 1000:9000 -j ACCEPT
+-A EXTRANET-O-1 -d 10.40.0.0/16 -p udp -j ACCEPT
+-A EXTRANET-O-1 -j RETURN
+-A EXTRANET-O-2 -m set --match-set extranet-2-port dst,dst -j ACCEPT
+-A EXTRANET-O-2 -j RETURN
+-A EXTRANET-IN -j REJECT --reject-with icmp-admin-prohibited
+-A EXTRANET-TOPEER -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A EXTRANET-TOPEER -j REJECT --reject-with icmp-admin-prohibited
+-X EXTRANET-O-9
+COMMIT
+`
+	if r.Filter != wantFilter {
+		t.Errorf("filter:\n%s\nwant:\n%s", r.Filter, wantFilter)
+	}
+	wantNAT := "*nat\n:EXTRANET-POST - [0:0]\n-A EXTRANET-POST -s 100.64.0.0/16 ! -d 100.64.0.0/16 -j MASQUERADE\nCOMMIT\n"
+	if r.NAT != wantNAT {
+		t.Errorf("nat:\n%s\nwant:\n%s", r.NAT, wantNAT)
+	}
+	for _, want := range []string{
+		"add extranet-1-net-t 10.10.1.0/24\n",
+		"add extranet-1-port-t 10.10.2.2/32,tcp:443\n",
+		"add extranet-1-port-t 10.10.2.2/32,udp:5000-5010\n",
+		"swap extranet-1-net-t extranet-1-net\n",
+		"add extranet-2-port-t 10.10.2.0/24,tcp:8080\n",
+	} {
+		if !strings.Contains(r.IPSet, want) {
+			t.Errorf("ipset input lacks %q:\n%s", want, r.IPSet)
+		}
+	}
+	if strings.Join(r.Sets, " ") != "extranet-1-net extranet-1-port extranet-2-net extranet-2-port" {
+		t.Errorf("sets = %v", r.Sets)
+	}
+}
+
+// TestRulesDoNotGrowWithPeers is the scaling promise: peers are not part
+// of what is rendered at all.
+func TestRulesDoNotGrowWithPeers(t *testing.T) {
+	p := testPolicy(t)
+	few, _ := Render(p, nil)
+	p.Peers = map[netip.Addr]bool{}
+	for i := 0; i < 5000; i++ {
+		p.Peers[netip.AddrFrom4([4]byte{100, 64, byte(1 + i/250), byte(1 + i%250)})] = true
+	}
+	many, _ := Render(p, nil)
+	if few.Filter != many.Filter || few.IPSet != many.IPSet {
+		t.Error("rendered rules depend on the number of peers")
+	}
+}
+
+func TestRenderRefusesInjection(t *testing.T) {
+	for _, iface := range []string{"wg ext", "wg\n-A FORWARD -j ACCEPT", `wg"`, "", "a-very-long-interface-name", "wg;rm"} {
+		p := testPolicy(t)
+		p.Interface = iface
+		if _, err := Render(p, nil); err == nil {
+			t.Errorf("interface %q rendered", iface)
+		}
+	}
+	p := testPolicy(t)
+	p.Orgs[0].Blocks = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+	if _, err := Render(p, nil); err == nil {
+		t.Error("a block outside the tunnel network rendered")
+	}
+}
+
+func TestDiff(t *testing.T) {
+	want := []string{"a", "b", "c"}
+	if d := diff(want, []string{"a", "b", "c"}); len(d) != 0 {
+		t.Errorf("equal: %v", d)
+	}
+	if d := diff(want, []string{"a", "c", "x"}); strings.Join(d, ";") != "missing: b;unexpected: x" {
+		t.Errorf("diff = %v", d)
+	}
+	if d := diff(want, []string{"b", "a", "c"}); len(d) != 1 || d[0] != "rules reordered" {
+		t.Errorf("reorder = %v", d)
+	}
+}
+
+func BenchmarkRender1000Orgs(b *testing.B) {
+	p := &policy.Policy{Interface: "wg-ext", TunnelNet: netip.MustParsePrefix("100.64.0.0/10")}
+	for i := 1; i <= 1000; i++ {
+		p.Orgs = append(p.Orgs, policy.Org{
+			ID:     uint32(i),
+			Blocks: []netip.Prefix{netip.PrefixFrom(netip.AddrFrom4([4]byte{100, byte(64 + i/256), byte(i % 256), 0}), 24)},
+			Grants: grants(b, "10.1.0.0/16", "10.2.3.4/32:tcp/443", "10.3.0.0/24:udp/5000-5010", "10.4.0.0/16:icmp", "10.5.0.0/16:tcp/1000-9000"),
+		})
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := Render(p, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

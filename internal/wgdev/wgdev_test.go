@@ -1,0 +1,60 @@
+package wgdev
+
+import (
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// The device itself is exercised end to end (internal/e2e), where the whole
+// daemon runs inside the gateway's namespace: wireguard-go opens its UDP
+// sockets from its own goroutines, so a test that switched only one thread
+// into a namespace would leak them into the host's.
+
+func TestLoadOrCreateKey(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "gateway.key")
+	k1, err := LoadOrCreateKey(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("key file mode %o, want 600", fi.Mode().Perm())
+	}
+	k2, err := LoadOrCreateKey(path)
+	if err != nil || k2 != k1 {
+		t.Fatalf("second load: %v, same key %v", err, k2 == k1)
+	}
+	os.Chmod(path, 0o644)
+	if _, err := LoadOrCreateKey(path); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		t.Errorf("world-readable key accepted: %v", err)
+	}
+	os.Chmod(path, 0o600)
+	os.WriteFile(path, []byte("not a key\n"), 0o600)
+	if _, err := LoadOrCreateKey(path); err == nil {
+		t.Error("garbage key file accepted")
+	}
+}
+
+func TestSameNet(t *testing.T) {
+	a := netip.MustParseAddr("100.64.1.1")
+	for _, tc := range []struct {
+		n    net.IPNet
+		want bool
+	}{
+		{net.IPNet{IP: net.IPv4(100, 64, 1, 1), Mask: net.CIDRMask(32, 32)}, true},
+		{net.IPNet{IP: net.IPv4(100, 64, 1, 1).To4(), Mask: net.CIDRMask(32, 32)}, true},
+		{net.IPNet{IP: net.IPv4(100, 64, 1, 2), Mask: net.CIDRMask(32, 32)}, false},
+		{net.IPNet{IP: net.IPv4(100, 64, 1, 0), Mask: net.CIDRMask(24, 32)}, false},
+	} {
+		if got := sameNet(tc.n, a); got != tc.want {
+			t.Errorf("sameNet(%v) = %v", tc.n, got)
+		}
+	}
+}
