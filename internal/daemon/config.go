@@ -40,6 +40,7 @@ type Config struct {
 	ExpireIdle        string        `yaml:"expire-idle"`
 	ExpireUnused      string        `yaml:"expire-unused"`
 	ExpireAction      string        `yaml:"expire-action"`
+	AuditRetention    string        `yaml:"audit-retention"`
 	LogLevel          string        `yaml:"log-level"`
 	LogFormat         string        `yaml:"log-format"`
 }
@@ -63,6 +64,7 @@ func Defaults() Config {
 		ExpireIdle:        "30d",
 		ExpireUnused:      "14d",
 		ExpireAction:      "suspend",
+		AuditRetention:    "0",
 		LogLevel:          "info",
 		LogFormat:         "text",
 	}
@@ -89,6 +91,7 @@ func (c *Config) BindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.ExpireIdle, "expire-idle", c.ExpireIdle, "default of `extranetctl expire --idle`: last handshake older than this")
 	fs.StringVar(&c.ExpireUnused, "expire-unused", c.ExpireUnused, "default of `extranetctl expire --unused`: issued longer ago and never connected")
 	fs.StringVar(&c.ExpireAction, "expire-action", c.ExpireAction, "default of `extranetctl expire --action`: suspend or revoke")
+	fs.StringVar(&c.AuditRetention, "audit-retention", c.AuditRetention, "drop audit events older than this, e.g. 400d (0: keep all)")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text or json")
 }
@@ -141,6 +144,7 @@ type Settings struct {
 	MaxPeerLifetime time.Duration
 	ExpireIdle      time.Duration
 	ExpireUnused    time.Duration
+	AuditRetention  time.Duration
 }
 
 // Validate checks every setting and returns the parsed ones.
@@ -185,6 +189,11 @@ func (c *Config) Validate() (Settings, error) {
 	}
 	if st.ExpireUnused, err = timespec.ParseDuration(c.ExpireUnused); err != nil {
 		return st, fmt.Errorf("--expire-unused: %w", err)
+	}
+	if c.AuditRetention != "" && c.AuditRetention != "0" {
+		if st.AuditRetention, err = timespec.ParseDuration(c.AuditRetention); err != nil {
+			return st, fmt.Errorf("--audit-retention: %w", err)
+		}
 	}
 	if c.ExpireAction != "suspend" && c.ExpireAction != "revoke" {
 		return st, fmt.Errorf("--expire-action %q: use suspend or revoke", c.ExpireAction)

@@ -108,6 +108,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 		// succeed. An admin sees the error in status and the log.
 		log.Error("first reconcile failed", "err", err)
 	}
+	if st.AuditRetention > 0 {
+		go trimAudit(runCtx, svc, st.AuditRetention, log)
+	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(l) }()
 	notifyReady(log)
@@ -156,6 +159,25 @@ func (r runtime) Status() api.Status {
 		out.Firewall = fmt.Sprintf("in sync (repaired at %s: %v)", t.Format(time.RFC3339), st.Repairs)
 	}
 	return out
+}
+
+// trimAudit applies audit retention at start and then hourly.
+func trimAudit(ctx context.Context, svc *service.Service, retention time.Duration, log *slog.Logger) {
+	ctx = service.WithActor(ctx, "extranetd")
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		if n, err := svc.TrimAudit(ctx, retention); err != nil {
+			log.Error("trim audit log", "err", err)
+		} else if n > 0 {
+			log.Info("trimmed audit log", "removed", n, "retention", retention)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 func enableForwarding() error {

@@ -107,3 +107,19 @@ func (s *Service) Status(ctx context.Context) (api.Status, error) {
 // OnlineWindow is how recent a handshake must be for a peer to count as
 // online: WireGuard re-handshakes every two minutes while traffic flows.
 const OnlineWindow = 3 * time.Minute
+
+// TrimAudit drops audit events older than retention and records that it
+// did, so the log says where it now starts and verification still holds.
+func (s *Service) TrimAudit(ctx context.Context, retention time.Duration) (int, error) {
+	now := s.now()
+	before := now.Add(-retention)
+	var n int
+	err := s.opts.DB.Update(func(tx *store.Tx) error {
+		var err error
+		if n, err = tx.TrimAudit(before); err != nil || n == 0 {
+			return err
+		}
+		return tx.Audit(now, Actor(ctx), "audit.trim", "audit", nil, map[string]any{"removed": n, "before": before})
+	})
+	return n, asErr(err)
+}

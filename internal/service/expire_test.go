@@ -193,3 +193,25 @@ func TestConcurrentExpireActsOnce(t *testing.T) {
 		t.Errorf("two concurrent runs did %d and %d actions, want 3 in all", total[0], total[1])
 	}
 }
+
+func TestAuditRetentionKeepsChainVerifiable(t *testing.T) {
+	ctx := WithActor(context.Background(), "root")
+	svc, clk, _ := newTestService(t)
+	for _, n := range []string{"a", "b", "c"} {
+		if _, err := svc.CreateOrg(ctx, api.CreateOrgRequest{Name: n}); err != nil {
+			t.Fatal(err)
+		}
+		clk.Advance(24 * time.Hour)
+	}
+	n, err := svc.TrimAudit(ctx, 36*time.Hour)
+	if err != nil || n != 2 {
+		t.Fatalf("trimmed %d, %v; want the 2 events older than 36h", n, err)
+	}
+	v, err := svc.VerifyAudit(ctx)
+	if err != nil || !v.OK || v.Events != 2 {
+		t.Fatalf("verify after trim: %+v %v; want ok with org c's event and the trim event", v, err)
+	}
+	if n, _ := svc.TrimAudit(ctx, 36*time.Hour); n != 0 {
+		t.Errorf("second trim removed %d", n)
+	}
+}

@@ -97,10 +97,15 @@ func (t *Tx) VerifyAudit() (uint64, string, error) {
 	first := true
 	var broken, last uint64
 	var why string
+	// The first event links to the anchor: empty for a log never trimmed,
+	// else the hash of the last event retention removed.
+	anchor := string(t.tx.Bucket(bucketMeta).Get(keyAuditAnchor))
 	err := t.Events(0, func(ev *Event) error {
 		switch {
 		case ev.computeHash() != ev.Hash:
 			broken, why = ev.Seq, "its content does not match its hash (edited)"
+		case first && ev.Prev != anchor:
+			broken, why = ev.Seq, "it does not link to the start of the log (events before it were removed)"
 		case !first && ev.Prev != prev:
 			broken, why = ev.Seq, "it does not link to the previous event (removed or reordered)"
 		}
@@ -120,3 +125,33 @@ func (t *Tx) VerifyAudit() (uint64, string, error) {
 }
 
 var errStop = fmt.Errorf("stop")
+
+// TrimAudit removes events older than before, keeping the chain verifiable:
+// the hash the first kept event links to becomes the new anchor. It returns
+// how many events it removed.
+func (t *Tx) TrimAudit(before time.Time) (int, error) {
+	b := t.tx.Bucket(bucketAudit)
+	c := b.Cursor()
+	var doomed [][]byte
+	anchor := ""
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		var ev Event
+		if err := json.Unmarshal(v, &ev); err != nil {
+			return 0, fmt.Errorf("decode audit event: %w", err)
+		}
+		if !ev.Time.Before(before) {
+			break
+		}
+		doomed = append(doomed, append([]byte(nil), k...))
+		anchor = ev.Hash
+	}
+	if len(doomed) == 0 {
+		return 0, nil
+	}
+	for _, k := range doomed {
+		if err := b.Delete(k); err != nil {
+			return 0, err
+		}
+	}
+	return len(doomed), t.tx.Bucket(bucketMeta).Put(keyAuditAnchor, []byte(anchor))
+}

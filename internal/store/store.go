@@ -38,6 +38,8 @@ var (
 	keySchema    = []byte("schema")
 	keyNextOrgID = []byte("next_org_id")
 	keyAuditHead = []byte("audit_head")
+	// keyAuditAnchor is the hash the oldest kept audit event links to.
+	keyAuditAnchor = []byte("audit_anchor")
 )
 
 // Org is an organisation as stored.
