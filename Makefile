@@ -5,7 +5,7 @@ LDFLAGS  := -s -w -X github.com/extranetgw/extranet/internal/version.Version=$(V
 BIN      := bin
 PREFIX   ?= /usr/local
 
-.PHONY: all build test unit e2e lint fmt deps clean demo
+.PHONY: all build test unit e2e fuzz lint fmt deps clean demo
 
 all: build
 
@@ -17,6 +17,11 @@ build:
 test:
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 15m ./...
+	scripts/fuzz.sh
+
+# Every fuzz target for longer (FUZZTIME=10m make fuzz for a soak).
+fuzz:
+	FUZZTIME=$${FUZZTIME:-2m} scripts/fuzz.sh
 
 unit:
 	$(GO) test -count=1 -short ./...

@@ -11,8 +11,11 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -33,6 +36,8 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	// Tests run the binary as other users too.
+	os.Chmod(dir, 0o755)
 	ctlBin = filepath.Join(dir, "extranetctl")
 	build := exec.Command("go", "build", "-o", ctlBin, "../../cmd/extranetctl")
 	if out, err := build.CombinedOutput(); err != nil {
@@ -51,6 +56,10 @@ type daemon struct {
 }
 
 func startDaemon(t *testing.T, endpoint string) *daemon {
+	return startDaemonGroup(t, endpoint, "")
+}
+
+func startDaemonGroup(t *testing.T, endpoint, group string) *daemon {
 	t.Helper()
 	dir := t.TempDir()
 	db, err := store.Open(filepath.Join(dir, "extranet.db"), time.Second)
@@ -63,7 +72,17 @@ func startDaemon(t *testing.T, endpoint string) *daemon {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	srv := httpapi.New(svc, log)
 	sock := filepath.Join(dir, "s.sock")
-	l, err := httpapi.Listen(sock, "", log)
+	if group != "" {
+		// Other users must be able to reach the socket's directory.
+		sockDir, err := os.MkdirTemp("", "extranetctl-sock-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.Chmod(sockDir, 0o755)
+		t.Cleanup(func() { os.RemoveAll(sockDir) })
+		sock = filepath.Join(sockDir, "s.sock")
+	}
+	l, err := httpapi.Listen(sock, group, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,5 +263,57 @@ func TestCompletion(t *testing.T) {
 	d.must("org", "create", "acme")
 	if out := d.must("__complete", "org", "show", "ac"); !strings.Contains(out, "acme") {
 		t.Errorf("dynamic completion of org names: %q", out)
+	}
+}
+
+// TestSocketGroup proves the kernel enforces who may talk to the daemon: a
+// user outside the socket's group is refused, a member gets in and is
+// named in the audit log by the kernel's account of who connected.
+func TestSocketGroup(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run commands as another user")
+	}
+	grp, err := user.LookupGroup("daemon")
+	if err != nil {
+		t.Skip("no group named daemon on this host")
+	}
+	gid, _ := strconv.Atoi(grp.Gid)
+	nobody, err := user.Lookup("nobody")
+	if err != nil {
+		t.Skip("no user named nobody on this host")
+	}
+	uid, _ := strconv.Atoi(nobody.Uid)
+	d := startDaemonGroup(t, "vpn.example.com:51820", "daemon")
+	fi, err := os.Stat(d.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); fi.Mode().Perm() != 0o660 || int(st.Gid) != gid {
+		t.Fatalf("socket mode %o gid %d, want 660 and group daemon (%d)", fi.Mode().Perm(), st.Gid, gid)
+	}
+	as := func(gid int, args ...string) (string, int) {
+		cmd := exec.Command(ctlBin, append([]string{"--socket", d.sock}, args...)...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}}
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return string(out), ee.ExitCode()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(out), 0
+	}
+	if out, code := as(65534, "org", "create", "intruder"); code == 0 || !strings.Contains(out, "permission denied") {
+		t.Errorf("outsider: exit %d, %s", code, out)
+	}
+	if out, code := as(gid, "org", "create", "member"); code != 0 {
+		t.Fatalf("group member refused: exit %d, %s", code, out)
+	}
+	if out := d.must("audit", "--org", "member"); !strings.Contains(out, "nobody") {
+		t.Errorf("audit does not name the member's user:\n%s", out)
+	}
+	if _, _, code := d.ctl("org", "show", "intruder"); code != 3 {
+		t.Error("the outsider's org exists")
 	}
 }

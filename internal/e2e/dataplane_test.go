@@ -170,6 +170,10 @@ func TestGatewayKeyAndFiles(t *testing.T) {
 	if st2.PublicKey != st.PublicKey {
 		t.Errorf("gateway key changed across restart: %s -> %s", st.PublicKey, st2.PublicKey)
 	}
+	// The only listener is the unix socket: no TCP port of the daemon's.
+	if ss := r.Must(r.GW, "ss", "-Hltnp"); strings.Contains(ss, "extranetd") {
+		t.Errorf("extranetd listens on TCP:\n%s", ss)
+	}
 	// A second daemon on the same state directory fails at once.
 	start := time.Now()
 	out, err := r.run(r.GW, append([]string{filepath.Join(bin, "extranetd")}, append(r.DaemonArgs(), "--socket", filepath.Join(r.Dir, "other.sock"))...)...)

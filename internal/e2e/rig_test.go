@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"sync"
@@ -47,6 +48,10 @@ type Rig struct {
 	logPath  string
 	partners []partner
 	closers  []io.Closer
+	// secrets are every private and preshared key the test saw; stderr is
+	// everything extranetctl printed there. Neither may ever meet.
+	secrets []string
+	stderr  strings.Builder
 }
 
 type partner struct{ ns, conf string }
@@ -117,6 +122,7 @@ func (r *Rig) teardown() {
 		r.run(p.ns, "wg-quick", "down", p.conf)
 	}
 	r.StopDaemon()
+	r.checkNoSecretsLeaked()
 	if r.t.Failed() {
 		if log, err := os.ReadFile(r.logPath); err == nil {
 			r.t.Logf("extranetd log:\n%s", tail(string(log), 80))
@@ -270,7 +276,41 @@ func (r *Rig) CTL(args ...string) (stdout, stderr string, code int) {
 	default:
 		r.t.Fatalf("run extranetctl: %v", err)
 	}
+	r.mu.Lock()
+	r.secrets = append(r.secrets, secretsIn(o.String())...)
+	r.stderr.WriteString(e.String())
+	r.mu.Unlock()
 	return o.String(), e.String(), code
+}
+
+var secretRE = regexp.MustCompile(`(?m)^(?:PrivateKey|PresharedKey) = (\S+)$`)
+
+// secretsIn finds the keys in a client config.
+func secretsIn(s string) []string {
+	var out []string
+	for _, m := range secretRE.FindAllStringSubmatch(s, -1) {
+		out = append(out, m[1])
+	}
+	return out
+}
+
+// checkNoSecretsLeaked greps the daemon's log and every error the CLI
+// printed for any private or preshared key seen in the test, the gateway's
+// own key included.
+func (r *Rig) checkNoSecretsLeaked() {
+	r.mu.Lock()
+	secrets := append([]string(nil), r.secrets...)
+	stderr := r.stderr.String()
+	r.mu.Unlock()
+	if gw, err := os.ReadFile(filepath.Join(r.Dir, "state", "gateway.key")); err == nil {
+		secrets = append(secrets, strings.TrimSpace(string(gw)))
+	}
+	logs := r.DaemonLog() + stderr
+	for _, s := range secrets {
+		if s != "" && strings.Contains(logs, s) {
+			r.t.Errorf("a private or preshared key appears in a log or error output")
+		}
+	}
 }
 
 // MustCTL runs extranetctl and fails the test unless it exits 0.
