@@ -66,13 +66,13 @@ ip -n "$i2" route add default via 10.10.2.1
 # Internal services: a "web" port 443 and an "ssh" port 22 on each host.
 for ns in $i1 $i2; do
 	for port in 22 443; do
-		nsx "$ns" socat -T2 "TCP-LISTEN:$port,fork,reuseaddr" SYSTEM:'echo hello' >/dev/null 2>&1 &
+		ip netns exec "$ns" socat -T2 "TCP-LISTEN:$port,fork,reuseaddr" SYSTEM:'echo hello' >/dev/null 2>&1 &
 		pids+=($!)
 	done
 done
 
 echo "demo: starting extranetd"
-nsx "$gw" bin/extranetd --state-dir "$dir/state" --socket "$EXTRANET_SOCKET" --socket-group "" \
+ip netns exec "$gw" bin/extranetd --state-dir "$dir/state" --socket "$EXTRANET_SOCKET" --socket-group "" \
 	--interface "$ifname" --endpoint 198.18.0.1:51820 --reconcile-interval 2s >"$dir/extranetd.log" 2>&1 &
 daemon_pid=$!
 for _ in $(seq 50); do bin/extranetctl status >/dev/null 2>&1 && break; sleep 0.2; done

@@ -141,7 +141,7 @@ never stored, so hand it to the partner now.`,
 				return printJSON(g.env.Out, res)
 			}
 			if res.Peer.KeyOrigin == api.KeyGenerated {
-				fmt.Fprintf(g.env.ErrOut, "Issued %s with address %s. The private key below is not stored anywhere: hand this config to the partner now.\n", res.Peer.ID(), res.Peer.Address)
+				fmt.Fprintf(g.env.ErrOut, "Issued %s with address %s. The private key in this config is stored nowhere else: hand it to the partner now.\n", res.Peer.ID(), res.Peer.Address)
 			} else {
 				fmt.Fprintf(g.env.ErrOut, "Issued %s with address %s for the partner's own key.\n", res.Peer.ID(), res.Peer.Address)
 			}

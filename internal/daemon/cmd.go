@@ -6,11 +6,13 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
 
+	"github.com/extranetgw/extranet/internal/store"
 	"github.com/extranetgw/extranet/internal/version"
 )
 
@@ -77,6 +79,22 @@ func newRootCmd() *cobra.Command {
 				return err
 			}
 			return Cleanup(cfg, log)
+		},
+	})
+	root.AddCommand(&cobra.Command{
+		Use:   "restore FILE",
+		Short: "Replace the state with a backup from `extranetctl backup` (stop the daemon first)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := loadConfig(cmd, &cfg, configPath); err != nil {
+				return err
+			}
+			dst := filepath.Join(cfg.StateDir, DBFile)
+			if err := store.Restore(args[0], dst); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Restored %s from %s. Start extranetd; it reconciles the kernel to the restored state.\n", dst, args[0])
+			return nil
 		},
 	})
 	root.AddCommand(&cobra.Command{

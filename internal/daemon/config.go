@@ -41,6 +41,7 @@ type Config struct {
 	ExpireUnused      string        `yaml:"expire-unused"`
 	ExpireAction      string        `yaml:"expire-action"`
 	AuditRetention    string        `yaml:"audit-retention"`
+	MetricsListen     string        `yaml:"metrics-listen"`
 	LogLevel          string        `yaml:"log-level"`
 	LogFormat         string        `yaml:"log-format"`
 }
@@ -92,6 +93,7 @@ func (c *Config) BindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.ExpireUnused, "expire-unused", c.ExpireUnused, "default of `extranetctl expire --unused`: issued longer ago and never connected")
 	fs.StringVar(&c.ExpireAction, "expire-action", c.ExpireAction, "default of `extranetctl expire --action`: suspend or revoke")
 	fs.StringVar(&c.AuditRetention, "audit-retention", c.AuditRetention, "drop audit events older than this, e.g. 400d (0: keep all)")
+	fs.StringVar(&c.MetricsListen, "metrics-listen", c.MetricsListen, "serve Prometheus /metrics and /healthz on this TCP address, e.g. 127.0.0.1:9586 (off when empty)")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text or json")
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/extranetgw/extranet/internal/conntrack"
 	"github.com/extranetgw/extranet/internal/firewall"
 	"github.com/extranetgw/extranet/internal/httpapi"
+	"github.com/extranetgw/extranet/internal/metrics"
 	"github.com/extranetgw/extranet/internal/reconcile"
 	"github.com/extranetgw/extranet/internal/service"
 	"github.com/extranetgw/extranet/internal/store"
@@ -57,11 +58,19 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 	if err != nil {
 		return err
 	}
+	var mets *metrics.Metrics
+	var observe func(time.Duration, error, int)
+	var onExpire func([]api.ExpireAction)
+	if cfg.MetricsListen != "" {
+		mets = metrics.New(db, service.OnlineWindow)
+		observe, onExpire = mets.Reconciled, mets.Expired
+	}
 	rec := reconcile.New(reconcile.Options{
 		DB: db, Firewall: fw, Sweeper: conntrack.Kernel{},
 		Plan: st.Plan, Interface: cfg.Interface, Masquerade: cfg.Masquerade,
 		Clock: service.SystemClock{}, Logger: log,
 		Interval: cfg.ReconcileInterval, StatsInterval: cfg.StatsInterval,
+		Observe: observe,
 	})
 	if err := rec.PrepareFirewall(); err != nil {
 		return err
@@ -86,7 +95,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 		Runtime:  runtime{rec: rec, info: info},
 		Endpoint: cfg.Endpoint, DNS: cfg.ClientDNS, MTU: cfg.MTU,
 		GatewayPublicKey: info.PublicKey.String(), MaxPeerLifetime: st.MaxPeerLifetime,
-		Expire: service.ExpireDefaults{Idle: st.ExpireIdle, Unused: st.ExpireUnused, Action: cfg.ExpireAction},
+		Expire:   service.ExpireDefaults{Idle: st.ExpireIdle, Unused: st.ExpireUnused, Action: cfg.ExpireAction},
+		OnExpire: onExpire,
 	})
 	srv := httpapi.New(svc, log)
 	l, err := httpapi.Listen(cfg.Socket, cfg.SocketGroup, log)
@@ -107,6 +117,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 		// Keep running: the firewall is closed, and the next reconcile may
 		// succeed. An admin sees the error in status and the log.
 		log.Error("first reconcile failed", "err", err)
+	}
+	if mets != nil {
+		health := func() error { return healthy(rec.State(), cfg.ReconcileInterval) }
+		if err := mets.Serve(runCtx, cfg.MetricsListen, health, log); err != nil {
+			return err
+		}
 	}
 	if st.AuditRetention > 0 {
 		go trimAudit(runCtx, svc, st.AuditRetention, log)
@@ -159,6 +175,19 @@ func (r runtime) Status() api.Status {
 		out.Firewall = fmt.Sprintf("in sync (repaired at %s: %v)", t.Format(time.RFC3339), st.Repairs)
 	}
 	return out
+}
+
+// healthy is true while reconciles succeed and keep coming.
+func healthy(st reconcile.State, interval time.Duration) error {
+	switch {
+	case st.LastRun.IsZero():
+		return errors.New("not reconciled yet")
+	case st.LastError != "":
+		return errors.New("last reconcile failed: " + st.LastError)
+	case time.Since(st.LastRun) > 3*interval:
+		return fmt.Errorf("no reconcile for %s", time.Since(st.LastRun).Round(time.Second))
+	}
+	return nil
 }
 
 // trimAudit applies audit retention at start and then hourly.

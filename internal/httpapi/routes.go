@@ -34,6 +34,9 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /v1/peers/{org}/{name}/extend", s.extendPeer)
 
 	m.HandleFunc("POST /v1/expire", s.expire)
+	m.HandleFunc("POST /v1/import", s.importCSV)
+	m.HandleFunc("GET /v1/export", s.exportCSV)
+	m.HandleFunc("GET /v1/backup", s.backup)
 
 	m.HandleFunc("GET /v1/audit", s.audit)
 	m.HandleFunc("GET /v1/audit/verify", s.verifyAudit)
@@ -185,4 +188,28 @@ func (s *Server) expire(w http.ResponseWriter, r *http.Request) {
 	}
 	res, err := s.svc.Expire(s.withActor(r), req)
 	reply(w, http.StatusOK, res, err)
+}
+
+func (s *Server) importCSV(w http.ResponseWriter, r *http.Request) {
+	var req api.CSV
+	if err := decode(r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	res, err := s.svc.Import(s.withActor(r), req.CSV)
+	reply(w, http.StatusOK, res, err)
+}
+
+func (s *Server) exportCSV(w http.ResponseWriter, r *http.Request) {
+	out, err := s.svc.Export(r.Context())
+	reply(w, http.StatusOK, api.CSV{CSV: out}, err)
+}
+
+// backup streams the state file. It holds preshared keys, so it goes only
+// to callers the socket admits, like every other request.
+func (s *Server) backup(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/octet-stream")
+	if _, err := s.svc.Backup(w); err != nil {
+		s.log.Error("backup", "err", err)
+	}
 }

@@ -57,6 +57,8 @@ type Options struct {
 	Interval time.Duration
 	// StatsInterval is the period of the handshake and traffic poller.
 	StatsInterval time.Duration
+	// Observe, when set, learns how each reconcile went (for metrics).
+	Observe func(took time.Duration, err error, repairs int)
 }
 
 // Reconciler owns every change to the data plane.
@@ -225,7 +227,10 @@ func (r *Reconciler) desired() (*policy.Policy, []wgdev.Peer, map[netip.Addr]str
 // a run after a store change applies what changed.
 func (r *Reconciler) Once(ctx context.Context, check bool) error {
 	start := r.o.Clock.Now()
-	err := r.once(check)
+	repairs, err := r.once(check)
+	if r.o.Observe != nil {
+		r.o.Observe(r.o.Clock.Now().Sub(start), err, repairs)
+	}
 	r.mu.Lock()
 	r.state.LastRun = start
 	r.state.Runs++
@@ -243,10 +248,10 @@ func (r *Reconciler) Once(ctx context.Context, check bool) error {
 	return err
 }
 
-func (r *Reconciler) once(check bool) error {
+func (r *Reconciler) once(check bool) (int, error) {
 	p, want, keys, err := r.desired()
 	if err != nil {
-		return fmt.Errorf("read desired state: %w", err)
+		return 0, fmt.Errorf("read desired state: %w", err)
 	}
 	var repairs []string
 
@@ -254,16 +259,16 @@ func (r *Reconciler) once(check bool) error {
 	switch {
 	case r.applied == nil || !reflect.DeepEqual(r.applied, p):
 		if err := r.o.Firewall.Apply(p); err != nil {
-			return fmt.Errorf("apply firewall: %w", err)
+			return 0, fmt.Errorf("apply firewall: %w", err)
 		}
 	case check:
 		drift, err := r.o.Firewall.Check()
 		if err != nil {
-			return fmt.Errorf("check firewall: %w", err)
+			return 0, fmt.Errorf("check firewall: %w", err)
 		}
 		if len(drift) > 0 {
 			if err := r.o.Firewall.Apply(p); err != nil {
-				return fmt.Errorf("repair firewall (%v): %w", drift, err)
+				return 0, fmt.Errorf("repair firewall (%v): %w", drift, err)
 			}
 			repairs = append(repairs, drift...)
 		}
@@ -271,7 +276,7 @@ func (r *Reconciler) once(check bool) error {
 
 	res, err := r.o.Device.SyncPeers(want)
 	if err != nil {
-		return fmt.Errorf("sync WireGuard peers: %w", err)
+		return 0, fmt.Errorf("sync WireGuard peers: %w", err)
 	}
 	if r.lastWant != nil && samePeers(r.lastWant, want) && res != (wgdev.SyncResult{}) {
 		repairs = append(repairs, fmt.Sprintf("wireguard peers changed by hand: %d re-added, %d removed, %d fixed", res.Added, res.Removed, res.Updated))
@@ -286,7 +291,7 @@ func (r *Reconciler) once(check bool) error {
 		}
 		n, err := r.o.Sweeper.Sweep(r.o.Plan.Network, sweep)
 		if err != nil {
-			return fmt.Errorf("kill withdrawn flows: %w", err)
+			return 0, fmt.Errorf("kill withdrawn flows: %w", err)
 		}
 		if n > 0 {
 			r.log.Info("killed flows that lost their access", "flows", n)
@@ -297,7 +302,7 @@ func (r *Reconciler) once(check bool) error {
 	if len(repairs) > 0 {
 		r.recordRepair(repairs)
 	}
-	return nil
+	return len(repairs), nil
 }
 
 func (r *Reconciler) recordRepair(repairs []string) {

@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"strings"
 	"time"
 
@@ -123,3 +124,6 @@ func (s *Service) TrimAudit(ctx context.Context, retention time.Duration) (int, 
 	})
 	return n, asErr(err)
 }
+
+// Backup streams a consistent copy of the state file.
+func (s *Service) Backup(w io.Writer) (int64, error) { return s.opts.DB.Backup(w) }

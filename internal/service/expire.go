@@ -159,6 +159,9 @@ func (s *Service) Expire(ctx context.Context, req api.ExpireRequest) (api.Expire
 	if len(res.Actions) > 0 {
 		s.applied(ctx)
 	}
+	if s.opts.OnExpire != nil {
+		s.opts.OnExpire(res.Actions)
+	}
 	return res, nil
 }
 

@@ -53,6 +53,8 @@ type Options struct {
 	MaxPeerLifetime time.Duration
 	// Expire holds the defaults of `extranetctl expire`.
 	Expire ExpireDefaults
+	// OnExpire, when set, learns what each expire run did (for metrics).
+	OnExpire func([]api.ExpireAction)
 	// ApplyTimeout bounds how long a request waits for the kernel to follow.
 	ApplyTimeout time.Duration
 }

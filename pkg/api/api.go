@@ -219,3 +219,14 @@ type ExpireResult struct {
 	DryRun  bool           `json:"dry_run"`
 	Actions []ExpireAction `json:"actions"`
 }
+
+// CSV carries an import or export file.
+type CSV struct {
+	CSV string `json:"csv"`
+}
+
+// ImportResult counts what an import created.
+type ImportResult struct {
+	Orgs  int `json:"orgs"`
+	Peers int `json:"peers"`
+}

@@ -260,3 +260,32 @@ func (c *Client) Expire(ctx context.Context, req api.ExpireRequest) (api.ExpireR
 	var out api.ExpireResult
 	return out, c.do(ctx, http.MethodPost, "/expire", nil, req, &out)
 }
+
+// Import creates organisations and peers from CSV, all or nothing.
+func (c *Client) Import(ctx context.Context, csv string) (api.ImportResult, error) {
+	var out api.ImportResult
+	return out, c.do(ctx, http.MethodPost, "/import", nil, api.CSV{CSV: csv}, &out)
+}
+
+// Export returns organisations and peers as CSV.
+func (c *Client) Export(ctx context.Context) (string, error) {
+	var out api.CSV
+	return out.CSV, c.do(ctx, http.MethodGet, "/export", nil, nil, &out)
+}
+
+// Backup streams a consistent copy of the daemon's state file to w.
+func (c *Client) Backup(ctx context.Context, w io.Writer) (int64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://extranetd/"+api.Version+"/backup", nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return 0, c.dialError(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("backup: extranetd answered %s", resp.Status)
+	}
+	return io.Copy(w, resp.Body)
+}

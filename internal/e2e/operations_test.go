@@ -1,0 +1,161 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/extranetgw/extranet/pkg/api"
+)
+
+// httpGet fetches a URL from inside a namespace. The connection is made on
+// the thread switched into ns and handed to the transport, which would
+// otherwise dial from a goroutine of its own, in the host's namespace.
+func httpGet(ns, host, path string) (int, string, error) {
+	var conn net.Conn
+	if err := inNS(ns, func() error {
+		var err error
+		conn, err = net.DialTimeout("tcp4", host, 2*time.Second)
+		return err
+	}); err != nil {
+		return 0, "", err
+	}
+	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
+		DialContext: func(context.Context, string, string) (net.Conn, error) { return conn, nil },
+	}}
+	resp, err := c.Get("http://" + host + path)
+	if err != nil {
+		conn.Close()
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body), err
+}
+
+func pubKey(t *testing.T) string {
+	k, err := wgtypes.GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k.PublicKey().String()
+}
+
+func TestOperations(t *testing.T) {
+	r := NewRig(t)
+	r.Serve(r.IN1, in1Addr, "in1", tcpPorts, nil)
+	r.StartDaemon("--metrics-listen", "127.0.0.1:9586")
+	r.MustCTL("org", "create", "acme", "--grant", "10.10.1.0/24")
+	conf := r.PartnerUp(r.PA, "pa"+r.id, r.Issue("acme/laptop"))
+	reaches(t, r.PA, hostPort(in1Addr, 22), "in1")
+
+	t.Run("metrics and health", func(t *testing.T) {
+		Eventually(t, 5*time.Second, "metrics show the online peer", func() error {
+			code, body, err := httpGet(r.GW, "127.0.0.1:9586", "/metrics")
+			if err != nil || code != 200 {
+				return fmt.Errorf("%d %v", code, err)
+			}
+			for _, want := range []string{
+				`extranet_peers{org="acme",state="active"} 1`,
+				`extranet_peers_online{org="acme"} 1`,
+				`extranet_reconcile_duration_seconds_count`,
+				`extranet_org_received_bytes_total{org="acme"}`,
+				`extranet_peer_handshake_age_seconds_count 1`,
+			} {
+				if !strings.Contains(body, want) {
+					return fmt.Errorf("no %q", want)
+				}
+			}
+			return nil
+		})
+		if code, body, err := httpGet(r.GW, "127.0.0.1:9586", "/healthz"); err != nil || code != 200 || strings.TrimSpace(body) != "ok" {
+			t.Errorf("healthz: %d %q %v", code, body, err)
+		}
+	})
+
+	t.Run("import is all or nothing, export round-trips", func(t *testing.T) {
+		bad := filepath.Join(r.Dir, "bad.csv")
+		os.WriteFile(bad, []byte("kind,org,name,display_name,contact,grants,public_key,expires\n"+
+			"org,globex,,Globex,noc@globex.example,10.10.2.0/24,,\n"+
+			"peer,globex,gw1,,,,"+pubKey(t)+",\n"+
+			"peer,globex,gw2,,,,not-a-key,\n"+
+			"org,initech,,,,10.1.2.3/24,,\n"), 0o600)
+		_, errOut, code := r.CTL("import", bad)
+		if code != 2 || !strings.Contains(errOut, "row 4, public_key") || !strings.Contains(errOut, "row 5, grants") {
+			t.Fatalf("bad import: exit %d, %s", code, errOut)
+		}
+		if _, _, code := r.CTL("org", "show", "globex"); code != 3 {
+			t.Fatal("a failed import left organisation globex behind")
+		}
+		good := filepath.Join(r.Dir, "good.csv")
+		os.WriteFile(good, []byte("kind,org,name,display_name,contact,grants,public_key,expires\n"+
+			"org,globex,,Globex,noc@globex.example,10.10.2.0/24 10.10.1.2/32:tcp/22,,\n"+
+			"peer,globex,gw1,,,,"+pubKey(t)+",\n"), 0o600)
+		if out := r.MustCTL("import", good); !strings.Contains(out, "1 organisations and 1 peers") {
+			t.Errorf("import: %s", out)
+		}
+		if p := r.peerJSON("globex/gw1"); p.KeyOrigin != api.KeySupplied || p.State != api.StateActive {
+			t.Errorf("imported peer: %+v", p)
+		}
+		exp := r.MustCTL("export")
+		for _, want := range []string{"org,globex,,Globex,noc@globex.example,10.10.1.2/32:tcp/22 10.10.2.0/24,,", "peer,globex,gw1,", "peer,acme,laptop,"} {
+			if !strings.Contains(exp, want) {
+				t.Errorf("export lacks %q:\n%s", want, exp)
+			}
+		}
+	})
+
+	t.Run("backup and restore serve the same peers", func(t *testing.T) {
+		backup := filepath.Join(r.Dir, "backup.db")
+		r.MustCTL("backup", backup)
+		if fi, err := os.Stat(backup); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("backup file: %v %v", fi, err)
+		}
+		before := r.MustCTL("peer", "list", "-o", "json")
+		stateDir := filepath.Join(r.Dir, "state")
+		if out, err := r.run(r.GW, bin+"/extranetd", "restore", backup, "--state-dir", stateDir); err == nil {
+			t.Errorf("restore while the daemon runs succeeded: %s", out)
+		}
+		// Disaster: the daemon stops and its database is lost.
+		r.StopDaemon()
+		r.PartnerDown(r.PA, conf)
+		os.Remove(filepath.Join(stateDir, "extranet.db"))
+		if out, err := r.run(r.GW, bin+"/extranetd", "restore", backup, "--state-dir", stateDir); err != nil {
+			t.Fatalf("restore: %v: %s", err, out)
+		}
+		r.StartDaemon()
+		after := r.MustCTL("peer", "list", "-o", "json")
+		var b, a []api.Peer
+		json.Unmarshal([]byte(before), &b)
+		json.Unmarshal([]byte(after), &a)
+		if len(a) != len(b) || len(a) == 0 {
+			t.Fatalf("peers before %d, after restore %d", len(b), len(a))
+		}
+		for i := range b {
+			if a[i].ID() != b[i].ID() || a[i].PublicKey != b[i].PublicKey || a[i].Address != b[i].Address {
+				t.Errorf("peer %d differs: %+v vs %+v", i, a[i], b[i])
+			}
+		}
+		conf = r.PartnerUp(r.PA, "pa"+r.id, readFile(t, conf))
+		reaches(t, r.PA, hostPort(in1Addr, 22), "in1")
+	})
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}

@@ -1,0 +1,193 @@
+// Package metrics exposes the gateway to Prometheus and to load balancers:
+// gauges read from the store at scrape time (so they are never stale and
+// cost nothing between scrapes), counters fed by the reconciler and by
+// expire, and a health endpoint.
+package metrics
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/extranetgw/extranet/internal/store"
+	"github.com/extranetgw/extranet/pkg/api"
+)
+
+// Metrics holds the counters other packages feed.
+type Metrics struct {
+	reg              *prometheus.Registry
+	reconcileSeconds prometheus.Histogram
+	reconcileErrors  prometheus.Counter
+	repairs          prometheus.Counter
+	expiry           *prometheus.CounterVec
+}
+
+// New registers every metric. db is read at scrape time; onlineWindow says
+// how recent a handshake makes a peer online.
+func New(db *store.DB, onlineWindow time.Duration) *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		reconcileSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "extranet_reconcile_duration_seconds",
+			Help:    "Time one reconcile of the kernel to the store took.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+		}),
+		reconcileErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "extranet_reconcile_errors_total",
+			Help: "Reconciles that failed.",
+		}),
+		repairs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "extranet_drift_repairs_total",
+			Help: "Differences between the kernel and the store that were repaired (rules, sets, peers changed by hand).",
+		}),
+		expiry: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "extranet_expiry_actions_total",
+			Help: "Peers and organisations retired by expire, by resulting state.",
+		}, []string{"to"}),
+	}
+	m.reg.MustRegister(m.reconcileSeconds, m.reconcileErrors, m.repairs, m.expiry,
+		&storeCollector{db: db, online: onlineWindow},
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Reconciled records one reconcile.
+func (m *Metrics) Reconciled(took time.Duration, err error, repairs int) {
+	m.reconcileSeconds.Observe(took.Seconds())
+	if err != nil {
+		m.reconcileErrors.Inc()
+	}
+	m.repairs.Add(float64(repairs))
+}
+
+// Expired records what expire did.
+func (m *Metrics) Expired(actions []api.ExpireAction) {
+	for _, a := range actions {
+		m.expiry.WithLabelValues(a.To).Inc()
+	}
+}
+
+var (
+	descPeers  = prometheus.NewDesc("extranet_peers", "Peers by organisation and state.", []string{"org", "state"}, nil)
+	descOnline = prometheus.NewDesc("extranet_peers_online", "Active peers with a handshake in the online window.", []string{"org"}, nil)
+	descAge    = prometheus.NewDesc("extranet_peer_handshake_age_seconds", "Age of the last handshake of active peers that ever connected.", nil, nil)
+	descRx     = prometheus.NewDesc("extranet_org_received_bytes_total", "Bytes received from an organisation's peers.", []string{"org"}, nil)
+	descTx     = prometheus.NewDesc("extranet_org_sent_bytes_total", "Bytes sent to an organisation's peers.", []string{"org"}, nil)
+	descOrgs   = prometheus.NewDesc("extranet_orgs", "Organisations by state.", []string{"state"}, nil)
+)
+
+// ageBuckets cover a reconnecting client (seconds) to an idle one (weeks).
+var ageBuckets = []float64{60, 180, 600, 3600, 6 * 3600, 86400, 7 * 86400, 30 * 86400}
+
+type storeCollector struct {
+	db     *store.DB
+	online time.Duration
+}
+
+func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descPeers, descOnline, descAge, descRx, descTx, descOrgs} {
+		ch <- d
+	}
+}
+
+func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
+	now := time.Now()
+	type key struct{ org, state string }
+	peers := map[key]float64{}
+	online := map[string]float64{}
+	rx, tx := map[string]float64{}, map[string]float64{}
+	orgs := map[string]float64{}
+	buckets := make(map[float64]uint64, len(ageBuckets))
+	var count uint64
+	var sum float64
+	err := c.db.View(func(t *store.Tx) error {
+		if err := t.Orgs(func(o *store.Org) error {
+			orgs[o.State]++
+			online[o.Name] += 0
+			return nil
+		}); err != nil {
+			return err
+		}
+		return t.Peers("", func(p *store.Peer) error {
+			peers[key{p.Org, p.State}]++
+			rx[p.Org] += float64(p.RxBytes)
+			tx[p.Org] += float64(p.TxBytes)
+			if p.State != api.StateActive || p.LastHandshake == nil {
+				return nil
+			}
+			age := now.Sub(*p.LastHandshake)
+			if age < c.online {
+				online[p.Org]++
+			}
+			count++
+			sum += age.Seconds()
+			for _, b := range ageBuckets {
+				if age.Seconds() <= b {
+					buckets[b]++
+				}
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(descPeers, err)
+		return
+	}
+	for k, v := range peers {
+		ch <- prometheus.MustNewConstMetric(descPeers, prometheus.GaugeValue, v, k.org, k.state)
+	}
+	for org, v := range online {
+		ch <- prometheus.MustNewConstMetric(descOnline, prometheus.GaugeValue, v, org)
+	}
+	for org, v := range rx {
+		ch <- prometheus.MustNewConstMetric(descRx, prometheus.CounterValue, v, org)
+		ch <- prometheus.MustNewConstMetric(descTx, prometheus.CounterValue, tx[org], org)
+	}
+	for state, v := range orgs {
+		ch <- prometheus.MustNewConstMetric(descOrgs, prometheus.GaugeValue, v, state)
+	}
+	ch <- prometheus.MustNewConstHistogram(descAge, count, sum, buckets)
+}
+
+// Health reports whether the gateway is serving: the last reconcile
+// succeeded and is recent.
+type Health func() error
+
+// Serve answers /metrics and /healthz on addr until ctx ends. It is the
+// daemon's only TCP listener, off unless configured; bind it to loopback
+// or a management network.
+func (m *Metrics) Serve(ctx context.Context, addr string, health Health, log *slog.Logger) error {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := health(); err != nil {
+			http.Error(w, "unhealthy: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("metrics listener: %w", err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		srv.Close()
+	}()
+	log.Info("metrics listening", "addr", l.Addr().String())
+	go func() {
+		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics server", "err", err)
+		}
+	}()
+	return nil
+}
