@@ -5,7 +5,7 @@ LDFLAGS  := -s -w -X github.com/extranetgw/extranet/internal/version.Version=$(V
 BIN      := bin
 PREFIX   ?= /usr/local
 
-.PHONY: all build test unit e2e fuzz lint fmt deps clean demo
+.PHONY: all build test unit e2e fuzz lint fmt deps clean demo install uninstall
 
 all: build
 
@@ -18,6 +18,7 @@ test:
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 15m ./...
 	scripts/fuzz.sh
+	scripts/check-install.sh
 
 # Every fuzz target for longer (FUZZTIME=10m make fuzz for a soak).
 fuzz:
@@ -47,3 +48,11 @@ clean:
 # The whole product in network namespaces, in one command (needs root).
 demo:
 	scripts/demo.sh
+
+# Binaries to $(PREFIX)/bin, config to /etc/extranet (an edited one is kept),
+# units to /etc/systemd/system, and the extranet group. Idempotent.
+install: build
+	PREFIX=$(PREFIX) scripts/install.sh install
+
+uninstall:
+	PREFIX=$(PREFIX) scripts/install.sh uninstall
