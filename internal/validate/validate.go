@@ -56,23 +56,19 @@ func Text(field, s string, max int) error {
 	return nil
 }
 
-// Printable quotes away anything that could break a terminal or a log line,
-// for echoing bad input back in an error.
+// Printable shortens bad input for echoing it back in an error; callers
+// quote it with %q, which escapes anything that could break a terminal or a
+// log line.
 func Printable(s string) string {
 	const max = 80
-	var b strings.Builder
-	for i, r := range s {
-		if i >= max {
-			b.WriteString("…")
-			break
-		}
-		if r == utf8.RuneError || !unicode.IsPrint(r) {
-			fmt.Fprintf(&b, "\\x%02x", s[i])
-			continue
-		}
-		b.WriteRune(r)
+	if len(s) <= max {
+		return s
 	}
-	return b.String()
+	cut := max
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
 }
 
 // PublicKey parses a WireGuard public key (base64 of 32 bytes) and refuses
