@@ -52,6 +52,8 @@ type Rig struct {
 	// everything extranetctl printed there. Neither may ever meet.
 	secrets []string
 	stderr  strings.Builder
+	// nvDev is the naive baseline's interface in benchmarks.
+	nvDev string
 }
 
 type partner struct{ ns, conf string }

@@ -30,7 +30,7 @@ type Firewall interface {
 
 // Device is the part of the WireGuard device the reconciler drives.
 type Device interface {
-	SyncPeers([]wgdev.Peer) (wgdev.SyncResult, error)
+	SyncPeers(want []wgdev.Peer, verify bool) (wgdev.SyncResult, error)
 	Stats() ([]wgdev.PeerStats, error)
 }
 
@@ -74,7 +74,7 @@ type Reconciler struct {
 
 	// Owned by the Run goroutine.
 	applied  *policy.Policy
-	lastKeys map[netip.Addr]string
+	lastKeys map[netip.Addr]wgtypes.Key
 	lastWant []wgdev.Peer
 }
 
@@ -176,16 +176,18 @@ func (r *Reconciler) release(w []chan struct{}) {
 // desired reads the store into the policy and the wanted peer list. Expiry
 // dates are enforced here too, so access ends on time even if the expire
 // job never runs.
-func (r *Reconciler) desired() (*policy.Policy, []wgdev.Peer, map[netip.Addr]string, error) {
+func (r *Reconciler) desired() (*policy.Policy, []wgdev.Peer, map[netip.Addr]wgtypes.Key, error) {
 	now := r.o.Clock.Now()
 	p := &policy.Policy{
 		Interface:  r.o.Interface,
 		TunnelNet:  r.o.Plan.Network,
 		Masquerade: r.o.Masquerade,
-		Peers:      map[netip.Addr]bool{},
 	}
-	var want []wgdev.Peer
-	keys := map[netip.Addr]string{}
+	// Sized from the last run: with thousands of peers, growing the maps
+	// costs more than filling them.
+	want := make([]wgdev.Peer, 0, len(r.lastWant))
+	keys := make(map[netip.Addr]wgtypes.Key, len(r.lastWant))
+	p.Peers = make(map[netip.Addr]bool, len(r.lastWant))
 	err := r.o.DB.View(func(tx *store.Tx) error {
 		active := map[string]bool{}
 		if err := tx.Orgs(func(o *store.Org) error {
@@ -198,25 +200,22 @@ func (r *Reconciler) desired() (*policy.Policy, []wgdev.Peer, map[netip.Addr]str
 		}); err != nil {
 			return err
 		}
-		return tx.Peers("", func(sp *store.Peer) error {
-			if sp.State != api.StateActive || !active[sp.Org] || (sp.Expires != nil && !sp.Expires.After(now)) {
+		return tx.DataplanePeers(func(sp *store.DataplanePeer) error {
+			if sp.State != api.StateActive || !active[sp.Org] || (!sp.Expires.IsZero() && !sp.Expires.After(now)) {
 				return nil
 			}
-			pub, err := wgtypes.ParseKey(sp.PublicKey)
-			if err != nil {
-				return fmt.Errorf("peer %s: public key: %w", sp.ID(), err)
-			}
-			psk, err := wgtypes.ParseKey(sp.PresharedKey)
-			if err != nil {
-				return fmt.Errorf("peer %s: preshared key is corrupt", sp.ID())
+			pub, psk := wgtypes.Key(sp.PublicKey), wgtypes.Key(sp.PresharedKey)
+			if pub == (wgtypes.Key{}) || psk == (wgtypes.Key{}) {
+				r.log.Error("peer has a corrupt key; leaving it out", "peer", sp.Org+"/"+sp.Name)
+				return nil
 			}
 			wp := wgdev.Peer{PublicKey: pub, PresharedKey: psk, Address: sp.Address}
-			if sp.LastHandshake != nil && now.Sub(*sp.LastHandshake) < recentlyOnline {
+			if !sp.LastHandshake.IsZero() && now.Sub(sp.LastHandshake) < recentlyOnline {
 				wp.Endpoint, _ = netip.ParseAddrPort(sp.Endpoint)
 			}
 			want = append(want, wp)
 			p.Peers[sp.Address] = true
-			keys[sp.Address] = sp.PublicKey
+			keys[sp.Address] = pub
 			return nil
 		})
 	})
@@ -257,7 +256,7 @@ func (r *Reconciler) once(check bool) (int, error) {
 
 	// Firewall first: a new peer must never be up before its rules are.
 	switch {
-	case r.applied == nil || !reflect.DeepEqual(r.applied, p):
+	case r.applied == nil || !sameRules(r.applied, p):
 		if err := r.o.Firewall.Apply(p); err != nil {
 			return 0, fmt.Errorf("apply firewall: %w", err)
 		}
@@ -274,7 +273,7 @@ func (r *Reconciler) once(check bool) (int, error) {
 		}
 	}
 
-	res, err := r.o.Device.SyncPeers(want)
+	res, err := r.o.Device.SyncPeers(want, check)
 	if err != nil {
 		return 0, fmt.Errorf("sync WireGuard peers: %w", err)
 	}
@@ -319,6 +318,13 @@ func (r *Reconciler) recordRepair(repairs []string) {
 	}
 }
 
+// sameRules reports whether two policies need the same firewall rules.
+// Peers are not part of the rules, so issuing or revoking one never touches
+// iptables.
+func sameRules(a, b *policy.Policy) bool {
+	return a.Interface == b.Interface && a.TunnelNet == b.TunnelNet && a.Masquerade == b.Masquerade && reflect.DeepEqual(a.Orgs, b.Orgs)
+}
+
 // recentlyOnline is how recent a handshake must be for the gateway to reach
 // out to a re-added peer itself (see wgdev.Peer.Endpoint).
 const recentlyOnline = 10 * time.Minute
@@ -337,7 +343,7 @@ func samePeers(a, b []wgdev.Peer) bool {
 }
 
 // withdrawn reports whether any access present in old is absent in new.
-func withdrawn(old, new *policy.Policy, oldKeys, newKeys map[netip.Addr]string) bool {
+func withdrawn(old, new *policy.Policy, oldKeys, newKeys map[netip.Addr]wgtypes.Key) bool {
 	for a := range old.Peers {
 		if !new.Peers[a] {
 			return true
@@ -370,7 +376,7 @@ func withdrawn(old, new *policy.Policy, oldKeys, newKeys map[netip.Addr]string) 
 
 // rekeyed lists addresses whose peer now has another key (rotation): flows
 // of the old key must die even though the address stays allowed.
-func rekeyed(old, new map[netip.Addr]string) map[netip.Addr]bool {
+func rekeyed(old, new map[netip.Addr]wgtypes.Key) map[netip.Addr]bool {
 	out := map[netip.Addr]bool{}
 	for a, k := range new {
 		if ok, had := old[a]; had && ok != k {

@@ -35,7 +35,7 @@ type fakeOS struct {
 func (f *fakeOS) Apply(p *policy.Policy) error { f.applies++; f.policy = p; f.drift = nil; return nil }
 func (f *fakeOS) Check() ([]string, error)     { return f.drift, nil }
 
-func (f *fakeOS) SyncPeers(want []wgdev.Peer) (wgdev.SyncResult, error) {
+func (f *fakeOS) SyncPeers(want []wgdev.Peer, _ bool) (wgdev.SyncResult, error) {
 	var res wgdev.SyncResult
 	seen := map[wgtypes.Key]bool{}
 	for _, p := range want {
@@ -186,6 +186,9 @@ func TestReconcileTransitions(t *testing.T) {
 	e.expect("org 1 acme blocks=[100.64.1.0/24] grants=[10.20.0.0/24 10.30.0.0/16:tcp/443]\npeers 100.64.1.1,100.64.1.2\n")
 	if len(e.os.sweeps) != 1 {
 		t.Errorf("adding a peer swept conntrack")
+	}
+	if e.os.applies != applies+1 {
+		t.Errorf("adding a peer re-applied the firewall; rules must not depend on peers")
 	}
 
 	// Ungranting sweeps with the narrower policy.

@@ -91,7 +91,11 @@ type SyncResult struct {
 // Device is the interface as the reconciler drives it.
 type Device interface {
 	Info() Info
-	SyncPeers(want []Peer) (SyncResult, error)
+	// SyncPeers makes the peers exactly want. With verify it reads the
+	// live device to find (and undo) changes made behind its back; without
+	// it, it diffs against what it applied last, which is much cheaper
+	// with thousands of peers.
+	SyncPeers(want []Peer, verify bool) (SyncResult, error)
 	Stats() ([]PeerStats, error)
 	// Close stops a userspace device (its interface disappears with it)
 	// and leaves a kernel one in place; either way the firewall's default
@@ -110,6 +114,9 @@ type dev struct {
 	// Userspace only.
 	wg   *device.Device
 	uapi net.Listener
+
+	// applied is the peer set of the last successful sync; nil when unknown.
+	applied map[wgtypes.Key]Peer
 }
 
 // Open creates (or adopts) the interface, configures its key, port, MTU and
@@ -247,29 +254,36 @@ func (d *dev) Info() Info {
 // SyncPeers removes unwanted peers, adds missing ones and fixes changed
 // ones, in one configuration call. It never replaces the whole peer list,
 // which would drop every session for a moment.
-func (d *dev) SyncPeers(want []Peer) (SyncResult, error) {
+func (d *dev) SyncPeers(want []Peer, verify bool) (SyncResult, error) {
 	var res SyncResult
-	live, err := d.client.Device(d.cfg.Name)
-	if err != nil {
-		return res, fmt.Errorf("read %s: %w", d.cfg.Name, err)
-	}
-	if live.PrivateKey != d.cfg.PrivateKey || live.ListenPort != d.cfg.ListenPort {
-		d.log.Warn("interface key or port changed by hand; restoring", "interface", d.cfg.Name)
-		if err := d.assertIdentity(); err != nil {
-			return res, err
+	have := d.applied
+	if verify || have == nil {
+		live, err := d.client.Device(d.cfg.Name)
+		if err != nil {
+			return res, fmt.Errorf("read %s: %w", d.cfg.Name, err)
 		}
-		res.Updated++
+		if live.PrivateKey != d.cfg.PrivateKey || live.ListenPort != d.cfg.ListenPort {
+			d.log.Warn("interface key or port changed by hand; restoring", "interface", d.cfg.Name)
+			if err := d.assertIdentity(); err != nil {
+				return res, err
+			}
+			res.Updated++
+		}
+		have = make(map[wgtypes.Key]Peer, len(live.Peers))
+		for _, p := range live.Peers {
+			hp := Peer{PublicKey: p.PublicKey, PresharedKey: p.PresharedKey}
+			if len(p.AllowedIPs) == 1 && isHost(p.AllowedIPs[0]) {
+				hp.Address, _ = netip.AddrFromSlice(p.AllowedIPs[0].IP.To4())
+			}
+			have[p.PublicKey] = hp
+		}
 	}
-	have := make(map[wgtypes.Key]wgtypes.Peer, len(live.Peers))
-	for _, p := range live.Peers {
-		have[p.PublicKey] = p
-	}
-	wanted := make(map[wgtypes.Key]bool, len(want))
+	next := make(map[wgtypes.Key]Peer, len(want))
 	var changes []wgtypes.PeerConfig
 	for _, w := range want {
-		wanted[w.PublicKey] = true
-		p, ok := have[w.PublicKey]
-		if ok && p.PresharedKey == w.PresharedKey && len(p.AllowedIPs) == 1 && sameNet(p.AllowedIPs[0], w.Address) {
+		next[w.PublicKey] = w
+		h, ok := have[w.PublicKey]
+		if ok && h.PresharedKey == w.PresharedKey && h.Address == w.Address {
 			continue
 		}
 		if ok {
@@ -292,24 +306,25 @@ func (d *dev) SyncPeers(want []Peer) (SyncResult, error) {
 		changes = append(changes, pc)
 	}
 	for k := range have {
-		if !wanted[k] {
+		if _, ok := next[k]; !ok {
 			res.Removed++
 			changes = append(changes, wgtypes.PeerConfig{PublicKey: k, Remove: true})
 		}
 	}
-	if len(changes) == 0 {
-		return res, nil
+	if len(changes) > 0 {
+		if err := d.client.ConfigureDevice(d.cfg.Name, wgtypes.Config{Peers: changes}); err != nil {
+			// What the device holds now is unknown; the next sync reads it.
+			d.applied = nil
+			return SyncResult{}, fmt.Errorf("configure peers of %s: %w", d.cfg.Name, err)
+		}
 	}
-	if err := d.client.ConfigureDevice(d.cfg.Name, wgtypes.Config{Peers: changes}); err != nil {
-		return SyncResult{}, fmt.Errorf("configure peers of %s: %w", d.cfg.Name, err)
-	}
+	d.applied = next
 	return res, nil
 }
 
-func sameNet(n net.IPNet, a netip.Addr) bool {
+func isHost(n net.IPNet) bool {
 	ones, bits := n.Mask.Size()
-	ip, ok := netip.AddrFromSlice(n.IP)
-	return ok && ones == 32 && bits == 32 && ip.Unmap() == a
+	return ones == 32 && bits == 32 && n.IP.To4() != nil
 }
 
 func (d *dev) Stats() ([]PeerStats, error) {

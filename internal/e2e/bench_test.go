@@ -1,0 +1,442 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/extranetgw/extranet/internal/grant"
+	"github.com/extranetgw/extranet/internal/ipam"
+	"github.com/extranetgw/extranet/internal/store"
+	"github.com/extranetgw/extranet/pkg/api"
+	"github.com/extranetgw/extranet/pkg/client"
+)
+
+// TestBench measures the gateway at scale against the naive way (a script
+// running `wg set` and `iptables -A` per peer and grant). It is a harness,
+// not a pass/fail test: scripts/bench.sh runs it and docs/performance.md
+// holds a run. It never asserts timings.
+func TestBench(t *testing.T) {
+	if os.Getenv("EXTRANET_BENCH") == "" {
+		t.Skip("a measurement, not a test: run scripts/bench.sh")
+	}
+	needRig(t)
+	nOrgs, perOrg := envInt("BENCH_ORGS", 1000), envInt("BENCH_PEERS_PER_ORG", 10)
+	b := &bench{t: t}
+	r := NewRig(t)
+	r.Serve(r.IN1, in1Addr, "in1", []int{22}, nil)
+	iperf := exec.Command("ip", "netns", "exec", r.IN1, "iperf3", "-s", "-B", in1Addr)
+	if err := iperf.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { iperf.Process.Kill(); iperf.Wait() })
+	flags := []string{"--tunnel-network", "100.64.0.0/12", "--log-level", "info", "--reconcile-interval", "10s"}
+
+	// The state a large gateway has: orgs × peers, five grants each.
+	state := filepath.Join(r.Dir, "state")
+	last := seed(t, state, nOrgs, perOrg)
+	fi, _ := os.Stat(filepath.Join(state, "extranet.db"))
+
+	start := time.Now()
+	r.StartDaemon(flags...)
+	cold := time.Since(start)
+	b.row("1. cold start to reconciled", fmt.Sprintf("%d peers, %d orgs", nOrgs*perOrg, nOrgs), ms(cold), naiveColdStart(t, r, nOrgs*perOrg), "")
+	b.row("7. resident memory", fmt.Sprintf("%d peers", nOrgs*perOrg), fmt.Sprintf("%.0f MB", rssMB(t, r)), "", fmt.Sprintf("db %.1f MB", float64(fi.Size())/1e6))
+
+	// 2. Issue latency through the real CLI, and throughput through the API.
+	var lat []time.Duration
+	for i := 0; i < envInt("BENCH_CLI_ISSUES", 100); i++ {
+		s := time.Now()
+		r.MustCTL("peer", "issue", fmt.Sprintf("%s/cli%d", last, i), "-o", "json")
+		lat = append(lat, time.Since(s))
+	}
+	b.row("2. peer issue via CLI", fmt.Sprintf("%d peers present", nOrgs*perOrg), "p50 "+ms(pct(lat, 50))+", p99 "+ms(pct(lat, 99)), naiveIssue(t, r, nOrgs*perOrg), "")
+	rate := apiIssueRate(t, r, nOrgs, 8, envInt("BENCH_API_ISSUES", 1600))
+	b.row("2. peer issue via API", "8 concurrent clients", fmt.Sprintf("%.0f issues/s", rate), "", "")
+
+	// 4. Expire over every live peer (nothing due, so it scans all).
+	s := time.Now()
+	r.MustCTL("expire", "--idle", "30d", "--unused", "30d")
+	b.row("4. expire, live gateway", fmt.Sprintf("%d peers", nOrgs*perOrg), ms(time.Since(s)), "", "through the CLI, nothing due")
+
+	// A partner in the last org: its jump is the last of all, the worst case.
+	r.MustCTL("org", "grant", last, "10.10.1.0/24")
+	cfg := r.Issue(last + "/bench")
+	conf := r.PartnerUp(r.PA, "pa"+r.id, cfg)
+	reaches(t, r.PA, hostPort(in1Addr, 22), "in1")
+
+	// 3. Revoke to flow-dead.
+	dead, took := revokeToDead(t, r, last)
+	b.row("3. revoke to flow dead", "open TCP flow", ms(dead), "", "revoke command returned in "+ms(took))
+
+	// 5. New connections and throughput with the full ruleset …
+	full := connRate(t, r.PA, hostPort(in1Addr, 22), 3*time.Second)
+	fullBW := iperfMbps(t, r, r.PA)
+	// … with the naive per-peer ruleset in front …
+	naiveRules(t, r, nOrgs*perOrg*5)
+	naive := connRate(t, r.PA, hostPort(in1Addr, 22), 3*time.Second)
+	naiveBW := iperfMbps(t, r, r.PA)
+	r.Must(r.GW, "iptables", "-D", "FORWARD", "-i", r.Iface, "-j", "NAIVE")
+	r.Must(r.GW, "iptables", "-F", "NAIVE")
+	r.Must(r.GW, "iptables", "-X", "NAIVE")
+	// … and with one organisation only (same keys, so the partner's config stays valid).
+	p := r.peerJSON(last + "/bench")
+	r.StopDaemon()
+	r.PartnerDown(r.PA, conf)
+	oneOrg(t, r, state, last, p, cfg)
+	r.StartDaemon(flags...)
+	conf = r.PartnerUp(r.PA, "pa"+r.id, cfg)
+	reaches(t, r.PA, hostPort(in1Addr, 22), "in1")
+	one := connRate(t, r.PA, hostPort(in1Addr, 22), 3*time.Second)
+	oneBW := iperfMbps(t, r, r.PA)
+	b.row("5. new connections/s, one partner", fmt.Sprintf("full %d orgs vs 1 org", nOrgs), fmt.Sprintf("%.0f vs %.0f (%.2f)", full, one, full/one),
+		fmt.Sprintf("%.0f (%.2f)", naive, naive/one), fmt.Sprintf("naive: %d per-peer rules", nOrgs*perOrg*5))
+	b.row("5. TCP throughput, one partner", fmt.Sprintf("full %d orgs vs 1 org", nOrgs), fmt.Sprintf("%.0f vs %.0f Mbit/s (%.2f)", fullBW, oneBW, fullBW/oneBW),
+		fmt.Sprintf("%.0f Mbit/s (%.2f)", naiveBW, naiveBW/oneBW), "")
+
+	// 6. The tunnel against plain veth through the same gateway namespace.
+	r.Must(r.PB, "ip", "route", "add", "10.10.1.0/24", "via", "198.18.2.1")
+	plain := iperfMbps(t, r, r.PB)
+	b.row("6. TCP throughput, tunnel vs plain veth", "same namespaces", fmt.Sprintf("%.0f vs %.0f Mbit/s (%.2f)", oneBW, plain, oneBW/plain), "", "userspace wireguard-go")
+	r.PartnerDown(r.PA, conf)
+
+	b.print()
+}
+
+type bench struct {
+	t    *testing.T
+	rows [][]string
+}
+
+func (b *bench) row(cols ...string) {
+	b.rows = append(b.rows, cols)
+	b.t.Logf("%s", strings.Join(cols, " | "))
+}
+
+// print writes the table as Markdown to $EXTRANET_BENCH_OUT or the log.
+func (b *bench) print() {
+	var s strings.Builder
+	s.WriteString("| figure | at | extranet | naive | note |\n|---|---|---|---|---|\n")
+	for _, r := range b.rows {
+		s.WriteString("| " + strings.Join(r, " | ") + " |\n")
+	}
+	if out := os.Getenv("EXTRANET_BENCH_OUT"); out != "" {
+		os.WriteFile(out, []byte(s.String()), 0o644)
+	}
+	b.t.Logf("\n%s", s.String())
+}
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+func ms(d time.Duration) string {
+	if d < time.Second {
+		return fmt.Sprintf("%.1f ms", float64(d.Microseconds())/1000)
+	}
+	return fmt.Sprintf("%.2f s", d.Seconds())
+}
+
+func pct(ds []time.Duration, p int) time.Duration {
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[(len(s)-1)*p/100]
+}
+
+var benchGrants = []string{"10.10.0.0/16:tcp/443", "10.20.0.0/24", "10.30.5.10/32:udp/5000-5010", "10.40.0.0/16:icmp", "10.50.0.0/16:tcp/1000-9000"}
+
+// seed writes orgs and peers straight into a state file, as years of
+// `peer issue` would have, and returns the last org's name.
+func seed(t *testing.T, dir string, nOrgs, perOrg int) string {
+	t.Helper()
+	os.MkdirAll(dir, 0o700)
+	db, err := store.Open(filepath.Join(dir, "extranet.db"), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	plan, _ := ipam.NewPlan(netip.MustParsePrefix("100.64.0.0/12"), 24)
+	gs, _ := grant.ParseAll(benchGrants)
+	now := time.Now().UTC().Truncate(time.Second)
+	var name string
+	err = db.Update(func(tx *store.Tx) error {
+		for o := 1; o <= nOrgs; o++ {
+			id, err := tx.NextOrgID()
+			if err != nil {
+				return err
+			}
+			name = fmt.Sprintf("org%04d", o)
+			block := plan.Block(o)
+			org := &store.Org{ID: id, Name: name, State: api.StateActive, Grants: gs, Blocks: []netip.Prefix{block}, CreatedAt: now, UpdatedAt: now, CreatedBy: "bench"}
+			if err := tx.PutOrg(org); err != nil {
+				return err
+			}
+			addr, _ := ipam.Hosts(block)
+			for i := 0; i < perOrg; i++ {
+				k, _ := wgtypes.GeneratePrivateKey()
+				psk, _ := wgtypes.GenerateKey()
+				p := &store.Peer{Org: name, Name: fmt.Sprintf("p%d", i), PublicKey: k.PublicKey().String(), PresharedKey: psk.String(),
+					Address: addr, State: api.StateActive, KeyOrigin: api.KeyGenerated, CreatedAt: now, UpdatedAt: now, CreatedBy: "bench"}
+				if err := tx.PutPeer(p); err != nil {
+					return err
+				}
+				tx.ClaimKey(p.PublicKey, p.ID())
+				tx.ClaimAddr(addr, p.ID())
+				addr = addr.Next()
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return name
+}
+
+// oneOrg replaces the state with a single org holding the bench peer with
+// the same keys and address, keeping the gateway key.
+func oneOrg(t *testing.T, r *Rig, dir, org string, p api.Peer, cfg string) {
+	t.Helper()
+	os.Remove(filepath.Join(dir, "extranet.db"))
+	db, err := store.Open(filepath.Join(dir, "extranet.db"), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	psk := secretRE.FindAllStringSubmatch(cfg, -1)[1][1]
+	gs, _ := grant.ParseAll(append([]string{"10.10.1.0/24"}, benchGrants...))
+	addr := netip.MustParseAddr(p.Address)
+	err = db.Update(func(tx *store.Tx) error {
+		id, _ := tx.NextOrgID()
+		tx.PutOrg(&store.Org{ID: id, Name: org, State: api.StateActive, Grants: gs, Blocks: []netip.Prefix{netip.PrefixFrom(addr, 24).Masked()}})
+		tx.ClaimAddr(addr, p.ID())
+		tx.ClaimKey(p.PublicKey, p.ID())
+		return tx.PutPeer(&store.Peer{Org: org, Name: p.Name, PublicKey: p.PublicKey, PresharedKey: psk, Address: addr, State: api.StateActive})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func rssMB(t *testing.T, r *Rig) float64 {
+	r.mu.Lock()
+	pid := r.daemon.Process.Pid
+	r.mu.Unlock()
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(raw), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, _ := strconv.Atoi(f[1])
+			return float64(kb) / 1024
+		}
+	}
+	return 0
+}
+
+func apiIssueRate(t *testing.T, r *Rig, nOrgs, workers, total int) float64 {
+	c := client.New(r.Socket)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := w; i < total; i += workers {
+				org := fmt.Sprintf("org%04d", 1+i%nOrgs)
+				if _, err := c.IssuePeer(context.Background(), org, api.IssuePeerRequest{Name: fmt.Sprintf("api%d", i)}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	return float64(total) / time.Since(start).Seconds()
+}
+
+// revokeToDead opens a flow from a second partner, keeps echoing over it
+// while revoking that partner, and returns how long after the start of the
+// revoke command the flow stopped answering, and how long the command took.
+func revokeToDead(t *testing.T, r *Rig, org string) (time.Duration, time.Duration) {
+	conf := r.PartnerUp(r.PB, "pb"+r.id, r.Issue(org+"/victim"))
+	defer r.PartnerDown(r.PB, conf)
+	reaches(t, r.PB, hostPort(in1Addr, 22), "in1")
+	c, err := DialTCP(r.PB, hostPort(in1Addr, 22))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	died := make(chan time.Time, 1)
+	go func() {
+		for i := 0; i < 100000; i++ {
+			if _, err := c.Echo("x", 50*time.Millisecond); err != nil {
+				died <- time.Now()
+				return
+			}
+		}
+	}()
+	start := time.Now()
+	r.MustCTL("peer", "revoke", org+"/victim", "--yes")
+	took := time.Since(start)
+	select {
+	case at := <-died:
+		return at.Sub(start), took
+	case <-time.After(10 * time.Second):
+		t.Fatal("flow still alive 10s after revoke")
+	}
+	return 0, 0
+}
+
+func dialQuick(addr string) (net.Conn, error) { return net.DialTimeout("tcp4", addr, time.Second) }
+
+// naiveColdStart times what a script would run to bring n peers up: one
+// `wg set` per peer (all of them) and one `iptables -A` per peer and grant
+// (a sample of 1,000 rules, scaled up linearly, which flatters the naive
+// way: appending slows as the chain grows). It runs in the partner-b
+// namespace, which has no part in the measurements before it.
+func naiveColdStart(t *testing.T, r *Rig, n int) string {
+	ns := r.PB
+	dev := "nv" + r.id
+	sock := "/var/run/wireguard/" + dev + ".sock"
+	t.Cleanup(func() { os.Remove(sock) })
+	cmd := exec.Command("ip", "netns", "exec", ns, "wireguard-go", dev)
+	cmd.Env = append(os.Environ(), "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("wireguard-go: %v %s", err, out)
+	}
+	pskFile := filepath.Join(r.Dir, "naive.psk")
+	k, _ := wgtypes.GenerateKey()
+	os.WriteFile(pskFile, []byte(k.String()), 0o600)
+	var wg strings.Builder
+	for i := 0; i < n; i++ {
+		pk, _ := wgtypes.GeneratePrivateKey()
+		fmt.Fprintf(&wg, "wg set %s peer %s preshared-key %s allowed-ips 100.%d.%d.%d/32\n", dev, pk.PublicKey(), pskFile, 64+i>>16, (i>>8)&255, i&255)
+	}
+	wgTime := runScript(t, r, ns, wg.String())
+	const sample = 1000
+	var ipt strings.Builder
+	for i := 0; i < sample; i++ {
+		fmt.Fprintf(&ipt, "iptables -A FORWARD -i %s -s 100.64.%d.%d/32 -d 10.%d.0.0/16 -j ACCEPT\n", dev, i/250, i%250, 10+i%5)
+	}
+	iptTime := runScript(t, r, ns, ipt.String()) * time.Duration(n*5) / sample
+	r.nvDev = dev
+	return fmt.Sprintf("%s (wg set ×%d: %s; iptables -A ×%d: ≈%s, scaled from %d)", ms(wgTime+iptTime), n, ms(wgTime), n*5, ms(iptTime), sample)
+}
+
+func runScript(t *testing.T, r *Rig, ns, script string) time.Duration {
+	path := filepath.Join(r.Dir, "naive.sh")
+	os.WriteFile(path, []byte("set -e\n"+script), 0o700)
+	start := time.Now()
+	if out, err := r.run(ns, "sh", path); err != nil {
+		t.Fatalf("naive script: %v\n%s", err, tail(out, 5))
+	}
+	return time.Since(start)
+}
+
+// naiveIssue times a naive issue on a gateway that already has n peers:
+// one `wg set` and five `iptables -A` on a chain of n×5 rules.
+func naiveIssue(t *testing.T, r *Rig, n int) string {
+	ns, dev := r.PB, r.nvDev
+	var rules strings.Builder
+	rules.WriteString("*filter\n")
+	for i := 0; i < n*5; i++ {
+		fmt.Fprintf(&rules, "-A FORWARD -i %s -s 100.%d.%d.%d/32 -d 10.%d.0.0/16 -j ACCEPT\n", dev, 64+i>>16, (i>>8)&255, i&255, 10+i%5)
+	}
+	rules.WriteString("COMMIT\n")
+	restore := exec.Command("ip", "netns", "exec", ns, "iptables-restore")
+	restore.Stdin = strings.NewReader(rules.String())
+	if out, err := restore.CombinedOutput(); err != nil {
+		t.Fatalf("load naive rules: %v %s", err, out)
+	}
+	pskFile := filepath.Join(r.Dir, "naive.psk")
+	var lat []time.Duration
+	for i := 0; i < 20; i++ {
+		pk, _ := wgtypes.GeneratePrivateKey()
+		var s strings.Builder
+		fmt.Fprintf(&s, "wg set %s peer %s preshared-key %s allowed-ips 100.99.0.%d/32\n", dev, pk.PublicKey(), pskFile, i+1)
+		for g := 0; g < 5; g++ {
+			fmt.Fprintf(&s, "iptables -A FORWARD -i %s -s 100.99.0.%d/32 -d 10.%d.0.0/16 -j ACCEPT\n", dev, i+1, 10+g)
+		}
+		lat = append(lat, runScript(t, r, ns, s.String()))
+	}
+	r.Must(ns, "iptables", "-F", "FORWARD")
+	r.Must(ns, "ip", "link", "del", dev)
+	return "p50 " + ms(pct(lat, 50)) + ", p99 " + ms(pct(lat, 99)) + " (no process start of a CLI)"
+}
+
+// naiveRules puts a naive per-peer chain of count rules in front of ours,
+// with the bench partner's rule last, as a script that appends rules per
+// peer would leave it.
+func naiveRules(t *testing.T, r *Rig, count int) {
+	partner := r.peerJSON(lastOrg(r) + "/bench").Address
+	var rules strings.Builder
+	rules.WriteString("*filter\n:NAIVE - [0:0]\n")
+	for i := 0; i < count; i++ {
+		fmt.Fprintf(&rules, "-A NAIVE -s 100.%d.%d.%d/32 -d 10.%d.0.0/16 -j ACCEPT\n", 64+i>>16, (i>>8)&255, i&255, 10+i%5)
+	}
+	fmt.Fprintf(&rules, "-A NAIVE -s %s/32 -d 10.10.1.0/24 -j ACCEPT\nCOMMIT\n", partner)
+	restore := exec.Command("ip", "netns", "exec", r.GW, "iptables-restore", "--noflush")
+	restore.Stdin = strings.NewReader(rules.String())
+	if out, err := restore.CombinedOutput(); err != nil {
+		t.Fatalf("load naive chain: %v %s", err, out)
+	}
+	r.Must(r.GW, "iptables", "-I", "FORWARD", "1", "-i", r.Iface, "-j", "NAIVE")
+}
+
+func lastOrg(r *Rig) string { return fmt.Sprintf("org%04d", envInt("BENCH_ORGS", 1000)) }
+
+func connRate(t *testing.T, ns, addr string, d time.Duration) float64 {
+	n := 0
+	err := inNS(ns, func() error {
+		deadline := time.Now().Add(d)
+		for time.Now().Before(deadline) {
+			c, err := dialQuick(addr)
+			if err != nil {
+				return err
+			}
+			c.Close()
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return float64(n) / d.Seconds()
+}
+
+func iperfMbps(t *testing.T, r *Rig, ns string) float64 {
+	out, err := r.run(ns, "iperf3", "-c", in1Addr, "-t", "3", "-J")
+	if err != nil {
+		t.Fatalf("iperf3: %v\n%s", err, out)
+	}
+	var res struct {
+		End struct {
+			SumReceived struct {
+				BitsPerSecond float64 `json:"bits_per_second"`
+			} `json:"sum_received"`
+		} `json:"end"`
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatal(err)
+	}
+	return res.End.SumReceived.BitsPerSecond / 1e6
+}

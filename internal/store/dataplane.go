@@ -1,0 +1,102 @@
+package store
+
+import (
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"net/netip"
+	"strings"
+	"time"
+)
+
+// DataplanePeer is what the reconciler needs of a peer.
+type DataplanePeer struct {
+	Org, Name     string
+	State         string
+	PublicKey     [32]byte
+	PresharedKey  [32]byte
+	Address       netip.Addr
+	Expires       time.Time // zero: none
+	LastHandshake time.Time // zero: never
+	Endpoint      string
+}
+
+var stateCodes = []string{"", "active", "suspended", "expired", "revoked"}
+
+func stateCode(s string) byte {
+	for i, c := range stateCodes {
+		if c == s {
+			return byte(i)
+		}
+	}
+	return 0
+}
+
+func unixOrZero(t *time.Time) int64 {
+	if t == nil || t.IsZero() {
+		return 0
+	}
+	return t.Unix()
+}
+
+// encodeDataplane lays out: state (1), public key (32), preshared key (32),
+// address (4), expires (8), last handshake (8), endpoint (rest). A key that
+// is not valid base64 of 32 bytes is stored as zeros, which the reconciler
+// refuses to configure.
+func encodeDataplane(p *Peer) []byte {
+	b := make([]byte, 0, 85+len(p.Endpoint))
+	b = append(b, stateCode(p.State))
+	b = append(b, key32(p.PublicKey)...)
+	b = append(b, key32(p.PresharedKey)...)
+	var a [4]byte
+	if p.Address.Is4() {
+		a = p.Address.As4()
+	}
+	b = append(b, a[:]...)
+	b = binary.BigEndian.AppendUint64(b, uint64(unixOrZero(p.Expires)))
+	b = binary.BigEndian.AppendUint64(b, uint64(unixOrZero(p.LastHandshake)))
+	return append(b, p.Endpoint...)
+}
+
+func key32(s string) []byte {
+	raw, err := base64.StdEncoding.DecodeString(s)
+	if err != nil || len(raw) != 32 {
+		return make([]byte, 32)
+	}
+	return raw
+}
+
+var errShortRecord = errors.New("short dataplane record")
+
+func decodeDataplane(k, v []byte) (DataplanePeer, error) {
+	var p DataplanePeer
+	if len(v) < 85 {
+		return p, errShortRecord
+	}
+	p.Org, p.Name, _ = strings.Cut(string(k), "/")
+	if int(v[0]) < len(stateCodes) {
+		p.State = stateCodes[v[0]]
+	}
+	copy(p.PublicKey[:], v[1:33])
+	copy(p.PresharedKey[:], v[33:65])
+	p.Address = netip.AddrFrom4([4]byte(v[65:69]))
+	if e := int64(binary.BigEndian.Uint64(v[69:77])); e != 0 {
+		p.Expires = time.Unix(e, 0).UTC()
+	}
+	if h := int64(binary.BigEndian.Uint64(v[77:85])); h != 0 {
+		p.LastHandshake = time.Unix(h, 0).UTC()
+	}
+	p.Endpoint = string(v[85:])
+	return p, nil
+}
+
+// DataplanePeers calls fn for every peer's data-plane record, in ORG/NAME order.
+func (t *Tx) DataplanePeers(fn func(*DataplanePeer) error) error {
+	return t.tx.Bucket(bucketDataplane).ForEach(func(k, v []byte) error {
+		p, err := decodeDataplane(k, v)
+		if err != nil {
+			return err
+		}
+		return fn(&p)
+	})
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Measures extranet at scale against the naive way and prints the table
+# docs/performance.md holds. Root; everything runs in network namespaces of
+# its own, removed at the end. About 3-5 minutes on 2 cores.
+#   sudo scripts/bench.sh                # 10,000 peers in 1,000 orgs, 5 grants each
+#   BENCH_ORGS=100 sudo scripts/bench.sh # smaller
+set -euo pipefail
+if [ "$(id -u)" != 0 ]; then echo "bench: run as root (it builds network namespaces)" >&2; exit 1; fi
+cd "$(dirname "$0")/.."
+export PATH="$PATH:/usr/local/go/bin"
+scripts/install-deps.sh >/dev/null
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+
+echo "== machine"
+echo "$(nproc) cores, $(free -g | awk '/^Mem:/{print $2}') GiB, $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
+echo "$(go version), $(iptables --version), wireguard-go $(dpkg-query -W -f='${Version}' wireguard-go)"
+
+echo "== store and rules (go test -bench)"
+go test -run '^$' -bench 'Expire100k|Render1000Orgs' -benchtime 3x ./internal/service ./internal/firewall | grep -E '^Benchmark'
+
+echo "== gateway (real daemon, namespaces)"
+EXTRANET_BENCH=1 EXTRANET_BENCH_OUT="$out" go test -count=1 -run '^TestBench$' -timeout 15m ./internal/e2e >/dev/null
+cat "$out"
