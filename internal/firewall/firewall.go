@@ -155,7 +155,7 @@ func (f *Firewall) Apply(p *policy.Policy) error {
 	if err != nil {
 		return err
 	}
-	r, err := Render(p, staleOrgChains(filter, p))
+	r, err := Render(p, ourChains(filter))
 	if err != nil {
 		return err
 	}
@@ -204,23 +204,15 @@ func (f *Firewall) ensureJump(j Jump) error {
 	return nil
 }
 
-// staleOrgChains finds organisation chains in iptables-save output that the
-// policy no longer has.
-func staleOrgChains(save string, p *policy.Policy) []string {
-	want := map[string]bool{}
-	for _, o := range p.Orgs {
-		want[OrgChain(o.ID)] = true
-	}
-	var stale []string
+// ourChains lists the chains of ours declared in iptables-save output.
+func ourChains(save string) []string {
+	var out []string
 	for _, l := range strings.Split(save, "\n") {
-		if name, ok := strings.CutPrefix(l, ":EXTRANET-O-"); ok {
-			chain := "EXTRANET-O-" + strings.Fields(name)[0]
-			if !want[chain] {
-				stale = append(stale, chain)
-			}
+		if strings.HasPrefix(l, ":"+ChainPrefix) {
+			out = append(out, strings.Fields(l[1:])[0])
 		}
 	}
-	return stale
+	return out
 }
 
 func (f *Firewall) ourSets() ([]string, error) {

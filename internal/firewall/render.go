@@ -17,6 +17,7 @@ package firewall
 
 import (
 	"fmt"
+	"net/netip"
 	"regexp"
 	"sort"
 	"strings"
@@ -42,6 +43,16 @@ const (
 	// stores one entry per port, so wider ranges become a rule instead.
 	maxSetRange = 64
 )
+
+// groupFanoutBits sets the tree's fan-out: a group holds up to 2^4 = 16
+// blocks.
+const groupFanoutBits = 4
+
+// GroupChain is the chain of the organisation blocks inside group g.
+func GroupChain(g netip.Prefix) string {
+	a := g.Addr().As4()
+	return fmt.Sprintf("EXTRANET-G-%02x%02x%02x%02x-%d", a[0], a[1], a[2], a[3], g.Bits())
+}
 
 // OrgChain is the chain of an organisation.
 func OrgChain(id uint32) string { return fmt.Sprintf("EXTRANET-O-%d", id) }
@@ -72,10 +83,10 @@ type Jump struct {
 	Rule         []string
 }
 
-// Render turns a policy into restore input. staleChains are organisation
-// chains present in the kernel but absent from the policy; they are emptied
-// and deleted in the same transaction that removes the jumps to them.
-func Render(p *policy.Policy, staleChains []string) (*Rendered, error) {
+// Render turns a policy into restore input. existing are the chains of ours
+// in the kernel now; those the policy no longer needs are emptied and
+// deleted in the same transaction that removes the jumps to them.
+func Render(p *policy.Policy, existing []string) (*Rendered, error) {
 	if !ifaceRE.MatchString(p.Interface) {
 		return nil, fmt.Errorf("interface name %q is not a valid Linux interface name", p.Interface)
 	}
@@ -85,29 +96,73 @@ func Render(p *policy.Policy, staleChains []string) (*Rendered, error) {
 	orgs := append([]policy.Org(nil), p.Orgs...)
 	sort.Slice(orgs, func(i, j int) bool { return orgs[i].ID < orgs[j].ID })
 
+	// Organisation blocks hang off a two-level tree keyed by source prefix:
+	// a new flow walks at most one rule per group and one per block of its
+	// group, not one per organisation, so the thousandth organisation pays
+	// about as little as the first.
+	type jump struct {
+		block netip.Prefix
+		chain string
+	}
+	groups := map[netip.Prefix][]jump{}
+	var order []netip.Prefix
+	groupBits := p.TunnelNet.Bits()
+	for _, o := range orgs {
+		for _, b := range o.Blocks {
+			if !b.Addr().Is4() || !p.TunnelNet.Contains(b.Addr()) || b.Bits() < p.TunnelNet.Bits() {
+				return nil, fmt.Errorf("org %d block %s is outside the tunnel network %s", o.ID, b, p.TunnelNet)
+			}
+			if gb := b.Bits() - groupFanoutBits; gb > groupBits {
+				groupBits = gb
+			}
+		}
+	}
+	for _, o := range orgs {
+		for _, b := range o.Blocks {
+			g := netip.PrefixFrom(b.Addr(), min(groupBits, b.Bits())).Masked()
+			if _, ok := groups[g]; !ok {
+				order = append(order, g)
+			}
+			groups[g] = append(groups[g], jump{b.Masked(), OrgChain(o.ID)})
+		}
+	}
+	sort.Slice(order, func(i, j int) bool { return order[i].Addr().Less(order[j].Addr()) })
+
+	want := map[string]bool{chainFwd: true, chainIn: true, chainToPeer: true}
 	var f, s strings.Builder
 	r := &Rendered{}
 	f.WriteString("*filter\n")
+	declare := func(c string) {
+		want[c] = true
+		fmt.Fprintf(&f, ":%s - [0:0]\n", c)
+	}
 	for _, c := range []string{chainFwd, chainIn, chainToPeer} {
 		fmt.Fprintf(&f, ":%s - [0:0]\n", c)
 	}
-	for _, o := range orgs {
-		fmt.Fprintf(&f, ":%s - [0:0]\n", OrgChain(o.ID))
+	for _, g := range order {
+		declare(GroupChain(g))
 	}
-	for _, c := range staleChains {
-		fmt.Fprintf(&f, ":%s - [0:0]\n", c)
+	for _, o := range orgs {
+		declare(OrgChain(o.ID))
+	}
+	var stale []string
+	for _, c := range existing {
+		if !want[c] && strings.HasPrefix(c, ChainPrefix) {
+			stale = append(stale, c)
+			fmt.Fprintf(&f, ":%s - [0:0]\n", c)
+		}
 	}
 	fmt.Fprintf(&f, "-A %s -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n", chainFwd)
 	fmt.Fprintf(&f, "-A %s -m conntrack --ctstate INVALID -j DROP\n", chainFwd)
-	for _, o := range orgs {
-		for _, b := range o.Blocks {
-			if !b.Addr().Is4() || !p.TunnelNet.Contains(b.Addr()) {
-				return nil, fmt.Errorf("org %d block %s is outside the tunnel network %s", o.ID, b, p.TunnelNet)
-			}
-			fmt.Fprintf(&f, "-A %s -s %s -j %s\n", chainFwd, b.Masked(), OrgChain(o.ID))
-		}
+	for _, g := range order {
+		fmt.Fprintf(&f, "-A %s -s %s -j %s\n", chainFwd, g, GroupChain(g))
 	}
 	fmt.Fprintf(&f, "-A %s -j %s\n", chainFwd, reject)
+	for _, g := range order {
+		for _, j := range groups[g] {
+			fmt.Fprintf(&f, "-A %s -s %s -j %s\n", GroupChain(g), j.block, j.chain)
+		}
+	}
 	for _, o := range orgs {
 		if err := renderOrg(&f, &s, o); err != nil {
 			return nil, err
@@ -119,7 +174,7 @@ func Render(p *policy.Policy, staleChains []string) (*Rendered, error) {
 	fmt.Fprintf(&f, "-A %s -j %s\n", chainIn, reject)
 	fmt.Fprintf(&f, "-A %s -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n", chainToPeer)
 	fmt.Fprintf(&f, "-A %s -j %s\n", chainToPeer, reject)
-	for _, c := range staleChains {
+	for _, c := range stale {
 		fmt.Fprintf(&f, "-X %s\n", c)
 	}
 	f.WriteString("COMMIT\n")

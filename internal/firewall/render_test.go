@@ -31,7 +31,7 @@ func testPolicy(t testing.TB) *policy.Policy {
 }
 
 func TestRenderGolden(t *testing.T) {
-	r, err := Render(testPolicy(t), []string{"EXTRANET-O-9"})
+	r, err := Render(testPolicy(t), []string{"EXTRANET-FWD", "EXTRANET-O-1", "EXTRANET-O-9"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,15 +39,17 @@ func TestRenderGolden(t *testing.T) {
 :EXTRANET-FWD - [0:0]
 :EXTRANET-IN - [0:0]
 :EXTRANET-TOPEER - [0:0]
+:EXTRANET-G-64400000-20 - [0:0]
 :EXTRANET-O-1 - [0:0]
 :EXTRANET-O-2 - [0:0]
 :EXTRANET-O-9 - [0:0]
 -A EXTRANET-FWD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
 -A EXTRANET-FWD -m conntrack --ctstate INVALID -j DROP
--A EXTRANET-FWD -s 100.64.1.0/24 -j EXTRANET-O-1
--A EXTRANET-FWD -s 100.64.3.0/24 -j EXTRANET-O-1
--A EXTRANET-FWD -s 100.64.2.0/24 -j EXTRANET-O-2
+-A EXTRANET-FWD -s 100.64.0.0/20 -j EXTRANET-G-64400000-20
 -A EXTRANET-FWD -j REJECT --reject-with icmp-admin-prohibited
+-A EXTRANET-G-64400000-20 -s 100.64.1.0/24 -j EXTRANET-O-1
+-A EXTRANET-G-64400000-20 -s 100.64.3.0/24 -j EXTRANET-O-1
+-A EXTRANET-G-64400000-20 -s 100.64.2.0/24 -j EXTRANET-O-2
 -A EXTRANET-O-1 -m set --match-set extranet-1-net dst -j ACCEPT
 -A EXTRANET-O-1 -m set --match-set extranet-1-port dst,dst -j ACCEPT
 -A EXTRANET-O-1 -d 10.10.2.0/24 -p icmp -j ACCEPT
@@ -142,5 +144,33 @@ func BenchmarkRender1000Orgs(b *testing.B) {
 		if _, err := Render(p, nil); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestTreeBoundsTheWalk: with a thousand organisations a new flow meets at
+// most a few dozen jump rules, not a thousand.
+func TestTreeBoundsTheWalk(t *testing.T) {
+	p := &policy.Policy{Interface: "wg-ext", TunnelNet: netip.MustParsePrefix("100.64.0.0/12")}
+	for i := 1; i <= 1000; i++ {
+		p.Orgs = append(p.Orgs, policy.Org{ID: uint32(i), Blocks: []netip.Prefix{netip.PrefixFrom(netip.AddrFrom4([4]byte{100, byte(64 + i/256), byte(i % 256), 0}), 24)}, Grants: grants(t, "10.1.0.0/16")})
+	}
+	r, err := Render(p, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	perChain := map[string]int{}
+	for _, l := range strings.Split(r.Filter, "\n") {
+		if f := strings.Fields(l); len(f) > 2 && f[0] == "-A" && (f[1] == "EXTRANET-FWD" || strings.HasPrefix(f[1], "EXTRANET-G-")) {
+			perChain[f[1]]++
+		}
+	}
+	worst := perChain["EXTRANET-FWD"]
+	for c, n := range perChain {
+		if c != "EXTRANET-FWD" && n > 16 {
+			t.Errorf("group %s has %d jumps", c, n)
+		}
+	}
+	if worst+16 > 100 {
+		t.Errorf("a new flow may walk %d rules", worst+16)
 	}
 }
