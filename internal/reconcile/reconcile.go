@@ -377,9 +377,12 @@ func withdrawn(old, new *policy.Policy, oldKeys, newKeys map[netip.Addr]wgtypes.
 // rekeyed lists addresses whose peer now has another key (rotation): flows
 // of the old key must die even though the address stays allowed.
 func rekeyed(old, new map[netip.Addr]wgtypes.Key) map[netip.Addr]bool {
-	out := map[netip.Addr]bool{}
+	var out map[netip.Addr]bool
 	for a, k := range new {
 		if ok, had := old[a]; had && ok != k {
+			if out == nil {
+				out = map[netip.Addr]bool{}
+			}
 			out[a] = true
 		}
 	}

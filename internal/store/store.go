@@ -117,6 +117,9 @@ func Open(path string, timeout time.Duration) (*DB, error) {
 		b.Close()
 		return nil, fmt.Errorf("chmod %s: %w", path, err)
 	}
+	// Requests that arrive within 2 ms share one commit and one fsync; the
+	// default 10 ms added more latency than it saved.
+	b.MaxBatchDelay = 2 * time.Millisecond
 	db := &DB{bolt: b, path: path}
 	if err := db.migrate(); err != nil {
 		b.Close()
