@@ -96,15 +96,15 @@ func TestBench(t *testing.T) {
 	p := r.peerJSON(last + "/bench")
 	r.StopDaemon()
 	r.PartnerDown(r.PA, conf)
-	oneOrg(t, r, state, last, p, cfg)
+	oneOrg(t, r, state, last, p, cfg, nOrgs*perOrg)
 	r.StartDaemon(flags...)
 	conf = r.PartnerUp(r.PA, "pa"+r.id, cfg)
 	reaches(t, r.PA, hostPort(in1Addr, 22), "in1")
 	one := connRate(t, r.PA, hostPort(in1Addr, 22), 3*time.Second)
 	oneBW := iperfMbps(t, r, r.PA)
-	b.row("5. new connections/s, one partner", fmt.Sprintf("full %d orgs vs 1 org", nOrgs), fmt.Sprintf("%.0f vs %.0f (%.2f)", full, one, full/one),
+	b.row("5. new connections/s, one partner", fmt.Sprintf("%d orgs vs 1 org, %d peers each", nOrgs, nOrgs*perOrg), fmt.Sprintf("%.0f vs %.0f (%.2f)", full, one, full/one),
 		fmt.Sprintf("%.0f (%.2f)", naive, naive/one), fmt.Sprintf("naive: %d per-peer rules", nOrgs*perOrg*5))
-	b.row("5. TCP throughput, one partner", fmt.Sprintf("full %d orgs vs 1 org", nOrgs), fmt.Sprintf("%.0f vs %.0f Mbit/s (%.2f)", fullBW, oneBW, fullBW/oneBW),
+	b.row("5. TCP throughput, one partner", fmt.Sprintf("%d orgs vs 1 org, %d peers each", nOrgs, nOrgs*perOrg), fmt.Sprintf("%.0f vs %.0f Mbit/s (%.2f)", fullBW, oneBW, fullBW/oneBW),
 		fmt.Sprintf("%.0f Mbit/s (%.2f)", naiveBW, naiveBW/oneBW), "")
 
 	// 6. The tunnel against plain veth through the same gateway namespace.
@@ -209,9 +209,11 @@ func seed(t *testing.T, dir string, nOrgs, perOrg int) string {
 	return name
 }
 
-// oneOrg replaces the state with a single org holding the bench peer with
-// the same keys and address, keeping the gateway key.
-func oneOrg(t *testing.T, r *Rig, dir, org string, p api.Peer, cfg string) {
+// oneOrg replaces the state with a single org holding the bench peer (same
+// keys and address, and the gateway key is kept) and total-1 other peers,
+// so that only the number of organisations and rules differs from the full
+// gateway, not the number of peers the daemon and WireGuard carry.
+func oneOrg(t *testing.T, r *Rig, dir, org string, p api.Peer, cfg string, total int) {
 	t.Helper()
 	os.Remove(filepath.Join(dir, "extranet.db"))
 	db, err := store.Open(filepath.Join(dir, "extranet.db"), time.Second)
@@ -222,12 +224,34 @@ func oneOrg(t *testing.T, r *Rig, dir, org string, p api.Peer, cfg string) {
 	psk := secretRE.FindAllStringSubmatch(cfg, -1)[1][1]
 	gs, _ := grant.ParseAll(append([]string{"10.10.1.0/24"}, benchGrants...))
 	addr := netip.MustParseAddr(p.Address)
+	plan, _ := ipam.NewPlan(netip.MustParsePrefix("100.64.0.0/12"), 24)
+	own := netip.PrefixFrom(addr, 24).Masked()
 	err = db.Update(func(tx *store.Tx) error {
 		id, _ := tx.NextOrgID()
-		tx.PutOrg(&store.Org{ID: id, Name: org, State: api.StateActive, Grants: gs, Blocks: []netip.Prefix{netip.PrefixFrom(addr, 24).Masked()}})
+		blocks := []netip.Prefix{own}
 		tx.ClaimAddr(addr, p.ID())
 		tx.ClaimKey(p.PublicKey, p.ID())
-		return tx.PutPeer(&store.Peer{Org: org, Name: p.Name, PublicKey: p.PublicKey, PresharedKey: psk, Address: addr, State: api.StateActive})
+		if err := tx.PutPeer(&store.Peer{Org: org, Name: p.Name, PublicKey: p.PublicKey, PresharedKey: psk, Address: addr, State: api.StateActive}); err != nil {
+			return err
+		}
+		// The others fill blocks from the bottom of the tunnel network.
+		for i, b := 0, 1; i < total-1; b++ {
+			block := plan.Block(b)
+			if block == own {
+				continue
+			}
+			blocks = append(blocks, block)
+			a, last := ipam.Hosts(block)
+			for ; i < total-1 && a.Compare(last) <= 0; a, i = a.Next(), i+1 {
+				k, _ := wgtypes.GeneratePrivateKey()
+				peer := &store.Peer{Org: org, Name: fmt.Sprintf("o%d", i), PublicKey: k.PublicKey().String(), PresharedKey: psk, Address: a, State: api.StateActive}
+				if err := tx.PutPeer(peer); err != nil {
+					return err
+				}
+				tx.ClaimAddr(a, peer.ID())
+			}
+		}
+		return tx.PutOrg(&store.Org{ID: id, Name: org, State: api.StateActive, Grants: gs, Blocks: blocks})
 	})
 	if err != nil {
 		t.Fatal(err)

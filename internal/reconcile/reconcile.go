@@ -136,8 +136,9 @@ func (r *Reconciler) Run(ctx context.Context, hup <-chan struct{}, ready chan<- 
 	}
 	tick := time.NewTicker(r.o.Interval)
 	defer tick.Stop()
-	stats := time.NewTicker(r.o.StatsInterval)
-	defer stats.Stop()
+	// Reading thousands of peers' statistics takes a while; it must not
+	// hold up the reconcile a request is waiting for.
+	go r.pollStats(ctx)
 	for {
 		select {
 		case <-ctx.Done():
@@ -151,7 +152,18 @@ func (r *Reconciler) Run(ctx context.Context, hup <-chan struct{}, ready chan<- 
 			r.Once(ctx, true)
 		case <-tick.C:
 			r.Once(ctx, true)
-		case <-stats.C:
+		}
+	}
+}
+
+func (r *Reconciler) pollStats(ctx context.Context) {
+	t := time.NewTicker(r.o.StatsInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 			if err := r.PollStats(); err != nil {
 				r.log.Warn("poll peer statistics", "err", err)
 			}
