@@ -170,6 +170,21 @@ func TestGatewayKeyAndFiles(t *testing.T) {
 	if st2.PublicKey != st.PublicKey {
 		t.Errorf("gateway key changed across restart: %s -> %s", st.PublicKey, st2.PublicKey)
 	}
+	// SIGHUP repairs at once, without waiting for the (here long) interval.
+	r.StopDaemon()
+	r.StartDaemon("--reconcile-interval", "10m")
+	broken := time.Now()
+	r.Must(r.GW, "iptables", "-F", "FORWARD")
+	r.HUP()
+	Eventually(t, 3*time.Second, "repair on SIGHUP", func() error {
+		if st := r.status(); st.LastRepair == nil || !st.LastRepair.After(broken) {
+			return fmt.Errorf("not repaired: %s", st.Firewall)
+		}
+		if !strings.Contains(r.Must(r.GW, "iptables", "-S", "FORWARD"), "-j EXTRANET-FWD") {
+			return fmt.Errorf("jump still missing")
+		}
+		return nil
+	})
 	// The only listener is the unix socket: no TCP port of the daemon's.
 	if ss := r.Must(r.GW, "ss", "-Hltnp"); strings.Contains(ss, "extranetd") {
 		t.Errorf("extranetd listens on TCP:\n%s", ss)

@@ -215,3 +215,37 @@ func TestAuditRetentionKeepsChainVerifiable(t *testing.T) {
 		t.Errorf("second trim removed %d", n)
 	}
 }
+
+func TestMaxPeerLifetime(t *testing.T) {
+	ctx := context.Background()
+	svc, clk, _ := newTestService(t)
+	svc.opts.MaxPeerLifetime = 90 * 24 * time.Hour
+	svc.CreateOrg(ctx, api.CreateOrgRequest{Name: "acme"})
+	res, err := svc.IssuePeer(ctx, "acme", api.IssuePeerRequest{Name: "capped"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := clk.Now().Add(90 * 24 * time.Hour); res.Peer.Expires == nil || !res.Peer.Expires.Equal(want) {
+		t.Errorf("peer issued without --expires got %v, want the cap %v", res.Peer.Expires, want)
+	}
+	if _, err := svc.IssuePeer(ctx, "acme", api.IssuePeerRequest{Name: "long", Expires: "91d"}); err == nil {
+		t.Error("an expiry beyond the cap was accepted")
+	}
+	if _, err := svc.ExtendPeer(ctx, "acme", "capped", "never"); err == nil {
+		t.Error("extend to never accepted under a cap")
+	}
+	// Expired, it cannot resume without a new date within the cap.
+	clk.Advance(91 * 24 * time.Hour)
+	if _, err := svc.Expire(ctx, api.ExpireRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.ResumePeer(ctx, "acme", "capped"); err == nil {
+		t.Error("expired peer resumed without a new expiry")
+	}
+	if _, err := svc.ExtendPeer(ctx, "acme", "capped", "30d"); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := svc.ResumePeer(ctx, "acme", "capped"); err != nil || p.State != api.StateActive {
+		t.Errorf("resume after extend: %+v %v", p, err)
+	}
+}
