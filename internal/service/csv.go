@@ -124,16 +124,7 @@ func (s *Service) Import(ctx context.Context, data string) (api.ImportResult, er
 			if r.get("kind") != "org" {
 				continue
 			}
-			o := newOrgs[r.get("org")]
-			id, err := tx.NextOrgID()
-			if err != nil {
-				return err
-			}
-			o.ID = id
-			if err := tx.PutOrg(o); err != nil {
-				return err
-			}
-			if err := tx.Audit(now, actor, "org.create", o.Name, nil, auditOrg(o)); err != nil {
+			if err := addOrg(tx, newOrgs[r.get("org")], now, actor); err != nil {
 				return err
 			}
 			res.Orgs++
@@ -151,23 +142,7 @@ func (s *Service) Import(ctx context.Context, data string) (api.ImportResult, er
 				return err
 			}
 			exp, _ := s.expiry(p.expires, now)
-			id := p.org + "/" + p.name
-			if err := claimKey(tx, keys.pub, id); err != nil {
-				return err
-			}
-			addr, err := s.allocate(tx, o)
-			if err != nil {
-				return err
-			}
-			if err := tx.ClaimAddr(addr, id); err != nil {
-				return err
-			}
-			sp := &store.Peer{Org: p.org, Name: p.name, PublicKey: keys.pub, PresharedKey: keys.psk, Address: addr,
-				State: api.StateActive, KeyOrigin: keys.origin, Expires: exp, CreatedAt: now, CreatedBy: actor, UpdatedAt: now}
-			if err := tx.PutPeer(sp); err != nil {
-				return err
-			}
-			if err := tx.Audit(now, actor, "peer.issue", id, nil, auditPeer(sp)); err != nil {
+			if _, err := s.addPeer(tx, o, p.name, keys, exp, now, actor); err != nil {
 				return err
 			}
 			res.Peers++

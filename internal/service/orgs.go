@@ -66,20 +66,25 @@ func (s *Service) CreateOrg(ctx context.Context, req api.CreateOrgRequest) (api.
 		} else if !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
-		id, err := tx.NextOrgID()
-		if err != nil {
-			return err
-		}
-		o.ID = id
-		if err := tx.PutOrg(o); err != nil {
-			return err
-		}
-		return tx.Audit(now, Actor(ctx), "org.create", o.Name, nil, auditOrg(o))
+		return addOrg(tx, o, now, Actor(ctx))
 	})
 	if err != nil {
 		return api.Org{}, err
 	}
 	return orgToAPI(o, api.PeerCounts{}), nil
+}
+
+// addOrg stores a new organisation with a fresh id and records the event.
+func addOrg(tx *store.Tx, o *store.Org, now time.Time, actor string) error {
+	id, err := tx.NextOrgID()
+	if err != nil {
+		return err
+	}
+	o.ID = id
+	if err := tx.PutOrg(o); err != nil {
+		return err
+	}
+	return tx.Audit(now, actor, "org.create", o.Name, nil, auditOrg(o))
 }
 
 // ListOrgs returns every organisation in name order.

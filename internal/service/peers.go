@@ -102,6 +102,32 @@ func (s *Service) allocate(tx *store.Tx, o *store.Org) (netip.Addr, error) {
 	return a, nil
 }
 
+// addPeer creates an active peer of o in the current transaction: burns
+// its key, allocates its address and records the event.
+func (s *Service) addPeer(tx *store.Tx, o *store.Org, name string, keys keyPair, exp *time.Time, now time.Time, actor string) (*store.Peer, error) {
+	id := o.Name + "/" + name
+	if err := claimKey(tx, keys.pub, id); err != nil {
+		return nil, err
+	}
+	addr, err := s.allocate(tx, o)
+	if err != nil {
+		return nil, err
+	}
+	if err := tx.ClaimAddr(addr, id); err != nil {
+		return nil, err
+	}
+	p := &store.Peer{
+		Org: o.Name, Name: name,
+		PublicKey: keys.pub, PresharedKey: keys.psk,
+		Address: addr, State: api.StateActive, KeyOrigin: keys.origin,
+		Expires: exp, CreatedAt: now, CreatedBy: actor, UpdatedAt: now,
+	}
+	if err := tx.PutPeer(p); err != nil {
+		return nil, err
+	}
+	return p, tx.Audit(now, actor, "peer.issue", id, nil, auditPeer(p))
+}
+
 // IssuePeer creates a peer in an active organisation and returns its client
 // config. A generated private key is in that config and nowhere else.
 func (s *Service) IssuePeer(ctx context.Context, org string, req api.IssuePeerRequest) (api.IssuedPeer, error) {
@@ -140,28 +166,11 @@ func (s *Service) IssuePeer(ctx context.Context, org string, req api.IssuePeerRe
 		} else if !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
-		id := org + "/" + req.Name
-		if err := claimKey(tx, keys.pub, id); err != nil {
-			return err
-		}
-		addr, err := s.allocate(tx, o)
-		if err != nil {
-			return err
-		}
-		if err := tx.ClaimAddr(addr, id); err != nil {
-			return err
-		}
-		p = &store.Peer{
-			Org: org, Name: req.Name,
-			PublicKey: keys.pub, PresharedKey: keys.psk,
-			Address: addr, State: api.StateActive, KeyOrigin: keys.origin,
-			Expires: exp, CreatedAt: now, CreatedBy: Actor(ctx), UpdatedAt: now,
-		}
-		if err := tx.PutPeer(p); err != nil {
+		if p, err = s.addPeer(tx, o, req.Name, keys, exp, now, Actor(ctx)); err != nil {
 			return err
 		}
 		grants = o.Grants
-		return tx.Audit(now, Actor(ctx), "peer.issue", id, nil, auditPeer(p))
+		return nil
 	})
 	if err != nil {
 		return api.IssuedPeer{}, err
