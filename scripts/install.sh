@@ -25,11 +25,13 @@ install_all() {
 	fi
 	install -d -m 0755 "$unitdir"
 	for u in "${units[@]}"; do
-		sed "s#/usr/local/bin#$prefix/bin#g" "systemd/$u" >"$unitdir/$u.tmp"
+		sed "s#/usr/local/#$prefix/#g" "systemd/$u" >"$unitdir/$u.tmp"
 		chmod 0644 "$unitdir/$u.tmp"
 		mv "$unitdir/$u.tmp" "$unitdir/$u"
 	done
 	getent group "$group" >/dev/null || groupadd --system "$group"
+	install -d -m 0755 "$prefix/share/doc/extranet"
+	install -m 0644 README.md docs/*.md "$prefix/share/doc/extranet/"
 	install -d -m 0755 "$prefix/share/bash-completion/completions"
 	"$prefix/bin/extranetctl" completion bash >"$prefix/share/bash-completion/completions/extranetctl"
 	if have_systemd; then systemctl daemon-reload; fi
@@ -43,6 +45,8 @@ uninstall_all() {
 	for u in "${units[@]}"; do rm -f "$unitdir/$u"; done
 	if have_systemd; then systemctl daemon-reload; fi
 	rm -f "$prefix/bin/extranetd" "$prefix/bin/extranetctl" "$prefix/share/bash-completion/completions/extranetctl"
+	rm -rf "$prefix/share/doc/extranet"
+	rmdir "$prefix/share/doc" 2>/dev/null || true
 	rm -f "$etc/extranetd.yaml.sample"
 	# An untouched config goes; an edited one is the admin's and stays.
 	if cmp -s configs/extranetd.yaml "$etc/extranetd.yaml"; then
