@@ -95,7 +95,9 @@ func checkKey(field, k string) error {
 	return nil
 }
 
-// safeToken is what may appear in an endpoint host or a DNS entry.
+// safeToken is what may appear in an endpoint host (brackets already
+// stripped by SplitHostPort) or a DNS entry: a name, an IPv4 or an IPv6
+// address. A bracket would open a section.
 func safeToken(s string) bool {
 	if s == "" || len(s) > 253 {
 		return false
@@ -103,7 +105,7 @@ func safeToken(s string) bool {
 	for _, r := range s {
 		switch {
 		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9':
-		case r == '.' || r == '-' || r == ':' || r == '[' || r == ']' || r == '_':
+		case r == '.' || r == '-' || r == ':' || r == '_':
 		default:
 			return false
 		}
