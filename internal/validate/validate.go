@@ -77,7 +77,9 @@ func Printable(s string) string {
 func PublicKey(s string) ([32]byte, error) {
 	var k [32]byte
 	raw, err := base64.StdEncoding.DecodeString(s)
-	if err != nil || len(raw) != 32 {
+	// The decoder skips newlines, so only the canonical text is accepted:
+	// a key travels into config files and logs, one line each.
+	if err != nil || len(raw) != 32 || base64.StdEncoding.EncodeToString(raw) != s {
 		return k, fmt.Errorf("public key %q is not base64 of 32 bytes; copy it from `wg pubkey` on the partner's device", Printable(s))
 	}
 	copy(k[:], raw)

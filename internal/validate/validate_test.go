@@ -41,7 +41,8 @@ func TestPublicKey(t *testing.T) {
 	if _, err := PublicKey(k.PublicKey().String()); err != nil {
 		t.Errorf("real key refused: %v", err)
 	}
-	for _, bad := range []string{"", "abc", "AAAA", strings.Repeat("A", 43) + "=" + "A"} {
+	pub := k.PublicKey().String()
+	for _, bad := range []string{"", "abc", "AAAA", strings.Repeat("A", 43) + "=" + "A", pub[:20] + "\n" + pub[20:], pub[:20] + "\r" + pub[20:]} {
 		if _, err := PublicKey(bad); err == nil {
 			t.Errorf("PublicKey(%q) accepted", bad)
 		}

@@ -89,7 +89,8 @@ func joinPrefixes(ps []netip.Prefix) string {
 
 func checkKey(field, k string) error {
 	raw, err := base64.StdEncoding.DecodeString(k)
-	if err != nil || len(raw) != 32 {
+	// The decoder skips newlines; a key must be one canonical line.
+	if err != nil || len(raw) != 32 || base64.StdEncoding.EncodeToString(raw) != k {
 		return fmt.Errorf("%s is not base64 of 32 bytes", field)
 	}
 	return nil

@@ -90,16 +90,17 @@ func TestSuppliedKeyLeavesAPlaceholder(t *testing.T) {
 
 func TestRejectsInjection(t *testing.T) {
 	for name, mod := range map[string]func(*Config){
-		"newline in endpoint": func(c *Config) { c.Peer.Endpoint = "a.example:1\n[Peer]" },
-		"space in endpoint":   func(c *Config) { c.Peer.Endpoint = "a b:1" },
-		"no port":             func(c *Config) { c.Peer.Endpoint = "a.example" },
-		"port 0":              func(c *Config) { c.Peer.Endpoint = "a.example:0" },
-		"newline in DNS":      func(c *Config) { c.Interface.DNS = []string{"1.1.1.1\nPostUp = rm -rf /"} },
-		"comma in DNS":        func(c *Config) { c.Interface.DNS = []string{"a,b"} },
-		"bad public key":      func(c *Config) { c.Peer.PublicKey = "abc" },
-		"bad private key":     func(c *Config) { c.Interface.PrivateKey = key1 + "\nPostUp=x" },
-		"bad psk":             func(c *Config) { c.Peer.PresharedKey = "AAAA" },
-		"no address":          func(c *Config) { c.Interface.Address = nil },
+		"newline in endpoint":  func(c *Config) { c.Peer.Endpoint = "a.example:1\n[Peer]" },
+		"space in endpoint":    func(c *Config) { c.Peer.Endpoint = "a b:1" },
+		"no port":              func(c *Config) { c.Peer.Endpoint = "a.example" },
+		"port 0":               func(c *Config) { c.Peer.Endpoint = "a.example:0" },
+		"newline in DNS":       func(c *Config) { c.Interface.DNS = []string{"1.1.1.1\nPostUp = rm -rf /"} },
+		"comma in DNS":         func(c *Config) { c.Interface.DNS = []string{"a,b"} },
+		"bad public key":       func(c *Config) { c.Peer.PublicKey = "abc" },
+		"bad private key":      func(c *Config) { c.Interface.PrivateKey = key1 + "\nPostUp=x" },
+		"bad psk":              func(c *Config) { c.Peer.PresharedKey = "AAAA" },
+		"newline inside a key": func(c *Config) { c.Peer.PublicKey = key2[:20] + "\n" + key2[20:] },
+		"no address":           func(c *Config) { c.Interface.Address = nil },
 	} {
 		c := sample()
 		mod(&c)
