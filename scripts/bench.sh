@@ -4,6 +4,7 @@
 # its own, removed at the end. About 3-5 minutes on 2 cores.
 #   sudo scripts/bench.sh                # 10,000 peers in 1,000 orgs, 5 grants each
 #   BENCH_ORGS=100 sudo scripts/bench.sh # smaller
+#   BENCH_PPROF=/tmp/prof sudo -E scripts/bench.sh  # also save the daemon's CPU and heap profiles there
 set -euo pipefail
 if [ "$(id -u)" != 0 ]; then echo "bench: run as root (it builds network namespaces)" >&2; exit 1; fi
 cd "$(dirname "$0")/.."
@@ -20,5 +21,5 @@ echo "== store and rules (go test -bench)"
 go test -run '^$' -bench 'Expire100k|Render1000Orgs' -benchtime 3x ./internal/service ./internal/firewall | grep -E '^Benchmark'
 
 echo "== gateway (real daemon, namespaces)"
-EXTRANET_BENCH=1 EXTRANET_BENCH_OUT="$out" go test -count=1 -run '^TestBench$' -timeout 15m ./internal/e2e >/dev/null
+EXTRANET_BENCH=1 EXTRANET_BENCH_OUT="$out" EXTRANET_BENCH_PPROF="${BENCH_PPROF:-}" go test -count=1 -run '^TestBench$' -timeout 15m ./internal/e2e >/dev/null
 cat "$out"

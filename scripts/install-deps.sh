@@ -3,7 +3,7 @@
 # Debian or Ubuntu host. Safe to run again.
 set -euo pipefail
 
-pkgs=(iptables ipset wireguard-tools wireguard-go iproute2 conntrack iputils-ping socat iperf3 kmod procps)
+pkgs=(iptables ipset wireguard-tools wireguard-go iproute2 conntrack iputils-ping socat iperf3 kmod procps curl)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

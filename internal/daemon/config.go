@@ -42,6 +42,7 @@ type Config struct {
 	ExpireAction      string        `yaml:"expire-action"`
 	AuditRetention    string        `yaml:"audit-retention"`
 	MetricsListen     string        `yaml:"metrics-listen"`
+	PprofListen       string        `yaml:"pprof-listen"`
 	LogLevel          string        `yaml:"log-level"`
 	LogFormat         string        `yaml:"log-format"`
 }
@@ -94,6 +95,7 @@ func (c *Config) BindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.ExpireAction, "expire-action", c.ExpireAction, "default of `extranetctl expire --action`: suspend or revoke")
 	fs.StringVar(&c.AuditRetention, "audit-retention", c.AuditRetention, "drop audit events older than this, e.g. 400d (0: keep all)")
 	fs.StringVar(&c.MetricsListen, "metrics-listen", c.MetricsListen, "serve Prometheus /metrics and /healthz on this TCP address, e.g. 127.0.0.1:9586 (off when empty)")
+	fs.StringVar(&c.PprofListen, "pprof-listen", c.PprofListen, "serve Go's profiler (/debug/pprof/) on this TCP address, e.g. 127.0.0.1:6060, from the first moment (off when empty; loopback only, for investigations)")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text or json")
 }
@@ -195,6 +197,12 @@ func (c *Config) Validate() (Settings, error) {
 	if c.AuditRetention != "" && c.AuditRetention != "0" {
 		if st.AuditRetention, err = timespec.ParseDuration(c.AuditRetention); err != nil {
 			return st, fmt.Errorf("--audit-retention: %w", err)
+		}
+	}
+	if c.PprofListen != "" {
+		host, _, err := net.SplitHostPort(c.PprofListen)
+		if ip, perr := netip.ParseAddr(host); err != nil || perr != nil || !ip.IsLoopback() {
+			return st, fmt.Errorf("--pprof-listen %q must be a loopback HOST:PORT such as 127.0.0.1:6060: profiles are not for the network", c.PprofListen)
 		}
 	}
 	if c.ExpireAction != "suspend" && c.ExpireAction != "revoke" {

@@ -63,11 +63,23 @@ func TestValidateNamesTheBadValue(t *testing.T) {
 		func(c *Config) { c.WireGuard = "magic" },
 		func(c *Config) { c.MaxPeerLifetime = "forever" },
 		func(c *Config) { c.OrgBlockBits = 8 },
+		func(c *Config) { c.PprofListen = "0.0.0.0:6060" },
+		func(c *Config) { c.PprofListen = "6060" },
 	} {
 		c := Defaults()
 		mod(&c)
 		if _, err := c.Validate(); err == nil {
 			t.Errorf("accepted %+v", c)
+		}
+	}
+}
+
+func TestPprofOnLoopbackOnly(t *testing.T) {
+	for addr, ok := range map[string]bool{"127.0.0.1:6060": true, "[::1]:6060": true, "10.0.0.1:6060": false, ":6060": false} {
+		c := Defaults()
+		c.PprofListen = addr
+		if _, err := c.Validate(); (err == nil) != ok {
+			t.Errorf("--pprof-listen %s: err = %v, want accepted=%v", addr, err, ok)
 		}
 	}
 }

@@ -38,6 +38,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 	if err != nil {
 		return err
 	}
+	if cfg.PprofListen != "" {
+		if err := servePprof(ctx, cfg.PprofListen, log); err != nil {
+			return err
+		}
+	}
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return fmt.Errorf("create state directory: %w", err)
 	}
@@ -72,9 +77,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 		Interval: cfg.ReconcileInterval, StatsInterval: cfg.StatsInterval,
 		Observe: observe,
 	})
+	began := time.Now()
 	if err := rec.PrepareFirewall(); err != nil {
 		return err
 	}
+	log.Info("firewall in place", "took", time.Since(began).Round(time.Millisecond))
 	if err := enableForwarding(); err != nil {
 		return err
 	}
@@ -88,7 +95,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 	defer dev.Close()
 	rec.SetDevice(dev)
 	info := dev.Info()
-	log.Info("wireguard up", "interface", info.Name, "mode", info.Mode, "public_key", info.PublicKey.String(), "listen_port", info.ListenPort)
+	log.Info("wireguard up", "took", time.Since(began).Round(time.Millisecond), "interface", info.Name, "mode", info.Mode, "public_key", info.PublicKey.String(), "listen_port", info.ListenPort)
 
 	svc := service.New(service.Options{
 		DB: db, Plan: st.Plan, Applier: rec,
@@ -130,7 +137,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(l) }()
 	notifyReady(log)
-	log.Info("extranetd ready", "socket", cfg.Socket, "version", version.Version)
+	log.Info("extranetd ready", "took", time.Since(began).Round(time.Millisecond), "socket", cfg.Socket, "version", version.Version)
 
 	select {
 	case <-ctx.Done():

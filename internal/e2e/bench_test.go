@@ -44,15 +44,22 @@ func TestBench(t *testing.T) {
 	}
 	t.Cleanup(func() { iperf.Process.Kill(); iperf.Wait() })
 	flags := []string{"--tunnel-network", "100.64.0.0/12", "--log-level", "info", "--reconcile-interval", "10s"}
+	prof := newProfiler(t, r)
+	if prof != nil {
+		flags = append(flags, "--pprof-listen", pprofAddr)
+	}
 
 	// The state a large gateway has: orgs × peers, five grants each.
 	state := filepath.Join(r.Dir, "state")
 	last := seed(t, state, nOrgs, perOrg)
 	fi, _ := os.Stat(filepath.Join(state, "extranet.db"))
 
+	coldProfile := prof.cpu("cold-start", 4*time.Second)
 	start := time.Now()
 	r.StartDaemon(flags...)
 	cold := time.Since(start)
+	coldProfile()
+	prof.fetch("heap-started", "heap")
 	b.row("1. cold start to reconciled", fmt.Sprintf("%d peers, %d orgs", nOrgs*perOrg, nOrgs), ms(cold), naiveColdStart(t, r, nOrgs*perOrg), "")
 	b.row("7. resident memory", fmt.Sprintf("%d peers", nOrgs*perOrg), fmt.Sprintf("%.0f MB", rssMB(t, r)), "", fmt.Sprintf("db %.1f MB", float64(fi.Size())/1e6))
 
@@ -64,7 +71,10 @@ func TestBench(t *testing.T) {
 		lat = append(lat, time.Since(s))
 	}
 	b.row("2. peer issue via CLI", fmt.Sprintf("%d peers present", nOrgs*perOrg), "p50 "+ms(pct(lat, 50))+", p99 "+ms(pct(lat, 99)), naiveIssue(t, r, nOrgs*perOrg), "")
+	apiProfile := prof.cpu("api-issue", 4*time.Second)
 	rate := apiIssueRate(t, r, nOrgs, 8, envInt("BENCH_API_ISSUES", 1600))
+	apiProfile()
+	prof.fetch("heap-after-issues", "heap")
 	b.row("2. peer issue via API", "8 concurrent clients", fmt.Sprintf("%.0f issues/s", rate), "", "")
 
 	// 4. Expire over every live peer (nothing due, so it scans all).
@@ -114,6 +124,61 @@ func TestBench(t *testing.T) {
 	r.PartnerDown(r.PA, conf)
 
 	b.print()
+}
+
+// pprofAddr is where the bench daemon serves its profiler, inside the
+// gateway namespace.
+const pprofAddr = "127.0.0.1:6060"
+
+// profiler saves the daemon's profiles into $EXTRANET_BENCH_PPROF, for `go
+// tool pprof`. A nil profiler (the variable unset) does nothing.
+type profiler struct {
+	t   *testing.T
+	r   *Rig
+	dir string
+}
+
+func newProfiler(t *testing.T, r *Rig) *profiler {
+	dir := os.Getenv("EXTRANET_BENCH_PPROF")
+	if dir == "" {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return &profiler{t: t, r: r, dir: dir}
+}
+
+// fetch saves /debug/pprof/<what> as <name>.pprof.
+func (p *profiler) fetch(name, what string) error {
+	if p == nil {
+		return nil
+	}
+	out := filepath.Join(p.dir, name+".pprof")
+	_, err := p.r.run(p.r.GW, "curl", "-sf", "--max-time", "60", "-o", out, "http://"+pprofAddr+"/debug/pprof/"+what)
+	return err
+}
+
+// cpu starts a CPU profile of d in the background, retrying for a few
+// seconds until the daemon listens, and returns a function that waits for
+// the profile to be saved.
+func (p *profiler) cpu(name string, d time.Duration) func() {
+	if p == nil {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		what := fmt.Sprintf("profile?seconds=%d", int(d.Seconds()))
+		for i := 0; i < 300; i++ {
+			if p.fetch(name, what) == nil {
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		p.t.Logf("no %s profile: the daemon's profiler never answered", name)
+	}()
+	return func() { <-done }
 }
 
 type bench struct {
