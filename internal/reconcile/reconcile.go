@@ -6,6 +6,7 @@ package reconcile
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -31,6 +32,7 @@ type Firewall interface {
 // Device is the part of the WireGuard device the reconciler drives.
 type Device interface {
 	SyncPeers(want []wgdev.Peer, verify bool) (wgdev.SyncResult, error)
+	UpdatePeers(set []wgdev.Peer, remove []wgtypes.Key) (wgdev.SyncResult, error)
 	Stats() ([]wgdev.PeerStats, error)
 }
 
@@ -70,12 +72,27 @@ type Reconciler struct {
 
 	mu      sync.Mutex
 	waiters []chan struct{}
+	pending pending
 	state   State
 
-	// Owned by the Run goroutine.
-	applied  *policy.Policy
-	lastKeys map[netip.Addr]wgtypes.Key
-	lastWant []wgdev.Peer
+	// Owned by the Run goroutine: what is in force since the last run.
+	// applied holds the rules, and in Peers the addresses with access.
+	applied *policy.Policy
+	// peers are the wanted peers by ORG/NAME; nil when unknown, which
+	// makes the next run a full one.
+	peers map[string]wgdev.Peer
+	// owner maps each wanted address to its peer, so a peer that lost an
+	// address never takes it from the peer that holds it now.
+	owner map[netip.Addr]string
+	// orgs are the active organisations and their expiry (zero: none).
+	orgs map[string]time.Time
+}
+
+// pending is the work asked for since the last run: peers whose records
+// changed, or full when anything else did.
+type pending struct {
+	peers map[string]bool
+	full  bool
 }
 
 // State is what `status` reports about reconciliation.
@@ -104,18 +121,29 @@ func New(o Options) *Reconciler {
 	return &Reconciler{o: o, log: o.Logger, kick: make(chan struct{}, 1)}
 }
 
-// Apply asks for a reconcile and returns a channel closed when one that
-// started after this call has finished.
-func (r *Reconciler) Apply() <-chan struct{} {
-	ch := make(chan struct{})
+// Apply asks for a reconcile of what ch changed and returns a channel
+// closed when one that started after this call has finished. A change to
+// peers only is applied to those peers alone; anything else re-reads the
+// whole store.
+func (r *Reconciler) Apply(ch store.Changes) <-chan struct{} {
+	done := make(chan struct{})
 	r.mu.Lock()
-	r.waiters = append(r.waiters, ch)
+	r.waiters = append(r.waiters, done)
+	if ch.Orgs {
+		r.pending.full = true
+	}
+	for _, id := range ch.Peers {
+		if r.pending.peers == nil {
+			r.pending.peers = map[string]bool{}
+		}
+		r.pending.peers[id] = true
+	}
 	r.mu.Unlock()
 	select {
 	case r.kick <- struct{}{}:
 	default:
 	}
-	return ch
+	return done
 }
 
 // State returns a copy of the reconcile state.
@@ -142,11 +170,20 @@ func (r *Reconciler) Run(ctx context.Context, hup <-chan struct{}, ready chan<- 
 	for {
 		select {
 		case <-ctx.Done():
-			r.release(r.takeWaiters())
+			w, _ := r.takePending()
+			r.release(w)
 			return
 		case <-r.kick:
-			w := r.takeWaiters()
-			r.Once(ctx, false)
+			w, work := r.takePending()
+			if work.full || r.peers == nil {
+				r.Once(ctx, false)
+			} else if len(work.peers) > 0 {
+				if r.observe(func() (int, error) { return 0, r.applyPeers(work.peers) }) != nil {
+					// Start over from the store rather than leave a waiter
+					// with half a change.
+					r.Once(ctx, false)
+				}
+			}
 			r.release(w)
 		case <-hup:
 			r.Once(ctx, true)
@@ -171,12 +208,12 @@ func (r *Reconciler) pollStats(ctx context.Context) {
 	}
 }
 
-func (r *Reconciler) takeWaiters() []chan struct{} {
+func (r *Reconciler) takePending() ([]chan struct{}, pending) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	w := r.waiters
-	r.waiters = nil
-	return w
+	w, p := r.waiters, r.pending
+	r.waiters, r.pending = nil, pending{}
+	return w, p
 }
 
 func (r *Reconciler) release(w []chan struct{}) {
@@ -185,10 +222,9 @@ func (r *Reconciler) release(w []chan struct{}) {
 	}
 }
 
-// desired reads the store into the policy and the wanted peer list. Expiry
-// dates are enforced here too, so access ends on time even if the expire
-// job never runs.
-func (r *Reconciler) desired() (*policy.Policy, []wgdev.Peer, map[netip.Addr]wgtypes.Key, error) {
+// desired reads the store into the policy, the wanted peers and the active
+// organisations.
+func (r *Reconciler) desired() (*policy.Policy, map[string]wgdev.Peer, map[string]time.Time, error) {
 	now := r.o.Clock.Now()
 	p := &policy.Policy{
 		Interface:  r.o.Interface,
@@ -197,48 +233,70 @@ func (r *Reconciler) desired() (*policy.Policy, []wgdev.Peer, map[netip.Addr]wgt
 	}
 	// Sized from the last run: with thousands of peers, growing the maps
 	// costs more than filling them.
-	want := make([]wgdev.Peer, 0, len(r.lastWant))
-	keys := make(map[netip.Addr]wgtypes.Key, len(r.lastWant))
-	p.Peers = make(map[netip.Addr]bool, len(r.lastWant))
+	peers := make(map[string]wgdev.Peer, len(r.peers))
+	p.Peers = make(map[netip.Addr]bool, len(r.peers))
+	orgs := map[string]time.Time{}
 	err := r.o.DB.View(func(tx *store.Tx) error {
-		active := map[string]bool{}
 		if err := tx.Orgs(func(o *store.Org) error {
 			if o.State != api.StateActive || (o.Expires != nil && !o.Expires.After(now)) {
 				return nil
 			}
-			active[o.Name] = true
+			orgs[o.Name] = time.Time{}
+			if o.Expires != nil {
+				orgs[o.Name] = *o.Expires
+			}
 			p.Orgs = append(p.Orgs, policy.Org{ID: o.ID, Name: o.Name, Blocks: o.Blocks, Grants: o.Grants})
 			return nil
 		}); err != nil {
 			return err
 		}
 		return tx.DataplanePeers(func(sp *store.DataplanePeer) error {
-			if sp.State != api.StateActive || !active[sp.Org] || (!sp.Expires.IsZero() && !sp.Expires.After(now)) {
-				return nil
+			if w, ok := r.wanted(sp, orgs, now); ok {
+				peers[sp.Org+"/"+sp.Name] = w
+				p.Peers[w.Address] = true
 			}
-			pub, psk := wgtypes.Key(sp.PublicKey), wgtypes.Key(sp.PresharedKey)
-			if pub == (wgtypes.Key{}) || psk == (wgtypes.Key{}) {
-				r.log.Error("peer has a corrupt key; leaving it out", "peer", sp.Org+"/"+sp.Name)
-				return nil
-			}
-			wp := wgdev.Peer{PublicKey: pub, PresharedKey: psk, Address: sp.Address}
-			if !sp.LastHandshake.IsZero() && now.Sub(sp.LastHandshake) < recentlyOnline {
-				wp.Endpoint, _ = netip.ParseAddrPort(sp.Endpoint)
-			}
-			want = append(want, wp)
-			p.Peers[sp.Address] = true
-			keys[sp.Address] = pub
 			return nil
 		})
 	})
-	return p, want, keys, err
+	return p, peers, orgs, err
 }
 
-// Once runs one reconcile. check asks for drift detection (periodic runs);
-// a run after a store change applies what changed.
+// wanted decides whether a stored peer belongs in the data plane, and how.
+// Expiry dates are enforced here too, so access ends on time even if the
+// expire job never runs.
+func (r *Reconciler) wanted(sp *store.DataplanePeer, orgs map[string]time.Time, now time.Time) (wgdev.Peer, bool) {
+	if sp == nil || sp.State != api.StateActive || (!sp.Expires.IsZero() && !sp.Expires.After(now)) {
+		return wgdev.Peer{}, false
+	}
+	if exp, ok := orgs[sp.Org]; !ok || (!exp.IsZero() && !exp.After(now)) {
+		return wgdev.Peer{}, false
+	}
+	pub, psk := wgtypes.Key(sp.PublicKey), wgtypes.Key(sp.PresharedKey)
+	if pub == (wgtypes.Key{}) || psk == (wgtypes.Key{}) {
+		r.log.Error("peer has a corrupt key; leaving it out", "peer", sp.Org+"/"+sp.Name)
+		return wgdev.Peer{}, false
+	}
+	w := wgdev.Peer{PublicKey: pub, PresharedKey: psk, Address: sp.Address}
+	if !sp.LastHandshake.IsZero() && now.Sub(sp.LastHandshake) < recentlyOnline {
+		w.Endpoint, _ = netip.ParseAddrPort(sp.Endpoint)
+	}
+	return w, true
+}
+
+// Once runs one full reconcile. check asks for drift detection (periodic
+// runs); a run after a store change applies what changed.
 func (r *Reconciler) Once(ctx context.Context, check bool) error {
+	return r.observe(func() (int, error) { return r.once(check) })
+}
+
+// observe runs one reconcile and records how it went.
+func (r *Reconciler) observe(run func() (int, error)) error {
 	start := r.o.Clock.Now()
-	repairs, err := r.once(check)
+	repairs, err := run()
+	if err != nil {
+		// What the kernel holds is uncertain; the next run reads it all.
+		r.peers = nil
+	}
 	if r.o.Observe != nil {
 		r.o.Observe(r.o.Clock.Now().Sub(start), err, repairs)
 	}
@@ -260,7 +318,7 @@ func (r *Reconciler) Once(ctx context.Context, check bool) error {
 }
 
 func (r *Reconciler) once(check bool) (int, error) {
-	p, want, keys, err := r.desired()
+	p, peers, orgs, err := r.desired()
 	if err != nil {
 		return 0, fmt.Errorf("read desired state: %w", err)
 	}
@@ -285,35 +343,118 @@ func (r *Reconciler) once(check bool) (int, error) {
 		}
 	}
 
+	want := make([]wgdev.Peer, 0, len(peers))
+	for _, w := range peers {
+		want = append(want, w)
+	}
 	res, err := r.o.Device.SyncPeers(want, check)
 	if err != nil {
 		return 0, fmt.Errorf("sync WireGuard peers: %w", err)
 	}
-	if r.lastWant != nil && samePeers(r.lastWant, want) && res != (wgdev.SyncResult{}) {
+	if r.peers != nil && samePeers(r.peers, peers) && res != (wgdev.SyncResult{}) {
 		repairs = append(repairs, fmt.Sprintf("wireguard peers changed by hand: %d re-added, %d removed, %d fixed", res.Added, res.Removed, res.Updated))
 	}
 
 	// Flows die after the peer is gone from the device, so nothing can
 	// re-open them in between.
-	if r.applied == nil || withdrawn(r.applied, p, r.lastKeys, keys) {
-		sweep := p
-		if rotated := rekeyed(r.lastKeys, keys); len(rotated) > 0 {
-			sweep = withoutPeers(p, rotated)
-		}
-		n, err := r.o.Sweeper.Sweep(r.o.Plan.Network, sweep)
-		if err != nil {
-			return 0, fmt.Errorf("kill withdrawn flows: %w", err)
-		}
-		if n > 0 {
-			r.log.Info("killed flows that lost their access", "flows", n)
+	lostAddrs := lost(r.peers, peers)
+	if r.applied == nil || r.peers == nil || len(lostAddrs) > 0 || grantsWithdrawn(r.applied, p) {
+		if err := r.sweep(p, lostAddrs); err != nil {
+			return 0, err
 		}
 	}
-	r.applied, r.lastKeys, r.lastWant = p, keys, want
+	r.applied, r.peers, r.orgs = p, peers, orgs
+	r.owner = make(map[netip.Addr]string, len(peers))
+	for id, w := range peers {
+		r.owner[w.Address] = id
+	}
 
 	if len(repairs) > 0 {
 		r.recordRepair(repairs)
 	}
 	return len(repairs), nil
+}
+
+// applyPeers brings the peers with the given ORG/NAME in line with their
+// stored records, touching nothing else: the rules do not depend on peers,
+// and the other peers have not changed. It needs a full run before it.
+func (r *Reconciler) applyPeers(ids map[string]bool) error {
+	now := r.o.Clock.Now()
+	next := make(map[string]wgdev.Peer, len(ids))
+	err := r.o.DB.View(func(tx *store.Tx) error {
+		for id := range ids {
+			sp, err := tx.DataplanePeer(id)
+			if errors.Is(err, store.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if w, ok := r.wanted(sp, r.orgs, now); ok {
+				next[id] = w
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("read changed peers: %w", err)
+	}
+	var set []wgdev.Peer
+	var remove []wgtypes.Key
+	lostAddrs := map[netip.Addr]bool{}
+	for id := range ids {
+		old, had := r.peers[id]
+		w, want := next[id]
+		if had && (!want || old.PublicKey != w.PublicKey || old.Address != w.Address) {
+			if !want || old.PublicKey != w.PublicKey {
+				remove = append(remove, old.PublicKey)
+			}
+			lostAddrs[old.Address] = true
+		}
+		if want {
+			set = append(set, w)
+		}
+	}
+	if _, err := r.o.Device.UpdatePeers(set, remove); err != nil {
+		return fmt.Errorf("update WireGuard peers: %w", err)
+	}
+	// Withdrawals first: an address given up and taken by another peer in
+	// the same run must end up with the new holder.
+	for id := range ids {
+		if old, had := r.peers[id]; had {
+			delete(r.peers, id)
+			if r.owner[old.Address] == id {
+				delete(r.owner, old.Address)
+				delete(r.applied.Peers, old.Address)
+			}
+		}
+	}
+	for id, w := range next {
+		r.peers[id] = w
+		r.owner[w.Address] = id
+		r.applied.Peers[w.Address] = true
+	}
+	if len(lostAddrs) > 0 {
+		return r.sweep(r.applied, lostAddrs)
+	}
+	return nil
+}
+
+// sweep kills the flows p does not allow, and every flow of the addresses
+// in force, which changed hands or keys: the address may still be allowed,
+// but not for the key that opened those flows.
+func (r *Reconciler) sweep(p *policy.Policy, force map[netip.Addr]bool) error {
+	if len(force) > 0 {
+		p = withoutPeers(p, force)
+	}
+	n, err := r.o.Sweeper.Sweep(r.o.Plan.Network, p)
+	if err != nil {
+		return fmt.Errorf("kill withdrawn flows: %w", err)
+	}
+	if n > 0 {
+		r.log.Info("killed flows that lost their access", "flows", n)
+	}
+	return nil
 }
 
 func (r *Reconciler) recordRepair(repairs []string) {
@@ -341,29 +482,40 @@ func sameRules(a, b *policy.Policy) bool {
 // out to a re-added peer itself (see wgdev.Peer.Endpoint).
 const recentlyOnline = 10 * time.Minute
 
-// samePeers compares peer lists, ignoring endpoints, which move on their own.
-func samePeers(a, b []wgdev.Peer) bool {
+// samePeers compares wanted peers, ignoring endpoints, which move on their own.
+func samePeers(a, b map[string]wgdev.Peer) bool {
 	if len(a) != len(b) {
 		return false
 	}
-	for i := range a {
-		if a[i].PublicKey != b[i].PublicKey || a[i].PresharedKey != b[i].PresharedKey || a[i].Address != b[i].Address {
+	for id, p := range a {
+		q, ok := b[id]
+		if !ok || p.PublicKey != q.PublicKey || p.PresharedKey != q.PresharedKey || p.Address != q.Address {
 			return false
 		}
 	}
 	return true
 }
 
-// withdrawn reports whether any access present in old is absent in new.
-func withdrawn(old, new *policy.Policy, oldKeys, newKeys map[netip.Addr]wgtypes.Key) bool {
-	for a := range old.Peers {
-		if !new.Peers[a] {
-			return true
+// lost lists the addresses of peers that left, moved or changed keys
+// between old and new: their flows were opened by a key that no longer has
+// that address.
+func lost(old, new map[string]wgdev.Peer) map[netip.Addr]bool {
+	var out map[netip.Addr]bool
+	for id, o := range old {
+		if n, ok := new[id]; ok && n.PublicKey == o.PublicKey && n.Address == o.Address {
+			continue
 		}
+		if out == nil {
+			out = map[netip.Addr]bool{}
+		}
+		out[o.Address] = true
 	}
-	if len(rekeyed(oldKeys, newKeys)) > 0 {
-		return true
-	}
+	return out
+}
+
+// grantsWithdrawn reports whether an organisation or grant of old is
+// missing from new.
+func grantsWithdrawn(old, new *policy.Policy) bool {
 	newOrgs := map[uint32]policy.Org{}
 	for _, o := range new.Orgs {
 		newOrgs[o.ID] = o
@@ -384,21 +536,6 @@ func withdrawn(old, new *policy.Policy, oldKeys, newKeys map[netip.Addr]wgtypes.
 		}
 	}
 	return false
-}
-
-// rekeyed lists addresses whose peer now has another key (rotation): flows
-// of the old key must die even though the address stays allowed.
-func rekeyed(old, new map[netip.Addr]wgtypes.Key) map[netip.Addr]bool {
-	var out map[netip.Addr]bool
-	for a, k := range new {
-		if ok, had := old[a]; had && ok != k {
-			if out == nil {
-				out = map[netip.Addr]bool{}
-			}
-			out[a] = true
-		}
-	}
-	return out
 }
 
 func withoutPeers(p *policy.Policy, drop map[netip.Addr]bool) *policy.Policy {

@@ -60,6 +60,25 @@ func (f *fakeOS) SyncPeers(want []wgdev.Peer, _ bool) (wgdev.SyncResult, error) 
 	return res, nil
 }
 
+func (f *fakeOS) UpdatePeers(set []wgdev.Peer, remove []wgtypes.Key) (wgdev.SyncResult, error) {
+	var res wgdev.SyncResult
+	for _, p := range set {
+		if old, ok := f.peers[p.PublicKey]; !ok {
+			res.Added++
+		} else if old != p {
+			res.Updated++
+		}
+		f.peers[p.PublicKey] = p
+	}
+	for _, k := range remove {
+		if _, ok := f.peers[k]; ok {
+			delete(f.peers, k)
+			res.Removed++
+		}
+	}
+	return res, nil
+}
+
 func (f *fakeOS) Stats() ([]wgdev.PeerStats, error) { return nil, nil }
 
 func (f *fakeOS) Sweep(tunnel netip.Prefix, p *policy.Policy) (int, error) {
@@ -259,7 +278,7 @@ func TestApplyWaitsForAReconcile(t *testing.T) {
 	if err := <-ready; err != nil {
 		t.Fatal(err)
 	}
-	done := e.r.Apply()
+	done := e.r.Apply(store.Changes{Orgs: true})
 	select {
 	case <-done:
 	case <-time.After(5 * time.Second):

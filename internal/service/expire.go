@@ -153,12 +153,11 @@ func (s *Service) Expire(ctx context.Context, req api.ExpireRequest) (api.Expire
 	if req.DryRun {
 		return res, asErr(s.opts.DB.View(run))
 	}
-	if err := s.opts.DB.Update(run); err != nil {
+	ch, err := s.opts.DB.Change(run)
+	if err != nil {
 		return api.ExpireResult{}, asAPIError(err)
 	}
-	if len(res.Actions) > 0 {
-		s.applied(ctx)
-	}
+	s.applied(ctx, ch)
 	if s.opts.OnExpire != nil {
 		s.opts.OnExpire(res.Actions)
 	}

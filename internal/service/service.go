@@ -25,11 +25,12 @@ type SystemClock struct{}
 // Now returns the current time.
 func (SystemClock) Now() time.Time { return time.Now() }
 
-// Applier makes the kernel match the store. Apply returns a channel that is
-// closed once a reconcile that started after the call has finished, so a
-// request can answer only when its change is in force.
+// Applier makes the kernel match the store. Apply is told what a
+// transaction changed and returns a channel that is closed once a reconcile
+// that started after the call has finished, so a request can answer only
+// when its change is in force.
 type Applier interface {
-	Apply() <-chan struct{}
+	Apply(store.Changes) <-chan struct{}
 }
 
 // Runtime reports the live state of the data plane for `status`.
@@ -94,20 +95,21 @@ func (s *Service) now() time.Time { return s.opts.Clock.Now().UTC().Truncate(tim
 
 // update runs fn in one transaction, then waits until the data plane follows.
 func (s *Service) update(ctx context.Context, fn func(*store.Tx) error) error {
-	if err := s.opts.DB.Update(fn); err != nil {
+	ch, err := s.opts.DB.Change(fn)
+	if err != nil {
 		return asAPIError(err)
 	}
-	s.applied(ctx)
+	s.applied(ctx, ch)
 	return nil
 }
 
-// applied waits for the reconciler, bounded: the change is durable already,
-// and the periodic reconcile would apply it anyway.
-func (s *Service) applied(ctx context.Context) {
-	if s.opts.Applier == nil {
+// applied waits for the reconciler to apply ch, bounded: the change is
+// durable already, and the periodic reconcile would apply it anyway.
+func (s *Service) applied(ctx context.Context, ch store.Changes) {
+	if s.opts.Applier == nil || ch.Empty() {
 		return
 	}
-	done := s.opts.Applier.Apply()
+	done := s.opts.Applier.Apply(ch)
 	t := time.NewTimer(s.opts.ApplyTimeout)
 	defer t.Stop()
 	select {

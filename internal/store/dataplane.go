@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net/netip"
 	"strings"
 	"time"
@@ -99,4 +100,17 @@ func (t *Tx) DataplanePeers(fn func(*DataplanePeer) error) error {
 		}
 		return fn(&p)
 	})
+}
+
+// DataplanePeer returns the data-plane record of ORG/NAME, or ErrNotFound.
+func (t *Tx) DataplanePeer(id string) (*DataplanePeer, error) {
+	v := t.tx.Bucket(bucketDataplane).Get([]byte(id))
+	if v == nil {
+		return nil, ErrNotFound
+	}
+	p, err := decodeDataplane([]byte(id), v)
+	if err != nil {
+		return nil, fmt.Errorf("peer %s: %w", id, err)
+	}
+	return &p, nil
 }

@@ -190,7 +190,52 @@ func (db *DB) View(fn func(*Tx) error) error {
 // change is durable. fn may run more than once, so it must only touch the
 // transaction and its own results.
 func (db *DB) Update(fn func(*Tx) error) error {
-	return db.bolt.Batch(func(tx *bolt.Tx) error { return fn(&Tx{tx: tx}) })
+	_, err := db.Change(fn)
+	return err
+}
+
+// Change is Update that also reports what fn changed, so the data plane
+// can follow by applying only that.
+func (db *DB) Change(fn func(*Tx) error) (Changes, error) {
+	var ch Changes
+	err := db.bolt.Batch(func(btx *bolt.Tx) error {
+		// A batch that fails is retried call by call: keep only what the
+		// last run of fn did.
+		tx := &Tx{tx: btx}
+		err := fn(tx)
+		ch = tx.changes()
+		return err
+	})
+	if err != nil {
+		return Changes{}, err
+	}
+	return ch, nil
+}
+
+// Changes says what a transaction wrote that the data plane depends on.
+type Changes struct {
+	// Peers are the ORG/NAME of peers written or deleted.
+	Peers []string
+	// Orgs is set when any organisation was written or deleted.
+	Orgs bool
+}
+
+// Empty reports whether nothing the data plane depends on changed.
+func (c Changes) Empty() bool { return len(c.Peers) == 0 && !c.Orgs }
+
+func (t *Tx) changes() Changes {
+	ch := Changes{Orgs: t.orgsChanged}
+	for id := range t.peersChanged {
+		ch.Peers = append(ch.Peers, id)
+	}
+	return ch
+}
+
+func (t *Tx) peerChanged(id string) {
+	if t.peersChanged == nil {
+		t.peersChanged = map[string]bool{}
+	}
+	t.peersChanged[id] = true
 }
 
 // Bolt exposes the underlying handle for backups and checks.
@@ -199,6 +244,9 @@ func (db *DB) Bolt() *bolt.DB { return db.bolt }
 // Tx is a transaction with typed accessors.
 type Tx struct {
 	tx *bolt.Tx
+	// What this transaction wrote that the data plane depends on.
+	peersChanged map[string]bool
+	orgsChanged  bool
 }
 
 // ErrNotFound is returned by getters for absent records.
@@ -234,11 +282,13 @@ func (t *Tx) Org(name string) (*Org, error) {
 
 // PutOrg writes an organisation.
 func (t *Tx) PutOrg(o *Org) error {
+	t.orgsChanged = true
 	return putJSON(t.tx.Bucket(bucketOrgs), []byte(o.Name), o)
 }
 
 // DeleteOrg removes an organisation record.
 func (t *Tx) DeleteOrg(name string) error {
+	t.orgsChanged = true
 	return t.tx.Bucket(bucketOrgs).Delete([]byte(name))
 }
 
@@ -280,6 +330,7 @@ func (t *Tx) Peer(org, name string) (*Peer, error) {
 // PutPeer writes a peer record. Indexes are the caller's (ClaimKey, ClaimAddr).
 func (t *Tx) PutPeer(p *Peer) error {
 	k := peerKey(p.Org, p.Name)
+	t.peerChanged(string(k))
 	if err := putJSON(t.tx.Bucket(bucketPeers), k, p); err != nil {
 		return err
 	}
@@ -288,6 +339,7 @@ func (t *Tx) PutPeer(p *Peer) error {
 
 // DeletePeer removes a peer record and its address; its key stays claimed.
 func (t *Tx) DeletePeer(p *Peer) error {
+	t.peerChanged(p.ID())
 	if err := t.ReleaseAddr(p.Address); err != nil {
 		return err
 	}

@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -207,4 +209,44 @@ func TestAuditChain(t *testing.T) {
 			})
 		})
 	}
+}
+
+func TestChangeReportsWhatTheDataPlaneDependsOn(t *testing.T) {
+	db, _ := open(t)
+	ch, err := db.Change(func(tx *Tx) error {
+		tx.PutOrg(&Org{ID: 1, Name: "acme"})
+		tx.PutPeer(&Peer{Org: "acme", Name: "a"})
+		tx.PutPeer(&Peer{Org: "acme", Name: "a"})
+		return tx.PutPeer(&Peer{Org: "acme", Name: "b"})
+	})
+	sort.Strings(ch.Peers)
+	if err != nil || !ch.Orgs || strings.Join(ch.Peers, " ") != "acme/a acme/b" {
+		t.Errorf("changes = %+v, %v; want orgs and acme/a acme/b once each", ch, err)
+	}
+	ch, _ = db.Change(func(tx *Tx) error {
+		p, _ := tx.Peer("acme", "b")
+		return tx.DeletePeer(p)
+	})
+	if ch.Orgs || len(ch.Peers) != 1 || ch.Peers[0] != "acme/b" {
+		t.Errorf("delete: changes = %+v", ch)
+	}
+	if _, err := db.Change(func(tx *Tx) error { return tx.ClaimKey("k", "acme/a") }); err != nil {
+		t.Fatal(err)
+	}
+	ch, err = db.Change(func(tx *Tx) error {
+		tx.PutPeer(&Peer{Org: "acme", Name: "c"})
+		return errors.New("refused")
+	})
+	if err == nil || !ch.Empty() {
+		t.Errorf("a failed transaction reported changes %+v", ch)
+	}
+	db.View(func(tx *Tx) error {
+		if _, err := tx.DataplanePeer("acme/a"); err != nil {
+			t.Errorf("DataplanePeer(acme/a): %v", err)
+		}
+		if _, err := tx.DataplanePeer("acme/b"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("DataplanePeer of a deleted peer: %v, want ErrNotFound", err)
+		}
+		return nil
+	})
 }

@@ -96,6 +96,9 @@ type Device interface {
 	// it, it diffs against what it applied last, which is much cheaper
 	// with thousands of peers.
 	SyncPeers(want []Peer, verify bool) (SyncResult, error)
+	// UpdatePeers adds or fixes set and removes remove, touching no other
+	// peer.
+	UpdatePeers(set []Peer, remove []wgtypes.Key) (SyncResult, error)
 	Stats() ([]PeerStats, error)
 	// Close stops a userspace device (its interface disappears with it)
 	// and leaves a kernel one in place; either way the firewall's default
@@ -282,28 +285,9 @@ func (d *dev) SyncPeers(want []Peer, verify bool) (SyncResult, error) {
 	var changes []wgtypes.PeerConfig
 	for _, w := range want {
 		next[w.PublicKey] = w
-		h, ok := have[w.PublicKey]
-		if ok && h.PresharedKey == w.PresharedKey && h.Address == w.Address {
-			continue
+		if pc, ok := peerChange(have, w, &res); ok {
+			changes = append(changes, pc)
 		}
-		if ok {
-			res.Updated++
-		} else {
-			res.Added++
-		}
-		psk := w.PresharedKey
-		pc := wgtypes.PeerConfig{
-			PublicKey:         w.PublicKey,
-			PresharedKey:      &psk,
-			ReplaceAllowedIPs: true,
-			AllowedIPs:        []net.IPNet{{IP: w.Address.AsSlice(), Mask: net.CIDRMask(32, 32)}},
-		}
-		if !ok && w.Endpoint.IsValid() {
-			keepalive := KeepaliveInterval
-			pc.Endpoint = net.UDPAddrFromAddrPort(w.Endpoint)
-			pc.PersistentKeepaliveInterval = &keepalive
-		}
-		changes = append(changes, pc)
 	}
 	for k := range have {
 		if _, ok := next[k]; !ok {
@@ -311,15 +295,83 @@ func (d *dev) SyncPeers(want []Peer, verify bool) (SyncResult, error) {
 			changes = append(changes, wgtypes.PeerConfig{PublicKey: k, Remove: true})
 		}
 	}
-	if len(changes) > 0 {
-		if err := d.client.ConfigureDevice(d.cfg.Name, wgtypes.Config{Peers: changes}); err != nil {
-			// What the device holds now is unknown; the next sync reads it.
-			d.applied = nil
-			return SyncResult{}, fmt.Errorf("configure peers of %s: %w", d.cfg.Name, err)
-		}
+	if err := d.configurePeers(changes); err != nil {
+		return SyncResult{}, err
 	}
 	d.applied = next
 	return res, nil
+}
+
+// UpdatePeers adds or fixes the peers in set and removes those in remove,
+// leaving every other peer alone: after a change to a few peers this costs
+// a few peers, not a walk over all of them. Unlike SyncPeers it trusts that
+// the device holds what was applied last.
+func (d *dev) UpdatePeers(set []Peer, remove []wgtypes.Key) (SyncResult, error) {
+	var res SyncResult
+	var changes []wgtypes.PeerConfig
+	for _, w := range set {
+		if pc, ok := peerChange(d.applied, w, &res); ok {
+			changes = append(changes, pc)
+		}
+	}
+	for _, k := range remove {
+		if _, ok := d.applied[k]; ok || d.applied == nil {
+			res.Removed++
+			changes = append(changes, wgtypes.PeerConfig{PublicKey: k, Remove: true})
+		}
+	}
+	if err := d.configurePeers(changes); err != nil {
+		return SyncResult{}, err
+	}
+	if d.applied != nil {
+		for _, k := range remove {
+			delete(d.applied, k)
+		}
+		for _, w := range set {
+			d.applied[w.PublicKey] = w
+		}
+	}
+	return res, nil
+}
+
+// peerChange returns the configuration that makes the device hold w, given
+// that it holds have, and counts it in res; false when nothing is to do.
+func peerChange(have map[wgtypes.Key]Peer, w Peer, res *SyncResult) (wgtypes.PeerConfig, bool) {
+	h, ok := have[w.PublicKey]
+	if ok && h.PresharedKey == w.PresharedKey && h.Address == w.Address {
+		return wgtypes.PeerConfig{}, false
+	}
+	if ok {
+		res.Updated++
+	} else {
+		res.Added++
+	}
+	psk := w.PresharedKey
+	pc := wgtypes.PeerConfig{
+		PublicKey:         w.PublicKey,
+		PresharedKey:      &psk,
+		ReplaceAllowedIPs: true,
+		AllowedIPs:        []net.IPNet{{IP: w.Address.AsSlice(), Mask: net.CIDRMask(32, 32)}},
+	}
+	if !ok && w.Endpoint.IsValid() {
+		keepalive := KeepaliveInterval
+		pc.Endpoint = net.UDPAddrFromAddrPort(w.Endpoint)
+		pc.PersistentKeepaliveInterval = &keepalive
+	}
+	return pc, true
+}
+
+// configurePeers sends peer changes in one call.
+func (d *dev) configurePeers(changes []wgtypes.PeerConfig) error {
+	if len(changes) == 0 {
+		return nil
+	}
+	if err := d.client.ConfigureDevice(d.cfg.Name, wgtypes.Config{Peers: changes}); err != nil {
+		// What the device holds now is unknown; the next sync reads it.
+		d.applied = nil
+		return fmt.Errorf("configure peers of %s: %w", d.cfg.Name, err)
+	}
+	return nil
 }
 
 func isHost(n net.IPNet) bool {

@@ -1,0 +1,203 @@
+package reconcile
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/extranetgw/extranet/internal/grant"
+	"github.com/extranetgw/extranet/internal/store"
+	"github.com/extranetgw/extranet/pkg/api"
+)
+
+// change commits fn and hands what it changed to the reconciler the way a
+// request does, through Apply, then runs the reconcile a request waits for.
+func (e *env) change(fn func(tx *store.Tx) error) store.Changes {
+	e.t.Helper()
+	ch, err := e.db.Change(fn)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.r.Apply(ch)
+	w, work := e.r.takePending()
+	r := e.r
+	if work.full || r.peers == nil {
+		e.once(false)
+	} else if err := r.applyPeers(work.peers); err != nil {
+		e.t.Fatal(err)
+	}
+	r.release(w)
+	return ch
+}
+
+// fullState is what a fresh reconciler makes of the store: the peers on the
+// device and the addresses the policy allows.
+func (e *env) fullState() string {
+	e.t.Helper()
+	fresh := newEnv(e.t)
+	fresh.db, fresh.r.o.DB = e.db, e.db
+	fresh.r.o.Clock = e.clk
+	fresh.once(false)
+	return fresh.os.String() + allowed(fresh.r.applied.Peers)
+}
+
+func allowed(ps map[netip.Addr]bool) string {
+	var out []string
+	for a := range ps {
+		out = append(out, a.String())
+	}
+	sort.Strings(out)
+	return "allowed " + strings.Join(out, ",") + "\n"
+}
+
+func TestChangedPeersOnlyMatchAFullRun(t *testing.T) {
+	e := newEnv(t)
+	g, _ := grant.Parse("10.20.0.0/24")
+	blocks := []netip.Prefix{netip.MustParsePrefix("100.64.1.0/24"), netip.MustParsePrefix("100.64.2.0/24")}
+	e.put(func(tx *store.Tx) error {
+		tx.PutOrg(&store.Org{ID: 1, Name: "acme", State: api.StateActive, Blocks: blocks[:1], Grants: []grant.Grant{g}})
+		return tx.PutOrg(&store.Org{ID: 2, Name: "beta", State: api.StateActive, Blocks: blocks[1:], Grants: []grant.Grant{g}})
+	})
+	e.once(false)
+	psk := key(t)
+	rng := rand.New(rand.NewPCG(1, 2))
+	free := map[string][]netip.Addr{}
+	for i, o := range []string{"acme", "beta"} {
+		for h := 1; h <= 6; h++ {
+			free[o] = append(free[o], netip.AddrFrom4([4]byte{100, 64, byte(i + 1), byte(h)}))
+		}
+	}
+	names := 0
+	for step := 0; step < 300; step++ {
+		org := []string{"acme", "beta"}[rng.IntN(2)]
+		var desc string
+		e.change(func(tx *store.Tx) error {
+			var peers []*store.Peer
+			tx.Peers(org, func(p *store.Peer) error {
+				if p.State != api.StateRevoked {
+					peers = append(peers, p)
+				}
+				return nil
+			})
+			op := rng.IntN(6)
+			if len(peers) == 0 || (op == 0 && len(free[org]) > 0) {
+				if len(free[org]) == 0 {
+					desc = "nothing"
+					return nil
+				}
+				names++
+				// Lowest free address first, as the allocator does, so
+				// addresses change hands often.
+				sort.Slice(free[org], func(i, j int) bool { return free[org][i].Less(free[org][j]) })
+				a := free[org][0]
+				free[org] = free[org][1:]
+				desc = fmt.Sprintf("issue %s/p%d at %s", org, names, a)
+				return tx.PutPeer(&store.Peer{Org: org, Name: fmt.Sprint("p", names), PublicKey: key(t), PresharedKey: psk, Address: a, State: api.StateActive})
+			}
+			p := peers[rng.IntN(len(peers))]
+			switch op {
+			case 1:
+				p.State = api.StateSuspended
+			case 2:
+				p.State = api.StateActive
+			case 3:
+				p.State = api.StateRevoked
+				free[org] = append(free[org], p.Address)
+			case 4:
+				p.PublicKey = key(t)
+			case 5:
+				past := e.clk.t.Add(-time.Hour)
+				p.Expires = &past
+			default:
+				p.State = api.StateRevoked
+				free[org] = append(free[org], p.Address)
+			}
+			desc = fmt.Sprintf("op %d on %s", op, p.ID())
+			return tx.PutPeer(p)
+		})
+		got := e.os.String() + allowed(e.r.applied.Peers)
+		if want := e.fullState(); got != want {
+			t.Fatalf("step %d (%s): after applying the change alone:\n%s\na full reconcile gives:\n%s", step, desc, got, want)
+		}
+	}
+}
+
+// An address given up by one peer and taken by another can reach the
+// reconciler in either order; the new holder must keep it.
+func TestAddressChangesHandsInEitherOrder(t *testing.T) {
+	for _, revokeFirst := range []bool{true, false} {
+		e := newEnv(t)
+		a := netip.MustParseAddr("100.64.1.1")
+		e.put(func(tx *store.Tx) error {
+			tx.PutOrg(&store.Org{ID: 1, Name: "acme", State: api.StateActive, Blocks: []netip.Prefix{netip.MustParsePrefix("100.64.1.0/24")}})
+			return tx.PutPeer(&store.Peer{Org: "acme", Name: "old", PublicKey: key(t), PresharedKey: key(t), Address: a, State: api.StateActive})
+		})
+		e.once(false)
+		sweeps := len(e.os.sweeps)
+		revoke := func(tx *store.Tx) error {
+			p, _ := tx.Peer("acme", "old")
+			p.State = api.StateRevoked
+			return tx.PutPeer(p)
+		}
+		issue := func(tx *store.Tx) error {
+			return tx.PutPeer(&store.Peer{Org: "acme", Name: "new", PublicKey: key(t), PresharedKey: key(t), Address: a, State: api.StateActive})
+		}
+		// Both commit before the reconciler hears of either.
+		var first, second store.Changes
+		if revokeFirst {
+			first, _ = e.db.Change(revoke)
+			second, _ = e.db.Change(issue)
+		} else {
+			first, _ = e.db.Change(issue)
+			second, _ = e.db.Change(revoke)
+		}
+		for _, ch := range []store.Changes{second, first} {
+			if err := e.r.applyPeers(map[string]bool{ch.Peers[0]: true}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got, want := e.os.String()+allowed(e.r.applied.Peers), e.fullState(); got != want {
+			t.Errorf("revoke first=%v:\n%s\nwant:\n%s", revokeFirst, got, want)
+		}
+		if len(e.os.sweeps) == sweeps {
+			t.Errorf("revoke first=%v: the old peer's flows were not swept", revokeFirst)
+		}
+	}
+}
+
+func TestRunAppliesPeerChangesWithoutAFullRead(t *testing.T) {
+	e := newEnv(t)
+	e.put(func(tx *store.Tx) error {
+		return tx.PutOrg(&store.Org{ID: 1, Name: "acme", State: api.StateActive, Blocks: []netip.Prefix{netip.MustParsePrefix("100.64.1.0/24")}})
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ready := make(chan error, 1)
+	go e.r.Run(ctx, nil, ready)
+	if err := <-ready; err != nil {
+		t.Fatal(err)
+	}
+	ch, err := e.db.Change(func(tx *store.Tx) error {
+		return tx.PutPeer(&store.Peer{Org: "acme", Name: "a", PublicKey: key(t), PresharedKey: key(t), Address: netip.MustParseAddr("100.64.1.1"), State: api.StateActive})
+	})
+	if err != nil || len(ch.Peers) != 1 || ch.Orgs {
+		t.Fatalf("changes = %+v, %v; want one peer and no orgs", ch, err)
+	}
+	select {
+	case <-e.r.Apply(ch):
+	case <-time.After(5 * time.Second):
+		t.Fatal("Apply did not complete")
+	}
+	// The fake is shared with the Run goroutine, which is idle now.
+	if len(e.os.peers) != 1 {
+		t.Errorf("device holds %d peers after the change, want 1", len(e.os.peers))
+	}
+	if e.os.applies != 1 {
+		t.Errorf("a peer change applied the firewall %d more times", e.os.applies-1)
+	}
+}
