@@ -159,8 +159,15 @@ func (f *Firewall) Apply(p *policy.Policy) error {
 	if err != nil {
 		return err
 	}
-	if _, err := run(r.IPSet, "ipset", "restore"); err != nil {
-		return fmt.Errorf("load sets: %w", err)
+	saved, err := run("", "ipset", "save")
+	if err != nil {
+		return err
+	}
+	have := parseSave(saved)
+	if script := setScript(r.Sets, have); script != "" {
+		if _, err := run(script, "ipset", "restore"); err != nil {
+			return fmt.Errorf("load sets: %w", err)
+		}
 	}
 	for _, table := range []string{r.Filter, r.NAT} {
 		if _, err := run(table, f.restore, "--noflush", "--wait"); err != nil {
@@ -172,7 +179,7 @@ func (f *Firewall) Apply(p *policy.Policy) error {
 			return err
 		}
 	}
-	if err := f.destroyStaleSets(r.Sets); err != nil {
+	if err := destroyStaleSets(have, r.Sets); err != nil {
 		return err
 	}
 	snap, err := f.capture()
@@ -229,19 +236,17 @@ func (f *Firewall) ourSets() ([]string, error) {
 	return sets, nil
 }
 
-func (f *Firewall) destroyStaleSets(want []string) error {
+// destroyStaleSets removes the sets of ours the rules no longer use; the
+// rules that used them are gone by now.
+func destroyStaleSets(have map[string]kernelSet, want []Set) error {
 	keep := map[string]bool{}
 	for _, s := range want {
-		keep[s] = true
-	}
-	have, err := f.ourSets()
-	if err != nil {
-		return err
+		keep[s.Name] = true
 	}
 	var errs []error
-	for _, s := range have {
-		if !keep[s] {
-			if _, err := run("", "ipset", "destroy", s); err != nil {
+	for name := range have {
+		if !keep[name] {
+			if _, err := run("", "ipset", "destroy", name); err != nil {
 				errs = append(errs, err)
 			}
 		}

@@ -67,12 +67,10 @@ var ifaceRE = regexp.MustCompile(`^[a-zA-Z0-9_.-]{1,15}$`)
 
 // Rendered is the text the kernel tools read.
 type Rendered struct {
-	// IPSet is input for `ipset restore`.
-	IPSet string
 	// Filter and NAT are input for `iptables-restore --noflush`.
 	Filter, NAT string
-	// Sets are the names of every set the policy needs.
-	Sets []string
+	// Sets are every set the rules use, with their members.
+	Sets []Set
 	// Jumps are the rules in built-in chains that lead to ours.
 	Jumps []Jump
 }
@@ -129,7 +127,7 @@ func Render(p *policy.Policy, existing []string) (*Rendered, error) {
 	sort.Slice(order, func(i, j int) bool { return order[i].Addr().Less(order[j].Addr()) })
 
 	want := map[string]bool{chainFwd: true, chainIn: true, chainToPeer: true}
-	var f, s strings.Builder
+	var f strings.Builder
 	r := &Rendered{}
 	f.WriteString("*filter\n")
 	declare := func(c string) {
@@ -164,10 +162,11 @@ func Render(p *policy.Policy, existing []string) (*Rendered, error) {
 		}
 	}
 	for _, o := range orgs {
-		if err := renderOrg(&f, &s, o); err != nil {
+		sets, err := renderOrg(&f, o)
+		if err != nil {
 			return nil, err
 		}
-		r.Sets = append(r.Sets, NetSet(o.ID), PortSet(o.ID))
+		r.Sets = append(r.Sets, sets...)
 	}
 	// Partners never reach the gateway's own services, not even replies to
 	// flows they could not have opened.
@@ -186,7 +185,7 @@ func Render(p *policy.Policy, existing []string) (*Rendered, error) {
 	}
 	n.WriteString("COMMIT\n")
 
-	r.Filter, r.NAT, r.IPSet = f.String(), n.String(), s.String()
+	r.Filter, r.NAT = f.String(), n.String()
 	iface := p.Interface
 	r.Jumps = []Jump{
 		{"filter", "FORWARD", []string{"-i", iface, "-j", chainFwd}},
@@ -197,15 +196,13 @@ func Render(p *policy.Policy, existing []string) (*Rendered, error) {
 	return r, nil
 }
 
-// renderOrg writes an organisation's chain and the restore lines of its
-// two sets. Members go into a temporary set that is swapped in, so lookups
-// never see a half-filled set.
-func renderOrg(f, s *strings.Builder, o policy.Org) error {
+// renderOrg writes an organisation's chain and returns its two sets.
+func renderOrg(f *strings.Builder, o policy.Org) ([]Set, error) {
 	chain := OrgChain(o.ID)
 	var nets, ports, rules []string
 	for _, g := range grant.Normalize(o.Grants) {
 		if !g.Prefix.Addr().Is4() || g.Prefix.Bits() == 0 {
-			return fmt.Errorf("org %d: grant %s cannot be enforced", o.ID, g)
+			return nil, fmt.Errorf("org %d: grant %s cannot be enforced", o.ID, g)
 		}
 		pfx := g.Prefix.Masked().String()
 		switch {
@@ -230,9 +227,7 @@ func renderOrg(f, s *strings.Builder, o policy.Org) error {
 	}
 	fmt.Fprintf(f, "-A %s -j RETURN\n", chain)
 
-	writeSet(s, NetSet(o.ID), "hash:net", nets)
-	writeSet(s, PortSet(o.ID), "hash:net,port", ports)
-	return nil
+	return []Set{{NetSet(o.ID), "hash:net", nets}, {PortSet(o.ID), "hash:net,port", ports}}, nil
 }
 
 func portSpec(g grant.Grant, sep string) string {
@@ -242,14 +237,3 @@ func portSpec(g grant.Grant, sep string) string {
 	return fmt.Sprintf("%d%s%d", g.PortLo, sep, g.PortHi)
 }
 
-func writeSet(s *strings.Builder, name, typ string, members []string) {
-	tmp := name + "-t"
-	fmt.Fprintf(s, "create %s %s family inet -exist\n", name, typ)
-	fmt.Fprintf(s, "create %s %s family inet -exist\n", tmp, typ)
-	fmt.Fprintf(s, "flush %s\n", tmp)
-	for _, m := range members {
-		fmt.Fprintf(s, "add %s %s\n", tmp, m)
-	}
-	fmt.Fprintf(s, "swap %s %s\n", tmp, name)
-	fmt.Fprintf(s, "destroy %s\n", tmp)
-}

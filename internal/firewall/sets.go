@@ -1,0 +1,113 @@
+package firewall
+
+import (
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+)
+
+// Set is one ipset the rules use, with the members as they are added.
+type Set struct {
+	Name, Type string
+	Members    []string
+}
+
+// kernelSet is a set as `ipset save` shows it.
+type kernelSet struct {
+	typ     string
+	members map[string]bool
+}
+
+// parseSave reads the sets of ours out of `ipset save` output.
+func parseSave(out string) map[string]kernelSet {
+	sets := map[string]kernelSet{}
+	for _, l := range strings.Split(out, "\n") {
+		f := strings.Fields(l)
+		if len(f) < 3 || !strings.HasPrefix(f[1], SetPrefix) {
+			continue
+		}
+		switch f[0] {
+		case "create":
+			sets[f[1]] = kernelSet{typ: f[2], members: map[string]bool{}}
+		case "add":
+			if s, ok := sets[f[1]]; ok {
+				s.members[f[2]] = true
+			}
+		}
+	}
+	return sets
+}
+
+// setScript is `ipset restore` input that makes the kernel hold want,
+// touching only what differs: a missing set is created and filled, a set
+// that already holds exactly its members is left alone, and any other is
+// filled as a temporary set swapped in, so lookups never see it half
+// filled. At 1,000 organisations a restart then rewrites nothing, where
+// refilling every set cost about a second of ipset work.
+func setScript(want []Set, have map[string]kernelSet) string {
+	var s strings.Builder
+	for _, set := range want {
+		k, ok := have[set.Name]
+		switch {
+		case !ok:
+			fmt.Fprintf(&s, "create %s %s family inet\n", set.Name, set.Type)
+			for _, m := range set.Members {
+				fmt.Fprintf(&s, "add %s %s\n", set.Name, m)
+			}
+		case k.typ == set.Type && sameMembers(kernelMembers(set.Members), k.members):
+		default:
+			tmp := set.Name + "-t"
+			fmt.Fprintf(&s, "create %s %s family inet -exist\n", tmp, set.Type)
+			fmt.Fprintf(&s, "flush %s\n", tmp)
+			for _, m := range set.Members {
+				fmt.Fprintf(&s, "add %s %s\n", tmp, m)
+			}
+			fmt.Fprintf(&s, "swap %s %s\n", tmp, set.Name)
+			fmt.Fprintf(&s, "destroy %s\n", tmp)
+		}
+	}
+	return s.String()
+}
+
+func sameMembers(a, b map[string]bool) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for m := range a {
+		if !b[m] {
+			return false
+		}
+	}
+	return true
+}
+
+// kernelMembers is how `ipset save` prints members added as ms: a host
+// prefix without its /32, and a port range as one entry per port. A member
+// it cannot read is kept as written, which at worst makes the set look
+// changed and refilled: slower, never wrong.
+func kernelMembers(ms []string) map[string]bool {
+	out := make(map[string]bool, len(ms))
+	for _, m := range ms {
+		pfx, proto, hasPort := strings.Cut(m, ",")
+		if p, err := netip.ParsePrefix(pfx); err == nil && p.IsSingleIP() {
+			pfx = p.Addr().String()
+		}
+		if !hasPort {
+			out[pfx] = true
+			continue
+		}
+		name, ports, _ := strings.Cut(proto, ":")
+		lo, hi, isRange := strings.Cut(ports, "-")
+		l, err1 := strconv.Atoi(lo)
+		h, err2 := strconv.Atoi(hi)
+		if !isRange || err1 != nil || err2 != nil || h < l || h-l >= maxSetRange {
+			out[pfx+","+proto] = true
+			continue
+		}
+		for p := l; p <= h; p++ {
+			out[fmt.Sprintf("%s,%s:%d", pfx, name, p)] = true
+		}
+	}
+	return out
+}

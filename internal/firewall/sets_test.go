@@ -1,0 +1,73 @@
+package firewall
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/extranetgw/extranet/internal/netnstest"
+)
+
+var testSets = []Set{
+	{"extranet-1-net", "hash:net", []string{"10.10.1.0/24", "10.0.0.1/32"}},
+	{"extranet-1-port", "hash:net,port", []string{"10.10.2.2/32,tcp:443", "10.10.2.2/32,udp:5000-5010", "10.20.0.0/16,tcp:22"}},
+	{"extranet-2-net", "hash:net", nil},
+}
+
+func TestSetScriptTouchesOnlyWhatDiffers(t *testing.T) {
+	// What `ipset save` prints once testSets are loaded.
+	var saved strings.Builder
+	for _, s := range testSets {
+		saved.WriteString("create " + s.Name + " " + s.Type + " family inet hashsize 1024 maxelem 65536 bucketsize 12 initval 0x1\n")
+		for m := range kernelMembers(s.Members) {
+			saved.WriteString("add " + s.Name + " " + m + "\n")
+		}
+	}
+	saved.WriteString("create someone-elses hash:ip family inet\nadd someone-elses 192.0.2.1\n")
+	have := parseSave(saved.String())
+	if _, ok := have["someone-elses"]; ok {
+		t.Error("a set not ours was read as ours")
+	}
+	if got := setScript(testSets, have); got != "" {
+		t.Errorf("sets already in place rewritten:\n%s", got)
+	}
+
+	changed := append([]Set(nil), testSets...)
+	changed[0] = Set{"extranet-1-net", "hash:net", []string{"10.10.1.0/24"}}
+	changed = append(changed, Set{"extranet-3-net", "hash:net", []string{"10.30.0.0/16"}})
+	want := "create extranet-1-net-t hash:net family inet -exist\nflush extranet-1-net-t\nadd extranet-1-net-t 10.10.1.0/24\n" +
+		"swap extranet-1-net-t extranet-1-net\ndestroy extranet-1-net-t\n" +
+		"create extranet-3-net hash:net family inet\nadd extranet-3-net 10.30.0.0/16\n"
+	if got := setScript(changed, have); got != want {
+		t.Errorf("script:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+func TestKernelMembers(t *testing.T) {
+	got := kernelMembers([]string{"10.0.0.1/32", "10.1.0.0/16", "10.2.0.3/32,udp:7-9", "10.3.0.0/24,tcp:443", "10.4.0.0/24,tcp:1-5000", "junk"})
+	for _, m := range []string{"10.0.0.1", "10.1.0.0/16", "10.2.0.3,udp:7", "10.2.0.3,udp:8", "10.2.0.3,udp:9", "10.3.0.0/24,tcp:443", "10.4.0.0/24,tcp:1-5000", "junk"} {
+		if !got[m] {
+			t.Errorf("kernel form lacks %q: %v", m, got)
+		}
+	}
+	if len(got) != 8 {
+		t.Errorf("kernel form has %d members, want 8: %v", len(got), got)
+	}
+}
+
+// TestKernelPrintsSetsAsExpected loads sets into a real kernel and checks
+// that reading them back finds nothing to change: otherwise every start
+// would refill every set.
+func TestKernelPrintsSetsAsExpected(t *testing.T) {
+	netnstest.Run(t, func(string) {
+		if out, err := run(setScript(testSets, nil), "ipset", "restore"); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		saved, err := run("", "ipset", "save")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := setScript(testSets, parseSave(saved)); got != "" {
+			t.Errorf("the kernel's sets read back as different:\n%s\nipset save:\n%s", got, saved)
+		}
+	})
+}
