@@ -1,6 +1,6 @@
-// Package daemon assembles extranetd: it opens the state, brings up the
-// firewall before the WireGuard interface (fail closed), starts the
-// reconciler and serves the API until told to stop.
+// Package daemon assembles extranetd: it opens the state, puts the firewall
+// and the peers in place before the WireGuard link comes up (fail closed),
+// starts the reconciler and serves the API until told to stop.
 package daemon
 
 import (
@@ -78,13 +78,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 		Observe: observe,
 	})
 	began := time.Now()
-	if err := rec.PrepareFirewall(); err != nil {
-		return err
-	}
-	log.Info("firewall in place", "took", time.Since(began).Round(time.Millisecond))
-	if err := enableForwarding(); err != nil {
-		return err
-	}
+	// The interface is made with its link down; it comes up only once the
+	// firewall's default deny and the peers are in place.
 	dev, err := wgdev.Open(wgdev.Config{
 		Name: cfg.Interface, Mode: wgdev.Mode(cfg.WireGuard), PrivateKey: key,
 		ListenPort: cfg.ListenPort, Address: st.Plan.Gateway(), MTU: cfg.MTU, Logger: log,
@@ -94,6 +89,20 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 	}
 	defer dev.Close()
 	rec.SetDevice(dev)
+	if err := rec.Start(); err != nil {
+		return err
+	}
+	if err := enableForwarding(); err != nil {
+		return err
+	}
+	if err := dev.Up(); err != nil {
+		return fmt.Errorf("wireguard interface %s: %w", cfg.Interface, err)
+	}
+	if st := rec.State(); st.LastError != "" {
+		// Keep running: the firewall is closed, and the next reconcile may
+		// succeed. An admin sees the error in status and the log.
+		log.Error("first reconcile failed", "err", st.LastError)
+	}
 	info := dev.Info()
 	log.Info("wireguard up", "took", time.Since(began).Round(time.Millisecond), "interface", info.Name, "mode", info.Mode, "public_key", info.PublicKey.String(), "listen_port", info.ListenPort)
 
@@ -114,17 +123,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
-	ready := make(chan error, 1)
 	recDone := make(chan struct{})
 	go func() {
 		defer close(recDone)
-		rec.Run(runCtx, hup, ready)
+		rec.Run(runCtx, hup)
 	}()
-	if err := <-ready; err != nil {
-		// Keep running: the firewall is closed, and the next reconcile may
-		// succeed. An admin sees the error in status and the log.
-		log.Error("first reconcile failed", "err", err)
-	}
 	if mets != nil {
 		health := func() error { return healthy(rec.State(), cfg.ReconcileInterval) }
 		if err := mets.Serve(runCtx, cfg.MetricsListen, health, log); err != nil {

@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/extranetgw/extranet/internal/grant"
+	"github.com/extranetgw/extranet/internal/policy"
 	"github.com/extranetgw/extranet/internal/store"
 	"github.com/extranetgw/extranet/pkg/api"
 )
@@ -177,11 +179,10 @@ func TestRunAppliesPeerChangesWithoutAFullRead(t *testing.T) {
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	ready := make(chan error, 1)
-	go e.r.Run(ctx, nil, ready)
-	if err := <-ready; err != nil {
+	if err := e.r.Start(); err != nil {
 		t.Fatal(err)
 	}
+	go e.r.Run(ctx, nil)
 	ch, err := e.db.Change(func(tx *store.Tx) error {
 		return tx.PutPeer(&store.Peer{Org: "acme", Name: "a", PublicKey: key(t), PresharedKey: key(t), Address: netip.MustParseAddr("100.64.1.1"), State: api.StateActive})
 	})
@@ -199,5 +200,30 @@ func TestRunAppliesPeerChangesWithoutAFullRead(t *testing.T) {
 	}
 	if e.os.applies != 1 {
 		t.Errorf("a peer change applied the firewall %d more times", e.os.applies-1)
+	}
+}
+
+type brokenFirewall struct{ *fakeOS }
+
+func (brokenFirewall) Apply(*policy.Policy) error { return errors.New("iptables-restore: exit status 4") }
+
+func TestStartLoadsEverythingAndFailsOnlyOnTheFirewall(t *testing.T) {
+	e := newEnv(t)
+	e.put(func(tx *store.Tx) error {
+		tx.PutOrg(&store.Org{ID: 1, Name: "acme", State: api.StateActive, Blocks: []netip.Prefix{netip.MustParsePrefix("100.64.1.0/24")}})
+		return tx.PutPeer(&store.Peer{Org: "acme", Name: "a", PublicKey: key(t), PresharedKey: key(t), Address: netip.MustParseAddr("100.64.1.1"), State: api.StateActive})
+	})
+	if err := e.r.Start(); err != nil {
+		t.Fatal(err)
+	}
+	e.expect("org 1 acme blocks=[100.64.1.0/24] grants=[]\npeers 100.64.1.1\n")
+	if len(e.os.sweeps) != 1 {
+		t.Errorf("Start swept %d times, want once: flows from before it may have lost their access", len(e.os.sweeps))
+	}
+
+	broken := newEnv(t)
+	broken.r.o.Firewall = brokenFirewall{broken.os}
+	if err := broken.r.Start(); err == nil || !strings.Contains(err.Error(), "apply firewall") {
+		t.Errorf("Start with a failing firewall: %v, want the firewall's error", err)
 	}
 }

@@ -104,10 +104,10 @@ type State struct {
 	Runs       int
 }
 
-// SetDevice hands over the device once it is up; the firewall comes first.
+// SetDevice hands over the device, before Start.
 func (r *Reconciler) SetDevice(d Device) { r.o.Device = d }
 
-// New returns a Reconciler; call Run to start it.
+// New returns a Reconciler; call Start, then Run.
 func New(o Options) *Reconciler {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -155,12 +155,11 @@ func (r *Reconciler) State() State {
 	return s
 }
 
-// Run reconciles at once, then on every Apply, every Interval, and on each
-// value from hup (SIGHUP), until ctx ends. The first result is sent on ready.
-func (r *Reconciler) Run(ctx context.Context, hup <-chan struct{}, ready chan<- error) {
-	first := r.Once(ctx, true)
-	if ready != nil {
-		ready <- first
+// Run reconciles on every Apply, every Interval, and on each value from hup
+// (SIGHUP), until ctx ends; at once too if Start did not finish its work.
+func (r *Reconciler) Run(ctx context.Context, hup <-chan struct{}) {
+	if r.peers == nil {
+		r.Once(ctx, false)
 	}
 	tick := time.NewTicker(r.o.Interval)
 	defer tick.Stop()
@@ -363,11 +362,7 @@ func (r *Reconciler) once(check bool) (int, error) {
 			return 0, err
 		}
 	}
-	r.applied, r.peers, r.orgs = p, peers, orgs
-	r.owner = make(map[netip.Addr]string, len(peers))
-	for id, w := range peers {
-		r.owner[w.Address] = id
-	}
+	r.inForce(p, peers, orgs)
 
 	if len(repairs) > 0 {
 		r.recordRepair(repairs)
@@ -549,17 +544,53 @@ func withoutPeers(p *policy.Policy, drop map[netip.Addr]bool) *policy.Policy {
 	return &cp
 }
 
-// PrepareFirewall installs the rules for the stored policy before the
-// WireGuard interface exists, so that the interface never comes up without
-// its default deny.
-func (r *Reconciler) PrepareFirewall() error {
-	p, _, _, err := r.desired()
-	if err != nil {
-		return fmt.Errorf("read desired state: %w", err)
+// Start puts the stored state in force while the device's link is still
+// down. The firewall and the device's peers load at the same time: iptables
+// and ipset work in processes of their own while WireGuard's per-peer key
+// setup runs in ours, and at 10,000 peers each takes about a second. Then
+// flows the state does not allow are killed (say, of a grant removed by a
+// restore while the daemon was stopped).
+//
+// An error means the firewall is not in place, and the link must stay
+// down. A failure to load the peers is recorded as a failed run instead,
+// and Run starts over: the default deny is in place either way.
+func (r *Reconciler) Start() error {
+	var fatal error
+	r.observe(func() (int, error) {
+		p, peers, orgs, err := r.desired()
+		if err != nil {
+			fatal = fmt.Errorf("read desired state: %w", err)
+			return 0, fatal
+		}
+		fw := make(chan error, 1)
+		go func() { fw <- r.o.Firewall.Apply(p) }()
+		want := make([]wgdev.Peer, 0, len(peers))
+		for _, w := range peers {
+			want = append(want, w)
+		}
+		_, syncErr := r.o.Device.SyncPeers(want, false)
+		if err := <-fw; err != nil {
+			fatal = fmt.Errorf("apply firewall: %w", err)
+			return 0, fatal
+		}
+		r.applied = p
+		if syncErr != nil {
+			return 0, fmt.Errorf("load WireGuard peers: %w", syncErr)
+		}
+		if err := r.sweep(p, nil); err != nil {
+			return 0, err
+		}
+		r.inForce(p, peers, orgs)
+		return 0, nil
+	})
+	return fatal
+}
+
+// inForce records what a successful full run put in force.
+func (r *Reconciler) inForce(p *policy.Policy, peers map[string]wgdev.Peer, orgs map[string]time.Time) {
+	r.applied, r.peers, r.orgs = p, peers, orgs
+	r.owner = make(map[netip.Addr]string, len(peers))
+	for id, w := range peers {
+		r.owner[w.Address] = id
 	}
-	if err := r.o.Firewall.Apply(p); err != nil {
-		return fmt.Errorf("apply firewall: %w", err)
-	}
-	r.applied = p
-	return nil
 }

@@ -273,11 +273,10 @@ func TestApplyWaitsForAReconcile(t *testing.T) {
 	e := newEnv(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	ready := make(chan error, 1)
-	go e.r.Run(ctx, nil, ready)
-	if err := <-ready; err != nil {
+	if err := e.r.Start(); err != nil {
 		t.Fatal(err)
 	}
+	go e.r.Run(ctx, nil)
 	done := e.r.Apply(store.Changes{Orgs: true})
 	select {
 	case <-done:

@@ -100,6 +100,9 @@ type Device interface {
 	// peer.
 	UpdatePeers(set []Peer, remove []wgtypes.Key) (SyncResult, error)
 	Stats() ([]PeerStats, error)
+	// Up brings the link up. Open leaves a new interface down, so that
+	// its peers and the firewall can be loaded before a packet passes.
+	Up() error
 	// Close stops a userspace device (its interface disappears with it)
 	// and leaves a kernel one in place; either way the firewall's default
 	// deny stays, so nothing opens.
@@ -122,8 +125,8 @@ type dev struct {
 	applied map[wgtypes.Key]Peer
 }
 
-// Open creates (or adopts) the interface, configures its key, port, MTU and
-// address, and brings it up.
+// Open creates (or adopts) the interface and configures its key, port, MTU
+// and address. A new interface stays down until Up.
 func Open(cfg Config) (Device, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -208,6 +211,8 @@ func (d *dev) openUserspace() error {
 		}
 	}()
 	d.wg, d.uapi, d.mode = wg, l, Userspace
+	// A device just made holds no peers: the first sync need not read it.
+	d.applied = map[wgtypes.Key]Peer{}
 	return nil
 }
 
@@ -234,6 +239,14 @@ func (d *dev) configure() error {
 	addr := &netlink.Addr{IPNet: &net.IPNet{IP: d.cfg.Address.Addr().AsSlice(), Mask: net.CIDRMask(d.cfg.Address.Bits(), 32)}}
 	if err := netlink.AddrReplace(link, addr); err != nil {
 		return fmt.Errorf("set address %s on %s: %w", d.cfg.Address, d.cfg.Name, err)
+	}
+	return nil
+}
+
+func (d *dev) Up() error {
+	link, err := netlink.LinkByName(d.cfg.Name)
+	if err != nil {
+		return fmt.Errorf("find interface %s: %w", d.cfg.Name, err)
 	}
 	if err := netlink.LinkSetUp(link); err != nil {
 		return fmt.Errorf("bring %s up: %w", d.cfg.Name, err)
