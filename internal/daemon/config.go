@@ -61,7 +61,7 @@ func Defaults() Config {
 		Masquerade:        true,
 		IPTablesMode:      "auto",
 		ReconcileInterval: 10 * time.Second,
-		StatsInterval:     5 * time.Second,
+		StatsInterval:     30 * time.Second,
 		MaxPeerLifetime:   "0",
 		ExpireIdle:        "30d",
 		ExpireUnused:      "14d",

@@ -18,6 +18,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/extranetgw/extranet/internal/daemon"
 	"github.com/extranetgw/extranet/internal/grant"
 	"github.com/extranetgw/extranet/internal/ipam"
 	"github.com/extranetgw/extranet/internal/store"
@@ -43,7 +44,11 @@ func TestBench(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { iperf.Process.Kill(); iperf.Wait() })
-	flags := []string{"--tunnel-network", "100.64.0.0/12", "--log-level", "info", "--reconcile-interval", "10s"}
+	// Production intervals, not the rig's quick ones: at 10,000 peers a
+	// statistics poll every 500 ms would keep a core busy.
+	def := daemon.Defaults()
+	flags := []string{"--tunnel-network", "100.64.0.0/12", "--log-level", "info",
+		"--reconcile-interval", def.ReconcileInterval.String(), "--stats-interval", def.StatsInterval.String()}
 	prof := newProfiler(t, r)
 	if prof != nil {
 		flags = append(flags, "--pprof-listen", pprofAddr)

@@ -236,4 +236,3 @@ func portSpec(g grant.Grant, sep string) string {
 	}
 	return fmt.Sprintf("%d%s%d", g.PortLo, sep, g.PortHi)
 }
-

@@ -205,7 +205,9 @@ func TestRunAppliesPeerChangesWithoutAFullRead(t *testing.T) {
 
 type brokenFirewall struct{ *fakeOS }
 
-func (brokenFirewall) Apply(*policy.Policy) error { return errors.New("iptables-restore: exit status 4") }
+func (brokenFirewall) Apply(*policy.Policy) error {
+	return errors.New("iptables-restore: exit status 4")
+}
 
 func TestStartLoadsEverythingAndFailsOnlyOnTheFirewall(t *testing.T) {
 	e := newEnv(t)

@@ -86,6 +86,10 @@ type Reconciler struct {
 	owner map[netip.Addr]string
 	// orgs are the active organisations and their expiry (zero: none).
 	orgs map[string]time.Time
+
+	// Owned by the statistics poller: each peer's statistics at the last
+	// poll.
+	lastStats map[wgtypes.Key]wgdev.PeerStats
 }
 
 // pending is the work asked for since the last run: peers whose records
@@ -116,7 +120,7 @@ func New(o Options) *Reconciler {
 		o.Interval = 10 * time.Second
 	}
 	if o.StatsInterval <= 0 {
-		o.StatsInterval = 5 * time.Second
+		o.StatsInterval = 30 * time.Second
 	}
 	return &Reconciler{o: o, log: o.Logger, kick: make(chan struct{}, 1)}
 }

@@ -30,6 +30,7 @@ type fakeOS struct {
 	drift   []string
 	peers   map[wgtypes.Key]wgdev.Peer
 	sweeps  []string
+	stats   []wgdev.PeerStats
 }
 
 func (f *fakeOS) Apply(p *policy.Policy) error { f.applies++; f.policy = p; f.drift = nil; return nil }
@@ -79,7 +80,7 @@ func (f *fakeOS) UpdatePeers(set []wgdev.Peer, remove []wgtypes.Key) (wgdev.Sync
 	return res, nil
 }
 
-func (f *fakeOS) Stats() ([]wgdev.PeerStats, error) { return nil, nil }
+func (f *fakeOS) Stats() ([]wgdev.PeerStats, error) { return f.stats, nil }
 
 func (f *fakeOS) Sweep(tunnel netip.Prefix, p *policy.Policy) (int, error) {
 	var live []string
