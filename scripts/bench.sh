@@ -17,8 +17,10 @@ echo "== machine"
 echo "$(nproc) cores, $(free -g | awk '/^Mem:/{print $2}') GiB, $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
 echo "$(go version), $(iptables --version), wireguard-go $(dpkg-query -W -f='${Version}' wireguard-go)"
 
-echo "== store and rules (go test -bench)"
+echo "== store, rules, reconcile and wireguard-go alone (go test -bench)"
 go test -run '^$' -bench 'Expire100k|Render1000Orgs' -benchtime 3x ./internal/service ./internal/firewall | grep -E '^Benchmark'
+go test -run '^$' -bench 'ReconcileAfterChange' -benchtime 2s ./internal/reconcile | grep -E '^Benchmark'
+go test -run '^$' -bench 'UserspacePeers' -benchtime 1x ./internal/wgdev | grep -E '^Benchmark'
 
 echo "== gateway (real daemon, namespaces)"
 EXTRANET_BENCH=1 EXTRANET_BENCH_OUT="$out" EXTRANET_BENCH_PPROF="${BENCH_PPROF:-}" go test -count=1 -run '^TestBench$' -timeout 15m ./internal/e2e >/dev/null

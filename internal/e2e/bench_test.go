@@ -98,12 +98,14 @@ func TestBench(t *testing.T) {
 	b.row("3. revoke to flow dead", "open TCP flow", ms(dead), "", "revoke command returned in "+ms(took))
 
 	// 5. New connections and throughput with the full ruleset …
-	full := connRate(t, r.PA, hostPort(in1Addr, 22), 3*time.Second)
-	fullBW := iperfMbps(t, r, r.PA)
+	connProfile := prof.cpu("conn-full", 4*time.Second)
+	full := bestOf(3, func() float64 { return connRate(t, r.PA, hostPort(in1Addr, 22), 2*time.Second) })
+	connProfile()
+	fullBW := bestOf(3, func() float64 { return iperfMbps(t, r, r.PA) })
 	// … with the naive per-peer ruleset in front …
 	naiveRules(t, r, nOrgs*perOrg*5)
-	naive := connRate(t, r.PA, hostPort(in1Addr, 22), 3*time.Second)
-	naiveBW := iperfMbps(t, r, r.PA)
+	naive := bestOf(3, func() float64 { return connRate(t, r.PA, hostPort(in1Addr, 22), 2*time.Second) })
+	naiveBW := bestOf(3, func() float64 { return iperfMbps(t, r, r.PA) })
 	r.Must(r.GW, "iptables", "-D", "FORWARD", "-i", r.Iface, "-j", "NAIVE")
 	r.Must(r.GW, "iptables", "-F", "NAIVE")
 	r.Must(r.GW, "iptables", "-X", "NAIVE")
@@ -115,8 +117,19 @@ func TestBench(t *testing.T) {
 	r.StartDaemon(flags...)
 	conf = r.PartnerUp(r.PA, "pa"+r.id, cfg)
 	reaches(t, r.PA, hostPort(in1Addr, 22), "in1")
-	one := connRate(t, r.PA, hostPort(in1Addr, 22), 3*time.Second)
-	oneBW := iperfMbps(t, r, r.PA)
+	connProfile = prof.cpu("conn-one", 4*time.Second)
+	one := bestOf(3, func() float64 { return connRate(t, r.PA, hostPort(in1Addr, 22), 2*time.Second) })
+	connProfile()
+	oneBW := bestOf(3, func() float64 { return iperfMbps(t, r, r.PA) })
+	// Who is busy while the tunnel is full: the gateway, or the partner's
+	// own WireGuard.
+	tunnelProfile := prof.cpu("tunnel-iperf", 3*time.Second)
+	gw, partner := daemonPID(r), pidOf(t, "wireguard-go pa"+r.id)
+	gw0, partner0, began := procTicks(gw), procTicks(partner), time.Now()
+	iperfMbps(t, r, r.PA)
+	busy := fmt.Sprintf("CPU during it: gateway %.0f%%, partner's wireguard-go %.0f%% of one core",
+		cpuPercent(procTicks(gw)-gw0, time.Since(began)), cpuPercent(procTicks(partner)-partner0, time.Since(began)))
+	tunnelProfile()
 	b.row("5. new connections/s, one partner", fmt.Sprintf("%d orgs vs 1 org, %d peers each", nOrgs, nOrgs*perOrg), fmt.Sprintf("%.0f vs %.0f (%.2f)", full, one, full/one),
 		fmt.Sprintf("%.0f (%.2f)", naive, naive/one), fmt.Sprintf("naive: %d per-peer rules", nOrgs*perOrg*5))
 	b.row("5. TCP throughput, one partner", fmt.Sprintf("%d orgs vs 1 org, %d peers each", nOrgs, nOrgs*perOrg), fmt.Sprintf("%.0f vs %.0f Mbit/s (%.2f)", fullBW, oneBW, fullBW/oneBW),
@@ -124,8 +137,8 @@ func TestBench(t *testing.T) {
 
 	// 6. The tunnel against plain veth through the same gateway namespace.
 	r.Must(r.PB, "ip", "route", "add", "10.10.1.0/24", "via", "198.18.2.1")
-	plain := iperfMbps(t, r, r.PB)
-	b.row("6. TCP throughput, tunnel vs plain veth", "same namespaces", fmt.Sprintf("%.0f vs %.0f Mbit/s (%.2f)", oneBW, plain, oneBW/plain), "", "userspace wireguard-go")
+	plain := bestOf(3, func() float64 { return iperfMbps(t, r, r.PB) })
+	b.row("6. TCP throughput, tunnel vs plain veth", "same namespaces", fmt.Sprintf("%.0f vs %.0f Mbit/s (%.2f)", oneBW, plain, oneBW/plain), "", "userspace wireguard-go at both ends; "+busy)
 	r.PartnerDown(r.PA, conf)
 
 	b.print()
@@ -328,10 +341,45 @@ func oneOrg(t *testing.T, r *Rig, dir, org string, p api.Peer, cfg string, total
 	}
 }
 
-func rssMB(t *testing.T, r *Rig) float64 {
+func daemonPID(r *Rig) int {
 	r.mu.Lock()
-	pid := r.daemon.Process.Pid
-	r.mu.Unlock()
+	defer r.mu.Unlock()
+	return r.daemon.Process.Pid
+}
+
+// pidOf returns the process whose command line is exactly cmdline.
+func pidOf(t *testing.T, cmdline string) int {
+	out, err := exec.Command("pgrep", "-x", "-f", cmdline).Output()
+	pid, perr := strconv.Atoi(strings.TrimSpace(string(out)))
+	if err != nil || perr != nil {
+		t.Fatalf("no process %q: %v", cmdline, err)
+	}
+	return pid
+}
+
+// procTicks is the user and system CPU time a process has used, in clock
+// ticks (1/100 s on Linux).
+func procTicks(pid int) int {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name, which may hold spaces, end in ")".
+	f := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.Atoi(f[11])
+	s, _ := strconv.Atoi(f[12])
+	return u + s
+}
+
+func cpuPercent(ticks int, wall time.Duration) float64 {
+	return float64(ticks) / wall.Seconds()
+}
+
+func rssMB(t *testing.T, r *Rig) float64 {
+	pid := daemonPID(r)
 	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		t.Fatal(err)
@@ -497,6 +545,18 @@ func naiveRules(t *testing.T, r *Rig, count int) {
 
 func lastOrg(r *Rig) string { return fmt.Sprintf("org%04d", envInt("BENCH_ORGS", 1000)) }
 
+// bestOf returns the highest of n measurements. On two cores shared by
+// both WireGuard ends, iperf3 and the daemon's own timers, a single run
+// varies by ±15%; interference only ever slows a run down, so the best run
+// is the one closest to what the rules allow.
+func bestOf(n int, measure func() float64) float64 {
+	best := 0.0
+	for i := 0; i < n; i++ {
+		best = max(best, measure())
+	}
+	return best
+}
+
 func connRate(t *testing.T, ns, addr string, d time.Duration) float64 {
 	n := 0
 	err := inNS(ns, func() error {
@@ -506,6 +566,10 @@ func connRate(t *testing.T, ns, addr string, d time.Duration) float64 {
 			if err != nil {
 				return err
 			}
+			// Close with a reset: tens of thousands of connections left
+			// in TIME_WAIT would exhaust the partner's ports and slow
+			// whichever measurement runs last.
+			c.(*net.TCPConn).SetLinger(0)
 			c.Close()
 			n++
 		}
