@@ -1,9 +1,11 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -197,5 +199,24 @@ func TestGatewayKeyAndFiles(t *testing.T) {
 	}
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("second daemon took %v to give up", d)
+	}
+}
+
+// TestBusyListenPort: a gateway that cannot have its UDP port must say so
+// and stop, not report ready while answering no one.
+func TestBusyListenPort(t *testing.T) {
+	needRig(t)
+	r := NewRig(t)
+	r.Serve(r.GW, "0.0.0.0", "squatter", nil, []int{51820})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	args := append([]string{"netns", "exec", r.GW, filepath.Join(bin, "extranetd")}, r.DaemonArgs()...)
+	out, err := exec.CommandContext(ctx, "ip", append(args, "--listen-port", "51820")...).CombinedOutput()
+	if err == nil || ctx.Err() != nil || !strings.Contains(string(out), "UDP port 51820") || !strings.Contains(string(out), "already in use") {
+		t.Fatalf("daemon with its port taken: err %v (timeout: %v)\n%s", err, ctx.Err(), out)
+	}
+	// Nothing is left that could pass a packet.
+	if _, err := r.run(r.GW, "ip", "link", "show", r.Iface); err == nil {
+		t.Error("the interface outlived the failed start")
 	}
 }

@@ -12,6 +12,8 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -251,16 +253,38 @@ func (d *dev) Up() error {
 	if err := netlink.LinkSetUp(link); err != nil {
 		return fmt.Errorf("bring %s up: %w", d.cfg.Name, err)
 	}
+	if d.wg != nil {
+		// wireguard-go follows the link's state by itself, but from its
+		// own goroutine, where a failure (the listen port taken, say) is
+		// only logged and leaves a gateway that answers no one. Bringing
+		// it up here as well (a no-op if it is up) returns that error.
+		if err := d.wg.Up(); err != nil {
+			return fmt.Errorf("start WireGuard on UDP port %d: %w", d.cfg.ListenPort, err)
+		}
+	}
 	return nil
 }
 
 func (d *dev) assertIdentity() error {
 	port := d.cfg.ListenPort
 	err := d.client.ConfigureDevice(d.cfg.Name, wgtypes.Config{PrivateKey: &d.cfg.PrivateKey, ListenPort: &port})
+	if portInUse(err) {
+		return fmt.Errorf("UDP port %d is already in use by another program; stop it, or choose another port with --listen-port (the Endpoint of every issued config names the port): %w", port, err)
+	}
 	if err != nil {
 		return fmt.Errorf("configure %s: %w", d.cfg.Name, err)
 	}
 	return nil
+}
+
+// portInUse tells whether configuring failed because the listen port is
+// taken. The kernel says so with an errno; wireguard-go's UAPI only in
+// text, which wgctrl passes on as it is.
+func portInUse(err error) bool {
+	if err == nil {
+		return false
+	}
+	return errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), fmt.Sprintf("errno=-%d", int(syscall.EADDRINUSE)))
 }
 
 func (d *dev) Info() Info {

@@ -1,10 +1,13 @@
 package wgdev
 
 import (
+	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -52,6 +55,19 @@ func TestIsHost(t *testing.T) {
 	} {
 		if got := isHost(tc.n); got != tc.want {
 			t.Errorf("isHost(%v) = %v", tc.n, got)
+		}
+	}
+}
+
+func TestPortInUse(t *testing.T) {
+	for err, want := range map[error]bool{
+		nil: false,
+		os.NewSyscallError("read", errors.New("wguser: errno=-98")): true, // wireguard-go via UAPI
+		fmt.Errorf("configure: %w", syscall.EADDRINUSE):             true, // kernel via netlink
+		os.NewSyscallError("read", errors.New("wguser: errno=-22")): false,
+	} {
+		if got := portInUse(err); got != want {
+			t.Errorf("portInUse(%v) = %v, want %v", err, got, want)
 		}
 	}
 }
