@@ -25,8 +25,12 @@ import (
 	"github.com/extranetgw/extranet/pkg/api"
 )
 
-// MaxBody bounds every request body.
+// MaxBody bounds every request body but an import's.
 const MaxBody = 1 << 20
+
+// MaxImportBody bounds an import: the export of a gateway with 100,000
+// peers, about 10 MB of CSV, must be importable again.
+const MaxImportBody = 16 << 20
 
 // Server is the API server.
 type Server struct {
@@ -59,7 +63,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, api.Errorf(api.CodeNotFound, "unknown API path %q; this extranetd speaks /%s/ — upgrade extranetctl or extranetd so they match", r.URL.Path, api.Version))
 		return
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, MaxBody)
+	limit := int64(MaxBody)
+	if r.URL.Path == "/"+api.Version+"/import" {
+		limit = MaxImportBody
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, limit)
 	s.mux.ServeHTTP(w, r)
 }
 

@@ -280,6 +280,14 @@ func TestRequestChecks(t *testing.T) {
 	if code, ae := rawRequest(t, sock, "POST", "/v1/orgs", big); code != http.StatusRequestEntityTooLarge || ae.Code != api.CodeTooLarge {
 		t.Errorf("oversized body: %d %+v", code, ae)
 	}
+	// An import may be larger (a whole gateway's export), though not without end.
+	csv := func(n int) io.Reader { return strings.NewReader(`{"csv":"` + strings.Repeat("a", n) + `"}`) }
+	if code, ae := rawRequest(t, sock, "POST", "/v1/import", csv(4*httpapi.MaxBody)); code == http.StatusRequestEntityTooLarge {
+		t.Errorf("a 4 MiB import was refused as too large: %+v", ae)
+	}
+	if code, ae := rawRequest(t, sock, "POST", "/v1/import", csv(httpapi.MaxImportBody)); code != http.StatusRequestEntityTooLarge || ae.Code != api.CodeTooLarge {
+		t.Errorf("oversized import: %d %+v", code, ae)
+	}
 	if code, ae := rawRequest(t, sock, "POST", "/v1/orgs", strings.NewReader(`{"name":"x","grantz":["10.0.0.0/8"]}`)); code != http.StatusBadRequest || !strings.Contains(ae.Message, "grantz") {
 		t.Errorf("unknown field: %d %+v", code, ae)
 	}
