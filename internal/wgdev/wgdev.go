@@ -184,12 +184,10 @@ func (d *dev) openUserspace() error {
 		return fmt.Errorf("create TUN %s: %w", d.cfg.Name, err)
 	}
 	// wireguard-go's verbose log prints handshake details; only errors
-	// (which name peers by an abbreviated public key) are worth keeping.
+	// are worth keeping.
 	logger := &device.Logger{
 		Verbosef: func(string, ...any) {},
-		Errorf: func(format string, args ...any) {
-			d.log.Warn("wireguard-go: " + fmt.Sprintf(format, args...))
-		},
+		Errorf:   newWGLog(d.log).errorf,
 	}
 	wg := device.NewDevice(t, conn.NewDefaultBind(), logger)
 	f, err := ipc.UAPIOpen(d.cfg.Name)
@@ -493,16 +491,26 @@ func trimSpace(b []byte) []byte {
 	return b
 }
 
+// createKey writes a new key so that path either does not exist or holds a
+// whole key: into a temporary file first, then linked into place, which
+// also fails rather than overwrite a key another process just made. A
+// crash midway leaves at most a stray temporary file, never a torn key.
 func createKey(path string) (wgtypes.Key, error) {
 	k, err := wgtypes.GeneratePrivateKey()
 	if err != nil {
 		return k, err
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := os.CreateTemp(filepath.Dir(path), ".gateway.key-*")
 	if err != nil {
-		return k, fmt.Errorf("create %s: %w", path, err)
+		return k, fmt.Errorf("create key file in %s: %w", filepath.Dir(path), err)
 	}
-	_, err = f.WriteString(k.String() + "\n")
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	// CreateTemp makes files 0600 already; say so rather than rely on it.
+	err = f.Chmod(0o600)
+	if err == nil {
+		_, err = f.WriteString(k.String() + "\n")
+	}
 	if err == nil {
 		err = f.Sync()
 	}
@@ -510,8 +518,15 @@ func createKey(path string) (wgtypes.Key, error) {
 		err = cerr
 	}
 	if err != nil {
-		os.Remove(path)
-		return k, fmt.Errorf("write %s: %w", path, err)
+		return k, fmt.Errorf("write %s: %w", tmp, err)
+	}
+	if err := os.Link(tmp, path); err != nil {
+		return k, fmt.Errorf("create %s: %w", path, err)
+	}
+	if dir, err := os.Open(filepath.Dir(path)); err == nil {
+		// The new name must survive a crash too.
+		dir.Sync()
+		dir.Close()
 	}
 	return k, nil
 }

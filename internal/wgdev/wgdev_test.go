@@ -29,6 +29,16 @@ func TestLoadOrCreateKey(t *testing.T) {
 	if fi.Mode().Perm() != 0o600 {
 		t.Errorf("key file mode %o, want 600", fi.Mode().Perm())
 	}
+	if entries, _ := os.ReadDir(filepath.Dir(path)); len(entries) != 1 {
+		t.Errorf("the state directory holds %d files after writing the key, want only the key", len(entries))
+	}
+	// A key made meanwhile by someone else is never overwritten.
+	if _, err := createKey(path); err == nil {
+		t.Error("createKey replaced an existing key")
+	}
+	if k, _ := LoadOrCreateKey(path); k != k1 {
+		t.Error("the key changed")
+	}
 	k2, err := LoadOrCreateKey(path)
 	if err != nil || k2 != k1 {
 		t.Fatalf("second load: %v, same key %v", err, k2 == k1)
