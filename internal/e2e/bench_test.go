@@ -101,6 +101,8 @@ func TestBench(t *testing.T) {
 	connProfile := prof.cpu("conn-full", 4*time.Second)
 	full := bestOf(3, func() float64 { return connRate(t, r.PA, hostPort(in1Addr, 22), 2*time.Second) })
 	connProfile()
+	src := rulesOnly(t, r, r.peerJSON(last+"/bench").Address)
+	fullRules := bestOf(3, func() float64 { return connRateFrom(t, r.PB, src, hostPort(in1Addr, 22), 2*time.Second) })
 	fullBW := bestOf(3, func() float64 { return iperfMbps(t, r, r.PA) })
 	// … with the naive per-peer ruleset in front …
 	naiveRules(t, r, nOrgs*perOrg*5)
@@ -120,6 +122,8 @@ func TestBench(t *testing.T) {
 	connProfile = prof.cpu("conn-one", 4*time.Second)
 	one := bestOf(3, func() float64 { return connRate(t, r.PA, hostPort(in1Addr, 22), 2*time.Second) })
 	connProfile()
+	rulesOnly(t, r, p.Address)
+	oneRules := bestOf(3, func() float64 { return connRateFrom(t, r.PB, src, hostPort(in1Addr, 22), 2*time.Second) })
 	oneBW := bestOf(3, func() float64 { return iperfMbps(t, r, r.PA) })
 	// Who is busy while the tunnel is full: the gateway, or the partner's
 	// own WireGuard.
@@ -132,11 +136,13 @@ func TestBench(t *testing.T) {
 	tunnelProfile()
 	b.row("5. new connections/s, one partner", fmt.Sprintf("%d orgs vs 1 org, %d peers each", nOrgs, nOrgs*perOrg), fmt.Sprintf("%.0f vs %.0f (%.2f)", full, one, full/one),
 		fmt.Sprintf("%.0f (%.2f)", naive, naive/one), fmt.Sprintf("naive: %d per-peer rules", nOrgs*perOrg*5))
+	b.row("5. new connections/s, rules alone", fmt.Sprintf("%d orgs vs 1 org", nOrgs), fmt.Sprintf("%.0f vs %.0f (%.2f)", fullRules, oneRules, fullRules/oneRules),
+		"", "plain veth into the same chains, no WireGuard")
 	b.row("5. TCP throughput, one partner", fmt.Sprintf("%d orgs vs 1 org, %d peers each", nOrgs, nOrgs*perOrg), fmt.Sprintf("%.0f vs %.0f Mbit/s (%.2f)", fullBW, oneBW, fullBW/oneBW),
 		fmt.Sprintf("%.0f Mbit/s (%.2f)", naiveBW, naiveBW/oneBW), "")
 
 	// 6. The tunnel against plain veth through the same gateway namespace.
-	r.Must(r.PB, "ip", "route", "add", "10.10.1.0/24", "via", "198.18.2.1")
+	r.Must(r.PB, "ip", "route", "replace", "10.10.1.0/24", "via", "198.18.2.1")
 	plain := bestOf(3, func() float64 { return iperfMbps(t, r, r.PB) })
 	b.row("6. TCP throughput, tunnel vs plain veth", "same namespaces", fmt.Sprintf("%.0f vs %.0f Mbit/s (%.2f)", oneBW, plain, oneBW/plain), "", "userspace wireguard-go at both ends; "+busy)
 	r.PartnerDown(r.PA, conf)
@@ -447,7 +453,6 @@ func revokeToDead(t *testing.T, r *Rig, org string) (time.Duration, time.Duratio
 	return 0, 0
 }
 
-func dialQuick(addr string) (net.Conn, error) { return net.DialTimeout("tcp4", addr, time.Second) }
 
 // naiveColdStart times what a script would run to bring n peers up: one
 // `wg set` per peer (all of them) and one `iptables -A` per peer and grant
@@ -543,6 +548,26 @@ func naiveRules(t *testing.T, r *Rig, count int) {
 	r.Must(r.GW, "iptables", "-I", "FORWARD", "1", "-i", r.Iface, "-j", "NAIVE")
 }
 
+// rulesOnly routes a second source address of PB, in the bench partner's
+// block, through the gateway's rules without WireGuard: PB reaches in1 over
+// plain veth, and a jump sends that source into EXTRANET-FWD exactly as if
+// it had come out of the tunnel. So each new flow walks the rules a
+// partner's does, and nothing else of the tunnel's cost hides them.
+// Idempotent; it returns the source address.
+func rulesOnly(t *testing.T, r *Rig, partner string) string {
+	a := netip.MustParseAddr(partner).As4()
+	a[3] = 250
+	src := netip.AddrFrom4(a).String()
+	r.Must(r.PB, "ip", "addr", "replace", src+"/32", "dev", "up0")
+	r.Must(r.PB, "ip", "route", "replace", "10.10.1.0/24", "via", "198.18.2.1")
+	r.Must(r.GW, "ip", "route", "replace", src+"/32", "via", "198.18.2.2")
+	jump := []string{"FORWARD", "-i", "to-pb", "-s", src + "/32", "-j", "EXTRANET-FWD"}
+	if _, err := r.run(r.GW, append([]string{"iptables", "-C"}, jump...)...); err != nil {
+		r.Must(r.GW, append([]string{"iptables", "-I"}, jump...)...)
+	}
+	return src
+}
+
 func lastOrg(r *Rig) string { return fmt.Sprintf("org%04d", envInt("BENCH_ORGS", 1000)) }
 
 // bestOf returns the highest of n measurements. On two cores shared by
@@ -558,11 +583,21 @@ func bestOf(n int, measure func() float64) float64 {
 }
 
 func connRate(t *testing.T, ns, addr string, d time.Duration) float64 {
+	return connRateFrom(t, ns, "", addr, d)
+}
+
+// connRateFrom counts TCP connections per second from ns to addr, from the
+// source address src when it is not empty.
+func connRateFrom(t *testing.T, ns, src, addr string, d time.Duration) float64 {
+	dialer := net.Dialer{Timeout: time.Second}
+	if src != "" {
+		dialer.LocalAddr = &net.TCPAddr{IP: net.ParseIP(src)}
+	}
 	n := 0
 	err := inNS(ns, func() error {
 		deadline := time.Now().Add(d)
 		for time.Now().Before(deadline) {
-			c, err := dialQuick(addr)
+			c, err := dialer.Dial("tcp4", addr)
 			if err != nil {
 				return err
 			}
