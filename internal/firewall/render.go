@@ -44,9 +44,53 @@ const (
 	maxSetRange = 64
 )
 
-// groupFanoutBits sets the tree's fan-out: a group holds up to 2^4 = 16
-// blocks.
+// groupFanoutBits sets the jump tree's fan-out: each level splits its
+// prefix 2^4 = 16 ways.
 const groupFanoutBits = 4
+
+// jump leads from a source block to its organisation's chain.
+type jump struct {
+	block netip.Prefix
+	chain string
+}
+
+// jumpTree writes into w the rules that lead a new flow from chain, which
+// sees the sources within parent, toward the chain of its organisation's
+// block, and into deeper the group chains below, whose names it appends to
+// groups. Each level splits its prefix 16 ways, so a chain holds at most 16
+// jumps and a flow from any of the 4,096 blocks of a /12 walks at most 48,
+// where one chain of jumps would make the last organisation's flows walk
+// them all. A group that would hold a single block is skipped: its block is
+// jumped to directly. Blocks never overlap (the address plan sees to it),
+// so the order of jumps in a chain does not decide anything; they are
+// written in address order.
+func jumpTree(w, deeper *strings.Builder, chain string, parent netip.Prefix, blocks []jump, groups *[]string) {
+	bits := parent.Bits() + groupFanoutBits
+	var order []netip.Prefix
+	members := map[netip.Prefix][]jump{}
+	for _, j := range blocks {
+		key := j.block
+		if j.block.Bits() > bits {
+			key = netip.PrefixFrom(j.block.Addr(), bits).Masked()
+		}
+		if _, ok := members[key]; !ok {
+			order = append(order, key)
+		}
+		members[key] = append(members[key], j)
+	}
+	sort.Slice(order, func(i, j int) bool { return order[i].Addr().Less(order[j].Addr()) })
+	for _, key := range order {
+		m := members[key]
+		if len(m) == 1 {
+			fmt.Fprintf(w, "-A %s -s %s -j %s\n", chain, m[0].block, m[0].chain)
+			continue
+		}
+		g := GroupChain(key)
+		*groups = append(*groups, g)
+		fmt.Fprintf(w, "-A %s -s %s -j %s\n", chain, key, g)
+		jumpTree(deeper, deeper, g, key, m, groups)
+	}
+}
 
 // GroupChain is the chain of the organisation blocks inside group g.
 func GroupChain(g netip.Prefix) string {
@@ -94,37 +138,18 @@ func Render(p *policy.Policy, existing []string) (*Rendered, error) {
 	orgs := append([]policy.Org(nil), p.Orgs...)
 	sort.Slice(orgs, func(i, j int) bool { return orgs[i].ID < orgs[j].ID })
 
-	// Organisation blocks hang off a two-level tree keyed by source prefix:
-	// a new flow walks at most one rule per group and one per block of its
-	// group, not one per organisation, so the thousandth organisation pays
-	// about as little as the first.
-	type jump struct {
-		block netip.Prefix
-		chain string
-	}
-	groups := map[netip.Prefix][]jump{}
-	var order []netip.Prefix
-	groupBits := p.TunnelNet.Bits()
+	var blocks []jump
 	for _, o := range orgs {
 		for _, b := range o.Blocks {
 			if !b.Addr().Is4() || !p.TunnelNet.Contains(b.Addr()) || b.Bits() < p.TunnelNet.Bits() {
 				return nil, fmt.Errorf("org %d block %s is outside the tunnel network %s", o.ID, b, p.TunnelNet)
 			}
-			if gb := b.Bits() - groupFanoutBits; gb > groupBits {
-				groupBits = gb
-			}
+			blocks = append(blocks, jump{b.Masked(), OrgChain(o.ID)})
 		}
 	}
-	for _, o := range orgs {
-		for _, b := range o.Blocks {
-			g := netip.PrefixFrom(b.Addr(), min(groupBits, b.Bits())).Masked()
-			if _, ok := groups[g]; !ok {
-				order = append(order, g)
-			}
-			groups[g] = append(groups[g], jump{b.Masked(), OrgChain(o.ID)})
-		}
-	}
-	sort.Slice(order, func(i, j int) bool { return order[i].Addr().Less(order[j].Addr()) })
+	var fwdJumps, groupJumps strings.Builder
+	var groups []string
+	jumpTree(&fwdJumps, &groupJumps, chainFwd, p.TunnelNet.Masked(), blocks, &groups)
 
 	want := map[string]bool{chainFwd: true, chainIn: true, chainToPeer: true}
 	var f strings.Builder
@@ -137,8 +162,8 @@ func Render(p *policy.Policy, existing []string) (*Rendered, error) {
 	for _, c := range []string{chainFwd, chainIn, chainToPeer} {
 		fmt.Fprintf(&f, ":%s - [0:0]\n", c)
 	}
-	for _, g := range order {
-		declare(GroupChain(g))
+	for _, g := range groups {
+		declare(g)
 	}
 	for _, o := range orgs {
 		declare(OrgChain(o.ID))
@@ -152,15 +177,9 @@ func Render(p *policy.Policy, existing []string) (*Rendered, error) {
 	}
 	fmt.Fprintf(&f, "-A %s -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n", chainFwd)
 	fmt.Fprintf(&f, "-A %s -m conntrack --ctstate INVALID -j DROP\n", chainFwd)
-	for _, g := range order {
-		fmt.Fprintf(&f, "-A %s -s %s -j %s\n", chainFwd, g, GroupChain(g))
-	}
+	f.WriteString(fwdJumps.String())
 	fmt.Fprintf(&f, "-A %s -j %s\n", chainFwd, reject)
-	for _, g := range order {
-		for _, j := range groups[g] {
-			fmt.Fprintf(&f, "-A %s -s %s -j %s\n", GroupChain(g), j.block, j.chain)
-		}
-	}
+	f.WriteString(groupJumps.String())
 	for _, o := range orgs {
 		sets, err := renderOrg(&f, o)
 		if err != nil {

@@ -49,8 +49,8 @@ func TestRenderGolden(t *testing.T) {
 -A EXTRANET-FWD -s 100.64.0.0/20 -j EXTRANET-G-64400000-20
 -A EXTRANET-FWD -j REJECT --reject-with icmp-admin-prohibited
 -A EXTRANET-G-64400000-20 -s 100.64.1.0/24 -j EXTRANET-O-1
--A EXTRANET-G-64400000-20 -s 100.64.3.0/24 -j EXTRANET-O-1
 -A EXTRANET-G-64400000-20 -s 100.64.2.0/24 -j EXTRANET-O-2
+-A EXTRANET-G-64400000-20 -s 100.64.3.0/24 -j EXTRANET-O-1
 -A EXTRANET-O-1 -m set --match-set extranet-1-net dst -j ACCEPT
 -A EXTRANET-O-1 -m set --match-set extranet-1-port dst,dst -j ACCEPT
 -A EXTRANET-O-1 -d 10.10.2.0/24 -p icmp -j ACCEPT
@@ -140,30 +140,86 @@ func BenchmarkRender1000Orgs(b *testing.B) {
 	}
 }
 
-// TestTreeBoundsTheWalk: with a thousand organisations a new flow meets at
-// most a few dozen jump rules, not a thousand.
+type rule struct {
+	src    netip.Prefix
+	target string
+}
+
+// parseChains reads the source matches and targets of rendered rules.
+func parseChains(filter string) map[string][]rule {
+	chains := map[string][]rule{}
+	for _, l := range strings.Split(filter, "\n") {
+		f := strings.Fields(l)
+		if len(f) < 4 || f[0] != "-A" {
+			continue
+		}
+		var r rule
+		for i := 2; i+1 < len(f); i++ {
+			switch f[i] {
+			case "-s":
+				r.src = netip.MustParsePrefix(f[i+1])
+			case "-j":
+				r.target = f[i+1]
+			}
+		}
+		chains[f[1]] = append(chains[f[1]], r)
+	}
+	return chains
+}
+
+// walk follows a new flow from addr through EXTRANET-FWD and the group
+// chains, as the kernel would, and returns the organisation chain it
+// reaches and how many rules it met on the way.
+func walk(chains map[string][]rule, addr netip.Addr) (string, int) {
+	chain, met := "EXTRANET-FWD", 0
+	for steps := 0; steps < 10 && !strings.HasPrefix(chain, "EXTRANET-O-"); steps++ {
+		next := ""
+		for _, r := range chains[chain] {
+			met++
+			// A new flow is neither RELATED, ESTABLISHED nor INVALID, so
+			// only source matches and the final reject decide.
+			if r.src.IsValid() && r.src.Contains(addr) || !r.src.IsValid() && r.target == "REJECT" {
+				next = r.target
+				break
+			}
+		}
+		if next == "" || next == "REJECT" {
+			return "REJECT", met
+		}
+		chain = next
+	}
+	return chain, met
+}
+
+// TestTreeBoundsTheWalk: with thousands of organisations, a new flow from
+// any of them meets a few dozen rules on its way to its organisation's
+// chain, not thousands.
 func TestTreeBoundsTheWalk(t *testing.T) {
-	p := &policy.Policy{Interface: "wg-ext", TunnelNet: netip.MustParsePrefix("100.64.0.0/12")}
-	for i := 1; i <= 1000; i++ {
-		p.Orgs = append(p.Orgs, policy.Org{ID: uint32(i), Blocks: []netip.Prefix{netip.PrefixFrom(netip.AddrFrom4([4]byte{100, byte(64 + i/256), byte(i % 256), 0}), 24)}, Grants: grants(t, "10.1.0.0/16")})
-	}
-	r, err := Render(p, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	perChain := map[string]int{}
-	for _, l := range strings.Split(r.Filter, "\n") {
-		if f := strings.Fields(l); len(f) > 2 && f[0] == "-A" && (f[1] == "EXTRANET-FWD" || strings.HasPrefix(f[1], "EXTRANET-G-")) {
-			perChain[f[1]]++
+	for _, n := range []int{1, 17, 1000, 4095} {
+		p := &policy.Policy{Interface: "wg-ext", TunnelNet: netip.MustParsePrefix("100.64.0.0/12")}
+		for i := 1; i <= n; i++ {
+			p.Orgs = append(p.Orgs, policy.Org{ID: uint32(i), Blocks: []netip.Prefix{netip.PrefixFrom(netip.AddrFrom4([4]byte{100, byte(64 + i/256), byte(i % 256), 0}), 24)}, Grants: grants(t, "10.1.0.0/16")})
 		}
-	}
-	worst := perChain["EXTRANET-FWD"]
-	for c, n := range perChain {
-		if c != "EXTRANET-FWD" && n > 16 {
-			t.Errorf("group %s has %d jumps", c, n)
+		r, err := Render(p, nil)
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	if worst+16 > 100 {
-		t.Errorf("a new flow may walk %d rules", worst+16)
+		chains := parseChains(r.Filter)
+		worst := 0
+		for _, o := range p.Orgs {
+			chain, met := walk(chains, o.Blocks[0].Addr().Next())
+			if chain != OrgChain(o.ID) {
+				t.Fatalf("%d orgs: a flow from %s reached %s, want %s", n, o.Blocks[0], chain, OrgChain(o.ID))
+			}
+			worst = max(worst, met)
+		}
+		// Two conntrack rules, then at most 16 jumps on each of 3 levels.
+		if worst > 2+3*16 {
+			t.Errorf("%d orgs: a new flow may meet %d rules", n, worst)
+		}
+		if chain, _ := walk(chains, netip.MustParseAddr("100.79.255.250")); n < 4095 && chain != "REJECT" {
+			t.Errorf("%d orgs: a flow from outside every block reached %s", n, chain)
+		}
+		t.Logf("%d orgs: worst walk %d rules", n, worst)
 	}
 }
