@@ -453,7 +453,6 @@ func revokeToDead(t *testing.T, r *Rig, org string) (time.Duration, time.Duratio
 	return 0, 0
 }
 
-
 // naiveColdStart times what a script would run to bring n peers up: one
 // `wg set` per peer (all of them) and one `iptables -A` per peer and grant
 // (a sample of 1,000 rules, scaled up linearly, which flatters the naive
