@@ -43,7 +43,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 		return err
 	}
 	if cfg.PprofListen != "" {
-		if err := servePprof(ctx, cfg.PprofListen, log); err != nil {
+		if err := serveTCP(ctx, "profiler", cfg.PprofListen, pprofHandler(), log); err != nil {
 			return err
 		}
 	}
@@ -144,7 +144,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 	}()
 	if mets != nil {
 		health := func() error { return healthy(rec.State(), cfg.ReconcileInterval) }
-		if err := mets.Serve(runCtx, cfg.MetricsListen, health, log); err != nil {
+		if err := serveTCP(runCtx, "metrics", cfg.MetricsListen, mets.Handler(health), log); err != nil {
 			return err
 		}
 	}

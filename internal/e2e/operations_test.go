@@ -54,7 +54,7 @@ func pubKey(t *testing.T) string {
 func TestOperations(t *testing.T) {
 	r := NewRig(t)
 	r.Serve(r.IN1, in1Addr, "in1", tcpPorts, nil)
-	r.StartDaemon("--metrics-listen", "127.0.0.1:9586")
+	r.StartDaemon("--metrics-listen", "127.0.0.1:9586", "--pprof-listen", "127.0.0.1:6060")
 	r.MustCTL("org", "create", "acme", "--grant", "10.10.1.0/24")
 	conf := r.PartnerUp(r.PA, "pa"+r.id, r.Issue("acme/laptop"))
 	reaches(t, r.PA, hostPort(in1Addr, 22), "in1")
@@ -80,6 +80,12 @@ func TestOperations(t *testing.T) {
 		})
 		if code, body, err := httpGet(r.GW, "127.0.0.1:9586", "/healthz"); err != nil || code != 200 || strings.TrimSpace(body) != "ok" {
 			t.Errorf("healthz: %d %q %v", code, body, err)
+		}
+	})
+
+	t.Run("profiler on loopback when asked", func(t *testing.T) {
+		if code, body, err := httpGet(r.GW, "127.0.0.1:6060", "/debug/pprof/cmdline"); err != nil || code != 200 || !strings.Contains(body, "extranetd") {
+			t.Errorf("pprof: %d %q %v", code, body, err)
 		}
 	})
 

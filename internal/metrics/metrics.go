@@ -5,11 +5,7 @@
 package metrics
 
 import (
-	"context"
-	"errors"
 	"fmt"
-	"log/slog"
-	"net"
 	"net/http"
 	"time"
 
@@ -161,10 +157,9 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 // succeeded and is recent.
 type Health func() error
 
-// Serve answers /metrics and /healthz on addr until ctx ends. It is the
-// daemon's only TCP listener, off unless configured; bind it to loopback
-// or a management network.
-func (m *Metrics) Serve(ctx context.Context, addr string, health Health, log *slog.Logger) error {
+// Handler answers /metrics and /healthz. The daemon serves it on its only
+// TCP listener, off unless configured: loopback or a management network.
+func (m *Metrics) Handler(health Health) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -174,20 +169,5 @@ func (m *Metrics) Serve(ctx context.Context, addr string, health Health, log *sl
 		}
 		fmt.Fprintln(w, "ok")
 	})
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("metrics listener: %w", err)
-	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		<-ctx.Done()
-		srv.Close()
-	}()
-	log.Info("metrics listening", "addr", l.Addr().String())
-	go func() {
-		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("metrics server", "err", err)
-		}
-	}()
-	return nil
+	return mux
 }
