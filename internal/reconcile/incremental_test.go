@@ -28,7 +28,7 @@ func (e *env) change(fn func(tx *store.Tx) error) store.Changes {
 	e.r.Apply(ch)
 	w, work := e.r.takePending()
 	r := e.r
-	if work.full || r.peers == nil {
+	if r.fullNeeded(work) {
 		e.once(false)
 	} else if err := r.applyPeers(work.peers); err != nil {
 		e.t.Fatal(err)
@@ -227,5 +227,51 @@ func TestStartLoadsEverythingAndFailsOnlyOnTheFirewall(t *testing.T) {
 	broken.r.o.Firewall = brokenFirewall{broken.os}
 	if err := broken.r.Start(); err == nil || !strings.Contains(err.Error(), "apply firewall") {
 		t.Errorf("Start with a failing firewall: %v, want the firewall's error", err)
+	}
+}
+
+// TestFailedDeviceStillKillsFlows: when WireGuard refuses a change, the
+// flows of a revoked peer die anyway, the error is reported, and the next
+// run re-reads everything.
+func TestFailedDeviceStillKillsFlows(t *testing.T) {
+	for _, partial := range []bool{true, false} {
+		e := newEnv(t)
+		e.put(func(tx *store.Tx) error {
+			tx.PutOrg(&store.Org{ID: 1, Name: "acme", State: api.StateActive, Blocks: []netip.Prefix{netip.MustParsePrefix("100.64.1.0/24")}})
+			tx.PutPeer(&store.Peer{Org: "acme", Name: "a", PublicKey: key(t), PresharedKey: key(t), Address: netip.MustParseAddr("100.64.1.1"), State: api.StateActive})
+			return tx.PutPeer(&store.Peer{Org: "acme", Name: "b", PublicKey: key(t), PresharedKey: key(t), Address: netip.MustParseAddr("100.64.1.2"), State: api.StateActive})
+		})
+		e.once(false)
+		ch, _ := e.db.Change(func(tx *store.Tx) error {
+			p, _ := tx.Peer("acme", "a")
+			p.State = api.StateRevoked
+			return tx.PutPeer(p)
+		})
+		e.os.wgErr = errors.New("wireguard says no")
+		sweeps := len(e.os.sweeps)
+		var err error
+		if partial {
+			err = e.r.applyPeers(map[string]bool{ch.Peers[0]: true})
+		} else {
+			err = e.r.Once(context.Background(), false)
+		}
+		if err == nil || !strings.Contains(err.Error(), "wireguard says no") {
+			t.Errorf("partial=%v: error %v, want WireGuard's", partial, err)
+		}
+		if len(e.os.sweeps) == sweeps || e.os.sweeps[len(e.os.sweeps)-1] != "100.64.1.2" {
+			t.Errorf("partial=%v: the revoked peer's flows were not killed: sweeps %v", partial, e.os.sweeps[sweeps:])
+		}
+		if partial {
+			e.r.observe(func() (int, error) { return 0, err })
+		}
+		if !e.r.fullNeeded(pending{}) {
+			t.Errorf("partial=%v: after a failure the next run is not a full one", partial)
+		}
+		e.os.wgErr = nil
+		e.once(false)
+		e.expect("org 1 acme blocks=[100.64.1.0/24] grants=[]\npeers 100.64.1.2\n")
+		if e.r.fullNeeded(pending{}) {
+			t.Errorf("partial=%v: a successful full run left the state uncertain", partial)
+		}
 	}
 }

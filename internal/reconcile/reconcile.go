@@ -78,9 +78,13 @@ type Reconciler struct {
 	// Owned by the Run goroutine: what is in force since the last run.
 	// applied holds the rules, and in Peers the addresses with access.
 	applied *policy.Policy
-	// peers are the wanted peers by ORG/NAME; nil when unknown, which
-	// makes the next run a full one.
+	// peers are the wanted peers by ORG/NAME as of the last successful
+	// full or partial run; nil before the first.
 	peers map[string]wgdev.Peer
+	// uncertain is set when a run failed: what the kernel holds is not
+	// known, so the next run re-reads everything. peers is kept, so that
+	// run still knows whose flows to kill.
+	uncertain bool
 	// owner maps each wanted address to its peer, so a peer that lost an
 	// address never takes it from the peer that holds it now.
 	owner map[netip.Addr]string
@@ -162,7 +166,7 @@ func (r *Reconciler) State() State {
 // Run reconciles on every Apply, every Interval, and on each value from hup
 // (SIGHUP), until ctx ends; at once too if Start did not finish its work.
 func (r *Reconciler) Run(ctx context.Context, hup <-chan struct{}) {
-	if r.peers == nil {
+	if r.fullNeeded(pending{}) {
 		r.Once(ctx, false)
 	}
 	tick := time.NewTicker(r.o.Interval)
@@ -178,7 +182,7 @@ func (r *Reconciler) Run(ctx context.Context, hup <-chan struct{}) {
 			return
 		case <-r.kick:
 			w, work := r.takePending()
-			if work.full || r.peers == nil {
+			if r.fullNeeded(work) {
 				r.Once(ctx, false)
 			} else if len(work.peers) > 0 {
 				if r.observe(func() (int, error) { return 0, r.applyPeers(work.peers) }) != nil {
@@ -209,6 +213,12 @@ func (r *Reconciler) pollStats(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// fullNeeded tells whether work needs the whole store re-read rather than
+// only the changed peers.
+func (r *Reconciler) fullNeeded(work pending) bool {
+	return work.full || r.peers == nil || r.uncertain
 }
 
 func (r *Reconciler) takePending() ([]chan struct{}, pending) {
@@ -297,8 +307,7 @@ func (r *Reconciler) observe(run func() (int, error)) error {
 	start := r.o.Clock.Now()
 	repairs, err := run()
 	if err != nil {
-		// What the kernel holds is uncertain; the next run reads it all.
-		r.peers = nil
+		r.uncertain = true
 	}
 	if r.o.Observe != nil {
 		r.o.Observe(r.o.Clock.Now().Sub(start), err, repairs)
@@ -350,9 +359,12 @@ func (r *Reconciler) once(check bool) (int, error) {
 	for _, w := range peers {
 		want = append(want, w)
 	}
+	lostAddrs := lost(r.peers, peers)
 	res, err := r.o.Device.SyncPeers(want, check)
 	if err != nil {
-		return 0, fmt.Errorf("sync WireGuard peers: %w", err)
+		// Whatever WireGuard holds now, flows the policy withdrew must not
+		// live on: fail closed, then report.
+		return 0, errors.Join(fmt.Errorf("sync WireGuard peers: %w", err), r.sweep(p, lostAddrs))
 	}
 	if r.peers != nil && samePeers(r.peers, peers) && res != (wgdev.SyncResult{}) {
 		repairs = append(repairs, fmt.Sprintf("wireguard peers changed by hand: %d re-added, %d removed, %d fixed", res.Added, res.Removed, res.Updated))
@@ -360,8 +372,7 @@ func (r *Reconciler) once(check bool) (int, error) {
 
 	// Flows die after the peer is gone from the device, so nothing can
 	// re-open them in between.
-	lostAddrs := lost(r.peers, peers)
-	if r.applied == nil || r.peers == nil || len(lostAddrs) > 0 || grantsWithdrawn(r.applied, p) {
+	if r.applied == nil || r.peers == nil || r.uncertain || len(lostAddrs) > 0 || grantsWithdrawn(r.applied, p) {
 		if err := r.sweep(p, lostAddrs); err != nil {
 			return 0, err
 		}
@@ -415,7 +426,13 @@ func (r *Reconciler) applyPeers(ids map[string]bool) error {
 		}
 	}
 	if _, err := r.o.Device.UpdatePeers(set, remove); err != nil {
-		return fmt.Errorf("update WireGuard peers: %w", err)
+		// Fail closed: the lost addresses' flows die whatever WireGuard
+		// holds; the full run that follows sorts out the rest.
+		err = fmt.Errorf("update WireGuard peers: %w", err)
+		if len(lostAddrs) > 0 {
+			err = errors.Join(err, r.sweep(r.applied, lostAddrs))
+		}
+		return err
 	}
 	// Withdrawals first: an address given up and taken by another peer in
 	// the same run must end up with the new holder.
@@ -592,7 +609,7 @@ func (r *Reconciler) Start() error {
 
 // inForce records what a successful full run put in force.
 func (r *Reconciler) inForce(p *policy.Policy, peers map[string]wgdev.Peer, orgs map[string]time.Time) {
-	r.applied, r.peers, r.orgs = p, peers, orgs
+	r.applied, r.peers, r.orgs, r.uncertain = p, peers, orgs, false
 	r.owner = make(map[netip.Addr]string, len(peers))
 	for id, w := range peers {
 		r.owner[w.Address] = id

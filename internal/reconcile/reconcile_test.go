@@ -31,12 +31,17 @@ type fakeOS struct {
 	peers   map[wgtypes.Key]wgdev.Peer
 	sweeps  []string
 	stats   []wgdev.PeerStats
+	// wgErr, when set, fails every change to the peers.
+	wgErr error
 }
 
 func (f *fakeOS) Apply(p *policy.Policy) error { f.applies++; f.policy = p; f.drift = nil; return nil }
 func (f *fakeOS) Check() ([]string, error)     { return f.drift, nil }
 
 func (f *fakeOS) SyncPeers(want []wgdev.Peer, _ bool) (wgdev.SyncResult, error) {
+	if f.wgErr != nil {
+		return wgdev.SyncResult{}, f.wgErr
+	}
 	var res wgdev.SyncResult
 	seen := map[wgtypes.Key]bool{}
 	for _, p := range want {
@@ -62,6 +67,9 @@ func (f *fakeOS) SyncPeers(want []wgdev.Peer, _ bool) (wgdev.SyncResult, error) 
 }
 
 func (f *fakeOS) UpdatePeers(set []wgdev.Peer, remove []wgtypes.Key) (wgdev.SyncResult, error) {
+	if f.wgErr != nil {
+		return wgdev.SyncResult{}, f.wgErr
+	}
 	var res wgdev.SyncResult
 	for _, p := range set {
 		if old, ok := f.peers[p.PublicKey]; !ok {
