@@ -60,6 +60,10 @@ func startDaemon(t *testing.T, endpoint string) *daemon {
 }
 
 func startDaemonGroup(t *testing.T, endpoint, group string) *daemon {
+	return startDaemonWith(t, endpoint, group, nil)
+}
+
+func startDaemonWith(t *testing.T, endpoint, group string, applier service.Applier) *daemon {
 	t.Helper()
 	dir := t.TempDir()
 	db, err := store.Open(filepath.Join(dir, "extranet.db"), time.Second)
@@ -68,7 +72,7 @@ func startDaemonGroup(t *testing.T, endpoint, group string) *daemon {
 	}
 	t.Cleanup(func() { db.Close() })
 	plan, _ := ipam.NewPlan(netip.MustParsePrefix("100.64.0.0/16"), 24)
-	svc := service.New(service.Options{DB: db, Plan: plan, Endpoint: endpoint, GatewayPublicKey: "HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw="})
+	svc := service.New(service.Options{DB: db, Plan: plan, Endpoint: endpoint, GatewayPublicKey: "HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=", Applier: applier})
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	srv := httpapi.New(svc, log)
 	sock := filepath.Join(dir, "s.sock")
@@ -315,5 +319,29 @@ func TestSocketGroup(t *testing.T) {
 	}
 	if _, _, code := d.ctl("org", "show", "intruder"); code != 3 {
 		t.Error("the outsider's org exists")
+	}
+}
+
+// refusingKernel answers every change with a failed reconcile.
+type refusingKernel struct{}
+
+func (refusingKernel) Apply(store.Changes) <-chan error {
+	ch := make(chan error, 1)
+	ch <- errors.New("apply firewall: iptables-restore: exit status 4")
+	return ch
+}
+
+// TestNotInForce: a change the kernel refused fails the command, but an
+// issued peer's config is still printed, since its private key exists
+// nowhere else.
+func TestNotInForce(t *testing.T) {
+	d := startDaemonWith(t, "vpn.example.com:51820", "", refusingKernel{})
+	_, errOut, code := d.ctl("org", "create", "acme", "--grant", "10.1.0.0/16")
+	if code != 1 || !strings.Contains(errOut, "not in force") {
+		t.Errorf("org create: exit %d, %s", code, errOut)
+	}
+	out, errOut, code := d.ctl("peer", "issue", "acme/laptop")
+	if code != 1 || !strings.Contains(out, "PrivateKey = ") || !strings.Contains(errOut, "not in force") {
+		t.Errorf("peer issue: exit %d, config printed %v, stderr %s", code, strings.Contains(out, "PrivateKey = "), errOut)
 	}
 }

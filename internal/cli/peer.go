@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -138,14 +139,14 @@ never stored, so hand it to the partner now.`,
 				return err
 			}
 			if g.json() {
-				return printJSON(g.env.Out, res)
+				return errors.Join(printJSON(g.env.Out, res), notInForce(res))
 			}
 			if res.Peer.KeyOrigin == api.KeyGenerated {
 				fmt.Fprintf(g.env.ErrOut, "Issued %s with address %s. The private key in this config is stored nowhere else: hand it to the partner now.\n", res.Peer.ID(), res.Peer.Address)
 			} else {
 				fmt.Fprintf(g.env.ErrOut, "Issued %s with address %s for the partner's own key.\n", res.Peer.ID(), res.Peer.Address)
 			}
-			return co.emit(g, res.Peer.ID(), res.Config)
+			return errors.Join(co.emit(g, res.Peer.ID(), res.Config), notInForce(res))
 		},
 	}
 	cmd.Flags().StringVar(&req.PublicKey, "public-key", "", "the partner's own WireGuard public key (its private key never leaves its device)")
@@ -312,10 +313,14 @@ func newPeerRotateCmd(g *globals) *cobra.Command {
 				return err
 			}
 			if g.json() {
-				return printJSON(g.env.Out, res)
+				return errors.Join(printJSON(g.env.Out, res), notInForce(res))
 			}
-			fmt.Fprintf(g.env.ErrOut, "Rotated the keys of %s; the old config no longer connects.\n", res.Peer.ID())
-			return co.emit(g, res.Peer.ID(), res.Config)
+			if res.Warning == "" {
+				fmt.Fprintf(g.env.ErrOut, "Rotated the keys of %s; the old config no longer connects.\n", res.Peer.ID())
+			} else {
+				fmt.Fprintf(g.env.ErrOut, "Rotated the keys of %s; the old config may still connect until the change is in force.\n", res.Peer.ID())
+			}
+			return errors.Join(co.emit(g, res.Peer.ID(), res.Config), notInForce(res))
 		},
 	}
 	cmd.Flags().StringVar(&req.PublicKey, "public-key", "", "the partner's new public key (default: generate a new pair)")
@@ -347,4 +352,14 @@ func newPeerExtendCmd(g *globals) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&expires, "expires", "", "new expiry: DATE, RFC 3339 time, DURATION, or never")
 	return cmd
+}
+
+// notInForce turns the warning of a peer that is saved but not yet in
+// force into an error, once its config has been shown: the command then
+// fails (exit 1) without losing the config.
+func notInForce(res api.IssuedPeer) error {
+	if res.Warning == "" {
+		return nil
+	}
+	return &api.Error{Code: api.CodeNotApplied, Message: res.Warning}
 }

@@ -33,7 +33,7 @@ func (e *env) change(fn func(tx *store.Tx) error) store.Changes {
 	} else if err := r.applyPeers(work.peers); err != nil {
 		e.t.Fatal(err)
 	}
-	r.release(w)
+	r.release(w, nil)
 	return ch
 }
 

@@ -71,7 +71,7 @@ type Reconciler struct {
 	kick chan struct{}
 
 	mu      sync.Mutex
-	waiters []chan struct{}
+	waiters []chan error
 	pending pending
 	state   State
 
@@ -129,12 +129,12 @@ func New(o Options) *Reconciler {
 	return &Reconciler{o: o, log: o.Logger, kick: make(chan struct{}, 1)}
 }
 
-// Apply asks for a reconcile of what ch changed and returns a channel
-// closed when one that started after this call has finished. A change to
-// peers only is applied to those peers alone; anything else re-reads the
-// whole store.
-func (r *Reconciler) Apply(ch store.Changes) <-chan struct{} {
-	done := make(chan struct{})
+// Apply asks for a reconcile of what ch changed and returns a channel that
+// yields the outcome (nil when in force) of one that started after this
+// call. A change to peers only is applied to those peers alone; anything
+// else re-reads the whole store.
+func (r *Reconciler) Apply(ch store.Changes) <-chan error {
+	done := make(chan error, 1)
 	r.mu.Lock()
 	r.waiters = append(r.waiters, done)
 	if ch.Orgs {
@@ -178,20 +178,21 @@ func (r *Reconciler) Run(ctx context.Context, hup <-chan struct{}) {
 		select {
 		case <-ctx.Done():
 			w, _ := r.takePending()
-			r.release(w)
+			r.release(w, errors.New("extranetd is stopping"))
 			return
 		case <-r.kick:
 			w, work := r.takePending()
+			var err error
 			if r.fullNeeded(work) {
-				r.Once(ctx, false)
+				err = r.Once(ctx, false)
 			} else if len(work.peers) > 0 {
 				if r.observe(func() (int, error) { return 0, r.applyPeers(work.peers) }) != nil {
 					// Start over from the store rather than leave a waiter
 					// with half a change.
-					r.Once(ctx, false)
+					err = r.Once(ctx, false)
 				}
 			}
-			r.release(w)
+			r.release(w, err)
 		case <-hup:
 			r.Once(ctx, true)
 		case <-tick.C:
@@ -221,7 +222,7 @@ func (r *Reconciler) fullNeeded(work pending) bool {
 	return work.full || r.peers == nil || r.uncertain
 }
 
-func (r *Reconciler) takePending() ([]chan struct{}, pending) {
+func (r *Reconciler) takePending() ([]chan error, pending) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	w, p := r.waiters, r.pending
@@ -229,9 +230,10 @@ func (r *Reconciler) takePending() ([]chan struct{}, pending) {
 	return w, p
 }
 
-func (r *Reconciler) release(w []chan struct{}) {
+// release tells the waiters w how the run that served them went.
+func (r *Reconciler) release(w []chan error, err error) {
 	for _, ch := range w {
-		close(ch)
+		ch <- err
 	}
 }
 

@@ -157,9 +157,11 @@ func (s *Service) Expire(ctx context.Context, req api.ExpireRequest) (api.Expire
 	if err != nil {
 		return api.ExpireResult{}, asAPIError(err)
 	}
-	s.applied(ctx, ch)
 	if s.opts.OnExpire != nil {
 		s.opts.OnExpire(res.Actions)
+	}
+	if err := s.applied(ctx, ch); err != nil {
+		return api.ExpireResult{}, err
 	}
 	return res, nil
 }

@@ -172,14 +172,17 @@ func (s *Service) IssuePeer(ctx context.Context, org string, req api.IssuePeerRe
 		grants = o.Grants
 		return nil
 	})
-	if err != nil {
+	// A peer saved but not yet in force still gets its config: the private
+	// key exists nowhere else.
+	warning := notApplied(err)
+	if err != nil && warning == "" {
 		return api.IssuedPeer{}, err
 	}
 	cfg, err := s.render(p, keys.priv, grants)
 	if err != nil {
 		return api.IssuedPeer{}, err
 	}
-	return api.IssuedPeer{Peer: peerToAPI(p), Config: cfg}, nil
+	return api.IssuedPeer{Peer: peerToAPI(p), Config: cfg, Warning: warning}, nil
 }
 
 // render writes the wg-quick config of a peer. priv may be empty.
@@ -404,12 +407,15 @@ func (s *Service) RotatePeer(ctx context.Context, org, name string, req api.Rota
 		p, grants = *sp, o.Grants
 		return nil
 	})
-	if err != nil {
+	// Saved but not yet in force: the new keys must still reach the admin,
+	// with the warning that the old ones may work for now.
+	warning := notApplied(err)
+	if err != nil && warning == "" {
 		return api.IssuedPeer{}, err
 	}
 	cfg, err := s.render(&p, keys.priv, grants)
 	if err != nil {
 		return api.IssuedPeer{}, asErr(err)
 	}
-	return api.IssuedPeer{Peer: out, Config: cfg}, nil
+	return api.IssuedPeer{Peer: out, Config: cfg, Warning: warning}, nil
 }

@@ -7,6 +7,7 @@ package service
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"time"
 
@@ -26,11 +27,11 @@ type SystemClock struct{}
 func (SystemClock) Now() time.Time { return time.Now() }
 
 // Applier makes the kernel match the store. Apply is told what a
-// transaction changed and returns a channel that is closed once a reconcile
-// that started after the call has finished, so a request can answer only
-// when its change is in force.
+// transaction changed and returns a channel that yields the outcome of a
+// reconcile that started after the call, so a request answers only once
+// its change is in force, or says that it is not.
 type Applier interface {
-	Apply(store.Changes) <-chan struct{}
+	Apply(store.Changes) <-chan error
 }
 
 // Runtime reports the live state of the data plane for `status`.
@@ -93,30 +94,50 @@ func Actor(ctx context.Context) string {
 
 func (s *Service) now() time.Time { return s.opts.Clock.Now().UTC().Truncate(time.Second) }
 
-// update runs fn in one transaction, then waits until the data plane follows.
+// update runs fn in one transaction, then waits until the data plane
+// follows. An error with CodeNotApplied means the change is saved but not
+// in force.
 func (s *Service) update(ctx context.Context, fn func(*store.Tx) error) error {
 	ch, err := s.opts.DB.Change(fn)
 	if err != nil {
 		return asAPIError(err)
 	}
-	s.applied(ctx, ch)
-	return nil
+	return s.applied(ctx, ch)
 }
 
 // applied waits for the reconciler to apply ch, bounded: the change is
-// durable already, and the periodic reconcile would apply it anyway.
-func (s *Service) applied(ctx context.Context, ch store.Changes) {
+// durable already, and later reconciles keep trying. A revoke or an
+// ungrant that is not in force must not look done, so a failed or late
+// reconcile is an error.
+func (s *Service) applied(ctx context.Context, ch store.Changes) error {
 	if s.opts.Applier == nil || ch.Empty() {
-		return
+		return nil
 	}
 	done := s.opts.Applier.Apply(ch)
 	t := time.NewTimer(s.opts.ApplyTimeout)
 	defer t.Stop()
+	var err error
 	select {
-	case <-done:
+	case err = <-done:
 	case <-t.C:
+		err = fmt.Errorf("no reconcile finished within %s", s.opts.ApplyTimeout)
 	case <-ctx.Done():
+		// Nobody is left to tell.
+		return nil
 	}
+	if err == nil {
+		return nil
+	}
+	return api.Errorf(api.CodeNotApplied, "the change is saved (see `extranetctl audit`) but not in force yet: %v. extranetd retries at every reconcile; `extranetctl status` shows the last result", err)
+}
+
+// notApplied returns the message of a CodeNotApplied error, or "".
+func notApplied(err error) string {
+	var ae *api.Error
+	if errors.As(err, &ae) && ae.Code == api.CodeNotApplied {
+		return ae.Message
+	}
+	return ""
 }
 
 func asAPIError(err error) error {

@@ -97,6 +97,9 @@ type IssuePeerRequest struct {
 type IssuedPeer struct {
 	Peer   Peer   `json:"peer"`
 	Config string `json:"config"`
+	// Warning, when set, says the peer is saved but not yet in force (a
+	// not_applied error that must not cost the partner its private key).
+	Warning string `json:"warning,omitempty"`
 }
 
 // PeerConfig is a peer's client config without its private key.
@@ -149,6 +152,9 @@ const (
 	CodeTooLarge  = "too_large"
 	CodeExhausted = "resource_exhausted"
 	CodeDenied    = "permission_denied"
+	// CodeNotApplied: the change is saved, but the kernel has not followed
+	// (yet); extranetd keeps trying.
+	CodeNotApplied = "not_applied"
 )
 
 // Error is the body of every non-2xx response.
@@ -179,6 +185,8 @@ func (e *Error) HTTPStatus() int {
 		return http.StatusInsufficientStorage
 	case CodeDenied:
 		return http.StatusForbidden
+	case CodeNotApplied:
+		return http.StatusServiceUnavailable
 	}
 	return http.StatusInternalServerError
 }
