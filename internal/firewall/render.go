@@ -1,9 +1,9 @@
 // Package firewall enforces the access policy with iptables and ipsets in the
 // namespace it runs in. Rule count grows with organisations and grants, never
 // with peers: WireGuard guarantees a packet's source is its peer's own
-// address, and each organisation's peers share its address blocks, so one
-// source-prefix jump per block selects the organisation's chain, where its
-// grants are ipset lookups.
+// address, and each organisation's peers share its address blocks, so a
+// tree of source-prefix jumps (see jumpTree) selects the organisation's
+// chain, where its grants are ipset lookups.
 //
 //	filter FORWARD  -i <wg> -j EXTRANET-FWD       partners' packets
 //	filter FORWARD  -o <wg> -j EXTRANET-TOPEER    packets toward partners
@@ -11,8 +11,9 @@
 //	nat POSTROUTING -j EXTRANET-POST              masquerade toward internal networks
 //
 // Our chains are rewritten with one iptables-restore per table (atomic), the
-// jumps are kept with go-iptables, and the sets are refilled by swapping in
-// a freshly filled copy, so a policy change is never half applied.
+// jumps are kept with go-iptables, and a set whose members change is
+// refilled by swapping in a freshly filled copy (see setScript), so a policy
+// change is never half applied.
 package firewall
 
 import (

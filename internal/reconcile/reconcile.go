@@ -298,8 +298,9 @@ func (r *Reconciler) wanted(sp *store.DataplanePeer, orgs map[string]time.Time, 
 	return w, true
 }
 
-// Once runs one full reconcile. check asks for drift detection (periodic
-// runs); a run after a store change applies what changed.
+// Once runs one full reconcile: everything is read from the store. check
+// asks for drift detection as well (periodic runs and SIGHUP), which reads
+// the firewall and the device back instead of trusting what was applied.
 func (r *Reconciler) Once(ctx context.Context, check bool) error {
 	return r.observe(func() (int, error) { return r.once(check) })
 }
