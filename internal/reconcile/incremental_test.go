@@ -25,15 +25,12 @@ func (e *env) change(fn func(tx *store.Tx) error) store.Changes {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	e.r.Apply(ch)
+	done := e.r.Apply(ch)
 	w, work := e.r.takePending()
-	r := e.r
-	if r.fullNeeded(work) {
-		e.once(false)
-	} else if err := r.applyPeers(work.peers); err != nil {
+	e.r.release(w, e.r.applyPending(context.Background(), work))
+	if err := <-done; err != nil {
 		e.t.Fatal(err)
 	}
-	r.release(w, nil)
 	return ch
 }
 
@@ -127,6 +124,11 @@ func TestChangedPeersOnlyMatchAFullRun(t *testing.T) {
 			t.Fatalf("step %d (%s): after applying the change alone:\n%s\na full reconcile gives:\n%s", step, desc, got, want)
 		}
 	}
+	// Every step must have gone the partial way, or this compared a full
+	// run with itself.
+	if e.os.syncs != 1 {
+		t.Errorf("%d full syncs over the walk, want only the first", e.os.syncs)
+	}
 }
 
 // An address given up by one peer and taken by another can reach the
@@ -198,8 +200,9 @@ func TestRunAppliesPeerChangesWithoutAFullRead(t *testing.T) {
 	if len(e.os.peers) != 1 {
 		t.Errorf("device holds %d peers after the change, want 1", len(e.os.peers))
 	}
-	if e.os.applies != 1 {
-		t.Errorf("a peer change applied the firewall %d more times", e.os.applies-1)
+	if e.os.applies != 1 || e.os.syncs != 1 || e.os.updates != 1 {
+		t.Errorf("after Start and one peer change: %d firewall applies, %d full syncs, %d partial updates; want 1, 1, 1",
+			e.os.applies, e.os.syncs, e.os.updates)
 	}
 }
 

@@ -182,17 +182,7 @@ func (r *Reconciler) Run(ctx context.Context, hup <-chan struct{}) {
 			return
 		case <-r.kick:
 			w, work := r.takePending()
-			var err error
-			if r.fullNeeded(work) {
-				err = r.Once(ctx, false)
-			} else if len(work.peers) > 0 {
-				if r.observe(func() (int, error) { return 0, r.applyPeers(work.peers) }) != nil {
-					// Start over from the store rather than leave a waiter
-					// with half a change.
-					err = r.Once(ctx, false)
-				}
-			}
-			r.release(w, err)
+			r.release(w, r.applyPending(ctx, work))
 		case <-hup:
 			r.Once(ctx, true)
 		case <-tick.C:
@@ -214,6 +204,23 @@ func (r *Reconciler) pollStats(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// applyPending runs the reconcile that work asks for: the changed peers
+// alone when that is enough, else a full one.
+func (r *Reconciler) applyPending(ctx context.Context, work pending) error {
+	if r.fullNeeded(work) {
+		return r.Once(ctx, false)
+	}
+	if len(work.peers) == 0 {
+		return nil
+	}
+	if r.observe(func() (int, error) { return 0, r.applyPeers(work.peers) }) != nil {
+		// Start over from the store rather than leave a waiter with half
+		// a change.
+		return r.Once(ctx, false)
+	}
+	return nil
 }
 
 // fullNeeded tells whether work needs the whole store re-read rather than

@@ -33,12 +33,15 @@ type fakeOS struct {
 	stats   []wgdev.PeerStats
 	// wgErr, when set, fails every change to the peers.
 	wgErr error
+	// syncs and updates count full syncs and partial updates.
+	syncs, updates int
 }
 
 func (f *fakeOS) Apply(p *policy.Policy) error { f.applies++; f.policy = p; f.drift = nil; return nil }
 func (f *fakeOS) Check() ([]string, error)     { return f.drift, nil }
 
 func (f *fakeOS) SyncPeers(want []wgdev.Peer, _ bool) (wgdev.SyncResult, error) {
+	f.syncs++
 	if f.wgErr != nil {
 		return wgdev.SyncResult{}, f.wgErr
 	}
@@ -67,6 +70,7 @@ func (f *fakeOS) SyncPeers(want []wgdev.Peer, _ bool) (wgdev.SyncResult, error) 
 }
 
 func (f *fakeOS) UpdatePeers(set []wgdev.Peer, remove []wgtypes.Key) (wgdev.SyncResult, error) {
+	f.updates++
 	if f.wgErr != nil {
 		return wgdev.SyncResult{}, f.wgErr
 	}
