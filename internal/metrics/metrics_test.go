@@ -1,0 +1,122 @@
+package metrics
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/extranetgw/extranet/internal/store"
+	"github.com/extranetgw/extranet/pkg/api"
+)
+
+func scrape(t *testing.T, h http.Handler, path string) (int, string) {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+	body, err := io.ReadAll(rec.Result().Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rec.Code, string(body)
+}
+
+// TestScrape reads the gauges from a real store: counts by org and state,
+// online peers by the window, traffic summed per org, and the handshake
+// age histogram over active peers only.
+func TestScrape(t *testing.T) {
+	db, err := store.Open(filepath.Join(t.TempDir(), "state.db"), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	now := time.Now()
+	ago := func(d time.Duration) *time.Time { at := now.Add(-d); return &at }
+	err = db.Update(func(tx *store.Tx) error {
+		for _, o := range []*store.Org{
+			{ID: 1, Name: "acme", State: api.StateActive},
+			{ID: 2, Name: "globex", State: api.StateActive},
+			{ID: 3, Name: "initech", State: api.StateSuspended},
+		} {
+			if err := tx.PutOrg(o); err != nil {
+				return err
+			}
+		}
+		for _, p := range []*store.Peer{
+			{Org: "acme", Name: "a1", State: api.StateActive, LastHandshake: ago(30 * time.Second), RxBytes: 100, TxBytes: 1000},
+			{Org: "acme", Name: "a2", State: api.StateActive, LastHandshake: ago(2 * time.Hour), RxBytes: 5, TxBytes: 7},
+			{Org: "acme", Name: "a3", State: api.StateActive},
+			{Org: "acme", Name: "a5", State: api.StateActive, LastHandshake: ago(2 * time.Minute)},
+			// Suspended with a fresh handshake: neither online nor aged.
+			{Org: "acme", Name: "a4", State: api.StateSuspended, LastHandshake: ago(time.Second), RxBytes: 1},
+			{Org: "globex", Name: "g1", State: api.StateRevoked, RxBytes: 9, TxBytes: 9},
+		} {
+			if err := tx.PutPeer(p); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	h := New(db, 3*time.Minute).Handler(func() error { return nil })
+	code, body := scrape(t, h, "/metrics")
+	if code != http.StatusOK {
+		t.Fatalf("GET /metrics: %d\n%s", code, body)
+	}
+	for _, want := range []string{
+		`extranet_peers{org="acme",state="active"} 4`,
+		`extranet_peers{org="acme",state="suspended"} 1`,
+		`extranet_peers{org="globex",state="revoked"} 1`,
+		`extranet_peers_online{org="acme"} 2`,
+		// Every org appears, so a dashboard sees a zero, not a gap.
+		`extranet_peers_online{org="globex"} 0`,
+		`extranet_peers_online{org="initech"} 0`,
+		`extranet_org_received_bytes_total{org="acme"} 106`,
+		`extranet_org_sent_bytes_total{org="acme"} 1007`,
+		`extranet_org_received_bytes_total{org="globex"} 9`,
+		`extranet_orgs{state="active"} 2`,
+		`extranet_orgs{state="suspended"} 1`,
+		// Buckets are cumulative: 30 s is in every bucket, 2 min from 3 min
+		// on, 2 h from 6 h on.
+		`extranet_peer_handshake_age_seconds_bucket{le="60"} 1`,
+		`extranet_peer_handshake_age_seconds_bucket{le="180"} 2`,
+		`extranet_peer_handshake_age_seconds_bucket{le="3600"} 2`,
+		`extranet_peer_handshake_age_seconds_bucket{le="21600"} 3`,
+		`extranet_peer_handshake_age_seconds_bucket{le="+Inf"} 3`,
+		`extranet_peer_handshake_age_seconds_count 3`,
+	} {
+		if !strings.Contains(body, want+"\n") {
+			t.Errorf("scrape lacks %q", want)
+		}
+	}
+	if t.Failed() {
+		t.Logf("scrape:\n%s", body)
+	}
+}
+
+// TestHealth answers 200 while the gateway serves and 503, naming the cause,
+// when it does not, which is what a load balancer acts on.
+func TestHealth(t *testing.T) {
+	db, err := store.Open(filepath.Join(t.TempDir(), "state.db"), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var bad error
+	h := New(db, time.Minute).Handler(func() error { return bad })
+	if code, body := scrape(t, h, "/healthz"); code != http.StatusOK || body != "ok\n" {
+		t.Errorf("healthy: %d %q", code, body)
+	}
+	bad = errors.New("last reconcile failed: iptables-restore: exit status 4")
+	code, body := scrape(t, h, "/healthz")
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "iptables-restore") {
+		t.Errorf("unhealthy: %d %q", code, body)
+	}
+}
