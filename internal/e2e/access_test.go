@@ -2,14 +2,19 @@ package e2e
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net/netip"
 	"os/exec"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
 	"github.com/extranetgw/extranet/pkg/api"
+	"github.com/extranetgw/extranet/pkg/wgconfig"
 )
 
 // probe is one cell of the access matrix.
@@ -264,4 +269,98 @@ func (r *Rig) firewallState() string {
 	out, _ := exec.Command("ip", "netns", "exec", r.GW, "ipset", "list", "-n").CombinedOutput()
 	b.WriteString("ipsets: " + strings.TrimSpace(string(out)) + "\n")
 	return b.String()
+}
+
+// TestUnknownWireGuardPeerGetsNoFlow: a peer WireGuard holds but the store
+// does not (here added by hand with `wg set`, as a peer whose removal
+// failed would be) handshakes, yet no flow of its passes the firewall,
+// though its address lies in a granted organisation's block: the peer set
+// is the second line behind WireGuard. Drift repair then removes it.
+func TestUnknownWireGuardPeerGetsNoFlow(t *testing.T) {
+	// No periodic drift repair during the test: the firewall alone must
+	// stop the unknown peer.
+	r := standardRig(t, "--reconcile-interval", "1h")
+	r.MustCTL("org", "create", "acme", "--grant", "10.10.1.0/24")
+	cfg := r.Issue("acme/laptop")
+	r.PartnerUp(r.PA, "pa"+r.id, cfg)
+	reaches(t, r.PA, hostPort(in1Addr, 22), "in1")
+
+	// The stranger takes the next address of the laptop's block, with a
+	// key of its own and no preshared key.
+	c, err := wgconfig.Parse([]byte(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := wgtypes.GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := c.Interface.Address[0].Addr().Next()
+	c.Interface.PrivateKey = key.String()
+	c.Interface.Address = []netip.Prefix{netip.PrefixFrom(addr, 32)}
+	c.Peer.PresharedKey = ""
+	stranger, err := c.Render()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := key.PublicKey().String()
+	r.Must(r.GW, "wg", "set", r.Iface, "peer", pub, "allowed-ips", addr.String()+"/32")
+	r.PartnerUp(r.PB, "pb"+r.id, string(stranger))
+
+	refused := func() int {
+		// -x: exact counters; the peer check is the only rule in
+		// EXTRANET-FWD that matches on the peer set.
+		for _, l := range strings.Split(r.Must(r.GW, "iptables", "-t", "filter", "-L", "EXTRANET-FWD", "-v", "-n", "-x"), "\n") {
+			if strings.Contains(l, "! match-set extranet-peers src") {
+				var n int
+				fmt.Sscan(strings.TrimSpace(l), &n)
+				return n
+			}
+		}
+		t.Fatal("no peer check in EXTRANET-FWD")
+		return 0
+	}
+	before := refused()
+	Eventually(t, 10*time.Second, "the stranger handshakes and is refused by the peer check", func() error {
+		if got, err := TCPEcho(r.PB, hostPort(in1Addr, 22)); err == nil {
+			t.Fatalf("a peer unknown to the store reached its org's grant: %q", got)
+		}
+		hs := r.Must(r.GW, "wg", "show", r.Iface, "latest-handshakes")
+		if !strings.Contains(hs, pub) || strings.Contains(hs, pub+"\t0") {
+			return fmt.Errorf("no handshake yet: %s", hs)
+		}
+		if refused() == before {
+			return errors.New("no packet met the peer check yet")
+		}
+		return nil
+	})
+	for i := 0; i < 3; i++ {
+		if got, err := TCPEcho(r.PB, hostPort(in1Addr, 22)); err == nil {
+			t.Fatalf("a peer unknown to the store reached its org's grant: %q", got)
+		}
+	}
+	reaches(t, r.PA, hostPort(in1Addr, 22), "in1")
+
+	// With its address put in the peer set by hand, the same stranger gets
+	// through: the refusal above was the peer check's, nothing else's.
+	r.Must(r.GW, "ipset", "add", "extranet-peers", addr.String())
+	reaches(t, r.PB, hostPort(in1Addr, 22), "in1")
+
+	// The next drift check takes both hand-made changes back.
+	r.HUP()
+	Eventually(t, 5*time.Second, "drift repair removes the unknown peer", func() error {
+		if strings.Contains(r.wgPeers(), pub) {
+			return errors.New("still on the interface")
+		}
+		if set := r.Must(r.GW, "ipset", "list", "extranet-peers"); strings.Contains(set, addr.String()+"\n") {
+			return errors.New("still in the peer set")
+		}
+		return nil
+	})
+	out := r.MustCTL("audit", "--action", "dataplane.repair", "-o", "json")
+	for _, want := range []string{"unexpected: peer " + addr.String(), "1 removed"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the repair audit lacks %q:\n%s", want, out)
+		}
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os/exec"
 	"sort"
 	"strings"
@@ -17,6 +18,8 @@ import (
 // Interface is what the reconciler needs of a firewall.
 type Interface interface {
 	Apply(*policy.Policy) error
+	SetPeerSet(map[netip.Addr]bool) error
+	UpdatePeerSet(add, remove []netip.Addr) error
 	Check() ([]string, error)
 	Cleanup() error
 }
@@ -39,8 +42,15 @@ type Firewall struct {
 	ipt  *iptables.IPTables
 	// save and restore are the flavour's iptables-save and iptables-restore.
 	save, restore string
-	// snapshot is the kernel state right after the last successful Apply.
+	// snapshot is the kernel state right after the last successful Apply,
+	// without the members of PeerSet, which change between applies.
 	snapshot []string
+	// tunnel is the tunnel network of the last Apply.
+	tunnel netip.Prefix
+	// peers are the members PeerSet holds: as of the last Apply, with
+	// every update since; nil when unknown (never applied, or an update
+	// failed part way).
+	peers map[netip.Addr]bool
 }
 
 // New probes the iptables flavour and the ipset types it needs.
@@ -121,7 +131,7 @@ func pickFlavour(mode string) (string, error) {
 
 // probeSets checks that the kernel has the set types the rules use.
 func (f *Firewall) probeSets() error {
-	for _, typ := range []string{"hash:net", "hash:net,port"} {
+	for _, typ := range []string{"hash:ip", "hash:net", "hash:net,port"} {
 		name := SetPrefix + "probe"
 		if out, err := exec.Command("ipset", "create", name, typ, "-exist").CombinedOutput(); err != nil {
 			return fmt.Errorf("this kernel lacks ipset type %s: %v: %s", typ, err, bytes.TrimSpace(out))
@@ -182,12 +192,91 @@ func (f *Firewall) Apply(p *policy.Policy) error {
 	if err := destroyStaleSets(have, r.Sets); err != nil {
 		return err
 	}
-	snap, err := f.capture()
+	snap, _, err := f.capture()
 	if err != nil {
 		return err
 	}
-	f.snapshot = snap
+	f.snapshot, f.tunnel = snap, p.TunnelNet
+	f.peers = inTunnel(p.TunnelNet, p.Peers)
 	return nil
+}
+
+// inTunnel is the part of peers that PeerSet holds (see peerSet).
+func inTunnel(tunnel netip.Prefix, peers map[netip.Addr]bool) map[netip.Addr]bool {
+	out := make(map[netip.Addr]bool, len(peers))
+	for a, ok := range peers {
+		if ok && a.Is4() && tunnel.Contains(a) {
+			out[a] = true
+		}
+	}
+	return out
+}
+
+// UpdatePeerSet adds and removes single addresses of PeerSet, the per-peer
+// part of the firewall, without touching rules or other sets: one `ipset
+// restore` of a few lines, so issuing or revoking a peer stays cheap.
+// Removals go first, so an address that changes hands in one call ends up
+// present. After an error the set is unknown until SetPeerSet or Apply.
+func (f *Firewall) UpdatePeerSet(add, remove []netip.Addr) error {
+	if len(add)+len(remove) == 0 {
+		return nil
+	}
+	if f.peers == nil {
+		return errors.New("update the peer set: its members are unknown since a failed update (SetPeerSet refills it)")
+	}
+	var script strings.Builder
+	for _, a := range remove {
+		fmt.Fprintf(&script, "del %s %s -exist\n", PeerSet, a)
+	}
+	for _, a := range add {
+		fmt.Fprintf(&script, "add %s %s -exist\n", PeerSet, a)
+	}
+	if _, err := run(script.String(), "ipset", "restore"); err != nil {
+		f.peers = nil
+		return fmt.Errorf("update the peer set: %w", err)
+	}
+	for _, a := range remove {
+		delete(f.peers, a)
+	}
+	for _, a := range add {
+		f.peers[a] = true
+	}
+	return nil
+}
+
+// SetPeerSet makes PeerSet hold exactly the addresses of peers that are true
+// (and in the tunnel network): the difference to what it holds, or, when
+// that is unknown, a refill against what the kernel shows.
+func (f *Firewall) SetPeerSet(peers map[netip.Addr]bool) error {
+	if !f.tunnel.IsValid() {
+		return errors.New("set the peer set: the firewall was never applied")
+	}
+	want := inTunnel(f.tunnel, peers)
+	if f.peers == nil {
+		saved, err := run("", "ipset", "save", PeerSet)
+		if err != nil {
+			return fmt.Errorf("read the peer set: %w", err)
+		}
+		if script := setScript([]Set{peerSet(f.tunnel, want)}, parseSave(saved)); script != "" {
+			if _, err := run(script, "ipset", "restore"); err != nil {
+				return fmt.Errorf("refill the peer set: %w", err)
+			}
+		}
+		f.peers = want
+		return nil
+	}
+	var add, remove []netip.Addr
+	for a := range want {
+		if !f.peers[a] {
+			add = append(add, a)
+		}
+	}
+	for a := range f.peers {
+		if !want[a] {
+			remove = append(remove, a)
+		}
+	}
+	return f.UpdatePeerSet(add, remove)
 }
 
 func (f *Firewall) ensureJump(j Jump) error {
@@ -255,13 +344,13 @@ func destroyStaleSets(have map[string]kernelSet, want []Set) error {
 }
 
 // capture reads our part of the kernel state as normalised lines: our
-// chains and the jumps to them, and our sets with sorted members.
-func (f *Firewall) capture() ([]string, error) {
-	var lines []string
+// chains and the jumps to them, and our sets with sorted members, except
+// the members of PeerSet, which it returns apart.
+func (f *Firewall) capture() (lines []string, peers map[string]bool, err error) {
 	for _, table := range []string{"filter", "nat"} {
 		out, err := run("", f.save, "-t", table)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		for _, l := range strings.Split(out, "\n") {
 			switch {
@@ -274,16 +363,21 @@ func (f *Firewall) capture() ([]string, error) {
 	}
 	out, err := run("", "ipset", "save")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var sets []string
+	peers = map[string]bool{}
 	for _, l := range strings.Split(out, "\n") {
-		if strings.HasPrefix(l, "create "+SetPrefix) || strings.HasPrefix(l, "add "+SetPrefix) {
-			sets = append(sets, strings.Join(strings.Fields(l)[:3], " "))
+		fields := strings.Fields(l)
+		switch {
+		case len(fields) >= 3 && fields[0] == "add" && fields[1] == PeerSet:
+			peers[fields[2]] = true
+		case strings.HasPrefix(l, "create "+SetPrefix) || strings.HasPrefix(l, "add "+SetPrefix):
+			sets = append(sets, strings.Join(fields[:3], " "))
 		}
 	}
 	sort.Strings(sets)
-	return append(lines, sets...), nil
+	return append(lines, sets...), peers, nil
 }
 
 // Check compares the kernel with the snapshot of the last Apply and
@@ -292,15 +386,44 @@ func (f *Firewall) Check() ([]string, error) {
 	if f.snapshot == nil {
 		return []string{"never applied"}, nil
 	}
-	now, err := f.capture()
+	now, peers, err := f.capture()
 	if err != nil {
 		return nil, err
 	}
-	return diff(f.snapshot, now), nil
+	return summarise(append(diff(f.snapshot, now), peerDrift(f.peers, peers)...)), nil
 }
 
-// diff lists lines missing from got and lines that should not be there,
-// at most a handful of each, for a log line a person can read.
+// peerDrift lists the differences between the peer addresses PeerSet
+// should hold and those `ipset save` printed.
+func peerDrift(want map[netip.Addr]bool, got map[string]bool) []string {
+	if want == nil {
+		return []string{"peer set unknown after a failed update"}
+	}
+	var out []string
+	for a := range want {
+		if !got[a.String()] {
+			out = append(out, "missing: peer "+a.String())
+		}
+	}
+	for m := range got {
+		if a, err := netip.ParseAddr(m); err != nil || !want[a] {
+			out = append(out, "unexpected: peer "+m)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// summarise keeps a handful of differences, for a log line a person can
+// read.
+func summarise(out []string) []string {
+	if len(out) > 5 {
+		out = append(out[:5], fmt.Sprintf("and %d more differences", len(out)-5))
+	}
+	return out
+}
+
+// diff lists lines missing from got and lines that should not be there.
 func diff(want, got []string) []string {
 	count := func(ls []string) map[string]int {
 		m := map[string]int{}
@@ -326,9 +449,6 @@ func diff(want, got []string) []string {
 	// Rules in the wrong order inside a chain are drift too.
 	if len(out) == 0 && strings.Join(want, "\n") != strings.Join(got, "\n") {
 		out = append(out, "rules reordered")
-	}
-	if len(out) > 5 {
-		out = append(out[:5], fmt.Sprintf("and %d more differences", len(out)-5))
 	}
 	return out
 }
@@ -384,6 +504,6 @@ func (f *Firewall) Cleanup() error {
 			errs = append(errs, err)
 		}
 	}
-	f.snapshot = nil
+	f.snapshot, f.peers, f.tunnel = nil, nil, netip.Prefix{}
 	return errors.Join(errs...)
 }

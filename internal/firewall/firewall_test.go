@@ -1,6 +1,7 @@
 package firewall
 
 import (
+	"net/netip"
 	"os/exec"
 	"regexp"
 	"strings"
@@ -82,6 +83,76 @@ func TestKernelApplyCheckCleanup(t *testing.T) {
 				t.Errorf("drift after repairing %v: %v", breakIt, d)
 			}
 		}
+		// The peer set changes by single addresses, between applies, and
+		// drift in it is found and repaired like any other.
+		a, b, c := netip.MustParseAddr("100.64.1.2"), netip.MustParseAddr("100.64.1.3"), netip.MustParseAddr("100.64.2.7")
+		if err := f.UpdatePeerSet([]netip.Addr{a, b, c}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.UpdatePeerSet([]netip.Addr{b}, []netip.Addr{b, c}); err != nil {
+			t.Fatal(err)
+		}
+		if got := sh(t, "ipset", "list", PeerSet); !strings.Contains(got, "\n100.64.1.2\n") || !strings.Contains(got, "\n100.64.1.3\n") || strings.Contains(got, "100.64.2.7") {
+			t.Errorf("peer set after add a,b,c and remove b,c re-adding b:\n%s", got)
+		}
+		if d, err := f.Check(); err != nil || len(d) != 0 {
+			t.Errorf("drift after peer updates: %v %v", d, err)
+		}
+		p.Peers = map[netip.Addr]bool{a: true, b: true}
+		for _, tc := range []struct {
+			breakIt []string
+			want    string
+		}{
+			{[]string{"ipset", "del", PeerSet, "100.64.1.2"}, "missing: peer 100.64.1.2"},
+			{[]string{"ipset", "add", PeerSet, "100.64.9.9"}, "unexpected: peer 100.64.9.9"},
+		} {
+			sh(t, tc.breakIt...)
+			if d, err := f.Check(); err != nil || strings.Join(d, ";") != tc.want {
+				t.Errorf("%v: drift %v (%v), want %q", tc.breakIt, d, err, tc.want)
+			}
+			if err := f.Apply(p); err != nil {
+				t.Fatalf("repair after %v: %v", tc.breakIt, err)
+			}
+			if d, _ := f.Check(); len(d) != 0 {
+				t.Errorf("drift after repairing %v: %v", tc.breakIt, d)
+			}
+		}
+
+		// A failed update leaves the set unknown, as it may have gone part
+		// way (here, its first address went in by hand); Check says so,
+		// and SetPeerSet refills the set from what the kernel shows.
+		d := netip.MustParseAddr("100.64.1.44")
+		if err := f.UpdatePeerSet([]netip.Addr{d, {}}, nil); err == nil {
+			t.Fatal("an update with an invalid address succeeded")
+		}
+		sh(t, "ipset", "add", PeerSet, d.String(), "-exist")
+		if drift, err := f.Check(); err != nil || strings.Join(drift, ";") != "peer set unknown after a failed update" {
+			t.Errorf("drift after a failed update: %v %v", drift, err)
+		}
+		if err := f.UpdatePeerSet([]netip.Addr{c}, nil); err == nil {
+			t.Error("an update built on an unknown set succeeded")
+		}
+		if err := f.SetPeerSet(p.Peers); err != nil {
+			t.Fatal(err)
+		}
+		if got := sh(t, "ipset", "list", PeerSet); strings.Contains(got, "100.64.1.44") || !strings.Contains(got, "\n100.64.1.3\n") {
+			t.Errorf("peer set after the refill:\n%s", got)
+		}
+		if drift, err := f.Check(); err != nil || len(drift) != 0 {
+			t.Errorf("drift after the refill: %v %v", drift, err)
+		}
+		// Known again, the set changes by differences.
+		if err := f.SetPeerSet(map[netip.Addr]bool{a: true, c: true}); err != nil {
+			t.Fatal(err)
+		}
+		if got := sh(t, "ipset", "list", PeerSet); strings.Contains(got, "100.64.1.3") || !strings.Contains(got, "\n100.64.2.7\n") {
+			t.Errorf("peer set after SetPeerSet(a, c):\n%s", got)
+		}
+		if drift, err := f.Check(); err != nil || len(drift) != 0 {
+			t.Errorf("drift after SetPeerSet: %v %v", drift, err)
+		}
+		p.Peers = map[netip.Addr]bool{a: true, c: true}
+
 		// The flush of FORWARD took the foreign rule; put it back as its owner would.
 		sh(t, "iptables", "-A", "FORWARD", "-s", "192.0.2.1", "-j", "DROP")
 

@@ -5,6 +5,13 @@
 // tree of source-prefix jumps (see jumpTree) selects the organisation's
 // chain, where its grants are ipset lookups.
 //
+// The one per-peer thing is a set, PeerSet, of the addresses of the peers in
+// force; a new flow from any other address is refused before the tree. It
+// is the second line behind WireGuard's own check: a peer that WireGuard
+// still holds against the store (added by hand, or one whose removal
+// failed) gets no new flow, and the set changes by single entries as peers
+// come and go (UpdatePeerSet), without touching a rule.
+//
 //	filter FORWARD  -i <wg> -j EXTRANET-FWD       partners' packets
 //	filter FORWARD  -o <wg> -j EXTRANET-TOPEER    packets toward partners
 //	filter INPUT    -i <wg> -j EXTRANET-IN        partners to the gateway itself
@@ -32,6 +39,9 @@ import (
 const (
 	ChainPrefix = "EXTRANET-"
 	SetPrefix   = "extranet-"
+
+	// PeerSet holds the tunnel address of every peer in force.
+	PeerSet = "extranet-peers"
 
 	chainFwd    = "EXTRANET-FWD"
 	chainIn     = "EXTRANET-IN"
@@ -178,9 +188,11 @@ func Render(p *policy.Policy, existing []string) (*Rendered, error) {
 	}
 	fmt.Fprintf(&f, "-A %s -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n", chainFwd)
 	fmt.Fprintf(&f, "-A %s -m conntrack --ctstate INVALID -j DROP\n", chainFwd)
+	fmt.Fprintf(&f, "-A %s -m set ! --match-set %s src -j %s\n", chainFwd, PeerSet, reject)
 	f.WriteString(fwdJumps.String())
 	fmt.Fprintf(&f, "-A %s -j %s\n", chainFwd, reject)
 	f.WriteString(groupJumps.String())
+	r.Sets = append(r.Sets, peerSet(p.TunnelNet, p.Peers))
 	for _, o := range orgs {
 		sets, err := renderOrg(&f, o)
 		if err != nil {
@@ -214,6 +226,24 @@ func Render(p *policy.Policy, existing []string) (*Rendered, error) {
 		{"nat", "POSTROUTING", []string{"-j", chainPost}},
 	}
 	return r, nil
+}
+
+// peerSet is the set of the addresses of the peers in force, in address
+// order. An address outside the tunnel network can never be a source on
+// the interface, so it is left out rather than trusted.
+func peerSet(tunnel netip.Prefix, peers map[netip.Addr]bool) Set {
+	addrs := make([]netip.Addr, 0, len(peers))
+	for a, ok := range peers {
+		if ok && a.Is4() && tunnel.Contains(a) {
+			addrs = append(addrs, a)
+		}
+	}
+	sort.Slice(addrs, func(i, j int) bool { return addrs[i].Less(addrs[j]) })
+	members := make([]string, len(addrs))
+	for i, a := range addrs {
+		members[i] = a.String()
+	}
+	return Set{PeerSet, "hash:ip", members}
 }
 
 // renderOrg writes an organisation's chain and returns its two sets.

@@ -32,7 +32,13 @@ func testPolicy(t testing.TB) *policy.Policy {
 }
 
 func TestRenderGolden(t *testing.T) {
-	r, err := Render(testPolicy(t), []string{"EXTRANET-FWD", "EXTRANET-O-1", "EXTRANET-O-9"})
+	p := testPolicy(t)
+	p.Peers = map[netip.Addr]bool{
+		netip.MustParseAddr("100.64.3.9"): true, netip.MustParseAddr("100.64.1.2"): true,
+		// Withdrawn, and outside the tunnel network: neither is a member.
+		netip.MustParseAddr("100.64.2.2"): false, netip.MustParseAddr("10.0.0.1"): true,
+	}
+	r, err := Render(p, []string{"EXTRANET-FWD", "EXTRANET-O-1", "EXTRANET-O-9"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,6 +52,7 @@ func TestRenderGolden(t *testing.T) {
 :EXTRANET-O-9 - [0:0]
 -A EXTRANET-FWD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
 -A EXTRANET-FWD -m conntrack --ctstate INVALID -j DROP
+-A EXTRANET-FWD -m set ! --match-set extranet-peers src -j REJECT --reject-with icmp-admin-prohibited
 -A EXTRANET-FWD -s 100.64.0.0/20 -j EXTRANET-G-64400000-20
 -A EXTRANET-FWD -j REJECT --reject-with icmp-admin-prohibited
 -A EXTRANET-G-64400000-20 -s 100.64.1.0/24 -j EXTRANET-O-1
@@ -73,15 +80,15 @@ COMMIT
 		t.Errorf("nat:\n%s\nwant:\n%s", r.NAT, wantNAT)
 	}
 	got := fmt.Sprint(r.Sets)
-	want := "[{extranet-1-net hash:net [10.10.1.0/24]} {extranet-1-port hash:net,port [10.10.2.2/32,tcp:443 10.10.2.2/32,udp:5000-5010]} " +
+	want := "[{extranet-peers hash:ip [100.64.1.2 100.64.3.9]} {extranet-1-net hash:net [10.10.1.0/24]} {extranet-1-port hash:net,port [10.10.2.2/32,tcp:443 10.10.2.2/32,udp:5000-5010]} " +
 		"{extranet-2-net hash:net []} {extranet-2-port hash:net,port [10.10.2.0/24,tcp:8080]}]"
 	if got != want {
 		t.Errorf("sets:\n%s\nwant:\n%s", got, want)
 	}
 }
 
-// TestRulesDoNotGrowWithPeers is the scaling promise: peers are not part
-// of what is rendered at all.
+// TestRulesDoNotGrowWithPeers is the scaling promise: peers are members of
+// one set, and no rule or other set depends on them.
 func TestRulesDoNotGrowWithPeers(t *testing.T) {
 	p := testPolicy(t)
 	few, _ := Render(p, nil)
@@ -90,8 +97,11 @@ func TestRulesDoNotGrowWithPeers(t *testing.T) {
 		p.Peers[netip.AddrFrom4([4]byte{100, 64, byte(1 + i/250), byte(1 + i%250)})] = true
 	}
 	many, _ := Render(p, nil)
-	if few.Filter != many.Filter || fmt.Sprint(few.Sets) != fmt.Sprint(many.Sets) {
+	if few.Filter != many.Filter || few.NAT != many.NAT || fmt.Sprint(few.Sets[1:]) != fmt.Sprint(many.Sets[1:]) {
 		t.Error("rendered rules depend on the number of peers")
+	}
+	if many.Sets[0].Name != PeerSet || len(many.Sets[0].Members) != 5000 || len(few.Sets[0].Members) != 0 {
+		t.Errorf("peer set: %d members with 5,000 peers, %d with none", len(many.Sets[0].Members), len(few.Sets[0].Members))
 	}
 }
 
@@ -143,6 +153,8 @@ func BenchmarkRender1000Orgs(b *testing.B) {
 type rule struct {
 	src    netip.Prefix
 	target string
+	// notPeer matches a source that is not in PeerSet.
+	notPeer bool
 }
 
 // parseChains reads the source matches and targets of rendered rules.
@@ -158,6 +170,8 @@ func parseChains(filter string) map[string][]rule {
 			switch f[i] {
 			case "-s":
 				r.src = netip.MustParsePrefix(f[i+1])
+			case "!":
+				r.notPeer = i+2 < len(f) && f[i+1] == "--match-set" && f[i+2] == PeerSet
 			case "-j":
 				r.target = f[i+1]
 			}
@@ -167,17 +181,24 @@ func parseChains(filter string) map[string][]rule {
 	return chains
 }
 
-// walk follows a new flow from addr through EXTRANET-FWD and the group
-// chains, as the kernel would, and returns the organisation chain it
-// reaches and how many rules it met on the way.
-func walk(chains map[string][]rule, addr netip.Addr) (string, int) {
+// walk follows a new flow from addr, a peer in force or not, through
+// EXTRANET-FWD and the group chains, as the kernel would, and returns the
+// organisation chain it reaches and how many rules it met on the way.
+func walk(chains map[string][]rule, addr netip.Addr, peer bool) (string, int) {
 	chain, met := "EXTRANET-FWD", 0
 	for steps := 0; steps < 10 && !strings.HasPrefix(chain, "EXTRANET-O-"); steps++ {
 		next := ""
 		for _, r := range chains[chain] {
 			met++
 			// A new flow is neither RELATED, ESTABLISHED nor INVALID, so
-			// only source matches and the final reject decide.
+			// only the peer check, source matches and the final reject
+			// decide.
+			if r.notPeer {
+				if !peer {
+					return "REJECT", met
+				}
+				continue
+			}
 			if r.src.IsValid() && r.src.Contains(addr) || !r.src.IsValid() && r.target == "REJECT" {
 				next = r.target
 				break
@@ -207,18 +228,22 @@ func TestTreeBoundsTheWalk(t *testing.T) {
 		chains := parseChains(r.Filter)
 		worst := 0
 		for _, o := range p.Orgs {
-			chain, met := walk(chains, o.Blocks[0].Addr().Next())
+			chain, met := walk(chains, o.Blocks[0].Addr().Next(), true)
 			if chain != OrgChain(o.ID) {
 				t.Fatalf("%d orgs: a flow from %s reached %s, want %s", n, o.Blocks[0], chain, OrgChain(o.ID))
 			}
 			worst = max(worst, met)
 		}
-		// Two conntrack rules, then at most 16 jumps on each of 3 levels.
-		if worst > 2+3*16 {
+		// Two conntrack rules and the peer check, then at most 16 jumps
+		// on each of 3 levels.
+		if worst > 3+3*16 {
 			t.Errorf("%d orgs: a new flow may meet %d rules", n, worst)
 		}
-		if chain, _ := walk(chains, netip.MustParseAddr("100.79.255.250")); n < 4095 && chain != "REJECT" {
+		if chain, _ := walk(chains, netip.MustParseAddr("100.79.255.250"), true); n < 4095 && chain != "REJECT" {
 			t.Errorf("%d orgs: a flow from outside every block reached %s", n, chain)
+		}
+		if chain, _ := walk(chains, p.Orgs[0].Blocks[0].Addr().Next(), false); chain != "REJECT" {
+			t.Errorf("%d orgs: a flow from an address no peer holds reached %s", n, chain)
 		}
 		t.Logf("%d orgs: worst walk %d rules", n, worst)
 	}

@@ -7,6 +7,11 @@ import (
 	"strings"
 )
 
+// maxElem bounds every set of ours. The peer set holds an address per
+// peer, and ipset's default of 65,536 would cap the gateway's peers; hash
+// sets allocate as they fill, so a high bound costs nothing.
+const maxElem = 1 << 20
+
 // Set is one ipset the rules use, with the members as they are added.
 type Set struct {
 	Name, Type string
@@ -51,14 +56,14 @@ func setScript(want []Set, have map[string]kernelSet) string {
 		k, ok := have[set.Name]
 		switch {
 		case !ok:
-			fmt.Fprintf(&s, "create %s %s family inet\n", set.Name, set.Type)
+			fmt.Fprintf(&s, "create %s %s family inet maxelem %d\n", set.Name, set.Type, maxElem)
 			for _, m := range set.Members {
 				fmt.Fprintf(&s, "add %s %s\n", set.Name, m)
 			}
 		case k.typ == set.Type && sameMembers(kernelMembers(set.Members), k.members):
 		default:
 			tmp := set.Name + "-t"
-			fmt.Fprintf(&s, "create %s %s family inet -exist\n", tmp, set.Type)
+			fmt.Fprintf(&s, "create %s %s family inet maxelem %d -exist\n", tmp, set.Type, maxElem)
 			fmt.Fprintf(&s, "flush %s\n", tmp)
 			for _, m := range set.Members {
 				fmt.Fprintf(&s, "add %s %s\n", tmp, m)

@@ -34,9 +34,9 @@ func TestSetScriptTouchesOnlyWhatDiffers(t *testing.T) {
 	changed := append([]Set(nil), testSets...)
 	changed[0] = Set{"extranet-1-net", "hash:net", []string{"10.10.1.0/24"}}
 	changed = append(changed, Set{"extranet-3-net", "hash:net", []string{"10.30.0.0/16"}})
-	want := "create extranet-1-net-t hash:net family inet -exist\nflush extranet-1-net-t\nadd extranet-1-net-t 10.10.1.0/24\n" +
+	want := "create extranet-1-net-t hash:net family inet maxelem 1048576 -exist\nflush extranet-1-net-t\nadd extranet-1-net-t 10.10.1.0/24\n" +
 		"swap extranet-1-net-t extranet-1-net\ndestroy extranet-1-net-t\n" +
-		"create extranet-3-net hash:net family inet\nadd extranet-3-net 10.30.0.0/16\n"
+		"create extranet-3-net hash:net family inet maxelem 1048576\nadd extranet-3-net 10.30.0.0/16\n"
 	if got := setScript(changed, have); got != want {
 		t.Errorf("script:\n%s\nwant:\n%s", got, want)
 	}

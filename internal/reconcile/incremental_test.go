@@ -221,7 +221,7 @@ func TestStartLoadsEverythingAndFailsOnlyOnTheFirewall(t *testing.T) {
 	if err := e.r.Start(); err != nil {
 		t.Fatal(err)
 	}
-	e.expect("org 1 acme blocks=[100.64.1.0/24] grants=[]\npeers 100.64.1.1\n")
+	e.expect("org 1 acme blocks=[100.64.1.0/24] grants=[]\npeers 100.64.1.1\npeer set 100.64.1.1\n")
 	if len(e.os.sweeps) != 1 {
 		t.Errorf("Start swept %d times, want once: flows from before it may have lost their access", len(e.os.sweeps))
 	}
@@ -264,6 +264,9 @@ func TestFailedDeviceStillKillsFlows(t *testing.T) {
 		if len(e.os.sweeps) == sweeps || e.os.sweeps[len(e.os.sweeps)-1] != "100.64.1.2" {
 			t.Errorf("partial=%v: the revoked peer's flows were not killed: sweeps %v", partial, e.os.sweeps[sweeps:])
 		}
+		if e.os.set[netip.MustParseAddr("100.64.1.1")] {
+			t.Errorf("partial=%v: the revoked peer is still in the firewall's peer set, which WireGuard's refusal left as the only line", partial)
+		}
 		if partial {
 			e.r.observe(func() (int, error) { return 0, err })
 		}
@@ -272,9 +275,53 @@ func TestFailedDeviceStillKillsFlows(t *testing.T) {
 		}
 		e.os.wgErr = nil
 		e.once(false)
-		e.expect("org 1 acme blocks=[100.64.1.0/24] grants=[]\npeers 100.64.1.2\n")
+		e.expect("org 1 acme blocks=[100.64.1.0/24] grants=[]\npeers 100.64.1.2\npeer set 100.64.1.2\n")
 		if e.r.fullNeeded(pending{}) {
 			t.Errorf("partial=%v: a successful full run left the state uncertain", partial)
 		}
+	}
+}
+
+// TestPeerSetFailureDoesNotHoldUpWireGuard: when the firewall's peer set
+// cannot be written, a revoked peer still leaves WireGuard and its flows
+// die; the run fails, and the next full run refills the set.
+func TestPeerSetFailureDoesNotHoldUpWireGuard(t *testing.T) {
+	for _, partial := range []bool{true, false} {
+		e := newEnv(t)
+		e.put(func(tx *store.Tx) error {
+			tx.PutOrg(&store.Org{ID: 1, Name: "acme", State: api.StateActive, Blocks: []netip.Prefix{netip.MustParsePrefix("100.64.1.0/24")}})
+			tx.PutPeer(&store.Peer{Org: "acme", Name: "a", PublicKey: key(t), PresharedKey: key(t), Address: netip.MustParseAddr("100.64.1.1"), State: api.StateActive})
+			return tx.PutPeer(&store.Peer{Org: "acme", Name: "b", PublicKey: key(t), PresharedKey: key(t), Address: netip.MustParseAddr("100.64.1.2"), State: api.StateActive})
+		})
+		e.once(false)
+		ch, _ := e.db.Change(func(tx *store.Tx) error {
+			p, _ := tx.Peer("acme", "a")
+			p.State = api.StateRevoked
+			return tx.PutPeer(p)
+		})
+		e.os.setErr = errors.New("ipset v7.17: Kernel error received")
+		sweeps := len(e.os.sweeps)
+		var err error
+		if partial {
+			err = e.r.applyPeers(map[string]bool{ch.Peers[0]: true})
+			e.r.observe(func() (int, error) { return 0, err })
+		} else {
+			err = e.r.Once(context.Background(), false)
+		}
+		if err == nil || !strings.Contains(err.Error(), "peer set") || !strings.Contains(err.Error(), "Kernel error") {
+			t.Errorf("partial=%v: error %v, want the peer set's", partial, err)
+		}
+		if got := e.os.String(); !strings.Contains(got, "peers 100.64.1.2\n") {
+			t.Errorf("partial=%v: the revoked peer is still in WireGuard:\n%s", partial, got)
+		}
+		if len(e.os.sweeps) == sweeps || e.os.sweeps[len(e.os.sweeps)-1] != "100.64.1.2" {
+			t.Errorf("partial=%v: the revoked peer's flows were not killed: sweeps %v", partial, e.os.sweeps[sweeps:])
+		}
+		if !e.r.fullNeeded(pending{}) {
+			t.Errorf("partial=%v: after a failure the next run is not a full one", partial)
+		}
+		e.os.setErr = nil
+		e.once(false)
+		e.expect("org 1 acme blocks=[100.64.1.0/24] grants=[]\npeers 100.64.1.2\npeer set 100.64.1.2\n")
 	}
 }

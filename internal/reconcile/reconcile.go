@@ -23,9 +23,13 @@ import (
 	"github.com/extranetgw/extranet/pkg/api"
 )
 
-// Firewall is the part of the firewall the reconciler drives.
+// Firewall is the part of the firewall the reconciler drives. Apply puts
+// rules and every set in force, the peer set included; SetPeerSet and
+// UpdatePeerSet change the peer set alone, as peers come and go.
 type Firewall interface {
 	Apply(*policy.Policy) error
+	SetPeerSet(map[netip.Addr]bool) error
+	UpdatePeerSet(add, remove []netip.Addr) error
 	Check() ([]string, error)
 }
 
@@ -346,12 +350,15 @@ func (r *Reconciler) once(check bool) (int, error) {
 	}
 	var repairs []string
 
-	// Firewall first: a new peer must never be up before its rules are.
+	// Firewall first: a new peer must never be up before its rules are,
+	// and a withdrawn one is out of the peer set before WireGuard drops it.
+	applied := false
 	switch {
 	case r.applied == nil || !sameRules(r.applied, p):
 		if err := r.o.Firewall.Apply(p); err != nil {
 			return 0, fmt.Errorf("apply firewall: %w", err)
 		}
+		applied = true
 	case check:
 		drift, err := r.o.Firewall.Check()
 		if err != nil {
@@ -362,6 +369,15 @@ func (r *Reconciler) once(check bool) (int, error) {
 				return 0, fmt.Errorf("repair firewall (%v): %w", drift, err)
 			}
 			repairs = append(repairs, drift...)
+			applied = true
+		}
+	}
+	// A peer set that cannot be written does not hold up WireGuard or the
+	// sweep below, which withdraw access on their own; the run still fails.
+	var peerSetErr error
+	if !applied {
+		if err := r.o.Firewall.SetPeerSet(p.Peers); err != nil {
+			peerSetErr = fmt.Errorf("firewall peer set: %w", err)
 		}
 	}
 
@@ -374,7 +390,7 @@ func (r *Reconciler) once(check bool) (int, error) {
 	if err != nil {
 		// Whatever WireGuard holds now, flows the policy withdrew must not
 		// live on: fail closed, then report.
-		return 0, errors.Join(fmt.Errorf("sync WireGuard peers: %w", err), r.sweep(p, lostAddrs))
+		return 0, errors.Join(fmt.Errorf("sync WireGuard peers: %w", err), peerSetErr, r.sweep(p, lostAddrs))
 	}
 	if r.peers != nil && samePeers(r.peers, peers) && res != (wgdev.SyncResult{}) {
 		repairs = append(repairs, fmt.Sprintf("wireguard peers changed by hand: %d re-added, %d removed, %d fixed", res.Added, res.Removed, res.Updated))
@@ -384,7 +400,7 @@ func (r *Reconciler) once(check bool) (int, error) {
 	// re-open them in between.
 	if r.applied == nil || r.peers == nil || r.uncertain || len(lostAddrs) > 0 || grantsWithdrawn(r.applied, p) {
 		if err := r.sweep(p, lostAddrs); err != nil {
-			return 0, err
+			return 0, errors.Join(peerSetErr, err)
 		}
 	}
 	r.inForce(p, peers, orgs)
@@ -392,7 +408,7 @@ func (r *Reconciler) once(check bool) (int, error) {
 	if len(repairs) > 0 {
 		r.recordRepair(repairs)
 	}
-	return len(repairs), nil
+	return len(repairs), peerSetErr
 }
 
 // applyPeers brings the peers with the given ORG/NAME in line with their
@@ -422,6 +438,9 @@ func (r *Reconciler) applyPeers(ids map[string]bool) error {
 	var set []wgdev.Peer
 	var remove []wgtypes.Key
 	lostAddrs := map[netip.Addr]bool{}
+	// gone are the addresses that leave the peer set: those given up by
+	// the peer that holds them and taken by none of the changed peers.
+	gone := map[netip.Addr]bool{}
 	for id := range ids {
 		old, had := r.peers[id]
 		w, want := next[id]
@@ -431,14 +450,33 @@ func (r *Reconciler) applyPeers(ids map[string]bool) error {
 			}
 			lostAddrs[old.Address] = true
 		}
+		if had && r.owner[old.Address] == id {
+			gone[old.Address] = true
+		}
 		if want {
 			set = append(set, w)
 		}
 	}
+	var fwAdd, fwRemove []netip.Addr
+	for _, w := range next {
+		delete(gone, w.Address)
+		if !r.applied.Peers[w.Address] {
+			fwAdd = append(fwAdd, w.Address)
+		}
+	}
+	for a := range gone {
+		fwRemove = append(fwRemove, a)
+	}
+	// The peer set first, as in a full run; its failure does not hold up
+	// WireGuard, and the full run that follows refills it.
+	var peerSetErr error
+	if err := r.o.Firewall.UpdatePeerSet(fwAdd, fwRemove); err != nil {
+		peerSetErr = fmt.Errorf("firewall peer set: %w", err)
+	}
 	if _, err := r.o.Device.UpdatePeers(set, remove); err != nil {
 		// Fail closed: the lost addresses' flows die whatever WireGuard
 		// holds; the full run that follows sorts out the rest.
-		err = fmt.Errorf("update WireGuard peers: %w", err)
+		err = errors.Join(fmt.Errorf("update WireGuard peers: %w", err), peerSetErr)
 		if len(lostAddrs) > 0 {
 			err = errors.Join(err, r.sweep(r.applied, lostAddrs))
 		}
@@ -461,9 +499,9 @@ func (r *Reconciler) applyPeers(ids map[string]bool) error {
 		r.applied.Peers[w.Address] = true
 	}
 	if len(lostAddrs) > 0 {
-		return r.sweep(r.applied, lostAddrs)
+		return errors.Join(peerSetErr, r.sweep(r.applied, lostAddrs))
 	}
-	return nil
+	return peerSetErr
 }
 
 // sweep kills the flows p does not allow, and every flow of the addresses

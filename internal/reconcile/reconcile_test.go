@@ -31,14 +31,54 @@ type fakeOS struct {
 	peers   map[wgtypes.Key]wgdev.Peer
 	sweeps  []string
 	stats   []wgdev.PeerStats
-	// wgErr, when set, fails every change to the peers.
-	wgErr error
+	// set is the firewall's peer set.
+	set map[netip.Addr]bool
+	// wgErr, when set, fails every change to the peers; setErr every
+	// change to the peer set alone.
+	wgErr, setErr error
 	// syncs and updates count full syncs and partial updates.
 	syncs, updates int
 }
 
-func (f *fakeOS) Apply(p *policy.Policy) error { f.applies++; f.policy = p; f.drift = nil; return nil }
-func (f *fakeOS) Check() ([]string, error)     { return f.drift, nil }
+func (f *fakeOS) Apply(p *policy.Policy) error {
+	f.applies++
+	f.policy, f.drift = p, nil
+	f.set = map[netip.Addr]bool{}
+	for a, ok := range p.Peers {
+		if ok {
+			f.set[a] = true
+		}
+	}
+	return nil
+}
+
+func (f *fakeOS) Check() ([]string, error) { return f.drift, nil }
+
+func (f *fakeOS) SetPeerSet(peers map[netip.Addr]bool) error {
+	if f.setErr != nil {
+		return f.setErr
+	}
+	f.set = map[netip.Addr]bool{}
+	for a, ok := range peers {
+		if ok {
+			f.set[a] = true
+		}
+	}
+	return nil
+}
+
+func (f *fakeOS) UpdatePeerSet(add, remove []netip.Addr) error {
+	if f.setErr != nil {
+		return f.setErr
+	}
+	for _, a := range remove {
+		delete(f.set, a)
+	}
+	for _, a := range add {
+		f.set[a] = true
+	}
+	return nil
+}
 
 func (f *fakeOS) SyncPeers(want []wgdev.Peer, _ bool) (wgdev.SyncResult, error) {
 	f.syncs++
@@ -118,6 +158,12 @@ func (f *fakeOS) String() string {
 	}
 	sort.Strings(peers)
 	fmt.Fprintf(&b, "peers %s\n", strings.Join(peers, ","))
+	var set []string
+	for a := range f.set {
+		set = append(set, a.String())
+	}
+	sort.Strings(set)
+	fmt.Fprintf(&b, "peer set %s\n", strings.Join(set, ","))
 	return b.String()
 }
 
@@ -188,7 +234,7 @@ func TestReconcileTransitions(t *testing.T) {
 		return tx.PutPeer(&store.Peer{Org: "acme", Name: "b", PublicKey: key(t), PresharedKey: psk, Address: netip.MustParseAddr("100.64.1.2"), State: api.StateSuspended})
 	})
 	e.once(false)
-	e.expect("org 1 acme blocks=[100.64.1.0/24] grants=[10.20.0.0/24 10.30.0.0/16:tcp/443]\npeers 100.64.1.1\n")
+	e.expect("org 1 acme blocks=[100.64.1.0/24] grants=[10.20.0.0/24 10.30.0.0/16:tcp/443]\npeers 100.64.1.1\npeer set 100.64.1.1\n")
 	if len(e.os.sweeps) != 1 {
 		t.Errorf("first reconcile swept %d times, want once (flows from before a restart)", len(e.os.sweeps))
 	}
@@ -215,7 +261,7 @@ func TestReconcileTransitions(t *testing.T) {
 		return tx.PutPeer(p)
 	})
 	e.once(false)
-	e.expect("org 1 acme blocks=[100.64.1.0/24] grants=[10.20.0.0/24 10.30.0.0/16:tcp/443]\npeers 100.64.1.1,100.64.1.2\n")
+	e.expect("org 1 acme blocks=[100.64.1.0/24] grants=[10.20.0.0/24 10.30.0.0/16:tcp/443]\npeers 100.64.1.1,100.64.1.2\npeer set 100.64.1.1,100.64.1.2\n")
 	if len(e.os.sweeps) != 1 {
 		t.Errorf("adding a peer swept conntrack")
 	}
@@ -253,7 +299,7 @@ func TestReconcileTransitions(t *testing.T) {
 		return tx.PutOrg(o)
 	})
 	e.once(false)
-	e.expect("peers \n")
+	e.expect("peers \npeer set \n")
 
 	// A peer removed by hand is put back and recorded as a repair.
 	e.put(func(tx *store.Tx) error {
@@ -267,7 +313,7 @@ func TestReconcileTransitions(t *testing.T) {
 		break
 	}
 	e.once(true)
-	e.expect("org 1 acme blocks=[100.64.1.0/24] grants=[10.20.0.0/24]\npeers 100.64.1.1,100.64.1.2\n")
+	e.expect("org 1 acme blocks=[100.64.1.0/24] grants=[10.20.0.0/24]\npeers 100.64.1.1,100.64.1.2\npeer set 100.64.1.1,100.64.1.2\n")
 	var repairs int
 	e.db.View(func(tx *store.Tx) error {
 		return tx.Events(0, func(ev *store.Event) error {
