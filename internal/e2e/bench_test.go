@@ -91,6 +91,10 @@ func TestBench(t *testing.T) {
 	r.MustCTL("org", "grant", last, "10.10.1.0/24")
 	cfg := r.Issue(last + "/bench")
 	conf := r.PartnerUp(r.PA, "pa"+r.id, cfg)
+	// A second peer of that org, whose address stands in for the partner
+	// in the rules-alone measurement (see rulesOnly).
+	r.Issue(last + "/rules")
+	rp := r.peerJSON(last + "/rules")
 	reaches(t, r.PA, hostPort(in1Addr, 22), "in1")
 
 	// 3. Revoke to flow-dead.
@@ -101,7 +105,7 @@ func TestBench(t *testing.T) {
 	connProfile := prof.cpu("conn-full", 4*time.Second)
 	full := bestOf(3, func() float64 { return connRate(t, r.PA, hostPort(in1Addr, 22), 2*time.Second) })
 	connProfile()
-	src := rulesOnly(t, r, r.peerJSON(last+"/bench").Address)
+	src := rulesOnly(t, r, rp.Address)
 	fullRules := bestOf(3, func() float64 { return connRateFrom(t, r.PB, src, hostPort(in1Addr, 22), 2*time.Second) })
 	fullBW := bestOf(3, func() float64 { return iperfMbps(t, r, r.PA) })
 	// … with the naive per-peer ruleset in front …
@@ -115,14 +119,14 @@ func TestBench(t *testing.T) {
 	p := r.peerJSON(last + "/bench")
 	r.StopDaemon()
 	r.PartnerDown(r.PA, conf)
-	oneOrg(t, r, state, last, p, cfg, nOrgs*perOrg)
+	oneOrg(t, r, state, last, []api.Peer{p, rp}, cfg, nOrgs*perOrg)
 	r.StartDaemon(flags...)
 	conf = r.PartnerUp(r.PA, "pa"+r.id, cfg)
 	reaches(t, r.PA, hostPort(in1Addr, 22), "in1")
 	connProfile = prof.cpu("conn-one", 4*time.Second)
 	one := bestOf(3, func() float64 { return connRate(t, r.PA, hostPort(in1Addr, 22), 2*time.Second) })
 	connProfile()
-	rulesOnly(t, r, p.Address)
+	rulesOnly(t, r, rp.Address)
 	oneRules := bestOf(3, func() float64 { return connRateFrom(t, r.PB, src, hostPort(in1Addr, 22), 2*time.Second) })
 	oneBW := bestOf(3, func() float64 { return iperfMbps(t, r, r.PA) })
 	// Who is busy while the tunnel is full: the gateway, or the partner's
@@ -298,11 +302,12 @@ func seed(t *testing.T, dir string, nOrgs, perOrg int) string {
 	return name
 }
 
-// oneOrg replaces the state with a single org holding the bench peer (same
-// keys and address, and the gateway key is kept) and total-1 other peers,
+// oneOrg replaces the state with a single org holding the peers keep (same
+// keys and addresses, and the gateway key is kept) and others up to total,
 // so that only the number of organisations and rules differs from the full
-// gateway, not the number of peers the daemon and WireGuard carry.
-func oneOrg(t *testing.T, r *Rig, dir, org string, p api.Peer, cfg string, total int) {
+// gateway, not the number of peers the daemon and WireGuard carry. Every
+// peer gets the preshared key of cfg, the first kept peer's config.
+func oneOrg(t *testing.T, r *Rig, dir, org string, keep []api.Peer, cfg string, total int) {
 	t.Helper()
 	os.Remove(filepath.Join(dir, "extranet.db"))
 	db, err := store.Open(filepath.Join(dir, "extranet.db"), time.Second)
@@ -312,26 +317,31 @@ func oneOrg(t *testing.T, r *Rig, dir, org string, p api.Peer, cfg string, total
 	defer db.Close()
 	psk := secretRE.FindAllStringSubmatch(cfg, -1)[1][1]
 	gs, _ := grant.ParseAll(append([]string{"10.10.1.0/24"}, benchGrants...))
-	addr := netip.MustParseAddr(p.Address)
 	plan, _ := ipam.NewPlan(netip.MustParsePrefix("100.64.0.0/12"), 24)
-	own := netip.PrefixFrom(addr, 24).Masked()
+	own := netip.PrefixFrom(netip.MustParseAddr(keep[0].Address), 24).Masked()
 	err = db.Update(func(tx *store.Tx) error {
 		id, _ := tx.NextOrgID()
 		blocks := []netip.Prefix{own}
-		tx.ClaimAddr(addr, p.ID())
-		tx.ClaimKey(p.PublicKey, p.ID())
-		if err := tx.PutPeer(&store.Peer{Org: org, Name: p.Name, PublicKey: p.PublicKey, PresharedKey: psk, Address: addr, State: api.StateActive}); err != nil {
-			return err
+		for _, p := range keep {
+			addr := netip.MustParseAddr(p.Address)
+			if !own.Contains(addr) {
+				return fmt.Errorf("kept peer %s is outside %s", p.ID(), own)
+			}
+			tx.ClaimAddr(addr, p.ID())
+			tx.ClaimKey(p.PublicKey, p.ID())
+			if err := tx.PutPeer(&store.Peer{Org: org, Name: p.Name, PublicKey: p.PublicKey, PresharedKey: psk, Address: addr, State: api.StateActive}); err != nil {
+				return err
+			}
 		}
 		// The others fill blocks from the bottom of the tunnel network.
-		for i, b := 0, 1; i < total-1; b++ {
+		for i, b := 0, 1; i < total-len(keep); b++ {
 			block := plan.Block(b)
 			if block == own {
 				continue
 			}
 			blocks = append(blocks, block)
 			a, last := ipam.Hosts(block)
-			for ; i < total-1 && a.Compare(last) <= 0; a, i = a.Next(), i+1 {
+			for ; i < total-len(keep) && a.Compare(last) <= 0; a, i = a.Next(), i+1 {
 				k, _ := wgtypes.GeneratePrivateKey()
 				peer := &store.Peer{Org: org, Name: fmt.Sprintf("o%d", i), PublicKey: k.PublicKey().String(), PresharedKey: psk, Address: a, State: api.StateActive}
 				if err := tx.PutPeer(peer); err != nil {
@@ -547,16 +557,14 @@ func naiveRules(t *testing.T, r *Rig, count int) {
 	r.Must(r.GW, "iptables", "-I", "FORWARD", "1", "-i", r.Iface, "-j", "NAIVE")
 }
 
-// rulesOnly routes a second source address of PB, in the bench partner's
-// block, through the gateway's rules without WireGuard: PB reaches in1 over
-// plain veth, and a jump sends that source into EXTRANET-FWD exactly as if
-// it had come out of the tunnel. So each new flow walks the rules a
-// partner's does, and nothing else of the tunnel's cost hides them.
-// Idempotent; it returns the source address.
-func rulesOnly(t *testing.T, r *Rig, partner string) string {
-	a := netip.MustParseAddr(partner).As4()
-	a[3] = 250
-	src := netip.AddrFrom4(a).String()
+// rulesOnly routes src, the address of a peer in force that no client
+// holds, in the bench partner's org, through the gateway's rules without
+// WireGuard: PB takes src and reaches in1 over plain veth, and a jump sends
+// that source into EXTRANET-FWD exactly as if it had come out of the
+// tunnel. So each new flow walks the rules a partner's does (the peer
+// check included), and nothing else of the tunnel's cost hides them.
+// Idempotent; it returns src.
+func rulesOnly(t *testing.T, r *Rig, src string) string {
 	r.Must(r.PB, "ip", "addr", "replace", src+"/32", "dev", "up0")
 	r.Must(r.PB, "ip", "route", "replace", "10.10.1.0/24", "via", "198.18.2.1")
 	r.Must(r.GW, "ip", "route", "replace", src+"/32", "via", "198.18.2.2")
