@@ -54,6 +54,10 @@ type Rig struct {
 	stderr  strings.Builder
 	// nvDev is the naive baseline's interface in benchmarks.
 	nvDev string
+	// WireGuardGo is the userspace WireGuard that PartnerUp hands wg-quick;
+	// empty means Debian's wireguard-go. wg-quick puts its own directory
+	// first in PATH, so anything else must be an absolute path.
+	WireGuardGo string
 }
 
 type partner struct{ ns, conf string }
@@ -341,7 +345,11 @@ func (r *Rig) PartnerUp(ns, ifname, config string) string {
 		r.t.Fatal(err)
 	}
 	cmd := exec.Command("ip", "netns", "exec", ns, "wg-quick", "up", conf)
-	cmd.Env = append(os.Environ(), "WG_QUICK_USERSPACE_IMPLEMENTATION=wireguard-go", "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1")
+	impl := r.WireGuardGo
+	if impl == "" {
+		impl = "wireguard-go"
+	}
+	cmd.Env = append(os.Environ(), "WG_QUICK_USERSPACE_IMPLEMENTATION="+impl, "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		r.t.Fatalf("wg-quick up %s in %s: %v\n%s", conf, ns, err, out)
 	}
