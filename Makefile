@@ -5,7 +5,7 @@ LDFLAGS  := -s -w -X github.com/extranetgw/extranet/internal/version.Version=$(V
 BIN      := bin
 PREFIX   ?= /usr/local
 
-.PHONY: all build test unit e2e fuzz lint fmt deps clean demo install uninstall
+.PHONY: all build test unit e2e e2e-kernel fuzz lint fmt deps clean demo install uninstall
 
 all: build
 
@@ -13,12 +13,15 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/extranetd ./cmd/extranetctl
 
 # Unit and end-to-end tests. The end-to-end tests need root (they build their
-# own network namespaces) and skip with a message without it.
+# own network namespaces) and skip with a message without it. They run twice:
+# natively on userspace WireGuard, then inside a VM on the kernel module
+# (about 7 minutes under emulation; see scripts/test-kernel.sh).
 test:
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 15m ./...
 	scripts/fuzz.sh
 	scripts/check-install.sh
+	scripts/test-kernel.sh
 
 # Every fuzz target for longer (FUZZTIME=10m make fuzz for a soak).
 fuzz:
@@ -29,6 +32,10 @@ unit:
 
 e2e:
 	$(GO) test -count=1 -timeout 15m -v ./internal/e2e/...
+
+# The end-to-end tests on kernel WireGuard, in a VM (RUN=REGEXP for some).
+e2e-kernel:
+	scripts/test-kernel.sh $(if $(RUN),-run '$(RUN)')
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)

@@ -3,7 +3,10 @@
 # Debian or Ubuntu host. Safe to run again.
 set -euo pipefail
 
-pkgs=(iptables ipset wireguard-tools wireguard-go iproute2 conntrack iputils-ping socat iperf3 kmod procps curl)
+# qemu-system-x86, cpio and xz-utils: scripts/vm-run.sh's VM, where the
+# end-to-end tests run on kernel WireGuard.
+pkgs=(iptables ipset wireguard-tools wireguard-go iproute2 conntrack iputils-ping socat iperf3 kmod procps curl
+	qemu-system-x86 cpio xz-utils)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

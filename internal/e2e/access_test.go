@@ -150,7 +150,7 @@ func TestAccessMatrix(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		if _, err := c.Echo("before", 2*time.Second); err != nil {
+		if _, err := c.Echo("before", scaled(2*time.Second)); err != nil {
 			t.Fatal(err)
 		}
 		r.MustCTL("org", "ungrant", "acme", "10.10.1.0/24")
@@ -198,7 +198,7 @@ func TestAccessMatrix(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		if _, err := c.Echo("before", 2*time.Second); err != nil {
+		if _, err := c.Echo("before", scaled(2*time.Second)); err != nil {
 			t.Fatal(err)
 		}
 		r.MustCTL("peer", "revoke", "acme/laptop", "--yes")
@@ -219,6 +219,23 @@ func TestAccessMatrix(t *testing.T) {
 		}
 		if r.try(probe{r.PB, "tcp", hostPort(in1Addr, 22), false}) {
 			t.Error("globex reaches in1 with the daemon dead")
+		}
+		if wgMode == "kernel" {
+			// A kernel interface outlives the daemon, and so do its
+			// peers: partners keep their grants and nothing more.
+			if out := r.Must(r.GW, "ip", "link", "show", r.Iface); !strings.Contains(out, ",UP") {
+				t.Errorf("kernel interface not up after kill -9:\n%s", out)
+			}
+			reaches(t, r.PB, hostPort(in2Addr, 8080), "in2")
+			for _, p := range []probe{
+				{r.PB, "tcp", hostPort(in2Addr, 22), false},
+				{r.PB, "tcp", hostPort(gwIn1, 2222), false},
+				{r.PB, "icmp", in1Addr, false},
+			} {
+				if r.try(p) {
+					t.Errorf("with the daemon dead: %s, but it did", p)
+				}
+			}
 		}
 		r.StartDaemon()
 		reaches(t, r.PB, hostPort(in2Addr, 8080), "in2")

@@ -51,7 +51,7 @@ func TestCrashRecovery(t *testing.T) {
 				worker(ctx, c, a, round, w, stop)
 			}(w)
 		}
-		time.Sleep(time.Duration(150+rand.IntN(500)) * time.Millisecond)
+		time.Sleep(scaled(time.Duration(150+rand.IntN(500)) * time.Millisecond))
 		r.KillDaemon()
 		close(stop)
 		wg.Wait()

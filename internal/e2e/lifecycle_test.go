@@ -93,7 +93,7 @@ func TestLifecycle(t *testing.T) {
 	})
 
 	t.Run("an org whose contract ended loses every peer", func(t *testing.T) {
-		r.MustCTL("org", "create", "shortlived", "--grant", "10.10.2.0/24", "--expires", "4s")
+		r.MustCTL("org", "create", "shortlived", "--grant", "10.10.2.0/24", "--expires", fmt.Sprintf("%ds", int(scaled(4*time.Second).Seconds())))
 		cfg := r.Issue("shortlived/dev")
 		sl := r.PartnerUp(r.PB, "pb"+r.id, cfg)
 		reaches(t, r.PB, hostPort(in2Addr, 22), "in2")

@@ -26,12 +26,12 @@ func httpGet(ns, host, path string) (int, string, error) {
 	var conn net.Conn
 	if err := inNS(ns, func() error {
 		var err error
-		conn, err = net.DialTimeout("tcp4", host, 2*time.Second)
+		conn, err = net.DialTimeout("tcp4", host, scaled(2*time.Second))
 		return err
 	}); err != nil {
 		return 0, "", err
 	}
-	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
+	c := &http.Client{Timeout: scaled(2 * time.Second), Transport: &http.Transport{
 		DialContext: func(context.Context, string, string) (net.Conn, error) { return conn, nil },
 	}}
 	resp, err := c.Get("http://" + host + path)

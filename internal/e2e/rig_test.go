@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"os/exec"
@@ -183,7 +184,7 @@ func (r *Rig) DaemonArgs() []string {
 		"--socket-group", "",
 		"--interface", r.Iface,
 		"--endpoint", r.Endpoint,
-		"--wireguard", "userspace",
+		"--wireguard", wgMode,
 		"--reconcile-interval", "1s",
 		"--stats-interval", "500ms",
 		"--log-level", "debug",
@@ -246,10 +247,10 @@ func (r *Rig) signalDaemon(sig syscall.Signal) {
 	cmd.Process.Signal(sig)
 	select {
 	case <-ch:
-	case <-time.After(10 * time.Second):
+	case <-time.After(scaled(10 * time.Second)):
 		cmd.Process.Kill()
 		<-ch
-		r.t.Errorf("extranetd did not stop within 10s of %v", sig)
+		r.t.Errorf("extranetd did not stop within %v of %v", scaled(10*time.Second), sig)
 	}
 }
 
@@ -336,8 +337,9 @@ func (r *Rig) Issue(id string, extra ...string) string {
 }
 
 // PartnerUp brings a stock wg-quick client up in ns with config, under the
-// interface name ifname (at most 15 characters), using userspace
-// wireguard-go as the WireGuard apps do where the kernel has no module.
+// interface name ifname (at most 15 characters). It uses WireGuard where
+// the run's mode says: userspace wireguard-go, as the WireGuard apps do
+// where the kernel has no module, or the kernel's.
 func (r *Rig) PartnerUp(ns, ifname, config string) string {
 	r.t.Helper()
 	conf := filepath.Join(r.Dir, ifname+".conf")
@@ -346,12 +348,21 @@ func (r *Rig) PartnerUp(ns, ifname, config string) string {
 	}
 	cmd := exec.Command("ip", "netns", "exec", ns, "wg-quick", "up", conf)
 	impl := r.WireGuardGo
-	if impl == "" {
+	if impl == "" && wgMode == "userspace" {
 		impl = "wireguard-go"
 	}
-	cmd.Env = append(os.Environ(), "WG_QUICK_USERSPACE_IMPLEMENTATION="+impl, "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1")
+	cmd.Env = os.Environ()
+	if impl != "" {
+		cmd.Env = append(cmd.Env, "WG_QUICK_USERSPACE_IMPLEMENTATION="+impl, "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1")
+	}
 	if out, err := cmd.CombinedOutput(); err != nil {
 		r.t.Fatalf("wg-quick up %s in %s: %v\n%s", conf, ns, err, out)
+	}
+	if impl == "" {
+		// wg-quick quietly falls back to userspace where it finds one.
+		if out := r.Must(ns, "ip", "-d", "link", "show", ifname); !strings.Contains(out, "wireguard") {
+			r.t.Fatalf("partner %s is not on kernel WireGuard:\n%s", ifname, out)
+		}
 	}
 	r.mu.Lock()
 	r.partners = append(r.partners, partner{ns: ns, conf: conf})
@@ -478,7 +489,7 @@ func DialTCP(ns, addr string) (*Conn, error) {
 	var c net.Conn
 	err := inNS(ns, func() error {
 		var err error
-		c, err = net.DialTimeout("tcp4", addr, 2*time.Second)
+		c, err = net.DialTimeout("tcp4", addr, scaled(2*time.Second))
 		return err
 	})
 	if err != nil {
@@ -507,7 +518,7 @@ func TCPEcho(ns, addr string) (string, error) {
 		return "", err
 	}
 	defer c.Close()
-	return c.Echo("hello", 2*time.Second)
+	return c.Echo("hello", scaled(2*time.Second))
 }
 
 // UDPEcho sends a datagram from ns to addr and waits for the echo, trying a
@@ -525,7 +536,7 @@ func UDPEcho(ns, addr string) (string, error) {
 	buf := make([]byte, 2048)
 	var lastErr error
 	for i := 0; i < 3; i++ {
-		c.SetDeadline(time.Now().Add(700 * time.Millisecond))
+		c.SetDeadline(time.Now().Add(scaled(700 * time.Millisecond)))
 		if _, err := c.Write([]byte("hello")); err != nil {
 			lastErr = err
 			continue
@@ -541,16 +552,18 @@ func UDPEcho(ns, addr string) (string, error) {
 
 // Ping sends one ICMP echo from ns.
 func (r *Rig) Ping(ns, ip string) error {
-	out, err := r.run(ns, "ping", "-c", "1", "-W", "1", "-n", "-q", ip)
+	wait := fmt.Sprint(int(math.Ceil(scaled(time.Second).Seconds())))
+	out, err := r.run(ns, "ping", "-c", "1", "-W", wait, "-n", "-q", ip)
 	if err != nil {
 		return fmt.Errorf("ping %s from %s: %v: %s", ip, ns, err, strings.TrimSpace(out))
 	}
 	return nil
 }
 
-// Eventually polls fn until it returns nil or timeout passes.
+// Eventually polls fn until it returns nil or timeout (scaled) passes.
 func Eventually(t *testing.T, timeout time.Duration, what string, fn func() error) {
 	t.Helper()
+	timeout = scaled(timeout)
 	deadline := time.Now().Add(timeout)
 	var err error
 	for i := 0; ; i++ {

@@ -123,6 +123,10 @@ type dev struct {
 	wg   *device.Device
 	uapi net.Listener
 
+	// adopted: a kernel interface that existed before Open; created: one
+	// that Open made. unadopted: the adopted one's peers were not read yet.
+	adopted, created, unadopted bool
+
 	// applied is the peer set of the last successful sync; nil when unknown.
 	applied map[wgtypes.Key]Peer
 }
@@ -144,8 +148,8 @@ func Open(cfg Config) (Device, error) {
 	case Userspace:
 		err = d.openUserspace()
 	case Auto, "":
-		if err = d.openKernel(); err != nil {
-			d.log.Info("no WireGuard kernel module; using embedded wireguard-go", "reason", err)
+		if err = d.openKernel(); errors.Is(err, ErrNoKernelModule) {
+			d.log.Info("no WireGuard kernel module; using embedded wireguard-go")
 			err = d.openUserspace()
 		}
 	default:
@@ -156,25 +160,53 @@ func Open(cfg Config) (Device, error) {
 	}
 	if err := d.configure(); err != nil {
 		d.Close()
+		if d.created {
+			// Leave nothing behind that a later start would adopt.
+			if rerr := Remove(d.cfg.Name); rerr != nil {
+				d.log.Warn("remove the interface of a failed start", "err", rerr)
+			}
+		}
 		return nil, err
 	}
 	return d, nil
 }
 
+// ErrNoKernelModule is returned for --wireguard kernel on a kernel that
+// cannot make WireGuard interfaces.
+var ErrNoKernelModule = errors.New("this kernel has no WireGuard module (modprobe wireguard failed or the kernel was built without it): install it, or run with --wireguard userspace (or auto)")
+
+// openKernel creates the interface, or adopts one of that name. An adopted
+// interface keeps its link state only while it holds our key: then it is
+// ours from an earlier run, still guarded by the rules that outlived that
+// run, and partners keep their sessions across the restart. Anything else
+// goes down until the firewall and the peers are in.
 func (d *dev) openKernel() error {
 	link, err := netlink.LinkByName(d.cfg.Name)
-	if err == nil {
+	var notFound netlink.LinkNotFoundError
+	switch {
+	case err == nil:
 		if link.Type() != "wireguard" {
 			return fmt.Errorf("interface %s exists and is a %s, not wireguard", d.cfg.Name, link.Type())
 		}
-	} else {
-		attrs := netlink.NewLinkAttrs()
-		attrs.Name = d.cfg.Name
-		if err := netlink.LinkAdd(&netlink.GenericLink{LinkAttrs: attrs, LinkType: "wireguard"}); err != nil {
-			return fmt.Errorf("create kernel interface: %w", err)
-		}
+		d.mode, d.adopted, d.unadopted = Kernel, true, true
+		return nil
+	case !errors.As(err, &notFound):
+		return fmt.Errorf("look up interface %s: %w", d.cfg.Name, err)
 	}
-	d.mode = Kernel
+	// A kernel device binds its port only when the link comes up, and then
+	// a taken port is merely an errno; find it before anything exists.
+	if err := checkPortFree(d.cfg.ListenPort); err != nil {
+		return err
+	}
+	attrs := netlink.NewLinkAttrs()
+	attrs.Name = d.cfg.Name
+	if err := netlink.LinkAdd(&netlink.GenericLink{LinkAttrs: attrs, LinkType: "wireguard"}); err != nil {
+		if errors.Is(err, syscall.EOPNOTSUPP) {
+			return ErrNoKernelModule
+		}
+		return fmt.Errorf("create kernel interface %s: %w", d.cfg.Name, err)
+	}
+	d.mode, d.created = Kernel, true
 	return nil
 }
 
@@ -217,30 +249,95 @@ func (d *dev) openUserspace() error {
 }
 
 // configure sets key and port through wgctrl, exactly as for a kernel
-// device, then MTU, address and link state through netlink.
+// device, then MTU, address and link state through netlink. An adopted
+// interface is brought to the same state, and what that changed is logged.
 func (d *dev) configure() error {
 	c, err := wgctrl.New()
 	if err != nil {
 		return fmt.Errorf("open wgctrl: %w", err)
 	}
 	d.client = c
-	if err := d.assertIdentity(); err != nil {
-		return err
-	}
 	link, err := netlink.LinkByName(d.cfg.Name)
 	if err != nil {
 		return fmt.Errorf("find interface %s: %w", d.cfg.Name, err)
 	}
+	var changed []string
+	if d.adopted {
+		if changed, err = d.adopt(link); err != nil {
+			return err
+		}
+	}
+	if err := d.assertIdentity(); err != nil {
+		return err
+	}
 	if link.Attrs().MTU != d.cfg.MTU {
+		if d.adopted {
+			changed = append(changed, fmt.Sprintf("MTU %d -> %d", link.Attrs().MTU, d.cfg.MTU))
+		}
 		if err := netlink.LinkSetMTU(link, d.cfg.MTU); err != nil {
 			return fmt.Errorf("set MTU of %s: %w", d.cfg.Name, err)
 		}
 	}
-	addr := &netlink.Addr{IPNet: &net.IPNet{IP: d.cfg.Address.Addr().AsSlice(), Mask: net.CIDRMask(d.cfg.Address.Bits(), 32)}}
-	if err := netlink.AddrReplace(link, addr); err != nil {
+	addrs, err := netlink.AddrList(link, netlink.FAMILY_ALL)
+	if err != nil {
+		return fmt.Errorf("list addresses of %s: %w", d.cfg.Name, err)
+	}
+	want := &netlink.Addr{IPNet: &net.IPNet{IP: d.cfg.Address.Addr().AsSlice(), Mask: net.CIDRMask(d.cfg.Address.Bits(), 32)}}
+	for _, a := range addrs {
+		if a.IPNet.String() == want.IPNet.String() {
+			continue
+		}
+		// Another address would make the gateway answer, and route, for a
+		// network that is not the tunnel's.
+		if err := netlink.AddrDel(link, &a); err != nil {
+			return fmt.Errorf("remove address %s from %s: %w", a.IPNet, d.cfg.Name, err)
+		}
+		changed = append(changed, "removed address "+a.IPNet.String())
+	}
+	if err := netlink.AddrReplace(link, want); err != nil {
 		return fmt.Errorf("set address %s on %s: %w", d.cfg.Address, d.cfg.Name, err)
 	}
+	if d.adopted {
+		d.log.Info("adopted existing WireGuard interface", "interface", d.cfg.Name, "changed", changed)
+	}
 	return nil
+}
+
+// adopt looks at an interface that existed before Open. Its key and port
+// are then set like a new one's; here it takes the link down when the
+// interface is not ours, checks the port and says what differs.
+func (d *dev) adopt(link netlink.Link) ([]string, error) {
+	live, err := d.client.Device(d.cfg.Name)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", d.cfg.Name, err)
+	}
+	var changed []string
+	up := link.Attrs().Flags&net.FlagUp != 0
+	if live.PrivateKey != d.cfg.PrivateKey {
+		changed = append(changed, "private key replaced by the gateway's")
+		if up {
+			if err := netlink.LinkSetDown(link); err != nil {
+				return nil, fmt.Errorf("take %s down: %w", d.cfg.Name, err)
+			}
+			up = false
+			changed = append(changed, "link taken down until the firewall is in place")
+		}
+	}
+	if live.ListenPort != d.cfg.ListenPort {
+		changed = append(changed, fmt.Sprintf("listen port %d -> %d", live.ListenPort, d.cfg.ListenPort))
+	}
+	// An up link binds a new port at once, a down one only when it comes
+	// up, where a taken port would be a bare errno. An up link on our port
+	// holds that port itself.
+	if !up || live.ListenPort != d.cfg.ListenPort {
+		if err := checkPortFree(d.cfg.ListenPort); err != nil {
+			return nil, err
+		}
+	}
+	if up {
+		changed = append(changed, "link kept up: partners keep their sessions")
+	}
+	return changed, nil
 }
 
 func (d *dev) Up() error {
@@ -249,6 +346,9 @@ func (d *dev) Up() error {
 		return fmt.Errorf("find interface %s: %w", d.cfg.Name, err)
 	}
 	if err := netlink.LinkSetUp(link); err != nil {
+		if portInUse(err) {
+			return errPortInUse(d.cfg.ListenPort, err)
+		}
 		return fmt.Errorf("bring %s up: %w", d.cfg.Name, err)
 	}
 	if d.wg != nil {
@@ -267,10 +367,30 @@ func (d *dev) assertIdentity() error {
 	port := d.cfg.ListenPort
 	err := d.client.ConfigureDevice(d.cfg.Name, wgtypes.Config{PrivateKey: &d.cfg.PrivateKey, ListenPort: &port})
 	if portInUse(err) {
-		return fmt.Errorf("UDP port %d is already in use by another program; stop it, or choose another port with --listen-port (the Endpoint of every issued config names the port): %w", port, err)
+		return errPortInUse(port, err)
 	}
 	if err != nil {
 		return fmt.Errorf("configure %s: %w", d.cfg.Name, err)
+	}
+	return nil
+}
+
+func errPortInUse(port int, err error) error {
+	return fmt.Errorf("UDP port %d is already in use by another program; stop it, or choose another port with --listen-port (the Endpoint of every issued config names the port): %w", port, err)
+}
+
+// checkPortFree binds the listen port the way a kernel WireGuard device
+// does, IPv4 and IPv6 apart, and lets it go. Only "in use" counts: a
+// namespace without IPv6 cannot bind [::] and needs no check there.
+func checkPortFree(port int) error {
+	for _, network := range []string{"udp4", "udp6"} {
+		c, err := net.ListenUDP(network, &net.UDPAddr{Port: port})
+		if portInUse(err) {
+			return errPortInUse(port, err)
+		}
+		if err == nil {
+			c.Close()
+		}
 	}
 	return nil
 }
@@ -333,7 +453,10 @@ func (d *dev) SyncPeers(want []Peer, verify bool) (SyncResult, error) {
 	if err := d.configurePeers(changes); err != nil {
 		return SyncResult{}, err
 	}
-	d.applied = next
+	if d.unadopted && res.Removed > 0 {
+		d.log.Warn("removed peers of the adopted interface that the state does not hold", "interface", d.cfg.Name, "removed", res.Removed)
+	}
+	d.applied, d.unadopted = next, false
 	return res, nil
 }
 

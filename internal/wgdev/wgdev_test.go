@@ -9,6 +9,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/extranetgw/extranet/internal/netnstest"
 )
 
 // The device itself is exercised end to end (internal/e2e), where the whole
@@ -80,4 +82,26 @@ func TestPortInUse(t *testing.T) {
 			t.Errorf("portInUse(%v) = %v, want %v", err, got, want)
 		}
 	}
+}
+
+// TestCheckPortFree: a port another program holds, on IPv4 or IPv6, is
+// reported with the clear error before any interface exists.
+func TestCheckPortFree(t *testing.T) {
+	netnstest.Run(t, func(string) {
+		for _, network := range []string{"udp4", "udp6"} {
+			c, err := net.ListenUDP(network, &net.UDPAddr{})
+			if err != nil {
+				t.Fatalf("%s: %v", network, err)
+			}
+			port := c.LocalAddr().(*net.UDPAddr).Port
+			err = checkPortFree(port)
+			c.Close()
+			if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("UDP port %d is already in use", port)) {
+				t.Errorf("%s port %d taken: checkPortFree = %v", network, port, err)
+			}
+			if err := checkPortFree(port); err != nil {
+				t.Errorf("%s port %d free again: checkPortFree = %v", network, port, err)
+			}
+		}
+	})
 }
