@@ -67,6 +67,7 @@ func newOrgCreateCmd(g *globals) *cobra.Command {
 	f.StringVar(&req.DisplayName, "display-name", "", "human-readable name")
 	f.StringVar(&req.Contact, "contact", "", "who to call about this partner")
 	f.StringVar(&req.Expires, "expires", "", "end of contract: DATE (2027-06-30), RFC 3339 time or DURATION (365d)")
+	f.BoolVar(&req.Force, "force", false, "grant loopback, link-local, multicast, reserved or very broad (shorter than /8) address space, which is refused without it")
 	return cmd
 }
 
@@ -132,7 +133,8 @@ func newOrgGrantCmd(g *globals, verb string) *cobra.Command {
 	if verb == "ungrant" {
 		short = "Withdraw resources from an organisation (open connections to them are cut)"
 	}
-	return &cobra.Command{
+	var force bool
+	cmd := &cobra.Command{
 		Use:               verb + " NAME RESOURCE...",
 		Short:             short,
 		Example:           "  extranetctl org " + verb + " acme 10.20.0.0/24 10.30.0.0/16:udp/5000-5010 10.9.0.0/16:icmp",
@@ -143,7 +145,7 @@ func newOrgGrantCmd(g *globals, verb string) *cobra.Command {
 			var o api.Org
 			var err error
 			if verb == "grant" {
-				o, err = c.Grant(g.ctx(), args[0], args[1:])
+				o, err = c.Grant(g.ctx(), args[0], args[1:], force)
 			} else {
 				o, err = c.Ungrant(g.ctx(), args[0], args[1:])
 			}
@@ -153,6 +155,10 @@ func newOrgGrantCmd(g *globals, verb string) *cobra.Command {
 			return printOrg(g, o)
 		},
 	}
+	if verb == "grant" {
+		cmd.Flags().BoolVar(&force, "force", false, "grant loopback, link-local, multicast, reserved or very broad (shorter than /8) address space, which is refused without it")
+	}
+	return cmd
 }
 
 func newOrgStateCmd(g *globals, verb string) *cobra.Command {

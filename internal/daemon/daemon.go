@@ -58,6 +58,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 		return err
 	}
 	defer db.Close()
+	if err := service.KeepPlan(db, st.Plan, time.Now().UTC()); err != nil {
+		return err
+	}
 	key, err := wgdev.LoadOrCreateKey(filepath.Join(cfg.StateDir, KeyFile))
 	if err != nil {
 		return fmt.Errorf("gateway key: %w", err)
@@ -166,6 +169,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 	_ = srv.Shutdown(shutdownCtx)
 	stop()
 	<-recDone
+	// Handshakes seen since the last poll would be lost with the process
+	// (with userspace WireGuard, with the device too).
+	if err := rec.PollStats(); err != nil {
+		log.Warn("last poll of peer statistics", "err", err)
+	}
 	log.Info("extranetd stopped; firewall rules stay in place")
 	return err
 }
@@ -175,6 +183,8 @@ type runtime struct {
 	rec  *reconcile.Reconciler
 	info wgdev.Info
 }
+
+func (r runtime) PollStats() error { return r.rec.PollStats() }
 
 func (r runtime) Status() api.Status {
 	st := r.rec.State()

@@ -103,7 +103,7 @@ func worker(ctx context.Context, c *client.Client, a *acked, round, w int, stop 
 			}
 		case 2:
 			g := fmt.Sprintf("10.%d.%d.0/24", 100+w, (round*50+i)%250)
-			if _, err := c.Grant(ctx, org, []string{g}); err == nil {
+			if _, err := c.Grant(ctx, org, []string{g}, false); err == nil {
 				a.mu.Lock()
 				a.grants[org+" "+g] = true
 				a.mu.Unlock()

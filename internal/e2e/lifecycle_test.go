@@ -173,3 +173,76 @@ func tamperAudit(t *testing.T, path string, seq uint64) {
 		t.Fatal(err)
 	}
 }
+
+// TestExpireSeesCurrentHandshakes: expire decides on the device's current
+// handshakes, not on the statistics poller's last read, and a stopping
+// daemon keeps the handshakes it saw since then. The poller is slowed to an
+// hour, so only expire and the stop read the device.
+func TestExpireSeesCurrentHandshakes(t *testing.T) {
+	slow := []string{"--stats-interval", "1h"}
+	r := standardRig(t, slow...)
+	r.MustCTL("org", "create", "acme", "--grant", "10.10.1.0/24")
+	r.PartnerUp(r.PA, "pa"+r.id, r.Issue("acme/laptop"))
+	reaches(t, r.PA, hostPort(in1Addr, 22), "in1")
+	// Older than --unused 1s, so that only a handshake can save it.
+	time.Sleep(2 * time.Second)
+	if res := r.expire("--unused", "1s", "--idle", "30d"); actionFor(res, "acme/laptop") != "" {
+		t.Fatalf("expire acted on a peer that is online now: %+v", res)
+	}
+	if p := r.peerJSON("acme/laptop"); p.State != api.StateActive || p.LastHandshake == nil {
+		t.Fatalf("after expire: state %s, last handshake %v", p.State, p.LastHandshake)
+	}
+
+	r.PartnerUp(r.PB, "pb"+r.id, r.Issue("acme/phone"))
+	reaches(t, r.PB, hostPort(in1Addr, 22), "in1")
+	r.StopDaemon()
+	r.StartDaemon(slow...)
+	if p := r.peerJSON("acme/phone"); p.LastHandshake == nil {
+		t.Error("the handshake seen before the stop was forgotten")
+	}
+}
+
+// TestResumeComesBackAtOnce: a peer suspended before any statistics poll
+// recorded where it was is still re-added with its endpoint, so a resume
+// starts the handshake from the gateway at once instead of waiting ~15 s
+// for the partner's client to give up its old session. The keepalive that
+// starts it ends once the peer has handshaken.
+func TestResumeComesBackAtOnce(t *testing.T) {
+	r := standardRig(t, "--stats-interval", "1h")
+	r.MustCTL("org", "create", "acme", "--grant", "10.10.1.0/24")
+	r.PartnerUp(r.PA, "pa"+r.id, r.Issue("acme/laptop"))
+	reaches(t, r.PA, hostPort(in1Addr, 22), "in1")
+	pub := r.peerJSON("acme/laptop").PublicKey
+	r.MustCTL("peer", "suspend", "acme/laptop")
+	if p := r.peerJSON("acme/laptop"); p.Endpoint == "" {
+		t.Error("the suspend did not record where the peer was")
+	}
+	r.MustCTL("peer", "resume", "acme/laptop")
+	began := time.Now()
+	deadline := began.Add(scaled(5 * time.Second))
+	for {
+		if _, err := TCPEcho(r.PA, hostPort(in1Addr, 22)); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the resumed peer did not get through within %v", scaled(5*time.Second))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	keepalive := func() string {
+		for _, l := range strings.Split(r.Must(r.GW, "wg", "show", r.Iface, "persistent-keepalive"), "\n") {
+			if f := strings.Fields(l); len(f) == 2 && f[0] == pub {
+				return f[1]
+			}
+		}
+		return "peer missing"
+	}
+	if got := keepalive(); got != "25" {
+		t.Errorf("right after the resume, the gateway's keepalive for the peer is %q, want 25", got)
+	}
+	// Any statistics read ends it; expire makes one.
+	r.expire("--dry-run")
+	if got := keepalive(); got != "off" {
+		t.Errorf("after the handshake and a statistics read, the keepalive is %q, want off", got)
+	}
+}

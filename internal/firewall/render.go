@@ -103,6 +103,20 @@ func jumpTree(w, deeper *strings.Builder, chain string, parent netip.Prefix, blo
 	}
 }
 
+// noOverlap refuses blocks that overlap: a peer would match two orgs'
+// chains, and the first jump taken would decide its access. The address
+// plan never cuts such blocks; this is the last line behind it.
+func noOverlap(blocks []jump) error {
+	sorted := append([]jump(nil), blocks...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i].block.Addr().Less(sorted[j].block.Addr()) })
+	for i := 1; i < len(sorted); i++ {
+		if a, b := sorted[i-1], sorted[i]; a.block.Overlaps(b.block) {
+			return fmt.Errorf("address blocks %s (%s) and %s (%s) overlap; refusing rules that would give one org's peers another's access", a.block, a.chain, b.block, b.chain)
+		}
+	}
+	return nil
+}
+
 // GroupChain is the chain of the organisation blocks inside group g.
 func GroupChain(g netip.Prefix) string {
 	a := g.Addr().As4()
@@ -157,6 +171,9 @@ func Render(p *policy.Policy, existing []string) (*Rendered, error) {
 			}
 			blocks = append(blocks, jump{b.Masked(), OrgChain(o.ID)})
 		}
+	}
+	if err := noOverlap(blocks); err != nil {
+		return nil, err
 	}
 	var fwdJumps, groupJumps strings.Builder
 	var groups []string

@@ -118,6 +118,16 @@ func TestRenderRefusesInjection(t *testing.T) {
 	if _, err := Render(p, nil); err == nil {
 		t.Error("a block outside the tunnel network rendered")
 	}
+	// Overlapping blocks would put one org's peers under another org's
+	// rules; the address plan prevents them, and the renderer refuses them.
+	p = testPolicy(t)
+	if len(p.Orgs) < 2 {
+		t.Fatal("testPolicy needs two orgs")
+	}
+	p.Orgs[1].Blocks = append(p.Orgs[1].Blocks, netip.PrefixFrom(p.Orgs[0].Blocks[0].Addr(), p.Orgs[0].Blocks[0].Bits()-1).Masked())
+	if _, err := Render(p, nil); err == nil || !strings.Contains(err.Error(), "overlap") {
+		t.Errorf("overlapping org blocks rendered: %v", err)
+	}
 }
 
 func TestDiff(t *testing.T) {

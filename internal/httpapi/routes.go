@@ -73,14 +73,14 @@ func (s *Server) deleteOrg(w http.ResponseWriter, r *http.Request) {
 	reply(w, http.StatusOK, struct{}{}, err)
 }
 
-func (s *Server) grants(fn func(ctx context.Context, org string, gs []string) (api.Org, error)) http.HandlerFunc {
+func (s *Server) grants(fn func(ctx context.Context, org string, req api.GrantsRequest) (api.Org, error)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		var req api.GrantsRequest
 		if err := decode(r, &req); err != nil {
 			writeError(w, err)
 			return
 		}
-		o, err := fn(s.withActor(r), r.PathValue("org"), req.Grants)
+		o, err := fn(s.withActor(r), r.PathValue("org"), req)
 		reply(w, http.StatusOK, o, err)
 	}
 }

@@ -156,13 +156,13 @@ func TestBadInputLeavesStoreUnchanged(t *testing.T) {
 	}{
 		{"uppercase org", func() error { _, err := c.CreateOrg(ctx, api.CreateOrgRequest{Name: "ACME"}); return err }, api.CodeInvalid},
 		{"duplicate org", func() error { _, err := c.CreateOrg(ctx, api.CreateOrgRequest{Name: "acme"}); return err }, api.CodeConflict},
-		{"host bits", func() error { _, err := c.Grant(ctx, "acme", []string{"10.20.0.1/24"}); return err }, api.CodeInvalid},
-		{"unknown proto", func() error { _, err := c.Grant(ctx, "acme", []string{"10.20.0.0/24:sctp/1"}); return err }, api.CodeInvalid},
-		{"port zero", func() error { _, err := c.Grant(ctx, "acme", []string{"10.20.0.0/24:tcp/0"}); return err }, api.CodeInvalid},
-		{"reversed range", func() error { _, err := c.Grant(ctx, "acme", []string{"10.20.0.0/24:udp/9-1"}); return err }, api.CodeInvalid},
-		{"icmp port", func() error { _, err := c.Grant(ctx, "acme", []string{"10.20.0.0/24:icmp/8"}); return err }, api.CodeInvalid},
-		{"tunnel overlap", func() error { _, err := c.Grant(ctx, "acme", []string{"100.64.0.0/10"}); return err }, api.CodeInvalid},
-		{"one good one bad grant", func() error { _, err := c.Grant(ctx, "acme", []string{"10.1.0.0/16", "bad"}); return err }, api.CodeInvalid},
+		{"host bits", func() error { _, err := c.Grant(ctx, "acme", []string{"10.20.0.1/24"}, false); return err }, api.CodeInvalid},
+		{"unknown proto", func() error { _, err := c.Grant(ctx, "acme", []string{"10.20.0.0/24:sctp/1"}, false); return err }, api.CodeInvalid},
+		{"port zero", func() error { _, err := c.Grant(ctx, "acme", []string{"10.20.0.0/24:tcp/0"}, false); return err }, api.CodeInvalid},
+		{"reversed range", func() error { _, err := c.Grant(ctx, "acme", []string{"10.20.0.0/24:udp/9-1"}, false); return err }, api.CodeInvalid},
+		{"icmp port", func() error { _, err := c.Grant(ctx, "acme", []string{"10.20.0.0/24:icmp/8"}, false); return err }, api.CodeInvalid},
+		{"tunnel overlap", func() error { _, err := c.Grant(ctx, "acme", []string{"100.64.0.0/10"}, false); return err }, api.CodeInvalid},
+		{"one good one bad grant", func() error { _, err := c.Grant(ctx, "acme", []string{"10.1.0.0/16", "bad"}, false); return err }, api.CodeInvalid},
 		{"ungrant absent", func() error { _, err := c.Ungrant(ctx, "acme", []string{"10.9.0.0/16"}); return err }, api.CodeNotFound},
 		{"control char contact", func() error {
 			_, err := c.CreateOrg(ctx, api.CreateOrgRequest{Name: "beta", Contact: "a\nb"})

@@ -54,16 +54,32 @@ func (p Plan) Block(i int) netip.Prefix {
 	return netip.PrefixFrom(addr(base+uint32(i)<<(32-p.BlockBits)), p.BlockBits)
 }
 
-// NextBlock returns the lowest block that is not the gateway's and not in use.
+// NextBlock returns the lowest block that is not the gateway's and
+// overlaps no block in use. Blocks of another size (cut before the plan
+// was stored with the state) are checked for overlap one by one; blocks of
+// the plan's size can only overlap by being equal.
 func (p Plan) NextBlock(used []netip.Prefix) (netip.Prefix, error) {
 	taken := make(map[netip.Prefix]bool, len(used))
+	var odd []netip.Prefix
 	for _, b := range used {
-		taken[b] = true
-	}
-	for i := 1; i < p.NumBlocks(); i++ {
-		if b := p.Block(i); !taken[b] {
-			return b, nil
+		if b.Bits() == p.BlockBits {
+			taken[b.Masked()] = true
+		} else {
+			odd = append(odd, b)
 		}
+	}
+next:
+	for i := 1; i < p.NumBlocks(); i++ {
+		b := p.Block(i)
+		if taken[b] {
+			continue
+		}
+		for _, o := range odd {
+			if b.Overlaps(o) {
+				continue next
+			}
+		}
+		return b, nil
 	}
 	return netip.Prefix{}, fmt.Errorf("%w: all %d blocks of /%d in %s are taken; widen --tunnel-network or use smaller --org-block-bits", ErrExhausted, p.NumBlocks()-1, p.BlockBits, p.Network)
 }

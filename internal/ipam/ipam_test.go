@@ -61,3 +61,29 @@ func TestNewPlanRejects(t *testing.T) {
 		}
 	}
 }
+
+// TestNextBlockNeverOverlaps: blocks cut under another block size (a state
+// made before the plan was stored) are never overlapped by a new block.
+func TestNextBlockNeverOverlaps(t *testing.T) {
+	p, err := NewPlan(netip.MustParsePrefix("100.64.0.0/16"), 23)
+	if err != nil {
+		t.Fatal(err)
+	}
+	used := []netip.Prefix{
+		netip.MustParsePrefix("100.64.1.0/24"),
+		netip.MustParsePrefix("100.64.2.0/24"),
+		netip.MustParsePrefix("100.64.3.0/24"),
+	}
+	b, err := p.NextBlock(used)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range used {
+		if b.Overlaps(u) {
+			t.Fatalf("new block %s overlaps %s", b, u)
+		}
+	}
+	if b.String() != "100.64.4.0/23" {
+		t.Errorf("new block = %s, want the first free /23, 100.64.4.0/23", b)
+	}
+}

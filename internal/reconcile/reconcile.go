@@ -38,6 +38,7 @@ type Device interface {
 	SyncPeers(want []wgdev.Peer, verify bool) (wgdev.SyncResult, error)
 	UpdatePeers(set []wgdev.Peer, remove []wgtypes.Key) (wgdev.SyncResult, error)
 	Stats() ([]wgdev.PeerStats, error)
+	EndKeepalives(stats []wgdev.PeerStats) error
 }
 
 // Sweeper kills conntrack entries the policy no longer allows.
@@ -95,8 +96,10 @@ type Reconciler struct {
 	// orgs are the active organisations and their expiry (zero: none).
 	orgs map[string]time.Time
 
-	// Owned by the statistics poller: each peer's statistics at the last
-	// poll.
+	// statsMu serialises PollStats: the poller calls it on its interval,
+	// expire and the daemon's stop whenever they need current handshakes.
+	// lastStats is each peer's statistics at the last poll.
+	statsMu   sync.Mutex
 	lastStats map[wgtypes.Key]wgdev.PeerStats
 }
 
@@ -417,6 +420,10 @@ func (r *Reconciler) once(check bool) (int, error) {
 func (r *Reconciler) applyPeers(ids map[string]bool) error {
 	now := r.o.Clock.Now()
 	next := make(map[string]wgdev.Peer, len(ids))
+	// pausing: a peer leaves the device for now, and nothing recorded where
+	// it was. Its endpoint must be read before it goes, or a resume waits
+	// for the partner's client to give up on its old session (~15 s).
+	pausing := false
 	err := r.o.DB.View(func(tx *store.Tx) error {
 		for id := range ids {
 			sp, err := tx.DataplanePeer(id)
@@ -428,12 +435,19 @@ func (r *Reconciler) applyPeers(ids map[string]bool) error {
 			}
 			if w, ok := r.wanted(sp, r.orgs, now); ok {
 				next[id] = w
+			} else if _, had := r.peers[id]; had && sp.State != api.StateRevoked && sp.Endpoint == "" {
+				pausing = true
 			}
 		}
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("read changed peers: %w", err)
+	}
+	if pausing {
+		if err := r.PollStats(); err != nil {
+			r.log.Warn("read endpoints before removing peers", "err", err)
+		}
 	}
 	var set []wgdev.Peer
 	var remove []wgtypes.Key

@@ -134,6 +134,8 @@ func (f *fakeOS) UpdatePeers(set []wgdev.Peer, remove []wgtypes.Key) (wgdev.Sync
 
 func (f *fakeOS) Stats() ([]wgdev.PeerStats, error) { return f.stats, nil }
 
+func (f *fakeOS) EndKeepalives([]wgdev.PeerStats) error { return nil }
+
 func (f *fakeOS) Sweep(tunnel netip.Prefix, p *policy.Policy) (int, error) {
 	var live []string
 	for a := range p.Peers {

@@ -17,9 +17,9 @@ import (
 // daemon's largest steady cost. Last-seen only moves forward and traffic
 // totals never go back, so a restart or a re-created peer (whose device
 // counters start at zero) loses nothing.
-//
-// PollStats is not safe for concurrent use; Run calls it from one goroutine.
 func (r *Reconciler) PollStats() error {
+	r.statsMu.Lock()
+	defer r.statsMu.Unlock()
 	stats, err := r.o.Device.Stats()
 	if err != nil {
 		return err
@@ -58,7 +58,7 @@ func (r *Reconciler) PollStats() error {
 		}
 	}
 	r.lastStats = seen
-	return nil
+	return r.o.Device.EndKeepalives(moved)
 }
 
 func sameStats(a, b wgdev.PeerStats) bool {

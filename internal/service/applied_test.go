@@ -49,7 +49,7 @@ func TestChangesNotInForceAreReported(t *testing.T) {
 	}
 	a.err = errors.New("apply firewall: iptables-restore: exit status 4")
 	// An ungrant the kernel did not take must not look done…
-	if _, err := svc.Ungrant(ctx, "acme", []string{"10.1.0.0/16"}); !notApplied(err) || !strings.Contains(err.Error(), "exit status 4") {
+	if _, err := svc.Ungrant(ctx, "acme", api.GrantsRequest{Grants: []string{"10.1.0.0/16"}}); !notApplied(err) || !strings.Contains(err.Error(), "exit status 4") {
 		t.Errorf("ungrant not in force: err = %v, want not_applied naming the cause", err)
 	}
 	// … though it is saved, and audited.

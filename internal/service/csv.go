@@ -99,7 +99,7 @@ func (s *Service) Import(ctx context.Context, data string) (api.ImportResult, er
 					bad(r.line, "name", "peer %s/%s is also on row %d", p.org, p.name, prev)
 				}
 				seenPeers[p.org+"/"+p.name] = r.line
-				if _, err := validate.PublicKey(p.pub); err != nil {
+				if err := s.checkSuppliedKey(p.pub); err != nil {
 					bad(r.line, "public_key", "%v", err)
 				} else if owner := tx.KeyOwner(p.pub); owner != "" {
 					bad(r.line, "public_key", "already used by peer %s", owner)

@@ -72,10 +72,25 @@ func (r expireRules) peerVerdict(p *store.Peer, orgEnded bool) (reason, to strin
 		return fmt.Sprintf("expired on %s", p.Expires.Format(time.RFC3339)), dated
 	case p.State != api.StateActive && !(r.action == "revoke" && p.State != target):
 		return "", ""
-	case p.LastHandshake != nil && r.idle > 0 && r.now.Sub(*p.LastHandshake) > r.idle:
-		return fmt.Sprintf("idle: last handshake %s ago (limit %s)", r.now.Sub(*p.LastHandshake).Round(time.Second), r.idle), target
-	case p.LastHandshake == nil && r.unused > 0 && r.now.Sub(p.CreatedAt) > r.unused:
-		return fmt.Sprintf("unused: never connected since issued %s ago (limit %s)", r.now.Sub(p.CreatedAt).Round(time.Second), r.unused), target
+	}
+	kept := p.ClocksFrom != nil
+	switch {
+	case p.LastHandshake != nil && r.idle > 0:
+		if kept && p.ClocksFrom.After(*p.LastHandshake) {
+			if d := r.now.Sub(*p.ClocksFrom); d > r.idle {
+				return fmt.Sprintf("idle: no handshake since resumed or extended %s ago (limit %s)", d.Round(time.Second), r.idle), target
+			}
+		} else if d := r.now.Sub(*p.LastHandshake); d > r.idle {
+			return fmt.Sprintf("idle: last handshake %s ago (limit %s)", d.Round(time.Second), r.idle), target
+		}
+	case p.LastHandshake == nil && r.unused > 0:
+		if kept && p.ClocksFrom.After(p.CreatedAt) {
+			if d := r.now.Sub(*p.ClocksFrom); d > r.unused {
+				return fmt.Sprintf("unused: never connected, resumed or extended %s ago (limit %s)", d.Round(time.Second), r.unused), target
+			}
+		} else if d := r.now.Sub(p.CreatedAt); d > r.unused {
+			return fmt.Sprintf("unused: never connected since issued %s ago (limit %s)", d.Round(time.Second), r.unused), target
+		}
 	}
 	return "", ""
 }
@@ -86,6 +101,13 @@ func (s *Service) Expire(ctx context.Context, req api.ExpireRequest) (api.Expire
 	rules, err := s.expireRules(req)
 	if err != nil {
 		return api.ExpireResult{}, err
+	}
+	// The poller's last read may be many seconds old: a peer that came
+	// online since would still look unused or idle, and be cut while in use.
+	if s.opts.Runtime != nil {
+		if err := s.opts.Runtime.PollStats(); err != nil {
+			return api.ExpireResult{}, fmt.Errorf("read the current handshakes before expiring (nothing was expired): %w", err)
+		}
 	}
 	actor := Actor(ctx)
 	var res api.ExpireResult

@@ -39,7 +39,7 @@ func (s *Service) CreateOrg(ctx context.Context, req api.CreateOrgRequest) (api.
 	if err != nil {
 		return api.Org{}, invalid(err)
 	}
-	if err := s.checkGrants(grants); err != nil {
+	if err := s.checkGrantsForce(grants, req.Force); err != nil {
 		return api.Org{}, err
 	}
 	now := s.now()
@@ -173,8 +173,8 @@ func (s *Service) modifyOrg(ctx context.Context, name, action string, fn func(tx
 
 // Grant adds resources to an organisation. Granting what it already has is
 // not an error.
-func (s *Service) Grant(ctx context.Context, name string, grants []string) (api.Org, error) {
-	gs, err := s.parseGrantList(grants)
+func (s *Service) Grant(ctx context.Context, name string, req api.GrantsRequest) (api.Org, error) {
+	gs, err := s.parseGrantList(req.Grants, req.Force)
 	if err != nil {
 		return api.Org{}, err
 	}
@@ -188,8 +188,9 @@ func (s *Service) Grant(ctx context.Context, name string, grants []string) (api.
 }
 
 // Ungrant removes resources. Each must be granted exactly as written.
-func (s *Service) Ungrant(ctx context.Context, name string, grants []string) (api.Org, error) {
-	gs, err := s.parseGrantList(grants)
+func (s *Service) Ungrant(ctx context.Context, name string, req api.GrantsRequest) (api.Org, error) {
+	// Taking away never needs force, whatever was granted with it.
+	gs, err := s.parseGrantList(req.Grants, true)
 	if err != nil {
 		return api.Org{}, err
 	}
@@ -210,7 +211,7 @@ func (s *Service) Ungrant(ctx context.Context, name string, grants []string) (ap
 	})
 }
 
-func (s *Service) parseGrantList(in []string) ([]grant.Grant, error) {
+func (s *Service) parseGrantList(in []string, force bool) ([]grant.Grant, error) {
 	if len(in) == 0 {
 		return nil, api.Errorf(api.CodeInvalid, "no grant given; name at least one resource such as 10.20.0.0/24")
 	}
@@ -221,7 +222,7 @@ func (s *Service) parseGrantList(in []string) ([]grant.Grant, error) {
 	if err != nil {
 		return nil, invalid(err)
 	}
-	return gs, s.checkGrants(gs)
+	return gs, s.checkGrantsForce(gs, force)
 }
 
 // SuspendOrg withdraws all access of an organisation, keeping its peers.

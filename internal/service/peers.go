@@ -30,8 +30,8 @@ func (s *Service) newKeys(supplied string) (keyPair, error) {
 		return keyPair{}, fmt.Errorf("generate preshared key: %w", err)
 	}
 	if supplied != "" {
-		if _, err := validate.PublicKey(supplied); err != nil {
-			return keyPair{}, invalid(err)
+		if err := s.checkSuppliedKey(supplied); err != nil {
+			return keyPair{}, err
 		}
 		return keyPair{pub: supplied, psk: psk.String(), origin: api.KeySupplied}, nil
 	}
@@ -40,6 +40,20 @@ func (s *Service) newKeys(supplied string) (keyPair, error) {
 		return keyPair{}, fmt.Errorf("generate key pair: %w", err)
 	}
 	return keyPair{pub: priv.PublicKey().String(), priv: priv.String(), psk: psk.String(), origin: api.KeyGenerated}, nil
+}
+
+// checkSuppliedKey refuses a partner's public key that is malformed or is
+// the gateway's own: WireGuard silently ignores a peer with the interface's
+// key, so the partner would never connect and every drift check would
+// "repair" the missing peer again.
+func (s *Service) checkSuppliedKey(pub string) error {
+	if _, err := validate.PublicKey(pub); err != nil {
+		return invalid(err)
+	}
+	if pub == s.opts.GatewayPublicKey {
+		return api.Errorf(api.CodeInvalid, "public key %s is the gateway's own public key, not a device's; give the public key of the partner's device (the WireGuard app shows it; on Linux `wg pubkey < private.key`)", pub)
+	}
+	return nil
 }
 
 func claimKey(tx *store.Tx, pub, id string) error {
@@ -349,7 +363,7 @@ func (s *Service) ResumePeer(ctx context.Context, org, name string) (api.Peer, e
 		if p.Expires != nil && !p.Expires.After(now) {
 			return api.Errorf(api.CodeConflict, "peer %s expired on %s; give it a new expiry with `extranetctl peer extend %s --expires DATE`", p.ID(), p.Expires.Format(time.RFC3339), p.ID())
 		}
-		p.State = api.StateActive
+		p.State, p.ClocksFrom = api.StateActive, &now
 		return nil
 	})
 }
@@ -370,7 +384,7 @@ func (s *Service) ExtendPeer(ctx context.Context, org, name, expires string) (ap
 		return api.Peer{}, api.Errorf(api.CodeInvalid, "the gateway caps peer lifetime at %s, so an expiry is required", s.opts.MaxPeerLifetime)
 	}
 	return s.modifyPeer(ctx, org, name, "peer.extend", func(_ *store.Tx, _ *store.Org, p *store.Peer) error {
-		p.Expires = exp
+		p.Expires, p.ClocksFrom = exp, &now
 		return nil
 	})
 }

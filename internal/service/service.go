@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/extranetgw/extranet/internal/grant"
@@ -34,9 +35,12 @@ type Applier interface {
 	Apply(store.Changes) <-chan error
 }
 
-// Runtime reports the live state of the data plane for `status`.
+// Runtime is the live data plane: its state for `status`, and its current
+// statistics for decisions that must not rest on an old poll.
 type Runtime interface {
 	Status() api.Status
+	// PollStats copies the device's current handshakes into the store.
+	PollStats() error
 }
 
 // Options configure a Service.
@@ -175,11 +179,22 @@ func getPeer(tx *store.Tx, org, name string) (*store.Peer, error) {
 }
 
 // checkGrants refuses grants that would let partners reach the tunnel
-// network, i.e. each other or the gateway.
+// network, i.e. each other or the gateway, and grants of address space no
+// partner should get (grant.Covers).
 func (s *Service) checkGrants(gs []grant.Grant) error {
+	return s.checkGrantsForce(gs, false)
+}
+
+// checkGrantsForce is checkGrants, where force lets an admin who means it
+// grant special or very broad address space. Nothing opens the tunnel
+// network: partners reaching each other is what the product exists to stop.
+func (s *Service) checkGrantsForce(gs []grant.Grant, force bool) error {
 	for _, g := range gs {
 		if g.Prefix.Overlaps(s.opts.Plan.Network) {
 			return api.Errorf(api.CodeInvalid, "grant %s overlaps the tunnel network %s; partners may never reach each other or the gateway through a grant", g, s.opts.Plan.Network)
+		}
+		if c := grant.Covers(g.Prefix); len(c) > 0 && !force {
+			return api.Errorf(api.CodeInvalid, "grant %s covers %s; no partner should normally reach that. Grant the internal networks it needs instead, or pass --force if you mean it", g, strings.Join(c, " and "))
 		}
 	}
 	return nil

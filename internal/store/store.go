@@ -41,6 +41,7 @@ var (
 
 	keySchema    = []byte("schema")
 	keyNextOrgID = []byte("next_org_id")
+	keyPlan      = []byte("address_plan")
 	keyAuditHead = []byte("audit_head")
 	// keyAuditAnchor is the hash the oldest kept audit event links to.
 	keyAuditAnchor = []byte("audit_anchor")
@@ -76,9 +77,13 @@ type Peer struct {
 	CreatedBy     string     `json:"created_by"`
 	UpdatedAt     time.Time  `json:"updated_at"`
 	LastHandshake *time.Time `json:"last_handshake,omitempty"`
-	Endpoint      string     `json:"endpoint,omitempty"`
-	RxBytes       int64      `json:"rx_bytes"`
-	TxBytes       int64      `json:"tx_bytes"`
+	// ClocksFrom is when an admin last resumed or extended the peer: its
+	// idle and unused clocks run from there if that is later, so a
+	// decision to keep it is not undone by the next expire.
+	ClocksFrom *time.Time `json:"clocks_from,omitempty"`
+	Endpoint   string     `json:"endpoint,omitempty"`
+	RxBytes    int64      `json:"rx_bytes"`
+	TxBytes    int64      `json:"tx_bytes"`
 	// DevRx and DevTx are the device counters last seen; the device resets
 	// them when a peer is re-created, and the totals above must not go back.
 	DevRx int64 `json:"dev_rx,omitempty"`
@@ -314,6 +319,27 @@ func (t *Tx) NextOrgID() (uint32, error) {
 		return 0, err
 	}
 	return id, nil
+}
+
+// AddressPlan is how the tunnel network is cut into organisation blocks.
+// It is kept with the state because every block and address in it was cut
+// by that plan.
+type AddressPlan struct {
+	Network   netip.Prefix `json:"network"`
+	BlockBits int          `json:"block_bits"`
+}
+
+// AddressPlan returns the stored plan, or ErrNotFound in a state made
+// before plans were stored.
+func (t *Tx) AddressPlan() (AddressPlan, error) {
+	var p AddressPlan
+	err := getJSON(t.tx.Bucket(bucketMeta), keyPlan, &p)
+	return p, err
+}
+
+// SetAddressPlan stores the plan.
+func (t *Tx) SetAddressPlan(p AddressPlan) error {
+	return putJSON(t.tx.Bucket(bucketMeta), keyPlan, p)
 }
 
 func peerKey(org, name string) []byte { return []byte(org + "/" + name) }

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -102,6 +103,10 @@ type Device interface {
 	// peer.
 	UpdatePeers(set []Peer, remove []wgtypes.Key) (SyncResult, error)
 	Stats() ([]PeerStats, error)
+	// EndKeepalives takes back the keepalive of peers added with an
+	// endpoint once stats show they handshook since: it was there to start
+	// the handshake, and the partner's own config keeps the path open.
+	EndKeepalives(stats []PeerStats) error
 	// Up brings the link up. Open leaves a new interface down, so that
 	// its peers and the firewall can be loaded before a packet passes.
 	Up() error
@@ -129,6 +134,11 @@ type dev struct {
 
 	// applied is the peer set of the last successful sync; nil when unknown.
 	applied map[wgtypes.Key]Peer
+
+	// keepalive holds the peers given a keepalive by peerChange, and when.
+	// The reconciler adds them; the statistics poller ends them.
+	kaMu      sync.Mutex
+	keepalive map[wgtypes.Key]time.Time
 }
 
 // Open creates (or adopts) the interface and configures its key, port, MTU
@@ -528,6 +538,44 @@ func (d *dev) configurePeers(changes []wgtypes.PeerConfig) error {
 		// What the device holds now is unknown; the next sync reads it.
 		d.applied = nil
 		return fmt.Errorf("configure peers of %s: %w", d.cfg.Name, err)
+	}
+	now := time.Now()
+	d.kaMu.Lock()
+	defer d.kaMu.Unlock()
+	for _, c := range changes {
+		switch {
+		case c.Remove:
+			delete(d.keepalive, c.PublicKey)
+		case c.PersistentKeepaliveInterval != nil:
+			if d.keepalive == nil {
+				d.keepalive = map[wgtypes.Key]time.Time{}
+			}
+			d.keepalive[c.PublicKey] = now
+		}
+	}
+	return nil
+}
+
+func (d *dev) EndKeepalives(stats []PeerStats) error {
+	d.kaMu.Lock()
+	defer d.kaMu.Unlock()
+	var changes []wgtypes.PeerConfig
+	var done []wgtypes.Key
+	off := time.Duration(0)
+	for _, s := range stats {
+		if since, ok := d.keepalive[s.PublicKey]; ok && s.LastHandshake.After(since) {
+			changes = append(changes, wgtypes.PeerConfig{PublicKey: s.PublicKey, UpdateOnly: true, PersistentKeepaliveInterval: &off})
+			done = append(done, s.PublicKey)
+		}
+	}
+	if len(changes) == 0 {
+		return nil
+	}
+	if err := d.client.ConfigureDevice(d.cfg.Name, wgtypes.Config{Peers: changes}); err != nil {
+		return fmt.Errorf("end the keepalive of %d peers of %s: %w", len(changes), d.cfg.Name, err)
+	}
+	for _, k := range done {
+		delete(d.keepalive, k)
 	}
 	return nil
 }

@@ -75,6 +75,8 @@ type CreateOrgRequest struct {
 	DisplayName string   `json:"display_name,omitempty"`
 	Contact     string   `json:"contact,omitempty"`
 	Grants      []string `json:"grants,omitempty"`
+	// Force: as in GrantsRequest.
+	Force bool `json:"force,omitempty"`
 	// Expires is a date (2026-12-31), an RFC 3339 time or a duration from now (90d).
 	Expires string `json:"expires,omitempty"`
 }
@@ -82,6 +84,10 @@ type CreateOrgRequest struct {
 // GrantsRequest adds or removes grants.
 type GrantsRequest struct {
 	Grants []string `json:"grants"`
+	// Force grants address space no partner should normally reach:
+	// loopback, link-local, multicast, reserved, or a prefix shorter than
+	// /8. It never opens the tunnel network.
+	Force bool `json:"force,omitempty"`
 }
 
 // IssuePeerRequest creates a peer.

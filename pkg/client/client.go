@@ -151,10 +151,11 @@ func (c *Client) DeleteOrg(ctx context.Context, name string, force bool) error {
 	return c.do(ctx, http.MethodDelete, orgPath(name), q, nil, nil)
 }
 
-// Grant adds grants.
-func (c *Client) Grant(ctx context.Context, name string, grants []string) (api.Org, error) {
+// Grant adds grants. Force grants address space that is refused without it
+// (see api.GrantsRequest).
+func (c *Client) Grant(ctx context.Context, name string, grants []string, force bool) (api.Org, error) {
 	var o api.Org
-	return o, c.do(ctx, http.MethodPost, orgPath(name)+"/grant", nil, api.GrantsRequest{Grants: grants}, &o)
+	return o, c.do(ctx, http.MethodPost, orgPath(name)+"/grant", nil, api.GrantsRequest{Grants: grants, Force: force}, &o)
 }
 
 // Ungrant removes grants.
