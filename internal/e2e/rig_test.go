@@ -59,6 +59,9 @@ type Rig struct {
 	// empty means Debian's wireguard-go. wg-quick puts its own directory
 	// first in PATH, so anything else must be an absolute path.
 	WireGuardGo string
+	// DaemonEnv is added to extranetd's environment, for a test that
+	// starts it as systemd would (RUNTIME_DIRECTORY=).
+	DaemonEnv []string
 }
 
 type partner struct{ ns, conf string }
@@ -202,6 +205,8 @@ func (r *Rig) StartDaemon(extra ...string) {
 	args := append([]string{"netns", "exec", r.GW, filepath.Join(bin, "extranetd")}, r.DaemonArgs()...)
 	cmd := exec.Command("ip", append(args, extra...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	// ip netns exec hands its environment on to the daemon.
+	cmd.Env = append(os.Environ(), r.DaemonEnv...)
 	if err := cmd.Start(); err != nil {
 		r.t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"os/user"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -189,7 +190,10 @@ func reply(w http.ResponseWriter, status int, v any, err error) {
 
 // Listen creates the unix socket safely: a live daemon on it is an error, a
 // stale file is removed, and the socket is never reachable by others, even
-// for an instant, before its mode is set.
+// for an instant, before its mode is set. With a group, the socket is
+// root:group 0660, and its directory, when it is the daemon's own, is
+// root:group 0750, so that members can reach the socket and nobody else can
+// even see it.
 func Listen(path, group string, log *slog.Logger) (net.Listener, error) {
 	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
 		c.Close()
@@ -198,8 +202,20 @@ func Listen(path, group string, log *slog.Logger) (net.Listener, error) {
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("remove stale socket %s: %w", path, err)
 	}
-	if err := os.MkdirAll(dirOf(path), 0o755); err != nil {
+	dir := dirOf(path)
+	_, err := os.Lstat(dir)
+	created := errors.Is(err, os.ErrNotExist)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create socket directory: %w", err)
+	}
+	gid := -1
+	if group != "" {
+		g, err := user.LookupGroup(group)
+		if err != nil {
+			log.Warn("socket group not found; only root can use the socket", "group", group, "socket", path)
+		} else if gid, err = strconv.Atoi(g.Gid); err != nil {
+			return nil, fmt.Errorf("socket group %s has a non-numeric gid %q: %w", group, g.Gid, err)
+		}
 	}
 	old := unix.Umask(0o177)
 	l, err := net.Listen("unix", path)
@@ -208,23 +224,82 @@ func Listen(path, group string, log *slog.Logger) (net.Listener, error) {
 		return nil, fmt.Errorf("listen on %s: %w", path, err)
 	}
 	mode := os.FileMode(0o600)
-	if group != "" {
-		g, err := user.LookupGroup(group)
-		if err != nil {
-			log.Warn("socket group not found; only root can use the socket", "group", group, "socket", path)
-		} else if gid, err := strconv.Atoi(g.Gid); err == nil {
-			if err := os.Chown(path, 0, gid); err != nil {
-				l.Close()
-				return nil, fmt.Errorf("chown socket %s to group %s: %w", path, group, err)
-			}
-			mode = 0o660
+	if gid >= 0 {
+		if err := os.Chown(path, 0, gid); err != nil {
+			l.Close()
+			return nil, fmt.Errorf("chown socket %s to group %s: %w", path, group, err)
 		}
+		mode = 0o660
 	}
 	if err := os.Chmod(path, mode); err != nil {
 		l.Close()
 		return nil, fmt.Errorf("chmod socket %s: %w", path, err)
 	}
+	if gid < 0 {
+		return l, nil
+	}
+	// The directory is only changed when it is the daemon's own: the one
+	// systemd made for it (RuntimeDirectory=, root:root with the unit's
+	// mode, named in RUNTIME_DIRECTORY and removed when the service stops),
+	// or one Listen has just created. Any other directory, such as /run or
+	// /tmp for a --socket put there, is shared with other programs, and
+	// handing it to the group would lock them out or let the group in.
+	if created || isRuntimeDirectory(dir) {
+		if err := shareDir(dir, gid); err != nil {
+			l.Close()
+			return nil, fmt.Errorf("hand socket directory to group %s: %w", group, err)
+		}
+	} else if !groupCanEnter(dir, gid) {
+		log.Warn("the socket's directory is not open to the socket group; its members cannot reach the socket", "directory", dir, "group", group)
+	}
 	return l, nil
+}
+
+// isRuntimeDirectory tells whether dir is one systemd created for this
+// service; RUNTIME_DIRECTORY lists them, separated by colons.
+func isRuntimeDirectory(dir string) bool {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return false
+	}
+	for _, rd := range strings.Split(os.Getenv("RUNTIME_DIRECTORY"), ":") {
+		if rd != "" && filepath.Clean(rd) == abs {
+			return true
+		}
+	}
+	return false
+}
+
+// shareDir makes dir mode 0750 and group gid, keeping its owner (root
+// under the unit). The mode goes first, so the directory is never open to
+// more than the end result. Both go through one descriptor opened without
+// following a symlink, so a link swapped in cannot redirect them.
+func shareDir(dir string, gid int) error {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", dir, err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Fchmod(fd, 0o750); err != nil {
+		return fmt.Errorf("chmod %s: %w", dir, err)
+	}
+	if err := unix.Fchown(fd, -1, gid); err != nil {
+		return fmt.Errorf("chown %s: %w", dir, err)
+	}
+	return nil
+}
+
+// groupCanEnter tells whether members of gid may pass through dir, by its
+// own mode; the directories above it are the admin's affair.
+func groupCanEnter(dir string, gid int) bool {
+	var st unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil {
+		return false
+	}
+	if st.Mode&0o001 != 0 {
+		return true
+	}
+	return int(st.Gid) == gid && st.Mode&0o010 != 0
 }
 
 func dirOf(path string) string {
