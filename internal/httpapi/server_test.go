@@ -24,6 +24,7 @@ import (
 	"github.com/extranetgw/extranet/internal/store"
 	"github.com/extranetgw/extranet/pkg/api"
 	"github.com/extranetgw/extranet/pkg/client"
+	"github.com/extranetgw/extranet/pkg/wgconfig"
 )
 
 // startServer serves the real API on a real unix socket over a real bbolt
@@ -97,10 +98,8 @@ func TestOrgAndPeerLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, line := range strings.Split(cfg.Config, "\n") {
-		if strings.HasPrefix(strings.TrimSpace(line), "PrivateKey") {
-			t.Errorf("config printed again carries a private key line: %q", line)
-		}
+	if again, err := wgconfig.Parse([]byte(cfg.Config)); err != nil || again.Interface.PrivateKey != "" {
+		t.Errorf("config printed again does not parse, or carries a private key: %v\n%s", err, cfg.Config)
 	}
 	if _, err := c.PeerAction(ctx, "acme", "laptop", "revoke"); err != nil {
 		t.Fatal(err)

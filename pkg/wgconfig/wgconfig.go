@@ -26,7 +26,8 @@ type Config struct {
 // Interface is the partner's side.
 type Interface struct {
 	// PrivateKey is base64; empty when the partner supplied its own public
-	// key, in which case the file says where to put the private key.
+	// key, in which case the file has a placeholder that every client
+	// refuses, and says what to paste in its place.
 	PrivateKey string
 	Address    []netip.Prefix
 	DNS        []string
@@ -42,8 +43,12 @@ type Peer struct {
 	PersistentKeepalive int
 }
 
-// placeholder stands where a partner pastes its own private key.
-const placeholder = "<paste the private key of this device here>"
+// placeholder stands where a partner pastes its own private key. It is an
+// uncommented value that is no key, so wg-quick and every app refuse the file
+// until it is replaced: a commented-out line let wg-quick bring up a tunnel
+// that never completes a handshake. It holds nothing that any of their
+// parsers treats specially ('#', '=', ',', brackets, quotes, spaces).
+const placeholder = "PASTE-THE-PRIVATE-KEY-OF-THIS-DEVICE-HERE"
 
 // Render writes the config in wg-quick format.
 func (c *Config) Render() ([]byte, error) {
@@ -56,8 +61,8 @@ func (c *Config) Render() ([]byte, error) {
 		fmt.Fprintf(&b, "PrivateKey = %s\n", c.Interface.PrivateKey)
 	} else {
 		b.WriteString("# This device's key pair was made on the device itself: replace the\n")
-		b.WriteString("# placeholder with its private key and remove the leading '# '.\n")
-		fmt.Fprintf(&b, "# PrivateKey = %s\n", placeholder)
+		b.WriteString("# placeholder with its private key.\n")
+		fmt.Fprintf(&b, "PrivateKey = %s\n", placeholder)
 	}
 	fmt.Fprintf(&b, "Address = %s\n", joinPrefixes(c.Interface.Address))
 	if len(c.Interface.DNS) > 0 {
@@ -239,7 +244,10 @@ func (c *Config) set(section, k, v string) error {
 	var err error
 	switch section + "." + k {
 	case "[interface].privatekey":
-		c.Interface.PrivateKey = v
+		// An unfilled placeholder reads back as no key, as Render wrote it.
+		if v != placeholder {
+			c.Interface.PrivateKey = v
+		}
 	case "[interface].address":
 		var ps []netip.Prefix
 		ps, err = prefixes()

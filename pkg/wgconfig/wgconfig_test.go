@@ -1,6 +1,8 @@
 package wgconfig
 
 import (
+	"context"
+	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -8,6 +10,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 const (
@@ -79,12 +82,30 @@ func TestRoundTrip(t *testing.T) {
 	}
 }
 
+// TestSuppliedKeyLeavesAPlaceholder: a config for a partner's own key has
+// a PrivateKey line that no client accepts until the key is pasted in; a
+// commented line let wg-quick bring up a tunnel that never handshakes.
 func TestSuppliedKeyLeavesAPlaceholder(t *testing.T) {
 	c := sample()
 	c.Interface.PrivateKey = ""
-	out, _ := c.Render()
-	if !strings.Contains(string(out), "# PrivateKey = <paste") {
-		t.Errorf("no placeholder for the partner's own key:\n%s", out)
+	out, err := c.Render()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var line string
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(l, "PrivateKey = ") {
+			line = l
+		}
+	}
+	value := strings.TrimPrefix(line, "PrivateKey = ")
+	if line == "" || checkKey("placeholder", value) == nil {
+		t.Fatalf("no uncommented PrivateKey line with an invalid key as placeholder:\n%s", out)
+	}
+	// Characters the parsers of wg-quick and the apps treat specially
+	// (comments, sections, assignments, lists, quoting) or trim.
+	if strings.ContainsAny(value, "#[]=,'\" \t\\") || !strings.Contains(value, "PASTE") {
+		t.Errorf("placeholder %q is not a plain, visible placeholder", value)
 	}
 }
 
@@ -131,6 +152,61 @@ func TestWgQuickStrip(t *testing.T) {
 	}
 	if !strings.Contains(string(stripped), "PublicKey = "+key2) || strings.Contains(string(stripped), "Address") {
 		t.Errorf("unexpected strip output:\n%s", stripped)
+	}
+}
+
+// TestWgQuickRefusesPlaceholder brings a config for a partner's own key up
+// with the stock wg-quick, in a network namespace of its own: it must fail
+// on the private key until the key is pasted in, and then come up.
+func TestWgQuickRefusesPlaceholder(t *testing.T) {
+	if _, err := exec.LookPath("wg-quick"); err != nil {
+		t.Skip("wg-quick is not installed")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("wg-quick up in a network namespace needs root")
+	}
+	ns := fmt.Sprintf("wgconfig-test-%d", os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		t.Skipf("cannot create a network namespace: %v %s", err, out)
+	}
+	const ifname = "wgtest0"
+	t.Cleanup(func() {
+		// Deleting the link also ends a wireguard-go serving it.
+		exec.Command("ip", "-n", ns, "link", "del", ifname).Run()
+		exec.Command("ip", "netns", "del", ns).Run()
+	})
+	up := func(conf []byte) (string, error) {
+		path := filepath.Join(t.TempDir(), ifname+".conf")
+		if err := os.WriteFile(path, conf, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "ip", "netns", "exec", ns, "wg-quick", "up", path)
+		// Without the kernel module, wg-quick falls back to wireguard-go.
+		cmd.Env = append(os.Environ(), "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1")
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	c := sample()
+	c.Interface.PrivateKey = ""
+	c.Interface.DNS = nil               // no resolvconf inside the namespace
+	c.Peer.Endpoint = "192.0.2.1:51820" // no name to resolve either
+	conf, err := c.Render()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := up(conf)
+	if err == nil {
+		t.Fatalf("wg-quick brought up a config without a private key:\n%s\n%s", conf, out)
+	}
+	if !strings.Contains(out, "Key is not the correct length or format") {
+		t.Fatalf("wg-quick failed, but not on the private key: %v\n%s", err, out)
+	}
+	exec.Command("ip", "-n", ns, "link", "del", ifname).Run()
+	filled := strings.Replace(string(conf), placeholder, key1, 1)
+	if out, err := up([]byte(filled)); err != nil {
+		t.Fatalf("wg-quick refused the config once its key was pasted in: %v\n%s", err, out)
 	}
 }
 
