@@ -257,6 +257,31 @@ func TestConfigFileIsPrivate(t *testing.T) {
 	}
 }
 
+// TestConfigCommentFitsTheKey: the comment above PrivateKey says what the
+// partner does with this file, which depends on who made the key pair and
+// whether this output still holds the private key.
+func TestConfigCommentFitsTheKey(t *testing.T) {
+	d := startDaemon(t, "vpn.example.com:51820")
+	d.must("org", "create", "acme", "--grant", "10.20.0.0/24")
+	for _, tc := range []struct {
+		what      string
+		args      []string
+		want, not string
+	}{
+		{"issued with a gateway-made key", []string{"peer", "issue", "acme/laptop"},
+			"# Keep this file secret: it holds this device's private key.", "paste"},
+		{"printed again", []string{"peer", "config", "acme/laptop"},
+			"# Paste this device's private key from the config first issued for it", "made on the device"},
+		{"issued for the partner's own key", []string{"peer", "issue", "acme/server", "--public-key", "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg="},
+			"# Paste this device's private key (from the WireGuard app or `wg genkey`)", "made on the device itself"},
+	} {
+		out := d.must(tc.args...)
+		if !strings.Contains(out, tc.want) || strings.Contains(strings.ToLower(out), tc.not) {
+			t.Errorf("config %s does not say %q (or says %q):\n%s", tc.what, tc.want, tc.not, out)
+		}
+	}
+}
+
 func TestCompletion(t *testing.T) {
 	d := startDaemon(t, "")
 	for _, sh := range []string{"bash", "zsh", "fish"} {

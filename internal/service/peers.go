@@ -199,11 +199,17 @@ func (s *Service) IssuePeer(ctx context.Context, org string, req api.IssuePeerRe
 	return api.IssuedPeer{Peer: peerToAPI(p), Config: cfg, Warning: warning}, nil
 }
 
-// render writes the wg-quick config of a peer. priv may be empty.
+// render writes the wg-quick config of a peer. priv is empty when the
+// partner keeps its own key, and when a config is printed again.
 func (s *Service) render(p *store.Peer, priv string, grants []grant.Grant) (string, error) {
+	missing := wgconfig.KeyOnDevice
+	if p.KeyOrigin == api.KeyGenerated {
+		missing = wgconfig.KeyInFirstConfig
+	}
 	cfg := wgconfig.Config{
 		Interface: wgconfig.Interface{
 			PrivateKey: priv,
+			MissingKey: missing,
 			Address:    []netip.Prefix{netip.PrefixFrom(p.Address, 32)},
 			DNS:        s.opts.DNS,
 			MTU:        s.opts.MTU,

@@ -29,10 +29,26 @@ type Interface struct {
 	// key, in which case the file has a placeholder that every client
 	// refuses, and says what to paste in its place.
 	PrivateKey string
+	// MissingKey says, for a config without PrivateKey, where the partner
+	// finds the key to paste in place of the placeholder. It is written as a
+	// comment only, so Parse does not read it back.
+	MissingKey MissingKey
 	Address    []netip.Prefix
 	DNS        []string
 	MTU        int
 }
+
+// MissingKey is where the private key of a config without one is found.
+type MissingKey int
+
+const (
+	// KeyOnDevice: the device made its key pair and the partner sent only
+	// the public key.
+	KeyOnDevice MissingKey = iota
+	// KeyInFirstConfig: the gateway made the key pair and put the private
+	// key only in the config it first issued; a config printed again lacks it.
+	KeyInFirstConfig
+)
 
 // Peer is the gateway.
 type Peer struct {
@@ -57,11 +73,20 @@ func (c *Config) Render() ([]byte, error) {
 	}
 	var b bytes.Buffer
 	b.WriteString("[Interface]\n")
-	if c.Interface.PrivateKey != "" {
+	// The comment is all a partner reads before importing: it says what to
+	// do with this file, which depends on where its private key is.
+	switch {
+	case c.Interface.PrivateKey != "":
+		b.WriteString("# Keep this file secret: it holds this device's private key.\n")
 		fmt.Fprintf(&b, "PrivateKey = %s\n", c.Interface.PrivateKey)
-	} else {
-		b.WriteString("# This device's key pair was made on the device itself: replace the\n")
-		b.WriteString("# placeholder with its private key.\n")
+	case c.Interface.MissingKey == KeyInFirstConfig:
+		b.WriteString("# Paste this device's private key from the config first issued for it\n")
+		b.WriteString("# in place of the placeholder (that key is kept nowhere else; if it is\n")
+		b.WriteString("# lost, ask for new keys). WireGuard refuses this file until then.\n")
+		fmt.Fprintf(&b, "PrivateKey = %s\n", placeholder)
+	default:
+		b.WriteString("# Paste this device's private key (from the WireGuard app or `wg genkey`)\n")
+		b.WriteString("# in place of the placeholder. WireGuard refuses this file until then.\n")
 		fmt.Fprintf(&b, "PrivateKey = %s\n", placeholder)
 	}
 	fmt.Fprintf(&b, "Address = %s\n", joinPrefixes(c.Interface.Address))
@@ -124,6 +149,9 @@ func (c *Config) validate() error {
 		if err := checkKey("Interface.PrivateKey", c.Interface.PrivateKey); err != nil {
 			return err
 		}
+	}
+	if c.Interface.MissingKey != KeyOnDevice && c.Interface.MissingKey != KeyInFirstConfig {
+		return fmt.Errorf("Interface.MissingKey %d is neither KeyOnDevice nor KeyInFirstConfig", c.Interface.MissingKey)
 	}
 	if len(c.Interface.Address) == 0 {
 		return fmt.Errorf("Interface.Address is empty")

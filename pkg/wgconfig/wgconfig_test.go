@@ -43,6 +43,7 @@ func TestRenderGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := `[Interface]
+# Keep this file secret: it holds this device's private key.
 PrivateKey = yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=
 Address = 100.64.1.1/32
 DNS = 10.20.0.53, corp.example
@@ -109,6 +110,31 @@ func TestSuppliedKeyLeavesAPlaceholder(t *testing.T) {
 	}
 }
 
+// TestKeyComment: the comment above the key tells the partner what to do
+// with this particular file.
+func TestKeyComment(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		priv      string
+		missing   MissingKey
+		want, not string
+	}{
+		{"gateway-made key", key1, KeyOnDevice, "# Keep this file secret: it holds this device's private key.", "paste"},
+		{"partner's own key", "", KeyOnDevice, "# Paste this device's private key (from the WireGuard app or `wg genkey`)", "made on the device itself"},
+		{"gateway-made key, shown once", "", KeyInFirstConfig, "# Paste this device's private key from the config first issued for it", "made on the device"},
+	} {
+		c := sample()
+		c.Interface.PrivateKey, c.Interface.MissingKey = tc.priv, tc.missing
+		out, err := c.Render()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(out), tc.want) || strings.Contains(strings.ToLower(string(out)), tc.not) {
+			t.Errorf("%s: comment does not say %q (or says %q):\n%s", tc.name, tc.want, tc.not, out)
+		}
+	}
+}
+
 func TestRejectsInjection(t *testing.T) {
 	for name, mod := range map[string]func(*Config){
 		"newline in endpoint":  func(c *Config) { c.Peer.Endpoint = "a.example:1\n[Peer]" },
@@ -122,6 +148,7 @@ func TestRejectsInjection(t *testing.T) {
 		"bad psk":              func(c *Config) { c.Peer.PresharedKey = "AAAA" },
 		"newline inside a key": func(c *Config) { c.Peer.PublicKey = key2[:20] + "\n" + key2[20:] },
 		"no address":           func(c *Config) { c.Interface.Address = nil },
+		"unknown missing key":  func(c *Config) { c.Interface.MissingKey = 7 },
 	} {
 		c := sample()
 		mod(&c)
