@@ -246,14 +246,55 @@ func TestConfigFileIsPrivate(t *testing.T) {
 	if fi.Mode().Perm() != 0o600 {
 		t.Errorf("config mode %o, want 600", fi.Mode().Perm())
 	}
-	png := filepath.Join(d.dir, "laptop.png")
-	d.must("peer", "config", "acme/laptop", "--qr-png", png)
+	png := filepath.Join(d.dir, "phone.png")
+	d.must("peer", "issue", "acme/phone", "--qr-png", png)
 	raw, err := os.ReadFile(png)
 	if err != nil || !bytes.HasPrefix(raw, []byte("\x89PNG")) {
 		t.Errorf("--qr-png did not write a PNG: %v", err)
 	}
-	if qr := d.must("peer", "config", "acme/laptop", "--qr"); len(qr) < 100 {
+	if fi, err := os.Stat(png); err != nil {
+		t.Error(err)
+	} else if fi.Mode().Perm() != 0o600 {
+		t.Errorf("QR code PNG mode %o, want 600", fi.Mode().Perm())
+	}
+	if qr := d.must("peer", "rotate", "acme/phone", "--qr"); len(qr) < 100 {
 		t.Errorf("--qr printed %d bytes", len(qr))
+	}
+}
+
+// TestQRNeedsAPrivateKey: the WireGuard phone apps cannot import a QR code
+// without a private key (iOS says only "Invalid QR Code"), so extranetctl
+// refuses to make one, before it changes anything, and says what to do.
+func TestQRNeedsAPrivateKey(t *testing.T) {
+	d := startDaemon(t, "vpn.example.com:51820")
+	d.must("org", "create", "acme", "--grant", "10.20.0.0/24")
+	d.must("peer", "issue", "acme/laptop")
+	const partnerKey = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg="
+	png := filepath.Join(d.dir, "x.png")
+	for _, tc := range []struct {
+		args   []string
+		advice string
+	}{
+		{[]string{"peer", "issue", "acme/phone", "--public-key", partnerKey, "--qr"}, "issue without --public-key"},
+		{[]string{"peer", "issue", "acme/phone", "--public-key", partnerKey, "--qr-png", png}, "issue without --public-key"},
+		{[]string{"peer", "rotate", "acme/laptop", "--public-key", partnerKey, "--qr"}, "rotate without --public-key"},
+		{[]string{"peer", "config", "acme/laptop", "--qr"}, "peer rotate acme/laptop --qr"},
+		{[]string{"peer", "config", "acme/laptop", "--qr-png", png}, "peer rotate acme/laptop --qr"},
+	} {
+		out, errOut, code := d.ctl(tc.args...)
+		if code != 2 || out != "" || !strings.Contains(errOut, "Invalid QR Code") || !strings.Contains(errOut, "--out") || !strings.Contains(errOut, tc.advice) {
+			t.Errorf("%v: exit %d, stdout %d bytes, stderr %q; want exit 2, nothing printed, and why with what to do instead (%q)", tc.args, code, len(out), errOut, tc.advice)
+		}
+	}
+	if _, _, code := d.ctl("peer", "show", "acme/phone"); code != 3 {
+		t.Errorf("a refused QR code still issued acme/phone")
+	}
+	if _, err := os.Stat(png); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a refused QR code still wrote %s: %v", png, err)
+	}
+	var p api.Peer
+	if err := json.Unmarshal([]byte(d.must("peer", "show", "acme/laptop", "-o", "json")), &p); err != nil || p.PublicKey == partnerKey {
+		t.Errorf("a refused QR code still rotated acme/laptop: %v %+v", err, p)
 	}
 }
 

@@ -80,35 +80,47 @@ func writeSecret(path string, data []byte) error {
 	return f.Close()
 }
 
+func (c *configOutput) wantsQR() bool { return c.qr || c.qrPNG != "" }
+
+// qrWithoutKey refuses a QR code for a config that will hold no private
+// key, before anything is issued or changed. what is the command and
+// instead what to do for a QR code that works.
+func qrWithoutKey(what, instead string) error {
+	return usagef("%s makes a config without the device's private key, and the WireGuard phone apps cannot import a QR code without one (iOS says only \"Invalid QR Code\"): "+
+		"write the config with --out FILE and let the partner paste the private key in the app, or %s", what, instead)
+}
+
 func (c *configOutput) emit(g *globals, id, cfg string) error {
-	wrote := false
+	// QR codes first: one that cannot be made leaves no file behind.
+	var png []byte
+	var qr string
+	var err error
+	if c.qrPNG != "" {
+		if png, err = wgconfig.QRPNG([]byte(cfg), 512); err != nil {
+			return fmt.Errorf("QR code of %s: %w", id, err)
+		}
+	}
+	if c.qr {
+		if qr, err = wgconfig.QRTerminal([]byte(cfg)); err != nil {
+			return fmt.Errorf("QR code of %s: %w", id, err)
+		}
+	}
 	if c.out != "" {
 		if err := writeSecret(c.out, []byte(cfg)); err != nil {
 			return fmt.Errorf("write config of %s: %w", id, err)
 		}
 		fmt.Fprintf(g.env.ErrOut, "Wrote the config of %s to %s.\n", id, c.out)
-		wrote = true
 	}
-	if c.qrPNG != "" {
-		png, err := wgconfig.QRPNG([]byte(cfg), 512)
-		if err != nil {
-			return fmt.Errorf("QR code of %s: %w", id, err)
-		}
+	if png != nil {
 		if err := writeSecret(c.qrPNG, png); err != nil {
 			return fmt.Errorf("write QR code of %s: %w", id, err)
 		}
 		fmt.Fprintf(g.env.ErrOut, "Wrote the QR code of %s to %s.\n", id, c.qrPNG)
-		wrote = true
 	}
 	if c.qr {
-		qr, err := wgconfig.QRTerminal([]byte(cfg))
-		if err != nil {
-			return fmt.Errorf("QR code of %s: %w", id, err)
-		}
 		fmt.Fprint(g.env.Out, qr)
-		wrote = true
 	}
-	if !wrote {
+	if c.out == "" && !c.wantsQR() {
 		fmt.Fprint(g.env.Out, cfg)
 	}
 	return nil
@@ -132,6 +144,9 @@ never stored, so hand it to the partner now.`,
 			org, name, err := splitPeer(args[0])
 			if err != nil {
 				return err
+			}
+			if req.PublicKey != "" && co.wantsQR() {
+				return qrWithoutKey("peer issue --public-key", "issue without --public-key so that the gateway makes the key pair")
 			}
 			req.Name = name
 			res, err := g.client().IssuePeer(g.ctx(), org, req)
@@ -235,6 +250,9 @@ func newPeerConfigCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if co.wantsQR() {
+				return qrWithoutKey("peer config", fmt.Sprintf("run 'extranetctl peer rotate %s --qr' for new keys as a QR code", args[0]))
+			}
 			c, err := g.client().PeerConfig(g.ctx(), org, name)
 			if err != nil {
 				return err
@@ -246,6 +264,9 @@ func newPeerConfigCmd(g *globals) *cobra.Command {
 		},
 	}
 	co.bind(cmd)
+	// Hidden, not removed: an admin who tries them learns why they are refused.
+	_ = cmd.Flags().MarkHidden("qr")
+	_ = cmd.Flags().MarkHidden("qr-png")
 	return cmd
 }
 
@@ -307,6 +328,9 @@ func newPeerRotateCmd(g *globals) *cobra.Command {
 			org, name, err := splitPeer(args[0])
 			if err != nil {
 				return err
+			}
+			if req.PublicKey != "" && co.wantsQR() {
+				return qrWithoutKey("peer rotate --public-key", "rotate without --public-key so that the gateway makes the key pair")
 			}
 			res, err := g.client().RotatePeer(g.ctx(), org, name, req)
 			if err != nil {

@@ -2,6 +2,7 @@ package wgconfig
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -251,6 +252,24 @@ func TestQR(t *testing.T) {
 	png, err := QRPNG(out, 256)
 	if err != nil || !strings.HasPrefix(string(png), "\x89PNG") {
 		t.Errorf("QRPNG: %v", err)
+	}
+}
+
+// TestQRRefusesConfigWithoutKey: the phone apps cannot import a QR code
+// whose config has no private key (iOS says only "Invalid QR Code"), so no
+// such code is made.
+func TestQRRefusesConfigWithoutKey(t *testing.T) {
+	c := sample()
+	c.Interface.PrivateKey = ""
+	out, err := c.Render()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := QRTerminal(out); !errors.Is(err, ErrNoPrivateKey) {
+		t.Errorf("QRTerminal of a config without a private key: %v, want ErrNoPrivateKey", err)
+	}
+	if _, err := QRPNG(out, 256); !errors.Is(err, ErrNoPrivateKey) || !strings.Contains(err.Error(), "Invalid QR Code") {
+		t.Errorf("QRPNG of a config without a private key: %v, want ErrNoPrivateKey saying what the apps say", err)
 	}
 }
 
