@@ -323,6 +323,42 @@ func TestConfigCommentFitsTheKey(t *testing.T) {
 	}
 }
 
+// TestOutNameWarning: wg-quick and the Android app name the tunnel after
+// the config file, NAME.conf with NAME in [a-zA-Z0-9_=+.-]{1,15}, and
+// refuse any other file. The config is still written, with a warning that
+// says why and suggests a name that imports.
+func TestOutNameWarning(t *testing.T) {
+	d := startDaemon(t, "vpn.example.com:51820")
+	d.must("org", "create", "acme", "--grant", "10.20.0.0/24")
+	for i, tc := range []struct {
+		file string
+		warn []string // empty: no warning
+	}{
+		{"laptop-1.conf", nil},
+		{"a_b=c+d.e-f.conf", nil},
+		{"laptop-of-alice-smith.conf", []string{"21 characters", "at most 15", filepath.Join(d.dir, "laptop-of-alice.conf")}},
+		{"my laptop.conf", []string{`" "`, filepath.Join(d.dir, "my-laptop.conf")}},
+		{"laptop.txt", []string{"does not end in .conf", filepath.Join(d.dir, "laptop.conf")}},
+	} {
+		path := filepath.Join(d.dir, tc.file)
+		_, errOut, code := d.ctl("peer", "issue", fmt.Sprintf("acme/p%d", i), "--out", path)
+		if code != 0 {
+			t.Fatalf("--out %q: exit %d: %s", tc.file, code, errOut)
+		}
+		if _, err := os.Stat(path); err != nil {
+			t.Errorf("--out %q: config not written: %v", tc.file, err)
+		}
+		if len(tc.warn) == 0 && strings.Contains(errOut, "warning") {
+			t.Errorf("--out %q: needless warning: %s", tc.file, errOut)
+		}
+		for _, w := range tc.warn {
+			if !strings.Contains(errOut, "warning: ") || !strings.Contains(errOut, w) {
+				t.Errorf("--out %q: stderr does not warn with %q:\n%s", tc.file, w, errOut)
+			}
+		}
+	}
+}
+
 func TestCompletion(t *testing.T) {
 	d := startDaemon(t, "")
 	for _, sh := range []string{"bash", "zsh", "fish"} {

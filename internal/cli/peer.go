@@ -58,7 +58,7 @@ type configOutput struct {
 
 func (c *configOutput) bind(cmd *cobra.Command) {
 	f := cmd.Flags()
-	f.StringVar(&c.out, "out", "", "write the config to FILE (mode 0600) instead of standard output")
+	f.StringVar(&c.out, "out", "", "write the config to FILE (mode 0600) instead of standard output; name it NAME.conf, NAME being the tunnel's name (at most 15 of a-z A-Z 0-9 _=+.-)")
 	f.BoolVar(&c.qr, "qr", false, "print the config as a QR code for the WireGuard mobile apps")
 	f.StringVar(&c.qrPNG, "qr-png", "", "write the config as a QR code PNG to FILE (mode 0600)")
 }
@@ -110,6 +110,11 @@ func (c *configOutput) emit(g *globals, id, cfg string) error {
 			return fmt.Errorf("write config of %s: %w", id, err)
 		}
 		fmt.Fprintf(g.env.ErrOut, "Wrote the config of %s to %s.\n", id, c.out)
+		// A warning, not a refusal: the file may be renamed before it is
+		// handed over, and Windows and macOS accept more names.
+		if err := wgconfig.CheckFileName(c.out); err != nil {
+			fmt.Fprintf(g.env.ErrOut, "warning: %s will not import as a tunnel: %v. Rename it before handing it over, for example to %s.\n", c.out, err, wgconfig.SuggestFileName(c.out))
+		}
 	}
 	if png != nil {
 		if err := writeSecret(c.qrPNG, png); err != nil {
