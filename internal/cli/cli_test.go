@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/extranetgw/extranet/internal/cli"
 	"github.com/extranetgw/extranet/internal/httpapi"
 	"github.com/extranetgw/extranet/internal/ipam"
 	"github.com/extranetgw/extranet/internal/service"
@@ -356,6 +357,48 @@ func TestOutNameWarning(t *testing.T) {
 				t.Errorf("--out %q: stderr does not warn with %q:\n%s", tc.file, w, errOut)
 			}
 		}
+	}
+}
+
+// TestConfirmWording: a destructive verb without --yes says, in one
+// sentence, what cannot be undone and how to go ahead; at a terminal it
+// asks the same way.
+func TestConfirmWording(t *testing.T) {
+	d := startDaemon(t, "vpn.example.com:51820")
+	d.must("org", "create", "acme")
+	d.must("peer", "issue", "acme/alice")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"peer", "revoke", "acme/alice"}, "error: revoking acme/alice cannot be undone: pass --yes to confirm"},
+		{[]string{"org", "delete", "acme"}, "error: deleting organisation acme cannot be undone: pass --yes to confirm"},
+		{[]string{"org", "delete", "acme", "--force"}, "error: deleting organisation acme and revoking its active peers cannot be undone: pass --yes to confirm"},
+	} {
+		_, errOut, code := d.ctl(tc.args...)
+		if first, _, _ := strings.Cut(errOut, "\n"); code != 2 || first != tc.want {
+			t.Errorf("%v: exit %d, first line %q; want exit 2 and %q", tc.args, code, first, tc.want)
+		}
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"peer", "revoke", "acme/alice"}, `Revoking acme/alice cannot be undone. Type "acme/alice" to confirm: `},
+		{[]string{"org", "delete", "acme"}, `Deleting organisation acme cannot be undone. Type "acme" to confirm: `},
+	} {
+		var errOut bytes.Buffer
+		env := &cli.Env{
+			In: strings.NewReader("no\n"), Out: io.Discard, ErrOut: &errOut,
+			Now: time.Now, IsTTY: func() bool { return true }, Getenv: func(string) string { return "" },
+		}
+		cli.Main(append([]string{"--socket", d.sock}, tc.args...), env)
+		if !strings.HasPrefix(errOut.String(), tc.want) {
+			t.Errorf("%v: prompt %q, want %q", tc.args, errOut.String(), tc.want)
+		}
+	}
+	if out := d.must("peer", "show", "acme/alice"); !strings.Contains(out, "active") {
+		t.Errorf("a declined revoke revoked:\n%s", out)
 	}
 }
 

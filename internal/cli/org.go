@@ -212,7 +212,11 @@ func newOrgDeleteCmd(g *globals) *cobra.Command {
 		Args:              exactArgs(1, "an organisation NAME"),
 		ValidArgsFunction: completeOrgs(g),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := confirm(g, yes, "Deleting organisation "+args[0], args[0]); err != nil {
+			what := "deleting organisation " + args[0]
+			if force {
+				what += " and revoking its active peers"
+			}
+			if err := confirm(g, yes, what, args[0]); err != nil {
 				return err
 			}
 			if err := g.client().DeleteOrg(g.ctx(), args[0], force); err != nil {

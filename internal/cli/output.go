@@ -149,15 +149,17 @@ func isTerminal(f *os.File) bool {
 }
 
 // confirm asks before destructive verbs. Without a terminal it needs --yes,
-// so a script never blocks on a prompt nor destroys by accident.
+// so a script never blocks on a prompt nor destroys by accident. what is
+// the action in lowercase, as in "revoking acme/alice": confirm says it
+// cannot be undone, in an error or, capitalised, in the prompt.
 func confirm(g *globals, yes bool, what, answer string) error {
 	if yes {
 		return nil
 	}
 	if !g.env.IsTTY() {
-		return usagef("%s is destructive: pass --yes to confirm", what)
+		return usagef("%s cannot be undone: pass --yes to confirm", what)
 	}
-	fmt.Fprintf(g.env.ErrOut, "%s. Type %q to confirm: ", what, answer)
+	fmt.Fprintf(g.env.ErrOut, "%s%s cannot be undone. Type %q to confirm: ", strings.ToUpper(what[:1]), what[1:], answer)
 	var got string
 	fmt.Fscanln(g.env.In, &got)
 	if got != answer {

@@ -307,7 +307,7 @@ func newPeerRevokeCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := confirm(g, yes, "Revoking "+args[0]+" cannot be undone", args[0]); err != nil {
+			if err := confirm(g, yes, "revoking "+args[0], args[0]); err != nil {
 				return err
 			}
 			p, err := g.client().PeerAction(g.ctx(), org, name, "revoke")
