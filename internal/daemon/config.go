@@ -36,6 +36,7 @@ type Config struct {
 	IPTablesMode      string        `yaml:"iptables-mode"`
 	ReconcileInterval time.Duration `yaml:"reconcile-interval"`
 	StatsInterval     time.Duration `yaml:"stats-interval"`
+	ApplyTimeout      time.Duration `yaml:"apply-timeout"`
 	MaxPeerLifetime   string        `yaml:"max-peer-lifetime"`
 	ExpireIdle        string        `yaml:"expire-idle"`
 	ExpireUnused      string        `yaml:"expire-unused"`
@@ -61,6 +62,7 @@ func Defaults() Config {
 		Masquerade:        true,
 		IPTablesMode:      "auto",
 		ReconcileInterval: 10 * time.Second,
+		ApplyTimeout:      5 * time.Second,
 		StatsInterval:     30 * time.Second,
 		MaxPeerLifetime:   "0",
 		ExpireIdle:        "30d",
@@ -88,6 +90,7 @@ func (c *Config) BindFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.Masquerade, "masquerade", c.Masquerade, "masquerade partner traffic toward internal networks")
 	fs.StringVar(&c.IPTablesMode, "iptables-mode", c.IPTablesMode, "auto, nft or legacy")
 	fs.DurationVar(&c.ReconcileInterval, "reconcile-interval", c.ReconcileInterval, "period of the drift-repairing reconcile")
+	fs.DurationVar(&c.ApplyTimeout, "apply-timeout", c.ApplyTimeout, "how long a request waits for the kernel to follow before it answers \"saved but not in force yet\"")
 	fs.DurationVar(&c.StatsInterval, "stats-interval", c.StatsInterval, "period of the handshake and traffic poller")
 	fs.StringVar(&c.MaxPeerLifetime, "max-peer-lifetime", c.MaxPeerLifetime, "longest expiry a peer may get, e.g. 365d (0: no limit)")
 	fs.StringVar(&c.ExpireIdle, "expire-idle", c.ExpireIdle, "default of `extranetctl expire --idle`: last handshake older than this")
@@ -184,6 +187,9 @@ func (c *Config) Validate() (Settings, error) {
 		if st.MaxPeerLifetime, err = timespec.ParseDuration(c.MaxPeerLifetime); err != nil {
 			return st, fmt.Errorf("--max-peer-lifetime: %w", err)
 		}
+	}
+	if c.ApplyTimeout < 100*time.Millisecond {
+		return st, fmt.Errorf("--apply-timeout %s must be at least 100ms", c.ApplyTimeout)
 	}
 	if c.ReconcileInterval < 100*time.Millisecond || c.StatsInterval < 100*time.Millisecond {
 		return st, fmt.Errorf("--reconcile-interval and --stats-interval must be at least 100ms")

@@ -126,7 +126,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 	svc := service.New(service.Options{
 		DB: db, Plan: st.Plan, Applier: rec,
 		Runtime:  runtime{rec: rec, info: info},
-		Endpoint: cfg.Endpoint, DNS: cfg.ClientDNS, MTU: cfg.MTU,
+		Endpoint: cfg.Endpoint, DNS: cfg.ClientDNS, MTU: cfg.MTU, ApplyTimeout: cfg.ApplyTimeout,
 		GatewayPublicKey: info.PublicKey.String(), MaxPeerLifetime: st.MaxPeerLifetime,
 		Expire:   service.ExpireDefaults{Idle: st.ExpireIdle, Unused: st.ExpireUnused, Action: cfg.ExpireAction},
 		OnExpire: onExpire,

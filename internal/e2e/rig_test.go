@@ -190,6 +190,8 @@ func (r *Rig) DaemonArgs() []string {
 		"--wireguard", wgMode,
 		"--reconcile-interval", "1s",
 		"--stats-interval", "500ms",
+		// Under emulation a reconcile can take seconds.
+		"--apply-timeout", scaled(5 * time.Second).String(),
 		"--log-level", "debug",
 	}
 }
