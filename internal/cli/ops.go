@@ -50,12 +50,17 @@ func newImportCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "import FILE.csv",
 		Short: "Create organisations and peers (with partners' own public keys) from CSV, all or nothing",
-		Long: `Create an initial partner base from CSV. The header is
-  kind,org,name,display_name,contact,grants,public_key,expires
-An org row fills org, display_name, contact, grants (space-separated) and
-expires; a peer row fills org, name, public_key (the partner's) and expires.
-Every row is checked first; if any is bad nothing is imported and each bad
-row and field is named. ` + "`extranetctl export`" + ` writes the same format.`,
+		Long: `Create organisations and peers from CSV, as they were on the gateway that
+exported them. The header is
+  kind,org,name,display_name,contact,grants,public_key,expires,
+  state,created_at,blocks,address,preshared_key,key_origin,last_handshake
+An org row fills org, display_name, contact, grants (space-separated),
+expires, state, created_at and blocks; a peer row fills org, name,
+public_key, expires, state, created_at, address, preshared_key, key_origin
+and last_handshake. Only kind, org, name and public_key are required; the
+original eight-column files (up to expires) still import. Every row is
+checked first; if any is bad nothing is imported and each bad row and field
+is named. ` + "`extranetctl export`" + ` writes the same format.`,
 		Args: exactArgs(1, "a CSV FILE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			data, err := os.ReadFile(args[0])
@@ -78,7 +83,7 @@ row and field is named. ` + "`extranetctl export`" + ` writes the same format.`,
 func newExportCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "export [FILE.csv]",
-		Short: "Write organisations and peers (not revoked) as CSV, the import format",
+		Short: "Write organisations and peers as CSV, the import format (it holds preshared keys)",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			csv, err := g.client().Export(g.ctx())

@@ -66,7 +66,7 @@ func (s *Service) CreateOrg(ctx context.Context, req api.CreateOrgRequest) (api.
 		} else if !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
-		return addOrg(tx, o, now, Actor(ctx))
+		return addOrg(tx, o, now, Actor(ctx), "org.create")
 	})
 	if err != nil {
 		return api.Org{}, err
@@ -75,7 +75,7 @@ func (s *Service) CreateOrg(ctx context.Context, req api.CreateOrgRequest) (api.
 }
 
 // addOrg stores a new organisation with a fresh id and records the event.
-func addOrg(tx *store.Tx, o *store.Org, now time.Time, actor string) error {
+func addOrg(tx *store.Tx, o *store.Org, now time.Time, actor, action string) error {
 	id, err := tx.NextOrgID()
 	if err != nil {
 		return err
@@ -84,7 +84,7 @@ func addOrg(tx *store.Tx, o *store.Org, now time.Time, actor string) error {
 	if err := tx.PutOrg(o); err != nil {
 		return err
 	}
-	return tx.Audit(now, actor, "org.create", o.Name, nil, auditOrg(o))
+	return tx.Audit(now, actor, action, o.Name, nil, auditOrg(o))
 }
 
 // ListOrgs returns every organisation in name order.

@@ -67,6 +67,19 @@ func ParseDuration(s string) (time.Duration, error) {
 // end of that day in UTC), an RFC 3339 time, or a duration from now. An
 // instant not after now is refused.
 func ParseExpiry(s string, now time.Time) (time.Time, error) {
+	t, err := ParseDate(s, now)
+	if err != nil {
+		return time.Time{}, err
+	}
+	if !t.After(now) {
+		return time.Time{}, fmt.Errorf("expiry %q is in the past; give a later date or a duration such as 90d", s)
+	}
+	return t, nil
+}
+
+// ParseDate is ParseExpiry without the check that the instant is still to
+// come: an import carries contracts that have already ended.
+func ParseDate(s string, now time.Time) (time.Time, error) {
 	s = strings.TrimSpace(s)
 	var t time.Time
 	if d, err := time.Parse(time.DateOnly, s); err == nil {
@@ -77,9 +90,6 @@ func ParseExpiry(s string, now time.Time) (time.Time, error) {
 		t = now.Add(dur)
 	} else {
 		return time.Time{}, fmt.Errorf("expiry %q is not a date (2026-12-31), an RFC 3339 time or a duration (90d)", s)
-	}
-	if !t.After(now) {
-		return time.Time{}, fmt.Errorf("expiry %q is in the past; give a later date or a duration such as 90d", s)
 	}
 	return t.UTC().Truncate(time.Second), nil
 }
