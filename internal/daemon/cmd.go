@@ -3,10 +3,13 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -81,22 +84,7 @@ func newRootCmd() *cobra.Command {
 			return Cleanup(cfg, log)
 		},
 	})
-	root.AddCommand(&cobra.Command{
-		Use:   "restore FILE",
-		Short: "Replace the state with a backup from `extranetctl backup` (stop the daemon first)",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := loadConfig(cmd, &cfg, configPath); err != nil {
-				return err
-			}
-			dst := filepath.Join(cfg.StateDir, DBFile)
-			if err := store.Restore(args[0], dst); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "Restored %s from %s. Start extranetd; it reconciles the kernel to the restored state.\n", dst, args[0])
-			return nil
-		},
-	})
+	root.AddCommand(newRestoreCmd(&cfg, &configPath))
 	root.AddCommand(&cobra.Command{
 		Use:   "version",
 		Short: "Print the version",
@@ -129,4 +117,76 @@ func newLogger(cfg Config) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
 	}
 	return nil, fmt.Errorf("--log-format %q: use text or json", cfg.LogFormat)
+}
+
+func newRestoreCmd(cfg *Config, configPath *string) *cobra.Command {
+	var opts store.RestoreOptions
+	cmd := &cobra.Command{
+		Use:   "restore FILE",
+		Short: "Replace the state with a backup from `extranetctl backup` (stop the daemon first)",
+		Long: `Replace the state with a backup from ` + "`extranetctl backup`" + ` while extranetd is stopped.
+Before it replaces anything, restore compares the backup with the current state
+by public key and lists what would change: peers the backup would re-enable
+(their keys unknown now), peers whose keys were revoked or rotated away since
+the backup (restored revoked, unless --allow-revoked), and peers live now that
+the backup does not know (lost). Keys revoked since the backup stay burnt. The
+restore is audited in the restored state as state.restore.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := loadConfig(cmd, cfg, *configPath); err != nil {
+				return err
+			}
+			opts.Actor = unixUser()
+			dst := filepath.Join(cfg.StateDir, DBFile)
+			rep, err := store.Restore(args[0], dst, opts)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			printRestoreReport(out, rep)
+			if opts.DryRun {
+				fmt.Fprintf(out, "Dry run: %s is unchanged.\n", dst)
+				return nil
+			}
+			fmt.Fprintf(out, "Restored %s from %s. Start extranetd; it reconciles the kernel to the restored state.\n", dst, args[0])
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&opts.AllowRevoked, "allow-revoked", false, "restore peers whose keys were revoked after the backup was taken as the backup has them")
+	cmd.Flags().BoolVar(&opts.DryRun, "dry-run", false, "compare and list, replace nothing")
+	return cmd
+}
+
+// unixUser names who runs a restore for the audit log, as the API names
+// its callers.
+func unixUser() string {
+	if u, err := user.Current(); err == nil {
+		return u.Username
+	}
+	return "uid:" + strconv.Itoa(os.Getuid())
+}
+
+func printRestoreReport(w io.Writer, rep store.RestoreReport) {
+	if !rep.Compared {
+		fmt.Fprintln(w, "No current state to compare with: the backup is restored as it is.")
+		return
+	}
+	list := func(title string, ps []store.RestoredPeer) {
+		if len(ps) == 0 {
+			return
+		}
+		fmt.Fprintf(w, "%s:\n", title)
+		for _, p := range ps {
+			fmt.Fprintf(w, "  %s: %s in the backup, %s now (key %s)\n", p.Peer, p.State, p.Now, p.PublicKey)
+		}
+	}
+	list("Re-enabled by the backup", rep.ReEnabled)
+	list("Revoked since the backup, restored revoked (pass --allow-revoked to restore them as in the backup)", rep.KeptRevoked)
+	list("Live now but not in the backup, gone after the restore (issue them again)", rep.Lost)
+	if rep.BurntKeys > 0 {
+		fmt.Fprintf(w, "%d keys revoked since the backup stay burnt.\n", rep.BurntKeys)
+	}
+	if len(rep.ReEnabled)+len(rep.KeptRevoked)+len(rep.Lost) == 0 {
+		fmt.Fprintln(w, "The backup re-enables no peer that is not live now.")
+	}
 }

@@ -122,25 +122,43 @@ func TestOperations(t *testing.T) {
 		}
 	})
 
-	t.Run("backup and restore serve the same peers", func(t *testing.T) {
+	t.Run("backup and restore serve the same peers, and keep revoked keys revoked", func(t *testing.T) {
+		r.Issue("acme/spare")
 		backup := filepath.Join(r.Dir, "backup.db")
 		r.MustCTL("backup", backup)
 		if fi, err := os.Stat(backup); err != nil || fi.Mode().Perm() != 0o600 {
 			t.Fatalf("backup file: %v %v", fi, err)
 		}
 		before := r.MustCTL("peer", "list", "-o", "json")
+		// Revoked after the backup was taken: the restore must not bring it back.
+		r.MustCTL("peer", "revoke", "acme/spare", "--yes")
 		stateDir := filepath.Join(r.Dir, "state")
 		if out, err := r.run(r.GW, bin+"/extranetd", "restore", backup, "--state-dir", stateDir); err == nil {
 			t.Errorf("restore while the daemon runs succeeded: %s", out)
 		}
-		// Disaster: the daemon stops and its database is lost.
 		r.StopDaemon()
 		r.PartnerDown(r.PA, conf)
-		os.Remove(filepath.Join(stateDir, "extranet.db"))
-		if out, err := r.run(r.GW, bin+"/extranetd", "restore", backup, "--state-dir", stateDir); err != nil {
+		// A rebuilt host has no state to compare with: the backup comes back as it is.
+		if out, err := r.run(r.GW, bin+"/extranetd", "restore", backup, "--state-dir", filepath.Join(r.Dir, "rebuilt"), "--dry-run"); err != nil || !strings.Contains(out, "No current state to compare with") {
+			t.Errorf("restore on a rebuilt host: %v: %s", err, out)
+		}
+		out, err := r.run(r.GW, bin+"/extranetd", "restore", backup, "--state-dir", stateDir)
+		if err != nil {
 			t.Fatalf("restore: %v: %s", err, out)
 		}
+		if !strings.Contains(out, "restored revoked (pass --allow-revoked") || !strings.Contains(out, "acme/spare: active in the backup, revoked (by acme/spare) now") {
+			t.Errorf("restore does not list the key revoked since the backup:\n%s", out)
+		}
 		r.StartDaemon()
+		if p := r.peerJSON("acme/spare"); p.State != api.StateRevoked {
+			t.Errorf("acme/spare, revoked after the backup, is %s after the restore", p.State)
+		}
+		// One event per line.
+		var ev api.AuditEvent
+		raw := strings.TrimSpace(r.MustCTL("audit", "--action", "state.restore", "-o", "json"))
+		if err := json.Unmarshal([]byte(raw), &ev); err != nil || ev.Actor != "root" || !strings.Contains(raw, `"kept_revoked":[{"now":"revoked (by acme/spare)","peer":"acme/spare"`) {
+			t.Errorf("the restore is not audited once, by root, with what it kept revoked: %v %s", err, raw)
+		}
 		after := r.MustCTL("peer", "list", "-o", "json")
 		var b, a []api.Peer
 		json.Unmarshal([]byte(before), &b)
@@ -149,7 +167,10 @@ func TestOperations(t *testing.T) {
 			t.Fatalf("peers before %d, after restore %d", len(b), len(a))
 		}
 		for i := range b {
-			if a[i].ID() != b[i].ID() || a[i].PublicKey != b[i].PublicKey || a[i].Address != b[i].Address {
+			if b[i].ID() == "acme/spare" {
+				continue
+			}
+			if a[i].ID() != b[i].ID() || a[i].PublicKey != b[i].PublicKey || a[i].Address != b[i].Address || a[i].State != b[i].State {
 				t.Errorf("peer %d differs: %+v vs %+v", i, a[i], b[i])
 			}
 		}

@@ -2,11 +2,13 @@ package store
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -25,32 +27,229 @@ func (db *DB) Backup(w io.Writer) (int64, error) {
 	return n, err
 }
 
+// stateRevoked is the one peer state restore must know: a revoked key
+// never comes back on its own.
+const stateRevoked = "revoked"
+
+// RestoreOptions say who restores and how far to trust the backup.
+type RestoreOptions struct {
+	// AllowRevoked restores peers whose keys were revoked (or rotated away)
+	// after the backup was taken as the backup has them; otherwise they are
+	// restored revoked.
+	AllowRevoked bool
+	// Actor is the unix user restoring, for the audit event.
+	Actor string
+	// DryRun compares and reports, and replaces nothing.
+	DryRun bool
+	Now    time.Time
+}
+
+// RestoredPeer is a peer whose fate a restore changes. State is its state
+// in the backup; Now says what the current state holds of its key.
+type RestoredPeer struct {
+	Peer      string `json:"peer"`
+	PublicKey string `json:"public_key"`
+	State     string `json:"state"`
+	Now       string `json:"now"`
+}
+
+// RestoreReport is what a restore found by comparing the backup with the
+// state it replaces, by public key.
+type RestoreReport struct {
+	// Compared is false when there was no current state to compare with.
+	Compared bool `json:"compared"`
+	// ReEnabled are live in the backup and not live now: their keys are
+	// unknown to the current state, or (with AllowRevoked) revoked in it.
+	ReEnabled []RestoredPeer `json:"re_enabled"`
+	// KeptRevoked are live in the backup with a key revoked now; they are
+	// restored revoked.
+	KeptRevoked []RestoredPeer `json:"kept_revoked"`
+	// Lost are live now with a key the backup does not know.
+	Lost []RestoredPeer `json:"lost"`
+	// BurntKeys counts keys revoked now that the backup did not know; they
+	// stay burnt in the restored state.
+	BurntKeys int `json:"burnt_keys"`
+}
+
+// currentKeys is what the state being replaced knows of public keys.
+type currentKeys struct {
+	owner map[string]string       // every key ever used → its peer
+	live  map[string]RestoredPeer // keys held by a peer that is not revoked
+}
+
+func readCurrentKeys(tx *bolt.Tx) (currentKeys, error) {
+	ck := currentKeys{owner: map[string]string{}, live: map[string]RestoredPeer{}}
+	if b := tx.Bucket(bucketKeys); b != nil {
+		if err := b.ForEach(func(k, v []byte) error {
+			ck.owner[string(k)] = string(v)
+			return nil
+		}); err != nil {
+			return ck, err
+		}
+	}
+	if b := tx.Bucket(bucketPeers); b != nil {
+		if err := b.ForEach(func(k, v []byte) error {
+			var p Peer
+			if err := json.Unmarshal(v, &p); err != nil {
+				return fmt.Errorf("decode peer %s: %w", k, err)
+			}
+			if p.State != stateRevoked {
+				ck.live[p.PublicKey] = RestoredPeer{Peer: p.ID(), PublicKey: p.PublicKey, State: p.State}
+			}
+			return nil
+		}); err != nil {
+			return ck, err
+		}
+	}
+	return ck, nil
+}
+
 // Restore replaces the state file at dst with the backup at src. It
 // refuses a backup that fails bbolt's consistency check or comes from a
-// newer schema, and refuses to run while a daemon holds dst.
-func Restore(src, dst string) error {
-	if err := checkBackup(src); err != nil {
-		return fmt.Errorf("backup %s: %w", src, err)
+// newer schema, and refuses to run while a daemon holds dst. Before it
+// replaces anything it compares the backup with dst by public key: a key
+// revoked since the backup stays revoked unless opts.AllowRevoked, keys
+// burnt since stay burnt, and the restore is audited in the restored file.
+func Restore(src, dst string, opts RestoreOptions) (RestoreReport, error) {
+	var rep RestoreReport
+	if opts.Now.IsZero() {
+		opts.Now = time.Now()
 	}
+	if err := checkBackup(src); err != nil {
+		return rep, fmt.Errorf("backup %s: %w", src, err)
+	}
+	cur := currentKeys{owner: map[string]string{}, live: map[string]RestoredPeer{}}
 	if _, err := os.Stat(dst); err == nil {
-		held, err := bolt.Open(dst, 0o600, &bolt.Options{Timeout: time.Second})
+		// Held until the new file is in place, so a daemon cannot start on
+		// the old state in between.
+		held, err := bolt.Open(dst, 0o600, &bolt.Options{Timeout: time.Second, ReadOnly: true})
 		if errors.Is(err, bolterrors.ErrTimeout) {
-			return fmt.Errorf("%s is in use: stop extranetd before restoring", dst)
+			return rep, fmt.Errorf("restore %s: it is in use: stop extranetd before restoring", dst)
 		}
-		if err == nil {
-			held.Close()
+		if err != nil {
+			return rep, fmt.Errorf("restore %s: read the current state to compare with the backup: %w (move it aside to restore without comparing)", dst, err)
 		}
+		defer held.Close()
+		if err := held.View(func(tx *bolt.Tx) error {
+			var err error
+			cur, err = readCurrentKeys(tx)
+			return err
+		}); err != nil {
+			return rep, fmt.Errorf("restore %s: read the current state: %w", dst, err)
+		}
+		rep.Compared = true
 	}
 	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+		return rep, fmt.Errorf("restore %s: %w", dst, err)
+	}
+	tmp := dst + ".restore"
+	os.Remove(tmp)
+	if err := copyFile(src, tmp); err != nil {
+		os.Remove(tmp)
+		return rep, fmt.Errorf("restore %s: %w", dst, err)
+	}
+	defer os.Remove(tmp)
+	db, err := Open(tmp, time.Second)
+	if err != nil {
+		return rep, fmt.Errorf("restore %s: %w", dst, err)
+	}
+	err = db.Update(func(tx *Tx) error {
+		rep = RestoreReport{Compared: rep.Compared, ReEnabled: []RestoredPeer{}, KeptRevoked: []RestoredPeer{}, Lost: []RestoredPeer{}}
+		return reconcileKeys(tx, cur, opts, src, &rep)
+	})
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return rep, fmt.Errorf("restore %s: %w", dst, err)
+	}
+	if opts.DryRun {
+		return rep, nil
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		return rep, fmt.Errorf("restore %s: %w", dst, err)
+	}
+	// Make the rename itself durable.
+	if d, err := os.Open(filepath.Dir(dst)); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return rep, nil
+}
+
+// reconcileKeys brings what the current state knows of keys into the
+// restored one (tx) and records the restore.
+func reconcileKeys(tx *Tx, cur currentKeys, opts RestoreOptions, src string, rep *RestoreReport) error {
+	var revoke []*Peer
+	backupKeys := map[string]bool{}
+	if err := tx.Peers("", func(p *Peer) error {
+		backupKeys[p.PublicKey] = true
+		if p.State == stateRevoked || !rep.Compared {
+			return nil
+		}
+		if _, live := cur.live[p.PublicKey]; live {
+			return nil
+		}
+		rp := RestoredPeer{Peer: p.ID(), PublicKey: p.PublicKey, State: p.State, Now: "absent"}
+		switch owner := cur.owner[p.PublicKey]; {
+		case owner == "":
+			rep.ReEnabled = append(rep.ReEnabled, rp)
+		case opts.AllowRevoked:
+			rp.Now = "revoked (by " + owner + ")"
+			rep.ReEnabled = append(rep.ReEnabled, rp)
+		default:
+			rp.Now = "revoked (by " + owner + ")"
+			rep.KeptRevoked = append(rep.KeptRevoked, rp)
+			revoke = append(revoke, p)
+		}
+		return nil
+	}); err != nil {
 		return err
 	}
+	for _, p := range revoke {
+		p.State, p.UpdatedAt = stateRevoked, opts.Now.UTC()
+		if err := tx.ReleaseAddr(p.Address); err != nil {
+			return err
+		}
+		if err := tx.PutPeer(p); err != nil {
+			return err
+		}
+	}
+	for key, owner := range cur.owner {
+		if _, live := cur.live[key]; live || tx.KeyOwner(key) != "" {
+			continue
+		}
+		if err := tx.ClaimKey(key, owner); err != nil {
+			return err
+		}
+		rep.BurntKeys++
+	}
+	for key, rp := range cur.live {
+		if !backupKeys[key] {
+			rp.Now = "live"
+			rep.Lost = append(rep.Lost, rp)
+		}
+	}
+	sort.Slice(rep.Lost, func(i, j int) bool { return rep.Lost[i].Peer < rep.Lost[j].Peer })
+	return tx.Audit(opts.Now, opts.Actor, "state.restore", "state", nil, map[string]any{
+		"backup":        src,
+		"allow_revoked": opts.AllowRevoked,
+		"compared":      rep.Compared,
+		"re_enabled":    rep.ReEnabled,
+		"kept_revoked":  rep.KeptRevoked,
+		"lost":          rep.Lost,
+		"burnt_keys":    rep.BurntKeys,
+	})
+}
+
+// copyFile copies src to a new file dst (mode 0600) and syncs it.
+func copyFile(src, dst string) error {
 	in, err := os.Open(src)
 	if err != nil {
 		return err
 	}
 	defer in.Close()
-	tmp := dst + ".restore"
-	out, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return err
 	}
@@ -61,19 +260,7 @@ func Restore(src, dst string) error {
 	if cerr := out.Close(); err == nil {
 		err = cerr
 	}
-	if err == nil {
-		err = os.Rename(tmp, dst)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("restore %s: %w", dst, err)
-	}
-	// Make the rename itself durable.
-	if d, err := os.Open(filepath.Dir(dst)); err == nil {
-		d.Sync()
-		d.Close()
-	}
-	return nil
+	return err
 }
 
 func checkBackup(path string) error {

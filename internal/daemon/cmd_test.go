@@ -1,0 +1,94 @@
+package daemon
+
+import (
+	"bytes"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/extranetgw/extranet/internal/store"
+)
+
+// TestRestoreCommandListsRevokedKeys runs `extranetd restore` over a state
+// in which a peer of the backup was revoked since: the command lists it,
+// keeps it revoked, and with --allow-revoked restores it.
+func TestRestoreCommandListsRevokedKeys(t *testing.T) {
+	const key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAE="
+	dir := t.TempDir()
+	dbPath := filepath.Join(dir, DBFile)
+	db, err := store.Open(dbPath, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	put := func(state string) {
+		t.Helper()
+		if err := db.Update(func(tx *store.Tx) error {
+			p := &store.Peer{Org: "acme", Name: "alice", PublicKey: key, State: state, Address: netip.MustParseAddr("100.64.1.1")}
+			if err := tx.ClaimKey(key, p.ID()); err != nil {
+				return err
+			}
+			return tx.PutPeer(p)
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("active")
+	backup := filepath.Join(dir, "backup.db")
+	f, err := os.OpenFile(backup, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Backup(f); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	put("revoked")
+	db.Close()
+
+	run := func(args ...string) string {
+		t.Helper()
+		cmd := newRootCmd()
+		var out bytes.Buffer
+		cmd.SetOut(&out)
+		cmd.SetArgs(append([]string{"restore", backup, "--state-dir", dir}, args...))
+		if err := cmd.Execute(); err != nil {
+			t.Fatalf("restore %v: %v", args, err)
+		}
+		return out.String()
+	}
+	state := func() string {
+		t.Helper()
+		db, err := store.Open(dbPath, time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		var st string
+		db.View(func(tx *store.Tx) error {
+			p, err := tx.Peer("acme", "alice")
+			if err == nil {
+				st = p.State
+			}
+			return err
+		})
+		return st
+	}
+
+	out := run()
+	if !strings.Contains(out, "restored revoked (pass --allow-revoked") || !strings.Contains(out, "acme/alice: active in the backup, revoked (by acme/alice) now") {
+		t.Errorf("restore does not list the revoked key:\n%s", out)
+	}
+	if st := state(); st != "revoked" {
+		t.Errorf("acme/alice is %s after the restore, want revoked", st)
+	}
+	out = run("--allow-revoked")
+	if !strings.Contains(out, "Re-enabled by the backup:\n  acme/alice: active in the backup, revoked (by acme/alice) now") {
+		t.Errorf("--allow-revoked does not list the peer it re-enables:\n%s", out)
+	}
+	if st := state(); st != "active" {
+		t.Errorf("acme/alice is %s after --allow-revoked, want active", st)
+	}
+}
