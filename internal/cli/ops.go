@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"os"
 
@@ -12,14 +13,21 @@ func newBackupCmd(g *globals) *cobra.Command {
 		Use:   "backup FILE",
 		Short: "Write a consistent copy of the gateway's state while it runs (mode 0600)",
 		Long: `Write a consistent copy of the state database, taken in one read transaction
-while the gateway keeps serving. It holds preshared keys: keep it like a key.
+while the gateway keeps serving. It is written to FILE.partial (a new file,
+mode 0600) and renamed to FILE only once every byte arrived; a stream cut
+short is an error and leaves neither. It holds preshared keys: keep it like a key.
 Restore it with ` + "`extranetd restore FILE`" + ` while the daemon is stopped. Back up the
 gateway's key (state directory, gateway.key) too, or partners need new configs.`,
 		Args: exactArgs(1, "a FILE to write"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			path := args[0]
+			// A new file, never one that is already there: a link planted
+			// at the name is not followed, and a leftover is not reused.
 			tmp := path + ".partial"
-			f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+			f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+			if errors.Is(err, os.ErrExist) {
+				return fmt.Errorf("backup: %s already exists (left by an interrupted backup?); remove it and run the backup again", tmp)
+			}
 			if err != nil {
 				return fmt.Errorf("backup: %w", err)
 			}
@@ -35,7 +43,7 @@ gateway's key (state directory, gateway.key) too, or partners need new configs.`
 			}
 			if err != nil {
 				os.Remove(tmp)
-				return err
+				return fmt.Errorf("%w; nothing was written to %s", err, path)
 			}
 			if g.json() {
 				return printJSON(g.env.Out, map[string]any{"file": path, "bytes": n})

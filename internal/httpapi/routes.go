@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/extranetgw/extranet/internal/service"
@@ -205,11 +206,47 @@ func (s *Server) exportCSV(w http.ResponseWriter, r *http.Request) {
 	reply(w, http.StatusOK, api.CSV{CSV: out}, err)
 }
 
+// backupStall is how long a backup client may read nothing before its
+// stream is abandoned. It reads a temporary copy, so a slow client holds
+// no database lock, only that copy's disk space.
+var backupStall = 30 * time.Second
+
 // backup streams the state file. It holds preshared keys, so it goes only
-// to callers the socket admits, like every other request.
+// to callers the socket admits, like every other request. The length is
+// sent first: a stream cut short closes the connection, and the client can
+// tell it from a whole one.
 func (s *Server) backup(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Content-Type", "application/octet-stream")
-	if _, err := s.svc.Backup(w); err != nil {
-		s.log.Error("backup", "err", err)
+	f, n, err := s.svc.Backup(s.withActor(r))
+	if err != nil {
+		writeError(w, err)
+		return
 	}
+	defer f.Close()
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	buf := make([]byte, 256<<10)
+	var sent int64
+	for sent < n {
+		k, err := f.Read(buf)
+		if k > 0 {
+			if derr := rc.SetWriteDeadline(time.Now().Add(backupStall)); derr != nil {
+				s.log.Error("backup: set write deadline", "err", derr)
+				return
+			}
+			if _, werr := w.Write(buf[:k]); werr != nil {
+				s.log.Warn("backup abandoned: the client stopped reading or went away", "sent", sent, "size", n, "err", werr)
+				return
+			}
+			sent += int64(k)
+		}
+		if err != nil {
+			if sent < n {
+				s.log.Error("backup: read the temporary copy", "sent", sent, "size", n, "err", err)
+			}
+			return
+		}
+	}
+	_ = rc.SetWriteDeadline(time.Time{})
 }

@@ -3,7 +3,7 @@ package service
 import (
 	"context"
 	"encoding/json"
-	"io"
+	"os"
 	"strings"
 	"time"
 
@@ -125,5 +125,9 @@ func (s *Service) TrimAudit(ctx context.Context, retention time.Duration) (int, 
 	return n, asErr(err)
 }
 
-// Backup streams a consistent copy of the state file.
-func (s *Service) Backup(w io.Writer) (int64, error) { return s.opts.DB.Backup(w) }
+// Backup returns a consistent copy of the state file, taken into an
+// unlinked temporary file, open at its start, and its size.
+func (s *Service) Backup(ctx context.Context) (*os.File, int64, error) {
+	f, n, err := s.opts.DB.Snapshot()
+	return f, n, asErr(err)
+}

@@ -27,6 +27,33 @@ func (db *DB) Backup(w io.Writer) (int64, error) {
 	return n, err
 }
 
+// Snapshot writes a consistent copy of the whole file to a temporary file
+// in the state directory and returns it open at its start, with its size.
+// The read transaction ends before anyone reads the copy: a read
+// transaction held open by a slow reader would make every commit that
+// grows the file wait for it. The file is unlinked at once, so a crash
+// never leaves a copy of the keys behind; closing it frees its space.
+func (db *DB) Snapshot() (*os.File, int64, error) {
+	dir := filepath.Dir(db.path)
+	f, err := os.CreateTemp(dir, ".backup-*")
+	if err != nil {
+		return nil, 0, fmt.Errorf("backup: create a temporary file in %s: %w (the state directory needs room for a copy of the database)", dir, err)
+	}
+	if err := os.Remove(f.Name()); err != nil {
+		f.Close()
+		return nil, 0, fmt.Errorf("backup: unlink temporary file %s: %w", f.Name(), err)
+	}
+	n, err := db.Backup(f)
+	if err == nil {
+		_, err = f.Seek(0, io.SeekStart)
+	}
+	if err != nil {
+		f.Close()
+		return nil, 0, fmt.Errorf("backup: write a copy to %s: %w", dir, err)
+	}
+	return f, n, nil
+}
+
 // stateRevoked is the one peer state restore must know: a revoked key
 // never comes back on its own.
 const stateRevoked = "revoked"

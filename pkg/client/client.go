@@ -274,7 +274,8 @@ func (c *Client) Export(ctx context.Context) (string, error) {
 	return out.CSV, c.do(ctx, http.MethodGet, "/export", nil, nil, &out)
 }
 
-// Backup streams a consistent copy of the daemon's state file to w.
+// Backup streams a consistent copy of the daemon's state file to w. It
+// fails unless the whole file arrived: extranetd sends the length first.
 func (c *Client) Backup(ctx context.Context, w io.Writer) (int64, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://extranetd/"+api.Version+"/backup", nil)
 	if err != nil {
@@ -286,7 +287,22 @@ func (c *Client) Backup(ctx context.Context, w io.Writer) (int64, error) {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
+		var ae api.Error
+		if json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&ae) == nil && ae.Code != "" {
+			return 0, &ae
+		}
 		return 0, fmt.Errorf("backup: extranetd answered %s", resp.Status)
 	}
-	return io.Copy(w, resp.Body)
+	size := resp.ContentLength
+	if size < 0 {
+		return 0, errors.New("backup: extranetd sent no length, so a stream cut short could not be told from a whole one; run an extranetd of the same version as extranetctl")
+	}
+	n, err := io.Copy(w, resp.Body)
+	if err == nil && n != size {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil {
+		return n, fmt.Errorf("backup: the stream ended after %d of %d bytes: %w", n, size, err)
+	}
+	return n, nil
 }
