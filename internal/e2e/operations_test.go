@@ -129,6 +129,16 @@ func TestOperations(t *testing.T) {
 		if fi, err := os.Stat(backup); err != nil || fi.Mode().Perm() != 0o600 {
 			t.Fatalf("backup file: %v %v", fi, err)
 		}
+		// Reading every preshared key is on record, by who did it.
+		for _, action := range []string{"state.backup", "state.export"} {
+			raw := strings.TrimSpace(r.MustCTL("audit", "--action", action, "-o", "json"))
+			for _, l := range strings.Split(raw, "\n") {
+				var ev api.AuditEvent
+				if err := json.Unmarshal([]byte(l), &ev); err != nil || ev.Actor != "root" {
+					t.Errorf("%s is not audited by root: %v %s", action, err, raw)
+				}
+			}
+		}
 		before := r.MustCTL("peer", "list", "-o", "json")
 		// Revoked after the backup was taken: the restore must not bring it back.
 		r.MustCTL("peer", "revoke", "acme/spare", "--yes")

@@ -125,7 +125,7 @@ func (s *Server) getPeer(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) peerConfig(w http.ResponseWriter, r *http.Request) {
-	c, err := s.svc.PeerConfig(r.Context(), r.PathValue("org"), r.PathValue("name"))
+	c, err := s.svc.PeerConfig(s.withActor(r), r.PathValue("org"), r.PathValue("name"))
 	reply(w, http.StatusOK, c, err)
 }
 
@@ -202,7 +202,7 @@ func (s *Server) importCSV(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) exportCSV(w http.ResponseWriter, r *http.Request) {
-	out, err := s.svc.Export(r.Context())
+	out, err := s.svc.Export(s.withActor(r))
 	reply(w, http.StatusOK, api.CSV{CSV: out}, err)
 }
 

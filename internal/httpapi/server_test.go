@@ -115,7 +115,7 @@ func TestOrgAndPeerLifecycle(t *testing.T) {
 	for _, e := range evs {
 		actions = append(actions, e.Action)
 	}
-	if got := strings.Join(actions, ","); got != "org.create,peer.issue,peer.revoke" {
+	if got := strings.Join(actions, ","); got != "org.create,peer.issue,peer.config,peer.revoke" {
 		t.Errorf("audit actions = %s", got)
 	}
 	v, err := c.VerifyAudit(ctx)

@@ -126,8 +126,25 @@ func (s *Service) TrimAudit(ctx context.Context, retention time.Duration) (int, 
 }
 
 // Backup returns a consistent copy of the state file, taken into an
-// unlinked temporary file, open at its start, and its size.
+// unlinked temporary file, open at its start, and its size. The copy
+// holds every preshared key, so it is audited like a change.
 func (s *Service) Backup(ctx context.Context) (*os.File, int64, error) {
 	f, n, err := s.opts.DB.Snapshot()
-	return f, n, asErr(err)
+	if err != nil {
+		return nil, 0, asErr(err)
+	}
+	if err := s.auditRead(ctx, "state.backup", "state", map[string]any{"bytes": n}); err != nil {
+		f.Close()
+		return nil, 0, err
+	}
+	return f, n, nil
+}
+
+// auditRead records that a caller read secrets. It changes nothing the
+// data plane follows, so nothing waits for a reconcile.
+func (s *Service) auditRead(ctx context.Context, action, target string, what any) error {
+	now := s.now()
+	return asErr(s.opts.DB.Update(func(tx *store.Tx) error {
+		return tx.Audit(now, Actor(ctx), action, target, nil, what)
+	}))
 }

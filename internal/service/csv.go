@@ -401,14 +401,17 @@ func (s *Service) Export(ctx context.Context) (string, error) {
 	var buf bytes.Buffer
 	w := csv.NewWriter(&buf)
 	w.Write(CSVHeader)
+	orgs, peers := 0, 0
 	err := s.opts.DB.View(func(tx *store.Tx) error {
 		if err := tx.Orgs(func(o *store.Org) error {
+			orgs++
 			return w.Write([]string{"org", o.Name, "", o.DisplayName, o.Contact, strings.Join(grantStrings(o.Grants), " "), "", rfc3339(o.Expires),
 				o.State, rfc3339(&o.CreatedAt), strings.Join(prefixStrings(o.Blocks), " "), "", "", "", ""})
 		}); err != nil {
 			return err
 		}
 		return tx.Peers("", func(p *store.Peer) error {
+			peers++
 			psk, addr := p.PresharedKey, ""
 			if p.State == api.StateRevoked {
 				psk = ""
@@ -424,7 +427,14 @@ func (s *Service) Export(ctx context.Context) (string, error) {
 	if err == nil {
 		err = w.Error()
 	}
-	return buf.String(), asErr(err)
+	if err != nil {
+		return "", asErr(err)
+	}
+	// The file carries every preshared key.
+	if err := s.auditRead(ctx, "state.export", "state", map[string]any{"orgs": orgs, "peers": peers}); err != nil {
+		return "", err
+	}
+	return buf.String(), nil
 }
 
 func rfc3339(t *time.Time) string {

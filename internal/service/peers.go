@@ -249,7 +249,15 @@ func (s *Service) PeerConfig(ctx context.Context, org, name string) (api.PeerCon
 		return api.PeerConfig{}, err
 	}
 	cfg, err := s.render(p, "", grants)
-	return api.PeerConfig{Config: cfg}, asErr(err)
+	if err != nil {
+		return api.PeerConfig{}, asErr(err)
+	}
+	// The config carries the preshared key: who read it is on record
+	// before it leaves, or it does not leave.
+	if err := s.auditRead(ctx, "peer.config", p.ID(), auditPeer(p)); err != nil {
+		return api.PeerConfig{}, err
+	}
+	return api.PeerConfig{Config: cfg}, nil
 }
 
 func (s *Service) view(org, name string, fn func(*store.Tx, *store.Peer) error) error {
