@@ -145,14 +145,7 @@ func TestAccessMatrix(t *testing.T) {
 	})
 
 	t.Run("ungrant kills an open connection", func(t *testing.T) {
-		c, err := DialTCP(r.PA, hostPort(in1Addr, 22))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		if _, err := c.Echo("before", scaled(2*time.Second)); err != nil {
-			t.Fatal(err)
-		}
+		c := openFlow(t, r.PA, hostPort(in1Addr, 22))
 		r.MustCTL("org", "ungrant", "acme", "10.10.1.0/24")
 		if got, err := c.Echo("after", time.Second); err == nil {
 			t.Fatalf("connection survived the ungrant: %q", got)
@@ -193,14 +186,7 @@ func TestAccessMatrix(t *testing.T) {
 	})
 
 	t.Run("revoke kills an open connection", func(t *testing.T) {
-		c, err := DialTCP(r.PA, hostPort(in1Addr, 22))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		if _, err := c.Echo("before", scaled(2*time.Second)); err != nil {
-			t.Fatal(err)
-		}
+		c := openFlow(t, r.PA, hostPort(in1Addr, 22))
 		r.MustCTL("peer", "revoke", "acme/laptop", "--yes")
 		if got, err := c.Echo("after", time.Second); err == nil {
 			t.Fatalf("connection survived the revoke: %q", got)

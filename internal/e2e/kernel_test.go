@@ -32,14 +32,7 @@ func TestKernelRestartKeepsSessions(t *testing.T) {
 	r.MustCTL("org", "create", "acme", "--grant", "10.10.1.0/24")
 	r.PartnerUp(r.PA, "pa"+r.id, r.Issue("acme/laptop"))
 	reaches(t, r.PA, hostPort(in1Addr, 22), "in1")
-	c, err := DialTCP(r.PA, hostPort(in1Addr, 22))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := c.Echo("before", scaled(2*time.Second)); err != nil {
-		t.Fatal(err)
-	}
+	c := openFlow(t, r.PA, hostPort(in1Addr, 22))
 	pub := r.peerJSON("acme/laptop").PublicKey
 	hs := r.handshakeOf(pub)
 

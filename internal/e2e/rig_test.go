@@ -518,6 +518,21 @@ func (c *Conn) Echo(msg string, timeout time.Duration) (string, error) {
 // Close closes the connection.
 func (c *Conn) Close() error { return c.c.Close() }
 
+// openFlow opens a TCP connection from ns to addr that has carried one
+// echo, for a test that watches a live flow; it is closed when t ends.
+func openFlow(t *testing.T, ns, addr string) *Conn {
+	t.Helper()
+	c, err := DialTCP(ns, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if _, err := c.Echo("before", scaled(2*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 // TCPEcho connects from ns to addr, echoes one line and returns the answer.
 func TCPEcho(ns, addr string) (string, error) {
 	c, err := DialTCP(ns, addr)
