@@ -367,3 +367,39 @@ func TestUnknownWireGuardPeerGetsNoFlow(t *testing.T) {
 		}
 	}
 }
+
+// TestRevokeWhileASetCannotGo: an ipset of ours that cannot be destroyed
+// (here an admin's rule references it; iptables-nft also refuses at times
+// with "in use") must not hold up what comes after: a revoke still takes
+// the key out of WireGuard and kills the partner's open connection at once.
+func TestRevokeWhileASetCannotGo(t *testing.T) {
+	r := standardRig(t)
+	r.MustCTL("org", "create", "acme", "--grant", "10.10.1.0/24")
+	r.MustCTL("org", "create", "globex", "--grant", "10.10.2.0/24")
+	r.PartnerUp(r.PA, "pa"+r.id, r.Issue("acme/laptop"))
+	pub := r.peerJSON("acme/laptop").PublicKey
+	c := openFlow(t, r.PA, hostPort(in1Addr, 22))
+	// The admin's rule pins globex's set; deleting globex must then leave
+	// that set behind.
+	var set string
+	for _, l := range strings.Split(r.Must(r.GW, "ipset", "list", "-n"), "\n") {
+		if strings.HasSuffix(l, "-net") && !strings.Contains(r.Must(r.GW, "ipset", "list", l), "10.10.1.0/24") {
+			set = l
+		}
+	}
+	if set == "" {
+		t.Fatalf("no net set of globex's:\n%s", r.Must(r.GW, "ipset", "list", "-n"))
+	}
+	r.Must(r.GW, "iptables", "-A", "INPUT", "-m", "set", "--match-set", set, "dst", "-j", "ACCEPT")
+	r.MustCTL("org", "delete", "globex", "--yes")
+	r.MustCTL("peer", "revoke", "acme/laptop", "--yes")
+	if got, err := c.Echo("after", scaled(time.Second)); err == nil {
+		t.Fatalf("the connection survived the revoke: %q", got)
+	}
+	if strings.Contains(r.wgPeers(), pub) {
+		t.Error("the revoked key is still on the interface")
+	}
+	if st := r.status(); !strings.Contains(st.ReconcileResult, "ok") {
+		t.Errorf("a set the admin pinned fails the reconcile: %s", st.ReconcileResult)
+	}
+}

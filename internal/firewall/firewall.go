@@ -2,6 +2,7 @@ package firewall
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -9,6 +10,7 @@ import (
 	"os/exec"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/coreos/go-iptables/iptables"
 
@@ -104,11 +106,11 @@ func pickFlavour(mode string) (string, error) {
 		if _, err := exec.LookPath(bin); err != nil {
 			return -1
 		}
-		out, err := exec.Command(bin).Output()
+		out, err := run("", bin)
 		if err != nil {
 			return -1
 		}
-		return bytes.Count(out, []byte("\n-A "))
+		return strings.Count(out, "\n-A ")
 	}
 	nft, legacy := count("iptables-nft-save"), count("iptables-legacy-save")
 	switch {
@@ -119,8 +121,8 @@ func pickFlavour(mode string) (string, error) {
 	case nft > legacy:
 		return "nft", nil
 	}
-	out, _ := exec.Command("iptables", "--version").Output()
-	if bytes.Contains(out, []byte("legacy")) && legacy >= 0 {
+	out, _ := run("", "iptables", "--version")
+	if strings.Contains(out, "legacy") && legacy >= 0 {
 		return "legacy", nil
 	}
 	if nft >= 0 {
@@ -133,28 +135,41 @@ func pickFlavour(mode string) (string, error) {
 func (f *Firewall) probeSets() error {
 	for _, typ := range []string{"hash:ip", "hash:net", "hash:net,port"} {
 		name := SetPrefix + "probe"
-		if out, err := exec.Command("ipset", "create", name, typ, "-exist").CombinedOutput(); err != nil {
-			return fmt.Errorf("this kernel lacks ipset type %s: %v: %s", typ, err, bytes.TrimSpace(out))
+		if _, err := run("", "ipset", "create", name, typ, "-exist"); err != nil {
+			return fmt.Errorf("this kernel lacks ipset type %s: %w", typ, err)
 		}
-		if out, err := exec.Command("ipset", "destroy", name).CombinedOutput(); err != nil {
-			return fmt.Errorf("ipset destroy %s: %v: %s", name, err, bytes.TrimSpace(out))
+		if _, err := run("", "ipset", "destroy", name); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
 func run(stdin string, name string, args ...string) (string, error) {
-	cmd := exec.Command(name, args...)
+	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	// A child that keeps the output pipes open must not outlast the limit.
+	cmd.WaitDelay = time.Second
 	if stdin != "" {
 		cmd.Stdin = strings.NewReader(stdin)
 	}
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Run(); err != nil {
+		if ctx.Err() != nil {
+			err = fmt.Errorf("no answer within %s (killed)", cmdTimeout)
+		}
 		return out.String(), fmt.Errorf("%s %s: %v: %s", name, strings.Join(args, " "), err, strings.TrimSpace(errb.String()))
 	}
 	return out.String(), nil
 }
+
+// cmdTimeout bounds one iptables-save, iptables-restore or ipset run. One
+// that hangs (on the xtables lock, say) would hold up the reconcile, and
+// every request waiting for it; failing instead lets the run fail closed
+// and the next one retry. Loading 10,000 peers' rules takes about a second.
+var cmdTimeout = time.Minute
 
 // Apply makes the kernel enforce p. Order matters for failing closed: sets
 // first (rules reference them), then our chains in one transaction per
@@ -189,8 +204,12 @@ func (f *Firewall) Apply(p *policy.Policy) error {
 			return err
 		}
 	}
+	// Sets nothing of ours uses any more are only clutter: a set that will
+	// not go (an admin's rule references it, or iptables-nft still holds
+	// it) must not fail the apply, or every later run would stop here and
+	// no revoke would reach WireGuard. The next apply tries again.
 	if err := destroyStaleSets(have, r.Sets); err != nil {
-		return err
+		f.log.Warn("sets no longer used were left in place; the next apply retries", "err", err)
 	}
 	snap, _, err := f.capture()
 	if err != nil {

@@ -325,3 +325,48 @@ func TestPeerSetFailureDoesNotHoldUpWireGuard(t *testing.T) {
 		e.expect("org 1 acme blocks=[100.64.1.0/24] grants=[]\npeers 100.64.1.2\npeer set 100.64.1.2\n")
 	}
 }
+
+// TestFailedFirewallStillWithdraws: when the rules cannot be loaded (the
+// kernel may then hold the old ones), a run still withdraws through
+// WireGuard and conntrack what the new state takes away: a revoked peer
+// leaves, the peers of an organisation whose grants narrowed leave until
+// the rules are in, nothing is added, and flows die. The next run that
+// can load the rules restores the rest.
+func TestFailedFirewallStillWithdraws(t *testing.T) {
+	e := newEnv(t)
+	wide, _ := grant.Parse("10.0.0.0/8")
+	narrow, _ := grant.Parse("10.20.0.0/16")
+	e.put(func(tx *store.Tx) error {
+		tx.PutOrg(&store.Org{ID: 1, Name: "acme", State: api.StateActive, Blocks: []netip.Prefix{netip.MustParsePrefix("100.64.1.0/24")}, Grants: []grant.Grant{wide}})
+		tx.PutOrg(&store.Org{ID: 2, Name: "globex", State: api.StateActive, Blocks: []netip.Prefix{netip.MustParsePrefix("100.64.2.0/24")}, Grants: []grant.Grant{wide}})
+		tx.PutPeer(&store.Peer{Org: "acme", Name: "a", PublicKey: key(t), PresharedKey: key(t), Address: netip.MustParseAddr("100.64.1.1"), State: api.StateActive})
+		tx.PutPeer(&store.Peer{Org: "acme", Name: "b", PublicKey: key(t), PresharedKey: key(t), Address: netip.MustParseAddr("100.64.1.2"), State: api.StateActive})
+		return tx.PutPeer(&store.Peer{Org: "globex", Name: "g", PublicKey: key(t), PresharedKey: key(t), Address: netip.MustParseAddr("100.64.2.1"), State: api.StateActive})
+	})
+	e.once(false)
+	e.put(func(tx *store.Tx) error {
+		p, _ := tx.Peer("acme", "a")
+		p.State = api.StateRevoked
+		tx.PutPeer(p)
+		tx.PutPeer(&store.Peer{Org: "acme", Name: "new", PublicKey: key(t), PresharedKey: key(t), Address: netip.MustParseAddr("100.64.1.3"), State: api.StateActive})
+		o, _ := tx.Org("globex")
+		o.Grants = []grant.Grant{narrow}
+		return tx.PutOrg(o)
+	})
+	e.os.applyErr = errors.New("ipset v7.17: Set cannot be destroyed: it is in use by a kernel component")
+	sweeps := len(e.os.sweeps)
+	err := e.r.Once(context.Background(), false)
+	if err == nil || !strings.Contains(err.Error(), "in use by a kernel component") {
+		t.Errorf("error %v, want the firewall's", err)
+	}
+	e.expect("org 1 acme blocks=[100.64.1.0/24] grants=[10.0.0.0/8]\norg 2 globex blocks=[100.64.2.0/24] grants=[10.0.0.0/8]\npeers 100.64.1.2\npeer set 100.64.1.2\n")
+	if len(e.os.sweeps) == sweeps || e.os.sweeps[len(e.os.sweeps)-1] != "100.64.1.2" {
+		t.Errorf("flows of the withdrawn peers were not killed: sweeps %v", e.os.sweeps[sweeps:])
+	}
+	if !e.r.fullNeeded(pending{}) {
+		t.Error("after a failed firewall the next run is not a full one")
+	}
+	e.os.applyErr = nil
+	e.once(false)
+	e.expect("org 1 acme blocks=[100.64.1.0/24] grants=[10.0.0.0/8]\norg 2 globex blocks=[100.64.2.0/24] grants=[10.20.0.0/16]\npeers 100.64.1.2,100.64.1.3,100.64.2.1\npeer set 100.64.1.2,100.64.1.3,100.64.2.1\n")
+}

@@ -356,24 +356,31 @@ func (r *Reconciler) once(check bool) (int, error) {
 	// Firewall first: a new peer must never be up before its rules are,
 	// and a withdrawn one is out of the peer set before WireGuard drops it.
 	applied := false
+	var fwErr error
 	switch {
 	case r.applied == nil || !sameRules(r.applied, p):
 		if err := r.o.Firewall.Apply(p); err != nil {
-			return 0, fmt.Errorf("apply firewall: %w", err)
+			fwErr = fmt.Errorf("apply firewall: %w", err)
+			break
 		}
 		applied = true
 	case check:
 		drift, err := r.o.Firewall.Check()
 		if err != nil {
-			return 0, fmt.Errorf("check firewall: %w", err)
+			fwErr = fmt.Errorf("check firewall: %w", err)
+			break
 		}
 		if len(drift) > 0 {
 			if err := r.o.Firewall.Apply(p); err != nil {
-				return 0, fmt.Errorf("repair firewall (%v): %w", drift, err)
+				fwErr = fmt.Errorf("repair firewall (%v): %w", drift, err)
+				break
 			}
 			repairs = append(repairs, drift...)
 			applied = true
 		}
+	}
+	if fwErr != nil {
+		return 0, errors.Join(fwErr, r.withdrawOnly(p, peers))
 	}
 	// A peer set that cannot be written does not hold up WireGuard or the
 	// sweep below, which withdraw access on their own; the run still fails.
@@ -594,6 +601,14 @@ func lost(old, new map[string]wgdev.Peer) map[netip.Addr]bool {
 // grantsWithdrawn reports whether an organisation or grant of old is
 // missing from new.
 func grantsWithdrawn(old, new *policy.Policy) bool {
+	blocks, gone := narrowed(old, new)
+	return gone || len(blocks) > 0
+}
+
+// narrowed returns the blocks of the organisations that kept their place
+// in new but lost a grant of old, and whether an organisation of old is
+// gone from new altogether.
+func narrowed(old, new *policy.Policy) (blocks []netip.Prefix, gone bool) {
 	newOrgs := map[uint32]policy.Org{}
 	for _, o := range new.Orgs {
 		newOrgs[o.ID] = o
@@ -601,7 +616,8 @@ func grantsWithdrawn(old, new *policy.Policy) bool {
 	for _, o := range old.Orgs {
 		n, ok := newOrgs[o.ID]
 		if !ok {
-			return true
+			gone = true
+			continue
 		}
 		have := map[string]bool{}
 		for _, g := range n.Grants {
@@ -609,11 +625,61 @@ func grantsWithdrawn(old, new *policy.Policy) bool {
 		}
 		for _, g := range o.Grants {
 			if !have[g.String()] {
-				return true
+				blocks = append(blocks, o.Blocks...)
+				break
 			}
 		}
 	}
-	return false
+	return blocks, gone
+}
+
+// withdrawOnly is what a run does when the firewall did not take the new
+// policy: the rules in force may then be the old ones, the new, or some of
+// each, and what the new state takes away must not wait for them. Through
+// WireGuard and conntrack alone it applies the stricter of the old and the
+// new state: WireGuard keeps only the peers that both want as they are,
+// less those of organisations whose grants narrowed (their old, wider rules
+// may still be loaded), nothing is added, and flows the new policy does not
+// allow, or of a peer that left, die. The run stays failed, so the next one
+// is a full one and retries the rules.
+func (r *Reconciler) withdrawOnly(p *policy.Policy, peers map[string]wgdev.Peer) error {
+	var blocks []netip.Prefix
+	if r.applied != nil {
+		blocks, _ = narrowed(r.applied, p)
+	}
+	keep := make(map[string]wgdev.Peer, len(peers))
+	want := make([]wgdev.Peer, 0, len(peers))
+	set := make(map[netip.Addr]bool, len(peers))
+	for id, w := range peers {
+		old, had := r.peers[id]
+		if r.peers != nil && (!had || old.PublicKey != w.PublicKey || old.PresharedKey != w.PresharedKey || old.Address != w.Address) {
+			continue
+		}
+		if ipam.Contains(blocks, w.Address) {
+			continue
+		}
+		keep[id] = w
+		want = append(want, w)
+		set[w.Address] = true
+	}
+	r.log.Warn("the firewall did not take the new state; withdrawing through WireGuard and conntrack alone", "peers_kept", len(keep), "peers_wanted", len(peers))
+	var errs []error
+	// The peer set is a table of its own: shrinking it may work where the
+	// rules did not, and it stops new flows of the peers that left.
+	if err := r.o.Firewall.SetPeerSet(set); err != nil {
+		errs = append(errs, fmt.Errorf("firewall peer set: %w", err))
+	}
+	if _, err := r.o.Device.SyncPeers(want, false); err != nil {
+		errs = append(errs, fmt.Errorf("sync WireGuard peers: %w", err))
+	}
+	strict := *p
+	strict.Peers = set
+	errs = append(errs, r.sweep(&strict, nil))
+	if r.peers != nil {
+		r.peers = keep
+	}
+	r.uncertain = true
+	return errors.Join(errs...)
 }
 
 func withoutPeers(p *policy.Policy, drop map[netip.Addr]bool) *policy.Policy {

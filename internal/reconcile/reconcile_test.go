@@ -34,14 +34,17 @@ type fakeOS struct {
 	// set is the firewall's peer set.
 	set map[netip.Addr]bool
 	// wgErr, when set, fails every change to the peers; setErr every
-	// change to the peer set alone.
-	wgErr, setErr error
+	// change to the peer set alone; applyErr every load of the rules.
+	wgErr, setErr, applyErr error
 	// syncs and updates count full syncs and partial updates.
 	syncs, updates int
 }
 
 func (f *fakeOS) Apply(p *policy.Policy) error {
 	f.applies++
+	if f.applyErr != nil {
+		return f.applyErr
+	}
 	f.policy, f.drift = p, nil
 	f.set = map[netip.Addr]bool{}
 	for a, ok := range p.Peers {
