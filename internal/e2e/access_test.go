@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os/exec"
 	"regexp"
@@ -164,6 +165,7 @@ func TestAccessMatrix(t *testing.T) {
 			{{"iptables", "-F", "INPUT"}},
 			{{"iptables", "-F", "EXTRANET-FWD"}},
 			{{"iptables", "-D", "FORWARD", "-o", iface, "-j", "EXTRANET-TOPEER"}},
+			{{"iptables", "-D", "FORWARD", "-s", "100.64.0.0/16", "!", "-i", iface, "-j", "EXTRANET-SPOOF"}},
 			{{"iptables", "-D", "INPUT", "-i", iface, "-j", "EXTRANET-IN"}, {"iptables", "-F", "EXTRANET-IN"}, {"iptables", "-X", "EXTRANET-IN"}},
 			{{"iptables", "-I", "EXTRANET-FWD", "-j", "ACCEPT"}},
 			{{"ipset", "flush"}},
@@ -401,5 +403,83 @@ func TestRevokeWhileASetCannotGo(t *testing.T) {
 	}
 	if st := r.status(); !strings.Contains(st.ReconcileResult, "ok") {
 		t.Errorf("a set the admin pinned fails the reconcile: %s", st.ReconcileResult)
+	}
+}
+
+// TestSpoofedTunnelSourceReachesNoPartner: a host on the internal network
+// that sends with a partner's tunnel address as its source must not get
+// the answer carried to the partner: the gateway would otherwise see the
+// reply as part of a flow it forwarded. rp_filter is off on the gateway's
+// links, as on many routers, so the firewall alone has to stop it.
+func TestSpoofedTunnelSourceReachesNoPartner(t *testing.T) {
+	r := standardRig(t)
+	r.MustCTL("org", "create", "acme", "--grant", "10.10.2.2/32:udp/5000-5010")
+	r.PartnerUp(r.PA, "pa"+r.id, r.Issue("acme/laptop"))
+	acmeIP := r.peerJSON("acme/laptop").Address
+	for _, k := range []string{"all", "default", "to-in1", "to-in2"} {
+		r.Must(r.GW, "sysctl", "-qw", "net.ipv4.conf."+k+".rp_filter=0")
+	}
+	// The partner listens where the spoofed flow's answer would go.
+	got := make(chan string, 8)
+	if err := inNS(r.PA, func() error {
+		c, err := net.ListenPacket("udp4", ":7777")
+		if err != nil {
+			return err
+		}
+		r.addCloser(c)
+		go func() {
+			buf := make([]byte, 2048)
+			for {
+				n, from, err := c.ReadFrom(buf)
+				if err != nil {
+					return
+				}
+				got <- fmt.Sprintf("%s from %s", buf[:n], from)
+			}
+		}()
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// A positive control first: the partner's own flow to the same server
+	// from the same port is answered.
+	reached := false
+	for i := 0; i < 10 && !reached; i++ {
+		if err := inNS(r.PA, func() error {
+			c, err := net.DialUDP("udp4", &net.UDPAddr{Port: 7778}, &net.UDPAddr{IP: net.ParseIP(in2Addr), Port: 5005})
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(scaled(500 * time.Millisecond)))
+			c.Write([]byte("hello"))
+			buf := make([]byte, 64)
+			_, err = c.Read(buf)
+			return err
+		}); err == nil {
+			reached = true
+		}
+	}
+	if !reached {
+		t.Fatal("the partner's own UDP flow to in2 is not answered; the test proves nothing")
+	}
+	r.Must(r.IN1, "ip", "addr", "add", acmeIP+"/32", "dev", "eth0")
+	for i := 0; i < 3; i++ {
+		if err := inNS(r.IN1, func() error {
+			c, err := net.DialUDP("udp4", &net.UDPAddr{IP: net.ParseIP(acmeIP), Port: 7777}, &net.UDPAddr{IP: net.ParseIP(in2Addr), Port: 5005})
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			_, err = c.Write([]byte("spoofed"))
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case m := <-got:
+		t.Fatalf("an answer to a spoofed flow reached the partner: %s", m)
+	case <-time.After(scaled(2 * time.Second)):
 	}
 }

@@ -199,8 +199,8 @@ func (f *Firewall) Apply(p *policy.Policy) error {
 			return fmt.Errorf("load rules: %w", err)
 		}
 	}
-	for _, j := range r.Jumps {
-		if err := f.ensureJump(j); err != nil {
+	for i, j := range r.Jumps {
+		if err := f.ensureJump(j, r.Jumps[:i]); err != nil {
 			return err
 		}
 	}
@@ -298,7 +298,7 @@ func (f *Firewall) SetPeerSet(peers map[netip.Addr]bool) error {
 	return f.UpdatePeerSet(add, remove)
 }
 
-func (f *Firewall) ensureJump(j Jump) error {
+func (f *Firewall) ensureJump(j Jump, before []Jump) error {
 	ok, err := f.ipt.Exists(j.Table, j.Chain, j.Rule...)
 	if err != nil {
 		return fmt.Errorf("check jump %s %v: %w", j.Chain, j.Rule, err)
@@ -306,11 +306,16 @@ func (f *Firewall) ensureJump(j Jump) error {
 	if ok {
 		return nil
 	}
+	// At the top of the chain, after those of our jumps that come before
+	// it there (they match distinct packets, so their order only keeps
+	// the listing readable).
 	pos := 1
-	if j.Chain == "FORWARD" && j.Rule[len(j.Rule)-1] == chainToPeer {
-		// Right after the partners' jump; both match distinct packets.
-		if fwd, _ := f.ipt.Exists("filter", "FORWARD", "-i", j.Rule[1], "-j", chainFwd); fwd {
-			pos = 2
+	for _, b := range before {
+		if b.Table != j.Table || b.Chain != j.Chain {
+			continue
+		}
+		if ok, _ := f.ipt.Exists(b.Table, b.Chain, b.Rule...); ok {
+			pos++
 		}
 	}
 	if err := f.ipt.Insert(j.Table, j.Chain, pos, j.Rule...); err != nil {

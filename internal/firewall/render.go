@@ -47,6 +47,7 @@ const (
 	chainIn     = "EXTRANET-IN"
 	chainToPeer = "EXTRANET-TOPEER"
 	chainPost   = "EXTRANET-POST"
+	chainSpoof  = "EXTRANET-SPOOF"
 
 	reject = "REJECT --reject-with icmp-admin-prohibited"
 
@@ -179,7 +180,7 @@ func Render(p *policy.Policy, existing []string) (*Rendered, error) {
 	var groups []string
 	jumpTree(&fwdJumps, &groupJumps, chainFwd, p.TunnelNet.Masked(), blocks, &groups)
 
-	want := map[string]bool{chainFwd: true, chainIn: true, chainToPeer: true}
+	want := map[string]bool{chainFwd: true, chainIn: true, chainToPeer: true, chainSpoof: true}
 	var f strings.Builder
 	r := &Rendered{}
 	f.WriteString("*filter\n")
@@ -187,7 +188,7 @@ func Render(p *policy.Policy, existing []string) (*Rendered, error) {
 		want[c] = true
 		fmt.Fprintf(&f, ":%s - [0:0]\n", c)
 	}
-	for _, c := range []string{chainFwd, chainIn, chainToPeer} {
+	for _, c := range []string{chainFwd, chainIn, chainToPeer, chainSpoof} {
 		fmt.Fprintf(&f, ":%s - [0:0]\n", c)
 	}
 	for _, g := range groups {
@@ -222,6 +223,11 @@ func Render(p *policy.Policy, existing []string) (*Rendered, error) {
 	fmt.Fprintf(&f, "-A %s -j %s\n", chainIn, reject)
 	fmt.Fprintf(&f, "-A %s -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n", chainToPeer)
 	fmt.Fprintf(&f, "-A %s -j %s\n", chainToPeer, reject)
+	// A tunnel address as the source of a packet that did not come out of
+	// the tunnel is forged, by a host on the internal network, say. Were it
+	// forwarded, the answer would come back as part of a flow the gateway
+	// knows and be carried to the partner that owns the address.
+	fmt.Fprintf(&f, "-A %s -j DROP\n", chainSpoof)
 	for _, c := range stale {
 		fmt.Fprintf(&f, "-X %s\n", c)
 	}
@@ -238,6 +244,7 @@ func Render(p *policy.Policy, existing []string) (*Rendered, error) {
 	iface := p.Interface
 	r.Jumps = []Jump{
 		{"filter", "FORWARD", []string{"-i", iface, "-j", chainFwd}},
+		{"filter", "FORWARD", []string{"-s", p.TunnelNet.Masked().String(), "!", "-i", iface, "-j", chainSpoof}},
 		{"filter", "FORWARD", []string{"-o", iface, "-j", chainToPeer}},
 		{"filter", "INPUT", []string{"-i", iface, "-j", chainIn}},
 		{"nat", "POSTROUTING", []string{"-j", chainPost}},

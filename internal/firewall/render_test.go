@@ -46,6 +46,7 @@ func TestRenderGolden(t *testing.T) {
 :EXTRANET-FWD - [0:0]
 :EXTRANET-IN - [0:0]
 :EXTRANET-TOPEER - [0:0]
+:EXTRANET-SPOOF - [0:0]
 :EXTRANET-G-64400000-20 - [0:0]
 :EXTRANET-O-1 - [0:0]
 :EXTRANET-O-2 - [0:0]
@@ -69,6 +70,7 @@ func TestRenderGolden(t *testing.T) {
 -A EXTRANET-IN -j REJECT --reject-with icmp-admin-prohibited
 -A EXTRANET-TOPEER -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
 -A EXTRANET-TOPEER -j REJECT --reject-with icmp-admin-prohibited
+-A EXTRANET-SPOOF -j DROP
 -X EXTRANET-O-9
 COMMIT
 `
