@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
 	"os/exec"
@@ -481,5 +482,75 @@ func TestSpoofedTunnelSourceReachesNoPartner(t *testing.T) {
 	case m := <-got:
 		t.Fatalf("an answer to a spoofed flow reached the partner: %s", m)
 	case <-time.After(scaled(2 * time.Second)):
+	}
+}
+
+// TestIPv6GoesNowhere: partners get IPv4 only, and the firewall is IPv4.
+// A partner whose WireGuard peer was hand-edited on both ends to carry
+// IPv6, through a gateway host that forwards IPv6, still reaches nothing:
+// the daemon disables IPv6 on the interface, so the kernel drops it on
+// arrival, and drift repair disables it again after a hand edit.
+func TestIPv6GoesNowhere(t *testing.T) {
+	r := standardRig(t, "--reconcile-interval", "1h")
+	r.MustCTL("org", "create", "acme", "--grant", "10.10.1.0/24")
+	ifname := "pa" + r.id
+	r.PartnerUp(r.PA, ifname, r.Issue("acme/laptop"))
+	reaches(t, r.PA, hostPort(in1Addr, 22), "in1")
+	p := r.peerJSON("acme/laptop")
+	// The host routes IPv6 to the internal network, which counts every
+	// echo request that reaches it.
+	r.Must(r.GW, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
+	r.Must(r.GW, "ip", "-6", "addr", "add", "fd10::1/64", "dev", "to-in1", "nodad")
+	r.Must(r.IN1, "ip", "-6", "addr", "add", "fd10::2/64", "dev", "eth0", "nodad")
+	r.Must(r.IN1, "ip", "-6", "route", "add", "default", "via", "fd10::1")
+	r.Must(r.IN1, "ip6tables", "-A", "INPUT", "-p", "ipv6-icmp", "--icmpv6-type", "echo-request", "-j", "ACCEPT")
+	arrived := func() int {
+		for _, l := range strings.Split(r.Must(r.IN1, "ip6tables", "-L", "INPUT", "-v", "-n", "-x"), "\n") {
+			if strings.Contains(l, "ipv6-icmptype 128") || strings.Contains(l, "echo-request") {
+				var n int
+				fmt.Sscan(strings.TrimSpace(l), &n)
+				return n
+			}
+		}
+		t.Fatal("no counting rule in in1")
+		return 0
+	}
+	// Both ends of the tunnel hand-edited to carry IPv6.
+	r.Must(r.GW, "wg", "set", r.Iface, "peer", p.PublicKey, "allowed-ips", p.Address+"/32,fd64::5/128")
+	r.Must(r.PA, "ip", "-6", "addr", "add", "fd64::5/128", "dev", ifname, "nodad")
+	r.Must(r.PA, "wg", "set", ifname, "peer", r.status().PublicKey, "allowed-ips", "10.10.1.0/24,::/0")
+	r.Must(r.PA, "ip", "-6", "route", "add", "fd10::/64", "dev", ifname)
+	wait := fmt.Sprint(int(math.Ceil(scaled(time.Second).Seconds())))
+	ping6 := func() error {
+		_, err := r.run(r.PA, "ping", "-6", "-c", "1", "-W", wait, "-n", "-q", "fd10::2")
+		return err
+	}
+	for i := 0; i < 3; i++ {
+		ping6()
+	}
+	if n := arrived(); n != 0 {
+		t.Fatalf("%d IPv6 echo requests of the partner reached the internal network", n)
+	}
+	// With IPv6 let in on the gateway's interface by hand (and a route
+	// back), the same ping gets through: the drop above was that.
+	r.Must(r.GW, "sysctl", "-qw", "net.ipv6.conf."+r.Iface+".disable_ipv6=0")
+	r.Must(r.GW, "ip", "-6", "route", "add", "fd64::/64", "dev", r.Iface)
+	Eventually(t, 5*time.Second, "IPv6 through the interface opened by hand", ping6)
+	r.HUP()
+	Eventually(t, 5*time.Second, "drift repair disables IPv6 again", func() error {
+		if out := strings.TrimSpace(r.Must(r.GW, "sysctl", "-n", "net.ipv6.conf."+r.Iface+".disable_ipv6")); out != "1" {
+			return fmt.Errorf("disable_ipv6 = %s", out)
+		}
+		return nil
+	})
+	before := arrived()
+	for i := 0; i < 3; i++ {
+		ping6()
+	}
+	if n := arrived(); n != before {
+		t.Errorf("after the repair, %d more IPv6 echo requests reached the internal network", n-before)
+	}
+	if out := r.MustCTL("audit", "--action", "dataplane.repair", "-o", "json"); !strings.Contains(out, "IPv6 enabled on "+r.Iface) {
+		t.Errorf("the repair is not in the audit log:\n%s", out)
 	}
 }

@@ -402,9 +402,10 @@ func (r *Reconciler) once(check bool) (int, error) {
 		// live on: fail closed, then report.
 		return 0, errors.Join(fmt.Errorf("sync WireGuard peers: %w", err), peerSetErr, r.sweep(p, lostAddrs))
 	}
-	if r.peers != nil && samePeers(r.peers, peers) && res != (wgdev.SyncResult{}) {
+	if r.peers != nil && samePeers(r.peers, peers) && res.Added+res.Removed+res.Updated > 0 {
 		repairs = append(repairs, fmt.Sprintf("wireguard peers changed by hand: %d re-added, %d removed, %d fixed", res.Added, res.Removed, res.Updated))
 	}
+	repairs = append(repairs, res.Fixed...)
 
 	// Flows die after the peer is gone from the device, so nothing can
 	// re-open them in between.

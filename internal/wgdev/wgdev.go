@@ -89,6 +89,9 @@ type Info struct {
 // SyncResult counts what SyncPeers changed.
 type SyncResult struct {
 	Added, Removed, Updated int
+	// Fixed says what of the interface itself was found changed by hand
+	// and put back.
+	Fixed []string
 }
 
 // Device is the interface as the reconciler drives it.
@@ -307,6 +310,9 @@ func (d *dev) configure() error {
 	if err := netlink.AddrReplace(link, want); err != nil {
 		return fmt.Errorf("set address %s on %s: %w", d.cfg.Address, d.cfg.Name, err)
 	}
+	if _, err := disableIPv6(d.cfg.Name); err != nil {
+		return err
+	}
 	if d.adopted {
 		d.log.Info("adopted existing WireGuard interface", "interface", d.cfg.Name, "changed", changed)
 	}
@@ -385,6 +391,29 @@ func (d *dev) assertIdentity() error {
 	return nil
 }
 
+// disableIPv6 makes the kernel drop every IPv6 packet that arrives on the
+// interface, and reports whether it had to. Partners get IPv4 only, and a
+// peer whose AllowedIPs were edited by hand to take IPv6 must not reach
+// anything through a host that forwards IPv6: no rule of the firewall,
+// which is IPv4, would stop it. A kernel without IPv6 has no such file.
+func disableIPv6(iface string) (bool, error) {
+	path := "/proc/sys/net/ipv6/conf/" + iface + "/disable_ipv6"
+	cur, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read %s: %w", path, err)
+	}
+	if strings.TrimSpace(string(cur)) == "1" {
+		return false, nil
+	}
+	if err := os.WriteFile(path, []byte("1\n"), 0o644); err != nil {
+		return false, fmt.Errorf("disable IPv6 on %s: %w", iface, err)
+	}
+	return true, nil
+}
+
 func errPortInUse(port int, err error) error {
 	return fmt.Errorf("UDP port %d is already in use by another program; stop it, or choose another port with --listen-port (the Endpoint of every issued config names the port): %w", port, err)
 }
@@ -435,7 +464,13 @@ func (d *dev) SyncPeers(want []Peer, verify bool) (SyncResult, error) {
 			if err := d.assertIdentity(); err != nil {
 				return res, err
 			}
-			res.Updated++
+			res.Fixed = append(res.Fixed, "interface key or port")
+		}
+		if fixed, err := disableIPv6(d.cfg.Name); err != nil {
+			return res, err
+		} else if fixed {
+			d.log.Warn("IPv6 was enabled on the interface by hand; disabled again", "interface", d.cfg.Name)
+			res.Fixed = append(res.Fixed, "IPv6 enabled on "+d.cfg.Name)
 		}
 		have = make(map[wgtypes.Key]Peer, len(live.Peers))
 		for _, p := range live.Peers {
