@@ -188,6 +188,26 @@ func TestAccessMatrix(t *testing.T) {
 		r.checkMatrix(t, matrix)
 	})
 
+	t.Run("a rule inserted above ours loses its place", func(t *testing.T) {
+		// What Docker, ufw and hand-made rules do: insert at the top.
+		for _, chain := range []string{"FORWARD", "INPUT"} {
+			broken := time.Now()
+			r.Must(r.GW, "iptables", "-I", chain, "1", "-i", r.Iface, "-j", "ACCEPT")
+			Eventually(t, 5*time.Second, "repair of an ACCEPT above ours in "+chain, func() error {
+				st := r.status()
+				if st.LastRepair == nil || !st.LastRepair.After(broken) {
+					return fmt.Errorf("no repair yet: %s", st.Firewall)
+				}
+				if !strings.Contains(st.Firewall, "above ours in "+chain) {
+					return fmt.Errorf("status does not say what was repaired: %s", st.Firewall)
+				}
+				return nil
+			})
+			r.checkMatrix(t, matrix)
+			r.Must(r.GW, "iptables", "-D", chain, "-i", r.Iface, "-j", "ACCEPT")
+		}
+	})
+
 	t.Run("revoke kills an open connection", func(t *testing.T) {
 		c := openFlow(t, r.PA, hostPort(in1Addr, 22))
 		r.MustCTL("peer", "revoke", "acme/laptop", "--yes")

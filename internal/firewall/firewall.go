@@ -299,29 +299,80 @@ func (f *Firewall) SetPeerSet(peers map[netip.Addr]bool) error {
 }
 
 func (f *Firewall) ensureJump(j Jump, before []Jump) error {
-	ok, err := f.ipt.Exists(j.Table, j.Chain, j.Rule...)
-	if err != nil {
-		return fmt.Errorf("check jump %s %v: %w", j.Chain, j.Rule, err)
-	}
-	if ok {
-		return nil
-	}
 	// At the top of the chain, after those of our jumps that come before
-	// it there (they match distinct packets, so their order only keeps
-	// the listing readable).
+	// it there (ensured already): a rule above ours, say an ACCEPT that
+	// Docker or an admin inserted, would decide partner traffic first.
 	pos := 1
 	for _, b := range before {
-		if b.Table != j.Table || b.Chain != j.Chain {
-			continue
-		}
-		if ok, _ := f.ipt.Exists(b.Table, b.Chain, b.Rule...); ok {
+		if b.Table == j.Table && b.Chain == j.Chain {
 			pos++
+		}
+	}
+	rules, err := f.ipt.List(j.Table, j.Chain)
+	if err != nil {
+		return fmt.Errorf("list %s %s: %w", j.Table, j.Chain, err)
+	}
+	// rules[0] is the chain's policy; rule n is rules[n].
+	at := 0
+	spec := "-A " + j.Chain + " " + strings.Join(j.Rule, " ")
+	for n := 1; n < len(rules); n++ {
+		if rules[n] == spec {
+			at = n
+			break
+		}
+	}
+	switch {
+	case at == pos:
+		return nil
+	case at == 0:
+		// iptables may print a rule otherwise than we write it; then only
+		// whether it exists can be known.
+		if ok, err := f.ipt.Exists(j.Table, j.Chain, j.Rule...); err != nil {
+			return fmt.Errorf("check jump %s %v: %w", j.Chain, j.Rule, err)
+		} else if ok {
+			return nil
 		}
 	}
 	if err := f.ipt.Insert(j.Table, j.Chain, pos, j.Rule...); err != nil {
 		return fmt.Errorf("insert jump %s %v: %w", j.Chain, j.Rule, err)
 	}
+	if at == 0 {
+		return nil
+	}
+	// The old copy goes only once the new one is in place, so the jump is
+	// never missing; the insert moved it down by one if it was below.
+	if at >= pos {
+		at++
+	}
+	if err := f.ipt.DeleteById(j.Table, j.Chain, at); err != nil {
+		return fmt.Errorf("move jump %s %v to the top: %w", j.Chain, j.Rule, err)
+	}
 	return nil
+}
+
+// foreignAbove names the rules of others that stand above one of our jumps
+// in the given built-in chains of iptables-save output: Docker, ufw and
+// hand-made rules insert at the top, and such a rule decides partner
+// traffic before our chains do.
+func foreignAbove(save string, chains ...string) []string {
+	var out []string
+	for _, chain := range chains {
+		var foreign []string
+		for _, l := range strings.Split(save, "\n") {
+			if !strings.HasPrefix(l, "-A "+chain+" ") {
+				continue
+			}
+			if strings.Contains(l, ChainPrefix) {
+				for _, r := range foreign {
+					out = append(out, "a rule above ours in "+chain+": "+r)
+				}
+				foreign = nil
+				continue
+			}
+			foreign = append(foreign, l)
+		}
+	}
+	return out
 }
 
 // ourChains lists the chains of ours declared in iptables-save output.
@@ -383,6 +434,9 @@ func (f *Firewall) capture() (lines []string, peers map[string]bool, err error) 
 			case strings.HasPrefix(l, "-A ") && strings.Contains(l, ChainPrefix):
 				lines = append(lines, table+" "+l)
 			}
+		}
+		if table == "filter" {
+			lines = append(lines, foreignAbove(out, "FORWARD", "INPUT")...)
 		}
 	}
 	out, err := run("", "ipset", "save")

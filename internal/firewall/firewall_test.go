@@ -83,6 +83,28 @@ func TestKernelApplyCheckCleanup(t *testing.T) {
 				t.Errorf("drift after repairing %v: %v", breakIt, d)
 			}
 		}
+		// A rule put above ours (Docker, ufw and hand-made rules insert at
+		// the top) would decide partner traffic before our chains do. It is
+		// drift, and the repair puts our jumps back on top, leaving the
+		// foreign rule in place below them.
+		for _, chain := range []string{"FORWARD", "INPUT"} {
+			sh(t, "iptables", "-I", chain, "1", "-i", "wg-ext", "-j", "ACCEPT")
+			d, err := f.Check()
+			if err != nil || !strings.Contains(strings.Join(d, " "), "above ours in "+chain) {
+				t.Errorf("an ACCEPT above our jumps in %s: drift %v (%v)", chain, d, err)
+			}
+			if err := f.Apply(p); err != nil {
+				t.Fatal(err)
+			}
+			rules := strings.Split(sh(t, "iptables", "-S", chain), "\n")
+			if !strings.Contains(rules[1], "EXTRANET-") {
+				t.Errorf("after the repair our jump is not first in %s:\n%s", chain, strings.Join(rules, "\n"))
+			}
+			if d, _ := f.Check(); len(d) != 0 {
+				t.Errorf("drift after putting our jumps back on top of %s: %v", chain, d)
+			}
+			sh(t, "iptables", "-D", chain, "-i", "wg-ext", "-j", "ACCEPT")
+		}
 		// The peer set changes by single addresses, between applies, and
 		// drift in it is found and repaired like any other.
 		a, b, c := netip.MustParseAddr("100.64.1.2"), netip.MustParseAddr("100.64.1.3"), netip.MustParseAddr("100.64.2.7")
