@@ -1,11 +1,12 @@
 # The one way to build and test extranet. `make test` is what CI runs.
 GO       ?= go
-VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# 1.2.0, 1.2.0+3.gabc1234 or 0.0.0~dev+gabc1234: also a valid .deb and .rpm version.
+VERSION  ?= $(shell scripts/version.sh)
 LDFLAGS  := -s -w -X github.com/extranetgw/extranet/internal/version.Version=$(VERSION)
 BIN      := bin
 PREFIX   ?= /usr/local
 
-.PHONY: all build test unit e2e e2e-kernel fuzz lint fmt deps clean demo install uninstall
+.PHONY: all build test unit e2e e2e-kernel fuzz lint fmt deps clean demo install uninstall packages
 
 all: build
 
@@ -50,7 +51,7 @@ deps:
 	scripts/install-deps.sh
 
 clean:
-	rm -rf $(BIN)
+	rm -rf $(BIN) dist
 
 # The whole product in network namespaces, in one command (needs root).
 demo:
@@ -63,3 +64,9 @@ install: build
 
 uninstall:
 	PREFIX=$(PREFIX) scripts/install.sh uninstall
+
+# extranet_VERSION-1_ARCH.deb and extranet-VERSION-1.ARCH.rpm in dist/, built
+# reproducibly (same commit, same bytes) with nfpm, a Go tool pinned in
+# go.mod. See scripts/package.sh and scripts/packaging/.
+packages:
+	VERSION=$(VERSION) GO=$(GO) scripts/package.sh

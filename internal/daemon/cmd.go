@@ -21,7 +21,7 @@ import (
 
 // Main runs the extranetd command line and returns the exit code.
 func Main(args []string) int {
-	cmd := newRootCmd()
+	cmd := NewRootCmd()
 	cmd.SetArgs(args)
 	if err := cmd.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "extranetd:", err)
@@ -30,7 +30,9 @@ func Main(args []string) int {
 	return 0
 }
 
-func newRootCmd() *cobra.Command {
+// NewRootCmd builds extranetd's command tree; exported so the man page
+// generator (internal/tools/genman) documents the very flags the daemon parses.
+func NewRootCmd() *cobra.Command {
 	cfg := Defaults()
 	var configPath string
 	root := &cobra.Command{

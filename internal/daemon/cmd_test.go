@@ -50,7 +50,7 @@ func TestRestoreCommandListsRevokedKeys(t *testing.T) {
 
 	run := func(args ...string) string {
 		t.Helper()
-		cmd := newRootCmd()
+		cmd := NewRootCmd()
 		var out bytes.Buffer
 		cmd.SetOut(&out)
 		cmd.SetArgs(append([]string{"restore", backup, "--state-dir", dir}, args...))
