@@ -21,6 +21,7 @@ STAGE=dist/stage
 export VERSION SOURCE_DATE_EPOCH ARCH
 
 rm -rf "$STAGE"
+mkdir -p "$DIST"
 install -d "$STAGE/usr/bin" "$STAGE/usr/lib/systemd/system" "$STAGE/usr/share/man" \
 	"$STAGE/usr/share/bash-completion/completions" "$STAGE/usr/share/zsh/vendor-completions" \
 	"$STAGE/usr/share/fish/vendor_completions.d" "$STAGE/usr/share/doc/extranet"
@@ -66,3 +67,4 @@ for f in "${formats[@]}"; do
 	$GO tool nfpm package --config scripts/packaging/nfpm.yaml --packager "$f" --target "$DIST/"
 done
 rm -rf "$STAGE"
+mkdir -p "$DIST"
