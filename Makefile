@@ -74,6 +74,6 @@ packages:
 
 # The .deb installed, upgraded, removed and purged in a debootstrapped Debian
 # chroot; the host is not touched. About 50 s the first time (debootstrap,
-# cached in /var/cache/extranet-pkgtest), 16 s after. Part of `make test`.
+# cached in /var/cache/extranet-pkgtest), 20 s after. Part of `make test`.
 test-packages:
 	GO=$(GO) scripts/test-packages.sh

@@ -55,7 +55,8 @@ fi
 
 # The docs as make install lays them out, plus what Debian wants beside them.
 install -m 0644 README.md docs/*.md scripts/packaging/copyright "$STAGE/usr/share/doc/extranet/"
-gzip -9n "$STAGE"/usr/share/doc/extranet/*.md
+# Uncompressed: the units' Documentation= links name README.md and
+# lifecycle.md.
 printf 'extranet (%s) unstable; urgency=medium\n\n  * Built from %s.\n\n -- %s  %s\n' \
 	"$VERSION" "$(git rev-parse --short HEAD)" \
 	"$(sed -n 's/^maintainer: //p' scripts/packaging/nfpm.yaml)" \

@@ -131,7 +131,7 @@ modes=$(in_root stat -c '%a %U:%G %n' /usr/bin/extranetd /usr/bin/extranetctl /e
 	/usr/share/man/man1/extranetctl-peer-issue.1.gz /usr/share/man/man8/extranetd.8.gz \
 	/usr/share/bash-completion/completions/extranetctl /usr/share/zsh/vendor-completions/_extranetctl \
 	/usr/share/fish/vendor_completions.d/extranetctl.fish /usr/share/doc/extranet/copyright \
-	/usr/share/doc/extranet/operations.md.gz) || true
+	/usr/share/doc/extranet/operations.md) || true
 want="755 root:root /usr/bin/extranetd
 755 root:root /usr/bin/extranetctl
 644 root:root /etc/extranet/extranetd.yaml
@@ -145,12 +145,13 @@ want="755 root:root /usr/bin/extranetd
 644 root:root /usr/share/zsh/vendor-completions/_extranetctl
 644 root:root /usr/share/fish/vendor_completions.d/extranetctl.fish
 644 root:root /usr/share/doc/extranet/copyright
-644 root:root /usr/share/doc/extranet/operations.md.gz"
+644 root:root /usr/share/doc/extranet/operations.md"
 check "files in place, modes and owners" diff <(echo "$want") <(echo "$modes")
 check "conffile registered" grep -qx /etc/extranet/extranetd.yaml "$root/var/lib/dpkg/info/extranet.conffiles"
 check "units run /usr/bin, nothing of /usr/local" sh -c "grep -q '^ExecStart=/usr/bin/extranetd ' '$root/usr/lib/systemd/system/extranetd.service' &&
 	grep -q '^ExecStart=/usr/bin/extranetctl expire' '$root/usr/lib/systemd/system/extranet-expire.service' &&
 	! grep -rq /usr/local '$root/usr/lib/systemd/system/'extranet*"
+check "the units' Documentation= files exist" sh -c "n=0; for d in \$(sed -n 's#^Documentation=file://##p' '$root'/usr/lib/systemd/system/extranet*); do test -s '$root'\$d || exit 1; n=\$((n + 1)); done; test \$n = 2"
 check "no unit enabled" sh -c "! ls '$root'/etc/systemd/system/*/extranet* 2>/dev/null | grep -q ."
 gid=$(in_root getent group extranet | cut -d: -f3) || true
 check "group extranet created, a system group (gid $gid)" test -n "$gid" -a "${gid:-1000}" -lt 1000
