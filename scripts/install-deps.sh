@@ -5,10 +5,10 @@ set -euo pipefail
 
 # qemu-system-x86, cpio and xz-utils: scripts/vm-run.sh's VM, where the
 # end-to-end tests run on kernel WireGuard. debootstrap and lintian:
-# scripts/test-packages.sh's chroot and the .deb's lint. rpmlint and rpm
-# (which rpmlint reads packages with) are for checking the .rpm by hand.
+# scripts/test-packages.sh's chroot and the .deb's lint. (To lint the .rpm
+# by hand: apt-get install rpmlint rpm.)
 pkgs=(iptables ipset wireguard-tools wireguard-go iproute2 conntrack iputils-ping socat iperf3 kmod procps curl
-	qemu-system-x86 cpio xz-utils debootstrap lintian rpmlint rpm)
+	qemu-system-x86 cpio xz-utils debootstrap lintian)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -16,7 +16,15 @@ if [ "$(id -u)" != 0 ]; then echo "test-packages: skipped, needs root (chroot)";
 cd "$(dirname "$0")/.."
 start=$SECONDS
 cache=${CACHE:-/var/cache/extranet-pkgtest}
-mirror=${MIRROR:-http://deb.debian.org/debian}
+# The host's own Debian mirror, the one its apt already uses (the first
+# archive that is not the security one), unless MIRROR names another.
+host_mirror() {
+	{ cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null || true; } |
+		awk '/^[[:space:]]*#/ { next }
+			$1 == "URIs:" || $1 == "deb" { u = $2; if (u ~ /^\[/) u = $3; if (u !~ /security/) { print u; exit } }'
+}
+mirror=${MIRROR:-$(host_mirror)}
+[ -n "$mirror" ] || { echo "test-packages: no Debian mirror in the host's apt sources; set MIRROR" >&2; exit 1; }
 suite=bookworm
 tarball=$cache/$suite-minbase.tar
 work=$(mktemp -d /tmp/extranet-pkgtest.XXXXXX)
