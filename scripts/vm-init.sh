@@ -10,7 +10,10 @@ off() {
 	sync
 	echo 1 >/proc/sys/kernel/printk
 	echo o >/proc/sysrq-trigger
-	sleep 10
+	# Wait for the power-off with the shell alone: init must not exit (the
+	# kernel would panic), and while the machine goes down a new program
+	# may no longer start.
+	while :; do :; done
 }
 
 if [ "$1" != stage2 ]; then

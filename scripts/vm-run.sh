@@ -40,8 +40,9 @@ done
 cache=${EXTRANET_VM_CACHE:-/var/cache/extranet-vm}
 
 # prepare fetches Debian's current standard kernel (the "cloud" flavour
-# lacks 9p) and busybox, and builds the initramfs. A finished cache holds a
-# "ready" file; anything less is rebuilt.
+# lacks 9p) and busybox, and lays out the initramfs but for its init, which
+# each run adds from vm-init.sh, so a changed init never meets a stale
+# cache. A finished cache holds a "ready" file; anything less is rebuilt.
 prepare() {
 	local pkg dir tmp off kver
 	pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
@@ -83,7 +84,7 @@ prepare() {
 	mkdir -p "$dir/modules/lib"
 	mv "$tmp/k/lib/modules" "$dir/modules/lib/"
 
-	local ird=$tmp/initramfs
+	local ird=$dir/initramfs
 	mkdir -p "$ird"/{bin,dev,proc,sys,mods,lower,upper,newroot}
 	cp "$tmp/bb/bin/busybox" "$ird/bin/busybox"
 	# What the initramfs needs to mount the host's root: 9p over virtio,
@@ -96,9 +97,6 @@ prepare() {
 		cp "$m" "$ird/mods/"
 		basename "$m" >>"$ird/mods/order"
 	done
-	cp "$(dirname "$0")/vm-init.sh" "$ird/init"
-	chmod 0755 "$ird/init"
-	(cd "$ird" && find . | cpio -o -H newc --quiet | gzip -1) >"$dir/initramfs.gz"
 	echo "$kver" >"$dir/kver"
 	touch "$dir/ready"
 	echo "$dir"
@@ -122,6 +120,15 @@ trap 'rm -rf "$xfer"' EXIT
 printf '%s' "$PWD" >"$xfer/workdir"
 echo "$kver" >"$xfer/kver"
 echo "$dir" >"$xfer/cache"
+# The initramfs: the cached tree, with this checkout's init appended as a
+# second cpio archive (the kernel unpacks them in turn).
+{
+	(cd "$dir/initramfs" && find . | cpio -o -H newc --quiet)
+	init=$xfer/init.d
+	mkdir -p "$init"
+	install -m 0755 "$(dirname "$0")/vm-init.sh" "$init/init"
+	(cd "$init" && echo init | cpio -o -H newc --quiet)
+} | gzip -1 >"$xfer/initramfs.gz"
 
 # The work tree must be reachable at the same path inside; 9p exports of
 # / span several host filesystems, hence multidevs=remap.
@@ -129,7 +136,7 @@ set +e
 timeout --foreground -k 10 "$timeout" qemu-system-x86_64 \
 	-M q35 -accel tcg,thread=multi -cpu max -smp 2 -m "$mem" \
 	-nodefaults -no-reboot -display none -serial stdio \
-	-kernel "$dir/vmlinux" -initrd "$dir/initramfs.gz" \
+	-kernel "$dir/vmlinux" -initrd "$xfer/initramfs.gz" \
 	-append "console=ttyS0 quiet loglevel=3 panic=-1 oops=panic" \
 	-virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap" \
 	-virtfs "local,path=$PWD,mount_tag=work,security_model=none,multidevs=remap" \
