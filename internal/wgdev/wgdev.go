@@ -569,12 +569,14 @@ func (d *dev) configurePeers(changes []wgtypes.PeerConfig) error {
 	if len(changes) == 0 {
 		return nil
 	}
+	// Before the call: the handshake a keepalive starts can be over before
+	// the call returns.
+	now := time.Now()
 	if err := d.client.ConfigureDevice(d.cfg.Name, wgtypes.Config{Peers: changes}); err != nil {
 		// What the device holds now is unknown; the next sync reads it.
 		d.applied = nil
 		return fmt.Errorf("configure peers of %s: %w", d.cfg.Name, err)
 	}
-	now := time.Now()
 	d.kaMu.Lock()
 	defer d.kaMu.Unlock()
 	for _, c := range changes {
