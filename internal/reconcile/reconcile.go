@@ -641,7 +641,8 @@ func narrowed(old, new *policy.Policy) (blocks []netip.Prefix, gone bool) {
 // new state: WireGuard keeps only the peers that both want as they are,
 // less those of organisations whose grants narrowed (their old, wider rules
 // may still be loaded), nothing is added, and flows the new policy does not
-// allow, or of a peer that left, die. The run stays failed, so the next one
+// allow, or of a peer that left, die. Before any full run succeeded the old
+// peers are unknown, and the new state's stand in for both. The run stays failed, so the next one
 // is a full one and retries the rules.
 func (r *Reconciler) withdrawOnly(p *policy.Policy, peers map[string]wgdev.Peer) error {
 	var blocks []netip.Prefix

@@ -13,6 +13,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
+
+	"github.com/extranetgw/extranet/pkg/api"
 )
 
 // Backup writes a consistent copy of the whole file to w from one read
@@ -53,10 +55,6 @@ func (db *DB) Snapshot() (*os.File, int64, error) {
 	}
 	return f, n, nil
 }
-
-// stateRevoked is the one peer state restore must know: a revoked key
-// never comes back on its own.
-const stateRevoked = "revoked"
 
 // RestoreOptions say who restores and how far to trust the backup.
 type RestoreOptions struct {
@@ -120,7 +118,7 @@ func readCurrentKeys(tx *bolt.Tx) (currentKeys, error) {
 			if err := json.Unmarshal(v, &p); err != nil {
 				return fmt.Errorf("decode peer %s: %w", k, err)
 			}
-			if p.State != stateRevoked {
+			if p.State != api.StateRevoked {
 				ck.live[p.PublicKey] = RestoredPeer{Peer: p.ID(), PublicKey: p.PublicKey, State: p.State}
 			}
 			return nil
@@ -211,7 +209,7 @@ func reconcileKeys(tx *Tx, cur currentKeys, opts RestoreOptions, src string, rep
 	backupKeys := map[string]bool{}
 	if err := tx.Peers("", func(p *Peer) error {
 		backupKeys[p.PublicKey] = true
-		if p.State == stateRevoked || !rep.Compared {
+		if p.State == api.StateRevoked || !rep.Compared {
 			return nil
 		}
 		if _, live := cur.live[p.PublicKey]; live {
@@ -234,7 +232,7 @@ func reconcileKeys(tx *Tx, cur currentKeys, opts RestoreOptions, src string, rep
 		return err
 	}
 	for _, p := range revoke {
-		p.State, p.UpdatedAt = stateRevoked, opts.Now.UTC()
+		p.State, p.UpdatedAt = api.StateRevoked, opts.Now.UTC()
 		if err := tx.ReleaseAddr(p.Address); err != nil {
 			return err
 		}
