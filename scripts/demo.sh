@@ -18,7 +18,7 @@ export PATH="$PATH:/usr/local/go/bin"
 make -s build
 
 id=$(od -An -N2 -tx1 /dev/urandom | tr -d ' \n')
-gw=exdemo${id}gw pa=exdemo${id}pa pb=exdemo${id}pb i1=exdemo${id}i1 i2=exdemo${id}i2
+gw=exdemo${id}gw gwns=exdemo${id}xg pa=exdemo${id}pa pb=exdemo${id}pb i1=exdemo${id}i1 i2=exdemo${id}i2
 ifname=wgdemo$id
 dir=$(mktemp -d /tmp/extranet-demo.XXXXXX)
 chmod 700 "$dir"
@@ -34,9 +34,9 @@ cleanup() {
 	if [ -n "$daemon_pid" ]; then
 		kill "$daemon_pid" 2>/dev/null
 		wait "$daemon_pid" 2>/dev/null
-		ip netns exec "$gw" bin/extranetd cleanup --interface "$ifname" >/dev/null 2>&1
+		"${gwd[@]}" cleanup --interface "$ifname" --netns "$gwns" >/dev/null 2>&1
 	fi
-	for ns in $gw $pa $pb $i1 $i2; do ip netns del "$ns" 2>/dev/null; done
+	for ns in $gw $gwns $pa $pb $i1 $i2; do ip netns del "$ns" 2>/dev/null; done
 	rm -f "/var/run/wireguard/$ifname.sock"
 	rm -rf "$dir"
 	echo "demo: removed the sandbox"
@@ -45,6 +45,12 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 nsx() { ip netns exec "$@"; }
+# extranetd in the sandbox's host namespace, $gw. nsenter, not ip netns exec:
+# the gateway namespace it pins under /run/netns must be seen from outside,
+# and ip netns exec would give it a mount namespace of its own.
+# An array, not a function: run in the background, a function would be a
+# subshell, and $! its pid rather than the daemon's.
+gwd=(nsenter --net="/run/netns/$gw" -- bin/extranetd)
 link() { # ns1 if1 addr1 ns2 if2 addr2
 	ip -n "$1" link add "$2" type veth peer name "$5" netns "$4"
 	ip -n "$1" addr add "$3" dev "$2"; ip -n "$4" addr add "$6" dev "$5"
@@ -71,8 +77,12 @@ for ns in $i1 $i2; do
 	done
 done
 
+# The gateway host's own ssh, inside acme's grant: partners never reach it.
+ip netns exec "$gw" socat -T2 "TCP-LISTEN:22,fork,reuseaddr" SYSTEM:'echo hello' >/dev/null 2>&1 &
+pids+=($!)
+
 echo "demo: starting extranetd"
-ip netns exec "$gw" bin/extranetd --state-dir "$dir/state" --socket "$EXTRANET_SOCKET" --socket-group "" \
+"${gwd[@]}" --state-dir "$dir/state" --socket "$EXTRANET_SOCKET" --socket-group "" --netns "$gwns" \
 	--interface "$ifname" --endpoint 198.18.0.1:51820 --reconcile-interval 2s >"$dir/extranetd.log" 2>&1 &
 daemon_pid=$!
 for _ in $(seq 50); do bin/extranetctl status >/dev/null 2>&1 && break; sleep 0.2; done
@@ -107,6 +117,11 @@ for row in "acme $pa" "globex $pb"; do
 	done
 done
 printf '%-16s %-22s %s\n' globex "$acme_ip:22 (acme)" "$(probe "$pb" "$acme_ip" 22)"
+printf '%-16s %-22s %s\n' acme "10.10.1.1:22 (gateway)" "$(probe "$pa" 10.10.1.1 22)"
+echo
+echo "The rules that decided, in the gateway's own namespace:"
+echo "\$ ip netns exec $gwns iptables -S EXTRANET-FWD"
+ip netns exec "$gwns" iptables -S EXTRANET-FWD
 echo
 ctl peer revoke acme/laptop --yes >/dev/null
 printf '%-16s %-22s %s\n' "acme (revoked)" 10.10.1.2:22 "$(probe "$pa" 10.10.1.2 22)"

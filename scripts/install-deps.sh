@@ -3,11 +3,12 @@
 # Debian or Ubuntu host. Safe to run again.
 set -euo pipefail
 
-# qemu-system-x86, cpio and xz-utils: scripts/vm-run.sh's VM, where the
+# nftables: tests flush the host's nftables ruleset the way a firewall
+# reload does. qemu-system-x86, cpio and xz-utils: scripts/vm-run.sh's VM, where the
 # end-to-end tests run on kernel WireGuard. debootstrap and lintian:
 # scripts/test-packages.sh's chroot and the .deb's lint. (To lint the .rpm
 # by hand: apt-get install rpmlint rpm.)
-pkgs=(iptables ipset wireguard-tools wireguard-go iproute2 conntrack iputils-ping socat iperf3 kmod procps curl
+pkgs=(iptables ipset wireguard-tools wireguard-go iproute2 conntrack iputils-ping socat iperf3 kmod procps curl nftables
 	qemu-system-x86 cpio xz-utils debootstrap lintian)
 missing=()
 for p in "${pkgs[@]}"; do

@@ -29,6 +29,7 @@ func newStatusCmd(g *globals) *cobra.Command {
 			}
 			return fields(g.env.Out,
 				"Interface", fmt.Sprintf("%s (%s)", st.Interface, st.Mode),
+				"Namespace", fmt.Sprintf("%s (host side %s; inspect with `ip netns exec %s iptables -S`)", st.NetNS, st.HostVeth, st.NetNS),
 				"Public key", st.PublicKey,
 				"Endpoint", orDash(st.Endpoint),
 				"Listen port", fmt.Sprint(st.ListenPort),

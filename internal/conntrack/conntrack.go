@@ -13,13 +13,21 @@ import (
 	"github.com/extranetgw/extranet/internal/policy"
 )
 
-// Kernel sweeps the conntrack table of the current network namespace.
-type Kernel struct{}
+// Kernel sweeps the conntrack table of the namespace its handle works in:
+// the gateway's, where partner flows are tracked. Without one it sweeps
+// the caller's.
+type Kernel struct {
+	NL *netlink.Handle
+}
 
 // Sweep deletes, in one walk of the table, every IPv4 flow that Doomed
 // says must die, and returns how many it deleted.
-func (Kernel) Sweep(tunnel netip.Prefix, p *policy.Policy) (int, error) {
-	n, err := netlink.ConntrackDeleteFilters(netlink.ConntrackTable, netlink.FAMILY_V4, filter{tunnel: tunnel, p: p})
+func (k Kernel) Sweep(tunnel netip.Prefix, p *policy.Policy) (int, error) {
+	del := netlink.ConntrackDeleteFilters
+	if k.NL != nil {
+		del = k.NL.ConntrackDeleteFilters
+	}
+	n, err := del(netlink.ConntrackTable, netlink.FAMILY_V4, filter{tunnel: tunnel, p: p})
 	if err != nil {
 		return int(n), fmt.Errorf("delete conntrack entries: %w", err)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/extranetgw/extranet/internal/gwns"
 	"github.com/extranetgw/extranet/internal/store"
 	"github.com/extranetgw/extranet/internal/version"
 )
@@ -84,6 +85,32 @@ func NewRootCmd() *cobra.Command {
 				return err
 			}
 			return Cleanup(cfg, log)
+		},
+	})
+	root.AddCommand(&cobra.Command{
+		Use:   "netns",
+		Short: "Create the gateway's network namespace if it is missing, and exit",
+		Long: `Create (or find) the network namespace named by --netns, pinned under
+/run/netns as ` + "`ip netns add`" + ` would. The daemon does this itself at start;
+the systemd unit runs it first, outside the service's sandbox, so that the
+pin is visible to the whole host.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := loadConfig(cmd, &cfg, configPath); err != nil {
+				return err
+			}
+			if err := gwns.ValidName(cfg.NetNS); err != nil {
+				return fmt.Errorf("--netns: %w", err)
+			}
+			ns, created, err := gwns.Open(cfg.NetNS)
+			if err != nil {
+				return err
+			}
+			ns.Close()
+			if created {
+				fmt.Fprintf(cmd.OutOrStdout(), "created network namespace %s\n", cfg.NetNS)
+			}
+			return nil
 		},
 	})
 	root.AddCommand(newRestoreCmd(&cfg, &configPath))

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/pflag"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/extranetgw/extranet/internal/gwns"
 	"github.com/extranetgw/extranet/internal/ipam"
 	"github.com/extranetgw/extranet/internal/timespec"
 )
@@ -27,6 +28,9 @@ type Config struct {
 	TunnelNetwork     string        `yaml:"tunnel-network"`
 	OrgBlockBits      int           `yaml:"org-block-bits"`
 	Interface         string        `yaml:"interface"`
+	NetNS             string        `yaml:"netns"`
+	HostVeth          string        `yaml:"host-veth"`
+	LinkNetwork       string        `yaml:"link-network"`
 	ListenPort        int           `yaml:"listen-port"`
 	Endpoint          string        `yaml:"endpoint"`
 	ClientDNS         []string      `yaml:"client-dns"`
@@ -48,6 +52,9 @@ type Config struct {
 	LogFormat         string        `yaml:"log-format"`
 }
 
+// UplinkName is the gateway namespace's end of the veth pair.
+const UplinkName = "uplink"
+
 // Defaults returns the documented defaults.
 func Defaults() Config {
 	return Config{
@@ -57,6 +64,9 @@ func Defaults() Config {
 		TunnelNetwork:     "100.64.0.0/16",
 		OrgBlockBits:      24,
 		Interface:         "wg-ext",
+		NetNS:             "extranet",
+		HostVeth:          "extranet0",
+		LinkNetwork:       "169.254.100.0/30",
 		ListenPort:        51820,
 		WireGuard:         "auto",
 		Masquerade:        true,
@@ -82,6 +92,9 @@ func (c *Config) BindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.TunnelNetwork, "tunnel-network", c.TunnelNetwork, "IPv4 network partner addresses are taken from")
 	fs.IntVar(&c.OrgBlockBits, "org-block-bits", c.OrgBlockBits, "prefix length of each organisation's address block")
 	fs.StringVar(&c.Interface, "interface", c.Interface, "WireGuard interface name")
+	fs.StringVar(&c.NetNS, "netns", c.NetNS, "network namespace of the gateway (created under /run/netns): the WireGuard interface, the rules and the ipsets live there")
+	fs.StringVar(&c.HostVeth, "host-veth", c.HostVeth, "host end of the veth pair to the gateway namespace")
+	fs.StringVar(&c.LinkNetwork, "link-network", c.LinkNetwork, "IPv4 /30 or /31 of the veth pair (host takes the first address, the namespace the next)")
 	fs.IntVar(&c.ListenPort, "listen-port", c.ListenPort, "UDP port WireGuard listens on")
 	fs.StringVar(&c.Endpoint, "endpoint", c.Endpoint, "public HOST:PORT partners dial (required to issue peers)")
 	fs.StringSliceVar(&c.ClientDNS, "client-dns", c.ClientDNS, "DNS servers or search domains written into client configs")
@@ -148,6 +161,7 @@ func (c *Config) LoadFile(path string, fs *pflag.FlagSet) error {
 // Settings are the parsed forms of the settings that need parsing.
 type Settings struct {
 	Plan            ipam.Plan
+	Link            gwns.Link
 	MaxPeerLifetime time.Duration
 	ExpireIdle      time.Duration
 	ExpireUnused    time.Duration
@@ -183,6 +197,17 @@ func (c *Config) Validate() (Settings, error) {
 		return st, fmt.Errorf("--wireguard %q: use auto, kernel or userspace", c.WireGuard)
 	}
 	st.Plan = plan
+	link, err := netip.ParsePrefix(c.LinkNetwork)
+	if err != nil {
+		return st, fmt.Errorf("--link-network %q is not a prefix such as 169.254.100.0/30", c.LinkNetwork)
+	}
+	st.Link = gwns.Link{HostVeth: c.HostVeth, NSVeth: UplinkName, Network: link, Tunnel: plan.Network}
+	if err := st.Link.Validate(); err != nil {
+		return st, fmt.Errorf("--link-network/--host-veth: %w", err)
+	}
+	if err := gwns.ValidName(c.NetNS); err != nil {
+		return st, fmt.Errorf("--netns: %w", err)
+	}
 	if c.MaxPeerLifetime != "" && c.MaxPeerLifetime != "0" {
 		if st.MaxPeerLifetime, err = timespec.ParseDuration(c.MaxPeerLifetime); err != nil {
 			return st, fmt.Errorf("--max-peer-lifetime: %w", err)

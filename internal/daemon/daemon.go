@@ -9,15 +9,22 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
+	"strings"
 	"time"
+
+	"github.com/vishvananda/netlink"
 
 	"github.com/extranetgw/extranet/internal/conntrack"
 	"github.com/extranetgw/extranet/internal/firewall"
+	"github.com/extranetgw/extranet/internal/gwns"
 	"github.com/extranetgw/extranet/internal/httpapi"
 	"github.com/extranetgw/extranet/internal/metrics"
+	"github.com/extranetgw/extranet/internal/policy"
 	"github.com/extranetgw/extranet/internal/reconcile"
 	"github.com/extranetgw/extranet/internal/service"
 	"github.com/extranetgw/extranet/internal/store"
@@ -66,10 +73,29 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 		return fmt.Errorf("gateway key: %w", err)
 	}
 
-	fw, err := firewall.New(firewall.Options{Interface: cfg.Interface, Logger: log, Mode: cfg.IPTablesMode})
+	// Everything that decides partner access lives in a namespace of its
+	// own, which no host firewall tool touches.
+	ns, created, err := gwns.Open(cfg.NetNS)
 	if err != nil {
 		return err
 	}
+	defer ns.Close()
+	// A namespace that holds anything but what we put there is someone
+	// else's: adopting it would replace its firewall.
+	if foreign, err := ns.Foreign(cfg.Interface, st.Link.NSVeth); err != nil {
+		return err
+	} else if len(foreign) > 0 {
+		return fmt.Errorf("network namespace %s holds interfaces extranetd did not make (%s): it is not the gateway's; choose another --netns", cfg.NetNS, strings.Join(foreign, ", "))
+	}
+	log.Info("gateway network namespace", "netns", cfg.NetNS, "created", created)
+	fw, err := firewall.New(firewall.Options{
+		Interface: cfg.Interface, Uplink: st.Link.NSVeth, HostVeth: st.Link.HostVeth,
+		NS: ns, Logger: log, Mode: cfg.IPTablesMode,
+	})
+	if err != nil {
+		return err
+	}
+	dp := &dataplane{Firewall: fw, ns: ns, link: st.Link, log: log}
 	var mets *metrics.Metrics
 	var observe func(time.Duration, error, int)
 	var onExpire func([]api.ExpireAction)
@@ -78,18 +104,25 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 		observe, onExpire = mets.Reconciled, mets.Expired
 	}
 	rec := reconcile.New(reconcile.Options{
-		DB: db, Firewall: fw, Sweeper: conntrack.Kernel{},
-		Plan: st.Plan, Interface: cfg.Interface, Masquerade: cfg.Masquerade,
+		DB: db, Firewall: dp, Sweeper: conntrack.Kernel{NL: ns.Netlink()},
+		HostAddrs: hostAddrs(st.Link),
+		Plan:      st.Plan, Interface: cfg.Interface, Masquerade: cfg.Masquerade,
 		Clock: service.SystemClock{}, Logger: log,
 		Interval: cfg.ReconcileInterval, StatsInterval: cfg.StatsInterval,
 		Observe: observe,
 	})
 	began := time.Now()
+	// Watching the host's addresses starts before the first reconcile
+	// reads them, so that none gained in between is missed.
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go watchHostAddrs(watchCtx, rec, log)
 	// The interface is made with its link down; it comes up only once the
 	// firewall's default deny and the peers are in place.
 	dev, err := wgdev.Open(wgdev.Config{
 		Name: cfg.Interface, Mode: wgdev.Mode(cfg.WireGuard), PrivateKey: key,
 		ListenPort: cfg.ListenPort, Address: st.Plan.Gateway(), MTU: cfg.MTU, Logger: log,
+		NS: ns,
 	})
 	if err != nil {
 		return fmt.Errorf("wireguard interface %s: %w", cfg.Interface, err)
@@ -99,9 +132,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 	if err := rec.Start(); err != nil {
 		return err
 	}
-	if err := enableForwarding(); err != nil {
-		return err
-	}
+	// The first apply put the namespace's rules in place and only then
+	// joined it to the host; now the link comes up.
 	if err := dev.Up(); err != nil {
 		return fmt.Errorf("wireguard interface %s: %w", cfg.Interface, err)
 	}
@@ -125,7 +157,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 
 	svc := service.New(service.Options{
 		DB: db, Plan: st.Plan, Applier: rec,
-		Runtime:  runtime{rec: rec, info: info},
+		Runtime:  runtime{rec: rec, info: info, netns: cfg.NetNS, veth: cfg.HostVeth},
 		Endpoint: cfg.Endpoint, DNS: cfg.ClientDNS, MTU: cfg.MTU, ApplyTimeout: cfg.ApplyTimeout,
 		GatewayPublicKey: info.PublicKey.String(), MaxPeerLifetime: st.MaxPeerLifetime,
 		Expire:   service.ExpireDefaults{Idle: st.ExpireIdle, Unused: st.ExpireUnused, Action: cfg.ExpireAction},
@@ -180,8 +212,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 
 // runtime answers `status` from the device and the reconciler.
 type runtime struct {
-	rec  *reconcile.Reconciler
-	info wgdev.Info
+	rec         *reconcile.Reconciler
+	info        wgdev.Info
+	netns, veth string
 }
 
 func (r runtime) PollStats() error { return r.rec.PollStats() }
@@ -192,6 +225,8 @@ func (r runtime) Status() api.Status {
 		Version:    version.Version,
 		Interface:  r.info.Name,
 		Mode:       string(r.info.Mode),
+		NetNS:      r.netns,
+		HostVeth:   r.veth,
 		ListenPort: r.info.ListenPort,
 		Firewall:   "in sync",
 	}
@@ -243,12 +278,90 @@ func trimAudit(ctx context.Context, svc *service.Service, retention time.Duratio
 	}
 }
 
-func enableForwarding() error {
-	const path = "/proc/sys/net/ipv4/ip_forward"
-	if err := os.WriteFile(path, []byte("1\n"), 0o644); err != nil {
-		return fmt.Errorf("enable IPv4 forwarding: %w", err)
+// dataplane is the firewall with the namespace's link to the host: the
+// periodic drift check finds both, and an apply repairs both, rules first.
+type dataplane struct {
+	*firewall.Firewall
+	ns   *gwns.NS
+	link gwns.Link
+	log  *slog.Logger
+}
+
+// Apply puts the rules in place, then joins the namespace to the host (or
+// puts back what is missing of that): never the other way round, so a
+// namespace is never reachable without its rules.
+func (d *dataplane) Apply(p *policy.Policy) error {
+	if err := d.Firewall.Apply(p); err != nil {
+		return err
+	}
+	fixed, err := d.ns.Plumb(d.link)
+	if err != nil {
+		return fmt.Errorf("join network namespace %s to the host: %w", d.ns.Name(), err)
+	}
+	if len(fixed) > 0 {
+		d.log.Info("gateway namespace joined to the host", "netns", d.ns.Name(), "set", fixed)
 	}
 	return nil
+}
+
+// Check reports the firewall's drift and what is missing of the link; the
+// reconciler then applies, which repairs both.
+func (d *dataplane) Check() ([]string, error) {
+	drift, fwErr := d.Firewall.Check()
+	missing, err := d.ns.CheckPlumbing(d.link)
+	return append(drift, missing...), errors.Join(fwErr, err)
+}
+
+// hostAddrs lists the host's own addresses, the veth's among them even
+// before the veth exists.
+func hostAddrs(link gwns.Link) func() ([]netip.Addr, error) {
+	veth, _, _ := link.Addrs()
+	return func() ([]netip.Addr, error) {
+		addrs, err := gwns.HostAddrs()
+		if err != nil {
+			return nil, err
+		}
+		if !slices.Contains(addrs, veth) {
+			addrs = append(addrs, veth)
+		}
+		return addrs, nil
+	}
+}
+
+// watchHostAddrs re-reconciles whenever an IPv4 address of the host comes
+// or goes, so that a partner never reaches one the host just gained. A
+// subscription that breaks (its buffer overrun in a burst of changes, say)
+// is made again, with a full reconcile for what it may have missed; the
+// periodic reconcile reads the addresses too.
+func watchHostAddrs(ctx context.Context, rec *reconcile.Reconciler, log *slog.Logger) {
+	for ctx.Err() == nil {
+		updates := make(chan netlink.AddrUpdate, 256)
+		err := netlink.AddrSubscribeWithOptions(updates, ctx.Done(), netlink.AddrSubscribeOptions{
+			ReceiveBufferSize: 1 << 20,
+			ErrorCallback: func(err error) {
+				if ctx.Err() == nil {
+					log.Warn("watching the host's addresses", "err", err)
+				}
+			},
+		})
+		if err != nil {
+			log.Warn("cannot watch the host's addresses; the periodic reconcile picks up changes", "err", err)
+		} else {
+			rec.Apply(store.Changes{Orgs: true})
+			for u := range updates {
+				// Partners get IPv4 only; IPv6 addresses come and go
+				// (router advertisements) without mattering here. Many
+				// updates at once make one run: Apply coalesces.
+				if u.LinkAddress.IP.To4() != nil {
+					rec.Apply(store.Changes{Orgs: true})
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // notifyReady tells systemd (Type=notify) that the first reconcile is done.
@@ -267,12 +380,42 @@ func notifyReady(log *slog.Logger) {
 	}
 }
 
-// Cleanup removes every rule, set and interface extranetd made. The state
-// directory stays.
+// Cleanup removes what extranetd made: the gateway namespace (and with it
+// the interface, the rules and the sets inside), the veth pair, and the
+// host rules of ours. The state directory stays.
 func Cleanup(cfg Config, log *slog.Logger) error {
-	fw, err := firewall.New(firewall.Options{Interface: cfg.Interface, Logger: log, Mode: cfg.IPTablesMode})
+	st, err := cfg.Validate()
 	if err != nil {
 		return err
 	}
-	return errors.Join(fw.Cleanup(), wgdev.Remove(cfg.Interface))
+	var errs []error
+	// An interface an earlier release left in the host goes before the
+	// rules that guard it.
+	if link, err := netlink.LinkByName(cfg.Interface); err == nil && link.Type() == "wireguard" {
+		if err := netlink.LinkDel(link); err != nil {
+			errs = append(errs, fmt.Errorf("delete %s in the host namespace: %w", cfg.Interface, err))
+		}
+	}
+	if ns, err := gwns.OpenExisting(cfg.NetNS); err != nil {
+		errs = append(errs, err)
+	} else if ns != nil {
+		// A kernel interface goes with the namespace; the UAPI socket of
+		// a userspace one is a file. The veth would go with it too, but
+		// only once the kernel gets round to it.
+		errs = append(errs, wgdev.Remove(ns, cfg.Interface))
+		if ns.OwnsVeth(st.Link.HostVeth) {
+			if link, err := netlink.LinkByName(st.Link.HostVeth); err == nil {
+				if err := netlink.LinkDel(link); err != nil {
+					errs = append(errs, fmt.Errorf("delete %s: %w", st.Link.HostVeth, err))
+				}
+			}
+		}
+		ns.Close()
+	}
+	errs = append(errs, gwns.Delete(cfg.NetNS), firewall.CleanupHost(cfg.IPTablesMode))
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	log.Info("removed", "netns", cfg.NetNS, "host_veth", st.Link.HostVeth)
+	return nil
 }

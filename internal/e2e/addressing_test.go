@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -20,8 +19,8 @@ func TestAddressPlanIsKept(t *testing.T) {
 	r.StopDaemon()
 	ctx, cancel := context.WithTimeout(context.Background(), scaled(30*time.Second))
 	defer cancel()
-	args := append([]string{"netns", "exec", r.GW, filepath.Join(bin, "extranetd")}, r.DaemonArgs()...)
-	out, err := exec.CommandContext(ctx, "ip", append(args, "--org-block-bits", "23")...).CombinedOutput()
+	cmd := r.Extranetd(append(r.DaemonArgs(), "--org-block-bits", "23")...)
+	out, err := exec.CommandContext(ctx, cmd.Path, cmd.Args[1:]...).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "--org-block-bits 24") {
 		t.Fatalf("restart under another address plan: err %v\n%s", err, out)
 	}

@@ -59,7 +59,7 @@ func (r *Rig) peerJSON(id string) api.Peer {
 // wgPeers lists the public keys configured on the gateway's interface, as
 // the stock `wg` tool sees them.
 func (r *Rig) wgPeers() string {
-	return r.Must(r.GW, "wg", "show", r.Iface, "peers")
+	return r.Must(r.NS, "wg", "show", r.Iface, "peers")
 }
 
 func TestDataPlane(t *testing.T) {
@@ -107,7 +107,7 @@ func TestDataPlane(t *testing.T) {
 	})
 
 	t.Run("a peer removed by hand comes back", func(t *testing.T) {
-		r.Must(r.GW, "wg", "set", r.Iface, "peer", pub, "remove")
+		r.Must(r.NS, "wg", "set", r.Iface, "peer", pub, "remove")
 		Eventually(t, 5*time.Second, "peer re-added by the reconciler", func() error {
 			if !strings.Contains(r.wgPeers(), pub) {
 				return fmt.Errorf("not yet")
@@ -162,7 +162,7 @@ func TestGatewayKeyAndFiles(t *testing.T) {
 	}
 	var st api.Status
 	json.Unmarshal([]byte(r.MustCTL("status", "-o", "json")), &st)
-	if st.PublicKey == "" || !strings.Contains(r.Must(r.GW, "wg", "show", r.Iface, "public-key"), st.PublicKey) {
+	if st.PublicKey == "" || !strings.Contains(r.Must(r.NS, "wg", "show", r.Iface, "public-key"), st.PublicKey) {
 		t.Fatalf("status public key %q does not match the interface's", st.PublicKey)
 	}
 	r.StopDaemon()
@@ -176,13 +176,13 @@ func TestGatewayKeyAndFiles(t *testing.T) {
 	r.StopDaemon()
 	r.StartDaemon("--reconcile-interval", "10m")
 	broken := time.Now()
-	r.Must(r.GW, "iptables", "-F", "FORWARD")
+	r.Must(r.NS, "iptables", "-F", "FORWARD")
 	r.HUP()
 	Eventually(t, 3*time.Second, "repair on SIGHUP", func() error {
 		if st := r.status(); st.LastRepair == nil || !st.LastRepair.After(broken) {
 			return fmt.Errorf("not repaired: %s", st.Firewall)
 		}
-		if !strings.Contains(r.Must(r.GW, "iptables", "-S", "FORWARD"), "-j EXTRANET-FWD") {
+		if !strings.Contains(r.Must(r.NS, "iptables", "-S", "FORWARD"), "-j EXTRANET-FWD") {
 			return fmt.Errorf("jump still missing")
 		}
 		return nil
@@ -193,7 +193,8 @@ func TestGatewayKeyAndFiles(t *testing.T) {
 	}
 	// A second daemon on the same state directory fails at once.
 	start := time.Now()
-	out, err := r.run(r.GW, append([]string{filepath.Join(bin, "extranetd")}, append(r.DaemonArgs(), "--socket", filepath.Join(r.Dir, "other.sock"))...)...)
+	outb, err := r.Extranetd(append(r.DaemonArgs(), "--socket", filepath.Join(r.Dir, "other.sock"))...).CombinedOutput()
+	out := string(outb)
 	if err == nil || !strings.Contains(out, "another extranetd") {
 		t.Errorf("second daemon: err %v, output %s", err, out)
 	}
@@ -210,13 +211,15 @@ func TestBusyListenPort(t *testing.T) {
 	r.Serve(r.GW, "0.0.0.0", "squatter", nil, []int{51820})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	args := append([]string{"netns", "exec", r.GW, filepath.Join(bin, "extranetd")}, r.DaemonArgs()...)
-	out, err := exec.CommandContext(ctx, "ip", append(args, "--listen-port", "51820")...).CombinedOutput()
+	cmd := r.Extranetd(append(r.DaemonArgs(), "--listen-port", "51820")...)
+	out, err := exec.CommandContext(ctx, cmd.Path, cmd.Args[1:]...).CombinedOutput()
 	if err == nil || ctx.Err() != nil || !strings.Contains(string(out), "UDP port 51820") || !strings.Contains(string(out), "already in use") {
 		t.Fatalf("daemon with its port taken: err %v (timeout: %v)\n%s", err, ctx.Err(), out)
 	}
 	// Nothing is left that could pass a packet.
-	if _, err := r.run(r.GW, "ip", "link", "show", r.Iface); err == nil {
-		t.Error("the interface outlived the failed start")
+	for _, ns := range []string{r.GW, r.NS} {
+		if _, err := r.run(ns, "ip", "link", "show", r.Iface); err == nil {
+			t.Errorf("the interface outlived the failed start, in %s", ns)
+		}
 	}
 }

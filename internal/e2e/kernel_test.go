@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -14,7 +13,7 @@ import (
 // seconds since the epoch, as `wg show` prints it.
 func (r *Rig) handshakeOf(pub string) string {
 	r.t.Helper()
-	for _, l := range strings.Split(r.Must(r.GW, "wg", "show", r.Iface, "latest-handshakes"), "\n") {
+	for _, l := range strings.Split(r.Must(r.NS, "wg", "show", r.Iface, "latest-handshakes"), "\n") {
 		if f := strings.Fields(l); len(f) == 2 && f[0] == pub {
 			return f[1]
 		}
@@ -52,6 +51,31 @@ func TestKernelRestartKeepsSessions(t *testing.T) {
 	}
 }
 
+// TestKernelUpgradeMovesTheInterface: a release that enforced on the host
+// left its kernel interface there. The first start of this one takes it
+// into the gateway namespace, with its socket still on the host, and the
+// partner gets through again without a new config.
+func TestKernelUpgradeMovesTheInterface(t *testing.T) {
+	needMode(t, "kernel")
+	r := standardRig(t)
+	r.MustCTL("org", "create", "acme", "--grant", "10.10.1.0/24")
+	r.PartnerUp(r.PA, "pa"+r.id, r.Issue("acme/laptop"))
+	reaches(t, r.PA, hostPort(in1Addr, 22), "in1")
+	r.StopDaemon()
+	// The old layout: the interface in the host, no gateway namespace.
+	r.Must(r.NS, "ip", "link", "set", r.Iface, "netns", r.GW)
+	r.must("ip", "netns", "del", r.NS)
+	r.StartDaemon()
+	if log := r.DaemonLog(); !strings.Contains(log, "moved WireGuard interface into the gateway namespace") {
+		t.Errorf("the start does not log the move:\n%s", tail(log, 30))
+	}
+	if _, err := r.run(r.GW, "ip", "link", "show", r.Iface); err == nil {
+		t.Error("the interface is still in the host namespace")
+	}
+	reaches(t, r.PA, hostPort(in1Addr, 22), "in1")
+	r.checkMatrix(t, []probe{{r.PA, "tcp", hostPort(in2Addr, 22), false}, {r.PA, "tcp", hostPort(gwIn1, 22), false}})
+}
+
 // TestKernelAdoptsForeignInterface: an interface of the daemon's name that
 // someone else set up (another key and port, an address of its own, a peer
 // the state does not hold, link up) is taken over: brought to the wanted
@@ -68,24 +92,28 @@ func TestKernelAdoptsForeignInterface(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Made in the host and moved into the namespace, as the daemon does;
+	// the daemon then adopts both.
+	r.must("ip", "netns", "add", r.NS)
 	r.Must(r.GW, "ip", "link", "add", r.Iface, "type", "wireguard")
-	r.Must(r.GW, "sh", "-c", fmt.Sprintf("echo %s | wg set %s listen-port 40000 private-key /dev/stdin peer %s allowed-ips 10.10.1.0/24",
+	r.Must(r.GW, "ip", "link", "set", r.Iface, "netns", r.NS)
+	r.Must(r.NS, "sh", "-c", fmt.Sprintf("echo %s | wg set %s listen-port 40000 private-key /dev/stdin peer %s allowed-ips 10.10.1.0/24",
 		foreign, r.Iface, stranger.PublicKey()))
-	r.Must(r.GW, "ip", "addr", "add", "10.99.0.1/24", "dev", r.Iface)
-	r.Must(r.GW, "ip", "link", "set", r.Iface, "up", "mtu", "1300")
+	r.Must(r.NS, "ip", "addr", "add", "10.99.0.1/24", "dev", r.Iface)
+	r.Must(r.NS, "ip", "link", "set", r.Iface, "up", "mtu", "1300")
 
 	r.StartDaemon()
 	st := r.status()
-	if got := strings.TrimSpace(r.Must(r.GW, "wg", "show", r.Iface, "public-key")); got != st.PublicKey {
+	if got := strings.TrimSpace(r.Must(r.NS, "wg", "show", r.Iface, "public-key")); got != st.PublicKey {
 		t.Errorf("interface key %s, want the gateway's %s", got, st.PublicKey)
 	}
-	if got := strings.TrimSpace(r.Must(r.GW, "wg", "show", r.Iface, "listen-port")); got != "51820" {
+	if got := strings.TrimSpace(r.Must(r.NS, "wg", "show", r.Iface, "listen-port")); got != "51820" {
 		t.Errorf("listen port %s, want 51820", got)
 	}
 	if peers := r.wgPeers(); strings.Contains(peers, stranger.PublicKey().String()) {
 		t.Errorf("the foreign peer is still on the interface:\n%s", peers)
 	}
-	addrs := r.Must(r.GW, "ip", "-o", "addr", "show", "dev", r.Iface)
+	addrs := r.Must(r.NS, "ip", "-o", "addr", "show", "dev", r.Iface)
 	if strings.Contains(addrs, "10.99.0.1") || !strings.Contains(addrs, gwTunnel+"/") {
 		t.Errorf("addresses after adoption:\n%s", addrs)
 	}
@@ -112,12 +140,13 @@ func TestNoKernelModule(t *testing.T) {
 		t.Skip("this kernel has the WireGuard module; the test needs one without it (it runs natively where CI's kernel lacks it)")
 	}
 	r := NewRig(t)
-	args := append([]string{"netns", "exec", r.GW, bin + "/extranetd"}, r.DaemonArgs()...)
-	out, err := exec.Command("ip", append(args, "--wireguard", "kernel")...).CombinedOutput()
+	out, err := r.Extranetd(append(r.DaemonArgs(), "--wireguard", "kernel")...).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "no WireGuard module") || !strings.Contains(string(out), "--wireguard userspace") {
 		t.Fatalf("extranetd --wireguard kernel without the module: err %v\n%s", err, out)
 	}
-	if _, err := r.run(r.GW, "ip", "link", "show", r.Iface); err == nil {
-		t.Error("an interface outlived the failed start")
+	for _, ns := range []string{r.GW, r.NS} {
+		if _, err := r.run(ns, "ip", "link", "show", r.Iface); err == nil {
+			t.Errorf("an interface outlived the failed start, in %s", ns)
+		}
 	}
 }

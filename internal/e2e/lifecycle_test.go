@@ -228,7 +228,7 @@ func TestResumeComesBackAtOnce(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	keepalive := func() string {
-		for _, l := range strings.Split(r.Must(r.GW, "wg", "show", r.Iface, "persistent-keepalive"), "\n") {
+		for _, l := range strings.Split(r.Must(r.NS, "wg", "show", r.Iface, "persistent-keepalive"), "\n") {
 			if f := strings.Fields(l); len(f) == 2 && f[0] == pub {
 				return f[1]
 			}

@@ -39,6 +39,9 @@ type Rig struct {
 	GW       string
 	PA, PB   string
 	IN1, IN2 string
+	// NS is the daemon's own namespace, where its interface, rules and
+	// sets are; it joins GW, the host, by the veth HostVeth.
+	NS       string
 	Iface    string
 	Endpoint string
 	Socket   string
@@ -87,7 +90,7 @@ func NewRig(t *testing.T) *Rig {
 	r := &Rig{
 		t: t, id: id, Dir: t.TempDir(),
 		GW: "ex" + id + "gw", PA: "ex" + id + "pa", PB: "ex" + id + "pb",
-		IN1: "ex" + id + "i1", IN2: "ex" + id + "i2",
+		IN1: "ex" + id + "i1", IN2: "ex" + id + "i2", NS: "ex" + id + "xg",
 		Iface:    "wgx" + id,
 		Endpoint: wanAddr + ":51820",
 	}
@@ -138,7 +141,7 @@ func (r *Rig) teardown() {
 			r.t.Logf("extranetd log:\n%s", tail(string(log), 80))
 		}
 	}
-	for _, ns := range []string{r.GW, r.PA, r.PB, r.IN1, r.IN2} {
+	for _, ns := range []string{r.GW, r.PA, r.PB, r.IN1, r.IN2, r.NS} {
 		exec.Command("ip", "netns", "del", ns).Run()
 	}
 	// A killed userspace daemon leaves its UAPI socket behind.
@@ -160,6 +163,14 @@ func (r *Rig) must(name string, args ...string) string {
 		r.t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
 	}
 	return string(out)
+}
+
+// Extranetd is the daemon binary run in GW, the rig's host. Its network
+// namespace only: `ip netns exec` would also give it a mount namespace of
+// its own, and the gateway namespace it pins under /run/netns would be
+// seen by no one else.
+func (r *Rig) Extranetd(args ...string) *exec.Cmd {
+	return exec.Command("nsenter", append([]string{"--net=/run/netns/" + r.GW, "--", filepath.Join(bin, "extranetd")}, args...)...)
 }
 
 // run runs a command inside a namespace.
@@ -186,6 +197,7 @@ func (r *Rig) DaemonArgs() []string {
 		"--socket", r.Socket,
 		"--socket-group", "",
 		"--interface", r.Iface,
+		"--netns", r.NS,
 		"--endpoint", r.Endpoint,
 		"--wireguard", wgMode,
 		"--reconcile-interval", "1s",
@@ -204,10 +216,8 @@ func (r *Rig) StartDaemon(extra ...string) {
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	args := append([]string{"netns", "exec", r.GW, filepath.Join(bin, "extranetd")}, r.DaemonArgs()...)
-	cmd := exec.Command("ip", append(args, extra...)...)
+	cmd := r.Extranetd(append(r.DaemonArgs(), extra...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	// ip netns exec hands its environment on to the daemon.
 	cmd.Env = append(os.Environ(), r.DaemonEnv...)
 	if err := cmd.Start(); err != nil {
 		r.t.Fatal(err)

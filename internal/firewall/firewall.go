@@ -7,13 +7,17 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
 	"os/exec"
+	"regexp"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/coreos/go-iptables/iptables"
+	"github.com/vishvananda/netlink"
 
+	"github.com/extranetgw/extranet/internal/gwns"
 	"github.com/extranetgw/extranet/internal/policy"
 )
 
@@ -23,77 +27,136 @@ type Interface interface {
 	SetPeerSet(map[netip.Addr]bool) error
 	UpdatePeerSet(add, remove []netip.Addr) error
 	Check() ([]string, error)
-	Cleanup() error
 }
 
 var _ Interface = (*Firewall)(nil)
 
 // Options configure a Firewall.
 type Options struct {
+	// Interface is the WireGuard interface, inside NS.
 	Interface string
-	Logger    *slog.Logger
-	// Mode is the iptables flavour: "auto" (the one the host already
-	// uses), "nft" or "legacy".
+	// Uplink is the namespace's end of the veth pair to the host, and
+	// HostVeth the host's.
+	Uplink, HostVeth string
+	// NS is the gateway's namespace, where every rule that decides partner
+	// access goes. The host's part (forwarding to and from HostVeth, the
+	// masquerade) goes into the namespace the caller runs in.
+	NS     *gwns.NS
+	Logger *slog.Logger
+	// Mode is the iptables flavour: "auto" (the one in use already), "nft"
+	// or "legacy".
 	Mode string
 }
 
-// Firewall programs iptables and ipset in the current network namespace.
+// Firewall programs the gateway namespace's iptables, ip6tables and ipsets,
+// which it owns whole, and the few host rules that let its traffic through.
 type Firewall struct {
 	opts Options
 	log  *slog.Logger
-	ipt  *iptables.IPTables
-	// save and restore are the flavour's iptables-save and iptables-restore.
-	save, restore string
+	// ns runs the tools in the gateway namespace, host in the caller's.
+	ns, host tools
+	// hostIPT edits single rules of the host's built-in chains.
+	hostIPT *iptables.IPTables
 	// snapshot is the kernel state right after the last successful Apply,
 	// without the members of PeerSet, which change between applies.
 	snapshot []string
 	// tunnel is the tunnel network of the last Apply.
 	tunnel netip.Prefix
+	// legacyChecked is set once the host holds no rules of an earlier
+	// layout.
+	legacyChecked bool
 	// peers are the members PeerSet holds: as of the last Apply, with
 	// every update since; nil when unknown (never applied, or an update
 	// failed part way).
 	peers map[netip.Addr]bool
 }
 
-// New probes the iptables flavour and the ipset types it needs.
+// tools are one namespace's iptables flavour and where to run it.
+type tools struct {
+	do func(func() error) error
+	// bin is iptables, iptables-nft or iptables-legacy.
+	bin                            string
+	save, restore, save6, restore6 string
+}
+
+func (t tools) run(stdin, name string, args ...string) (string, error) {
+	var out string
+	err := t.do(func() error {
+		var err error
+		out, err = run(stdin, name, args...)
+		return err
+	})
+	return out, err
+}
+
+// New probes the iptables flavours and the ipset types it needs.
 func New(opts Options) (*Firewall, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	if !ifaceRE.MatchString(opts.Interface) {
-		return nil, fmt.Errorf("interface name %q is not a valid Linux interface name", opts.Interface)
+	if opts.NS == nil {
+		return nil, errors.New("firewall: no gateway namespace")
 	}
-	flavour, err := pickFlavour(opts.Mode)
-	if err != nil {
-		return nil, err
-	}
-	bin := "iptables"
-	if flavour != "" {
-		bin = "iptables-" + flavour
-	}
-	path, err := exec.LookPath(bin)
-	if err != nil {
-		return nil, fmt.Errorf("%s is not installed (apt-get install iptables): %w", bin, err)
-	}
-	ipt, err := iptables.New(iptables.Path(path), iptables.Timeout(5))
-	if err != nil {
-		return nil, fmt.Errorf("iptables: %w", err)
+	for _, name := range []string{opts.Interface, opts.Uplink, opts.HostVeth} {
+		if !ifaceRE.MatchString(name) {
+			return nil, fmt.Errorf("interface name %q is not a valid Linux interface name", name)
+		}
 	}
 	if _, err := exec.LookPath("ipset"); err != nil {
 		return nil, fmt.Errorf("ipset is not installed (apt-get install ipset): %w", err)
 	}
-	f := &Firewall{opts: opts, log: opts.Logger, ipt: ipt, save: bin + "-save", restore: bin + "-restore"}
+	f := &Firewall{opts: opts, log: opts.Logger}
+	var err error
+	if f.ns, err = newTools(opts.Mode, opts.NS.Do); err != nil {
+		return nil, err
+	}
+	if f.host, err = newTools(opts.Mode, func(fn func() error) error { return fn() }); err != nil {
+		return nil, err
+	}
+	if f.hostIPT, err = iptables.New(iptables.Path(f.host.bin), iptables.Timeout(5)); err != nil {
+		return nil, fmt.Errorf("iptables: %w", err)
+	}
 	if err := f.probeSets(); err != nil {
 		return nil, err
 	}
-	opts.Logger.Debug("firewall ready", "iptables", bin)
 	return f, nil
 }
 
-// pickFlavour returns "nft", "legacy" or "" (whatever `iptables` is). In
-// auto mode the flavour that already holds rules wins, as kube-proxy does:
-// rules written with the other flavour would be invisible to the admin's
-// tools and would be evaluated in another order.
+func newTools(mode string, do func(func() error) error) (tools, error) {
+	var flavour string
+	err := do(func() error {
+		var err error
+		flavour, err = pickFlavour(mode)
+		return err
+	})
+	if err != nil {
+		return tools{}, err
+	}
+	t := tools{do: do}
+	suffix := ""
+	if flavour != "" {
+		suffix = "-" + flavour
+	}
+	t.bin = "iptables" + suffix
+	t.save, t.restore = "iptables"+suffix+"-save", "iptables"+suffix+"-restore"
+	bins := []string{t.bin, t.save, t.restore}
+	// A kernel without IPv6 has nothing to close there.
+	if _, err := os.Stat("/proc/sys/net/ipv6"); err == nil {
+		t.save6, t.restore6 = "ip6tables"+suffix+"-save", "ip6tables"+suffix+"-restore"
+		bins = append(bins, t.save6, t.restore6)
+	}
+	for _, bin := range bins {
+		if _, err := exec.LookPath(bin); err != nil {
+			return tools{}, fmt.Errorf("%s is not installed (apt-get install iptables): %w", bin, err)
+		}
+	}
+	return t, nil
+}
+
+// pickFlavour returns "nft", "legacy" or "" (whatever `iptables` is), for
+// the namespace it runs in. In auto mode the flavour that already holds
+// rules wins, as kube-proxy does: rules written with the other flavour
+// would be invisible to the admin's tools and evaluated in another order.
 func pickFlavour(mode string) (string, error) {
 	switch mode {
 	case "nft", "legacy":
@@ -135,10 +198,10 @@ func pickFlavour(mode string) (string, error) {
 func (f *Firewall) probeSets() error {
 	for _, typ := range []string{"hash:ip", "hash:net", "hash:net,port"} {
 		name := SetPrefix + "probe"
-		if _, err := run("", "ipset", "create", name, typ, "-exist"); err != nil {
+		if _, err := f.ns.run("", "ipset", "create", name, typ, "-exist"); err != nil {
 			return fmt.Errorf("this kernel lacks ipset type %s: %w", typ, err)
 		}
-		if _, err := run("", "ipset", "destroy", name); err != nil {
+		if _, err := f.ns.run("", "ipset", "destroy", name); err != nil {
 			return err
 		}
 	}
@@ -160,7 +223,7 @@ func run(stdin string, name string, args ...string) (string, error) {
 		if ctx.Err() != nil {
 			err = fmt.Errorf("no answer within %s (killed)", cmdTimeout)
 		}
-		return out.String(), fmt.Errorf("%s %s: %v: %s", name, strings.Join(args, " "), err, strings.TrimSpace(errb.String()))
+		return out.String(), fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(errb.String()))
 	}
 	return out.String(), nil
 }
@@ -171,44 +234,68 @@ func run(stdin string, name string, args ...string) (string, error) {
 // and the next one retry. Loading 10,000 peers' rules takes about a second.
 var cmdTimeout = time.Minute
 
-// Apply makes the kernel enforce p. Order matters for failing closed: sets
-// first (rules reference them), then our chains in one transaction per
-// table, then the jumps into chains that are complete by then; stale sets
-// go last, when nothing references them.
+// Apply makes the kernel enforce p. Order matters for failing closed: the
+// namespace's sets first (rules reference them), then its whole filter
+// table in one transaction, IPv6's with it; only then the host rules that
+// let traffic into and out of the namespace. Stale sets go last, when
+// nothing references them.
 func (f *Firewall) Apply(p *policy.Policy) error {
-	filter, err := run("", f.save, "-t", "filter")
+	r, err := Render(p, f.opts.Uplink)
 	if err != nil {
 		return err
 	}
-	r, err := Render(p, ourChains(filter))
-	if err != nil {
-		return err
-	}
-	saved, err := run("", "ipset", "save")
+	saved, err := f.ns.run("", "ipset", "save")
 	if err != nil {
 		return err
 	}
 	have := parseSave(saved)
 	if script := setScript(r.Sets, have); script != "" {
-		if _, err := run(script, "ipset", "restore"); err != nil {
+		if _, err := f.ns.run(script, "ipset", "restore"); err != nil {
 			return fmt.Errorf("load sets: %w", err)
 		}
 	}
-	for _, table := range []string{r.Filter, r.NAT} {
-		if _, err := run(table, f.restore, "--noflush", "--wait"); err != nil {
-			return fmt.Errorf("load rules: %w", err)
+	// Without --noflush: the namespace is ours, so its table is replaced
+	// whole, rules someone added there and our stale chains included.
+	if _, err := f.ns.run(r.Filter, f.ns.restore, "--wait"); err != nil {
+		return fmt.Errorf("load rules: %w", err)
+	}
+	if f.ns.restore6 != "" {
+		if _, err := f.ns.run(Filter6, f.ns.restore6, "--wait"); err != nil {
+			return fmt.Errorf("load IPv6 rules: %w", err)
 		}
 	}
-	for i, j := range r.Jumps {
-		if err := f.ensureJump(j, r.Jumps[:i]); err != nil {
+	if !f.legacyChecked {
+		// A release that enforced on the host left its chains there, and
+		// its anti-spoofing rule would drop every partner packet that now
+		// comes out of the veth with a tunnel source.
+		keep := map[string]bool{chainAccept: true, chainPost: true, chainGuardIn: true, chainGuardFwd: true}
+		if err := f.legacyInterfacesGone(keep); err != nil {
+			return err
+		}
+		removed, err := removeOurs(f.hostIPT, keep)
+		if err != nil {
+			return fmt.Errorf("remove the host rules of an earlier release: %w", err)
+		}
+		if len(removed) > 0 {
+			f.log.Info("removed the host rules of a release that enforced on the host", "removed", removed)
+		}
+		f.legacyChecked = true
+	}
+	h := RenderHost(p, f.opts.HostVeth)
+	for _, table := range []string{h.Filter, h.NAT, h.Mangle} {
+		if _, err := f.host.run(table, f.host.restore, "--noflush", "--wait"); err != nil {
+			return fmt.Errorf("load host rules: %w", err)
+		}
+	}
+	for _, j := range h.Jumps {
+		if err := f.ensureHostJump(j); err != nil {
 			return err
 		}
 	}
 	// Sets nothing of ours uses any more are only clutter: a set that will
-	// not go (an admin's rule references it, or iptables-nft still holds
-	// it) must not fail the apply, or every later run would stop here and
-	// no revoke would reach WireGuard. The next apply tries again.
-	if err := destroyStaleSets(have, r.Sets); err != nil {
+	// not go must not fail the apply, or every later run would stop here
+	// and no revoke would reach WireGuard. The next apply tries again.
+	if err := f.destroyStaleSets(have, r.Sets); err != nil {
 		f.log.Warn("sets no longer used were left in place; the next apply retries", "err", err)
 	}
 	snap, _, err := f.capture()
@@ -217,6 +304,56 @@ func (f *Firewall) Apply(p *policy.Policy) error {
 	}
 	f.snapshot, f.tunnel = snap, p.TunnelNet
 	f.peers = inTunnel(p.TunnelNet, p.Peers)
+	return nil
+}
+
+// legacyInterfacesGone refuses to remove an earlier release's host rules
+// while an interface they guard is still in the host namespace (an
+// interface renamed since, say): removed, they would leave it forwarding
+// under the host's policy.
+func (f *Firewall) legacyInterfacesGone(keep map[string]bool) error {
+	for _, chain := range []string{"FORWARD", "INPUT"} {
+		rules, err := f.hostIPT.List("filter", chain)
+		if err != nil {
+			return fmt.Errorf("list host %s: %w", chain, err)
+		}
+		for _, r := range rules {
+			fields := strings.Fields(r)
+			if len(fields) < 3 || !strings.HasPrefix(fields[len(fields)-1], ChainPrefix) || keep[fields[len(fields)-1]] {
+				continue
+			}
+			for i := 0; i+1 < len(fields); i++ {
+				if fields[i] != "-i" && fields[i] != "-o" {
+					continue
+				}
+				if _, err := netlink.LinkByName(fields[i+1]); err == nil {
+					return fmt.Errorf("interface %s is still in the host namespace, guarded by the rules of an earlier release (%s); delete it (`ip link del %s`) or run with --interface %s so that it is moved into the gateway namespace", fields[i+1], r, fields[i+1], fields[i+1])
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// ensureHostJump appends a jump to a host chain of ours where it is
+// missing. Its place does not matter: what it lets through meets the
+// namespace's rules, and a rule of the admin's above it can only stop
+// partner traffic, never widen it.
+func (f *Firewall) ensureHostJump(j Jump) error {
+	args := append([]string{"--wait", "-t", j.Table, "-C", j.Chain}, j.Rule...)
+	_, err := f.host.run("", f.host.bin, args...)
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+		return nil
+	case !errors.As(err, &exit) || exit.ExitCode() != 1:
+		// Not "no such rule": appending now might make a second copy.
+		return fmt.Errorf("check host jump: %w", err)
+	}
+	args[3] = "-A"
+	if _, err := f.host.run("", f.host.bin, args...); err != nil {
+		return fmt.Errorf("add host jump: %w", err)
+	}
 	return nil
 }
 
@@ -250,7 +387,7 @@ func (f *Firewall) UpdatePeerSet(add, remove []netip.Addr) error {
 	for _, a := range add {
 		fmt.Fprintf(&script, "add %s %s -exist\n", PeerSet, a)
 	}
-	if _, err := run(script.String(), "ipset", "restore"); err != nil {
+	if _, err := f.ns.run(script.String(), "ipset", "restore"); err != nil {
 		f.peers = nil
 		return fmt.Errorf("update the peer set: %w", err)
 	}
@@ -272,12 +409,12 @@ func (f *Firewall) SetPeerSet(peers map[netip.Addr]bool) error {
 	}
 	want := inTunnel(f.tunnel, peers)
 	if f.peers == nil {
-		saved, err := run("", "ipset", "save", PeerSet)
+		saved, err := f.ns.run("", "ipset", "save", PeerSet)
 		if err != nil {
 			return fmt.Errorf("read the peer set: %w", err)
 		}
 		if script := setScript([]Set{peerSet(f.tunnel, want)}, parseSave(saved)); script != "" {
-			if _, err := run(script, "ipset", "restore"); err != nil {
+			if _, err := f.ns.run(script, "ipset", "restore"); err != nil {
 				return fmt.Errorf("refill the peer set: %w", err)
 			}
 		}
@@ -298,111 +435,9 @@ func (f *Firewall) SetPeerSet(peers map[netip.Addr]bool) error {
 	return f.UpdatePeerSet(add, remove)
 }
 
-func (f *Firewall) ensureJump(j Jump, before []Jump) error {
-	// At the top of the chain, after those of our jumps that come before
-	// it there (ensured already): a rule above ours, say an ACCEPT that
-	// Docker or an admin inserted, would decide partner traffic first.
-	pos := 1
-	for _, b := range before {
-		if b.Table == j.Table && b.Chain == j.Chain {
-			pos++
-		}
-	}
-	rules, err := f.ipt.List(j.Table, j.Chain)
-	if err != nil {
-		return fmt.Errorf("list %s %s: %w", j.Table, j.Chain, err)
-	}
-	// rules[0] is the chain's policy; rule n is rules[n].
-	at := 0
-	spec := "-A " + j.Chain + " " + strings.Join(j.Rule, " ")
-	for n := 1; n < len(rules); n++ {
-		if rules[n] == spec {
-			at = n
-			break
-		}
-	}
-	switch {
-	case at == pos:
-		return nil
-	case at == 0:
-		// iptables may print a rule otherwise than we write it; then only
-		// whether it exists can be known.
-		if ok, err := f.ipt.Exists(j.Table, j.Chain, j.Rule...); err != nil {
-			return fmt.Errorf("check jump %s %v: %w", j.Chain, j.Rule, err)
-		} else if ok {
-			return nil
-		}
-	}
-	if err := f.ipt.Insert(j.Table, j.Chain, pos, j.Rule...); err != nil {
-		return fmt.Errorf("insert jump %s %v: %w", j.Chain, j.Rule, err)
-	}
-	if at == 0 {
-		return nil
-	}
-	// The old copy goes only once the new one is in place, so the jump is
-	// never missing; the insert moved it down by one if it was below.
-	if at >= pos {
-		at++
-	}
-	if err := f.ipt.DeleteById(j.Table, j.Chain, at); err != nil {
-		return fmt.Errorf("move jump %s %v to the top: %w", j.Chain, j.Rule, err)
-	}
-	return nil
-}
-
-// foreignAbove names the rules of others that stand above one of our jumps
-// in the given built-in chains of iptables-save output: Docker, ufw and
-// hand-made rules insert at the top, and such a rule decides partner
-// traffic before our chains do.
-func foreignAbove(save string, chains ...string) []string {
-	var out []string
-	for _, chain := range chains {
-		var foreign []string
-		for _, l := range strings.Split(save, "\n") {
-			if !strings.HasPrefix(l, "-A "+chain+" ") {
-				continue
-			}
-			if strings.Contains(l, ChainPrefix) {
-				for _, r := range foreign {
-					out = append(out, "a rule above ours in "+chain+": "+r)
-				}
-				foreign = nil
-				continue
-			}
-			foreign = append(foreign, l)
-		}
-	}
-	return out
-}
-
-// ourChains lists the chains of ours declared in iptables-save output.
-func ourChains(save string) []string {
-	var out []string
-	for _, l := range strings.Split(save, "\n") {
-		if strings.HasPrefix(l, ":"+ChainPrefix) {
-			out = append(out, strings.Fields(l[1:])[0])
-		}
-	}
-	return out
-}
-
-func (f *Firewall) ourSets() ([]string, error) {
-	out, err := run("", "ipset", "list", "-n")
-	if err != nil {
-		return nil, err
-	}
-	var sets []string
-	for _, n := range strings.Fields(out) {
-		if strings.HasPrefix(n, SetPrefix) {
-			sets = append(sets, n)
-		}
-	}
-	return sets, nil
-}
-
 // destroyStaleSets removes the sets of ours the rules no longer use; the
 // rules that used them are gone by now.
-func destroyStaleSets(have map[string]kernelSet, want []Set) error {
+func (f *Firewall) destroyStaleSets(have map[string]kernelSet, want []Set) error {
 	keep := map[string]bool{}
 	for _, s := range want {
 		keep[s.Name] = true
@@ -410,7 +445,7 @@ func destroyStaleSets(have map[string]kernelSet, want []Set) error {
 	var errs []error
 	for name := range have {
 		if !keep[name] {
-			if _, err := run("", "ipset", "destroy", name); err != nil {
+			if _, err := f.ns.run("", "ipset", "destroy", name); err != nil {
 				errs = append(errs, err)
 			}
 		}
@@ -418,28 +453,42 @@ func destroyStaleSets(have map[string]kernelSet, want []Set) error {
 	return errors.Join(errs...)
 }
 
-// capture reads our part of the kernel state as normalised lines: our
-// chains and the jumps to them, and our sets with sorted members, except
-// the members of PeerSet, which it returns apart.
+var counters = regexp.MustCompile(` \[\d+:\d+\]$`)
+
+// capture reads the kernel state that Apply sets as normalised lines: the
+// namespace's whole filter tables (IPv4 and IPv6, chain policies included),
+// its sets with sorted members except the members of PeerSet, which it
+// returns apart, and the host's chains and jumps of ours.
 func (f *Firewall) capture() (lines []string, peers map[string]bool, err error) {
-	for _, table := range []string{"filter", "nat"} {
-		out, err := run("", f.save, "-t", table)
+	for _, save := range []string{f.ns.save, f.ns.save6} {
+		if save == "" {
+			continue
+		}
+		out, err := f.ns.run("", save, "-t", "filter")
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, l := range strings.Split(out, "\n") {
+			if l != "" && !strings.HasPrefix(l, "#") {
+				lines = append(lines, save+" "+counters.ReplaceAllString(l, ""))
+			}
+		}
+	}
+	for _, table := range []string{"filter", "nat", "mangle"} {
+		out, err := f.host.run("", f.host.save, "-t", table)
 		if err != nil {
 			return nil, nil, err
 		}
 		for _, l := range strings.Split(out, "\n") {
 			switch {
 			case strings.HasPrefix(l, ":"+ChainPrefix):
-				lines = append(lines, table+" "+strings.Fields(l)[0])
+				lines = append(lines, "host "+table+" "+strings.Fields(l)[0])
 			case strings.HasPrefix(l, "-A ") && strings.Contains(l, ChainPrefix):
-				lines = append(lines, table+" "+l)
+				lines = append(lines, "host "+table+" "+l)
 			}
 		}
-		if table == "filter" {
-			lines = append(lines, foreignAbove(out, "FORWARD", "INPUT")...)
-		}
 	}
-	out, err := run("", "ipset", "save")
+	out, err := f.ns.run("", "ipset", "save")
 	if err != nil {
 		return nil, nil, err
 	}
@@ -450,7 +499,7 @@ func (f *Firewall) capture() (lines []string, peers map[string]bool, err error) 
 		switch {
 		case len(fields) >= 3 && fields[0] == "add" && fields[1] == PeerSet:
 			peers[fields[2]] = true
-		case strings.HasPrefix(l, "create "+SetPrefix) || strings.HasPrefix(l, "add "+SetPrefix):
+		case len(fields) >= 3 && (fields[0] == "create" || fields[0] == "add"):
 			sets = append(sets, strings.Join(fields[:3], " "))
 		}
 	}
@@ -531,28 +580,51 @@ func diff(want, got []string) []string {
 	return out
 }
 
-// Cleanup removes every jump, chain and set of ours, found by name so that
-// it works without state; running it again does nothing.
-func (f *Firewall) Cleanup() error {
+// CleanupHost removes every jump, chain and set of ours from the host
+// namespace, found by name so that it works without state: the host rules
+// of this layout, and the whole firewall of releases that enforced in the
+// host itself. Running it again does nothing. The gateway namespace's own
+// rules go with the namespace.
+func CleanupHost(mode string) error {
+	t, err := newTools(mode, func(fn func() error) error { return fn() })
+	if err != nil {
+		return err
+	}
+	ipt, err := iptables.New(iptables.Path(t.bin), iptables.Timeout(5))
+	if err != nil {
+		return fmt.Errorf("iptables: %w", err)
+	}
+	_, err = removeOurs(ipt, nil)
+	return err
+}
+
+// removeOurs removes from the caller's namespace every jump to a chain of
+// ours, every such chain and every set of ours, except the chains in keep,
+// and returns what it removed.
+func removeOurs(ipt *iptables.IPTables, keep map[string]bool) ([]string, error) {
+	var removed []string
 	var errs []error
-	for _, tc := range [][2]string{{"filter", "FORWARD"}, {"filter", "INPUT"}, {"nat", "POSTROUTING"}} {
-		rules, err := f.ipt.List(tc[0], tc[1])
+	for _, tc := range [][2]string{{"filter", "FORWARD"}, {"filter", "INPUT"}, {"nat", "POSTROUTING"}, {"mangle", "INPUT"}, {"mangle", "FORWARD"}} {
+		rules, err := ipt.List(tc[0], tc[1])
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		for _, r := range rules {
 			fields := strings.Fields(r)
-			if len(fields) < 3 || fields[0] != "-A" || !strings.HasPrefix(fields[len(fields)-1], ChainPrefix) {
+			if len(fields) < 3 || fields[0] != "-A" {
 				continue
 			}
-			if err := f.ipt.Delete(tc[0], tc[1], fields[2:]...); err != nil {
+			if target := fields[len(fields)-1]; !strings.HasPrefix(target, ChainPrefix) || keep[target] {
+				continue
+			}
+			if err := ipt.Delete(tc[0], tc[1], fields[2:]...); err != nil {
 				errs = append(errs, err)
 			}
 		}
 	}
-	for _, table := range []string{"filter", "nat"} {
-		chains, err := f.ipt.ListChains(table)
+	for _, table := range []string{"filter", "nat", "mangle"} {
+		chains, err := ipt.ListChains(table)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -560,28 +632,33 @@ func (f *Firewall) Cleanup() error {
 		// Empty all our chains before deleting any: they reference each other.
 		var ours []string
 		for _, c := range chains {
-			if strings.HasPrefix(c, ChainPrefix) {
+			if strings.HasPrefix(c, ChainPrefix) && !keep[c] {
 				ours = append(ours, c)
-				if err := f.ipt.ClearChain(table, c); err != nil {
+				if err := ipt.ClearChain(table, c); err != nil {
 					errs = append(errs, err)
 				}
 			}
 		}
 		for _, c := range ours {
-			if err := f.ipt.DeleteChain(table, c); err != nil {
+			if err := ipt.DeleteChain(table, c); err != nil {
 				errs = append(errs, err)
+			} else {
+				removed = append(removed, table+" "+c)
 			}
 		}
 	}
-	sets, err := f.ourSets()
+	out, err := run("", "ipset", "list", "-n")
 	if err != nil {
 		errs = append(errs, err)
 	}
-	for _, s := range sets {
-		if _, err := run("", "ipset", "destroy", s); err != nil {
-			errs = append(errs, err)
+	for _, s := range strings.Fields(out) {
+		if strings.HasPrefix(s, SetPrefix) {
+			if _, err := run("", "ipset", "destroy", s); err != nil {
+				errs = append(errs, err)
+			} else {
+				removed = append(removed, "set "+s)
+			}
 		}
 	}
-	f.snapshot, f.peers, f.tunnel = nil, nil, netip.Prefix{}
-	return errors.Join(errs...)
+	return removed, errors.Join(errs...)
 }

@@ -2,74 +2,147 @@ package firewall
 
 import (
 	"net/netip"
-	"os/exec"
 	"regexp"
 	"strings"
 	"testing"
 
+	"github.com/extranetgw/extranet/internal/gwns"
 	"github.com/extranetgw/extranet/internal/netnstest"
 )
 
-func sh(t *testing.T, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%v: %v: %s", args, err, out)
-	}
-	return string(out)
-}
+var sh = netnstest.Sh
 
-// state is the namespace's whole firewall, without counters and comments.
-func state(t *testing.T) string {
+// state is a namespace's whole firewall, without counters and comments.
+func state(t *testing.T, ns string) string {
 	var b strings.Builder
 	counters := regexp.MustCompile(` \[\d+:\d+\]$`)
-	for _, table := range []string{"filter", "nat"} {
-		for _, l := range strings.Split(sh(t, "iptables-save", "-t", table), "\n") {
-			if l != "" && !strings.HasPrefix(l, "#") {
-				b.WriteString(counters.ReplaceAllString(l, "") + "\n")
+	in := func(args ...string) string {
+		if ns == "" {
+			return sh(t, args...)
+		}
+		return sh(t, append([]string{"ip", "netns", "exec", ns}, args...)...)
+	}
+	for _, save := range []string{"iptables-save", "ip6tables-save"} {
+		for _, table := range []string{"filter", "nat", "mangle"} {
+			for _, l := range strings.Split(in(save, "-t", table), "\n") {
+				if l != "" && !strings.HasPrefix(l, "#") {
+					b.WriteString(counters.ReplaceAllString(l, "") + "\n")
+				}
 			}
 		}
 	}
-	b.WriteString(sh(t, "ipset", "list", "-n"))
+	b.WriteString(in("ipset", "list", "-n"))
 	return b.String()
 }
 
+// gatewayNS opens a gateway namespace of the test's own, removed at the end.
+func gatewayNS(t *testing.T, host string) *gwns.NS {
+	t.Helper()
+	name := host + "gw"
+	ns, created, err := gwns.Open(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !created {
+		t.Fatalf("namespace %s existed already", name)
+	}
+	t.Cleanup(func() {
+		ns.Close()
+		if err := gwns.Delete(name); err != nil {
+			t.Error(err)
+		}
+	})
+	return ns
+}
+
 func TestKernelApplyCheckCleanup(t *testing.T) {
-	netnstest.Run(t, func(string) {
-		// Someone else's rules, which we must never touch.
+	netnstest.Run(t, func(host string) {
+		// Someone else's rules on the host, which we must never touch.
 		sh(t, "iptables", "-A", "FORWARD", "-s", "192.0.2.1", "-j", "DROP")
 		sh(t, "iptables", "-t", "nat", "-A", "POSTROUTING", "-s", "192.0.2.1", "-j", "RETURN")
-		before := state(t)
+		before := state(t, "")
+		// What a release that enforced on the host left there: its
+		// anti-spoofing rule would drop every partner packet leaving the
+		// veth. The first apply removes it all, and only that.
+		sh(t, "ipset", "create", PeerSet, "hash:ip")
+		sh(t, "iptables", "-N", "EXTRANET-FWD")
+		sh(t, "iptables", "-A", "EXTRANET-FWD", "-m", "set", "!", "--match-set", PeerSet, "src", "-j", "REJECT")
+		sh(t, "iptables", "-I", "FORWARD", "1", "-i", "wg-ext", "-j", "EXTRANET-FWD")
+		sh(t, "iptables", "-N", "EXTRANET-SPOOF")
+		sh(t, "iptables", "-A", "EXTRANET-SPOOF", "-j", "DROP")
+		sh(t, "iptables", "-I", "FORWARD", "2", "-s", "100.64.0.0/16", "!", "-i", "wg-ext", "-j", "EXTRANET-SPOOF")
+		ns := gatewayNS(t, host)
+		gw := ns.Name()
+		in := func(args ...string) string { return sh(t, append([]string{"ip", "netns", "exec", gw}, args...)...) }
 
-		f, err := New(Options{Interface: "wg-ext", Mode: "auto"})
+		f, err := New(Options{Interface: "wg-ext", Uplink: "uplink", HostVeth: "extranet0", NS: ns, Mode: "auto"})
 		if err != nil {
 			t.Fatal(err)
 		}
 		p := testPolicy(t)
+		p.HostAddrs = []netip.Addr{netip.MustParseAddr("10.10.1.1")}
+		// While the interface those rules guard is still on the host, they
+		// stay, and the apply says why.
+		sh(t, "ip", "link", "add", "wg-ext", "type", "veth", "peer", "name", "wg-ext-p")
+		if err := f.Apply(p); err == nil || !strings.Contains(err.Error(), "interface wg-ext is still in the host namespace") {
+			t.Fatalf("apply with the old interface on the host: %v", err)
+		}
+		sh(t, "ip", "link", "del", "wg-ext")
 		if err := f.Apply(p); err != nil {
 			t.Fatal(err)
 		}
 		if d, err := f.Check(); err != nil || len(d) != 0 {
 			t.Fatalf("drift right after apply: %v %v", d, err)
 		}
-		applied := state(t)
+		applied, appliedHost := state(t, gw), state(t, "")
+		for _, old := range []string{"EXTRANET-FWD", "EXTRANET-SPOOF", PeerSet} {
+			if strings.Contains(appliedHost, old) {
+				t.Errorf("the host still holds %s of the old layout:\n%s", old, appliedHost)
+			}
+		}
 		if err := f.Apply(p); err != nil {
 			t.Fatal(err)
 		}
-		if again := state(t); again != applied {
-			t.Errorf("second apply changed the kernel:\n%s\nvs\n%s", applied, again)
+		if again := state(t, gw); again != applied {
+			t.Errorf("second apply changed the namespace:\n%s\nvs\n%s", applied, again)
+		}
+		if again := state(t, ""); again != appliedHost {
+			t.Errorf("second apply changed the host:\n%s\nvs\n%s", appliedHost, again)
+		}
+		// The namespace is closed by default, IPv4 and IPv6 alike; the
+		// host got only its accept and masquerade chains, after its own
+		// rules.
+		for _, want := range []string{":INPUT DROP", ":FORWARD DROP", ":OUTPUT DROP", "-A FORWARD -i wg-ext -j EXTRANET-FWD"} {
+			if !strings.Contains(applied, want) {
+				t.Errorf("the namespace lacks %q:\n%s", want, applied)
+			}
+		}
+		if got := strings.Count(applied, ":FORWARD DROP"); got != 2 {
+			t.Errorf("FORWARD DROP in %d of the IPv4 and IPv6 tables, want both:\n%s", got, applied)
 		}
 		fwd := sh(t, "iptables", "-S", "FORWARD")
-		if !strings.HasPrefix(strings.SplitN(fwd, "\n", 3)[1], "-A FORWARD -i wg-ext -j EXTRANET-FWD") {
-			t.Errorf("our jump is not first in FORWARD:\n%s", fwd)
+		if !strings.HasSuffix(strings.TrimSpace(fwd), "-A FORWARD -j EXTRANET-ACCEPT") || !strings.Contains(fwd, "-s 192.0.2.1/32 -j DROP") {
+			t.Errorf("host FORWARD:\n%s", fwd)
+		}
+		if strings.Contains(appliedHost, "extranet-") {
+			t.Errorf("sets on the host:\n%s", appliedHost)
+		}
+		if got := in("ipset", "list", HostSet); !strings.Contains(got, "\n10.10.1.1\n") {
+			t.Errorf("host set:\n%s", got)
 		}
 
 		for _, breakIt := range [][]string{
-			{"iptables", "-F", "FORWARD"},
-			{"iptables", "-F", "EXTRANET-O-1"},
-			{"iptables", "-A", "EXTRANET-O-2", "-j", "ACCEPT"},
-			{"ipset", "flush", "extranet-1-port"},
+			{"ip", "netns", "exec", gw, "iptables", "-F", "FORWARD"},
+			{"ip", "netns", "exec", gw, "iptables", "-P", "FORWARD", "ACCEPT"},
+			{"ip", "netns", "exec", gw, "ip6tables", "-P", "INPUT", "ACCEPT"},
+			{"ip", "netns", "exec", gw, "iptables", "-F", "EXTRANET-O-1"},
+			{"ip", "netns", "exec", gw, "iptables", "-A", "EXTRANET-O-2", "-j", "ACCEPT"},
+			{"ip", "netns", "exec", gw, "iptables", "-I", "FORWARD", "1", "-j", "ACCEPT"},
+			{"ip", "netns", "exec", gw, "ipset", "flush", "extranet-1-port"},
+			{"ip", "netns", "exec", gw, "ipset", "del", HostSet, "10.10.1.1"},
 			{"iptables", "-t", "nat", "-F", "EXTRANET-POST"},
+			{"iptables", "-D", "FORWARD", "-j", "EXTRANET-ACCEPT"},
+			{"iptables", "-t", "mangle", "-F", "EXTRANET-GUARD-FWD"},
 		} {
 			sh(t, breakIt...)
 			d, err := f.Check()
@@ -82,28 +155,9 @@ func TestKernelApplyCheckCleanup(t *testing.T) {
 			if d, _ := f.Check(); len(d) != 0 {
 				t.Errorf("drift after repairing %v: %v", breakIt, d)
 			}
-		}
-		// A rule put above ours (Docker, ufw and hand-made rules insert at
-		// the top) would decide partner traffic before our chains do. It is
-		// drift, and the repair puts our jumps back on top, leaving the
-		// foreign rule in place below them.
-		for _, chain := range []string{"FORWARD", "INPUT"} {
-			sh(t, "iptables", "-I", chain, "1", "-i", "wg-ext", "-j", "ACCEPT")
-			d, err := f.Check()
-			if err != nil || !strings.Contains(strings.Join(d, " "), "above ours in "+chain) {
-				t.Errorf("an ACCEPT above our jumps in %s: drift %v (%v)", chain, d, err)
+			if got := state(t, gw); got != applied {
+				t.Errorf("after repairing %v the namespace differs:\n%s\nwant:\n%s", breakIt, got, applied)
 			}
-			if err := f.Apply(p); err != nil {
-				t.Fatal(err)
-			}
-			rules := strings.Split(sh(t, "iptables", "-S", chain), "\n")
-			if !strings.Contains(rules[1], "EXTRANET-") {
-				t.Errorf("after the repair our jump is not first in %s:\n%s", chain, strings.Join(rules, "\n"))
-			}
-			if d, _ := f.Check(); len(d) != 0 {
-				t.Errorf("drift after putting our jumps back on top of %s: %v", chain, d)
-			}
-			sh(t, "iptables", "-D", chain, "-i", "wg-ext", "-j", "ACCEPT")
 		}
 		// The peer set changes by single addresses, between applies, and
 		// drift in it is found and repaired like any other.
@@ -114,7 +168,7 @@ func TestKernelApplyCheckCleanup(t *testing.T) {
 		if err := f.UpdatePeerSet([]netip.Addr{b}, []netip.Addr{b, c}); err != nil {
 			t.Fatal(err)
 		}
-		if got := sh(t, "ipset", "list", PeerSet); !strings.Contains(got, "\n100.64.1.2\n") || !strings.Contains(got, "\n100.64.1.3\n") || strings.Contains(got, "100.64.2.7") {
+		if got := in("ipset", "list", PeerSet); !strings.Contains(got, "\n100.64.1.2\n") || !strings.Contains(got, "\n100.64.1.3\n") || strings.Contains(got, "100.64.2.7") {
 			t.Errorf("peer set after add a,b,c and remove b,c re-adding b:\n%s", got)
 		}
 		if d, err := f.Check(); err != nil || len(d) != 0 {
@@ -125,8 +179,8 @@ func TestKernelApplyCheckCleanup(t *testing.T) {
 			breakIt []string
 			want    string
 		}{
-			{[]string{"ipset", "del", PeerSet, "100.64.1.2"}, "missing: peer 100.64.1.2"},
-			{[]string{"ipset", "add", PeerSet, "100.64.9.9"}, "unexpected: peer 100.64.9.9"},
+			{[]string{"ip", "netns", "exec", gw, "ipset", "del", PeerSet, "100.64.1.2"}, "missing: peer 100.64.1.2"},
+			{[]string{"ip", "netns", "exec", gw, "ipset", "add", PeerSet, "100.64.9.9"}, "unexpected: peer 100.64.9.9"},
 		} {
 			sh(t, tc.breakIt...)
 			if d, err := f.Check(); err != nil || strings.Join(d, ";") != tc.want {
@@ -147,7 +201,7 @@ func TestKernelApplyCheckCleanup(t *testing.T) {
 		if err := f.UpdatePeerSet([]netip.Addr{d, {}}, nil); err == nil {
 			t.Fatal("an update with an invalid address succeeded")
 		}
-		sh(t, "ipset", "add", PeerSet, d.String(), "-exist")
+		in("ipset", "add", PeerSet, d.String(), "-exist")
 		if drift, err := f.Check(); err != nil || strings.Join(drift, ";") != "peer set unknown after a failed update" {
 			t.Errorf("drift after a failed update: %v %v", drift, err)
 		}
@@ -157,7 +211,7 @@ func TestKernelApplyCheckCleanup(t *testing.T) {
 		if err := f.SetPeerSet(p.Peers); err != nil {
 			t.Fatal(err)
 		}
-		if got := sh(t, "ipset", "list", PeerSet); strings.Contains(got, "100.64.1.44") || !strings.Contains(got, "\n100.64.1.3\n") {
+		if got := in("ipset", "list", PeerSet); strings.Contains(got, "100.64.1.44") || !strings.Contains(got, "\n100.64.1.3\n") {
 			t.Errorf("peer set after the refill:\n%s", got)
 		}
 		if drift, err := f.Check(); err != nil || len(drift) != 0 {
@@ -167,7 +221,7 @@ func TestKernelApplyCheckCleanup(t *testing.T) {
 		if err := f.SetPeerSet(map[netip.Addr]bool{a: true, c: true}); err != nil {
 			t.Fatal(err)
 		}
-		if got := sh(t, "ipset", "list", PeerSet); strings.Contains(got, "100.64.1.3") || !strings.Contains(got, "\n100.64.2.7\n") {
+		if got := in("ipset", "list", PeerSet); strings.Contains(got, "100.64.1.3") || !strings.Contains(got, "\n100.64.2.7\n") {
 			t.Errorf("peer set after SetPeerSet(a, c):\n%s", got)
 		}
 		if drift, err := f.Check(); err != nil || len(drift) != 0 {
@@ -175,30 +229,24 @@ func TestKernelApplyCheckCleanup(t *testing.T) {
 		}
 		p.Peers = map[netip.Addr]bool{a: true, c: true}
 
-		// The flush of FORWARD took the foreign rule; put it back as its owner would.
-		sh(t, "iptables", "-A", "FORWARD", "-s", "192.0.2.1", "-j", "DROP")
-
 		// An org that leaves takes its chain and sets along.
 		p.Orgs = p.Orgs[1:]
 		if err := f.Apply(p); err != nil {
 			t.Fatal(err)
 		}
-		st := state(t)
+		st := state(t, gw)
 		if strings.Contains(st, "EXTRANET-O-2") || strings.Contains(st, "extranet-2-") {
 			t.Errorf("removed org left rules or sets:\n%s", st)
 		}
 
-		// A fresh process cleans up by name, twice without error.
-		g, err := New(Options{Interface: "wg-ext"})
-		if err != nil {
-			t.Fatal(err)
-		}
+		// Cleanup of the host works by name, twice without error, and
+		// leaves the host as it was.
 		for i := 0; i < 2; i++ {
-			if err := g.Cleanup(); err != nil {
+			if err := CleanupHost("auto"); err != nil {
 				t.Fatalf("cleanup %d: %v", i+1, err)
 			}
 		}
-		if after := state(t); after != before {
+		if after := state(t, ""); after != before {
 			t.Errorf("after cleanup:\n%s\nbefore:\n%s", after, before)
 		}
 	})

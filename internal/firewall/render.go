@@ -1,26 +1,45 @@
-// Package firewall enforces the access policy with iptables and ipsets in the
-// namespace it runs in. Rule count grows with organisations and grants, never
-// with peers: WireGuard guarantees a packet's source is its peer's own
-// address, and each organisation's peers share its address blocks, so a
-// tree of source-prefix jumps (see jumpTree) selects the organisation's
-// chain, where its grants are ipset lookups.
+// Package firewall enforces the access policy with iptables and ipsets in
+// the gateway's own network namespace (see gwns), which it owns whole: the
+// default policy of every chain there is DROP, for IPv4 and IPv6, so rules
+// flushed by hand close every door until the next reconcile restores them.
+// In the host namespace it adds only what routing needs: an accept for the
+// traffic of its veth, where the host's FORWARD policy would drop it, and
+// the masquerade. Neither can widen what a partner reaches.
+//
+// Rule count grows with organisations and grants, never with peers:
+// WireGuard guarantees a packet's source is its peer's own address, and each
+// organisation's peers share its address blocks, so a tree of source-prefix
+// jumps (see jumpTree) selects the organisation's chain, where its grants
+// are ipset lookups.
 //
 // The one per-peer thing is a set, PeerSet, of the addresses of the peers in
 // force; a new flow from any other address is refused before the tree. It
 // is the second line behind WireGuard's own check: a peer that WireGuard
 // still holds against the store (added by hand, or one whose removal
 // failed) gets no new flow, and the set changes by single entries as peers
-// come and go (UpdatePeerSet), without touching a rule.
+// come and go (UpdatePeerSet), without touching a rule. Another set,
+// HostSet, holds the host's own addresses, which no partner reaches
+// whatever its grants cover.
 //
-//	filter FORWARD  -i <wg> -j EXTRANET-FWD       partners' packets
-//	filter FORWARD  -o <wg> -j EXTRANET-TOPEER    packets toward partners
-//	filter INPUT    -i <wg> -j EXTRANET-IN        partners to the gateway itself
-//	nat POSTROUTING -j EXTRANET-POST              masquerade toward internal networks
+// In the gateway namespace:
 //
-// Our chains are rewritten with one iptables-restore per table (atomic), the
-// jumps are kept with go-iptables, and a set whose members change is
-// refilled by swapping in a freshly filled copy (see setScript), so a policy
-// change is never half applied.
+//	FORWARD -i <wg> -j EXTRANET-FWD                 partners' packets
+//	FORWARD -s <tunnel> ! -i <wg> -j EXTRANET-SPOOF  forged tunnel sources
+//	FORWARD -o <wg> -j EXTRANET-TOPEER              packets toward partners
+//	INPUT   -i <wg> -j EXTRANET-IN                  partners to the namespace itself
+//	OUTPUT  only ICMP (the rejects) and loopback
+//
+// In the host namespace:
+//
+//	filter FORWARD  -j EXTRANET-ACCEPT     -i/-o <host veth> -j ACCEPT
+//	nat POSTROUTING -j EXTRANET-POST       masquerade of the tunnel network
+//	mangle INPUT    -j EXTRANET-GUARD-IN   new connections from the veth to the host: DROP
+//	mangle FORWARD  -j EXTRANET-GUARD-FWD  partner packets a host DNAT redirected: DROP
+//
+// The namespace's filter table is replaced whole with one iptables-restore
+// (atomic), and a set whose members change is refilled by swapping in a
+// freshly filled copy (see setScript), so a policy change is never half
+// applied.
 package firewall
 
 import (
@@ -42,12 +61,18 @@ const (
 
 	// PeerSet holds the tunnel address of every peer in force.
 	PeerSet = "extranet-peers"
+	// HostSet holds the addresses of the gateway host.
+	HostSet = "extranet-host"
 
-	chainFwd    = "EXTRANET-FWD"
-	chainIn     = "EXTRANET-IN"
-	chainToPeer = "EXTRANET-TOPEER"
-	chainPost   = "EXTRANET-POST"
-	chainSpoof  = "EXTRANET-SPOOF"
+	chainFwd      = "EXTRANET-FWD"
+	chainIn       = "EXTRANET-IN"
+	chainToPeer   = "EXTRANET-TOPEER"
+	chainPost     = "EXTRANET-POST"
+	chainSpoof    = "EXTRANET-SPOOF"
+	chainOut      = "EXTRANET-OUT"
+	chainAccept   = "EXTRANET-ACCEPT"
+	chainGuardIn  = "EXTRANET-GUARD-IN"
+	chainGuardFwd = "EXTRANET-GUARD-FWD"
 
 	reject = "REJECT --reject-with icmp-admin-prohibited"
 
@@ -137,13 +162,16 @@ var ifaceRE = regexp.MustCompile(`^[a-zA-Z0-9_.-]{1,15}$`)
 
 // Rendered is the text the kernel tools read.
 type Rendered struct {
-	// Filter and NAT are input for `iptables-restore --noflush`.
-	Filter, NAT string
+	// Filter is the gateway namespace's whole filter table, input for
+	// iptables-restore.
+	Filter string
 	// Sets are every set the rules use, with their members.
 	Sets []Set
-	// Jumps are the rules in built-in chains that lead to ours.
-	Jumps []Jump
 }
+
+// Filter6 is the gateway namespace's IPv6 filter table: nothing passes.
+// Partners are given IPv4 only, and IPv6 is off in the namespace too.
+const Filter6 = "*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT DROP [0:0]\nCOMMIT\n"
 
 // Jump is a rule in a built-in chain.
 type Jump struct {
@@ -151,12 +179,14 @@ type Jump struct {
 	Rule         []string
 }
 
-// Render turns a policy into restore input. existing are the chains of ours
-// in the kernel now; those the policy no longer needs are emptied and
-// deleted in the same transaction that removes the jumps to them.
-func Render(p *policy.Policy, existing []string) (*Rendered, error) {
+// Render turns a policy into the gateway namespace's filter table, whose
+// uplink (to the host) is the interface named.
+func Render(p *policy.Policy, uplink string) (*Rendered, error) {
 	if !ifaceRE.MatchString(p.Interface) {
 		return nil, fmt.Errorf("interface name %q is not a valid Linux interface name", p.Interface)
+	}
+	if !ifaceRE.MatchString(uplink) {
+		return nil, fmt.Errorf("interface name %q is not a valid Linux interface name", uplink)
 	}
 	if !p.TunnelNet.IsValid() || !p.TunnelNet.Addr().Is4() {
 		return nil, fmt.Errorf("tunnel network %v is not an IPv4 prefix", p.TunnelNet)
@@ -180,37 +210,37 @@ func Render(p *policy.Policy, existing []string) (*Rendered, error) {
 	var groups []string
 	jumpTree(&fwdJumps, &groupJumps, chainFwd, p.TunnelNet.Masked(), blocks, &groups)
 
-	want := map[string]bool{chainFwd: true, chainIn: true, chainToPeer: true, chainSpoof: true}
+	iface, tunnel := p.Interface, p.TunnelNet.Masked()
 	var f strings.Builder
 	r := &Rendered{}
-	f.WriteString("*filter\n")
-	declare := func(c string) {
-		want[c] = true
-		fmt.Fprintf(&f, ":%s - [0:0]\n", c)
-	}
-	for _, c := range []string{chainFwd, chainIn, chainToPeer, chainSpoof} {
+	f.WriteString("*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT DROP [0:0]\n")
+	for _, c := range []string{chainFwd, chainIn, chainToPeer, chainSpoof, chainOut} {
 		fmt.Fprintf(&f, ":%s - [0:0]\n", c)
 	}
 	for _, g := range groups {
-		declare(g)
+		fmt.Fprintf(&f, ":%s - [0:0]\n", g)
 	}
 	for _, o := range orgs {
-		declare(OrgChain(o.ID))
+		fmt.Fprintf(&f, ":%s - [0:0]\n", OrgChain(o.ID))
 	}
-	var stale []string
-	for _, c := range existing {
-		if !want[c] && strings.HasPrefix(c, ChainPrefix) {
-			stale = append(stale, c)
-			fmt.Fprintf(&f, ":%s - [0:0]\n", c)
-		}
-	}
+	fmt.Fprintf(&f, "-A INPUT -i lo -j ACCEPT\n")
+	fmt.Fprintf(&f, "-A INPUT -i %s -j %s\n", iface, chainIn)
+	fmt.Fprintf(&f, "-A FORWARD -i %s -j %s\n", iface, chainFwd)
+	fmt.Fprintf(&f, "-A FORWARD -s %s ! -i %s -j %s\n", tunnel, iface, chainSpoof)
+	fmt.Fprintf(&f, "-A FORWARD -o %s -j %s\n", iface, chainToPeer)
+	fmt.Fprintf(&f, "-A OUTPUT -j %s\n", chainOut)
 	fmt.Fprintf(&f, "-A %s -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n", chainFwd)
 	fmt.Fprintf(&f, "-A %s -m conntrack --ctstate INVALID -j DROP\n", chainFwd)
 	fmt.Fprintf(&f, "-A %s -m set ! --match-set %s src -j %s\n", chainFwd, PeerSet, reject)
+	// The host's own addresses are not internal subnets, whatever a grant
+	// covers; and a partner's packet leaves only toward the host, never
+	// back into the tunnel.
+	fmt.Fprintf(&f, "-A %s -m set --match-set %s dst -j %s\n", chainFwd, HostSet, reject)
+	fmt.Fprintf(&f, "-A %s ! -o %s -j %s\n", chainFwd, uplink, reject)
 	f.WriteString(fwdJumps.String())
 	fmt.Fprintf(&f, "-A %s -j %s\n", chainFwd, reject)
 	f.WriteString(groupJumps.String())
-	r.Sets = append(r.Sets, peerSet(p.TunnelNet, p.Peers))
+	r.Sets = append(r.Sets, peerSet(p.TunnelNet, p.Peers), hostSet(p.HostAddrs))
 	for _, o := range orgs {
 		sets, err := renderOrg(&f, o)
 		if err != nil {
@@ -228,28 +258,66 @@ func Render(p *policy.Policy, existing []string) (*Rendered, error) {
 	// forwarded, the answer would come back as part of a flow the gateway
 	// knows and be carried to the partner that owns the address.
 	fmt.Fprintf(&f, "-A %s -j DROP\n", chainSpoof)
-	for _, c := range stale {
-		fmt.Fprintf(&f, "-X %s\n", c)
-	}
+	// The namespace itself sends only its rejects (ICMP) and talks to
+	// itself; it serves nothing.
+	fmt.Fprintf(&f, "-A %s -o lo -j ACCEPT\n", chainOut)
+	fmt.Fprintf(&f, "-A %s -p icmp -j ACCEPT\n", chainOut)
 	f.WriteString("COMMIT\n")
+	r.Filter = f.String()
+	return r, nil
+}
 
+// Host is the host namespace's part: input for `iptables-restore
+// --noflush`, one table each, and the jumps into it.
+type Host struct {
+	Filter, NAT, Mangle string
+	Jumps               []Jump
+}
+
+// RenderHost returns the host rules for a gateway namespace joined to the
+// host by veth. They decide nothing: forwarding to and from the veth is
+// accepted because the namespace behind it has decided already, and where
+// the host's own FORWARD policy is ACCEPT they change nothing at all.
+func RenderHost(p *policy.Policy, veth string) Host {
+	var h Host
+	h.Filter = fmt.Sprintf("*filter\n:%s - [0:0]\n-A %s -i %s -j ACCEPT\n-A %s -o %s -j ACCEPT\nCOMMIT\n",
+		chainAccept, chainAccept, veth, chainAccept, veth)
 	var n strings.Builder
 	fmt.Fprintf(&n, "*nat\n:%s - [0:0]\n", chainPost)
 	if p.Masquerade {
-		fmt.Fprintf(&n, "-A %s -s %s ! -d %s -j MASQUERADE\n", chainPost, p.TunnelNet, p.TunnelNet)
+		fmt.Fprintf(&n, "-A %s -s %s ! -o %s -j MASQUERADE\n", chainPost, p.TunnelNet.Masked(), veth)
 	}
 	n.WriteString("COMMIT\n")
-
-	r.Filter, r.NAT = f.String(), n.String()
-	iface := p.Interface
-	r.Jumps = []Jump{
-		{"filter", "FORWARD", []string{"-i", iface, "-j", chainFwd}},
-		{"filter", "FORWARD", []string{"-s", p.TunnelNet.Masked().String(), "!", "-i", iface, "-j", chainSpoof}},
-		{"filter", "FORWARD", []string{"-o", iface, "-j", chainToPeer}},
-		{"filter", "INPUT", []string{"-i", iface, "-j", chainIn}},
+	h.NAT = n.String()
+	// A second line behind the namespace, which decides alone: nothing
+	// from the namespace opens a connection to the host itself (the host
+	// set keeps partners from its addresses, but is only as current as the
+	// last reconcile), and a partner's packet is never sent elsewhere by a
+	// DNAT of the host's, after the namespace checked where it was going.
+	h.Mangle = fmt.Sprintf("*mangle\n:%s - [0:0]\n:%s - [0:0]\n-A %s -i %s -m conntrack --ctstate NEW -j DROP\n-A %s -i %s -m conntrack --ctstate DNAT -j DROP\nCOMMIT\n",
+		chainGuardIn, chainGuardFwd, chainGuardIn, veth, chainGuardFwd, veth)
+	h.Jumps = []Jump{
+		{"filter", "FORWARD", []string{"-j", chainAccept}},
 		{"nat", "POSTROUTING", []string{"-j", chainPost}},
+		{"mangle", "INPUT", []string{"-j", chainGuardIn}},
+		{"mangle", "FORWARD", []string{"-j", chainGuardFwd}},
 	}
-	return r, nil
+	return h
+}
+
+// hostSet is the set of the host's own addresses.
+func hostSet(addrs []netip.Addr) Set {
+	var members []string
+	seen := map[netip.Addr]bool{}
+	sorted := append([]netip.Addr(nil), addrs...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Less(sorted[j]) })
+	for _, a := range sorted {
+		if a.Is4() && !seen[a] {
+			seen[a] = true
+			members = append(members, a.String())
+		}
+	}
+	return Set{HostSet, "hash:ip", members}
 }
 
 // peerSet is the set of the addresses of the peers in force, in address

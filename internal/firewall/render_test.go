@@ -38,22 +38,34 @@ func TestRenderGolden(t *testing.T) {
 		// Withdrawn, and outside the tunnel network: neither is a member.
 		netip.MustParseAddr("100.64.2.2"): false, netip.MustParseAddr("10.0.0.1"): true,
 	}
-	r, err := Render(p, []string{"EXTRANET-FWD", "EXTRANET-O-1", "EXTRANET-O-9"})
+	p.HostAddrs = []netip.Addr{netip.MustParseAddr("10.10.2.1"), netip.MustParseAddr("10.10.1.1"), netip.MustParseAddr("10.10.1.1")}
+	r, err := Render(p, "uplink")
 	if err != nil {
 		t.Fatal(err)
 	}
 	wantFilter := `*filter
+:INPUT DROP [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT DROP [0:0]
 :EXTRANET-FWD - [0:0]
 :EXTRANET-IN - [0:0]
 :EXTRANET-TOPEER - [0:0]
 :EXTRANET-SPOOF - [0:0]
+:EXTRANET-OUT - [0:0]
 :EXTRANET-G-64400000-20 - [0:0]
 :EXTRANET-O-1 - [0:0]
 :EXTRANET-O-2 - [0:0]
-:EXTRANET-O-9 - [0:0]
+-A INPUT -i lo -j ACCEPT
+-A INPUT -i wg-ext -j EXTRANET-IN
+-A FORWARD -i wg-ext -j EXTRANET-FWD
+-A FORWARD -s 100.64.0.0/16 ! -i wg-ext -j EXTRANET-SPOOF
+-A FORWARD -o wg-ext -j EXTRANET-TOPEER
+-A OUTPUT -j EXTRANET-OUT
 -A EXTRANET-FWD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
 -A EXTRANET-FWD -m conntrack --ctstate INVALID -j DROP
 -A EXTRANET-FWD -m set ! --match-set extranet-peers src -j REJECT --reject-with icmp-admin-prohibited
+-A EXTRANET-FWD -m set --match-set extranet-host dst -j REJECT --reject-with icmp-admin-prohibited
+-A EXTRANET-FWD ! -o uplink -j REJECT --reject-with icmp-admin-prohibited
 -A EXTRANET-FWD -s 100.64.0.0/20 -j EXTRANET-G-64400000-20
 -A EXTRANET-FWD -j REJECT --reject-with icmp-admin-prohibited
 -A EXTRANET-G-64400000-20 -s 100.64.1.0/24 -j EXTRANET-O-1
@@ -71,18 +83,28 @@ func TestRenderGolden(t *testing.T) {
 -A EXTRANET-TOPEER -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
 -A EXTRANET-TOPEER -j REJECT --reject-with icmp-admin-prohibited
 -A EXTRANET-SPOOF -j DROP
--X EXTRANET-O-9
+-A EXTRANET-OUT -o lo -j ACCEPT
+-A EXTRANET-OUT -p icmp -j ACCEPT
 COMMIT
 `
 	if r.Filter != wantFilter {
 		t.Errorf("filter:\n%s\nwant:\n%s", r.Filter, wantFilter)
 	}
-	wantNAT := "*nat\n:EXTRANET-POST - [0:0]\n-A EXTRANET-POST -s 100.64.0.0/16 ! -d 100.64.0.0/16 -j MASQUERADE\nCOMMIT\n"
-	if r.NAT != wantNAT {
-		t.Errorf("nat:\n%s\nwant:\n%s", r.NAT, wantNAT)
+	h := RenderHost(p, "extranet0")
+	wantHost := Host{
+		Filter: "*filter\n:EXTRANET-ACCEPT - [0:0]\n-A EXTRANET-ACCEPT -i extranet0 -j ACCEPT\n-A EXTRANET-ACCEPT -o extranet0 -j ACCEPT\nCOMMIT\n",
+		NAT:    "*nat\n:EXTRANET-POST - [0:0]\n-A EXTRANET-POST -s 100.64.0.0/16 ! -o extranet0 -j MASQUERADE\nCOMMIT\n",
+		Mangle: "*mangle\n:EXTRANET-GUARD-IN - [0:0]\n:EXTRANET-GUARD-FWD - [0:0]\n" +
+			"-A EXTRANET-GUARD-IN -i extranet0 -m conntrack --ctstate NEW -j DROP\n" +
+			"-A EXTRANET-GUARD-FWD -i extranet0 -m conntrack --ctstate DNAT -j DROP\nCOMMIT\n",
+		Jumps: []Jump{{"filter", "FORWARD", []string{"-j", "EXTRANET-ACCEPT"}}, {"nat", "POSTROUTING", []string{"-j", "EXTRANET-POST"}},
+			{"mangle", "INPUT", []string{"-j", "EXTRANET-GUARD-IN"}}, {"mangle", "FORWARD", []string{"-j", "EXTRANET-GUARD-FWD"}}},
+	}
+	if fmt.Sprint(h) != fmt.Sprint(wantHost) {
+		t.Errorf("host:\n%v\nwant:\n%v", h, wantHost)
 	}
 	got := fmt.Sprint(r.Sets)
-	want := "[{extranet-peers hash:ip [100.64.1.2 100.64.3.9]} {extranet-1-net hash:net [10.10.1.0/24]} {extranet-1-port hash:net,port [10.10.2.2/32,tcp:443 10.10.2.2/32,udp:5000-5010]} " +
+	want := "[{extranet-peers hash:ip [100.64.1.2 100.64.3.9]} {extranet-host hash:ip [10.10.1.1 10.10.2.1]} {extranet-1-net hash:net [10.10.1.0/24]} {extranet-1-port hash:net,port [10.10.2.2/32,tcp:443 10.10.2.2/32,udp:5000-5010]} " +
 		"{extranet-2-net hash:net []} {extranet-2-port hash:net,port [10.10.2.0/24,tcp:8080]}]"
 	if got != want {
 		t.Errorf("sets:\n%s\nwant:\n%s", got, want)
@@ -93,13 +115,13 @@ COMMIT
 // one set, and no rule or other set depends on them.
 func TestRulesDoNotGrowWithPeers(t *testing.T) {
 	p := testPolicy(t)
-	few, _ := Render(p, nil)
+	few, _ := Render(p, "uplink")
 	p.Peers = map[netip.Addr]bool{}
 	for i := 0; i < 5000; i++ {
 		p.Peers[netip.AddrFrom4([4]byte{100, 64, byte(1 + i/250), byte(1 + i%250)})] = true
 	}
-	many, _ := Render(p, nil)
-	if few.Filter != many.Filter || few.NAT != many.NAT || fmt.Sprint(few.Sets[1:]) != fmt.Sprint(many.Sets[1:]) {
+	many, _ := Render(p, "uplink")
+	if few.Filter != many.Filter || fmt.Sprint(few.Sets[1:]) != fmt.Sprint(many.Sets[1:]) {
 		t.Error("rendered rules depend on the number of peers")
 	}
 	if many.Sets[0].Name != PeerSet || len(many.Sets[0].Members) != 5000 || len(few.Sets[0].Members) != 0 {
@@ -111,13 +133,13 @@ func TestRenderRefusesInjection(t *testing.T) {
 	for _, iface := range []string{"wg ext", "wg\n-A FORWARD -j ACCEPT", `wg"`, "", "a-very-long-interface-name", "wg;rm"} {
 		p := testPolicy(t)
 		p.Interface = iface
-		if _, err := Render(p, nil); err == nil {
+		if _, err := Render(p, "uplink"); err == nil {
 			t.Errorf("interface %q rendered", iface)
 		}
 	}
 	p := testPolicy(t)
 	p.Orgs[0].Blocks = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
-	if _, err := Render(p, nil); err == nil {
+	if _, err := Render(p, "uplink"); err == nil {
 		t.Error("a block outside the tunnel network rendered")
 	}
 	// Overlapping blocks would put one org's peers under another org's
@@ -127,7 +149,7 @@ func TestRenderRefusesInjection(t *testing.T) {
 		t.Fatal("testPolicy needs two orgs")
 	}
 	p.Orgs[1].Blocks = append(p.Orgs[1].Blocks, netip.PrefixFrom(p.Orgs[0].Blocks[0].Addr(), p.Orgs[0].Blocks[0].Bits()-1).Masked())
-	if _, err := Render(p, nil); err == nil || !strings.Contains(err.Error(), "overlap") {
+	if _, err := Render(p, "uplink"); err == nil || !strings.Contains(err.Error(), "overlap") {
 		t.Errorf("overlapping org blocks rendered: %v", err)
 	}
 }
@@ -156,7 +178,7 @@ func BenchmarkRender1000Orgs(b *testing.B) {
 	}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if _, err := Render(p, nil); err != nil {
+		if _, err := Render(p, "uplink"); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -167,6 +189,9 @@ type rule struct {
 	target string
 	// notPeer matches a source that is not in PeerSet.
 	notPeer bool
+	// other matches what the walked flow is not: a destination of the
+	// host's own, or a way out other than the uplink.
+	other bool
 }
 
 // parseChains reads the source matches and targets of rendered rules.
@@ -184,6 +209,9 @@ func parseChains(filter string) map[string][]rule {
 				r.src = netip.MustParsePrefix(f[i+1])
 			case "!":
 				r.notPeer = i+2 < len(f) && f[i+1] == "--match-set" && f[i+2] == PeerSet
+				r.other = r.other || f[i+1] == "-o"
+			case "--match-set":
+				r.other = r.other || f[i+1] == HostSet
 			case "-j":
 				r.target = f[i+1]
 			}
@@ -211,6 +239,9 @@ func walk(chains map[string][]rule, addr netip.Addr, peer bool) (string, int) {
 				}
 				continue
 			}
+			if r.other {
+				continue
+			}
 			if r.src.IsValid() && r.src.Contains(addr) || !r.src.IsValid() && r.target == "REJECT" {
 				next = r.target
 				break
@@ -233,7 +264,7 @@ func TestTreeBoundsTheWalk(t *testing.T) {
 		for i := 1; i <= n; i++ {
 			p.Orgs = append(p.Orgs, policy.Org{ID: uint32(i), Blocks: []netip.Prefix{netip.PrefixFrom(netip.AddrFrom4([4]byte{100, byte(64 + i/256), byte(i % 256), 0}), 24)}, Grants: grants(t, "10.1.0.0/16")})
 		}
-		r, err := Render(p, nil)
+		r, err := Render(p, "uplink")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -246,9 +277,9 @@ func TestTreeBoundsTheWalk(t *testing.T) {
 			}
 			worst = max(worst, met)
 		}
-		// Two conntrack rules and the peer check, then at most 16 jumps
-		// on each of 3 levels.
-		if worst > 3+3*16 {
+		// Two conntrack rules, the peer, host and uplink checks, then at
+		// most 16 jumps on each of 3 levels.
+		if worst > 5+3*16 {
 			t.Errorf("%d orgs: a new flow may meet %d rules", n, worst)
 		}
 		if chain, _ := walk(chains, netip.MustParseAddr("100.79.255.250"), true); n < 4095 && chain != "REJECT" {

@@ -32,6 +32,17 @@ func Run(t *testing.T, fn func(name string)) {
 	Do(t, name, func() { fn(name) })
 }
 
+// Sh runs a command and returns its output, failing the test if it fails.
+// Called inside Run, the command runs in the test's namespace.
+func Sh(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v: %v: %s", args, err, out)
+	}
+	return string(out)
+}
+
 // Do runs fn on a thread switched into the named namespace.
 func Do(t *testing.T, name string, fn func()) {
 	t.Helper()

@@ -34,6 +34,9 @@ type Policy struct {
 	// Peers holds the tunnel address of every peer that may send. A flow
 	// from any other tunnel address is dead, whatever its org was granted.
 	Peers map[netip.Addr]bool
+	// HostAddrs are the gateway host's own addresses. They are not
+	// internal subnets: no partner reaches them, whatever a grant covers.
+	HostAddrs []netip.Addr
 }
 
 // Allows reports whether a new flow from src to dst (IANA protocol number,
@@ -42,6 +45,11 @@ type Policy struct {
 func (p *Policy) Allows(src, dst netip.Addr, proto uint8, dport uint16) bool {
 	if !p.Peers[src] {
 		return false
+	}
+	for _, h := range p.HostAddrs {
+		if h == dst {
+			return false
+		}
 	}
 	for _, o := range p.Orgs {
 		if !containsAny(o.Blocks, src) {

@@ -11,6 +11,8 @@ import (
 	"log/slog"
 	"net/netip"
 	"reflect"
+	"slices"
+	"sort"
 	"sync"
 	"time"
 
@@ -64,6 +66,9 @@ type Options struct {
 	Interval time.Duration
 	// StatsInterval is the period of the handshake and traffic poller.
 	StatsInterval time.Duration
+	// HostAddrs, when set, lists the gateway host's own addresses, which
+	// the policy keeps from every partner.
+	HostAddrs func() ([]netip.Addr, error)
 	// Observe, when set, learns how each reconcile went (for metrics).
 	Observe func(took time.Duration, err error, repairs int)
 }
@@ -265,6 +270,22 @@ func (r *Reconciler) desired() (*policy.Policy, map[string]wgdev.Peer, map[strin
 	peers := make(map[string]wgdev.Peer, len(r.peers))
 	p.Peers = make(map[netip.Addr]bool, len(r.peers))
 	orgs := map[string]time.Time{}
+	if r.o.HostAddrs != nil {
+		addrs, err := r.o.HostAddrs()
+		switch {
+		case err == nil:
+			sort.Slice(addrs, func(i, j int) bool { return addrs[i].Less(addrs[j]) })
+			p.HostAddrs = addrs
+		case r.applied != nil:
+			// The list in force stands rather than the run failing: a
+			// failed run would hold up a revoke, for an answer that the
+			// next run asks again.
+			r.log.Warn("reading the host's addresses failed; keeping those in force", "err", err)
+			p.HostAddrs = r.applied.HostAddrs
+		default:
+			return nil, nil, nil, err
+		}
+	}
 	err := r.o.DB.View(func(tx *store.Tx) error {
 		if err := tx.Orgs(func(o *store.Org) error {
 			if o.State != api.StateActive || (o.Expires != nil && !o.Expires.After(now)) {
@@ -561,7 +582,8 @@ func (r *Reconciler) recordRepair(repairs []string) {
 // Peers are not part of the rules, so issuing or revoking one never touches
 // iptables.
 func sameRules(a, b *policy.Policy) bool {
-	return a.Interface == b.Interface && a.TunnelNet == b.TunnelNet && a.Masquerade == b.Masquerade && reflect.DeepEqual(a.Orgs, b.Orgs)
+	return a.Interface == b.Interface && a.TunnelNet == b.TunnelNet && a.Masquerade == b.Masquerade &&
+		slices.Equal(a.HostAddrs, b.HostAddrs) && reflect.DeepEqual(a.Orgs, b.Orgs)
 }
 
 // recentlyOnline is how recent a handshake must be for the gateway to reach
@@ -600,10 +622,21 @@ func lost(old, new map[string]wgdev.Peer) map[netip.Addr]bool {
 }
 
 // grantsWithdrawn reports whether an organisation or grant of old is
-// missing from new.
+// missing from new, or the host gained an address (flows toward it, if
+// any, must not outlive the rule that now refuses them).
 func grantsWithdrawn(old, new *policy.Policy) bool {
 	blocks, gone := narrowed(old, new)
-	return gone || len(blocks) > 0
+	return gone || len(blocks) > 0 || !subset(new.HostAddrs, old.HostAddrs)
+}
+
+// subset reports whether every address of a is in b.
+func subset(a, b []netip.Addr) bool {
+	for _, x := range a {
+		if !slices.Contains(b, x) {
+			return false
+		}
+	}
+	return true
 }
 
 // narrowed returns the blocks of the organisations that kept their place

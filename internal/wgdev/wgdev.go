@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/extranetgw/extranet/internal/gwns"
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/ipc"
@@ -50,6 +52,10 @@ type Config struct {
 	Address netip.Prefix
 	MTU     int
 	Logger  *slog.Logger
+	// NS is where the interface lives: the gateway's namespace. Its UDP
+	// socket stays in the namespace the daemon runs in, the host's, where
+	// partners reach the listen port.
+	NS *gwns.NS
 }
 
 // Peer is one wanted peer; its only allowed IP is its own address.
@@ -126,6 +132,8 @@ type dev struct {
 	mode   Mode
 	client *wgctrl.Client
 	log    *slog.Logger
+	// nl works on links in the interface's namespace.
+	nl *netlink.Handle
 
 	// Userspace only.
 	wg   *device.Device
@@ -153,7 +161,10 @@ func Open(cfg Config) (Device, error) {
 	if cfg.MTU == 0 {
 		cfg.MTU = DefaultMTU
 	}
-	d := &dev{cfg: cfg, log: cfg.Logger}
+	if cfg.NS == nil {
+		cfg.NS = gwns.Current()
+	}
+	d := &dev{cfg: cfg, log: cfg.Logger, nl: cfg.NS.Netlink()}
 	var err error
 	switch cfg.Mode {
 	case Kernel:
@@ -175,7 +186,7 @@ func Open(cfg Config) (Device, error) {
 		d.Close()
 		if d.created {
 			// Leave nothing behind that a later start would adopt.
-			if rerr := Remove(d.cfg.Name); rerr != nil {
+			if rerr := Remove(d.cfg.NS, d.cfg.Name); rerr != nil {
 				d.log.Warn("remove the interface of a failed start", "err", rerr)
 			}
 		}
@@ -194,7 +205,7 @@ var ErrNoKernelModule = errors.New("this kernel has no WireGuard module (modprob
 // run, and partners keep their sessions across the restart. Anything else
 // goes down until the firewall and the peers are in.
 func (d *dev) openKernel() error {
-	link, err := netlink.LinkByName(d.cfg.Name)
+	link, err := d.nl.LinkByName(d.cfg.Name)
 	var notFound netlink.LinkNotFoundError
 	switch {
 	case err == nil:
@@ -206,35 +217,66 @@ func (d *dev) openKernel() error {
 	case !errors.As(err, &notFound):
 		return fmt.Errorf("look up interface %s: %w", d.cfg.Name, err)
 	}
+	// One in the host namespace (a release that enforced there, or a move
+	// that failed) is taken into the gateway's namespace: its socket stays
+	// where it was born, so partners keep their endpoint.
+	if link, err := netlink.LinkByName(d.cfg.Name); err == nil && link.Type() == "wireguard" {
+		if err := d.cfg.NS.MoveIn(link); err != nil {
+			return err
+		}
+		d.log.Info("moved WireGuard interface into the gateway namespace", "interface", d.cfg.Name, "netns", d.cfg.NS.Name())
+		d.mode, d.adopted, d.unadopted = Kernel, true, true
+		return nil
+	}
 	// A kernel device binds its port only when the link comes up, and then
 	// a taken port is merely an errno; find it before anything exists.
 	if err := checkPortFree(d.cfg.ListenPort); err != nil {
 		return err
 	}
+	// Made here, in the host namespace, and then moved: WireGuard keeps
+	// its UDP socket in the namespace an interface was made in.
 	attrs := netlink.NewLinkAttrs()
 	attrs.Name = d.cfg.Name
-	if err := netlink.LinkAdd(&netlink.GenericLink{LinkAttrs: attrs, LinkType: "wireguard"}); err != nil {
+	link = &netlink.GenericLink{LinkAttrs: attrs, LinkType: "wireguard"}
+	if err := netlink.LinkAdd(link); err != nil {
 		if errors.Is(err, syscall.EOPNOTSUPP) {
 			return ErrNoKernelModule
 		}
 		return fmt.Errorf("create kernel interface %s: %w", d.cfg.Name, err)
+	}
+	if err := d.cfg.NS.MoveIn(link); err != nil {
+		if derr := netlink.LinkDel(link); derr != nil {
+			err = errors.Join(err, derr)
+		}
+		return err
 	}
 	d.mode, d.created = Kernel, true
 	return nil
 }
 
 func (d *dev) openUserspace() error {
-	t, err := tun.CreateTUN(d.cfg.Name, d.cfg.MTU)
-	if err != nil {
-		return fmt.Errorf("create TUN %s: %w", d.cfg.Name, err)
-	}
 	// wireguard-go's verbose log prints handshake details; only errors
 	// are worth keeping.
 	logger := &device.Logger{
 		Verbosef: func(string, ...any) {},
 		Errorf:   newWGLog(d.log).errorf,
 	}
-	wg := device.NewDevice(t, conn.NewDefaultBind(), logger)
+	// The TUN is made inside the gateway's namespace, and so is the
+	// netlink socket by which wireguard-go follows its link state. The
+	// device's UDP sockets are opened later, when it comes up, by threads
+	// of the host namespace.
+	var wg *device.Device
+	err := d.cfg.NS.Do(func() error {
+		t, err := tun.CreateTUN(d.cfg.Name, d.cfg.MTU)
+		if err != nil {
+			return fmt.Errorf("create TUN %s: %w", d.cfg.Name, err)
+		}
+		wg = device.NewDevice(nsTUN{t, d.cfg.NS}, conn.NewDefaultBind(), logger)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
 	f, err := ipc.UAPIOpen(d.cfg.Name)
 	if err != nil {
 		wg.Close()
@@ -265,12 +307,17 @@ func (d *dev) openUserspace() error {
 // device, then MTU, address and link state through netlink. An adopted
 // interface is brought to the same state, and what that changed is logged.
 func (d *dev) configure() error {
-	c, err := wgctrl.New()
+	// Opened in the namespace, the kernel's netlink socket finds the
+	// interface there from any thread.
+	err := d.cfg.NS.Do(func() error {
+		c, err := wgctrl.New()
+		d.client = c
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("open wgctrl: %w", err)
 	}
-	d.client = c
-	link, err := netlink.LinkByName(d.cfg.Name)
+	link, err := d.nl.LinkByName(d.cfg.Name)
 	if err != nil {
 		return fmt.Errorf("find interface %s: %w", d.cfg.Name, err)
 	}
@@ -287,11 +334,11 @@ func (d *dev) configure() error {
 		if d.adopted {
 			changed = append(changed, fmt.Sprintf("MTU %d -> %d", link.Attrs().MTU, d.cfg.MTU))
 		}
-		if err := netlink.LinkSetMTU(link, d.cfg.MTU); err != nil {
+		if err := d.nl.LinkSetMTU(link, d.cfg.MTU); err != nil {
 			return fmt.Errorf("set MTU of %s: %w", d.cfg.Name, err)
 		}
 	}
-	addrs, err := netlink.AddrList(link, netlink.FAMILY_ALL)
+	addrs, err := d.nl.AddrList(link, netlink.FAMILY_ALL)
 	if err != nil {
 		return fmt.Errorf("list addresses of %s: %w", d.cfg.Name, err)
 	}
@@ -302,15 +349,15 @@ func (d *dev) configure() error {
 		}
 		// Another address would make the gateway answer, and route, for a
 		// network that is not the tunnel's.
-		if err := netlink.AddrDel(link, &a); err != nil {
+		if err := d.nl.AddrDel(link, &a); err != nil {
 			return fmt.Errorf("remove address %s from %s: %w", a.IPNet, d.cfg.Name, err)
 		}
 		changed = append(changed, "removed address "+a.IPNet.String())
 	}
-	if err := netlink.AddrReplace(link, want); err != nil {
+	if err := d.nl.AddrReplace(link, want); err != nil {
 		return fmt.Errorf("set address %s on %s: %w", d.cfg.Address, d.cfg.Name, err)
 	}
-	if _, err := disableIPv6(d.cfg.Name); err != nil {
+	if _, err := d.disableIPv6(); err != nil {
 		return err
 	}
 	if d.adopted {
@@ -332,7 +379,7 @@ func (d *dev) adopt(link netlink.Link) ([]string, error) {
 	if live.PrivateKey != d.cfg.PrivateKey {
 		changed = append(changed, "private key replaced by the gateway's")
 		if up {
-			if err := netlink.LinkSetDown(link); err != nil {
+			if err := d.nl.LinkSetDown(link); err != nil {
 				return nil, fmt.Errorf("take %s down: %w", d.cfg.Name, err)
 			}
 			up = false
@@ -357,11 +404,11 @@ func (d *dev) adopt(link netlink.Link) ([]string, error) {
 }
 
 func (d *dev) Up() error {
-	link, err := netlink.LinkByName(d.cfg.Name)
+	link, err := d.nl.LinkByName(d.cfg.Name)
 	if err != nil {
 		return fmt.Errorf("find interface %s: %w", d.cfg.Name, err)
 	}
-	if err := netlink.LinkSetUp(link); err != nil {
+	if err := d.nl.LinkSetUp(link); err != nil {
 		if portInUse(err) {
 			return errPortInUse(d.cfg.ListenPort, err)
 		}
@@ -393,9 +440,17 @@ func (d *dev) assertIdentity() error {
 
 // disableIPv6 makes the kernel drop every IPv6 packet that arrives on the
 // interface, and reports whether it had to. Partners get IPv4 only, and a
-// peer whose AllowedIPs were edited by hand to take IPv6 must not reach
-// anything through a host that forwards IPv6: no rule of the firewall,
-// which is IPv4, would stop it. A kernel without IPv6 has no such file.
+// peer whose AllowedIPs were edited by hand to take IPv6 must reach
+// nothing; the namespace's IPv6 rules drop it too. A kernel without IPv6
+// has no such file.
+func (d *dev) disableIPv6() (fixed bool, err error) {
+	err = d.cfg.NS.Do(func() error {
+		fixed, err = disableIPv6(d.cfg.Name)
+		return err
+	})
+	return fixed, err
+}
+
 func disableIPv6(iface string) (bool, error) {
 	path := "/proc/sys/net/ipv6/conf/" + iface + "/disable_ipv6"
 	cur, err := os.ReadFile(path)
@@ -466,7 +521,7 @@ func (d *dev) SyncPeers(want []Peer, verify bool) (SyncResult, error) {
 			}
 			res.Fixed = append(res.Fixed, "interface key or port")
 		}
-		if fixed, err := disableIPv6(d.cfg.Name); err != nil {
+		if fixed, err := d.disableIPv6(); err != nil {
 			return res, err
 		} else if fixed {
 			d.log.Warn("IPv6 was enabled on the interface by hand; disabled again", "interface", d.cfg.Name)
@@ -652,12 +707,12 @@ func (d *dev) Close() error {
 	return errors.Join(errs...)
 }
 
-// Remove deletes the interface and any stale UAPI socket; an absent
+// Remove deletes the interface in ns and any stale UAPI socket; an absent
 // interface is not an error, so cleanup can run twice.
-func Remove(name string) error {
+func Remove(ns *gwns.NS, name string) error {
 	var errs []error
-	if link, err := netlink.LinkByName(name); err == nil {
-		if err := netlink.LinkDel(link); err != nil {
+	if link, err := ns.Netlink().LinkByName(name); err == nil {
+		if err := ns.Netlink().LinkDel(link); err != nil {
 			errs = append(errs, fmt.Errorf("delete interface %s: %w", name, err))
 		}
 	}
@@ -737,4 +792,22 @@ func createKey(path string) (wgtypes.Key, error) {
 		dir.Close()
 	}
 	return k, nil
+}
+
+// nsTUN is a TUN device in a namespace other than the caller's.
+// wireguard-go reads the MTU by the interface's name, through a socket
+// that must be made where the interface is.
+type nsTUN struct {
+	tun.Device
+	ns *gwns.NS
+}
+
+func (t nsTUN) MTU() (int, error) {
+	var mtu int
+	err := t.ns.Do(func() error {
+		var err error
+		mtu, err = t.Device.MTU()
+		return err
+	})
+	return mtu, err
 }

@@ -132,9 +132,14 @@ type AuditEvent struct {
 
 // Status describes the running gateway.
 type Status struct {
-	Version         string     `json:"version"`
-	Interface       string     `json:"interface"`
-	Mode            string     `json:"mode"`
+	Version   string `json:"version"`
+	Interface string `json:"interface"`
+	Mode      string `json:"mode"`
+	// NetNS is the gateway's network namespace, where the interface, the
+	// rules and the sets are: `ip netns exec NETNS iptables -S`.
+	NetNS string `json:"netns"`
+	// HostVeth is the host's end of the veth pair into NetNS.
+	HostVeth        string     `json:"host_veth"`
 	PublicKey       string     `json:"public_key"`
 	Endpoint        string     `json:"endpoint,omitempty"`
 	ListenPort      int        `json:"listen_port"`
