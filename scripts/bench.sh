@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Measures extranet at scale against the naive way and prints the table
 # docs/performance.md holds. Root; everything runs in network namespaces of
-# its own, removed at the end. About 3-5 minutes on 2 cores.
+# its own, removed at the end. About 5 minutes on 2 cores, of which about
+# one for the cost of the gateway namespace's veth hop (figure 8).
 #   sudo scripts/bench.sh                # 10,000 peers in 1,000 orgs, 5 grants each
-#   BENCH_ORGS=100 sudo scripts/bench.sh # smaller
+#   sudo BENCH_ORGS=100 scripts/bench.sh # smaller
+#   sudo BENCH_ROUNDS=9 scripts/bench.sh # more rounds of the compared figures (5 and 8)
 #   BENCH_PPROF=/tmp/prof sudo -E scripts/bench.sh  # also save the daemon's CPU and heap profiles there
 # The gateway figures are taken with userspace WireGuard and, where the
 # kernel has the module, again with the kernel's: a column per mode.
@@ -18,7 +20,7 @@ log=$(mktemp)
 wgdir=$(mktemp -d)
 trap 'rm -rf "$out" "$kout" "$log" "$wgdir"' EXIT
 # The wireguard-go the gateway embeds, built as a program, for a partner
-# that is not bound by Debian's older one (see figure 6).
+# that is not bound by Debian's older one (see figures 6 and 8).
 go build -o "$wgdir/wireguard-go" golang.zx2c4.com/wireguard
 
 echo "== machine"

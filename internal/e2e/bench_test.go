@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -108,31 +109,46 @@ func TestBench(t *testing.T) {
 	b.row("3. revoke to flow dead", "open TCP flow", ms(dead), "", "revoke command returned in "+ms(took))
 
 	// 5. New connections and throughput: the full ruleset against one
-	// organisation. The naive per-peer ruleset goes in front of the full
-	// one once …
-	src := rulesOnly(t, r, rp.Address)
+	// organisation, and the naive per-peer ruleset in front of ours.
+	//
+	// The bench puts rules of its own into the gateway namespace (the naive
+	// chain, the rules-alone jumps), whose filter table is the daemon's
+	// whole: its drift check replaces the table on any difference from
+	// what it applied, the bench's rules included, at every
+	// --reconcile-interval (10 s in this bench), and so does any change of
+	// the organisations or of the host's addresses. So every daemon that
+	// carries such rules runs with an interval of an hour, far past the
+	// measurements on it, the rules go in after its last change of the
+	// organisations, and each daemon started gets them anew.
+	long := append(slices.Clone(flags), "--reconcile-interval", "1h")
+	p := r.peerJSON(last + "/bench")
+	src := rp.Address
+	r.PartnerDown(r.PA, conf)
+	r.StopDaemon()
+	r.StartDaemon(long...)
+	conf = r.PartnerUp(r.PA, "pa"+r.id, cfg)
+	reaches(t, r.PA, hostPort(in1Addr, 22), "in1")
 	naiveRules(t, r, nOrgs*perOrg*5)
 	naive := bestOf(3, func() float64 { return connRate(t, r.PA, hostPort(in1Addr, 22), 2*time.Second) })
 	naiveBW := bestOf(3, func() float64 { return iperfMbps(t, r, r.PA) })
-	r.Must(r.GW, "iptables", "-D", "FORWARD", "-i", r.Iface, "-j", "NAIVE")
-	r.Must(r.GW, "iptables", "-F", "NAIVE")
-	r.Must(r.GW, "iptables", "-X", "NAIVE")
+	// Still there, so it was the naive chain that was measured.
+	r.Must(r.NS, "iptables", "-C", "FORWARD", "-i", r.Iface, "-j", "NAIVE")
+	r.Must(r.NS, "iptables", "-D", "FORWARD", "-i", r.Iface, "-j", "NAIVE")
+	r.Must(r.NS, "iptables", "-F", "NAIVE")
+	r.Must(r.NS, "iptables", "-X", "NAIVE")
 	// … and the full and the one-org gateway (same keys, so the partner's
 	// config stays valid) take turns, each round starting each daemon
 	// afresh: a machine that slows down part way through slows both alike,
 	// and the figure is the median of the rounds' ratios, with their range.
-	p := r.peerJSON(last + "/bench")
-	r.StopDaemon()
 	r.PartnerDown(r.PA, conf)
+	r.StopDaemon()
 	stateOne := filepath.Join(r.Dir, "state-one")
 	copyDir(t, state, stateOne)
 	oneOrg(t, r, stateOne, last, []api.Peer{p, rp}, cfg, nOrgs*perOrg)
 	type sample struct{ conn, rules, bw float64 }
 	measure := func(dir, name string, round int) sample {
-		// No drift check during the round: it would take the bench's own
-		// jump (see rulesOnly) for drift and put the daemon's above it.
-		r.StartDaemon(append(flags, "--state-dir", dir, "--reconcile-interval", "1h")...)
-		rulesOnly(t, r, rp.Address)
+		r.StartDaemon(append(slices.Clone(long), "--state-dir", dir)...)
+		rulesOnly(t, r, src)
 		conf = r.PartnerUp(r.PA, "pa"+r.id, cfg)
 		reaches(t, r.PA, hostPort(in1Addr, 22), "in1")
 		done := func() {}
@@ -173,13 +189,15 @@ func TestBench(t *testing.T) {
 	}
 	tunnelProfile()
 	b.row("5. new connections/s, one partner", fmt.Sprintf("%d orgs vs 1 org, %d peers each", nOrgs, nOrgs*perOrg), compared(conns, rounds, ""),
-		fmt.Sprintf("%.0f (%.2f)", naive, naive/median(conns[1])), fmt.Sprintf("naive: %d per-peer rules, best of 3", nOrgs*perOrg*5))
+		fmt.Sprintf("%.0f (%.2f)", naive, naive/median(conns[1])), fmt.Sprintf("naive: %d per-peer rules in the gateway namespace, best of 3", nOrgs*perOrg*5))
 	b.row("5. new connections/s, rules alone", fmt.Sprintf("%d orgs vs 1 org", nOrgs), compared(rules, rounds, ""),
-		"", "plain veth into the same chains, no WireGuard")
+		"", "a veth of its own into the gateway namespace, into the same chains, no WireGuard")
 	b.row("5. TCP throughput, one partner", fmt.Sprintf("%d orgs vs 1 org, %d peers each", nOrgs, nOrgs*perOrg), compared(bws, rounds, " Mbit/s"),
 		fmt.Sprintf("%.0f Mbit/s (%.2f)", naiveBW, naiveBW/oneBW), "")
 
-	// 6. The tunnel against plain veth through the same gateway namespace.
+	// 6. The tunnel against plain veth through the same gateway host: PB
+	// reaches in1 through the host alone, where the tunnel's packets also
+	// cross the gateway namespace.
 	r.Must(r.PB, "ip", "route", "replace", "10.10.1.0/24", "via", "198.18.2.1")
 	plain := bestOf(3, func() float64 { return iperfMbps(t, r, r.PB) })
 	b.row("6. TCP throughput, tunnel vs plain veth", "same namespaces", fmt.Sprintf("%.0f vs %.0f Mbit/s (%.2f)", oneBW, plain, oneBW/plain), "", busy)
@@ -189,36 +207,109 @@ func TestBench(t *testing.T) {
 	// the figure above. A partner on the wireguard-go the gateway embeds
 	// shows what the gateway itself can do, and a bare wireguard-go in the
 	// gateway's place shows what extranetd costs on top of it.
-	if cur := os.Getenv("EXTRANET_BENCH_WIREGUARD_GO"); cur != "" && wgMode == "userspace" {
+	cur := os.Getenv("EXTRANET_BENCH_WIREGUARD_GO")
+	withCur := cur != "" && wgMode == "userspace"
+	var curBW float64
+	if withCur {
 		r.WireGuardGo = cur
 		conf = r.PartnerUp(r.PA, "pa"+r.id, cfg)
 		reaches(t, r.PA, hostPort(in1Addr, 22), "in1")
-		curBW := bestOf(3, func() float64 { return iperfMbps(t, r, r.PA) })
+		curBW = bestOf(3, func() float64 { return iperfMbps(t, r, r.PA) })
 		if prof != nil {
 			currentProfile := prof.cpu("tunnel-current", 3*time.Second)
 			iperfMbps(t, r, r.PA)
 			currentProfile()
 		}
 		r.PartnerDown(r.PA, conf)
-		bare := bareGatewayMbps(t, r, cur, p, cfg)
-		b.row("6. TCP throughput, tunnel vs plain veth", "partner on wireguard-go "+wireGuardGoVersion(t, cur), fmt.Sprintf("%.0f vs %.0f Mbit/s (%.2f)", curBW, plain, curBW/plain), "", "the same version as the gateway's")
-		b.row("6. TCP throughput, extranetd vs bare wireguard-go", "same partner, same path", fmt.Sprintf("%.0f vs %.0f Mbit/s (%.2f)", curBW, bare, curBW/bare), "", "bare: one peer, no firewall, no daemon")
 	}
+
+	// From here on there is no daemon: bare WireGuard takes its place, with
+	// its key and port and the partner's peer alone, no firewall.
+	removeGateway(t, r)
+	impl := "" // the kernel's
+	if wgMode == "userspace" {
+		impl = "wireguard-go"
+		if cur != "" {
+			impl = cur
+		}
+	}
+	if withCur {
+		bare := bareGatewayMbps(t, r, impl, p, cfg)
+		b.row("6. TCP throughput, tunnel vs plain veth", "partner on wireguard-go "+wireGuardGoVersion(t, cur), fmt.Sprintf("%.0f vs %.0f Mbit/s (%.2f)", curBW, plain, curBW/plain), "", "the same version as the gateway's")
+		b.row("6. TCP throughput, extranetd vs bare wireguard-go", "same partner, same path", fmt.Sprintf("%.0f vs %.0f Mbit/s (%.2f)", curBW, bare, curBW/bare), "", "bare: one peer, no firewall, no daemon; its interface in the host, as before the gateway namespace")
+	}
+
+	// 8. What the gateway namespace's veth hop costs: the same bare
+	// WireGuard with its interface behind a veth pair (the layout now)
+	// and in the host (the layout before), in turns.
+	hopConns, hopBWs := vethHop(t, r, impl, p, cfg, rounds)
+	hopAt := "bare wireguard-go, one peer, no firewall"
+	hopNote := "interface in a namespace behind a veth vs in the host; in turns, fresh each round"
+	switch {
+	case wgMode == "kernel":
+		hopAt = "bare kernel WireGuard, one peer, no firewall"
+	case cur != "":
+		hopNote += "; partner and gateway on wireguard-go " + wireGuardGoVersion(t, cur)
+	default:
+		hopNote += "; partner and gateway on Debian's wireguard-go"
+	}
+	b.row("8. new connections/s, veth hop", hopAt, compared(hopConns, rounds, ""), "", hopNote)
+	b.row("8. TCP throughput, veth hop", hopAt, compared(hopBWs, rounds, " Mbit/s"), "", hopNote)
 
 	b.print()
 }
 
-// bareGatewayMbps stops extranetd and puts a bare wireguard-go (impl) on
-// the gateway's interface name, key and port, with the partner's peer
-// alone and no firewall, then measures the partner's throughput through it.
+// removeGateway stops extranetd and removes what it made, the gateway
+// namespace and its veth pair included, as `extranetd cleanup` does on a
+// real host; the state directory stays.
+func removeGateway(t *testing.T, r *Rig) {
+	t.Helper()
+	r.StopDaemon()
+	if out, err := r.Extranetd("cleanup", "--interface", r.Iface, "--netns", r.NS).CombinedOutput(); err != nil {
+		t.Fatalf("extranetd cleanup: %v\n%s", err, out)
+	}
+}
+
+// bareGatewayMbps puts a bare WireGuard (impl) on the gateway's interface
+// name, key and port, in the host as before the gateway namespace, with the
+// partner's peer alone and no firewall, and measures the partner's
+// throughput through it. The daemon must be gone (removeGateway).
 func bareGatewayMbps(t *testing.T, r *Rig, impl string, p api.Peer, cfg string) float64 {
+	t.Helper()
+	remove := bareGateway(t, r, impl, p, cfg, false)
+	defer remove()
+	conf := r.PartnerUp(r.PA, "pa"+r.id, cfg)
+	defer r.PartnerDown(r.PA, conf)
+	reaches(t, r.PA, hostPort(in1Addr, 22), "in1")
+	return bestOf(3, func() float64 { return iperfMbps(t, r, r.PA) })
+}
+
+// Names of the bare gateway's namespace link, the daemon's defaults: the
+// daemon is gone when a bare gateway runs, and with it its own pair.
+const (
+	bareHostVeth = "extranet0"
+	bareNSVeth   = "uplink"
+	bareHostAddr = "169.254.100.1"
+	bareNSAddr   = "169.254.100.2"
+)
+
+// bareGateway puts a bare WireGuard where extranetd was: impl (a
+// wireguard-go program; the kernel's WireGuard when empty) on the
+// gateway's interface name, key and port, with the partner's peer alone
+// and no firewall. With behindVeth, the interface then moves into a
+// namespace of its own joined to the host (GW) by a veth pair, as the
+// daemon's gateway namespace is: WireGuard's UDP socket stays in the host
+// where it was made, the namespace routes everything out by the veth, and
+// the host routes the partner's address in. Otherwise the interface stays
+// in the host, as before the gateway namespace. The function returned
+// removes it all; nothing else runs until it did, so that the next bare
+// gateway finds the interface name and the port free.
+func bareGateway(t *testing.T, r *Rig, impl string, p api.Peer, cfg string, behindVeth bool) func() {
 	t.Helper()
 	c, err := wgconfig.Parse([]byte(cfg))
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.StopDaemon()
-	r.Must(r.GW, filepath.Join(bin, "extranetd"), "cleanup", "--interface", r.Iface)
 	psk := os.DevNull // wg's way of saying none
 	if c.Peer.PresharedKey != "" {
 		psk = filepath.Join(r.Dir, "bench.psk")
@@ -230,17 +321,110 @@ func bareGatewayMbps(t *testing.T, r *Rig, impl string, p api.Peer, cfg string) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.Must(r.GW, "env", "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1", impl, r.Iface)
-	// Deleting the link ends the wireguard-go process with it.
-	t.Cleanup(func() { r.run(r.GW, "ip", "link", "del", r.Iface) })
+	pid := 0
+	if impl == "" {
+		r.Must(r.GW, "ip", "link", "add", r.Iface, "type", "wireguard")
+	} else {
+		r.Must(r.GW, "env", "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1", impl, r.Iface)
+		// wireguard-go has gone to the background under the same
+		// command line.
+		pid = pidOf(t, impl+" "+r.Iface)
+	}
+	// Deleting the link ends a wireguard-go with it (and the rig's
+	// teardown deletes every namespace, should the test stop first).
+	where, bh := r.GW, "ex"+r.id+"bh"
+	var once sync.Once
+	remove := func() {
+		once.Do(func() {
+			if behindVeth {
+				r.run(r.GW, "ip", "link", "del", bareHostVeth)
+			}
+			r.run(where, "ip", "link", "del", r.Iface)
+			if behindVeth {
+				exec.Command("ip", "netns", "del", bh).Run()
+			}
+			waitGone(t, pid)
+		})
+	}
+	t.Cleanup(remove)
+	// Configured in the host, where the interface was made: the kernel's
+	// is configured through the namespace it is in.
 	r.Must(r.GW, "wg", "set", r.Iface, "private-key", filepath.Join(r.Dir, "state", daemon.KeyFile), "listen-port", port,
 		"peer", p.PublicKey, "preshared-key", psk, "allowed-ips", p.Address+"/32")
-	r.Must(r.GW, "ip", "link", "set", r.Iface, "up")
-	r.Must(r.GW, "ip", "route", "add", p.Address+"/32", "dev", r.Iface)
-	conf := r.PartnerUp(r.PA, "pa"+r.id, cfg)
-	defer r.PartnerDown(r.PA, conf)
-	reaches(t, r.PA, hostPort(in1Addr, 22), "in1")
-	return bestOf(3, func() float64 { return iperfMbps(t, r, r.PA) })
+	if behindVeth {
+		where = bh
+		r.must("ip", "netns", "add", where)
+		r.must("ip", "-n", where, "link", "set", "lo", "up")
+		r.link(r.GW, bareHostVeth, bareHostAddr+"/30", where, bareNSVeth, bareNSAddr+"/30")
+		r.Must(where, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+		r.must("ip", "-n", where, "route", "add", "default", "via", bareHostAddr)
+		// Moved while down: a userspace wireguard-go, whose netlink
+		// socket stays in the host, sees the link come up in the
+		// namespace by polling its TUN (within a second) and opens its
+		// UDP socket in the host, as the daemon's embedded one does.
+		r.must("ip", "-n", r.GW, "link", "set", r.Iface, "netns", where)
+		r.must("ip", "-n", r.GW, "route", "add", p.Address+"/32", "via", bareNSAddr)
+	}
+	r.must("ip", "-n", where, "link", "set", r.Iface, "up")
+	r.must("ip", "-n", where, "route", "add", p.Address+"/32", "dev", r.Iface)
+	return remove
+}
+
+// waitGone waits up to 5 s for process pid (0: none) to end, then kills
+// it: the next bare gateway needs its interface name and UDP port.
+func waitGone(t *testing.T, pid int) {
+	if pid == 0 {
+		return
+	}
+	for i := 0; i < 250 && alive(pid); i++ {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if alive(pid) {
+		t.Logf("bare wireguard-go %d outlived its interface; killed", pid)
+		syscall.Kill(pid, syscall.SIGKILL)
+		for i := 0; i < 50 && alive(pid); i++ {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
+// alive tells whether process pid exists and is not a zombie (a zombie
+// holds no socket and no device).
+func alive(pid int) bool {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	f := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+1:]))
+	return len(f) > 0 && f[0] != "Z"
+}
+
+// vethHop measures the gateway namespace's extra hop: new connections per
+// second and TCP throughput from PA to in1 through a bare WireGuard
+// (bareGateway) with its interface behind a veth pair ([0], the layout
+// now) and in the host ([1], the layout before), taking turns for rounds
+// rounds, each gateway and the partner's tunnel brought up afresh each
+// time, the order swapped every other round so that neither always goes
+// first. Nothing differs between the two but the hop: no firewall, no
+// daemon, the same key, port and partner. The daemon must be gone.
+func vethHop(t *testing.T, r *Rig, impl string, p api.Peer, cfg string, rounds int) (conns, bws [2][]float64) {
+	t.Helper()
+	for i := 0; i < rounds; i++ {
+		order := []int{0, 1}
+		if i%2 == 1 {
+			order = []int{1, 0}
+		}
+		for _, k := range order {
+			remove := bareGateway(t, r, impl, p, cfg, k == 0)
+			conf := r.PartnerUp(r.PA, "pa"+r.id, cfg)
+			reaches(t, r.PA, hostPort(in1Addr, 22), "in1")
+			conns[k] = append(conns[k], connRate(t, r.PA, hostPort(in1Addr, 22), 2*time.Second))
+			bws[k] = append(bws[k], iperfMbps(t, r, r.PA))
+			r.PartnerDown(r.PA, conf)
+			remove()
+		}
+	}
+	return conns, bws
 }
 
 // wireGuardGoVersion is what impl --version says, e.g. "v0.0.20250522".
@@ -643,7 +827,13 @@ func naiveIssue(t *testing.T, r *Rig, n int) string {
 
 // naiveRules puts a naive per-peer chain of count rules in front of ours,
 // with the bench partner's rule last, as a script that appends rules per
-// peer would leave it.
+// peer would leave it. It goes where partner packets are filtered now, the
+// gateway namespace's FORWARD, first, ahead of the daemon's jumps: so the
+// partner's new flows walk it through the same tunnel and the same veth
+// hop as the gateway it is compared with, and the figure measures what it
+// measured before the namespace, the per-peer chain. A bare setup of its
+// own (no namespace) would have compared two layouts as well as two
+// rulesets. The daemon's drift check would replace it (see TestBench).
 func naiveRules(t *testing.T, r *Rig, count int) {
 	partner := r.peerJSON(lastOrg(r) + "/bench").Address
 	var rules strings.Builder
@@ -652,32 +842,63 @@ func naiveRules(t *testing.T, r *Rig, count int) {
 		fmt.Fprintf(&rules, "-A NAIVE -s 100.%d.%d.%d/32 -d 10.%d.0.0/16 -j ACCEPT\n", 64+i>>16, (i>>8)&255, i&255, 10+i%5)
 	}
 	fmt.Fprintf(&rules, "-A NAIVE -s %s/32 -d 10.10.1.0/24 -j ACCEPT\nCOMMIT\n", partner)
-	restore := exec.Command("ip", "netns", "exec", r.GW, "iptables-restore", "--noflush")
+	restore := exec.Command("ip", "netns", "exec", r.NS, "iptables-restore", "--noflush")
 	restore.Stdin = strings.NewReader(rules.String())
 	if out, err := restore.CombinedOutput(); err != nil {
 		t.Fatalf("load naive chain: %v %s", err, out)
 	}
-	r.Must(r.GW, "iptables", "-I", "FORWARD", "1", "-i", r.Iface, "-j", "NAIVE")
+	r.Must(r.NS, "iptables", "-I", "FORWARD", "1", "-i", r.Iface, "-j", "NAIVE")
 }
+
+// The rules-alone link: a veth pair from PB straight into the gateway
+// namespace, on a network of its own.
+const (
+	rulesNSVeth = "rules0"
+	rulesPBVeth = "ro0"
+	rulesNSAddr = "198.18.3.1"
+	rulesPBAddr = "198.18.3.2"
+	// rulesTable is PB's routing table for flows from the stand-in
+	// address.
+	rulesTable = "100"
+)
 
 // rulesOnly routes src, the address of a peer in force that no client
 // holds, in the bench partner's org, through the gateway's rules without
-// WireGuard: PB takes src and reaches in1 over plain veth, and a jump sends
-// that source into EXTRANET-FWD exactly as if it had come out of the
-// tunnel. So each new flow walks the rules a partner's does (the peer
-// check included), and nothing else of the tunnel's cost hides them.
-// Idempotent; it returns src.
-func rulesOnly(t *testing.T, r *Rig, src string) string {
-	r.Must(r.PB, "ip", "addr", "replace", src+"/32", "dev", "up0")
-	r.Must(r.PB, "ip", "route", "replace", "10.10.1.0/24", "via", "198.18.2.1")
-	r.Must(r.GW, "ip", "route", "replace", src+"/32", "via", "198.18.2.2")
-	// First in FORWARD, above the daemon's jumps (which a start puts on
-	// top), or the anti-spoofing rule would drop this tunnel source that
-	// did not come out of the tunnel.
-	jump := []string{"FORWARD", "-i", "to-pb", "-s", src + "/32", "-j", "EXTRANET-FWD"}
-	r.run(r.GW, append([]string{"iptables", "-D"}, jump...)...)
-	r.Must(r.GW, append([]string{"iptables", "-I"}, jump...)...)
-	return src
+// WireGuard. A partner's packet enters the gateway namespace from the
+// WireGuard interface and leaves by the uplink to the host; PB stands in
+// for it with a veth pair of its own into the gateway namespace (the same
+// number of hops, no hairpin through the host), flows from src only (PB's
+// own address still reaches in1 through the host, for figure 6), and two
+// jumps at the top of the namespace's FORWARD, above the anti-spoofing
+// rule that would drop this tunnel source that did not come out of the
+// tunnel: src's packets into EXTRANET-FWD exactly as if they had, and the
+// answers into EXTRANET-TOPEER as if they went into it. So each new flow
+// walks the rules a partner's does (the peer check included), and nothing
+// else of the tunnel's cost hides them. The namespace routes src back by
+// that veth, not into the tunnel, where the peer of that address has no
+// endpoint.
+//
+// The jumps live in the daemon's table, so each daemon start removes them
+// and so would its drift check (see TestBench): call it after every start,
+// with the drift check far off. Idempotent; the link stays for the
+// namespace's life.
+func rulesOnly(t *testing.T, r *Rig, src string) {
+	t.Helper()
+	if _, err := r.run(r.NS, "ip", "link", "show", rulesNSVeth); err != nil {
+		r.link(r.NS, rulesNSVeth, rulesNSAddr+"/30", r.PB, rulesPBVeth, rulesPBAddr+"/30")
+	}
+	r.Must(r.PB, "ip", "addr", "replace", src+"/32", "dev", rulesPBVeth)
+	r.run(r.PB, "ip", "rule", "del", "from", src, "table", rulesTable)
+	r.Must(r.PB, "ip", "rule", "add", "from", src, "table", rulesTable)
+	r.Must(r.PB, "ip", "route", "replace", "default", "via", rulesNSAddr, "table", rulesTable)
+	r.Must(r.NS, "ip", "route", "replace", src+"/32", "via", rulesPBAddr, "dev", rulesNSVeth)
+	for _, jump := range [][]string{
+		{"FORWARD", "-o", rulesNSVeth, "-d", src + "/32", "-j", "EXTRANET-TOPEER"},
+		{"FORWARD", "-i", rulesNSVeth, "-s", src + "/32", "-j", "EXTRANET-FWD"},
+	} {
+		r.run(r.NS, append([]string{"iptables", "-D"}, jump...)...)
+		r.Must(r.NS, append([]string{"iptables", "-I", jump[0], "1"}, jump[1:]...)...)
+	}
 }
 
 func lastOrg(r *Rig) string { return fmt.Sprintf("org%04d", envInt("BENCH_ORGS", 1000)) }
