@@ -11,6 +11,7 @@ import (
 // TestAddressPlanIsKept: a restart under another --org-block-bits would cut
 // new blocks over old ones; the daemon refuses it and says how to move.
 func TestAddressPlanIsKept(t *testing.T) {
+	controlPlane(t)
 	r := standardRig(t)
 	for _, org := range []string{"acme", "globex", "initech"} {
 		r.MustCTL("org", "create", org, "--grant", "10.10.1.0/24")

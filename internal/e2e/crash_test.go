@@ -30,6 +30,7 @@ type acked struct {
 // restart that the file is sound, nothing acknowledged was lost, no address
 // or key is shared, the audit chain holds, and the kernel follows the store.
 func TestCrashRecovery(t *testing.T) {
+	controlPlane(t)
 	r := NewRig(t)
 	r.StartDaemon()
 	c := client.New(r.Socket)

@@ -144,6 +144,7 @@ func TestDataPlane(t *testing.T) {
 }
 
 func TestGatewayKeyAndFiles(t *testing.T) {
+	controlPlane(t)
 	r := standardRig(t)
 	state := filepath.Join(r.Dir, "state")
 	for path, want := range map[string]os.FileMode{

@@ -145,6 +145,17 @@ func needRig(t *testing.T) {
 
 // needMode skips a test that only means something where WireGuard runs in
 // mode.
+// controlPlane marks a test of what the WireGuard mode cannot change (the
+// state file, the API, the socket, roles): it runs in the native suite,
+// and the kernel-mode run skips it, which keeps the VM suite, where every
+// test costs five times as long, within CI's time.
+func controlPlane(t *testing.T) {
+	t.Helper()
+	if wgMode == "kernel" {
+		t.Skip("control plane only: nothing here depends on the WireGuard mode, and the native suite runs it")
+	}
+}
+
 func needMode(t *testing.T, mode string) {
 	t.Helper()
 	needRig(t)

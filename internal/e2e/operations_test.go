@@ -53,6 +53,7 @@ func pubKey(t *testing.T) string {
 }
 
 func TestOperations(t *testing.T) {
+	controlPlane(t)
 	r := NewRig(t)
 	r.Serve(r.IN1, in1Addr, "in1", tcpPorts, nil)
 	r.StartDaemon("--metrics-listen", "127.0.0.1:9586", "--pprof-listen", "127.0.0.1:6060")

@@ -27,6 +27,7 @@ const unitPath = "../../systemd/extranetd.service"
 // unix user in that group, with its groups set as at login, must be able to
 // run extranetctl; a user outside it must be refused.
 func TestSocketGroupUnderUnit(t *testing.T) {
+	controlPlane(t)
 	r := NewRig(t)
 	for _, tool := range []string{"groupadd", "groupdel", "useradd", "userdel", "setpriv"} {
 		if _, err := exec.LookPath(tool); err != nil {
