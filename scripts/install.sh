@@ -8,6 +8,7 @@ prefix=${PREFIX:-/usr/local}
 etc=${ETCDIR:-/etc/extranet}
 unitdir=${UNITDIR:-/etc/systemd/system}
 group=${GROUP:-extranet}
+expire_user=${EXPIRE_USER:-extranet-expire}
 units=(extranetd.service extranet-expire.service extranet-expire.timer)
 
 have_systemd() { [ -d /run/systemd/system ]; }
@@ -25,11 +26,15 @@ install_all() {
 	fi
 	install -d -m 0755 "$unitdir"
 	for u in "${units[@]}"; do
-		sed "s#/usr/local/#$prefix/#g" "systemd/$u" >"$unitdir/$u.tmp"
+		sed -e "s#/usr/local/#$prefix/#g" -e "s#^User=extranet-expire\$#User=$expire_user#" "systemd/$u" >"$unitdir/$u.tmp"
 		chmod 0644 "$unitdir/$u.tmp"
 		mv "$unitdir/$u.tmp" "$unitdir/$u"
 	done
 	getent group "$group" >/dev/null || groupadd --system "$group"
+	# The expire timer's account: in the socket's group, to reach the
+	# socket, and an expirer only (the daemon's first start assigns it).
+	getent passwd "$expire_user" >/dev/null ||
+		useradd --system --gid "$group" --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$expire_user"
 	install -d -m 0755 "$prefix/share/doc/extranet"
 	install -m 0644 README.md docs/*.md "$prefix/share/doc/extranet/"
 	install -d -m 0755 "$prefix/share/bash-completion/completions"
@@ -54,6 +59,7 @@ uninstall_all() {
 		rmdir "$etc" 2>/dev/null || true
 	fi
 	rmdir "$prefix/share/bash-completion/completions" "$prefix/share/bash-completion" 2>/dev/null || true
+	if getent passwd "$expire_user" >/dev/null; then userdel "$expire_user"; fi
 	if getent group "$group" >/dev/null; then groupdel "$group"; fi
 	echo "uninstalled; kept /var/lib/extranet (the state) and any edited config; run extranetd cleanup before uninstalling to remove firewall rules"
 }

@@ -163,6 +163,8 @@ check "the units' Documentation= files exist" sh -c "n=0; for d in \$(sed -n 's#
 check "no unit enabled" sh -c "! ls '$root'/etc/systemd/system/*/extranet* 2>/dev/null | grep -q ."
 gid=$(in_root getent group extranet | cut -d: -f3) || true
 check "group extranet created, a system group (gid $gid)" test -n "$gid" -a "${gid:-1000}" -lt 1000
+check "account extranet-expire created, in group extranet" sh -c "chroot '$root' getent passwd extranet-expire | cut -d: -f4 | grep -qx '$gid'"
+check "the expire unit runs as extranet-expire" grep -qx 'User=extranet-expire' "$root/usr/lib/systemd/system/extranet-expire.service"
 check "extranetctl --help" sh -c "chroot '$root' extranetctl --help | grep -q 'peer'"
 check "extranetd --help" sh -c "chroot '$root' extranetd --help | grep -q -- '--endpoint'"
 check "extranetctl version says $v1" sh -c "chroot '$root' extranetctl version | grep -qF 'extranetctl $v1'"

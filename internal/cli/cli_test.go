@@ -73,6 +73,9 @@ func startDaemonWith(t *testing.T, endpoint, group string, applier service.Appli
 	}
 	t.Cleanup(func() { db.Close() })
 	plan, _ := ipam.NewPlan(netip.MustParsePrefix("100.64.0.0/16"), 24)
+	if _, err := service.BootstrapRoles(db, group, "extranet-expire", time.Now()); err != nil {
+		t.Fatal(err)
+	}
 	svc := service.New(service.Options{DB: db, Plan: plan, Endpoint: endpoint, GatewayPublicKey: "HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=", Applier: applier})
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	srv := httpapi.New(svc, log)

@@ -122,6 +122,8 @@ func exitCode(err error) int {
 			return ExitNotFound
 		case api.CodeConflict:
 			return ExitConflict
+		case api.CodeForbidden, api.CodeDenied:
+			return ExitForbidden
 		}
 	}
 	return ExitError

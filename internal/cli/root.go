@@ -24,6 +24,9 @@ const (
 	ExitUsage    = 2
 	ExitNotFound = 3
 	ExitConflict = 4
+	// ExitForbidden: the caller's role does not allow it, or the socket
+	// does not let the caller in.
+	ExitForbidden = 5
 )
 
 // Env is what commands need from the outside world; tests substitute it.
@@ -87,7 +90,7 @@ extranet gateway, by talking to extranetd over its unix socket.`,
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 
 	root.AddCommand(newOrgCmd(g), newPeerCmd(g), newAuditCmd(g), newExpireCmd(g), newStatusCmd(g),
-		newBackupCmd(g), newImportCmd(g), newExportCmd(g), newVersionCmd(g))
+		newBackupCmd(g), newImportCmd(g), newExportCmd(g), newRoleCmd(g), newWhoAmICmd(g), newVersionCmd(g))
 	return root, g
 }
 

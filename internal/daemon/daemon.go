@@ -33,6 +33,10 @@ import (
 	"github.com/extranetgw/extranet/pkg/api"
 )
 
+// ExpireUser is the account the shipped expire timer runs as; the first
+// start makes it an expirer where it exists.
+const ExpireUser = "extranet-expire"
+
 // File names inside the state directory.
 const (
 	DBFile  = "extranet.db"
@@ -67,6 +71,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 	defer db.Close()
 	if err := service.KeepPlan(db, st.Plan, time.Now().UTC()); err != nil {
 		return err
+	}
+	if made, err := service.BootstrapRoles(db, cfg.SocketGroup, ExpireUser, time.Now()); err != nil {
+		return fmt.Errorf("first role assignments: %w", err)
+	} else if len(made) > 0 {
+		log.Info("first role assignments made; `extranetctl role list` shows them", "assignments", made)
 	}
 	key, err := wgdev.LoadOrCreateKey(filepath.Join(cfg.StateDir, KeyFile))
 	if err != nil {

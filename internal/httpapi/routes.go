@@ -3,48 +3,229 @@ package httpapi
 import (
 	"context"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
+	"github.com/extranetgw/extranet/internal/authz"
 	"github.com/extranetgw/extranet/internal/service"
+	"github.com/extranetgw/extranet/internal/validate"
 	"github.com/extranetgw/extranet/pkg/api"
 )
 
+// route is one API route and the permission it needs. Every route is
+// here, so none can be served without one (TestEveryRouteHasAPermission).
+type route struct {
+	pattern string
+	action  authz.Action
+	// org names the organisation a request is about, from its path or its
+	// query; nil for routes that are about none. An empty answer means
+	// every organisation the caller may see.
+	org func(*http.Request) string
+	// filtered routes narrow their answer to the organisations a sponsor
+	// may see; any other route refuses a caller who may see only some.
+	filtered bool
+	handler  http.HandlerFunc
+}
+
+func pathOrg(r *http.Request) string { return r.PathValue("org") }
+
+// queryOrg is the organisation a listing asks for: ?org=, or the org part
+// of ?peer=ORG/NAME.
+func queryOrg(r *http.Request) string {
+	q := r.URL.Query()
+	if o := q.Get("org"); o != "" {
+		return o
+	}
+	o, _, _ := strings.Cut(q.Get("peer"), "/")
+	return o
+}
+
+func (s *Server) routeTable() []route {
+	return []route{
+		{"GET /v1/status", authz.ReadStatus, nil, true, s.status},
+		{"GET /v1/whoami", authz.ReadWhoAmI, nil, false, s.whoami},
+
+		{"POST /v1/orgs", authz.ManageOrgs, nil, false, s.createOrg},
+		{"GET /v1/orgs", authz.ReadOrgs, nil, true, s.listOrgs},
+		{"GET /v1/orgs/{org}", authz.ReadOrgs, pathOrg, false, s.getOrg},
+		{"DELETE /v1/orgs/{org}", authz.ManageOrgs, pathOrg, false, s.deleteOrg},
+		{"POST /v1/orgs/{org}/grant", authz.ManageOrgs, pathOrg, false, s.grants(s.svc.Grant)},
+		{"POST /v1/orgs/{org}/ungrant", authz.ManageOrgs, pathOrg, false, s.grants(s.svc.Ungrant)},
+		{"POST /v1/orgs/{org}/suspend", authz.ManageOrgs, pathOrg, false, s.orgAction(s.svc.SuspendOrg)},
+		{"POST /v1/orgs/{org}/resume", authz.ManageOrgs, pathOrg, false, s.orgAction(s.svc.ResumeOrg)},
+		{"POST /v1/orgs/{org}/extend", authz.ManageOrgs, pathOrg, false, s.extendOrg},
+		{"POST /v1/orgs/{org}/peers", authz.ManagePeers, pathOrg, false, s.issuePeer},
+
+		{"GET /v1/peers", authz.ReadPeers, queryOrg, true, s.listPeers},
+		{"GET /v1/peers/{org}/{name}", authz.ReadPeers, pathOrg, false, s.getPeer},
+		{"GET /v1/peers/{org}/{name}/config", authz.ReadSecrets, pathOrg, false, s.peerConfig},
+		{"POST /v1/peers/{org}/{name}/suspend", authz.ManagePeers, pathOrg, false, s.peerAction(s.svc.SuspendPeer)},
+		{"POST /v1/peers/{org}/{name}/resume", authz.ManagePeers, pathOrg, false, s.peerAction(s.svc.ResumePeer)},
+		{"POST /v1/peers/{org}/{name}/revoke", authz.ManagePeers, pathOrg, false, s.peerAction(s.svc.RevokePeer)},
+		{"POST /v1/peers/{org}/{name}/rotate", authz.ManagePeers, pathOrg, false, s.rotatePeer},
+		{"POST /v1/peers/{org}/{name}/extend", authz.ManagePeers, pathOrg, false, s.extendPeer},
+
+		{"POST /v1/expire", authz.RunExpire, nil, false, s.expire},
+		{"POST /v1/import", authz.ImportState, nil, false, s.importCSV},
+		{"GET /v1/export", authz.ExportState, nil, false, s.exportCSV},
+		{"GET /v1/backup", authz.ExportState, nil, false, s.backup},
+
+		{"GET /v1/audit", authz.ReadAudit, queryOrg, true, s.audit},
+		{"GET /v1/audit/verify", authz.VerifyAudit, nil, false, s.verifyAudit},
+
+		{"GET /v1/roles", authz.ReadRoles, nil, false, s.listRoles},
+		{"POST /v1/roles", authz.ManageRoles, nil, false, s.assignRole},
+		{"POST /v1/roles/revoke", authz.ManageRoles, nil, false, s.revokeRole},
+	}
+}
+
 func (s *Server) routes() {
-	m := s.mux
-	m.HandleFunc("GET /v1/status", s.status)
+	for _, rt := range s.routeTable() {
+		s.mux.HandleFunc(rt.pattern, s.guard(rt))
+	}
+}
 
-	m.HandleFunc("POST /v1/orgs", s.createOrg)
-	m.HandleFunc("GET /v1/orgs", s.listOrgs)
-	m.HandleFunc("GET /v1/orgs/{org}", s.getOrg)
-	m.HandleFunc("DELETE /v1/orgs/{org}", s.deleteOrg)
-	m.HandleFunc("POST /v1/orgs/{org}/grant", s.grants(s.svc.Grant))
-	m.HandleFunc("POST /v1/orgs/{org}/ungrant", s.grants(s.svc.Ungrant))
-	m.HandleFunc("POST /v1/orgs/{org}/suspend", s.orgAction(s.svc.SuspendOrg))
-	m.HandleFunc("POST /v1/orgs/{org}/resume", s.orgAction(s.svc.ResumeOrg))
-	m.HandleFunc("POST /v1/orgs/{org}/extend", s.extendOrg)
-	m.HandleFunc("POST /v1/orgs/{org}/peers", s.issuePeer)
+// actionText says what an action does, for refusals people read.
+var actionText = map[authz.Action]string{
+	authz.ReadStatus:  "read the gateway's status",
+	authz.ManageOrgs:  "manage organisations and their grants",
+	authz.ReadOrgs:    "see organisations",
+	authz.ManagePeers: "manage the peers",
+	authz.ReadPeers:   "see the peers",
+	authz.ReadSecrets: "read peer configs (they hold preshared keys)",
+	authz.RunExpire:   "run expire",
+	authz.ImportState: "import",
+	authz.ExportState: "export or back up the state (it holds preshared keys)",
+	authz.ReadAudit:   "read the audit log",
+	authz.VerifyAudit: "verify the audit log",
+	authz.ManageRoles: "assign or revoke roles",
+	authz.ReadRoles:   "list roles",
+}
 
-	m.HandleFunc("GET /v1/peers", s.listPeers)
-	m.HandleFunc("GET /v1/peers/{org}/{name}", s.getPeer)
-	m.HandleFunc("GET /v1/peers/{org}/{name}/config", s.peerConfig)
-	m.HandleFunc("POST /v1/peers/{org}/{name}/suspend", s.peerAction(s.svc.SuspendPeer))
-	m.HandleFunc("POST /v1/peers/{org}/{name}/resume", s.peerAction(s.svc.ResumePeer))
-	m.HandleFunc("POST /v1/peers/{org}/{name}/revoke", s.peerAction(s.svc.RevokePeer))
-	m.HandleFunc("POST /v1/peers/{org}/{name}/rotate", s.rotatePeer)
-	m.HandleFunc("POST /v1/peers/{org}/{name}/extend", s.extendPeer)
+// forbidden is the refusal of action (on org, when it is about one).
+func forbidden(user string, action authz.Action, org, needs string) *api.Error {
+	what := actionText[action]
+	if what == "" {
+		what = string(action)
+	}
+	if org != "" {
+		what += " (organisation " + org + ")"
+	}
+	return api.Errorf(api.CodeForbidden, "%s may not %s: that needs the role %s (`extranetctl whoami` shows yours; an admin assigns roles with `extranetctl role assign`)", user, what, needs)
+}
 
-	m.HandleFunc("POST /v1/expire", s.expire)
-	m.HandleFunc("POST /v1/import", s.importCSV)
-	m.HandleFunc("GET /v1/export", s.exportCSV)
-	m.HandleFunc("GET /v1/backup", s.backup)
+type filterKey struct{}
 
-	m.HandleFunc("GET /v1/audit", s.audit)
-	m.HandleFunc("GET /v1/audit/verify", s.verifyAudit)
+type whoKey struct{}
+
+// visible is the organisations a caller may see (a sponsor's), nil when
+// there is no limit.
+func visible(r *http.Request) map[string]bool {
+	f, _ := r.Context().Value(filterKey{}).(map[string]bool)
+	return f
+}
+
+// caller is who a guarded request came from.
+func callerOf(r *http.Request) who {
+	w, _ := r.Context().Value(whoKey{}).(who)
+	return w
+}
+
+// guard is the one place that checks permissions: it works out the
+// caller's roles and lets the request through, narrows what it may see,
+// or refuses it, saying which role it needs, into the audit log too.
+func (s *Server) guard(rt route) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		// Names are checked before anything is decided or written down,
+		// so a refusal's audit event holds only a valid name.
+		for _, kind := range []string{"org", "name"} {
+			if v := r.PathValue(kind); v != "" {
+				if err := validate.Name(kind, v); err != nil {
+					writeError(w, api.Errorf(api.CodeInvalid, "%v", err))
+					return
+				}
+			}
+		}
+		org := ""
+		if rt.org != nil {
+			org = rt.org(r)
+		}
+		if org != "" {
+			if err := validate.Name("org", org); err != nil {
+				writeError(w, api.Errorf(api.CodeInvalid, "%v", err))
+				return
+			}
+		}
+		who, err := s.caller(r.Context())
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		d := who.grants.Decide(rt.action, org)
+		if d.Allowed && d.Filter != nil && !rt.filtered {
+			// Fail closed: a route that cannot narrow its answer gives
+			// a partial view to nobody.
+			d = authz.Decision{Needs: "admin"}
+		}
+		if !d.Allowed {
+			target := org
+			if name := r.PathValue("name"); org != "" && name != "" {
+				target = org + "/" + name
+			}
+			if target == "" {
+				target = strings.TrimPrefix(rt.pattern, r.Method+" /v1/")
+			}
+			s.auditRefusal(s.withActor(r), who.caller.User, rt.action, target, d.Needs)
+			writeError(w, forbidden(who.caller.User, rt.action, org, d.Needs))
+			return
+		}
+		ctx := context.WithValue(r.Context(), whoKey{}, who)
+		if d.Filter != nil {
+			ctx = context.WithValue(ctx, filterKey{}, d.Filter)
+		}
+		rt.handler(w, r.WithContext(ctx))
+	}
+}
+
+// refusalQuiet is how long the same refusal (caller, action, target) is
+// not audited again: any member of the socket group can be refused, and a
+// loop of refusals must not fill the audit log.
+const refusalQuiet = time.Minute
+
+func (s *Server) auditRefusal(ctx context.Context, user string, action authz.Action, target, needs string) {
+	key := user + "\x00" + string(action) + "\x00" + target
+	now := time.Now()
+	s.refusalsMu.Lock()
+	last, seen := s.refusals[key]
+	if !seen || now.Sub(last.at) >= refusalQuiet {
+		s.refusals[key] = refusal{at: now}
+	} else {
+		last.repeats++
+		s.refusals[key] = last
+	}
+	if len(s.refusals) > 10000 {
+		// Bounded: old entries go; at worst a refusal is audited again.
+		for k, v := range s.refusals {
+			if now.Sub(v.at) >= refusalQuiet {
+				delete(s.refusals, k)
+			}
+		}
+	}
+	s.refusalsMu.Unlock()
+	if seen && now.Sub(last.at) < refusalQuiet {
+		s.log.Debug("refusal repeated; audited once a minute", "user", user, "action", action, "target", target, "repeats", last.repeats+1)
+		return
+	}
+	if err := s.svc.Refused(ctx, action, target, needs); err != nil {
+		s.log.Error("audit a refusal", "err", err)
+	}
 }
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {
-	st, err := s.svc.Status(r.Context())
+	// A sponsor's counts are of its own organisations.
+	st, err := s.svc.StatusOf(r.Context(), visible(r))
 	reply(w, http.StatusOK, st, err)
 }
 
@@ -60,6 +241,9 @@ func (s *Server) createOrg(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) listOrgs(w http.ResponseWriter, r *http.Request) {
 	orgs, err := s.svc.ListOrgs(r.Context())
+	if f := visible(r); f != nil {
+		orgs = slices.DeleteFunc(orgs, func(o api.Org) bool { return !f[o.Name] })
+	}
 	reply(w, http.StatusOK, orgs, err)
 }
 
@@ -116,6 +300,9 @@ func (s *Server) issuePeer(w http.ResponseWriter, r *http.Request) {
 func (s *Server) listPeers(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	peers, err := s.svc.ListPeers(r.Context(), service.PeerFilter{Org: q.Get("org"), State: q.Get("state")})
+	if f := visible(r); f != nil {
+		peers = slices.DeleteFunc(peers, func(p api.Peer) bool { return !f[p.Org] })
+	}
 	reply(w, http.StatusOK, peers, err)
 }
 
@@ -173,6 +360,14 @@ func (s *Server) audit(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	evs, err := s.svc.Audit(r.Context(), f)
+	if v := visible(r); v != nil {
+		// A sponsor reads the events about its organisations and their
+		// peers, nothing else.
+		evs = slices.DeleteFunc(evs, func(e api.AuditEvent) bool {
+			org, _, _ := strings.Cut(e.Target, "/")
+			return !v[org] || !strings.HasPrefix(e.Action, "org.") && !strings.HasPrefix(e.Action, "peer.")
+		})
+	}
 	reply(w, http.StatusOK, evs, err)
 }
 
@@ -185,6 +380,12 @@ func (s *Server) expire(w http.ResponseWriter, r *http.Request) {
 	var req api.ExpireRequest
 	if err := decode(r, &req); err != nil {
 		writeError(w, err)
+		return
+	}
+	// The expirer runs the policy the daemon was configured with; choosing
+	// another (expire everything idle for a second, say) is an admin's.
+	if (req.Idle != "" || req.Unused != "" || req.Action != "") && !req.DryRun && !callerOf(r).grants.Roles[authz.Admin] {
+		writeError(w, api.Errorf(api.CodeForbidden, "%s may run expire with the configured policy only: --idle, --unused and --action need the role admin (or use --dry-run)", callerOf(r).caller.User))
 		return
 	}
 	res, err := s.svc.Expire(s.withActor(r), req)
@@ -249,4 +450,46 @@ func (s *Server) backup(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	_ = rc.SetWriteDeadline(time.Time{})
+}
+
+func (s *Server) whoami(w http.ResponseWriter, r *http.Request) {
+	who, err := s.caller(r.Context())
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	roles := who.grants.Describe()
+	if roles == nil {
+		roles = []string{}
+	}
+	groups := who.caller.Groups
+	if groups == nil {
+		groups = []string{}
+	}
+	reply(w, http.StatusOK, api.WhoAmI{User: who.caller.User, UID: who.caller.UID, Groups: groups, Roles: roles}, nil)
+}
+
+func (s *Server) listRoles(w http.ResponseWriter, r *http.Request) {
+	roles, err := s.svc.ListRoles(r.Context())
+	reply(w, http.StatusOK, roles, err)
+}
+
+func (s *Server) assignRole(w http.ResponseWriter, r *http.Request) {
+	var req api.RoleRequest
+	if err := decode(r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	a, err := s.svc.AssignRole(s.withActor(r), req)
+	reply(w, http.StatusOK, a, err)
+}
+
+func (s *Server) revokeRole(w http.ResponseWriter, r *http.Request) {
+	var req api.RoleRequest
+	if err := decode(r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	err := s.svc.RevokeRole(s.withActor(r), req)
+	reply(w, http.StatusOK, struct{}{}, err)
 }

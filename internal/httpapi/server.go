@@ -16,12 +16,16 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/extranetgw/extranet/internal/authz"
 	"github.com/extranetgw/extranet/internal/service"
 	"github.com/extranetgw/extranet/pkg/api"
 )
@@ -38,13 +42,22 @@ type Server struct {
 	svc  *service.Service
 	log  *slog.Logger
 	http *http.Server
-	// Extra routes (expire, backup) registered by other packages.
-	mux *http.ServeMux
+	mux  *http.ServeMux
+
+	refusalsMu sync.Mutex
+	refusals   map[string]refusal
+}
+
+// refusal is when a refusal was last audited, and how often it came again
+// since.
+type refusal struct {
+	at      time.Time
+	repeats int
 }
 
 // New builds the server and its routes.
 func New(svc *service.Service, log *slog.Logger) *Server {
-	s := &Server{svc: svc, log: log, mux: http.NewServeMux()}
+	s := &Server{svc: svc, log: log, mux: http.NewServeMux(), refusals: map[string]refusal{}}
 	s.routes()
 	s.http = &http.Server{
 		Handler:           s,
@@ -54,9 +67,6 @@ func New(svc *service.Service, log *slog.Logger) *Server {
 	}
 	return s
 }
-
-// Handle registers an extra route.
-func (s *Server) Handle(pattern string, h http.HandlerFunc) { s.mux.HandleFunc(pattern, h) }
 
 // ServeHTTP applies the checks every request gets, then routes.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -86,8 +96,14 @@ func (s *Server) Shutdown(ctx context.Context) error { return s.http.Shutdown(ct
 
 type credKey struct{}
 
-// withPeerCred names the caller by the kernel's account of who connected,
-// which a client cannot forge.
+// peer is the kernel's account of who connected, which a client cannot
+// forge: its uid and gid, and its supplementary groups.
+type peer struct {
+	cred   *unix.Ucred
+	groups []uint32
+}
+
+// withPeerCred names the caller by the kernel's account of who connected.
 func withPeerCred(ctx context.Context, c net.Conn) context.Context {
 	uc, ok := c.(*net.UnixConn)
 	if !ok {
@@ -97,23 +113,82 @@ func withPeerCred(ctx context.Context, c net.Conn) context.Context {
 	if err != nil {
 		return ctx
 	}
-	var cred *unix.Ucred
+	var p peer
 	_ = raw.Control(func(fd uintptr) {
-		cred, err = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+		p.cred, err = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+		p.groups = peerGroups(int(fd))
 	})
-	if err != nil || cred == nil {
+	if err != nil || p.cred == nil {
 		return ctx
 	}
-	return context.WithValue(ctx, credKey{}, cred)
+	return context.WithValue(ctx, credKey{}, p)
+}
+
+// peerGroups returns the supplementary groups the connecting process had
+// (SO_PEERGROUPS, Linux 4.13), nil when the kernel cannot say.
+func peerGroups(fd int) []uint32 {
+	buf := make([]uint32, 64)
+	for range 3 {
+		n := uint32(len(buf) * 4)
+		_, _, errno := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, unix.SO_PEERGROUPS,
+			uintptr(unsafe.Pointer(&buf[0])), uintptr(unsafe.Pointer(&n)), 0)
+		switch {
+		case errno == 0:
+			return buf[:n/4]
+		case errno == unix.ERANGE:
+			buf = make([]uint32, n/4+1)
+		default:
+			return nil
+		}
+	}
+	return nil
+}
+
+// who is the caller with the roles it holds.
+type who struct {
+	caller authz.Caller
+	grants authz.Grants
+}
+
+// caller names the caller from its peer credentials, with its groups from
+// the host's group database, and works out its roles.
+func (s *Server) caller(ctx context.Context) (who, error) {
+	p, ok := ctx.Value(credKey{}).(peer)
+	if !ok {
+		return who{}, api.Errorf(api.CodeForbidden, "the caller's credentials are unknown")
+	}
+	c := authz.Caller{UID: p.cred.Uid, User: actorName(ctx)}
+	// The groups the process had, as the kernel says; where it cannot,
+	// the user's groups in the host's database.
+	gids := []string{strconv.Itoa(int(p.cred.Gid))}
+	for _, g := range p.groups {
+		gids = append(gids, strconv.Itoa(int(g)))
+	}
+	if p.groups == nil {
+		if u, err := user.LookupId(strconv.Itoa(int(p.cred.Uid))); err == nil {
+			ids, _ := u.GroupIds()
+			gids = append(gids, ids...)
+		}
+	}
+	for _, id := range gids {
+		if g, err := user.LookupGroupId(id); err == nil && !slices.Contains(c.Groups, g.Name) {
+			c.Groups = append(c.Groups, g.Name)
+		}
+	}
+	as, err := s.svc.Assignments()
+	if err != nil {
+		return who{}, api.Errorf(api.CodeInternal, "read role assignments: %v", err)
+	}
+	return who{caller: c, grants: authz.For(c, as)}, nil
 }
 
 // actorName is the caller's unix user name, or uid:N when it has none.
 func actorName(ctx context.Context) string {
-	cred, ok := ctx.Value(credKey{}).(*unix.Ucred)
+	p, ok := ctx.Value(credKey{}).(peer)
 	if !ok {
 		return "unknown"
 	}
-	uid := strconv.Itoa(int(cred.Uid))
+	uid := strconv.Itoa(int(p.cred.Uid))
 	if u, err := user.LookupId(uid); err == nil {
 		return u.Username
 	}

@@ -79,6 +79,12 @@ func (s *Service) VerifyAudit(ctx context.Context) (api.VerifyResult, error) {
 
 // Status combines the data plane's live view with counts from the store.
 func (s *Service) Status(ctx context.Context) (api.Status, error) {
+	return s.StatusOf(ctx, nil)
+}
+
+// StatusOf is Status with the counts of the organisations in visible alone
+// (nil: all), for a caller who may see only those.
+func (s *Service) StatusOf(ctx context.Context, visible map[string]bool) (api.Status, error) {
 	var st api.Status
 	if s.opts.Runtime != nil {
 		st = s.opts.Runtime.Status()
@@ -89,11 +95,16 @@ func (s *Service) Status(ctx context.Context) (api.Status, error) {
 	st.PublicKey = s.opts.GatewayPublicKey
 	now := s.now()
 	err := s.opts.DB.View(func(tx *store.Tx) error {
-		if err := tx.Orgs(func(*store.Org) error { st.Orgs++; return nil }); err != nil {
+		if err := tx.Orgs(func(o *store.Org) error {
+			if visible == nil || visible[o.Name] {
+				st.Orgs++
+			}
+			return nil
+		}); err != nil {
 			return err
 		}
 		return tx.Peers("", func(p *store.Peer) error {
-			if p.State == api.StateActive {
+			if p.State == api.StateActive && (visible == nil || visible[p.Org]) {
 				st.PeersActive++
 				if p.LastHandshake != nil && now.Sub(*p.LastHandshake) < OnlineWindow {
 					st.PeersOnline++

@@ -313,6 +313,9 @@ func (s *Service) DeleteOrg(ctx context.Context, name string, force bool) error 
 		if err := tx.DeleteOrg(name); err != nil {
 			return err
 		}
-		return tx.Audit(now, actor, "org.delete", name, auditOrg(o), nil)
+		if err := tx.Audit(now, actor, "org.delete", name, auditOrg(o), nil); err != nil {
+			return err
+		}
+		return dropSponsorships(tx, name, now, actor)
 	})
 }

@@ -21,7 +21,7 @@ import (
 )
 
 // SchemaVersion is the layout this code reads and writes.
-const SchemaVersion = 2
+const SchemaVersion = 3
 
 var (
 	bucketMeta  = []byte("meta")
@@ -38,6 +38,8 @@ var (
 	// binary form (see dataplane.go), so the reconciler reads 10,000 peers
 	// in about a millisecond instead of decoding their JSON.
 	bucketDataplane = []byte("dataplane")
+	// bucketRoles maps SUBJECT NUL ROLE to its assignment.
+	bucketRoles = []byte("roles")
 
 	keySchema    = []byte("schema")
 	keyNextOrgID = []byte("next_org_id")
@@ -156,6 +158,12 @@ var migrations = []func(*bolt.Tx) error{
 			}
 			return dp.Put(k, encodeDataplane(&p))
 		})
+	},
+	// 2 → 3: role assignments (empty until the daemon's first start
+	// bootstraps them, see service.BootstrapRoles).
+	func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(bucketRoles)
+		return err
 	},
 }
 

@@ -163,6 +163,8 @@ const (
 	CodeTooLarge  = "too_large"
 	CodeExhausted = "resource_exhausted"
 	CodeDenied    = "permission_denied"
+	// CodeForbidden: the caller's roles do not allow the request.
+	CodeForbidden = "forbidden"
 	// CodeNotApplied: the change is saved, but the kernel has not followed
 	// (yet); extranetd keeps trying.
 	CodeNotApplied = "not_applied"
@@ -194,7 +196,7 @@ func (e *Error) HTTPStatus() int {
 		return http.StatusRequestEntityTooLarge
 	case CodeExhausted:
 		return http.StatusInsufficientStorage
-	case CodeDenied:
+	case CodeDenied, CodeForbidden:
 		return http.StatusForbidden
 	case CodeNotApplied:
 		return http.StatusServiceUnavailable
@@ -248,4 +250,31 @@ type CSV struct {
 type ImportResult struct {
 	Orgs  int `json:"orgs"`
 	Peers int `json:"peers"`
+}
+
+// RoleRequest assigns or revokes a role. Subject is a unix user name or
+// @group; Orgs are a sponsor's organisations.
+type RoleRequest struct {
+	Subject string   `json:"subject"`
+	Role    string   `json:"role"`
+	Orgs    []string `json:"orgs,omitempty"`
+	// Force revokes a user's last role of its own even though its groups'
+	// roles then apply to it.
+	Force bool `json:"force,omitempty"`
+}
+
+// RoleAssignment is one subject's role.
+type RoleAssignment struct {
+	Subject string   `json:"subject"`
+	Role    string   `json:"role"`
+	Orgs    []string `json:"orgs,omitempty"`
+}
+
+// WhoAmI is the caller as the daemon sees it.
+type WhoAmI struct {
+	User   string   `json:"user"`
+	UID    uint32   `json:"uid"`
+	Groups []string `json:"groups"`
+	// Roles are what the caller holds, e.g. "admin", "sponsor of acme".
+	Roles []string `json:"roles"`
 }

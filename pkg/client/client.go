@@ -306,3 +306,27 @@ func (c *Client) Backup(ctx context.Context, w io.Writer) (int64, error) {
 	}
 	return n, nil
 }
+
+// WhoAmI returns the caller as the daemon sees it, with its roles.
+func (c *Client) WhoAmI(ctx context.Context) (api.WhoAmI, error) {
+	var w api.WhoAmI
+	return w, c.do(ctx, http.MethodGet, "/whoami", nil, nil, &w)
+}
+
+// ListRoles returns every role assignment.
+func (c *Client) ListRoles(ctx context.Context) ([]api.RoleAssignment, error) {
+	var out []api.RoleAssignment
+	return out, c.do(ctx, http.MethodGet, "/roles", nil, nil, &out)
+}
+
+// AssignRole gives a subject (user or @group) a role.
+func (c *Client) AssignRole(ctx context.Context, req api.RoleRequest) (api.RoleAssignment, error) {
+	var out api.RoleAssignment
+	return out, c.do(ctx, http.MethodPost, "/roles", nil, req, &out)
+}
+
+// RevokeRole takes a role from a subject (for some organisations only, for
+// a sponsor, when req.Orgs names them).
+func (c *Client) RevokeRole(ctx context.Context, req api.RoleRequest) error {
+	return c.do(ctx, http.MethodPost, "/roles/revoke", nil, req, nil)
+}

@@ -11,6 +11,11 @@ set -e
 if ! getent group extranet >/dev/null; then
 	groupadd --system extranet
 fi
+# The expire timer's account: in the socket's group, to reach the socket,
+# and an expirer only (the daemon's first start assigns that role).
+if ! getent passwd extranet-expire >/dev/null; then
+	useradd --system --gid extranet --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin extranet-expire
+fi
 
 # In a chroot or a container without systemd there is nothing to reload or
 # restart.
