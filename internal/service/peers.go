@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -58,6 +59,11 @@ func (s *Service) checkSuppliedKey(pub string) error {
 
 func claimKey(tx *store.Tx, pub, id string) error {
 	if owner := tx.KeyOwner(pub); owner != "" {
+		// A sponsor of one organisation must not learn another's peers.
+		ownerOrg, _, _ := strings.Cut(owner, "/")
+		if org, _, _ := strings.Cut(id, "/"); ownerOrg != org {
+			owner = "of another organisation"
+		}
 		return api.Errorf(api.CodeConflict, "public key %s is already used by peer %s; every peer needs its own key, and a revoked key can never be reused", pub, owner)
 	}
 	return tx.ClaimKey(pub, id)

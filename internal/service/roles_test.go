@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
 	"github.com/extranetgw/extranet/pkg/api"
 )
 
@@ -63,5 +65,34 @@ func TestRolesKeepUsersFromFallingBack(t *testing.T) {
 	}
 	if _, err := svc.AssignRole(ctx, api.RoleRequest{Subject: "root", Role: "sponsor"}); err == nil {
 		t.Error("a sponsor of nothing was assigned")
+	}
+}
+
+// TestKeyConflictNamesNoOtherOrgsPeer: a key already in use is refused,
+// naming the peer that holds it only within the same organisation, so a
+// sponsor learns nothing of another's peers.
+func TestKeyConflictNamesNoOtherOrgsPeer(t *testing.T) {
+	svc, _, _ := newTestService(t)
+	ctx := WithActor(context.Background(), "root")
+	for _, o := range []string{"acme", "globex"} {
+		if _, err := svc.CreateOrg(ctx, api.CreateOrgRequest{Name: o}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	key, err := wgtypes.GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := key.PublicKey().String()
+	if _, err := svc.IssuePeer(ctx, "acme", api.IssuePeerRequest{Name: "laptop", PublicKey: pub}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = svc.IssuePeer(ctx, "globex", api.IssuePeerRequest{Name: "server", PublicKey: pub})
+	if err == nil || strings.Contains(err.Error(), "acme") || !strings.Contains(err.Error(), "of another organisation") {
+		t.Errorf("the same key in another org: %v", err)
+	}
+	_, err = svc.IssuePeer(ctx, "acme", api.IssuePeerRequest{Name: "phone", PublicKey: pub})
+	if err == nil || !strings.Contains(err.Error(), "acme/laptop") {
+		t.Errorf("the same key in the same org: %v", err)
 	}
 }
