@@ -422,6 +422,13 @@ func (d *dev) Up() error {
 		if err := d.wg.Up(); err != nil {
 			return fmt.Errorf("start WireGuard on UDP port %d: %w", d.cfg.ListenPort, err)
 		}
+		// An attempt of wireguard-go's own that failed to bind (the port
+		// taken) leaves its port at 0, and the Up above then binds any
+		// free port and succeeds: a gateway on a port no partner dials.
+		// Setting the port again binds it, or says it is taken.
+		if err := d.assertIdentity(); err != nil {
+			return err
+		}
 	}
 	return nil
 }
