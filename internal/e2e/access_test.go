@@ -286,6 +286,17 @@ func TestAccessMatrix(t *testing.T) {
 		if _, err := os.Stat("/run/netns/" + r.NS); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("the gateway namespace is still there after cleanup: %v", err)
 		}
+		// What the systemd unit runs before the daemon: it pins the
+		// namespace where `ip netns` sees it, once.
+		for i, want := range []string{"created network namespace " + r.NS, ""} {
+			out, err := r.Extranetd("netns", "--netns", r.NS).CombinedOutput()
+			if err != nil || strings.TrimSpace(string(out)) != want {
+				t.Errorf("extranetd netns, run %d: %v %q, want %q", i+1, err, out, want)
+			}
+		}
+		if out := r.must("ip", "netns", "list"); !strings.Contains(out, r.NS) {
+			t.Errorf("ip netns list does not show %s:\n%s", r.NS, out)
+		}
 	})
 }
 
