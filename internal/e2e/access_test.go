@@ -185,10 +185,17 @@ func TestAccessMatrix(t *testing.T) {
 			{r.GW, [][]string{{"ip", "route", "del", "100.64.0.0/16"}}},
 			{r.GW, [][]string{{"iptables", "-t", "nat", "-F", "EXTRANET-POST"}}},
 			{r.GW, [][]string{{"iptables", "-D", "FORWARD", "-j", "EXTRANET-ACCEPT"}}},
+			// An admin's `ip netns del`: the namespace lives on in the
+			// daemon, unseen, until the repair pins it again.
+			{"", [][]string{{"ip", "netns", "del", r.NS}}},
 		} {
 			broken := time.Now()
 			for _, cmd := range breakIt.cmd {
-				r.Must(breakIt.ns, cmd...)
+				if breakIt.ns == "" {
+					r.must(cmd[0], cmd[1:]...)
+				} else {
+					r.Must(breakIt.ns, cmd...)
+				}
 			}
 			// The periodic check would find it too, within a second; under
 			// emulation a run takes longer than that.

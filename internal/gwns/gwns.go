@@ -264,6 +264,46 @@ func (n *NS) OwnsVeth(name string) bool {
 	return err == nil && id >= 0 && link.Attrs().NetNsID == id
 }
 
+// pin sees to the namespace being pinned at its name: after an `ip netns
+// del` the daemon still enforces in it, through its handle, but no tool
+// can look inside any more. The pin is put back; a name that now pins
+// another namespace is an error, not something to take over.
+func (n *NS) pin(e ensurer) error {
+	if !n.h.IsOpen() {
+		return nil
+	}
+	path := filepath.Join(Dir, n.name)
+	h, err := netns.GetFromPath(path)
+	if err == nil {
+		defer h.Close()
+		if same, _ := sameNS(h, n.h); !same {
+			return fmt.Errorf("%s now pins another network namespace than the gateway's; remove it (ip netns del %s) so that the gateway's can be pinned again", path, n.name)
+		}
+		return nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("open %s: %w", path, err)
+	}
+	e.note("namespace pin " + path + " missing")
+	if !e.fix {
+		return nil
+	}
+	if err := shareDir(); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE|os.O_EXCL, 0o444)
+	if err != nil {
+		return fmt.Errorf("create %s: %w", path, err)
+	}
+	f.Close()
+	self := fmt.Sprintf("/proc/self/fd/%d", int(n.h))
+	if err := unix.Mount(self, path, "none", unix.MS_BIND, ""); err != nil {
+		os.Remove(path)
+		return fmt.Errorf("pin the gateway namespace again at %s: %w (restart extranetd, whose systemd unit pins it)", path, err)
+	}
+	return nil
+}
+
 // ValidName refuses a namespace name iproute2 would not take, or that
 // would lead out of Dir.
 func ValidName(name string) error {

@@ -100,6 +100,30 @@ func TestKernelOpenPlumbDelete(t *testing.T) {
 			t.Errorf("foreign links: %v, %v", f, err)
 		}
 
+		// Unpinned by hand (ip netns del), the namespace lives on through
+		// our handle; the pin is found missing and put back, the same
+		// namespace with its links.
+		sh(t, "ip", "netns", "del", name)
+		if found, err := ns.CheckPlumbing(link); err != nil || !strings.Contains(strings.Join(found, ";"), "namespace pin") {
+			t.Errorf("check after ip netns del: %v, %v", found, err)
+		}
+		if fixed, err := ns.Plumb(link); err != nil || !strings.Contains(strings.Join(fixed, ";"), "namespace pin") {
+			t.Errorf("plumb after ip netns del: %v, %v", fixed, err)
+		}
+		if out := sh(t, "ip", "-n", name, "-o", "link"); !strings.Contains(out, "uplink@") {
+			t.Errorf("the namespace pinned again is not ours:\n%s", out)
+		}
+		// A name that pins another namespace now is refused.
+		sh(t, "ip", "netns", "del", name)
+		sh(t, "ip", "netns", "add", name)
+		if _, err := ns.Plumb(link); err == nil || !strings.Contains(err.Error(), "another network namespace") {
+			t.Errorf("plumb over another namespace of the name: %v", err)
+		}
+		sh(t, "ip", "netns", "del", name)
+		if _, err := ns.Plumb(link); err != nil {
+			t.Fatal(err)
+		}
+
 		// Do runs in the namespace; the caller stays where it was.
 		var links string
 		if err := ns.Do(func() error {

@@ -70,6 +70,9 @@ func (n *NS) plumb(l Link, fix bool) ([]string, error) {
 	var fixed []string
 	note := func(what string) { fixed = append(fixed, what) }
 	e := ensurer{fix: fix, note: note}
+	if err := n.pin(e); err != nil {
+		return fixed, err
+	}
 
 	hostEnd, err := netlink.LinkByName(l.HostVeth)
 	var notFound netlink.LinkNotFoundError
