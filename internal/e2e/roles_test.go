@@ -1,74 +1,15 @@
 package e2e
 
 import (
-	"bytes"
 	"encoding/json"
-	"errors"
 	"os"
-	"os/exec"
 	"os/user"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/extranetgw/extranet/pkg/api"
 )
-
-// unixUser is an account the test made, removed when the test ends.
-type unixUser struct{ name, uid, gid string }
-
-func newGroup(t *testing.T, name string) string {
-	t.Helper()
-	if out, err := exec.Command("groupadd", name).CombinedOutput(); err != nil {
-		t.Fatalf("groupadd %s: %v %s", name, err, out)
-	}
-	t.Cleanup(func() { exec.Command("groupdel", name).Run() })
-	g, err := user.LookupGroup(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return g.Gid
-}
-
-func newUser(t *testing.T, name, group string) unixUser {
-	t.Helper()
-	if out, err := exec.Command("useradd", "--no-create-home", "--gid", group, "--shell", "/usr/sbin/nologin", name).CombinedOutput(); err != nil {
-		t.Fatalf("useradd %s: %v %s", name, err, out)
-	}
-	t.Cleanup(func() { exec.Command("userdel", name).Run() })
-	u, err := user.Lookup(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return unixUser{name, u.Uid, u.Gid}
-}
-
-// as runs extranetctl as u, a process of u's uid and gid and nothing else.
-func (r *Rig) as(t *testing.T, ctl string, u unixUser, args ...string) (stdout, stderr string, code int) {
-	t.Helper()
-	uid, _ := strconv.Atoi(u.uid)
-	gid, _ := strconv.Atoi(u.gid)
-	cmd := exec.Command(ctl, append([]string{"--socket", r.Socket}, args...)...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}}
-	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=/nonexistent"}
-	var o, e bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &o, &e
-	err := cmd.Run()
-	var ee *exec.ExitError
-	switch {
-	case errors.As(err, &ee):
-		code = ee.ExitCode()
-	case err != nil:
-		t.Fatal(err)
-	}
-	r.mu.Lock()
-	r.secrets = append(r.secrets, secretsIn(o.String())...)
-	r.stderr.WriteString(e.String())
-	r.mu.Unlock()
-	return o.String(), e.String(), code
-}
 
 // TestRoles: real unix users, made by the test, reach the daemon through
 // its socket group; what each may do is its role's, decided by the daemon
@@ -95,11 +36,11 @@ func TestRoles(t *testing.T) {
 		t.Fatal(err)
 	}
 	group := "xg" + r.id
-	newGroup(t, group)
-	sponsor := newUser(t, "xs"+r.id, group)
-	auditor := newUser(t, "xa"+r.id, group)
-	expirer := newUser(t, "xe"+r.id, group)
-	nobody := newUser(t, "xn"+r.id, group)
+	addGroup(t, group)
+	account := func(name string) *user.User {
+		return addUser(t, "--no-create-home", "--gid", group, "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", name)
+	}
+	sponsor, auditor, expirer, nobody := account("xs"+r.id), account("xa"+r.id), account("xe"+r.id), account("xn"+r.id)
 	r.Socket = filepath.Join(shared, "extranetd.sock")
 	r.StartDaemon("--socket-group", group)
 
@@ -107,31 +48,31 @@ func TestRoles(t *testing.T) {
 	if out := r.MustCTL("role", "list"); !strings.Contains(out, "@"+group) || !strings.Contains(out, "admin") {
 		t.Fatalf("first assignments:\n%s", out)
 	}
-	if _, _, code := r.as(t, ctl, nobody, "org", "create", "initech"); code != 0 {
+	if _, _, code := r.runAs(t, ctl, nobody, "org", "create", "initech"); code != 0 {
 		t.Errorf("a socket-group member of a fresh install cannot create an org: exit %d", code)
 	}
 	r.MustCTL("org", "create", "acme", "--grant", "10.10.1.0/24")
 	r.MustCTL("org", "create", "globex", "--grant", "10.10.2.0/24:tcp/8080")
 	r.Issue("acme/laptop")
 	r.Issue("globex/server")
-	r.MustCTL("role", "assign", sponsor.name, "sponsor", "--org", "acme")
-	r.MustCTL("role", "assign", auditor.name, "auditor")
-	r.MustCTL("role", "assign", expirer.name, "expirer")
+	r.MustCTL("role", "assign", sponsor.Username, "sponsor", "--org", "acme")
+	r.MustCTL("role", "assign", auditor.Username, "auditor")
+	r.MustCTL("role", "assign", expirer.Username, "expirer")
 	// Tightened as docs/permissions.md says.
 	r.MustCTL("role", "revoke", "@"+group, "admin")
 
-	refused := func(u unixUser, needs string, args ...string) {
+	refused := func(u *user.User, needs string, args ...string) {
 		t.Helper()
-		_, stderr, code := r.as(t, ctl, u, args...)
+		_, stderr, code := r.runAs(t, ctl, u, args...)
 		if code != 5 || !strings.Contains(stderr, "needs the role "+needs) {
-			t.Errorf("%s %v: exit %d, %s; want 5 and the role %s", u.name, args, code, strings.TrimSpace(stderr), needs)
+			t.Errorf("%s %v: exit %d, %s; want 5 and the role %s", u.Username, args, code, strings.TrimSpace(stderr), needs)
 		}
 	}
-	ok := func(u unixUser, args ...string) string {
+	ok := func(u *user.User, args ...string) string {
 		t.Helper()
-		out, stderr, code := r.as(t, ctl, u, args...)
+		out, stderr, code := r.runAs(t, ctl, u, args...)
 		if code != 0 {
-			t.Errorf("%s %v: exit %d, %s", u.name, args, code, strings.TrimSpace(stderr))
+			t.Errorf("%s %v: exit %d, %s", u.Username, args, code, strings.TrimSpace(stderr))
 		}
 		return out
 	}
@@ -169,7 +110,7 @@ func TestRoles(t *testing.T) {
 		backup := filepath.Join(os.TempDir(), "xb"+r.id+".db")
 		t.Cleanup(func() { os.Remove(backup); os.Remove(backup + ".partial") })
 		refused(sponsor, "admin", "backup", backup)
-		refused(sponsor, "admin", "role", "assign", sponsor.name, "admin")
+		refused(sponsor, "admin", "role", "assign", sponsor.Username, "admin")
 	})
 
 	t.Run("auditor", func(t *testing.T) {
@@ -191,7 +132,7 @@ func TestRoles(t *testing.T) {
 	t.Run("expirer", func(t *testing.T) {
 		ok(expirer, "expire")
 		ok(expirer, "expire", "--idle", "1s", "--action", "revoke", "--dry-run")
-		if _, stderr, code := r.as(t, ctl, expirer, "expire", "--idle", "1s", "--action", "revoke"); code != 5 || !strings.Contains(stderr, "configured policy only") {
+		if _, stderr, code := r.runAs(t, ctl, expirer, "expire", "--idle", "1s", "--action", "revoke"); code != 5 || !strings.Contains(stderr, "configured policy only") {
 			t.Errorf("the expirer chose its own policy: exit %d, %s", code, stderr)
 		}
 		refused(expirer, "admin, auditor or sponsor", "peer", "list")
@@ -201,16 +142,16 @@ func TestRoles(t *testing.T) {
 	t.Run("no role", func(t *testing.T) {
 		refused(nobody, "admin, auditor or sponsor", "org", "list")
 		var w api.WhoAmI
-		if err := json.Unmarshal([]byte(ok(nobody, "whoami", "-o", "json")), &w); err != nil || w.User != nobody.name || len(w.Roles) != 0 {
+		if err := json.Unmarshal([]byte(ok(nobody, "whoami", "-o", "json")), &w); err != nil || w.User != nobody.Username || len(w.Roles) != 0 {
 			t.Errorf("whoami: %+v %v", w, err)
 		}
 	})
 
 	// Every refusal is in the audit log, with who was refused.
 	out := r.MustCTL("audit", "--action", "denied", "-o", "json")
-	for _, u := range []unixUser{sponsor, auditor, expirer, nobody} {
-		if !strings.Contains(out, `"actor":"`+u.name+`"`) {
-			t.Errorf("no refusal of %s in the audit log", u.name)
+	for _, u := range []*user.User{sponsor, auditor, expirer, nobody} {
+		if !strings.Contains(out, `"actor":"`+u.Username+`"`) {
+			t.Errorf("no refusal of %s in the audit log", u.Username)
 		}
 	}
 	// A subject that does not exist is refused at once.

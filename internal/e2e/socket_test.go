@@ -131,53 +131,81 @@ func unitRuntimeDirectory(t *testing.T) (string, os.FileMode) {
 func newAccounts(t *testing.T, id string) (group *user.Group, member, outsider *user.User) {
 	t.Helper()
 	gname, mname, oname := "exsock"+id, "exsock"+id+"m", "exsock"+id+"o"
-	account := func(add, del string, args ...string) {
-		t.Helper()
-		if out, err := exec.Command(add, args...).CombinedOutput(); err != nil {
-			t.Fatalf("%s %s: %v\n%s", add, strings.Join(args, " "), err, out)
-		}
-		name := args[len(args)-1]
-		t.Cleanup(func() {
-			if out, err := exec.Command(del, name).CombinedOutput(); err != nil {
-				t.Errorf("%s %s: %v\n%s", del, name, err, out)
-			}
-		})
-	}
-	account("groupadd", "groupdel", "--system", gname)
+	group = addGroup(t, gname)
 	// As `usermod -aG extranet alice` does: the group is a supplementary
 	// one, not the user's primary group.
 	common := []string{"--system", "--no-create-home", "--no-user-group", "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin"}
-	account("useradd", "userdel", append(common, "--groups", gname, mname)...)
-	account("useradd", "userdel", append(common, oname)...)
-	var err error
-	if group, err = user.LookupGroup(gname); err != nil {
-		t.Fatal(err)
-	}
-	if member, err = user.Lookup(mname); err != nil {
-		t.Fatal(err)
-	}
-	if outsider, err = user.Lookup(oname); err != nil {
-		t.Fatal(err)
-	}
+	member = addUser(t, append(common, "--groups", gname, mname)...)
+	outsider = addUser(t, append(common, oname)...)
 	return group, member, outsider
 }
 
+// addAccount runs add (groupadd or useradd) with args, whose last is the
+// name, and del on that name when the test ends, failed or not.
+func addAccount(t *testing.T, add, del string, args ...string) {
+	t.Helper()
+	if out, err := exec.Command(add, args...).CombinedOutput(); err != nil {
+		t.Fatalf("%s %s: %v\n%s", add, strings.Join(args, " "), err, out)
+	}
+	name := args[len(args)-1]
+	t.Cleanup(func() {
+		if out, err := exec.Command(del, name).CombinedOutput(); err != nil {
+			t.Errorf("%s %s: %v\n%s", del, name, err, out)
+		}
+	})
+}
+
+func addGroup(t *testing.T, name string) *user.Group {
+	t.Helper()
+	addAccount(t, "groupadd", "groupdel", "--system", name)
+	g, err := user.LookupGroup(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+// addUser runs useradd with args, the name last.
+func addUser(t *testing.T, args ...string) *user.User {
+	t.Helper()
+	addAccount(t, "useradd", "userdel", args...)
+	u, err := user.Lookup(args[len(args)-1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
 // ctlAs runs extranetctl as u with the groups a login gives it, and returns
-// its combined output and exit code.
+// its output, errors included, and exit code.
 func ctlAs(t *testing.T, r *Rig, u *user.User, args ...string) (string, int) {
 	t.Helper()
+	stdout, stderr, code := r.runAs(t, filepath.Join(bin, "extranetctl"), u, args...)
+	return stdout + stderr, code
+}
+
+// runAs runs the extranetctl at ctl as u, with the groups a login gives
+// it, against the rig's socket. Like CTL, it keeps what it printed for the
+// rig's check that no secret reaches stderr.
+func (r *Rig) runAs(t *testing.T, ctl string, u *user.User, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
 	cmd := exec.Command("setpriv", append([]string{"--reuid", u.Uid, "--regid", u.Gid, "--init-groups", "--",
-		filepath.Join(bin, "extranetctl"), "--socket", r.Socket}, args...)...)
-	out, err := cmd.CombinedOutput()
+		ctl, "--socket", r.Socket}, args...)...)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
 	var ee *exec.ExitError
 	switch {
-	case err == nil:
-		return string(out), 0
 	case errors.As(err, &ee):
-		return string(out), ee.ExitCode()
+		code = ee.ExitCode()
+	case err != nil:
+		t.Fatalf("run extranetctl as %s: %v", u.Username, err)
 	}
-	t.Fatalf("run extranetctl as %s: %v", u.Username, err)
-	return "", 0
+	r.mu.Lock()
+	r.secrets = append(r.secrets, secretsIn(o.String())...)
+	r.stderr.WriteString(e.String())
+	r.mu.Unlock()
+	return o.String(), e.String(), code
 }
 
 // mkdirMode makes a directory with exactly mode, whatever the umask.
