@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -134,6 +135,15 @@ func TestNamespaceFlushClosesEverything(t *testing.T) {
 	if out := r.MustCTL("status"); !strings.Contains(out, "ip netns exec "+r.NS+" iptables -S") {
 		t.Errorf("status does not say how to inspect the namespace:\n%s", out)
 	}
+	// The daemon itself stays in the host namespace: tools that look at
+	// /proc/PID/ns/net (nsenter -t, ip netns identify) must find it there,
+	// though its threads enter the gateway namespace all the time.
+	r.mu.Lock()
+	pid := r.daemon.Process.Pid
+	r.mu.Unlock()
+	if got, want := nsInode(t, fmt.Sprintf("/proc/%d/ns/net", pid)), nsInode(t, "/run/netns/"+r.GW); got != want {
+		t.Errorf("/proc/%d/ns/net is namespace %d, not the host's (%s, %d)", pid, got, r.GW, want)
+	}
 	r.Must(r.NS, "iptables", "-F")
 	closed := append(beyond(r, globexIP), probe{r.PA, "tcp", hostPort(in1Addr, 22), false}, probe{r.PB, "tcp", hostPort(in2Addr, 8080), false})
 	r.noneReached(t, "with the namespace's rules flushed", closed)
@@ -200,4 +210,14 @@ func TestHostAddressesFollowed(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// nsInode is the inode of a namespace file, which names the namespace.
+func nsInode(t *testing.T, path string) uint64 {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Ino
 }
