@@ -88,7 +88,7 @@ func open(name string, mayCreate bool) (*NS, bool, error) {
 		h.Close()
 		return nil, false, fmt.Errorf("open the host network namespace: %w", err)
 	}
-	same, _ := sameNS(h, host)
+	same := h.Equal(host)
 	host.Close()
 	if same {
 		h.Close()
@@ -112,17 +112,6 @@ func open(name string, mayCreate bool) (*NS, bool, error) {
 func isNS(h netns.NsHandle) bool {
 	var st unix.Statfs_t
 	return unix.Fstatfs(int(h), &st) == nil && st.Type == unix.NSFS_MAGIC
-}
-
-func sameNS(a, b netns.NsHandle) (bool, error) {
-	var sa, sb unix.Stat_t
-	if err := unix.Fstat(int(a), &sa); err != nil {
-		return false, err
-	}
-	if err := unix.Fstat(int(b), &sb); err != nil {
-		return false, err
-	}
-	return sa.Dev == sb.Dev && sa.Ino == sb.Ino, nil
 }
 
 // create makes a namespace and pins it at Dir/name, the way `ip netns add`
@@ -276,7 +265,7 @@ func (n *NS) pin(e ensurer) error {
 	h, err := netns.GetFromPath(path)
 	if err == nil {
 		defer h.Close()
-		if same, _ := sameNS(h, n.h); !same {
+		if !h.Equal(n.h) {
 			return fmt.Errorf("%s now pins another network namespace than the gateway's; remove it (ip netns del %s) so that the gateway's can be pinned again", path, n.name)
 		}
 		return nil

@@ -120,6 +120,19 @@ func TestEveryRouteHasAPermission(t *testing.T) {
 			}
 		}
 	}
+	// Every action is some route's, and a refusal of it reads as words.
+	used := map[authz.Action]bool{}
+	for _, rt := range s.routeTable() {
+		used[rt.action] = true
+	}
+	for _, a := range authz.Actions {
+		if !used[a] {
+			t.Errorf("action %s is no route's", a)
+		}
+		if actionText[a] == "" && a != authz.ReadWhoAmI {
+			t.Errorf("action %s has no words for its refusal", a)
+		}
+	}
 	for p := range want {
 		if !seen[p] {
 			t.Errorf("the test names %s, which is not a route", p)

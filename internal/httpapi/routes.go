@@ -225,7 +225,7 @@ func (s *Server) auditRefusal(ctx context.Context, user string, action authz.Act
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 	// A sponsor's counts are of its own organisations.
-	st, err := s.svc.StatusOf(r.Context(), visible(r))
+	st, err := s.svc.Status(r.Context(), visible(r))
 	reply(w, http.StatusOK, st, err)
 }
 

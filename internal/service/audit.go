@@ -78,13 +78,9 @@ func (s *Service) VerifyAudit(ctx context.Context) (api.VerifyResult, error) {
 }
 
 // Status combines the data plane's live view with counts from the store.
-func (s *Service) Status(ctx context.Context) (api.Status, error) {
-	return s.StatusOf(ctx, nil)
-}
-
-// StatusOf is Status with the counts of the organisations in visible alone
-// (nil: all), for a caller who may see only those.
-func (s *Service) StatusOf(ctx context.Context, visible map[string]bool) (api.Status, error) {
+// The counts are of the organisations in visible alone (nil: all), for a
+// caller who may see only those.
+func (s *Service) Status(ctx context.Context, visible map[string]bool) (api.Status, error) {
 	var st api.Status
 	if s.opts.Runtime != nil {
 		st = s.opts.Runtime.Status()
