@@ -47,41 +47,43 @@ type Action string
 
 // Actions. Each API route maps to one.
 const (
-	ReadStatus  Action = "status"
-	ManageOrgs  Action = "org.manage"   // create, delete, grant, ungrant, suspend, resume, extend
-	ReadOrgs    Action = "org.read"     // list and show
-	ManagePeers Action = "peer.manage"  // issue, suspend, resume, revoke, rotate, extend
-	ReadPeers   Action = "peer.read"    // list and show, no secrets
-	ReadSecrets Action = "peer.config"  // a peer's config, with its preshared key
-	RunExpire   Action = "expire"       // suspend or revoke idle and expired peers
-	ImportState Action = "import"       // load peers and orgs from CSV
-	ExportState Action = "export"       // CSV with preshared keys, and backups
-	ReadAudit   Action = "audit.read"   // the audit log
-	VerifyAudit Action = "audit.verify" // check the hash chain
-	ManageRoles Action = "role.manage"  // assign and revoke
-	ReadRoles   Action = "role.read"    // list
-	ReadWhoAmI  Action = "whoami"       // the caller's own identity and roles
+	ReadStatus   Action = "status"
+	ManageOrgs   Action = "org.manage"   // create, delete, grant, ungrant, suspend, resume, extend
+	ReadOrgs     Action = "org.read"     // list and show
+	ManagePeers  Action = "peer.manage"  // issue, suspend, resume, revoke, rotate, extend, move
+	ManageGroups Action = "group.manage" // create, grant, ungrant and delete groups, within the org's grants
+	ReadPeers    Action = "peer.read"    // list and show, no secrets
+	ReadSecrets  Action = "peer.config"  // a peer's config, with its preshared key
+	RunExpire    Action = "expire"       // suspend or revoke idle and expired peers
+	ImportState  Action = "import"       // load peers and orgs from CSV
+	ExportState  Action = "export"       // CSV with preshared keys, and backups
+	ReadAudit    Action = "audit.read"   // the audit log
+	VerifyAudit  Action = "audit.verify" // check the hash chain
+	ManageRoles  Action = "role.manage"  // assign and revoke
+	ReadRoles    Action = "role.read"    // list
+	ReadWhoAmI   Action = "whoami"       // the caller's own identity and roles
 )
 
 // Actions lists every action, for the tests that cover them all.
-var Actions = []Action{ReadStatus, ManageOrgs, ReadOrgs, ManagePeers, ReadPeers, ReadSecrets,
+var Actions = []Action{ReadStatus, ManageOrgs, ReadOrgs, ManagePeers, ManageGroups, ReadPeers, ReadSecrets,
 	RunExpire, ImportState, ExportState, ReadAudit, VerifyAudit, ManageRoles, ReadRoles, ReadWhoAmI}
 
 // scoped actions are about one organisation, which a sponsor must hold.
-var scoped = map[Action]bool{ReadStatus: true, ReadOrgs: true, ManagePeers: true, ReadPeers: true, ReadSecrets: true, ReadAudit: true}
+var scoped = map[Action]bool{ReadStatus: true, ReadOrgs: true, ManagePeers: true, ManageGroups: true, ReadPeers: true, ReadSecrets: true, ReadAudit: true}
 
 // allowed says which roles may take each action, besides admin.
 var allowed = map[Action][]Role{
-	ReadStatus:  {Sponsor, Auditor},
-	ReadOrgs:    {Sponsor, Auditor},
-	ManagePeers: {Sponsor},
-	ReadPeers:   {Sponsor, Auditor},
-	ReadSecrets: {Sponsor},
-	RunExpire:   {Expirer},
-	ReadAudit:   {Sponsor, Auditor},
-	VerifyAudit: {Auditor},
-	ReadRoles:   {Auditor},
-	ReadWhoAmI:  {Sponsor, Auditor, Expirer},
+	ReadStatus:   {Sponsor, Auditor},
+	ReadOrgs:     {Sponsor, Auditor},
+	ManagePeers:  {Sponsor},
+	ManageGroups: {Sponsor},
+	ReadPeers:    {Sponsor, Auditor},
+	ReadSecrets:  {Sponsor},
+	RunExpire:    {Expirer},
+	ReadAudit:    {Sponsor, Auditor},
+	VerifyAudit:  {Auditor},
+	ReadRoles:    {Auditor},
+	ReadWhoAmI:   {Sponsor, Auditor, Expirer},
 }
 
 // Assignment gives a subject a role; a sponsor's for some organisations.

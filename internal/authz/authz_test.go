@@ -26,6 +26,11 @@ func TestDecide(t *testing.T) {
 		{Caller{User: "alice", UID: 2}, ManagePeers, "acme", true, "", ""},
 		{Caller{User: "alice", UID: 2}, ManagePeers, "globex", false, "", "admin or sponsor of globex"},
 		{Caller{User: "alice", UID: 2}, ManageOrgs, "acme", false, "", "admin"},
+		// A sponsor manages its organisations' groups (within the
+		// ceiling, which the service checks), and no one else's.
+		{Caller{User: "alice", UID: 2}, ManageGroups, "initech", true, "", ""},
+		{Caller{User: "alice", UID: 2}, ManageGroups, "globex", false, "", "admin or sponsor of globex"},
+		{Caller{User: "bob", UID: 4, Groups: []string{"audit"}}, ManageGroups, "acme", false, "", "admin or sponsor of acme"},
 		{Caller{User: "alice", UID: 2}, ReadOrgs, "", true, "acme,initech", ""},
 		{Caller{User: "alice", UID: 2}, ExportState, "", false, "", "admin"},
 		{Caller{User: "alice", UID: 2}, VerifyAudit, "", false, "", "admin or auditor"},

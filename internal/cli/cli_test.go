@@ -406,15 +406,34 @@ func TestConfirmWording(t *testing.T) {
 }
 
 func TestCompletion(t *testing.T) {
-	d := startDaemon(t, "")
+	d := startDaemon(t, "vpn.example.com:51820")
 	for _, sh := range []string{"bash", "zsh", "fish"} {
 		if out := d.must("completion", sh); !strings.Contains(out, "extranetctl") {
 			t.Errorf("completion %s does not mention extranetctl", sh)
 		}
 	}
-	d.must("org", "create", "acme")
+	d.must("org", "create", "acme", "--grant", "10.20.0.0/24")
 	if out := d.must("__complete", "org", "show", "ac"); !strings.Contains(out, "acme") {
 		t.Errorf("dynamic completion of org names: %q", out)
+	}
+	d.must("group", "create", "acme/support", "--grant", "10.20.0.10/32:tcp/22")
+	d.must("peer", "issue", "acme/bob", "--public-key", "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		// Groups are ORG/GROUP: the organisation first, then its groups.
+		{[]string{"group", "show", "ac"}, "acme/\n"},
+		{[]string{"group", "grant", "acme/s"}, "acme/support\n"},
+		{[]string{"group", "list", "a"}, "acme\n"},
+		{[]string{"peer", "issue", "acme/new", "--group", ""}, "default\nsupport\n"},
+		{[]string{"peer", "move", "acme/bob", "--group", "s"}, "support\n"},
+		{[]string{"group", "delete", "acme/support", "--move-to", "d"}, "default\n"},
+	} {
+		out := d.must(append([]string{"__complete"}, tc.args...)...)
+		if !strings.HasPrefix(out, tc.want) {
+			t.Errorf("completion of %v: %q, want it to start %q", tc.args, out, tc.want)
+		}
 	}
 }
 

@@ -122,16 +122,31 @@ func printOrg(g *globals, o api.Org) error {
 		"State", o.State,
 		"Expires", date(o.Expires),
 		"Grants", orDash(strings.Join(o.Grants, " ")),
+		"Groups", groupsText(o.Groups),
 		"Blocks", orDash(strings.Join(o.Blocks, " ")),
 		"Peers", fmt.Sprintf("%d active, %d total", o.Peers.Active, o.Peers.Total),
 		"Created", fmt.Sprintf("%s by %s", date(&o.CreatedAt), o.CreatedBy),
 	)
 }
 
+// groupsText lists groups with what each reaches, e.g.
+// "default (the organisation's), support: 10.20.0.10/32:tcp/22".
+func groupsText(groups []api.GroupGrants) string {
+	parts := make([]string, 0, len(groups))
+	for _, gr := range groups {
+		if gr.Name == api.DefaultGroup {
+			parts = append(parts, gr.Name+" (the organisation's)")
+			continue
+		}
+		parts = append(parts, gr.Name+": "+orDash(strings.Join(gr.Grants, " ")))
+	}
+	return orDash(strings.Join(parts, "; "))
+}
+
 func newOrgGrantCmd(g *globals, verb string) *cobra.Command {
 	short := "Let an organisation reach more resources"
 	if verb == "ungrant" {
-		short = "Withdraw resources from an organisation (open connections to them are cut)"
+		short = "Withdraw resources from an organisation and its groups (open connections to them are cut)"
 	}
 	var force bool
 	cmd := &cobra.Command{

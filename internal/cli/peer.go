@@ -23,7 +23,7 @@ func newPeerCmd(g *globals) *cobra.Command {
 		newPeerIssueCmd(g), newPeerListCmd(g), newPeerShowCmd(g), newPeerConfigCmd(g),
 		newPeerStateCmd(g, "suspend", "Cut a peer off, keeping its keys"),
 		newPeerStateCmd(g, "resume", "Let a suspended or expired peer connect again"),
-		newPeerRevokeCmd(g), newPeerRotateCmd(g), newPeerExtendCmd(g),
+		newPeerRevokeCmd(g), newPeerRotateCmd(g), newPeerExtendCmd(g), newPeerMoveCmd(g),
 	)
 	return cmd
 }
@@ -171,6 +171,8 @@ never stored, so hand it to the partner now.`,
 	}
 	cmd.Flags().StringVar(&req.PublicKey, "public-key", "", "the partner's own WireGuard public key (its private key never leaves its device)")
 	cmd.Flags().StringVar(&req.Expires, "expires", "", "expiry: DATE (2027-01-31), RFC 3339 time or DURATION (90d)")
+	cmd.Flags().StringVar(&req.Group, "group", "", "the organisation's access group the peer joins (default: the group \"default\", which reaches the organisation's whole grant)")
+	cmd.RegisterFlagCompletionFunc("group", completeGroupFlag(g))
 	co.bind(cmd)
 	return cmd
 }
@@ -191,9 +193,9 @@ func newPeerListCmd(g *globals) *cobra.Command {
 				return printJSON(g.env.Out, peers)
 			}
 			now := g.env.Now()
-			t := newTable(g.env.Out, "PEER", "ADDRESS", "STATE", "LAST SEEN", "RX", "TX", "EXPIRES")
+			t := newTable(g.env.Out, "PEER", "GROUP", "ADDRESS", "STATE", "LAST SEEN", "RX", "TX", "EXPIRES")
 			for _, p := range peers {
-				t.row(p.ID(), p.Address, p.State, lastSeen(now, p), bytesHuman(p.RxBytes), bytesHuman(p.TxBytes), date(p.Expires))
+				t.row(p.ID(), p.Group, p.Address, p.State, lastSeen(now, p), bytesHuman(p.RxBytes), bytesHuman(p.TxBytes), date(p.Expires))
 			}
 			return t.flush()
 		},
@@ -231,6 +233,7 @@ func printPeer(g *globals, p api.Peer) error {
 	}
 	return fields(g.env.Out,
 		"Peer", p.ID(),
+		"Group", p.Group,
 		"State", p.State,
 		"Address", p.Address,
 		"Public key", p.PublicKey,

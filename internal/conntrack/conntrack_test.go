@@ -21,8 +21,8 @@ func pol(t *testing.T, grants ...string) *policy.Policy {
 	}
 	return &policy.Policy{
 		TunnelNet: tunnel,
-		Orgs:      []policy.Org{{ID: 1, Blocks: []netip.Prefix{netip.MustParsePrefix("100.64.1.0/24")}, Grants: gs}},
-		Peers:     map[netip.Addr]bool{netip.MustParseAddr("100.64.1.5"): true},
+		Orgs:      []policy.Org{{ID: 1, Blocks: []netip.Prefix{netip.MustParsePrefix("100.64.1.0/24")}, Groups: []policy.Group{{ID: 1, Grants: gs}}}},
+		Peers:     map[netip.Addr]uint32{netip.MustParseAddr("100.64.1.5"): 1},
 	}
 }
 

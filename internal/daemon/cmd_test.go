@@ -26,7 +26,7 @@ func TestRestoreCommandListsRevokedKeys(t *testing.T) {
 	put := func(state string) {
 		t.Helper()
 		if err := db.Update(func(tx *store.Tx) error {
-			p := &store.Peer{Org: "acme", Name: "alice", PublicKey: key, State: state, Address: netip.MustParseAddr("100.64.1.1")}
+			p := &store.Peer{Org: "acme", Name: "alice", PublicKey: key, State: state, Address: netip.MustParseAddr("100.64.1.1"), Group: store.DefaultGroup}
 			if err := tx.ClaimKey(key, p.ID()); err != nil {
 				return err
 			}

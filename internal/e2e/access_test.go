@@ -179,7 +179,7 @@ func TestAccessMatrix(t *testing.T) {
 			{r.NS, [][]string{{"iptables", "-D", "INPUT", "-i", iface, "-j", "EXTRANET-IN"}, {"iptables", "-F", "EXTRANET-IN"}, {"iptables", "-X", "EXTRANET-IN"}}},
 			{r.NS, [][]string{{"iptables", "-I", "EXTRANET-FWD", "-j", "ACCEPT"}}},
 			{r.NS, [][]string{{"ipset", "flush"}}},
-			{r.NS, [][]string{{"iptables", "-F", "EXTRANET-O-1"}, {"ipset", "destroy", "extranet-1-net"}}},
+			{r.NS, [][]string{{"iptables", "-F", "EXTRANET-O-1"}, {"ipset", "destroy", "extranet-g1-net"}}},
 			{r.NS, [][]string{{"ip", "link", "set", "uplink", "down"}}},
 			{r.NS, [][]string{{"sysctl", "-qw", "net.ipv4.ip_forward=0"}}},
 			{r.GW, [][]string{{"ip", "route", "del", "100.64.0.0/16"}}},

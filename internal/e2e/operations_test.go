@@ -192,8 +192,8 @@ func TestOperations(t *testing.T) {
 	t.Run("a change the kernel refuses is reported, then repaired", func(t *testing.T) {
 		// A set of acme's, replaced by hand with one of the wrong type,
 		// makes every firewall apply fail: ipset cannot swap across types.
-		r.Must(r.NS, "ipset", "destroy", "extranet-1-port")
-		r.Must(r.NS, "ipset", "create", "extranet-1-port", "hash:ip")
+		r.Must(r.NS, "ipset", "destroy", "extranet-g1-port")
+		r.Must(r.NS, "ipset", "create", "extranet-g1-port", "hash:ip")
 		_, errOut, code := r.CTL("org", "grant", "acme", "10.10.1.0/24:tcp/443")
 		if code != 1 || !strings.Contains(errOut, "saved") || !strings.Contains(errOut, "not in force") || !strings.Contains(errOut, "swap") {
 			t.Fatalf("grant the kernel refused: exit %d, %s", code, errOut)
@@ -205,12 +205,12 @@ func TestOperations(t *testing.T) {
 			t.Errorf("status after the failure: %q", st.ReconcileResult)
 		}
 		// Once the obstacle is gone, the next periodic run puts it in force.
-		r.Must(r.NS, "ipset", "destroy", "extranet-1-port")
+		r.Must(r.NS, "ipset", "destroy", "extranet-g1-port")
 		Eventually(t, 10*time.Second, "the grant is in force", func() error {
 			if st := r.status(); st.ReconcileResult != "ok" {
 				return errors.New(st.ReconcileResult)
 			}
-			if out, _ := r.run(r.NS, "ipset", "list", "extranet-1-port"); !strings.Contains(out, "10.10.1.0/24,tcp:443") {
+			if out, _ := r.run(r.NS, "ipset", "list", "extranet-g1-port"); !strings.Contains(out, "10.10.1.0/24,tcp:443") {
 				return fmt.Errorf("set: %s", out)
 			}
 			return nil

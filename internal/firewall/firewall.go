@@ -24,8 +24,8 @@ import (
 // Interface is what the reconciler needs of a firewall.
 type Interface interface {
 	Apply(*policy.Policy) error
-	SetPeerSet(map[netip.Addr]bool) error
-	UpdatePeerSet(add, remove []netip.Addr) error
+	SetPeerSet(map[netip.Addr]uint32) error
+	UpdatePeerSet(add map[netip.Addr]uint32, remove []netip.Addr) error
 	Check() ([]string, error)
 }
 
@@ -58,17 +58,21 @@ type Firewall struct {
 	// hostIPT edits single rules of the host's built-in chains.
 	hostIPT *iptables.IPTables
 	// snapshot is the kernel state right after the last successful Apply,
-	// without the members of PeerSet, which change between applies.
+	// without the members of PeerSet and the member sets, which change
+	// between applies.
 	snapshot []string
 	// tunnel is the tunnel network of the last Apply.
 	tunnel netip.Prefix
 	// legacyChecked is set once the host holds no rules of an earlier
 	// layout.
 	legacyChecked bool
-	// peers are the members PeerSet holds: as of the last Apply, with
-	// every update since; nil when unknown (never applied, or an update
-	// failed part way).
-	peers map[netip.Addr]bool
+	// peers are the members PeerSet holds, each with the group whose
+	// member set holds it too: as of the last Apply, with every update
+	// since; nil when unknown (never applied, or an update failed part
+	// way).
+	peers map[netip.Addr]uint32
+	// groups are the groups of the last Apply, whose member sets exist.
+	groups map[uint32]bool
 }
 
 // tools are one namespace's iptables flavour and where to run it.
@@ -304,6 +308,12 @@ func (f *Firewall) Apply(p *policy.Policy) error {
 	}
 	f.snapshot, f.tunnel = snap, p.TunnelNet
 	f.peers = inTunnel(p.TunnelNet, p.Peers)
+	f.groups = map[uint32]bool{}
+	for _, o := range p.Orgs {
+		for _, g := range o.Groups {
+			f.groups[g.ID] = true
+		}
+	}
 	return nil
 }
 
@@ -357,84 +367,6 @@ func (f *Firewall) ensureHostJump(j Jump) error {
 	return nil
 }
 
-// inTunnel is the part of peers that PeerSet holds (see peerSet).
-func inTunnel(tunnel netip.Prefix, peers map[netip.Addr]bool) map[netip.Addr]bool {
-	out := make(map[netip.Addr]bool, len(peers))
-	for a, ok := range peers {
-		if ok && a.Is4() && tunnel.Contains(a) {
-			out[a] = true
-		}
-	}
-	return out
-}
-
-// UpdatePeerSet adds and removes single addresses of PeerSet, the per-peer
-// part of the firewall, without touching rules or other sets: one `ipset
-// restore` of a few lines, so issuing or revoking a peer stays cheap.
-// Removals go first, so an address that changes hands in one call ends up
-// present. After an error the set is unknown until SetPeerSet or Apply.
-func (f *Firewall) UpdatePeerSet(add, remove []netip.Addr) error {
-	if len(add)+len(remove) == 0 {
-		return nil
-	}
-	if f.peers == nil {
-		return errors.New("update the peer set: its members are unknown since a failed update (SetPeerSet refills it)")
-	}
-	var script strings.Builder
-	for _, a := range remove {
-		fmt.Fprintf(&script, "del %s %s -exist\n", PeerSet, a)
-	}
-	for _, a := range add {
-		fmt.Fprintf(&script, "add %s %s -exist\n", PeerSet, a)
-	}
-	if _, err := f.ns.run(script.String(), "ipset", "restore"); err != nil {
-		f.peers = nil
-		return fmt.Errorf("update the peer set: %w", err)
-	}
-	for _, a := range remove {
-		delete(f.peers, a)
-	}
-	for _, a := range add {
-		f.peers[a] = true
-	}
-	return nil
-}
-
-// SetPeerSet makes PeerSet hold exactly the addresses of peers that are true
-// (and in the tunnel network): the difference to what it holds, or, when
-// that is unknown, a refill against what the kernel shows.
-func (f *Firewall) SetPeerSet(peers map[netip.Addr]bool) error {
-	if !f.tunnel.IsValid() {
-		return errors.New("set the peer set: the firewall was never applied")
-	}
-	want := inTunnel(f.tunnel, peers)
-	if f.peers == nil {
-		saved, err := f.ns.run("", "ipset", "save", PeerSet)
-		if err != nil {
-			return fmt.Errorf("read the peer set: %w", err)
-		}
-		if script := setScript([]Set{peerSet(f.tunnel, want)}, parseSave(saved)); script != "" {
-			if _, err := f.ns.run(script, "ipset", "restore"); err != nil {
-				return fmt.Errorf("refill the peer set: %w", err)
-			}
-		}
-		f.peers = want
-		return nil
-	}
-	var add, remove []netip.Addr
-	for a := range want {
-		if !f.peers[a] {
-			add = append(add, a)
-		}
-	}
-	for a := range f.peers {
-		if !want[a] {
-			remove = append(remove, a)
-		}
-	}
-	return f.UpdatePeerSet(add, remove)
-}
-
 // destroyStaleSets removes the sets of ours the rules no longer use; the
 // rules that used them are gone by now.
 func (f *Firewall) destroyStaleSets(have map[string]kernelSet, want []Set) error {
@@ -457,9 +389,10 @@ var counters = regexp.MustCompile(` \[\d+:\d+\]$`)
 
 // capture reads the kernel state that Apply sets as normalised lines: the
 // namespace's whole filter tables (IPv4 and IPv6, chain policies included),
-// its sets with sorted members except the members of PeerSet, which it
-// returns apart, and the host's chains and jumps of ours.
-func (f *Firewall) capture() (lines []string, peers map[string]bool, err error) {
+// its sets with sorted members except the members of PeerSet and of the
+// member sets, which it returns apart, and the host's chains and jumps of
+// ours.
+func (f *Firewall) capture() (lines []string, peers setMembers, err error) {
 	for _, save := range []string{f.ns.save, f.ns.save6} {
 		if save == "" {
 			continue
@@ -493,12 +426,12 @@ func (f *Firewall) capture() (lines []string, peers map[string]bool, err error) 
 		return nil, nil, err
 	}
 	var sets []string
-	peers = map[string]bool{}
+	peers = setMembers{}
 	for _, l := range strings.Split(out, "\n") {
 		fields := strings.Fields(l)
 		switch {
-		case len(fields) >= 3 && fields[0] == "add" && fields[1] == PeerSet:
-			peers[fields[2]] = true
+		case len(fields) >= 3 && fields[0] == "add" && perPeer(fields[1]):
+			peers.add(fields[1], fields[2])
 		case len(fields) >= 3 && (fields[0] == "create" || fields[0] == "add"):
 			sets = append(sets, strings.Join(fields[:3], " "))
 		}
@@ -518,27 +451,6 @@ func (f *Firewall) Check() ([]string, error) {
 		return nil, err
 	}
 	return summarise(append(diff(f.snapshot, now), peerDrift(f.peers, peers)...)), nil
-}
-
-// peerDrift lists the differences between the peer addresses PeerSet
-// should hold and those `ipset save` printed.
-func peerDrift(want map[netip.Addr]bool, got map[string]bool) []string {
-	if want == nil {
-		return []string{"peer set unknown after a failed update"}
-	}
-	var out []string
-	for a := range want {
-		if !got[a.String()] {
-			out = append(out, "missing: peer "+a.String())
-		}
-	}
-	for m := range got {
-		if a, err := netip.ParseAddr(m); err != nil || !want[a] {
-			out = append(out, "unexpected: peer "+m)
-		}
-	}
-	sort.Strings(out)
-	return out
 }
 
 // summarise keeps a handful of differences, for a log line a person can

@@ -3,6 +3,7 @@ package firewall
 import (
 	"net/netip"
 	"regexp"
+	"sort"
 	"strings"
 	"testing"
 
@@ -138,7 +139,7 @@ func TestKernelApplyCheckCleanup(t *testing.T) {
 			{"ip", "netns", "exec", gw, "iptables", "-F", "EXTRANET-O-1"},
 			{"ip", "netns", "exec", gw, "iptables", "-A", "EXTRANET-O-2", "-j", "ACCEPT"},
 			{"ip", "netns", "exec", gw, "iptables", "-I", "FORWARD", "1", "-j", "ACCEPT"},
-			{"ip", "netns", "exec", gw, "ipset", "flush", "extranet-1-port"},
+			{"ip", "netns", "exec", gw, "ipset", "flush", "extranet-g10-port"},
 			{"ip", "netns", "exec", gw, "ipset", "del", HostSet, "10.10.1.1"},
 			{"iptables", "-t", "nat", "-F", "EXTRANET-POST"},
 			{"iptables", "-D", "FORWARD", "-j", "EXTRANET-ACCEPT"},
@@ -159,28 +160,47 @@ func TestKernelApplyCheckCleanup(t *testing.T) {
 				t.Errorf("after repairing %v the namespace differs:\n%s\nwant:\n%s", breakIt, got, applied)
 			}
 		}
-		// The peer set changes by single addresses, between applies, and
-		// drift in it is found and repaired like any other.
+		// The peer sets change by single addresses, between applies, and
+		// drift in them is found and repaired like any other.
 		a, b, c := netip.MustParseAddr("100.64.1.2"), netip.MustParseAddr("100.64.1.3"), netip.MustParseAddr("100.64.2.7")
-		if err := f.UpdatePeerSet([]netip.Addr{a, b, c}, nil); err != nil {
+		members := func(set string) string {
+			var out []string
+			for _, l := range strings.Split(in("ipset", "list", set), "\n") {
+				if _, err := netip.ParseAddr(l); err == nil {
+					out = append(out, l)
+				}
+			}
+			sort.Strings(out)
+			return strings.Join(out, " ")
+		}
+		if err := f.UpdatePeerSet(map[netip.Addr]uint32{a: 10, b: 10, c: 20}, nil); err != nil {
 			t.Fatal(err)
 		}
-		if err := f.UpdatePeerSet([]netip.Addr{b}, []netip.Addr{b, c}); err != nil {
+		// b moves to group 11 by a removal and an add; a moves to 11 and
+		// back by adds alone.
+		if err := f.UpdatePeerSet(map[netip.Addr]uint32{b: 11, a: 11}, []netip.Addr{b, c}); err != nil {
 			t.Fatal(err)
 		}
-		if got := in("ipset", "list", PeerSet); !strings.Contains(got, "\n100.64.1.2\n") || !strings.Contains(got, "\n100.64.1.3\n") || strings.Contains(got, "100.64.2.7") {
-			t.Errorf("peer set after add a,b,c and remove b,c re-adding b:\n%s", got)
+		if err := f.UpdatePeerSet(map[netip.Addr]uint32{a: 10}, nil); err != nil {
+			t.Fatal(err)
+		}
+		for set, want := range map[string]string{PeerSet: "100.64.1.2 100.64.1.3", MemberSet(10): "100.64.1.2", MemberSet(11): "100.64.1.3", MemberSet(20): ""} {
+			if got := members(set); got != want {
+				t.Errorf("%s after the updates holds %q, want %q", set, got, want)
+			}
 		}
 		if d, err := f.Check(); err != nil || len(d) != 0 {
 			t.Errorf("drift after peer updates: %v %v", d, err)
 		}
-		p.Peers = map[netip.Addr]bool{a: true, b: true}
+		p.Peers = map[netip.Addr]uint32{a: 10, b: 11}
 		for _, tc := range []struct {
 			breakIt []string
 			want    string
 		}{
 			{[]string{"ip", "netns", "exec", gw, "ipset", "del", PeerSet, "100.64.1.2"}, "missing: peer 100.64.1.2"},
-			{[]string{"ip", "netns", "exec", gw, "ipset", "add", PeerSet, "100.64.9.9"}, "unexpected: peer 100.64.9.9"},
+			{[]string{"ip", "netns", "exec", gw, "ipset", "add", PeerSet, "100.64.9.9"}, "unexpected: peer 100.64.9.9 in extranet-peers"},
+			{[]string{"ip", "netns", "exec", gw, "ipset", "del", MemberSet(10), "100.64.1.2"}, "missing: peer 100.64.1.2 in extranet-g10-members"},
+			{[]string{"ip", "netns", "exec", gw, "ipset", "add", MemberSet(11), "100.64.1.2"}, "unexpected: peer 100.64.1.2 in extranet-g11-members (its group's set is extranet-g10-members)"},
 		} {
 			sh(t, tc.breakIt...)
 			if d, err := f.Check(); err != nil || strings.Join(d, ";") != tc.want {
@@ -198,36 +218,36 @@ func TestKernelApplyCheckCleanup(t *testing.T) {
 		// way (here, its first address went in by hand); Check says so,
 		// and SetPeerSet refills the set from what the kernel shows.
 		d := netip.MustParseAddr("100.64.1.44")
-		if err := f.UpdatePeerSet([]netip.Addr{d, {}}, nil); err == nil {
+		if err := f.UpdatePeerSet(map[netip.Addr]uint32{d: 10, {}: 10}, nil); err == nil {
 			t.Fatal("an update with an invalid address succeeded")
 		}
 		in("ipset", "add", PeerSet, d.String(), "-exist")
-		if drift, err := f.Check(); err != nil || strings.Join(drift, ";") != "peer set unknown after a failed update" {
+		if drift, err := f.Check(); err != nil || strings.Join(drift, ";") != "peer sets unknown after a failed update" {
 			t.Errorf("drift after a failed update: %v %v", drift, err)
 		}
-		if err := f.UpdatePeerSet([]netip.Addr{c}, nil); err == nil {
+		if err := f.UpdatePeerSet(map[netip.Addr]uint32{c: 20}, nil); err == nil {
 			t.Error("an update built on an unknown set succeeded")
 		}
 		if err := f.SetPeerSet(p.Peers); err != nil {
 			t.Fatal(err)
 		}
-		if got := in("ipset", "list", PeerSet); strings.Contains(got, "100.64.1.44") || !strings.Contains(got, "\n100.64.1.3\n") {
-			t.Errorf("peer set after the refill:\n%s", got)
+		if got := members(PeerSet) + ";" + members(MemberSet(10)) + ";" + members(MemberSet(11)); got != "100.64.1.2 100.64.1.3;100.64.1.2;100.64.1.3" {
+			t.Errorf("peer sets after the refill: %s", got)
 		}
 		if drift, err := f.Check(); err != nil || len(drift) != 0 {
 			t.Errorf("drift after the refill: %v %v", drift, err)
 		}
 		// Known again, the set changes by differences.
-		if err := f.SetPeerSet(map[netip.Addr]bool{a: true, c: true}); err != nil {
+		if err := f.SetPeerSet(map[netip.Addr]uint32{a: 11, c: 20}); err != nil {
 			t.Fatal(err)
 		}
-		if got := in("ipset", "list", PeerSet); strings.Contains(got, "100.64.1.3") || !strings.Contains(got, "\n100.64.2.7\n") {
-			t.Errorf("peer set after SetPeerSet(a, c):\n%s", got)
+		if got := members(PeerSet) + ";" + members(MemberSet(10)) + ";" + members(MemberSet(11)) + ";" + members(MemberSet(20)); got != "100.64.1.2 100.64.2.7;;100.64.1.2;100.64.2.7" {
+			t.Errorf("peer sets after SetPeerSet(a in 11, c): %s", got)
 		}
 		if drift, err := f.Check(); err != nil || len(drift) != 0 {
 			t.Errorf("drift after SetPeerSet: %v %v", drift, err)
 		}
-		p.Peers = map[netip.Addr]bool{a: true, c: true}
+		p.Peers = map[netip.Addr]uint32{a: 11, c: 20}
 
 		// An org that leaves takes its chain and sets along.
 		p.Orgs = p.Orgs[1:]
@@ -235,7 +255,7 @@ func TestKernelApplyCheckCleanup(t *testing.T) {
 			t.Fatal(err)
 		}
 		st := state(t, gw)
-		if strings.Contains(st, "EXTRANET-O-2") || strings.Contains(st, "extranet-2-") {
+		if strings.Contains(st, "EXTRANET-O-2") || strings.Contains(st, "extranet-g20-") {
 			t.Errorf("removed org left rules or sets:\n%s", st)
 		}
 

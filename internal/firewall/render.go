@@ -149,14 +149,21 @@ func GroupChain(g netip.Prefix) string {
 	return fmt.Sprintf("EXTRANET-G-%02x%02x%02x%02x-%d", a[0], a[1], a[2], a[3], g.Bits())
 }
 
-// OrgChain is the chain of an organisation.
+// OrgChain is the chain of an organisation: it sends each of its peers to
+// its group's chain.
 func OrgChain(id uint32) string { return fmt.Sprintf("EXTRANET-O-%d", id) }
 
-// NetSet holds an organisation's grants of whole prefixes.
-func NetSet(id uint32) string { return fmt.Sprintf("extranet-%d-net", id) }
+// GroupChainOf is the chain of an access group, which holds its grants.
+func GroupChainOf(id uint32) string { return fmt.Sprintf("EXTRANET-GRP-%d", id) }
 
-// PortSet holds an organisation's grants of prefix, protocol and port.
-func PortSet(id uint32) string { return fmt.Sprintf("extranet-%d-port", id) }
+// MemberSet holds the tunnel addresses of an access group's peers in force.
+func MemberSet(group uint32) string { return fmt.Sprintf("extranet-g%d-members", group) }
+
+// NetSet holds an access group's grants of whole prefixes.
+func NetSet(group uint32) string { return fmt.Sprintf("extranet-g%d-net", group) }
+
+// PortSet holds an access group's grants of prefix, protocol and port.
+func PortSet(group uint32) string { return fmt.Sprintf("extranet-g%d-port", group) }
 
 var ifaceRE = regexp.MustCompile(`^[a-zA-Z0-9_.-]{1,15}$`)
 
@@ -222,6 +229,9 @@ func Render(p *policy.Policy, uplink string) (*Rendered, error) {
 	}
 	for _, o := range orgs {
 		fmt.Fprintf(&f, ":%s - [0:0]\n", OrgChain(o.ID))
+		for _, g := range o.Groups {
+			fmt.Fprintf(&f, ":%s - [0:0]\n", GroupChainOf(g.ID))
+		}
 	}
 	fmt.Fprintf(&f, "-A INPUT -i lo -j ACCEPT\n")
 	fmt.Fprintf(&f, "-A INPUT -i %s -j %s\n", iface, chainIn)
@@ -241,8 +251,10 @@ func Render(p *policy.Policy, uplink string) (*Rendered, error) {
 	fmt.Fprintf(&f, "-A %s -j %s\n", chainFwd, reject)
 	f.WriteString(groupJumps.String())
 	r.Sets = append(r.Sets, peerSet(p.TunnelNet, p.Peers), hostSet(p.HostAddrs))
+	members := memberSets(p.TunnelNet, p.Peers)
+	seen := map[uint32]bool{}
 	for _, o := range orgs {
-		sets, err := renderOrg(&f, o)
+		sets, err := renderOrg(&f, o, members, seen)
 		if err != nil {
 			return nil, err
 		}
@@ -323,28 +335,71 @@ func hostSet(addrs []netip.Addr) Set {
 // peerSet is the set of the addresses of the peers in force, in address
 // order. An address outside the tunnel network can never be a source on
 // the interface, so it is left out rather than trusted.
-func peerSet(tunnel netip.Prefix, peers map[netip.Addr]bool) Set {
+func peerSet(tunnel netip.Prefix, peers map[netip.Addr]uint32) Set {
 	addrs := make([]netip.Addr, 0, len(peers))
-	for a, ok := range peers {
-		if ok && a.Is4() && tunnel.Contains(a) {
-			addrs = append(addrs, a)
-		}
+	for a := range inTunnel(tunnel, peers) {
+		addrs = append(addrs, a)
 	}
-	sort.Slice(addrs, func(i, j int) bool { return addrs[i].Less(addrs[j]) })
-	members := make([]string, len(addrs))
-	for i, a := range addrs {
-		members[i] = a.String()
-	}
-	return Set{PeerSet, "hash:ip", members}
+	return Set{PeerSet, "hash:ip", addrStrings(addrs)}
 }
 
-// renderOrg writes an organisation's chain and returns its two sets.
-func renderOrg(f *strings.Builder, o policy.Org) ([]Set, error) {
+// memberSets are the members of each group's MemberSet: the addresses of
+// peerSet, by group.
+func memberSets(tunnel netip.Prefix, peers map[netip.Addr]uint32) map[uint32][]netip.Addr {
+	out := map[uint32][]netip.Addr{}
+	for a, g := range inTunnel(tunnel, peers) {
+		out[g] = append(out[g], a)
+	}
+	return out
+}
+
+func addrStrings(addrs []netip.Addr) []string {
+	sort.Slice(addrs, func(i, j int) bool { return addrs[i].Less(addrs[j]) })
+	out := make([]string, len(addrs))
+	for i, a := range addrs {
+		out[i] = a.String()
+	}
+	return out
+}
+
+// renderOrg writes an organisation's chain, which hands each peer to its
+// group's chain by the group's member set, and the group chains, which
+// hold the grants. Both end in a reject: a flow that reached its
+// organisation's chain is decided there. It returns the groups' sets: the
+// member sets always, the grant sets where grants use them.
+func renderOrg(f *strings.Builder, o policy.Org, members map[uint32][]netip.Addr, seen map[uint32]bool) ([]Set, error) {
 	chain := OrgChain(o.ID)
+	groups := append([]policy.Group(nil), o.Groups...)
+	sort.Slice(groups, func(i, j int) bool { return groups[i].ID < groups[j].ID })
+	var sets []Set
+	for _, g := range groups {
+		// A group in two organisations would give one org's peers, by
+		// their membership, the other's access.
+		if g.ID == 0 || seen[g.ID] {
+			return nil, fmt.Errorf("org %d: group id %d is zero or not unique; refusing rules that could mix groups", o.ID, g.ID)
+		}
+		seen[g.ID] = true
+		fmt.Fprintf(f, "-A %s -m set --match-set %s src -j %s\n", chain, MemberSet(g.ID), GroupChainOf(g.ID))
+		sets = append(sets, Set{MemberSet(g.ID), "hash:ip", addrStrings(members[g.ID])})
+	}
+	fmt.Fprintf(f, "-A %s -j %s\n", chain, reject)
+	for _, g := range groups {
+		gs, err := renderGroup(f, o.ID, g)
+		if err != nil {
+			return nil, err
+		}
+		sets = append(sets, gs...)
+	}
+	return sets, nil
+}
+
+// renderGroup writes a group's chain and returns the sets its grants use.
+func renderGroup(f *strings.Builder, org uint32, grp policy.Group) ([]Set, error) {
+	chain := GroupChainOf(grp.ID)
 	var nets, ports, rules []string
-	for _, g := range grant.Normalize(o.Grants) {
+	for _, g := range grant.Normalize(grp.Grants) {
 		if !g.Prefix.Addr().Is4() || g.Prefix.Bits() == 0 {
-			return nil, fmt.Errorf("org %d: grant %s cannot be enforced", o.ID, g)
+			return nil, fmt.Errorf("org %d group %d: grant %s cannot be enforced", org, grp.ID, g)
 		}
 		pfx := g.Prefix.Masked().String()
 		switch {
@@ -358,18 +413,20 @@ func renderOrg(f *strings.Builder, o policy.Org) ([]Set, error) {
 			rules = append(rules, fmt.Sprintf("-A %s -d %s -p %s -j ACCEPT", chain, pfx, g.Proto))
 		}
 	}
+	var sets []Set
 	if len(nets) > 0 {
-		fmt.Fprintf(f, "-A %s -m set --match-set %s dst -j ACCEPT\n", chain, NetSet(o.ID))
+		fmt.Fprintf(f, "-A %s -m set --match-set %s dst -j ACCEPT\n", chain, NetSet(grp.ID))
+		sets = append(sets, Set{NetSet(grp.ID), "hash:net", nets})
 	}
 	if len(ports) > 0 {
-		fmt.Fprintf(f, "-A %s -m set --match-set %s dst,dst -j ACCEPT\n", chain, PortSet(o.ID))
+		fmt.Fprintf(f, "-A %s -m set --match-set %s dst,dst -j ACCEPT\n", chain, PortSet(grp.ID))
+		sets = append(sets, Set{PortSet(grp.ID), "hash:net,port", ports})
 	}
 	for _, r := range rules {
 		f.WriteString(r + "\n")
 	}
-	fmt.Fprintf(f, "-A %s -j RETURN\n", chain)
-
-	return []Set{{NetSet(o.ID), "hash:net", nets}, {PortSet(o.ID), "hash:net,port", ports}}, nil
+	fmt.Fprintf(f, "-A %s -j %s\n", chain, reject)
+	return sets, nil
 }
 
 func portSpec(g grant.Grant, sep string) string {

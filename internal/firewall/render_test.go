@@ -24,19 +24,23 @@ func testPolicy(t testing.TB) *policy.Policy {
 		TunnelNet:  netip.MustParsePrefix("100.64.0.0/16"),
 		Masquerade: true,
 		Orgs: []policy.Org{
-			{ID: 2, Name: "globex", Blocks: []netip.Prefix{netip.MustParsePrefix("100.64.2.0/24")}, Grants: grants(t, "10.10.2.0/24:tcp/8080")},
+			{ID: 2, Name: "globex", Blocks: []netip.Prefix{netip.MustParsePrefix("100.64.2.0/24")},
+				Groups: []policy.Group{{ID: 20, Name: "default", Grants: grants(t, "10.10.2.0/24:tcp/8080")}}},
 			{ID: 1, Name: "acme", Blocks: []netip.Prefix{netip.MustParsePrefix("100.64.1.0/24"), netip.MustParsePrefix("100.64.3.0/24")},
-				Grants: grants(t, "10.10.1.0/24", "10.10.2.2/32:tcp/443", "10.10.2.2/32:udp/5000-5010", "10.10.2.0/24:icmp", "10.30.0.0/16:tcp/1000-9000", "10.40.0.0/16:udp")},
+				Groups: []policy.Group{
+					{ID: 11, Name: "support", Grants: grants(t, "10.10.2.2/32:tcp/22")},
+					{ID: 10, Name: "default", Grants: grants(t, "10.10.1.0/24", "10.10.2.2/32:tcp/443", "10.10.2.2/32:udp/5000-5010", "10.10.2.0/24:icmp", "10.30.0.0/16:tcp/1000-9000", "10.40.0.0/16:udp")},
+				}},
 		},
 	}
 }
 
 func TestRenderGolden(t *testing.T) {
 	p := testPolicy(t)
-	p.Peers = map[netip.Addr]bool{
-		netip.MustParseAddr("100.64.3.9"): true, netip.MustParseAddr("100.64.1.2"): true,
-		// Withdrawn, and outside the tunnel network: neither is a member.
-		netip.MustParseAddr("100.64.2.2"): false, netip.MustParseAddr("10.0.0.1"): true,
+	p.Peers = map[netip.Addr]uint32{
+		netip.MustParseAddr("100.64.3.9"): 10, netip.MustParseAddr("100.64.1.2"): 10, netip.MustParseAddr("100.64.1.7"): 11,
+		// Without a group, and outside the tunnel network: neither is a member.
+		netip.MustParseAddr("100.64.2.2"): 0, netip.MustParseAddr("10.0.0.1"): 10,
 	}
 	p.HostAddrs = []netip.Addr{netip.MustParseAddr("10.10.2.1"), netip.MustParseAddr("10.10.1.1"), netip.MustParseAddr("10.10.1.1")}
 	r, err := Render(p, "uplink")
@@ -54,7 +58,10 @@ func TestRenderGolden(t *testing.T) {
 :EXTRANET-OUT - [0:0]
 :EXTRANET-G-64400000-20 - [0:0]
 :EXTRANET-O-1 - [0:0]
+:EXTRANET-GRP-11 - [0:0]
+:EXTRANET-GRP-10 - [0:0]
 :EXTRANET-O-2 - [0:0]
+:EXTRANET-GRP-20 - [0:0]
 -A INPUT -i lo -j ACCEPT
 -A INPUT -i wg-ext -j EXTRANET-IN
 -A FORWARD -i wg-ext -j EXTRANET-FWD
@@ -71,14 +78,21 @@ func TestRenderGolden(t *testing.T) {
 -A EXTRANET-G-64400000-20 -s 100.64.1.0/24 -j EXTRANET-O-1
 -A EXTRANET-G-64400000-20 -s 100.64.2.0/24 -j EXTRANET-O-2
 -A EXTRANET-G-64400000-20 -s 100.64.3.0/24 -j EXTRANET-O-1
--A EXTRANET-O-1 -m set --match-set extranet-1-net dst -j ACCEPT
--A EXTRANET-O-1 -m set --match-set extranet-1-port dst,dst -j ACCEPT
--A EXTRANET-O-1 -d 10.10.2.0/24 -p icmp -j ACCEPT
--A EXTRANET-O-1 -d 10.30.0.0/16 -p tcp -m tcp --dport 1000:9000 -j ACCEPT
--A EXTRANET-O-1 -d 10.40.0.0/16 -p udp -j ACCEPT
--A EXTRANET-O-1 -j RETURN
--A EXTRANET-O-2 -m set --match-set extranet-2-port dst,dst -j ACCEPT
--A EXTRANET-O-2 -j RETURN
+-A EXTRANET-O-1 -m set --match-set extranet-g10-members src -j EXTRANET-GRP-10
+-A EXTRANET-O-1 -m set --match-set extranet-g11-members src -j EXTRANET-GRP-11
+-A EXTRANET-O-1 -j REJECT --reject-with icmp-admin-prohibited
+-A EXTRANET-GRP-10 -m set --match-set extranet-g10-net dst -j ACCEPT
+-A EXTRANET-GRP-10 -m set --match-set extranet-g10-port dst,dst -j ACCEPT
+-A EXTRANET-GRP-10 -d 10.10.2.0/24 -p icmp -j ACCEPT
+-A EXTRANET-GRP-10 -d 10.30.0.0/16 -p tcp -m tcp --dport 1000:9000 -j ACCEPT
+-A EXTRANET-GRP-10 -d 10.40.0.0/16 -p udp -j ACCEPT
+-A EXTRANET-GRP-10 -j REJECT --reject-with icmp-admin-prohibited
+-A EXTRANET-GRP-11 -m set --match-set extranet-g11-port dst,dst -j ACCEPT
+-A EXTRANET-GRP-11 -j REJECT --reject-with icmp-admin-prohibited
+-A EXTRANET-O-2 -m set --match-set extranet-g20-members src -j EXTRANET-GRP-20
+-A EXTRANET-O-2 -j REJECT --reject-with icmp-admin-prohibited
+-A EXTRANET-GRP-20 -m set --match-set extranet-g20-port dst,dst -j ACCEPT
+-A EXTRANET-GRP-20 -j REJECT --reject-with icmp-admin-prohibited
 -A EXTRANET-IN -j REJECT --reject-with icmp-admin-prohibited
 -A EXTRANET-TOPEER -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
 -A EXTRANET-TOPEER -j REJECT --reject-with icmp-admin-prohibited
@@ -104,8 +118,10 @@ COMMIT
 		t.Errorf("host:\n%v\nwant:\n%v", h, wantHost)
 	}
 	got := fmt.Sprint(r.Sets)
-	want := "[{extranet-peers hash:ip [100.64.1.2 100.64.3.9]} {extranet-host hash:ip [10.10.1.1 10.10.2.1]} {extranet-1-net hash:net [10.10.1.0/24]} {extranet-1-port hash:net,port [10.10.2.2/32,tcp:443 10.10.2.2/32,udp:5000-5010]} " +
-		"{extranet-2-net hash:net []} {extranet-2-port hash:net,port [10.10.2.0/24,tcp:8080]}]"
+	want := "[{extranet-peers hash:ip [100.64.1.2 100.64.1.7 100.64.3.9]} {extranet-host hash:ip [10.10.1.1 10.10.2.1]} " +
+		"{extranet-g10-members hash:ip [100.64.1.2 100.64.3.9]} {extranet-g11-members hash:ip [100.64.1.7]} " +
+		"{extranet-g10-net hash:net [10.10.1.0/24]} {extranet-g10-port hash:net,port [10.10.2.2/32,tcp:443 10.10.2.2/32,udp:5000-5010]} {extranet-g11-port hash:net,port [10.10.2.2/32,tcp:22]} " +
+		"{extranet-g20-members hash:ip []} {extranet-g20-port hash:net,port [10.10.2.0/24,tcp:8080]}]"
 	if got != want {
 		t.Errorf("sets:\n%s\nwant:\n%s", got, want)
 	}
@@ -116,16 +132,54 @@ COMMIT
 func TestRulesDoNotGrowWithPeers(t *testing.T) {
 	p := testPolicy(t)
 	few, _ := Render(p, "uplink")
-	p.Peers = map[netip.Addr]bool{}
+	p.Peers = map[netip.Addr]uint32{}
 	for i := 0; i < 5000; i++ {
-		p.Peers[netip.AddrFrom4([4]byte{100, 64, byte(1 + i/250), byte(1 + i%250)})] = true
+		p.Peers[netip.AddrFrom4([4]byte{100, 64, byte(1 + i/250), byte(1 + i%250)})] = uint32(10 + i%2)
 	}
 	many, _ := Render(p, "uplink")
-	if few.Filter != many.Filter || fmt.Sprint(few.Sets[1:]) != fmt.Sprint(many.Sets[1:]) {
+	if few.Filter != many.Filter || fmt.Sprint(fixedSets(few.Sets)) != fmt.Sprint(fixedSets(many.Sets)) {
 		t.Error("rendered rules depend on the number of peers")
 	}
-	if many.Sets[0].Name != PeerSet || len(many.Sets[0].Members) != 5000 || len(few.Sets[0].Members) != 0 {
-		t.Errorf("peer set: %d members with 5,000 peers, %d with none", len(many.Sets[0].Members), len(few.Sets[0].Members))
+	if len(few.Sets) != len(many.Sets) {
+		t.Errorf("%d sets with 5,000 peers, %d with none", len(many.Sets), len(few.Sets))
+	}
+	members := 0
+	for _, set := range many.Sets {
+		if set.Name == PeerSet && len(set.Members) != 5000 {
+			t.Errorf("peer set: %d members with 5,000 peers", len(set.Members))
+		}
+		if memberSetRE.MatchString(set.Name) {
+			members += len(set.Members)
+		}
+	}
+	if members != 5000 {
+		t.Errorf("member sets: %d members with 5,000 peers", members)
+	}
+}
+
+// fixedSets are the sets whose members do not depend on peers.
+func fixedSets(sets []Set) []Set {
+	var out []Set
+	for _, s := range sets {
+		if !perPeer(s.Name) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// TestRenderRefusesSharedGroups: a group ID in two organisations would
+// give one's peers, by their membership, the other's access.
+func TestRenderRefusesSharedGroups(t *testing.T) {
+	p := testPolicy(t)
+	p.Orgs[0].Groups[0].ID = 11
+	if _, err := Render(p, "uplink"); err == nil {
+		t.Error("a group ID in two organisations was rendered")
+	}
+	p = testPolicy(t)
+	p.Orgs[0].Groups[0].ID = 0
+	if _, err := Render(p, "uplink"); err == nil {
+		t.Error("a group without an ID was rendered")
 	}
 }
 
@@ -173,7 +227,7 @@ func BenchmarkRender1000Orgs(b *testing.B) {
 		p.Orgs = append(p.Orgs, policy.Org{
 			ID:     uint32(i),
 			Blocks: []netip.Prefix{netip.PrefixFrom(netip.AddrFrom4([4]byte{100, byte(64 + i/256), byte(i % 256), 0}), 24)},
-			Grants: grants(b, "10.1.0.0/16", "10.2.3.4/32:tcp/443", "10.3.0.0/24:udp/5000-5010", "10.4.0.0/16:icmp", "10.5.0.0/16:tcp/1000-9000"),
+			Groups: []policy.Group{{ID: uint32(i), Grants: grants(b, "10.1.0.0/16", "10.2.3.4/32:tcp/443", "10.3.0.0/24:udp/5000-5010", "10.4.0.0/16:icmp", "10.5.0.0/16:tcp/1000-9000")}},
 		})
 	}
 	b.ResetTimer()
@@ -262,7 +316,7 @@ func TestTreeBoundsTheWalk(t *testing.T) {
 	for _, n := range []int{1, 17, 1000, 4095} {
 		p := &policy.Policy{Interface: "wg-ext", TunnelNet: netip.MustParsePrefix("100.64.0.0/12")}
 		for i := 1; i <= n; i++ {
-			p.Orgs = append(p.Orgs, policy.Org{ID: uint32(i), Blocks: []netip.Prefix{netip.PrefixFrom(netip.AddrFrom4([4]byte{100, byte(64 + i/256), byte(i % 256), 0}), 24)}, Grants: grants(t, "10.1.0.0/16")})
+			p.Orgs = append(p.Orgs, policy.Org{ID: uint32(i), Blocks: []netip.Prefix{netip.PrefixFrom(netip.AddrFrom4([4]byte{100, byte(64 + i/256), byte(i % 256), 0}), 24)}, Groups: []policy.Group{{ID: uint32(i), Grants: grants(t, "10.1.0.0/16")}}})
 		}
 		r, err := Render(p, "uplink")
 		if err != nil {

@@ -288,3 +288,85 @@ func MergePrefixes(in []netip.Prefix) []netip.Prefix {
 		}
 	}
 }
+
+// portRange is the ports a grant covers: every port when it names none.
+func (g Grant) portRange() (lo, hi uint16) {
+	if g.HasPorts() {
+		return g.PortLo, g.PortHi
+	}
+	return 1, 65535
+}
+
+// Intersect returns what both a and b allow, and false when that is
+// nothing. Two prefixes either nest or are disjoint, so the result is
+// always one grant.
+func Intersect(a, b Grant) (Grant, bool) {
+	var out Grant
+	switch {
+	case a.Prefix.Bits() >= b.Prefix.Bits() && b.Prefix.Contains(a.Prefix.Addr()):
+		out.Prefix = a.Prefix
+	case b.Prefix.Bits() >= a.Prefix.Bits() && a.Prefix.Contains(b.Prefix.Addr()):
+		out.Prefix = b.Prefix
+	default:
+		return Grant{}, false
+	}
+	switch {
+	case a.Proto == Any:
+		out.Proto = b.Proto
+	case b.Proto == Any || b.Proto == a.Proto:
+		out.Proto = a.Proto
+	default:
+		return Grant{}, false
+	}
+	if !a.HasPorts() && !b.HasPorts() {
+		return out, true
+	}
+	alo, ahi := a.portRange()
+	blo, bhi := b.portRange()
+	out.PortLo, out.PortHi = max(alo, blo), min(ahi, bhi)
+	if out.PortLo > out.PortHi {
+		return Grant{}, false
+	}
+	return out, true
+}
+
+// Within reports whether everything g allows, c allows too.
+func Within(g, c Grant) bool {
+	in, ok := Intersect(g, c)
+	if !ok {
+		return false
+	}
+	// An intersection narrower than g in any way means g reaches past c.
+	lo, hi := in.portRange()
+	glo, ghi := g.portRange()
+	return in.Prefix == g.Prefix && in.Proto == g.Proto && lo == glo && hi == ghi
+}
+
+// WithinAny reports whether one grant of ceiling holds all of g.
+func WithinAny(g Grant, ceiling []Grant) bool {
+	for _, c := range ceiling {
+		if Within(g, c) {
+			return true
+		}
+	}
+	return false
+}
+
+// Narrow returns the part of gs that lies within ceiling: each grant kept
+// whole where one grant of ceiling holds it, else cut to its intersections
+// with the grants of ceiling.
+func Narrow(gs, ceiling []Grant) []Grant {
+	var out []Grant
+	for _, g := range gs {
+		if WithinAny(g, ceiling) {
+			out = append(out, g)
+			continue
+		}
+		for _, c := range ceiling {
+			if in, ok := Intersect(g, c); ok {
+				out = append(out, in)
+			}
+		}
+	}
+	return Normalize(out)
+}

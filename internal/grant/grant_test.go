@@ -131,3 +131,71 @@ func TestJSON(t *testing.T) {
 		t.Error("unmarshal accepted host bits")
 	}
 }
+
+func TestIntersectAndWithin(t *testing.T) {
+	p := func(s string) Grant {
+		t.Helper()
+		g, err := Parse(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g
+	}
+	for _, tc := range []struct {
+		a, b   string
+		want   string // "" for nothing in common
+		within bool   // a within b
+	}{
+		{"10.0.0.0/24", "10.0.0.0/16", "10.0.0.0/24", true},
+		{"10.0.0.0/16", "10.0.0.0/24", "10.0.0.0/24", false},
+		{"10.0.0.0/24", "10.0.1.0/24", "", false},
+		{"10.0.0.5/32:tcp/22", "10.0.0.0/24", "10.0.0.5/32:tcp/22", true},
+		{"10.0.0.0/24", "10.0.0.5/32:tcp/22", "10.0.0.5/32:tcp/22", false},
+		{"10.0.0.5/32:tcp", "10.0.0.0/24:tcp/20-30", "10.0.0.5/32:tcp/20-30", false},
+		{"10.0.0.5/32:tcp/25-40", "10.0.0.0/24:tcp/20-30", "10.0.0.5/32:tcp/25-30", false},
+		{"10.0.0.5/32:tcp/22", "10.0.0.0/24:udp", "", false},
+		{"10.0.0.5/32:tcp/31-40", "10.0.0.0/24:tcp/20-30", "", false},
+		{"10.0.0.0/24:icmp", "10.0.0.0/16", "10.0.0.0/24:icmp", true},
+		{"10.0.0.0/24:icmp", "10.0.0.0/16:tcp", "", false},
+		{"10.0.0.0/24:tcp/1-65535", "10.0.0.0/24:tcp", "10.0.0.0/24:tcp/1-65535", true},
+		{"10.0.0.0/24:tcp", "10.0.0.0/24:tcp/1-65535", "10.0.0.0/24:tcp/1-65535", true},
+	} {
+		got, ok := Intersect(p(tc.a), p(tc.b))
+		if s := got.String(); !ok && tc.want != "" || ok && s != tc.want {
+			t.Errorf("%s ∩ %s = %s (%v), want %q", tc.a, tc.b, s, ok, tc.want)
+		}
+		if rev, ok2 := Intersect(p(tc.b), p(tc.a)); ok2 != ok || rev != got {
+			t.Errorf("%s ∩ %s is not %s ∩ %s", tc.b, tc.a, tc.a, tc.b)
+		}
+		if w := Within(p(tc.a), p(tc.b)); w != tc.within {
+			t.Errorf("Within(%s, %s) = %v, want %v", tc.a, tc.b, w, tc.within)
+		}
+	}
+}
+
+// TestNarrow: what a group keeps when its organisation's grants shrink is
+// exactly the part of it that still lies within them, and nothing outside.
+func TestNarrow(t *testing.T) {
+	gs, err := ParseAll([]string{"10.0.0.0/24", "10.0.5.5/32:tcp/22", "10.9.0.0/16:udp/5000-6000"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ceiling, err := ParseAll([]string{"10.0.0.0/25:tcp", "10.0.0.128/25:icmp", "10.0.5.0/24", "10.9.0.0/16:udp/5500-7000"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, g := range Narrow(gs, ceiling) {
+		got = append(got, g.String())
+		if !WithinAny(g, ceiling) {
+			t.Errorf("%s is outside the ceiling", g)
+		}
+	}
+	want := "10.0.0.0/25:tcp 10.0.0.128/25:icmp 10.0.5.5/32:tcp/22 10.9.0.0/16:udp/5500-6000"
+	if strings.Join(got, " ") != want {
+		t.Errorf("Narrow = %q, want %q", strings.Join(got, " "), want)
+	}
+	if n := Narrow(gs, nil); len(n) != 0 {
+		t.Errorf("nothing in the ceiling kept %v", n)
+	}
+}

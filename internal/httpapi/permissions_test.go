@@ -31,6 +31,13 @@ func TestEveryRouteHasAPermission(t *testing.T) {
 		"POST /v1/orgs/{org}/extend":  "admin",
 		"POST /v1/orgs/{org}/peers":   "admin sponsor",
 
+		"GET /v1/orgs/{org}/groups":                 "admin sponsor auditor",
+		"POST /v1/orgs/{org}/groups":                "admin sponsor",
+		"GET /v1/orgs/{org}/groups/{name}":          "admin sponsor auditor",
+		"POST /v1/orgs/{org}/groups/{name}/grant":   "admin sponsor",
+		"POST /v1/orgs/{org}/groups/{name}/ungrant": "admin sponsor",
+		"DELETE /v1/orgs/{org}/groups/{name}":       "admin sponsor",
+
 		"GET /v1/peers":                       "admin sponsor auditor",
 		"GET /v1/peers/{org}/{name}":          "admin sponsor auditor",
 		"GET /v1/peers/{org}/{name}/config":   "admin sponsor",
@@ -39,6 +46,7 @@ func TestEveryRouteHasAPermission(t *testing.T) {
 		"POST /v1/peers/{org}/{name}/revoke":  "admin sponsor",
 		"POST /v1/peers/{org}/{name}/rotate":  "admin sponsor",
 		"POST /v1/peers/{org}/{name}/extend":  "admin sponsor",
+		"POST /v1/peers/{org}/{name}/move":    "admin sponsor",
 
 		"POST /v1/expire": "admin expirer",
 		"POST /v1/import": "admin",

@@ -58,6 +58,13 @@ func (s *Server) routeTable() []route {
 		{"POST /v1/orgs/{org}/extend", authz.ManageOrgs, pathOrg, false, s.extendOrg},
 		{"POST /v1/orgs/{org}/peers", authz.ManagePeers, pathOrg, false, s.issuePeer},
 
+		{"GET /v1/orgs/{org}/groups", authz.ReadOrgs, pathOrg, false, s.listGroups},
+		{"POST /v1/orgs/{org}/groups", authz.ManageGroups, pathOrg, false, s.createGroup},
+		{"GET /v1/orgs/{org}/groups/{name}", authz.ReadOrgs, pathOrg, false, s.getGroup},
+		{"POST /v1/orgs/{org}/groups/{name}/grant", authz.ManageGroups, pathOrg, false, s.groupGrants(s.svc.GroupGrant)},
+		{"POST /v1/orgs/{org}/groups/{name}/ungrant", authz.ManageGroups, pathOrg, false, s.groupGrants(s.svc.GroupUngrant)},
+		{"DELETE /v1/orgs/{org}/groups/{name}", authz.ManageGroups, pathOrg, false, s.deleteGroup},
+
 		{"GET /v1/peers", authz.ReadPeers, queryOrg, true, s.listPeers},
 		{"GET /v1/peers/{org}/{name}", authz.ReadPeers, pathOrg, false, s.getPeer},
 		{"GET /v1/peers/{org}/{name}/config", authz.ReadSecrets, pathOrg, false, s.peerConfig},
@@ -66,6 +73,7 @@ func (s *Server) routeTable() []route {
 		{"POST /v1/peers/{org}/{name}/revoke", authz.ManagePeers, pathOrg, false, s.peerAction(s.svc.RevokePeer)},
 		{"POST /v1/peers/{org}/{name}/rotate", authz.ManagePeers, pathOrg, false, s.rotatePeer},
 		{"POST /v1/peers/{org}/{name}/extend", authz.ManagePeers, pathOrg, false, s.extendPeer},
+		{"POST /v1/peers/{org}/{name}/move", authz.ManagePeers, pathOrg, false, s.movePeer},
 
 		{"POST /v1/expire", authz.RunExpire, nil, false, s.expire},
 		{"POST /v1/import", authz.ImportState, nil, false, s.importCSV},
@@ -89,19 +97,20 @@ func (s *Server) routes() {
 
 // actionText says what an action does, for refusals people read.
 var actionText = map[authz.Action]string{
-	authz.ReadStatus:  "read the gateway's status",
-	authz.ManageOrgs:  "manage organisations and their grants",
-	authz.ReadOrgs:    "see organisations",
-	authz.ManagePeers: "manage the peers",
-	authz.ReadPeers:   "see the peers",
-	authz.ReadSecrets: "read peer configs (they hold preshared keys)",
-	authz.RunExpire:   "run expire",
-	authz.ImportState: "import",
-	authz.ExportState: "export or back up the state (it holds preshared keys)",
-	authz.ReadAudit:   "read the audit log",
-	authz.VerifyAudit: "verify the audit log",
-	authz.ManageRoles: "assign or revoke roles",
-	authz.ReadRoles:   "list roles",
+	authz.ReadStatus:   "read the gateway's status",
+	authz.ManageOrgs:   "manage organisations and their grants",
+	authz.ReadOrgs:     "see organisations",
+	authz.ManagePeers:  "manage the peers",
+	authz.ManageGroups: "manage access groups",
+	authz.ReadPeers:    "see the peers",
+	authz.ReadSecrets:  "read peer configs (they hold preshared keys)",
+	authz.RunExpire:    "run expire",
+	authz.ImportState:  "import",
+	authz.ExportState:  "export or back up the state (it holds preshared keys)",
+	authz.ReadAudit:    "read the audit log",
+	authz.VerifyAudit:  "verify the audit log",
+	authz.ManageRoles:  "assign or revoke roles",
+	authz.ReadRoles:    "list roles",
 }
 
 // forbidden is the refusal of action (on org, when it is about one).
@@ -268,6 +277,53 @@ func (s *Server) grants(fn func(ctx context.Context, org string, req api.GrantsR
 		o, err := fn(s.withActor(r), r.PathValue("org"), req)
 		reply(w, http.StatusOK, o, err)
 	}
+}
+
+func (s *Server) listGroups(w http.ResponseWriter, r *http.Request) {
+	gs, err := s.svc.ListGroups(r.Context(), r.PathValue("org"))
+	reply(w, http.StatusOK, gs, err)
+}
+
+func (s *Server) createGroup(w http.ResponseWriter, r *http.Request) {
+	var req api.CreateGroupRequest
+	if err := decode(r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	g, err := s.svc.CreateGroup(s.withActor(r), r.PathValue("org"), req)
+	reply(w, http.StatusCreated, g, err)
+}
+
+func (s *Server) getGroup(w http.ResponseWriter, r *http.Request) {
+	g, err := s.svc.GetGroup(r.Context(), r.PathValue("org"), r.PathValue("name"))
+	reply(w, http.StatusOK, g, err)
+}
+
+func (s *Server) groupGrants(fn func(ctx context.Context, org, name string, req api.GrantsRequest) (api.Group, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var req api.GrantsRequest
+		if err := decode(r, &req); err != nil {
+			writeError(w, err)
+			return
+		}
+		g, err := fn(s.withActor(r), r.PathValue("org"), r.PathValue("name"), req)
+		reply(w, http.StatusOK, g, err)
+	}
+}
+
+func (s *Server) deleteGroup(w http.ResponseWriter, r *http.Request) {
+	err := s.svc.DeleteGroup(s.withActor(r), r.PathValue("org"), r.PathValue("name"), r.URL.Query().Get("move_to"))
+	reply(w, http.StatusOK, struct{}{}, err)
+}
+
+func (s *Server) movePeer(w http.ResponseWriter, r *http.Request) {
+	var req api.MoveRequest
+	if err := decode(r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	p, err := s.svc.MovePeer(s.withActor(r), r.PathValue("org"), r.PathValue("name"), req)
+	reply(w, http.StatusOK, p, err)
 }
 
 func (s *Server) orgAction(fn func(ctx context.Context, org string) (api.Org, error)) http.HandlerFunc {

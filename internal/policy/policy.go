@@ -10,13 +10,24 @@ import (
 )
 
 // Org is one active organisation: the address blocks its peers live in and
-// the resources they may reach.
+// its access groups.
 type Org struct {
 	// ID is small, stable and never reused, so that chain and set names
 	// derived from it survive renames and restarts.
 	ID     uint32
 	Name   string
 	Blocks []netip.Prefix
+	Groups []Group
+}
+
+// Group is an access group: what its peers may reach. Its grants lie
+// within the organisation's (the store keeps them so); the rules and the
+// sweep need only the group's.
+type Group struct {
+	// ID is unique across organisations and never reused, like an
+	// organisation's.
+	ID     uint32
+	Name   string
 	Grants []grant.Grant
 }
 
@@ -31,9 +42,11 @@ type Policy struct {
 	// the internal side, so internal hosts need no route back.
 	Masquerade bool
 	Orgs       []Org
-	// Peers holds the tunnel address of every peer that may send. A flow
-	// from any other tunnel address is dead, whatever its org was granted.
-	Peers map[netip.Addr]bool
+	// Peers maps the tunnel address of every peer that may send to the ID
+	// of its group. A flow from any other tunnel address is dead, whatever
+	// its org was granted, and so is one from a peer whose group is not
+	// among its organisation's.
+	Peers map[netip.Addr]uint32
 	// HostAddrs are the gateway host's own addresses. They are not
 	// internal subnets: no partner reaches them, whatever a grant covers.
 	HostAddrs []netip.Addr
@@ -43,7 +56,8 @@ type Policy struct {
 // destination port) is permitted. It is the same decision the firewall rules
 // make, used to find established flows that the rules would no longer admit.
 func (p *Policy) Allows(src, dst netip.Addr, proto uint8, dport uint16) bool {
-	if !p.Peers[src] {
+	gid := p.Peers[src]
+	if gid == 0 {
 		return false
 	}
 	for _, h := range p.HostAddrs {
@@ -55,12 +69,21 @@ func (p *Policy) Allows(src, dst netip.Addr, proto uint8, dport uint16) bool {
 		if !containsAny(o.Blocks, src) {
 			continue
 		}
-		for _, g := range o.Grants {
-			if g.Allows(dst, proto, dport) {
-				return true
+		for _, g := range o.Groups {
+			if g.ID == gid {
+				return allows(g.Grants, dst, proto, dport)
 			}
 		}
 		return false
+	}
+	return false
+}
+
+func allows(gs []grant.Grant, dst netip.Addr, proto uint8, dport uint16) bool {
+	for _, g := range gs {
+		if g.Allows(dst, proto, dport) {
+			return true
+		}
 	}
 	return false
 }

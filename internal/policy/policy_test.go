@@ -8,9 +8,9 @@ import (
 )
 
 // TestAllows pins the decision the conntrack sweep kills flows by: a flow
-// lives only if its source is a peer in force, the peer's organisation holds
-// a grant covering the destination, protocol and port, and nothing another
-// organisation was granted leaks across.
+// lives only if its source is a peer in force, the peer's group in its own
+// organisation holds a grant covering the destination, protocol and port,
+// and nothing another group or organisation was granted leaks across.
 func TestAllows(t *testing.T) {
 	g := func(s string) grant.Grant {
 		t.Helper()
@@ -26,15 +26,21 @@ func TestAllows(t *testing.T) {
 		TunnelNet: netip.MustParsePrefix("100.64.0.0/16"),
 		Orgs: []Org{
 			{ID: 1, Name: "acme", Blocks: []netip.Prefix{netip.MustParsePrefix("100.64.1.0/24"), netip.MustParsePrefix("100.64.9.0/24")},
-				Grants: []grant.Grant{g("10.20.0.0/24"), g("10.30.5.10/32:tcp/443"), g("10.40.0.0/16:udp/5000-5010"), g("10.50.0.0/16:icmp")}},
+				Groups: []Group{
+					{ID: 11, Name: "default", Grants: []grant.Grant{g("10.20.0.0/24"), g("10.30.5.10/32:tcp/443"), g("10.40.0.0/16:udp/5000-5010"), g("10.50.0.0/16:icmp")}},
+					{ID: 12, Name: "support", Grants: []grant.Grant{g("10.20.0.10/32:tcp/22")}},
+				}},
 			{ID: 2, Name: "globex", Blocks: []netip.Prefix{netip.MustParsePrefix("100.64.2.0/24")},
-				Grants: []grant.Grant{g("10.99.0.0/16")}},
-			{ID: 3, Name: "initech", Blocks: []netip.Prefix{netip.MustParsePrefix("100.64.3.0/24")}},
+				Groups: []Group{{ID: 21, Name: "default", Grants: []grant.Grant{g("10.99.0.0/16")}}}},
+			{ID: 3, Name: "initech", Blocks: []netip.Prefix{netip.MustParsePrefix("100.64.3.0/24")}, Groups: []Group{{ID: 31, Name: "default"}}},
 		},
-		Peers: map[netip.Addr]bool{
-			a("100.64.1.2"): true, a("100.64.9.7"): true, a("100.64.2.2"): true, a("100.64.3.2"): true,
+		Peers: map[netip.Addr]uint32{
+			a("100.64.1.2"): 11, a("100.64.9.7"): 11, a("100.64.2.2"): 21, a("100.64.3.2"): 31,
+			a("100.64.1.3"): 12,
 			// In force but in no organisation's block: a policy bug must deny.
-			a("100.64.200.1"): true,
+			a("100.64.200.1"): 11,
+			// In acme's block but, by a bug, in globex's group.
+			a("100.64.1.4"): 21,
 		},
 	}
 	const icmp, tcp, udp = 1, 6, 17
@@ -63,7 +69,12 @@ func TestAllows(t *testing.T) {
 		{"that org itself", "100.64.2.2", "10.99.0.1", tcp, 80, true},
 		{"and not the first org's", "100.64.2.2", "10.20.0.1", tcp, 80, false},
 		{"an org without grants", "100.64.3.2", "10.20.0.1", tcp, 80, false},
-		{"an address no peer holds", "100.64.1.3", "10.20.0.1", tcp, 80, false},
+		{"an address no peer holds", "100.64.1.9", "10.20.0.1", tcp, 80, false},
+		{"a group's one port", "100.64.1.3", "10.20.0.10", tcp, 22, true},
+		{"not its org's other grants", "100.64.1.3", "10.20.0.10", tcp, 80, false},
+		{"nor another host of the same grant", "100.64.1.3", "10.20.0.11", tcp, 22, false},
+		{"the default group keeps the org's", "100.64.1.2", "10.20.0.10", tcp, 80, true},
+		{"a group of another org", "100.64.1.4", "10.99.0.1", tcp, 80, false},
 		{"a peer outside every block", "100.64.200.1", "10.20.0.1", tcp, 80, false},
 		{"outside the tunnel network", "192.0.2.1", "10.20.0.1", tcp, 80, false},
 	}

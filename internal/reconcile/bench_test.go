@@ -25,10 +25,10 @@ func BenchmarkReconcileAfterChange(b *testing.B) {
 		for o := 1; o <= 1000; o++ {
 			name := fmt.Sprintf("org%04d", o)
 			block := plan.Block(o)
-			tx.PutOrg(&store.Org{ID: uint32(o), Name: name, State: api.StateActive, Blocks: []netip.Prefix{block}})
+			tx.PutOrg(&store.Org{ID: uint32(o), Name: name, State: api.StateActive, Blocks: []netip.Prefix{block}, Groups: []store.Group{{ID: uint32(o), Name: store.DefaultGroup}}})
 			addr, _ := ipam.Hosts(block)
 			for i := 0; i < 10; i++ {
-				tx.PutPeer(&store.Peer{Org: name, Name: fmt.Sprint(i), PublicKey: key(t), PresharedKey: psk, Address: addr, State: api.StateActive})
+				tx.PutPeer(&store.Peer{Org: name, Name: fmt.Sprint(i), PublicKey: key(t), PresharedKey: psk, Address: addr, State: api.StateActive, Group: store.DefaultGroup})
 				addr = addr.Next()
 			}
 		}
@@ -60,7 +60,7 @@ func BenchmarkReconcileAfterChange(b *testing.B) {
 				addr = addr.Next()
 			}
 			ch, err := e.db.Change(func(tx *store.Tx) error {
-				return tx.PutPeer(&store.Peer{Org: fmt.Sprintf("org%04d", org), Name: fmt.Sprint("new", i), PublicKey: key(t), PresharedKey: psk, Address: addr, State: api.StateActive})
+				return tx.PutPeer(&store.Peer{Org: fmt.Sprintf("org%04d", org), Name: fmt.Sprint("new", i), PublicKey: key(t), PresharedKey: psk, Address: addr, State: api.StateActive, Group: store.DefaultGroup})
 			})
 			if err != nil {
 				b.Fatal(err)

@@ -42,13 +42,13 @@ func (e *env) fullState() string {
 	fresh.db, fresh.r.o.DB = e.db, e.db
 	fresh.r.o.Clock = e.clk
 	fresh.once(false)
-	return fresh.os.String() + allowed(fresh.r.applied.Peers)
+	return fresh.os.String() + allowed(fresh.r.applied.Peers) + allowed(fresh.os.set)
 }
 
-func allowed(ps map[netip.Addr]bool) string {
+func allowed(ps map[netip.Addr]uint32) string {
 	var out []string
-	for a := range ps {
-		out = append(out, a.String())
+	for a, g := range ps {
+		out = append(out, fmt.Sprintf("%s in %d", a, g))
 	}
 	sort.Strings(out)
 	return "allowed " + strings.Join(out, ",") + "\n"
@@ -59,8 +59,8 @@ func TestChangedPeersOnlyMatchAFullRun(t *testing.T) {
 	g, _ := grant.Parse("10.20.0.0/24")
 	blocks := []netip.Prefix{netip.MustParsePrefix("100.64.1.0/24"), netip.MustParsePrefix("100.64.2.0/24")}
 	e.put(func(tx *store.Tx) error {
-		tx.PutOrg(&store.Org{ID: 1, Name: "acme", State: api.StateActive, Blocks: blocks[:1], Grants: []grant.Grant{g}})
-		return tx.PutOrg(&store.Org{ID: 2, Name: "beta", State: api.StateActive, Blocks: blocks[1:], Grants: []grant.Grant{g}})
+		tx.PutOrg(&store.Org{ID: 1, Name: "acme", State: api.StateActive, Blocks: blocks[:1], Grants: []grant.Grant{g}, Groups: []store.Group{{ID: 1, Name: store.DefaultGroup}, {ID: 11, Name: "support"}}})
+		return tx.PutOrg(&store.Org{ID: 2, Name: "beta", State: api.StateActive, Blocks: blocks[1:], Grants: []grant.Grant{g}, Groups: []store.Group{{ID: 2, Name: store.DefaultGroup}, {ID: 12, Name: "support"}}})
 	})
 	e.once(false)
 	psk := key(t)
@@ -83,7 +83,7 @@ func TestChangedPeersOnlyMatchAFullRun(t *testing.T) {
 				}
 				return nil
 			})
-			op := rng.IntN(6)
+			op := rng.IntN(8)
 			if len(peers) == 0 || (op == 0 && len(free[org]) > 0) {
 				if len(free[org]) == 0 {
 					desc = "nothing"
@@ -96,7 +96,7 @@ func TestChangedPeersOnlyMatchAFullRun(t *testing.T) {
 				a := free[org][0]
 				free[org] = free[org][1:]
 				desc = fmt.Sprintf("issue %s/p%d at %s", org, names, a)
-				return tx.PutPeer(&store.Peer{Org: org, Name: fmt.Sprint("p", names), PublicKey: key(t), PresharedKey: psk, Address: a, State: api.StateActive})
+				return tx.PutPeer(&store.Peer{Org: org, Name: fmt.Sprint("p", names), PublicKey: key(t), PresharedKey: psk, Address: a, State: api.StateActive, Group: store.DefaultGroup})
 			}
 			p := peers[rng.IntN(len(peers))]
 			switch op {
@@ -112,6 +112,13 @@ func TestChangedPeersOnlyMatchAFullRun(t *testing.T) {
 			case 5:
 				past := e.clk.t.Add(-time.Hour)
 				p.Expires = &past
+			case 6, 7:
+				// A move: same key and address, another group.
+				if p.Group == store.DefaultGroup {
+					p.Group = "support"
+				} else {
+					p.Group = store.DefaultGroup
+				}
 			default:
 				p.State = api.StateRevoked
 				free[org] = append(free[org], p.Address)
@@ -119,7 +126,7 @@ func TestChangedPeersOnlyMatchAFullRun(t *testing.T) {
 			desc = fmt.Sprintf("op %d on %s", op, p.ID())
 			return tx.PutPeer(p)
 		})
-		got := e.os.String() + allowed(e.r.applied.Peers)
+		got := e.os.String() + allowed(e.r.applied.Peers) + allowed(e.os.set)
 		if want := e.fullState(); got != want {
 			t.Fatalf("step %d (%s): after applying the change alone:\n%s\na full reconcile gives:\n%s", step, desc, got, want)
 		}
@@ -138,8 +145,8 @@ func TestAddressChangesHandsInEitherOrder(t *testing.T) {
 		e := newEnv(t)
 		a := netip.MustParseAddr("100.64.1.1")
 		e.put(func(tx *store.Tx) error {
-			tx.PutOrg(&store.Org{ID: 1, Name: "acme", State: api.StateActive, Blocks: []netip.Prefix{netip.MustParsePrefix("100.64.1.0/24")}})
-			return tx.PutPeer(&store.Peer{Org: "acme", Name: "old", PublicKey: key(t), PresharedKey: key(t), Address: a, State: api.StateActive})
+			tx.PutOrg(&store.Org{ID: 1, Name: "acme", State: api.StateActive, Blocks: []netip.Prefix{netip.MustParsePrefix("100.64.1.0/24")}, Groups: []store.Group{{ID: 1, Name: store.DefaultGroup}}})
+			return tx.PutPeer(&store.Peer{Org: "acme", Name: "old", PublicKey: key(t), PresharedKey: key(t), Address: a, State: api.StateActive, Group: store.DefaultGroup})
 		})
 		e.once(false)
 		sweeps := len(e.os.sweeps)
@@ -149,7 +156,7 @@ func TestAddressChangesHandsInEitherOrder(t *testing.T) {
 			return tx.PutPeer(p)
 		}
 		issue := func(tx *store.Tx) error {
-			return tx.PutPeer(&store.Peer{Org: "acme", Name: "new", PublicKey: key(t), PresharedKey: key(t), Address: a, State: api.StateActive})
+			return tx.PutPeer(&store.Peer{Org: "acme", Name: "new", PublicKey: key(t), PresharedKey: key(t), Address: a, State: api.StateActive, Group: store.DefaultGroup})
 		}
 		// Both commit before the reconciler hears of either.
 		var first, second store.Changes
@@ -165,7 +172,7 @@ func TestAddressChangesHandsInEitherOrder(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if got, want := e.os.String()+allowed(e.r.applied.Peers), e.fullState(); got != want {
+		if got, want := e.os.String()+allowed(e.r.applied.Peers)+allowed(e.os.set), e.fullState(); got != want {
 			t.Errorf("revoke first=%v:\n%s\nwant:\n%s", revokeFirst, got, want)
 		}
 		if len(e.os.sweeps) == sweeps {
@@ -177,7 +184,7 @@ func TestAddressChangesHandsInEitherOrder(t *testing.T) {
 func TestRunAppliesPeerChangesWithoutAFullRead(t *testing.T) {
 	e := newEnv(t)
 	e.put(func(tx *store.Tx) error {
-		return tx.PutOrg(&store.Org{ID: 1, Name: "acme", State: api.StateActive, Blocks: []netip.Prefix{netip.MustParsePrefix("100.64.1.0/24")}})
+		return tx.PutOrg(&store.Org{ID: 1, Name: "acme", State: api.StateActive, Blocks: []netip.Prefix{netip.MustParsePrefix("100.64.1.0/24")}, Groups: []store.Group{{ID: 1, Name: store.DefaultGroup}}})
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -186,7 +193,7 @@ func TestRunAppliesPeerChangesWithoutAFullRead(t *testing.T) {
 	}
 	go e.r.Run(ctx, nil)
 	ch, err := e.db.Change(func(tx *store.Tx) error {
-		return tx.PutPeer(&store.Peer{Org: "acme", Name: "a", PublicKey: key(t), PresharedKey: key(t), Address: netip.MustParseAddr("100.64.1.1"), State: api.StateActive})
+		return tx.PutPeer(&store.Peer{Org: "acme", Name: "a", PublicKey: key(t), PresharedKey: key(t), Address: netip.MustParseAddr("100.64.1.1"), State: api.StateActive, Group: store.DefaultGroup})
 	})
 	if err != nil || len(ch.Peers) != 1 || ch.Orgs {
 		t.Fatalf("changes = %+v, %v; want one peer and no orgs", ch, err)
@@ -215,8 +222,8 @@ func (brokenFirewall) Apply(*policy.Policy) error {
 func TestStartLoadsEverythingAndFailsOnlyOnTheFirewall(t *testing.T) {
 	e := newEnv(t)
 	e.put(func(tx *store.Tx) error {
-		tx.PutOrg(&store.Org{ID: 1, Name: "acme", State: api.StateActive, Blocks: []netip.Prefix{netip.MustParsePrefix("100.64.1.0/24")}})
-		return tx.PutPeer(&store.Peer{Org: "acme", Name: "a", PublicKey: key(t), PresharedKey: key(t), Address: netip.MustParseAddr("100.64.1.1"), State: api.StateActive})
+		tx.PutOrg(&store.Org{ID: 1, Name: "acme", State: api.StateActive, Blocks: []netip.Prefix{netip.MustParsePrefix("100.64.1.0/24")}, Groups: []store.Group{{ID: 1, Name: store.DefaultGroup}}})
+		return tx.PutPeer(&store.Peer{Org: "acme", Name: "a", PublicKey: key(t), PresharedKey: key(t), Address: netip.MustParseAddr("100.64.1.1"), State: api.StateActive, Group: store.DefaultGroup})
 	})
 	if err := e.r.Start(); err != nil {
 		t.Fatal(err)
@@ -240,9 +247,9 @@ func TestFailedDeviceStillKillsFlows(t *testing.T) {
 	for _, partial := range []bool{true, false} {
 		e := newEnv(t)
 		e.put(func(tx *store.Tx) error {
-			tx.PutOrg(&store.Org{ID: 1, Name: "acme", State: api.StateActive, Blocks: []netip.Prefix{netip.MustParsePrefix("100.64.1.0/24")}})
-			tx.PutPeer(&store.Peer{Org: "acme", Name: "a", PublicKey: key(t), PresharedKey: key(t), Address: netip.MustParseAddr("100.64.1.1"), State: api.StateActive})
-			return tx.PutPeer(&store.Peer{Org: "acme", Name: "b", PublicKey: key(t), PresharedKey: key(t), Address: netip.MustParseAddr("100.64.1.2"), State: api.StateActive})
+			tx.PutOrg(&store.Org{ID: 1, Name: "acme", State: api.StateActive, Blocks: []netip.Prefix{netip.MustParsePrefix("100.64.1.0/24")}, Groups: []store.Group{{ID: 1, Name: store.DefaultGroup}}})
+			tx.PutPeer(&store.Peer{Org: "acme", Name: "a", PublicKey: key(t), PresharedKey: key(t), Address: netip.MustParseAddr("100.64.1.1"), State: api.StateActive, Group: store.DefaultGroup})
+			return tx.PutPeer(&store.Peer{Org: "acme", Name: "b", PublicKey: key(t), PresharedKey: key(t), Address: netip.MustParseAddr("100.64.1.2"), State: api.StateActive, Group: store.DefaultGroup})
 		})
 		e.once(false)
 		ch, _ := e.db.Change(func(tx *store.Tx) error {
@@ -264,7 +271,7 @@ func TestFailedDeviceStillKillsFlows(t *testing.T) {
 		if len(e.os.sweeps) == sweeps || e.os.sweeps[len(e.os.sweeps)-1] != "100.64.1.2" {
 			t.Errorf("partial=%v: the revoked peer's flows were not killed: sweeps %v", partial, e.os.sweeps[sweeps:])
 		}
-		if e.os.set[netip.MustParseAddr("100.64.1.1")] {
+		if _, in := e.os.set[netip.MustParseAddr("100.64.1.1")]; in {
 			t.Errorf("partial=%v: the revoked peer is still in the firewall's peer set, which WireGuard's refusal left as the only line", partial)
 		}
 		if partial {
@@ -289,9 +296,9 @@ func TestPeerSetFailureDoesNotHoldUpWireGuard(t *testing.T) {
 	for _, partial := range []bool{true, false} {
 		e := newEnv(t)
 		e.put(func(tx *store.Tx) error {
-			tx.PutOrg(&store.Org{ID: 1, Name: "acme", State: api.StateActive, Blocks: []netip.Prefix{netip.MustParsePrefix("100.64.1.0/24")}})
-			tx.PutPeer(&store.Peer{Org: "acme", Name: "a", PublicKey: key(t), PresharedKey: key(t), Address: netip.MustParseAddr("100.64.1.1"), State: api.StateActive})
-			return tx.PutPeer(&store.Peer{Org: "acme", Name: "b", PublicKey: key(t), PresharedKey: key(t), Address: netip.MustParseAddr("100.64.1.2"), State: api.StateActive})
+			tx.PutOrg(&store.Org{ID: 1, Name: "acme", State: api.StateActive, Blocks: []netip.Prefix{netip.MustParsePrefix("100.64.1.0/24")}, Groups: []store.Group{{ID: 1, Name: store.DefaultGroup}}})
+			tx.PutPeer(&store.Peer{Org: "acme", Name: "a", PublicKey: key(t), PresharedKey: key(t), Address: netip.MustParseAddr("100.64.1.1"), State: api.StateActive, Group: store.DefaultGroup})
+			return tx.PutPeer(&store.Peer{Org: "acme", Name: "b", PublicKey: key(t), PresharedKey: key(t), Address: netip.MustParseAddr("100.64.1.2"), State: api.StateActive, Group: store.DefaultGroup})
 		})
 		e.once(false)
 		ch, _ := e.db.Change(func(tx *store.Tx) error {
@@ -337,18 +344,18 @@ func TestFailedFirewallStillWithdraws(t *testing.T) {
 	wide, _ := grant.Parse("10.0.0.0/8")
 	narrow, _ := grant.Parse("10.20.0.0/16")
 	e.put(func(tx *store.Tx) error {
-		tx.PutOrg(&store.Org{ID: 1, Name: "acme", State: api.StateActive, Blocks: []netip.Prefix{netip.MustParsePrefix("100.64.1.0/24")}, Grants: []grant.Grant{wide}})
-		tx.PutOrg(&store.Org{ID: 2, Name: "globex", State: api.StateActive, Blocks: []netip.Prefix{netip.MustParsePrefix("100.64.2.0/24")}, Grants: []grant.Grant{wide}})
-		tx.PutPeer(&store.Peer{Org: "acme", Name: "a", PublicKey: key(t), PresharedKey: key(t), Address: netip.MustParseAddr("100.64.1.1"), State: api.StateActive})
-		tx.PutPeer(&store.Peer{Org: "acme", Name: "b", PublicKey: key(t), PresharedKey: key(t), Address: netip.MustParseAddr("100.64.1.2"), State: api.StateActive})
-		return tx.PutPeer(&store.Peer{Org: "globex", Name: "g", PublicKey: key(t), PresharedKey: key(t), Address: netip.MustParseAddr("100.64.2.1"), State: api.StateActive})
+		tx.PutOrg(&store.Org{ID: 1, Name: "acme", State: api.StateActive, Blocks: []netip.Prefix{netip.MustParsePrefix("100.64.1.0/24")}, Grants: []grant.Grant{wide}, Groups: []store.Group{{ID: 1, Name: store.DefaultGroup}}})
+		tx.PutOrg(&store.Org{ID: 2, Name: "globex", State: api.StateActive, Blocks: []netip.Prefix{netip.MustParsePrefix("100.64.2.0/24")}, Grants: []grant.Grant{wide}, Groups: []store.Group{{ID: 2, Name: store.DefaultGroup}}})
+		tx.PutPeer(&store.Peer{Org: "acme", Name: "a", PublicKey: key(t), PresharedKey: key(t), Address: netip.MustParseAddr("100.64.1.1"), State: api.StateActive, Group: store.DefaultGroup})
+		tx.PutPeer(&store.Peer{Org: "acme", Name: "b", PublicKey: key(t), PresharedKey: key(t), Address: netip.MustParseAddr("100.64.1.2"), State: api.StateActive, Group: store.DefaultGroup})
+		return tx.PutPeer(&store.Peer{Org: "globex", Name: "g", PublicKey: key(t), PresharedKey: key(t), Address: netip.MustParseAddr("100.64.2.1"), State: api.StateActive, Group: store.DefaultGroup})
 	})
 	e.once(false)
 	e.put(func(tx *store.Tx) error {
 		p, _ := tx.Peer("acme", "a")
 		p.State = api.StateRevoked
 		tx.PutPeer(p)
-		tx.PutPeer(&store.Peer{Org: "acme", Name: "new", PublicKey: key(t), PresharedKey: key(t), Address: netip.MustParseAddr("100.64.1.3"), State: api.StateActive})
+		tx.PutPeer(&store.Peer{Org: "acme", Name: "new", PublicKey: key(t), PresharedKey: key(t), Address: netip.MustParseAddr("100.64.1.3"), State: api.StateActive, Group: store.DefaultGroup})
 		o, _ := tx.Org("globex")
 		o.Grants = []grant.Grant{narrow}
 		return tx.PutOrg(o)
@@ -369,4 +376,81 @@ func TestFailedFirewallStillWithdraws(t *testing.T) {
 	e.os.applyErr = nil
 	e.once(false)
 	e.expect("org 1 acme blocks=[100.64.1.0/24] grants=[10.0.0.0/8]\norg 2 globex blocks=[100.64.2.0/24] grants=[10.20.0.0/16]\npeers 100.64.1.2,100.64.1.3,100.64.2.1\npeer set 100.64.1.2,100.64.1.3,100.64.2.1\n")
+}
+
+// TestMoveSweepsWithTheNewGroup: a peer that moves keeps its key and
+// address, so no flow of it is killed outright; the sweep keeps those its
+// new group allows, by the new group. Whichever way the move is applied.
+func TestMoveSweepsWithTheNewGroup(t *testing.T) {
+	a := netip.MustParseAddr("100.64.1.1")
+	for _, partial := range []bool{true, false} {
+		e := newEnv(t)
+		wide, _ := grant.Parse("10.20.0.0/24")
+		ssh, _ := grant.Parse("10.20.0.10/32:tcp/22")
+		e.put(func(tx *store.Tx) error {
+			tx.PutOrg(&store.Org{ID: 1, Name: "acme", State: api.StateActive, Blocks: []netip.Prefix{netip.MustParsePrefix("100.64.1.0/24")},
+				Grants: []grant.Grant{wide}, Groups: []store.Group{{ID: 1, Name: store.DefaultGroup}, {ID: 7, Name: "support", Grants: []grant.Grant{ssh}}}})
+			return tx.PutPeer(&store.Peer{Org: "acme", Name: "bob", PublicKey: key(t), PresharedKey: key(t), Address: a, State: api.StateActive, Group: store.DefaultGroup})
+		})
+		e.once(false)
+		sweeps, updates := len(e.os.sweeps), e.os.updates
+		move := func(tx *store.Tx) error {
+			p, _ := tx.Peer("acme", "bob")
+			p.Group = "support"
+			return tx.PutPeer(p)
+		}
+		if partial {
+			e.change(move)
+			if e.os.updates == updates {
+				t.Errorf("partial: the move did not go the partial way")
+			}
+		} else {
+			e.put(move)
+			e.once(false)
+		}
+		if len(e.os.sweeps) != sweeps+1 {
+			t.Fatalf("partial=%v: a move swept %d times, want once", partial, len(e.os.sweeps)-sweeps)
+		}
+		if g := e.os.swept.Peers[a]; g != 7 {
+			t.Errorf("partial=%v: the sweep saw the moved peer in group %d, want 7 (killed outright: %v)", partial, g, e.os.sweeps[sweeps] == "")
+		}
+		if g := e.os.set[a]; g != 7 {
+			t.Errorf("partial=%v: the firewall's sets hold the moved peer in group %d, want 7", partial, g)
+		}
+	}
+}
+
+// TestGroupNarrowedSweeps: a grant a group lost, or a group gone, is
+// withdrawn access like an organisation's grant, and its flows are swept.
+func TestGroupNarrowedSweeps(t *testing.T) {
+	e := newEnv(t)
+	wide, _ := grant.Parse("10.20.0.0/24")
+	ssh, _ := grant.Parse("10.20.0.10/32:tcp/22")
+	web, _ := grant.Parse("10.20.0.20/32:tcp/443")
+	e.put(func(tx *store.Tx) error {
+		return tx.PutOrg(&store.Org{ID: 1, Name: "acme", State: api.StateActive, Blocks: []netip.Prefix{netip.MustParsePrefix("100.64.1.0/24")},
+			Grants: []grant.Grant{wide}, Groups: []store.Group{{ID: 1, Name: store.DefaultGroup}, {ID: 7, Name: "support", Grants: []grant.Grant{ssh, web}}}})
+	})
+	e.once(false)
+	for _, step := range []struct {
+		what  string
+		fn    func(o *store.Org)
+		sweep bool
+	}{
+		{"a grant added", func(o *store.Org) { o.Groups[1].Grants = []grant.Grant{ssh, web, wide} }, false},
+		{"a group's grant removed", func(o *store.Org) { o.Groups[1].Grants = []grant.Grant{ssh, wide} }, true},
+		{"a group added", func(o *store.Org) { o.Groups = append(o.Groups, store.Group{ID: 8, Name: "sales"}) }, false},
+		{"a group removed", func(o *store.Org) { o.Groups = o.Groups[:2] }, true},
+	} {
+		sweeps := len(e.os.sweeps)
+		e.put(func(tx *store.Tx) error {
+			o, _ := tx.Org("acme")
+			step.fn(o)
+			return tx.PutOrg(o)
+		})
+		e.once(false)
+		if swept := len(e.os.sweeps) > sweeps; swept != step.sweep {
+			t.Errorf("%s: swept %v, want %v", step.what, swept, step.sweep)
+		}
+	}
 }

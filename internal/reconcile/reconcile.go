@@ -18,6 +18,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/extranetgw/extranet/internal/grant"
 	"github.com/extranetgw/extranet/internal/ipam"
 	"github.com/extranetgw/extranet/internal/policy"
 	"github.com/extranetgw/extranet/internal/store"
@@ -30,8 +31,8 @@ import (
 // UpdatePeerSet change the peer set alone, as peers come and go.
 type Firewall interface {
 	Apply(*policy.Policy) error
-	SetPeerSet(map[netip.Addr]bool) error
-	UpdatePeerSet(add, remove []netip.Addr) error
+	SetPeerSet(map[netip.Addr]uint32) error
+	UpdatePeerSet(add map[netip.Addr]uint32, remove []netip.Addr) error
 	Check() ([]string, error)
 }
 
@@ -98,14 +99,21 @@ type Reconciler struct {
 	// owner maps each wanted address to its peer, so a peer that lost an
 	// address never takes it from the peer that holds it now.
 	owner map[netip.Addr]string
-	// orgs are the active organisations and their expiry (zero: none).
-	orgs map[string]time.Time
+	// orgs are the active organisations, with their expiry and groups.
+	orgs map[string]orgInForce
 
 	// statsMu serialises PollStats: the poller calls it on its interval,
 	// expire and the daemon's stop whenever they need current handshakes.
 	// lastStats is each peer's statistics at the last poll.
 	statsMu   sync.Mutex
 	lastStats map[wgtypes.Key]wgdev.PeerStats
+}
+
+// orgInForce is what deciding about a peer needs of its organisation.
+type orgInForce struct {
+	expires time.Time // zero: none
+	// groups maps group names to IDs.
+	groups map[string]uint32
 }
 
 // pending is the work asked for since the last run: peers whose records
@@ -258,7 +266,7 @@ func (r *Reconciler) release(w []chan error, err error) {
 
 // desired reads the store into the policy, the wanted peers and the active
 // organisations.
-func (r *Reconciler) desired() (*policy.Policy, map[string]wgdev.Peer, map[string]time.Time, error) {
+func (r *Reconciler) desired() (*policy.Policy, map[string]wgdev.Peer, map[string]orgInForce, error) {
 	now := r.o.Clock.Now()
 	p := &policy.Policy{
 		Interface:  r.o.Interface,
@@ -268,8 +276,8 @@ func (r *Reconciler) desired() (*policy.Policy, map[string]wgdev.Peer, map[strin
 	// Sized from the last run: with thousands of peers, growing the maps
 	// costs more than filling them.
 	peers := make(map[string]wgdev.Peer, len(r.peers))
-	p.Peers = make(map[netip.Addr]bool, len(r.peers))
-	orgs := map[string]time.Time{}
+	p.Peers = make(map[netip.Addr]uint32, len(r.peers))
+	orgs := map[string]orgInForce{}
 	if r.o.HostAddrs != nil {
 		addrs, err := r.o.HostAddrs()
 		switch {
@@ -291,19 +299,26 @@ func (r *Reconciler) desired() (*policy.Policy, map[string]wgdev.Peer, map[strin
 			if o.State != api.StateActive || (o.Expires != nil && !o.Expires.After(now)) {
 				return nil
 			}
-			orgs[o.Name] = time.Time{}
+			in := orgInForce{groups: make(map[string]uint32, len(o.Groups))}
 			if o.Expires != nil {
-				orgs[o.Name] = *o.Expires
+				in.expires = *o.Expires
 			}
-			p.Orgs = append(p.Orgs, policy.Org{ID: o.ID, Name: o.Name, Blocks: o.Blocks, Grants: o.Grants})
+			po := policy.Org{ID: o.ID, Name: o.Name, Blocks: o.Blocks}
+			for i := range o.Groups {
+				g := &o.Groups[i]
+				in.groups[g.Name] = g.ID
+				po.Groups = append(po.Groups, policy.Group{ID: g.ID, Name: g.Name, Grants: o.GroupGrants(g)})
+			}
+			orgs[o.Name] = in
+			p.Orgs = append(p.Orgs, po)
 			return nil
 		}); err != nil {
 			return err
 		}
 		return tx.DataplanePeers(func(sp *store.DataplanePeer) error {
-			if w, ok := r.wanted(sp, orgs, now); ok {
+			if w, group, ok := r.wanted(sp, orgs, now); ok {
 				peers[sp.Org+"/"+sp.Name] = w
-				p.Peers[w.Address] = true
+				p.Peers[w.Address] = group
 			}
 			return nil
 		})
@@ -311,26 +326,32 @@ func (r *Reconciler) desired() (*policy.Policy, map[string]wgdev.Peer, map[strin
 	return p, peers, orgs, err
 }
 
-// wanted decides whether a stored peer belongs in the data plane, and how.
-// Expiry dates are enforced here too, so access ends on time even if the
-// expire job never runs.
-func (r *Reconciler) wanted(sp *store.DataplanePeer, orgs map[string]time.Time, now time.Time) (wgdev.Peer, bool) {
+// wanted decides whether a stored peer belongs in the data plane, and how,
+// and returns the ID of its group. Expiry dates are enforced here too, so
+// access ends on time even if the expire job never runs.
+func (r *Reconciler) wanted(sp *store.DataplanePeer, orgs map[string]orgInForce, now time.Time) (wgdev.Peer, uint32, bool) {
 	if sp == nil || sp.State != api.StateActive || (!sp.Expires.IsZero() && !sp.Expires.After(now)) {
-		return wgdev.Peer{}, false
+		return wgdev.Peer{}, 0, false
 	}
-	if exp, ok := orgs[sp.Org]; !ok || (!exp.IsZero() && !exp.After(now)) {
-		return wgdev.Peer{}, false
+	o, ok := orgs[sp.Org]
+	if !ok || (!o.expires.IsZero() && !o.expires.After(now)) {
+		return wgdev.Peer{}, 0, false
+	}
+	group := o.groups[sp.Group]
+	if group == 0 {
+		r.log.Error("peer is in a group its organisation does not have; leaving it out", "peer", sp.Org+"/"+sp.Name, "group", sp.Group)
+		return wgdev.Peer{}, 0, false
 	}
 	pub, psk := wgtypes.Key(sp.PublicKey), wgtypes.Key(sp.PresharedKey)
 	if pub == (wgtypes.Key{}) || psk == (wgtypes.Key{}) {
 		r.log.Error("peer has a corrupt key; leaving it out", "peer", sp.Org+"/"+sp.Name)
-		return wgdev.Peer{}, false
+		return wgdev.Peer{}, 0, false
 	}
 	w := wgdev.Peer{PublicKey: pub, PresharedKey: psk, Address: sp.Address}
 	if !sp.LastHandshake.IsZero() && now.Sub(sp.LastHandshake) < recentlyOnline {
 		w.Endpoint, _ = netip.ParseAddrPort(sp.Endpoint)
 	}
-	return w, true
+	return w, group, true
 }
 
 // Once runs one full reconcile: everything is read from the store. check
@@ -430,7 +451,7 @@ func (r *Reconciler) once(check bool) (int, error) {
 
 	// Flows die after the peer is gone from the device, so nothing can
 	// re-open them in between.
-	if r.applied == nil || r.peers == nil || r.uncertain || len(lostAddrs) > 0 || grantsWithdrawn(r.applied, p) {
+	if r.applied == nil || r.peers == nil || r.uncertain || len(lostAddrs) > 0 || grantsWithdrawn(r.applied, p) || regrouped(r.applied.Peers, p.Peers) {
 		if err := r.sweep(p, lostAddrs); err != nil {
 			return 0, errors.Join(peerSetErr, err)
 		}
@@ -449,6 +470,7 @@ func (r *Reconciler) once(check bool) (int, error) {
 func (r *Reconciler) applyPeers(ids map[string]bool) error {
 	now := r.o.Clock.Now()
 	next := make(map[string]wgdev.Peer, len(ids))
+	nextGroup := make(map[string]uint32, len(ids))
 	// pausing: a peer leaves the device for now, and nothing recorded where
 	// it was. Its endpoint must be read before it goes, or a resume waits
 	// for the partner's client to give up on its old session (~15 s).
@@ -462,8 +484,8 @@ func (r *Reconciler) applyPeers(ids map[string]bool) error {
 			if err != nil {
 				return err
 			}
-			if w, ok := r.wanted(sp, r.orgs, now); ok {
-				next[id] = w
+			if w, group, ok := r.wanted(sp, r.orgs, now); ok {
+				next[id], nextGroup[id] = w, group
 			} else if _, had := r.peers[id]; had && sp.State != api.StateRevoked && sp.Endpoint == "" {
 				pausing = true
 			}
@@ -481,6 +503,9 @@ func (r *Reconciler) applyPeers(ids map[string]bool) error {
 	var set []wgdev.Peer
 	var remove []wgtypes.Key
 	lostAddrs := map[netip.Addr]bool{}
+	// moved: a peer that kept its key and address but changed groups. Its
+	// flows live on only as far as the new group allows.
+	moved := false
 	// gone are the addresses that leave the peer set: those given up by
 	// the peer that holds them and taken by none of the changed peers.
 	gone := map[netip.Addr]bool{}
@@ -495,16 +520,20 @@ func (r *Reconciler) applyPeers(ids map[string]bool) error {
 		}
 		if had && r.owner[old.Address] == id {
 			gone[old.Address] = true
+			if want && old.Address == w.Address && r.applied.Peers[old.Address] != nextGroup[id] {
+				moved = true
+			}
 		}
 		if want {
 			set = append(set, w)
 		}
 	}
-	var fwAdd, fwRemove []netip.Addr
-	for _, w := range next {
+	fwAdd := map[netip.Addr]uint32{}
+	var fwRemove []netip.Addr
+	for id, w := range next {
 		delete(gone, w.Address)
-		if !r.applied.Peers[w.Address] {
-			fwAdd = append(fwAdd, w.Address)
+		if r.applied.Peers[w.Address] != nextGroup[id] {
+			fwAdd[w.Address] = nextGroup[id]
 		}
 	}
 	for a := range gone {
@@ -539,9 +568,9 @@ func (r *Reconciler) applyPeers(ids map[string]bool) error {
 	for id, w := range next {
 		r.peers[id] = w
 		r.owner[w.Address] = id
-		r.applied.Peers[w.Address] = true
+		r.applied.Peers[w.Address] = nextGroup[id]
 	}
-	if len(lostAddrs) > 0 {
+	if len(lostAddrs) > 0 || moved {
 		return errors.Join(peerSetErr, r.sweep(r.applied, lostAddrs))
 	}
 	return peerSetErr
@@ -621,8 +650,20 @@ func lost(old, new map[string]wgdev.Peer) map[netip.Addr]bool {
 	return out
 }
 
-// grantsWithdrawn reports whether an organisation or grant of old is
-// missing from new, or the host gained an address (flows toward it, if
+// regrouped reports whether a peer address of old maps to another group in
+// new: a peer moved, and its flows live on only as far as its new group
+// allows.
+func regrouped(old, new map[netip.Addr]uint32) bool {
+	for a, g := range new {
+		if og, ok := old[a]; ok && og != g {
+			return true
+		}
+	}
+	return false
+}
+
+// grantsWithdrawn reports whether an organisation, group or grant of old
+// is missing from new, or the host gained an address (flows toward it, if
 // any, must not outlive the rule that now refuses them).
 func grantsWithdrawn(old, new *policy.Policy) bool {
 	blocks, gone := narrowed(old, new)
@@ -640,8 +681,8 @@ func subset(a, b []netip.Addr) bool {
 }
 
 // narrowed returns the blocks of the organisations that kept their place
-// in new but lost a grant of old, and whether an organisation of old is
-// gone from new altogether.
+// in new but of which a group lost a grant of old or is gone, and whether
+// an organisation of old is gone from new altogether.
 func narrowed(old, new *policy.Policy) (blocks []netip.Prefix, gone bool) {
 	newOrgs := map[uint32]policy.Org{}
 	for _, o := range new.Orgs {
@@ -653,18 +694,35 @@ func narrowed(old, new *policy.Policy) (blocks []netip.Prefix, gone bool) {
 			gone = true
 			continue
 		}
-		have := map[string]bool{}
-		for _, g := range n.Grants {
-			have[g.String()] = true
-		}
-		for _, g := range o.Grants {
-			if !have[g.String()] {
-				blocks = append(blocks, o.Blocks...)
-				break
-			}
+		if groupsNarrowed(o.Groups, n.Groups) {
+			blocks = append(blocks, o.Blocks...)
 		}
 	}
 	return blocks, gone
+}
+
+// groupsNarrowed reports whether a group of old is gone from new, or lost
+// a grant there.
+func groupsNarrowed(old, new []policy.Group) bool {
+	have := map[uint32]map[grant.Grant]bool{}
+	for _, g := range new {
+		have[g.ID] = map[grant.Grant]bool{}
+		for _, gr := range g.Grants {
+			have[g.ID][gr] = true
+		}
+	}
+	for _, g := range old {
+		grants, ok := have[g.ID]
+		if !ok {
+			return true
+		}
+		for _, gr := range g.Grants {
+			if !grants[gr] {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // withdrawOnly is what a run does when the firewall did not take the new
@@ -684,7 +742,7 @@ func (r *Reconciler) withdrawOnly(p *policy.Policy, peers map[string]wgdev.Peer)
 	}
 	keep := make(map[string]wgdev.Peer, len(peers))
 	want := make([]wgdev.Peer, 0, len(peers))
-	set := make(map[netip.Addr]bool, len(peers))
+	set := make(map[netip.Addr]uint32, len(peers))
 	for id, w := range peers {
 		old, had := r.peers[id]
 		if r.peers != nil && (!had || old.PublicKey != w.PublicKey || old.PresharedKey != w.PresharedKey || old.Address != w.Address) {
@@ -693,9 +751,14 @@ func (r *Reconciler) withdrawOnly(p *policy.Policy, peers map[string]wgdev.Peer)
 		if ipam.Contains(blocks, w.Address) {
 			continue
 		}
+		// A peer that moved may be in its old group's member set still,
+		// under rules of either group.
+		if r.applied != nil && r.applied.Peers[w.Address] != p.Peers[w.Address] {
+			continue
+		}
 		keep[id] = w
 		want = append(want, w)
-		set[w.Address] = true
+		set[w.Address] = p.Peers[w.Address]
 	}
 	r.log.Warn("the firewall did not take the new state; withdrawing through WireGuard and conntrack alone", "peers_kept", len(keep), "peers_wanted", len(peers))
 	var errs []error
@@ -719,10 +782,10 @@ func (r *Reconciler) withdrawOnly(p *policy.Policy, peers map[string]wgdev.Peer)
 
 func withoutPeers(p *policy.Policy, drop map[netip.Addr]bool) *policy.Policy {
 	cp := *p
-	cp.Peers = make(map[netip.Addr]bool, len(p.Peers))
-	for a := range p.Peers {
+	cp.Peers = make(map[netip.Addr]uint32, len(p.Peers))
+	for a, g := range p.Peers {
 		if !drop[a] {
-			cp.Peers[a] = true
+			cp.Peers[a] = g
 		}
 	}
 	return &cp
@@ -771,7 +834,7 @@ func (r *Reconciler) Start() error {
 }
 
 // inForce records what a successful full run put in force.
-func (r *Reconciler) inForce(p *policy.Policy, peers map[string]wgdev.Peer, orgs map[string]time.Time) {
+func (r *Reconciler) inForce(p *policy.Policy, peers map[string]wgdev.Peer, orgs map[string]orgInForce) {
 	r.applied, r.peers, r.orgs, r.uncertain = p, peers, orgs, false
 	r.owner = make(map[netip.Addr]string, len(peers))
 	for id, w := range peers {

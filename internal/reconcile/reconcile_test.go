@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"path/filepath"
 	"sort"
@@ -30,9 +31,11 @@ type fakeOS struct {
 	drift   []string
 	peers   map[wgtypes.Key]wgdev.Peer
 	sweeps  []string
-	stats   []wgdev.PeerStats
-	// set is the firewall's peer set.
-	set map[netip.Addr]bool
+	// swept is the policy of the last sweep.
+	swept *policy.Policy
+	stats []wgdev.PeerStats
+	// set is the firewall's peer sets: each address with its group.
+	set map[netip.Addr]uint32
 	// wgErr, when set, fails every change to the peers; setErr every
 	// change to the peer set alone; applyErr every load of the rules.
 	wgErr, setErr, applyErr error
@@ -46,39 +49,29 @@ func (f *fakeOS) Apply(p *policy.Policy) error {
 		return f.applyErr
 	}
 	f.policy, f.drift = p, nil
-	f.set = map[netip.Addr]bool{}
-	for a, ok := range p.Peers {
-		if ok {
-			f.set[a] = true
-		}
-	}
+	f.set = maps.Clone(p.Peers)
 	return nil
 }
 
 func (f *fakeOS) Check() ([]string, error) { return f.drift, nil }
 
-func (f *fakeOS) SetPeerSet(peers map[netip.Addr]bool) error {
+func (f *fakeOS) SetPeerSet(peers map[netip.Addr]uint32) error {
 	if f.setErr != nil {
 		return f.setErr
 	}
-	f.set = map[netip.Addr]bool{}
-	for a, ok := range peers {
-		if ok {
-			f.set[a] = true
-		}
-	}
+	f.set = maps.Clone(peers)
 	return nil
 }
 
-func (f *fakeOS) UpdatePeerSet(add, remove []netip.Addr) error {
+func (f *fakeOS) UpdatePeerSet(add map[netip.Addr]uint32, remove []netip.Addr) error {
 	if f.setErr != nil {
 		return f.setErr
 	}
 	for _, a := range remove {
 		delete(f.set, a)
 	}
-	for _, a := range add {
-		f.set[a] = true
+	for a, g := range add {
+		f.set[a] = g
 	}
 	return nil
 }
@@ -146,6 +139,7 @@ func (f *fakeOS) Sweep(tunnel netip.Prefix, p *policy.Policy) (int, error) {
 	}
 	sort.Strings(live)
 	f.sweeps = append(f.sweeps, strings.Join(live, ","))
+	f.swept = p
 	return 0, nil
 }
 
@@ -154,7 +148,15 @@ func (f *fakeOS) String() string {
 	var b strings.Builder
 	if f.policy != nil {
 		for _, o := range f.policy.Orgs {
-			fmt.Fprintf(&b, "org %d %s blocks=%v grants=%v\n", o.ID, o.Name, o.Blocks, o.Grants)
+			fmt.Fprintf(&b, "org %d %s blocks=%v", o.ID, o.Name, o.Blocks)
+			for _, g := range o.Groups {
+				if g.Name == store.DefaultGroup {
+					fmt.Fprintf(&b, " grants=%v", g.Grants)
+				} else {
+					fmt.Fprintf(&b, " %s=%v", g.Name, g.Grants)
+				}
+			}
+			b.WriteString("\n")
 		}
 	}
 	var peers []string
@@ -164,8 +166,12 @@ func (f *fakeOS) String() string {
 	sort.Strings(peers)
 	fmt.Fprintf(&b, "peers %s\n", strings.Join(peers, ","))
 	var set []string
-	for a := range f.set {
-		set = append(set, a.String())
+	for a, g := range f.set {
+		if g == 0 {
+			set = append(set, a.String()+"(no group)")
+		} else {
+			set = append(set, a.String())
+		}
 	}
 	sort.Strings(set)
 	fmt.Fprintf(&b, "peer set %s\n", strings.Join(set, ","))
@@ -234,9 +240,9 @@ func TestReconcileTransitions(t *testing.T) {
 	g2, _ := grant.Parse("10.30.0.0/16:tcp/443")
 	psk := key(t)
 	e.put(func(tx *store.Tx) error {
-		tx.PutOrg(&store.Org{ID: 1, Name: "acme", State: api.StateActive, Blocks: []netip.Prefix{block}, Grants: []grant.Grant{g1, g2}})
-		tx.PutPeer(&store.Peer{Org: "acme", Name: "a", PublicKey: key(t), PresharedKey: psk, Address: netip.MustParseAddr("100.64.1.1"), State: api.StateActive})
-		return tx.PutPeer(&store.Peer{Org: "acme", Name: "b", PublicKey: key(t), PresharedKey: psk, Address: netip.MustParseAddr("100.64.1.2"), State: api.StateSuspended})
+		tx.PutOrg(&store.Org{ID: 1, Name: "acme", State: api.StateActive, Blocks: []netip.Prefix{block}, Grants: []grant.Grant{g1, g2}, Groups: []store.Group{{ID: 1, Name: store.DefaultGroup}}})
+		tx.PutPeer(&store.Peer{Org: "acme", Name: "a", PublicKey: key(t), PresharedKey: psk, Address: netip.MustParseAddr("100.64.1.1"), State: api.StateActive, Group: store.DefaultGroup})
+		return tx.PutPeer(&store.Peer{Org: "acme", Name: "b", PublicKey: key(t), PresharedKey: psk, Address: netip.MustParseAddr("100.64.1.2"), State: api.StateSuspended, Group: store.DefaultGroup})
 	})
 	e.once(false)
 	e.expect("org 1 acme blocks=[100.64.1.0/24] grants=[10.20.0.0/24 10.30.0.0/16:tcp/443]\npeers 100.64.1.1\npeer set 100.64.1.1\n")

@@ -17,7 +17,7 @@ func TestPollStatsWritesOnlyWhatMoved(t *testing.T) {
 	pub := key(t)
 	k, _ := wgtypes.ParseKey(pub)
 	e.put(func(tx *store.Tx) error {
-		p := &store.Peer{Org: "acme", Name: "a", PublicKey: pub, PresharedKey: key(t), Address: netip.MustParseAddr("100.64.1.1"), State: api.StateActive}
+		p := &store.Peer{Org: "acme", Name: "a", PublicKey: pub, PresharedKey: key(t), Address: netip.MustParseAddr("100.64.1.1"), State: api.StateActive, Group: store.DefaultGroup}
 		tx.ClaimKey(pub, p.ID())
 		return tx.PutPeer(p)
 	})

@@ -21,11 +21,11 @@ func seedPeers(b *testing.B, db *store.DB, orgs, perOrg int, created time.Time) 
 			id, _ := tx.NextOrgID()
 			name := fmt.Sprintf("org%05d", o)
 			block := plan.Block(o)
-			tx.PutOrg(&store.Org{ID: id, Name: name, State: api.StateActive, Blocks: []netip.Prefix{block}})
+			tx.PutOrg(&store.Org{ID: id, Name: name, State: api.StateActive, Blocks: []netip.Prefix{block}, Groups: []store.Group{{ID: id, Name: store.DefaultGroup}}})
 			addr, _ := ipam.Hosts(block)
 			for i := 0; i < perOrg; i++ {
 				p := &store.Peer{Org: name, Name: fmt.Sprintf("p%d", i), PublicKey: fmt.Sprintf("k%d-%d", o, i), Address: addr,
-					State: api.StateActive, CreatedAt: created}
+					State: api.StateActive, CreatedAt: created, Group: store.DefaultGroup}
 				if err := tx.PutPeer(p); err != nil {
 					return err
 				}

@@ -24,8 +24,10 @@ import (
 // CSVHeader is the first line of an import or export file. The first eight
 // columns are the original format, which still imports; the rest make an
 // export lossless (see docs/operations.md, "Importing a partner base").
+// Rows are of kind org, group (an access group: org, name and grants, after
+// its org's row) or peer (whose group column is empty for the default).
 var CSVHeader = []string{"kind", "org", "name", "display_name", "contact", "grants", "public_key", "expires",
-	"state", "created_at", "blocks", "address", "preshared_key", "key_origin", "last_handshake"}
+	"state", "created_at", "blocks", "address", "preshared_key", "key_origin", "last_handshake", "group"}
 
 // importer checks the rows of one import against the file and the store,
 // collecting every problem rather than stopping at the first.
@@ -136,6 +138,33 @@ func (im *importer) org(r csvRow) *store.Org {
 	return o
 }
 
+// group checks a group row and adds the group to its organisation, which
+// must be earlier in the file.
+func (im *importer) group(r csvRow) {
+	org, name := r.get("org"), r.get("name")
+	o := im.orgs[org]
+	if o == nil {
+		im.bad(r.line, "org", "organisation %q is not earlier in the file; a group row follows its organisation's row (groups of an existing organisation are made with `extranetctl group create`)", validate.Printable(org))
+		return
+	}
+	if err := validate.Name("group", name); err != nil {
+		im.bad(r.line, "name", "%v", err)
+		return
+	}
+	if name == store.DefaultGroup || o.Group(name) != nil {
+		im.bad(r.line, "name", "organisation %q already has a group %q", org, name)
+		return
+	}
+	gs, err := grant.ParseAll(strings.Fields(r.get("grants")))
+	if err == nil {
+		err = withinCeiling(o, gs)
+	}
+	if err != nil {
+		im.bad(r.line, "grants", "%v", err)
+	}
+	o.Groups = append(o.Groups, store.Group{Name: name, Grants: gs, CreatedAt: *im.instant(r, "created_at", &im.now), UpdatedAt: im.now})
+}
+
 // importedPeer is a checked peer row. An empty preshared key or an
 // invalid address is filled in when the peer is stored.
 type importedPeer struct {
@@ -150,15 +179,27 @@ func (im *importer) peer(r csvRow) importedPeer {
 		LastHandshake: im.instant(r, "last_handshake", nil)}
 	id := p.Org + "/" + p.Name
 	var blocks []netip.Prefix
-	if o := im.orgs[p.Org]; o != nil {
-		blocks = o.Blocks
-	} else if o, err := im.tx.Org(p.Org); err == nil {
-		blocks = o.Blocks
-		if o.State != api.StateActive {
-			im.bad(r.line, "org", "organisation %q is %s on this gateway; resume it before importing peers into it", p.Org, o.State)
+	if p.Group = r.get("group"); p.Group == "" {
+		p.Group = store.DefaultGroup
+	}
+	o := im.orgs[p.Org]
+	if o == nil {
+		if stored, err := im.tx.Org(p.Org); err == nil {
+			o = stored
+			if o.State != api.StateActive {
+				im.bad(r.line, "org", "organisation %q is %s on this gateway; resume it before importing peers into it", p.Org, o.State)
+			}
+		} else {
+			im.bad(r.line, "org", "organisation %q is neither in the store nor earlier in the file", validate.Printable(p.Org))
 		}
-	} else {
-		im.bad(r.line, "org", "organisation %q is neither in the store nor earlier in the file", validate.Printable(p.Org))
+	}
+	if o != nil {
+		blocks = o.Blocks
+		// The default group is made with the organisation, so a new one
+		// does not list it yet.
+		if p.Group != store.DefaultGroup && o.Group(p.Group) == nil {
+			im.bad(r.line, "group", "organisation %q has no group %q; add a group row for it after the organisation's row, or leave the column empty for the default group", p.Org, validate.Printable(p.Group))
+		}
 	}
 	if err := validate.Name("peer", p.Name); err != nil {
 		im.bad(r.line, "name", "%v", err)
@@ -271,10 +312,12 @@ func (s *Service) Import(ctx context.Context, data string) (api.ImportResult, er
 				if o := im.org(r); o != nil {
 					orgs = append(orgs, o)
 				}
+			case "group":
+				im.group(r)
 			case "peer":
 				peers = append(peers, im.peer(r))
 			default:
-				im.bad(r.line, "kind", "%q is not org or peer", validate.Printable(r.get("kind")))
+				im.bad(r.line, "kind", "%q is not org, group or peer", validate.Printable(r.get("kind")))
 			}
 		}
 		if len(im.problems) > 0 {
@@ -405,8 +448,20 @@ func (s *Service) Export(ctx context.Context) (string, error) {
 	err := s.opts.DB.View(func(tx *store.Tx) error {
 		if err := tx.Orgs(func(o *store.Org) error {
 			orgs++
-			return w.Write([]string{"org", o.Name, "", o.DisplayName, o.Contact, strings.Join(grantStrings(o.Grants), " "), "", rfc3339(o.Expires),
-				o.State, rfc3339(&o.CreatedAt), strings.Join(prefixStrings(o.Blocks), " "), "", "", "", ""})
+			if err := w.Write([]string{"org", o.Name, "", o.DisplayName, o.Contact, strings.Join(grantStrings(o.Grants), " "), "", rfc3339(o.Expires),
+				o.State, rfc3339(&o.CreatedAt), strings.Join(prefixStrings(o.Blocks), " "), "", "", "", "", ""}); err != nil {
+				return err
+			}
+			for _, g := range o.Groups {
+				if g.Name == store.DefaultGroup {
+					continue
+				}
+				if err := w.Write([]string{"group", o.Name, g.Name, "", "", strings.Join(grantStrings(g.Grants), " "), "", "",
+					"", rfc3339(&g.CreatedAt), "", "", "", "", "", ""}); err != nil {
+					return err
+				}
+			}
+			return nil
 		}); err != nil {
 			return err
 		}
@@ -420,7 +475,7 @@ func (s *Service) Export(ctx context.Context) (string, error) {
 				addr = p.Address.String()
 			}
 			return w.Write([]string{"peer", p.Org, p.Name, "", "", "", p.PublicKey, rfc3339(p.Expires),
-				p.State, rfc3339(&p.CreatedAt), "", addr, psk, p.KeyOrigin, rfc3339(p.LastHandshake)})
+				p.State, rfc3339(&p.CreatedAt), "", addr, psk, p.KeyOrigin, rfc3339(p.LastHandshake), p.Group})
 		})
 	})
 	w.Flush()

@@ -57,22 +57,24 @@ func TestExportImportRoundTrip(t *testing.T) {
 	must(src.IssuePeer(ctx, "zeta", api.IssuePeerRequest{Name: "z1"}))
 	must(src.CreateOrg(ctx, api.CreateOrgRequest{Name: "acme", DisplayName: "ACME, Corp", Contact: "noc@acme.example",
 		Grants: []string{"10.20.0.0/24", "10.20.5.10/32:tcp/443"}, Expires: "2027-06-30"}))
+	must(src.CreateGroup(ctx, "acme", api.CreateGroupRequest{Name: "support", Grants: []string{"10.20.0.10/32:tcp/22", "10.20.5.10/32:tcp/443"}}))
+	must(src.CreateGroup(ctx, "acme", api.CreateGroupRequest{Name: "empty"}))
 	must(src.CreateOrg(ctx, api.CreateOrgRequest{Name: "paused", Grants: []string{"10.30.0.0/16"}}))
 	must(src.CreateOrg(ctx, api.CreateOrgRequest{Name: "ended", Grants: []string{"10.40.0.0/16"}, Expires: "1d"}))
 	table := []struct {
-		org, name, key, expires string
+		org, name, key, expires, group string
 	}{
-		{"acme", "active", "", ""},
-		{"acme", "supplied", partnerKey, "90d"},
-		{"acme", "suspended", "", ""},
-		{"acme", "revoked", "", ""},
-		{"acme", "dated", "", "1d"},
-		{"acme", "online", "", ""},
-		{"paused", "p1", "", ""},
-		{"ended", "e1", "", ""},
+		{"acme", "active", "", "", ""},
+		{"acme", "supplied", partnerKey, "90d", "support"},
+		{"acme", "suspended", "", "", "support"},
+		{"acme", "revoked", "", "", "support"},
+		{"acme", "dated", "", "1d", ""},
+		{"acme", "online", "", "", ""},
+		{"paused", "p1", "", "", ""},
+		{"ended", "e1", "", "", ""},
 	}
 	for _, p := range table {
-		must(src.IssuePeer(ctx, p.org, api.IssuePeerRequest{Name: p.name, PublicKey: p.key, Expires: p.expires}))
+		must(src.IssuePeer(ctx, p.org, api.IssuePeerRequest{Name: p.name, PublicKey: p.key, Expires: p.expires, Group: p.group}))
 	}
 	must(src.SuspendPeer(ctx, "acme", "suspended"))
 	must(src.RevokePeer(ctx, "acme", "revoked"))
@@ -122,6 +124,23 @@ func TestExportImportRoundTrip(t *testing.T) {
 	if got, want := norm(dstOrgs), norm(srcOrgs); !reflect.DeepEqual(got, want) {
 		t.Errorf("organisations differ after the round trip:\n got  %+v\n want %+v", got, want)
 	}
+	for _, org := range []string{"acme", "zeta"} {
+		sg, err1 := src.ListGroups(ctx, org)
+		dg, err2 := dst.ListGroups(ctx, org)
+		for i := range sg {
+			sg[i].CreatedBy, sg[i].UpdatedAt = "", time.Time{}
+		}
+		for i := range dg {
+			dg[i].CreatedBy, dg[i].UpdatedAt = "", time.Time{}
+			// The default group is made by the import.
+			if dg[i].Default && i < len(sg) {
+				dg[i].CreatedAt = sg[i].CreatedAt
+			}
+		}
+		if err1 != nil || err2 != nil || !reflect.DeepEqual(dg, sg) {
+			t.Errorf("%s's groups differ after the round trip (%v %v):\n got  %+v\n want %+v", org, err1, err2, dg, sg)
+		}
+	}
 
 	after := peersOf(t, dstDB)
 	if len(after) != len(before) {
@@ -135,12 +154,12 @@ func TestExportImportRoundTrip(t *testing.T) {
 		}
 		type fields struct {
 			PublicKey, PresharedKey, State, KeyOrigin string
-			Address                                   string
+			Address, Group                            string
 			Expires, LastHandshake                    *time.Time
 			CreatedAt                                 time.Time
 		}
 		pick := func(p store.Peer) fields {
-			f := fields{p.PublicKey, p.PresharedKey, p.State, p.KeyOrigin, p.Address.String(), p.Expires, p.LastHandshake, p.CreatedAt}
+			f := fields{p.PublicKey, p.PresharedKey, p.State, p.KeyOrigin, p.Address.String(), p.Group, p.Expires, p.LastHandshake, p.CreatedAt}
 			if p.State == api.StateRevoked {
 				// A revoked peer's preshared key opens nothing; it need not travel.
 				f.PresharedKey = ""

@@ -74,13 +74,27 @@ func (s *Service) CreateOrg(ctx context.Context, req api.CreateOrgRequest) (api.
 	return orgToAPI(o, api.PeerCounts{}), nil
 }
 
-// addOrg stores a new organisation with a fresh id and records the event.
+// addOrg stores a new organisation with a fresh id and its default group,
+// plus the groups o already holds (an import's), and records the event.
 func addOrg(tx *store.Tx, o *store.Org, now time.Time, actor, action string) error {
 	id, err := tx.NextOrgID()
 	if err != nil {
 		return err
 	}
 	o.ID = id
+	gid, err := tx.NextGroupID()
+	if err != nil {
+		return err
+	}
+	groups := []store.Group{{ID: gid, Name: store.DefaultGroup, CreatedAt: now, CreatedBy: actor, UpdatedAt: now}}
+	for _, g := range o.Groups {
+		if g.ID, err = tx.NextGroupID(); err != nil {
+			return err
+		}
+		g.CreatedBy = actor
+		groups = append(groups, g)
+	}
+	o.Groups = groups
 	if err := tx.PutOrg(o); err != nil {
 		return err
 	}
@@ -187,7 +201,9 @@ func (s *Service) Grant(ctx context.Context, name string, req api.GrantsRequest)
 	})
 }
 
-// Ungrant removes resources. Each must be granted exactly as written.
+// Ungrant removes resources. Each must be granted exactly as written. The
+// organisation's groups narrow with it: what they held outside the new
+// ceiling is cut away, in the same transaction and audit event.
 func (s *Service) Ungrant(ctx context.Context, name string, req api.GrantsRequest) (api.Org, error) {
 	// Taking away never needs force, whatever was granted with it.
 	gs, err := s.parseGrantList(req.Grants, true)
@@ -206,6 +222,11 @@ func (s *Service) Ungrant(ctx context.Context, name string, req api.GrantsReques
 				return api.Errorf(api.CodeNotFound, "organisation %q has no grant %s; its grants are %v", name, g, grantStrings(o.Grants))
 			}
 			o.Grants = kept
+		}
+		for i := range o.Groups {
+			if g := &o.Groups[i]; g.Name != store.DefaultGroup {
+				g.Grants = grant.Narrow(g.Grants, o.Grants)
+			}
 		}
 		return nil
 	})

@@ -124,7 +124,7 @@ func (s *Service) allocate(tx *store.Tx, o *store.Org) (netip.Addr, error) {
 
 // addPeer creates an active peer of o in the current transaction: burns
 // its key, allocates its address and records the event.
-func (s *Service) addPeer(tx *store.Tx, o *store.Org, name string, keys keyPair, exp *time.Time, now time.Time, actor string) (*store.Peer, error) {
+func (s *Service) addPeer(tx *store.Tx, o *store.Org, name, group string, keys keyPair, exp *time.Time, now time.Time, actor string) (*store.Peer, error) {
 	id := o.Name + "/" + name
 	if err := claimKey(tx, keys.pub, id); err != nil {
 		return nil, err
@@ -139,7 +139,7 @@ func (s *Service) addPeer(tx *store.Tx, o *store.Org, name string, keys keyPair,
 	p := &store.Peer{
 		Org: o.Name, Name: name,
 		PublicKey: keys.pub, PresharedKey: keys.psk,
-		Address: addr, State: api.StateActive, KeyOrigin: keys.origin,
+		Address: addr, Group: group, State: api.StateActive, KeyOrigin: keys.origin,
 		Expires: exp, CreatedAt: now, CreatedBy: actor, UpdatedAt: now,
 	}
 	if err := tx.PutPeer(p); err != nil {
@@ -155,6 +155,13 @@ func (s *Service) IssuePeer(ctx context.Context, org string, req api.IssuePeerRe
 		return api.IssuedPeer{}, invalid(err)
 	}
 	if err := validate.Name("peer", req.Name); err != nil {
+		return api.IssuedPeer{}, invalid(err)
+	}
+	group := req.Group
+	if group == "" {
+		group = store.DefaultGroup
+	}
+	if err := validate.Name("group", group); err != nil {
 		return api.IssuedPeer{}, invalid(err)
 	}
 	if s.opts.Endpoint == "" {
@@ -186,10 +193,14 @@ func (s *Service) IssuePeer(ctx context.Context, org string, req api.IssuePeerRe
 		} else if !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
-		if p, err = s.addPeer(tx, o, req.Name, keys, exp, now, Actor(ctx)); err != nil {
+		g, err := getGroup(o, group)
+		if err != nil {
 			return err
 		}
-		grants = o.Grants
+		if p, err = s.addPeer(tx, o, req.Name, group, keys, exp, now, Actor(ctx)); err != nil {
+			return err
+		}
+		grants = o.GroupGrants(g)
 		return nil
 	})
 	// A peer saved but not yet in force still gets its config: the private
@@ -236,7 +247,7 @@ func (s *Service) render(p *store.Peer, priv string, grants []grant.Grant) (stri
 }
 
 // PeerConfig renders a peer's config again, without its private key, which
-// was shown once at issue. AllowedIPs follow the organisation's current grants.
+// was shown once at issue. AllowedIPs follow its group's current grants.
 func (s *Service) PeerConfig(ctx context.Context, org, name string) (api.PeerConfig, error) {
 	var p *store.Peer
 	var grants []grant.Grant
@@ -248,7 +259,7 @@ func (s *Service) PeerConfig(ctx context.Context, org, name string) (api.PeerCon
 		if err != nil {
 			return err
 		}
-		p, grants = peer, o.Grants
+		p, grants = peer, peerGrants(o, peer)
 		return nil
 	})
 	if err != nil {
@@ -438,7 +449,7 @@ func (s *Service) RotatePeer(ctx context.Context, org, name string, req api.Rota
 		// The new key has not connected yet; last-seen stays, as it is
 		// about the device, but the live endpoint belonged to the old key.
 		sp.Endpoint = ""
-		p, grants = *sp, o.Grants
+		p, grants = *sp, peerGrants(o, sp)
 		return nil
 	})
 	// Saved but not yet in force: the new keys must still reach the admin,

@@ -17,6 +17,7 @@ type DataplanePeer struct {
 	PublicKey     [32]byte
 	PresharedKey  [32]byte
 	Address       netip.Addr
+	Group         string
 	Expires       time.Time // zero: none
 	LastHandshake time.Time // zero: never
 	Endpoint      string
@@ -41,11 +42,17 @@ func unixOrZero(t *time.Time) int64 {
 }
 
 // encodeDataplane lays out: state (1), public key (32), preshared key (32),
-// address (4), expires (8), last handshake (8), endpoint (rest). A key that
-// is not valid base64 of 32 bytes is stored as zeros, which the reconciler
-// refuses to configure.
+// address (4), expires (8), last handshake (8), group name length (1),
+// group name, endpoint (rest). A key that is not valid base64 of 32 bytes
+// is stored as zeros, which the reconciler refuses to configure. Group
+// names are at most 63 bytes (validate.Name); a longer one is stored
+// empty, which no group matches, so its peer gets nothing.
 func encodeDataplane(p *Peer) []byte {
-	b := make([]byte, 0, 85+len(p.Endpoint))
+	group := p.Group
+	if len(group) > 255 {
+		group = ""
+	}
+	b := make([]byte, 0, 86+len(group)+len(p.Endpoint))
 	b = append(b, stateCode(p.State))
 	b = append(b, key32(p.PublicKey)...)
 	b = append(b, key32(p.PresharedKey)...)
@@ -56,6 +63,8 @@ func encodeDataplane(p *Peer) []byte {
 	b = append(b, a[:]...)
 	b = binary.BigEndian.AppendUint64(b, uint64(unixOrZero(p.Expires)))
 	b = binary.BigEndian.AppendUint64(b, uint64(unixOrZero(p.LastHandshake)))
+	b = append(b, byte(len(group)))
+	b = append(b, group...)
 	return append(b, p.Endpoint...)
 }
 
@@ -71,7 +80,7 @@ var errShortRecord = errors.New("short dataplane record")
 
 func decodeDataplane(k, v []byte) (DataplanePeer, error) {
 	var p DataplanePeer
-	if len(v) < 85 {
+	if len(v) < 86 || len(v) < 86+int(v[85]) {
 		return p, errShortRecord
 	}
 	p.Org, p.Name, _ = strings.Cut(string(k), "/")
@@ -87,7 +96,9 @@ func decodeDataplane(k, v []byte) (DataplanePeer, error) {
 	if h := int64(binary.BigEndian.Uint64(v[77:85])); h != 0 {
 		p.LastHandshake = time.Unix(h, 0).UTC()
 	}
-	p.Endpoint = string(v[85:])
+	end := 86 + int(v[85])
+	p.Group = string(v[86:end])
+	p.Endpoint = string(v[end:])
 	return p, nil
 }
 

@@ -21,7 +21,7 @@ import (
 )
 
 // SchemaVersion is the layout this code reads and writes.
-const SchemaVersion = 3
+const SchemaVersion = 4
 
 var (
 	bucketMeta  = []byte("meta")
@@ -43,35 +43,79 @@ var (
 
 	keySchema    = []byte("schema")
 	keyNextOrgID = []byte("next_org_id")
-	keyPlan      = []byte("address_plan")
-	keyAuditHead = []byte("audit_head")
+	// keyNextGroupID hands out group ids, which name a group's chain and
+	// sets; like organisation ids they are never reused.
+	keyNextGroupID = []byte("next_group_id")
+	keyPlan        = []byte("address_plan")
+	keyAuditHead   = []byte("audit_head")
 	// keyAuditAnchor is the hash the oldest kept audit event links to.
 	keyAuditAnchor = []byte("audit_anchor")
 )
 
 // Org is an organisation as stored.
 type Org struct {
-	ID          uint32         `json:"id"`
-	Name        string         `json:"name"`
-	DisplayName string         `json:"display_name,omitempty"`
-	Contact     string         `json:"contact,omitempty"`
-	State       string         `json:"state"`
-	Expires     *time.Time     `json:"expires,omitempty"`
-	Grants      []grant.Grant  `json:"grants"`
-	Blocks      []netip.Prefix `json:"blocks"`
-	CreatedAt   time.Time      `json:"created_at"`
-	CreatedBy   string         `json:"created_by"`
-	UpdatedAt   time.Time      `json:"updated_at"`
+	ID          uint32     `json:"id"`
+	Name        string     `json:"name"`
+	DisplayName string     `json:"display_name,omitempty"`
+	Contact     string     `json:"contact,omitempty"`
+	State       string     `json:"state"`
+	Expires     *time.Time `json:"expires,omitempty"`
+	// Grants are the ceiling: what the organisation may be given at all.
+	Grants []grant.Grant  `json:"grants"`
+	Blocks []netip.Prefix `json:"blocks"`
+	// Groups are the organisation's access groups, DefaultGroup first.
+	Groups    []Group   `json:"groups"`
+	CreatedAt time.Time `json:"created_at"`
+	CreatedBy string    `json:"created_by"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// DefaultGroup is the group every organisation has. Its grants are the
+// organisation's own, whatever they are, so an organisation that never
+// made a group works as before groups existed.
+const DefaultGroup = "default"
+
+// Group is an access group of an organisation: its peers reach the group's
+// grants, which lie within the organisation's (the ceiling).
+type Group struct {
+	// ID is small, stable and never reused, like an organisation's.
+	ID   uint32 `json:"id"`
+	Name string `json:"name"`
+	// Grants are unused for DefaultGroup, which has the organisation's.
+	Grants    []grant.Grant `json:"grants,omitempty"`
+	CreatedAt time.Time     `json:"created_at"`
+	CreatedBy string        `json:"created_by"`
+	UpdatedAt time.Time     `json:"updated_at"`
+}
+
+// Group returns the named group, or nil.
+func (o *Org) Group(name string) *Group {
+	for i := range o.Groups {
+		if o.Groups[i].Name == name {
+			return &o.Groups[i]
+		}
+	}
+	return nil
+}
+
+// GroupGrants is what the peers of group g may reach.
+func (o *Org) GroupGrants(g *Group) []grant.Grant {
+	if g.Name == DefaultGroup {
+		return o.Grants
+	}
+	return g.Grants
 }
 
 // Peer is a peer as stored. PresharedKey is secret: it leaves the store only
 // toward the WireGuard device and into a rendered client config.
 type Peer struct {
-	Org           string     `json:"org"`
-	Name          string     `json:"name"`
-	PublicKey     string     `json:"public_key"`
-	PresharedKey  string     `json:"preshared_key"`
-	Address       netip.Addr `json:"address"`
+	Org          string     `json:"org"`
+	Name         string     `json:"name"`
+	PublicKey    string     `json:"public_key"`
+	PresharedKey string     `json:"preshared_key"`
+	Address      netip.Addr `json:"address"`
+	// Group is the name of the peer's access group in its organisation.
+	Group         string     `json:"group"`
 	State         string     `json:"state"`
 	KeyOrigin     string     `json:"key_origin"`
 	Expires       *time.Time `json:"expires,omitempty"`
@@ -164,6 +208,43 @@ var migrations = []func(*bolt.Tx) error{
 	func(tx *bolt.Tx) error {
 		_, err := tx.CreateBucketIfNotExists(bucketRoles)
 		return err
+	},
+	// 3 → 4: access groups. Every organisation gets its default group,
+	// which has the organisation's grants, and every peer joins it: what
+	// each peer reaches stays as it was.
+	func(tx *bolt.Tx) error {
+		t := &Tx{tx: tx}
+		var orgs []*Org
+		if err := t.Orgs(func(o *Org) error {
+			orgs = append(orgs, o)
+			return nil
+		}); err != nil {
+			return err
+		}
+		for _, o := range orgs {
+			id, err := t.NextGroupID()
+			if err != nil {
+				return err
+			}
+			o.Groups = []Group{{ID: id, Name: DefaultGroup, CreatedAt: o.CreatedAt, CreatedBy: o.CreatedBy, UpdatedAt: o.CreatedAt}}
+			if err := t.PutOrg(o); err != nil {
+				return err
+			}
+		}
+		var peers []*Peer
+		if err := t.Peers("", func(p *Peer) error {
+			peers = append(peers, p)
+			return nil
+		}); err != nil {
+			return err
+		}
+		for _, p := range peers {
+			p.Group = DefaultGroup
+			if err := t.PutPeer(p); err != nil {
+				return err
+			}
+		}
+		return nil
 	},
 }
 
@@ -324,6 +405,19 @@ func (t *Tx) NextOrgID() (uint32, error) {
 		id = binary.BigEndian.Uint32(raw)
 	}
 	if err := m.Put(keyNextOrgID, be32(id+1)); err != nil {
+		return 0, err
+	}
+	return id, nil
+}
+
+// NextGroupID hands out group IDs; they are never reused.
+func (t *Tx) NextGroupID() (uint32, error) {
+	m := t.tx.Bucket(bucketMeta)
+	id := uint32(1)
+	if raw := m.Get(keyNextGroupID); raw != nil {
+		id = binary.BigEndian.Uint32(raw)
+	}
+	if err := m.Put(keyNextGroupID, be32(id+1)); err != nil {
 		return 0, err
 	}
 	return id, nil

@@ -250,3 +250,106 @@ func TestChangeReportsWhatTheDataPlaneDependsOn(t *testing.T) {
 		return nil
 	})
 }
+
+// TestMigrationGivesEveryOrgItsDefaultGroup: a state file of schema 3,
+// from before groups, opens with every organisation holding a default
+// group (which has its grants) and every peer in it, the data-plane mirror
+// included, so what each peer reaches is what it reached before.
+func TestMigrationGivesEveryOrgItsDefaultGroup(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "old.db")
+	b, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = b.Update(func(tx *bolt.Tx) error {
+		for _, m := range migrations[:3] {
+			if err := m(tx); err != nil {
+				return err
+			}
+		}
+		meta := tx.Bucket(bucketMeta)
+		if err := meta.Put(keySchema, be32(3)); err != nil {
+			return err
+		}
+		if err := meta.Put(keyNextOrgID, be32(3)); err != nil {
+			return err
+		}
+		for _, o := range []string{
+			`{"id":1,"name":"acme","state":"active","grants":["10.20.0.0/24"],"blocks":["100.64.1.0/24"]}`,
+			`{"id":2,"name":"globex","state":"active","grants":[],"blocks":[]}`,
+		} {
+			var rec struct{ Name string }
+			json.Unmarshal([]byte(o), &rec)
+			if err := tx.Bucket(bucketOrgs).Put([]byte(rec.Name), []byte(o)); err != nil {
+				return err
+			}
+		}
+		p := `{"org":"acme","name":"bob","public_key":"xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=","preshared_key":"xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=","address":"100.64.1.2","state":"active","endpoint":"192.0.2.1:4242"}`
+		if err := tx.Bucket(bucketPeers).Put([]byte("acme/bob"), []byte(p)); err != nil {
+			return err
+		}
+		// The mirror as schema 3 wrote it: no group.
+		var old Peer
+		json.Unmarshal([]byte(p), &old)
+		mirror := encodeDataplane(&old)
+		mirror = append(mirror[:85], []byte(old.Endpoint)...)
+		return tx.Bucket(bucketDataplane).Put([]byte("acme/bob"), mirror)
+	})
+	b.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := Open(path, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	err = db.View(func(tx *Tx) error {
+		ids := map[uint32]bool{}
+		defer func() {
+			if len(ids) != 2 {
+				t.Errorf("group ids %v, want two", ids)
+			}
+		}()
+		for _, name := range []string{"acme", "globex"} {
+			o, err := tx.Org(name)
+			if err != nil {
+				return err
+			}
+			if len(o.Groups) != 1 || o.Groups[0].Name != DefaultGroup || o.Groups[0].ID == 0 || ids[o.Groups[0].ID] {
+				t.Errorf("%s's groups after the migration: %+v", name, o.Groups)
+				continue
+			}
+			ids[o.Groups[0].ID] = true
+			if g := o.GroupGrants(&o.Groups[0]); fmt.Sprint(g) != fmt.Sprint(o.Grants) {
+				t.Errorf("%s's default group reaches %v, not the org's %v", name, g, o.Grants)
+			}
+		}
+		p, err := tx.Peer("acme", "bob")
+		if err != nil {
+			return err
+		}
+		dp, err := tx.DataplanePeer("acme/bob")
+		if err != nil {
+			return err
+		}
+		if p.Group != DefaultGroup || dp.Group != DefaultGroup || dp.Endpoint != "192.0.2.1:4242" || dp.Address != p.Address {
+			t.Errorf("bob after the migration: group %q, mirror %+v", p.Group, dp)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// New groups never take an id the migration gave out.
+	err = db.Update(func(tx *Tx) error {
+		id, err := tx.NextGroupID()
+		if id <= 2 {
+			t.Errorf("next group id %d was given out already", id)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

@@ -33,12 +33,15 @@ type Org struct {
 	Contact     string     `json:"contact,omitempty"`
 	State       string     `json:"state"`
 	Expires     *time.Time `json:"expires,omitempty"`
-	Grants      []string   `json:"grants"`
-	Blocks      []string   `json:"blocks"`
-	Peers       PeerCounts `json:"peers"`
-	CreatedAt   time.Time  `json:"created_at"`
-	CreatedBy   string     `json:"created_by"`
-	UpdatedAt   time.Time  `json:"updated_at"`
+	// Grants are the ceiling: what the organisation's groups may be given.
+	Grants []string `json:"grants"`
+	Blocks []string `json:"blocks"`
+	// Groups are its access groups and what each reaches, default first.
+	Groups    []GroupGrants `json:"groups"`
+	Peers     PeerCounts    `json:"peers"`
+	CreatedAt time.Time     `json:"created_at"`
+	CreatedBy string        `json:"created_by"`
+	UpdatedAt time.Time     `json:"updated_at"`
 }
 
 // PeerCounts summarises an organisation's peers by state.
@@ -54,6 +57,7 @@ type Peer struct {
 	Name          string     `json:"name"`
 	PublicKey     string     `json:"public_key"`
 	Address       string     `json:"address"`
+	Group         string     `json:"group"`
 	State         string     `json:"state"`
 	KeyOrigin     string     `json:"key_origin"`
 	Expires       *time.Time `json:"expires,omitempty"`
@@ -90,12 +94,49 @@ type GrantsRequest struct {
 	Force bool `json:"force,omitempty"`
 }
 
+// DefaultGroup is the access group every organisation has; it reaches the
+// organisation's whole grant.
+const DefaultGroup = "default"
+
+// GroupGrants is an access group and what its peers reach.
+type GroupGrants struct {
+	Name   string   `json:"name"`
+	Grants []string `json:"grants"`
+}
+
+// Group is an access group of an organisation. Its peers reach its grants,
+// which lie within the organisation's; the default group's are the
+// organisation's own.
+type Group struct {
+	Org       string     `json:"org"`
+	Name      string     `json:"name"`
+	Default   bool       `json:"default"`
+	Grants    []string   `json:"grants"`
+	Peers     PeerCounts `json:"peers"`
+	CreatedAt time.Time  `json:"created_at"`
+	CreatedBy string     `json:"created_by"`
+	UpdatedAt time.Time  `json:"updated_at"`
+}
+
+// CreateGroupRequest creates an access group.
+type CreateGroupRequest struct {
+	Name   string   `json:"name"`
+	Grants []string `json:"grants,omitempty"`
+}
+
+// MoveRequest moves a peer to another group of its organisation.
+type MoveRequest struct {
+	Group string `json:"group"`
+}
+
 // IssuePeerRequest creates a peer.
 type IssuePeerRequest struct {
 	Name string `json:"name"`
 	// PublicKey is the partner's own key; empty makes the gateway generate a pair.
 	PublicKey string `json:"public_key,omitempty"`
 	Expires   string `json:"expires,omitempty"`
+	// Group is the access group; empty means the default group.
+	Group string `json:"group,omitempty"`
 }
 
 // IssuedPeer is returned once, at issue or rotation: Config holds the

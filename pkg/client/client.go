@@ -330,3 +330,51 @@ func (c *Client) AssignRole(ctx context.Context, req api.RoleRequest) (api.RoleA
 func (c *Client) RevokeRole(ctx context.Context, req api.RoleRequest) error {
 	return c.do(ctx, http.MethodPost, "/roles/revoke", nil, req, nil)
 }
+
+func groupPath(org, name string) string { return orgPath(org) + "/groups/" + url.PathEscape(name) }
+
+// ListGroups lists an organisation's access groups, the default first.
+func (c *Client) ListGroups(ctx context.Context, org string) ([]api.Group, error) {
+	var out []api.Group
+	return out, c.do(ctx, http.MethodGet, orgPath(org)+"/groups", nil, nil, &out)
+}
+
+// CreateGroup creates an access group.
+func (c *Client) CreateGroup(ctx context.Context, org string, req api.CreateGroupRequest) (api.Group, error) {
+	var g api.Group
+	return g, c.do(ctx, http.MethodPost, orgPath(org)+"/groups", nil, req, &g)
+}
+
+// GetGroup returns one access group.
+func (c *Client) GetGroup(ctx context.Context, org, name string) (api.Group, error) {
+	var g api.Group
+	return g, c.do(ctx, http.MethodGet, groupPath(org, name), nil, nil, &g)
+}
+
+// GroupGrant adds grants to a group, within its organisation's.
+func (c *Client) GroupGrant(ctx context.Context, org, name string, grants []string) (api.Group, error) {
+	var g api.Group
+	return g, c.do(ctx, http.MethodPost, groupPath(org, name)+"/grant", nil, api.GrantsRequest{Grants: grants}, &g)
+}
+
+// GroupUngrant removes grants from a group.
+func (c *Client) GroupUngrant(ctx context.Context, org, name string, grants []string) (api.Group, error) {
+	var g api.Group
+	return g, c.do(ctx, http.MethodPost, groupPath(org, name)+"/ungrant", nil, api.GrantsRequest{Grants: grants}, &g)
+}
+
+// DeleteGroup deletes a group; its peers move to moveTo (a group with peers
+// and no moveTo is refused).
+func (c *Client) DeleteGroup(ctx context.Context, org, name, moveTo string) error {
+	q := url.Values{}
+	if moveTo != "" {
+		q.Set("move_to", moveTo)
+	}
+	return c.do(ctx, http.MethodDelete, groupPath(org, name), q, nil, nil)
+}
+
+// MovePeer moves a peer to another group of its organisation.
+func (c *Client) MovePeer(ctx context.Context, org, name, group string) (api.Peer, error) {
+	var p api.Peer
+	return p, c.do(ctx, http.MethodPost, peerPath(org, name)+"/move", nil, api.MoveRequest{Group: group}, &p)
+}
