@@ -38,7 +38,7 @@ func TestBench(t *testing.T) {
 		t.Skip("a measurement, not a test: run scripts/bench.sh")
 	}
 	needRig(t)
-	nOrgs, perOrg := envInt("BENCH_ORGS", 1000), envInt("BENCH_PEERS_PER_ORG", 10)
+	nOrgs, perOrg, groups := envInt("BENCH_ORGS", 1000), envInt("BENCH_PEERS_PER_ORG", 10), envInt("BENCH_GROUPS", 5)
 	b := &bench{t: t}
 	r := NewRig(t)
 	r.Serve(r.IN1, in1Addr, "in1", []int{22}, nil)
@@ -57,9 +57,10 @@ func TestBench(t *testing.T) {
 		flags = append(flags, "--pprof-listen", pprofAddr)
 	}
 
-	// The state a large gateway has: orgs × peers, five grants each.
+	// The state a large gateway has: orgs × peers, five grants each, and
+	// access groups in every org.
 	state := filepath.Join(r.Dir, "state")
-	last := seed(t, state, nOrgs, perOrg)
+	last := seed(t, state, nOrgs, perOrg, groups)
 	fi, _ := os.Stat(filepath.Join(state, "extranet.db"))
 
 	coldProfile := prof.cpu("cold-start", 4*time.Second)
@@ -94,13 +95,21 @@ func TestBench(t *testing.T) {
 	r.MustCTL("expire", "--idle", "30d", "--unused", "30d")
 	b.row("4. expire, live gateway", fmt.Sprintf("%d peers", nOrgs*perOrg), ms(time.Since(s)), "", "through the CLI, nothing due")
 
-	// A partner in the last org: its jump is the last of all, the worst case.
+	// A partner in the last org: its jump is the last of all, the worst
+	// case; and in its last group, whose member set the org's chain tests
+	// last.
 	r.MustCTL("org", "grant", last, "10.10.1.0/24")
-	cfg := r.Issue(last + "/bench")
+	lastGroup := []string{}
+	if groups > 1 {
+		g := fmt.Sprintf("g%d", groups-1)
+		r.MustCTL("group", "grant", last+"/"+g, "10.10.1.0/24")
+		lastGroup = []string{"--group", g}
+	}
+	cfg := r.Issue(last+"/bench", lastGroup...)
 	conf := r.PartnerUp(r.PA, "pa"+r.id, cfg)
 	// A second peer of that org, whose address stands in for the partner
 	// in the rules-alone measurement (see rulesOnly).
-	r.Issue(last + "/rules")
+	r.Issue(last+"/rules", lastGroup...)
 	rp := r.peerJSON(last + "/rules")
 	reaches(t, r.PA, hostPort(in1Addr, 22), "in1")
 
@@ -145,8 +154,17 @@ func TestBench(t *testing.T) {
 	stateOne := filepath.Join(r.Dir, "state-one")
 	copyDir(t, state, stateOne)
 	oneOrg(t, r, stateOne, last, []api.Peer{p, rp}, cfg, nOrgs*perOrg)
+	// The same gateway without groups: every peer in its org's default
+	// group, the same keys, addresses and organisations.
+	stateFlat := filepath.Join(r.Dir, "state-flat")
+	copyDir(t, state, stateFlat)
+	flatten(t, stateFlat)
 	type sample struct{ conn, rules, bw float64 }
 	measure := func(dir, name string, round int) sample {
+		// The daemon refuses a namespace holding links it did not make,
+		// and the rules-alone veth is the bench's (rulesOnly makes it
+		// again).
+		r.run(r.NS, "ip", "link", "del", rulesNSVeth)
 		r.StartDaemon(append(slices.Clone(long), "--state-dir", dir)...)
 		rulesOnly(t, r, src)
 		conf = r.PartnerUp(r.PA, "pa"+r.id, cfg)
@@ -163,19 +181,20 @@ func TestBench(t *testing.T) {
 		return s
 	}
 	rounds := envInt("BENCH_ROUNDS", 5)
-	var conns, rules, bws [2][]float64
+	// Indexed by state: the full gateway, the same without groups, one org.
+	var conns, rules, bws [3][]float64
 	for i := 0; i < rounds; i++ {
-		for k, dir := range []string{state, stateOne} {
-			s := measure(dir, []string{"full", "one"}[k], i)
+		for k, dir := range []string{state, stateFlat, stateOne} {
+			s := measure(dir, []string{"full", "flat", "one"}[k], i)
 			conns[k], rules[k], bws[k] = append(conns[k], s.conn), append(rules[k], s.rules), append(bws[k], s.bw)
 			// The one-org gateway of the last round stays up for what follows.
-			if k == 0 || i < rounds-1 {
+			if k < 2 || i < rounds-1 {
 				r.PartnerDown(r.PA, conf)
 				r.StopDaemon()
 			}
 		}
 	}
-	oneBW := median(bws[1])
+	oneBW := median(bws[2])
 	// Who is busy while the tunnel is full: the gateway, or the partner's
 	// own WireGuard.
 	tunnelProfile := prof.cpu("tunnel-iperf", 3*time.Second)
@@ -188,12 +207,18 @@ func TestBench(t *testing.T) {
 			cpuPercent(procTicks(gw)-gw0, time.Since(began)), cpuPercent(procTicks(partner)-partner0, time.Since(began)))
 	}
 	tunnelProfile()
-	b.row("5. new connections/s, one partner", fmt.Sprintf("%d orgs vs 1 org, %d peers each", nOrgs, nOrgs*perOrg), compared(conns, rounds, ""),
-		fmt.Sprintf("%.0f (%.2f)", naive, naive/median(conns[1])), fmt.Sprintf("naive: %d per-peer rules in the gateway namespace, best of 3", nOrgs*perOrg*5))
-	b.row("5. new connections/s, rules alone", fmt.Sprintf("%d orgs vs 1 org", nOrgs), compared(rules, rounds, ""),
+	vsOne := func(v [3][]float64) [2][]float64 { return [2][]float64{v[0], v[2]} }
+	vsFlat := func(v [3][]float64) [2][]float64 { return [2][]float64{v[0], v[1]} }
+	at := fmt.Sprintf("%d orgs × %d groups vs 1 org, %d peers each", nOrgs, groups, nOrgs*perOrg)
+	b.row("5. new connections/s, one partner", at, compared(vsOne(conns), rounds, ""),
+		fmt.Sprintf("%.0f (%.2f)", naive, naive/median(conns[2])), fmt.Sprintf("naive: %d per-peer rules in the gateway namespace, best of 3", nOrgs*perOrg*5))
+	b.row("5. new connections/s, rules alone", at, compared(vsOne(rules), rounds, ""),
 		"", "a veth of its own into the gateway namespace, into the same chains, no WireGuard")
-	b.row("5. TCP throughput, one partner", fmt.Sprintf("%d orgs vs 1 org, %d peers each", nOrgs, nOrgs*perOrg), compared(bws, rounds, " Mbit/s"),
+	b.row("5. TCP throughput, one partner", at, compared(vsOne(bws), rounds, " Mbit/s"),
 		fmt.Sprintf("%.0f Mbit/s (%.2f)", naiveBW, naiveBW/oneBW), "")
+	at = fmt.Sprintf("%d orgs × %d groups vs × 1 group, %d peers", nOrgs, groups, nOrgs*perOrg)
+	b.row("9. new connections/s, groups", at, compared(vsFlat(conns), rounds, ""), "", "partner in its org's last group; the same gateway with every peer in its default group")
+	b.row("9. new connections/s, groups, rules alone", at, compared(vsFlat(rules), rounds, ""), "", "")
 
 	// 6. The tunnel against plain veth through the same gateway host: PB
 	// reaches in1 through the host alone, where the tunnel's packets also
@@ -539,7 +564,7 @@ var benchGrants = []string{"10.10.0.0/16:tcp/443", "10.20.0.0/24", "10.30.5.10/3
 
 // seed writes orgs and peers straight into a state file, as years of
 // `peer issue` would have, and returns the last org's name.
-func seed(t *testing.T, dir string, nOrgs, perOrg int) string {
+func seed(t *testing.T, dir string, nOrgs, perOrg, groups int) string {
 	t.Helper()
 	os.MkdirAll(dir, 0o700)
 	db, err := store.Open(filepath.Join(dir, "extranet.db"), time.Second)
@@ -560,6 +585,19 @@ func seed(t *testing.T, dir string, nOrgs, perOrg int) string {
 			name = fmt.Sprintf("org%04d", o)
 			block := plan.Block(o)
 			org := &store.Org{ID: id, Name: name, State: api.StateActive, Grants: gs, Blocks: []netip.Prefix{block}, CreatedAt: now, UpdatedAt: now, CreatedBy: "bench"}
+			// The default group and groups g1… with one of the org's
+			// grants each.
+			for g := 0; g < max(groups, 1); g++ {
+				gid, err := tx.NextGroupID()
+				if err != nil {
+					return err
+				}
+				grp := store.Group{ID: gid, Name: store.DefaultGroup, CreatedAt: now, UpdatedAt: now, CreatedBy: "bench"}
+				if g > 0 {
+					grp.Name, grp.Grants = fmt.Sprintf("g%d", g), gs[g%len(gs):g%len(gs)+1]
+				}
+				org.Groups = append(org.Groups, grp)
+			}
 			if err := tx.PutOrg(org); err != nil {
 				return err
 			}
@@ -568,7 +606,7 @@ func seed(t *testing.T, dir string, nOrgs, perOrg int) string {
 				k, _ := wgtypes.GeneratePrivateKey()
 				psk, _ := wgtypes.GenerateKey()
 				p := &store.Peer{Org: name, Name: fmt.Sprintf("p%d", i), PublicKey: k.PublicKey().String(), PresharedKey: psk.String(),
-					Address: addr, State: api.StateActive, KeyOrigin: api.KeyGenerated, CreatedAt: now, UpdatedAt: now, CreatedBy: "bench"}
+					Address: addr, Group: org.Groups[i%len(org.Groups)].Name, State: api.StateActive, KeyOrigin: api.KeyGenerated, CreatedAt: now, UpdatedAt: now, CreatedBy: "bench"}
 				if err := tx.PutPeer(p); err != nil {
 					return err
 				}
@@ -612,7 +650,7 @@ func oneOrg(t *testing.T, r *Rig, dir, org string, keep []api.Peer, cfg string, 
 			}
 			tx.ClaimAddr(addr, p.ID())
 			tx.ClaimKey(p.PublicKey, p.ID())
-			if err := tx.PutPeer(&store.Peer{Org: org, Name: p.Name, PublicKey: p.PublicKey, PresharedKey: psk, Address: addr, State: api.StateActive}); err != nil {
+			if err := tx.PutPeer(&store.Peer{Org: org, Name: p.Name, PublicKey: p.PublicKey, PresharedKey: psk, Address: addr, State: api.StateActive, Group: store.DefaultGroup}); err != nil {
 				return err
 			}
 		}
@@ -626,14 +664,52 @@ func oneOrg(t *testing.T, r *Rig, dir, org string, keep []api.Peer, cfg string, 
 			a, last := ipam.Hosts(block)
 			for ; i < total-len(keep) && a.Compare(last) <= 0; a, i = a.Next(), i+1 {
 				k, _ := wgtypes.GeneratePrivateKey()
-				peer := &store.Peer{Org: org, Name: fmt.Sprintf("o%d", i), PublicKey: k.PublicKey().String(), PresharedKey: psk, Address: a, State: api.StateActive}
+				peer := &store.Peer{Org: org, Name: fmt.Sprintf("o%d", i), PublicKey: k.PublicKey().String(), PresharedKey: psk, Address: a, State: api.StateActive, Group: store.DefaultGroup}
 				if err := tx.PutPeer(peer); err != nil {
 					return err
 				}
 				tx.ClaimAddr(a, peer.ID())
 			}
 		}
-		return tx.PutOrg(&store.Org{ID: id, Name: org, State: api.StateActive, Grants: gs, Blocks: blocks})
+		gid, err := tx.NextGroupID()
+		if err != nil {
+			return err
+		}
+		return tx.PutOrg(&store.Org{ID: id, Name: org, State: api.StateActive, Grants: gs, Blocks: blocks, Groups: []store.Group{{ID: gid, Name: store.DefaultGroup}}})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// flatten puts every peer of the state in dir into its organisation's
+// default group and removes the other groups: the same gateway, peers and
+// keys, without groups.
+func flatten(t *testing.T, dir string) {
+	t.Helper()
+	db, err := store.Open(filepath.Join(dir, "extranet.db"), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	err = db.Update(func(tx *store.Tx) error {
+		var orgs []*store.Org
+		var peers []*store.Peer
+		tx.Orgs(func(o *store.Org) error { orgs = append(orgs, o); return nil })
+		tx.Peers("", func(p *store.Peer) error { peers = append(peers, p); return nil })
+		for _, o := range orgs {
+			o.Groups = o.Groups[:1]
+			if err := tx.PutOrg(o); err != nil {
+				return err
+			}
+		}
+		for _, p := range peers {
+			p.Group = store.DefaultGroup
+			if err := tx.PutPeer(p); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -105,6 +105,19 @@ func TestRoles(t *testing.T) {
 		refused(sponsor, "admin or sponsor of globex", "peer", "issue", "globex/x")
 		refused(sponsor, "admin or sponsor of globex", "peer", "revoke", "globex/server", "--yes")
 		refused(sponsor, "admin", "org", "grant", "acme", "10.10.2.0/24")
+		// Its organisations' groups, within the ceiling an admin set.
+		ok(sponsor, "group", "create", "acme/support", "--grant", "10.10.1.2/32:tcp/22")
+		ok(sponsor, "group", "grant", "acme/support", "10.10.1.2/32:tcp/443")
+		if _, stderr, code := r.runAs(t, ctl, sponsor, "group", "grant", "acme/support", "10.10.2.0/24"); code != 2 || !strings.Contains(stderr, "outside what organisation \"acme\" may reach") {
+			t.Errorf("a sponsor's group grant outside the ceiling: exit %d, %s", code, strings.TrimSpace(stderr))
+		}
+		ok(sponsor, "peer", "move", "acme/laptop", "--group", "support")
+		if out := ok(sponsor, "group", "list", "acme"); !strings.Contains(out, "acme/support") {
+			t.Errorf("the sponsor's group list:\n%s", out)
+		}
+		refused(sponsor, "admin or sponsor of globex", "group", "create", "globex/spy", "--grant", "10.10.2.0/24:tcp/8080")
+		refused(sponsor, "admin, auditor or sponsor of globex", "group", "list", "globex")
+		refused(sponsor, "admin or sponsor of globex", "peer", "move", "globex/server", "--group", "default")
 		refused(sponsor, "admin", "export")
 		// (Where the sponsor may write: the CLI makes the file first.)
 		backup := filepath.Join(os.TempDir(), "xb"+r.id+".db")
@@ -126,6 +139,8 @@ func TestRoles(t *testing.T) {
 		ok(auditor, "role", "list")
 		refused(auditor, "admin or sponsor of acme", "peer", "config", "acme/laptop")
 		refused(auditor, "admin or sponsor of acme", "peer", "issue", "acme/x")
+		ok(auditor, "group", "show", "acme/support")
+		refused(auditor, "admin or sponsor of acme", "group", "delete", "acme/support", "--move-to", "default", "--yes")
 		refused(auditor, "admin", "export")
 	})
 

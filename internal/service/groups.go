@@ -26,7 +26,7 @@ func groupSummaries(o *store.Org) []api.GroupGrants {
 
 func groupToAPI(o *store.Org, g *store.Group, counts api.PeerCounts) api.Group {
 	return api.Group{
-		Org: o.Name, Name: g.Name, Default: g.Name == store.DefaultGroup,
+		Org: o.Name, Name: g.Name, ID: g.ID, Default: g.Name == store.DefaultGroup,
 		Grants: grantStrings(o.GroupGrants(g)), Peers: counts,
 		CreatedAt: g.CreatedAt, CreatedBy: g.CreatedBy, UpdatedAt: g.UpdatedAt,
 	}

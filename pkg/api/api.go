@@ -108,8 +108,11 @@ type GroupGrants struct {
 // which lie within the organisation's; the default group's are the
 // organisation's own.
 type Group struct {
-	Org       string     `json:"org"`
-	Name      string     `json:"name"`
+	Org  string `json:"org"`
+	Name string `json:"name"`
+	// ID names the group's chain and sets in the firewall
+	// (EXTRANET-GRP-ID, extranet-gID-…); it is never reused.
+	ID        uint32     `json:"id"`
 	Default   bool       `json:"default"`
 	Grants    []string   `json:"grants"`
 	Peers     PeerCounts `json:"peers"`
