@@ -254,6 +254,9 @@ func (f *Firewall) Apply(p *policy.Policy) error {
 	}
 	have := parseSave(saved)
 	if script := setScript(r.Sets, have); script != "" {
+		// From here the per-peer sets may hold the new members, or some
+		// of them, until the apply completes.
+		f.peers = nil
 		if _, err := f.ns.run(script, "ipset", "restore"); err != nil {
 			return fmt.Errorf("load sets: %w", err)
 		}

@@ -184,6 +184,11 @@ func TestKernelApplyCheckCleanup(t *testing.T) {
 		if err := f.UpdatePeerSet(map[netip.Addr]uint32{a: 10}, nil); err != nil {
 			t.Fatal(err)
 		}
+		// A group the rules do not have is refused before anything runs,
+		// so the sets stay known.
+		if err := f.UpdatePeerSet(map[netip.Addr]uint32{netip.MustParseAddr("100.64.1.9"): 99}, nil); err == nil || !strings.Contains(err.Error(), "group 99") {
+			t.Errorf("an add to an unknown group: %v", err)
+		}
 		for set, want := range map[string]string{PeerSet: "100.64.1.2 100.64.1.3", MemberSet(10): "100.64.1.2", MemberSet(11): "100.64.1.3", MemberSet(20): ""} {
 			if got := members(set); got != want {
 				t.Errorf("%s after the updates holds %q, want %q", set, got, want)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -59,6 +60,11 @@ func (f *Firewall) UpdatePeerSet(add map[netip.Addr]uint32, remove []netip.Addr)
 	if f.peers == nil {
 		return errors.New("update the peer sets: their members are unknown since a failed update (SetPeerSet refills them)")
 	}
+	for a, g := range add {
+		if !f.groups[g] {
+			return fmt.Errorf("update the peer sets: %s is in group %d, which the rules in force do not have", a, g)
+		}
+	}
 	var script strings.Builder
 	for _, a := range remove {
 		fmt.Fprintf(&script, "del %s %s -exist\n", PeerSet, a)
@@ -95,21 +101,35 @@ func (f *Firewall) UpdatePeerSet(add map[netip.Addr]uint32, remove []netip.Addr)
 // SetPeerSet makes PeerSet hold exactly the addresses of peers (those in
 // the tunnel network), and each group's member set those that map to it:
 // the difference to what they hold, or, when that is unknown, a refill
-// against what the kernel shows. An address of a group the last Apply did
-// not know goes into PeerSet alone, where it opens nothing.
+// against what the kernel shows. An address of a group the rules in force
+// do not have is left out of both, so it opens nothing.
 func (f *Firewall) SetPeerSet(peers map[netip.Addr]uint32) error {
 	if !f.tunnel.IsValid() {
 		return errors.New("set the peer sets: the firewall was never applied")
 	}
 	want := inTunnel(f.tunnel, peers)
+	for a, g := range want {
+		if !f.groups[g] {
+			delete(want, a)
+		}
+	}
 	if f.peers == nil {
 		saved, err := f.ns.run("", "ipset", "save")
 		if err != nil {
 			return fmt.Errorf("read the peer sets: %w", err)
 		}
 		members := memberSets(f.tunnel, want)
-		sets := []Set{peerSet(f.tunnel, want)}
+		// In group order, as Apply swaps them: a peer that moved to a
+		// lower group joins it before it leaves the higher one, which the
+		// organisation's chain tests later, and one that moved up leaves
+		// first; so it never has its old group's access.
+		groups := make([]uint32, 0, len(f.groups))
 		for g := range f.groups {
+			groups = append(groups, g)
+		}
+		slices.Sort(groups)
+		sets := []Set{peerSet(f.tunnel, want)}
+		for _, g := range groups {
 			sets = append(sets, Set{MemberSet(g), "hash:ip", addrStrings(members[g])})
 		}
 		if script := setScript(sets, parseSave(saved)); script != "" {

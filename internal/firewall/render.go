@@ -12,12 +12,14 @@
 // jumps (see jumpTree) selects the organisation's chain, where its grants
 // are ipset lookups.
 //
-// The one per-peer thing is a set, PeerSet, of the addresses of the peers in
+// The per-peer things are sets. PeerSet holds the addresses of the peers in
 // force; a new flow from any other address is refused before the tree. It
 // is the second line behind WireGuard's own check: a peer that WireGuard
 // still holds against the store (added by hand, or one whose removal
-// failed) gets no new flow, and the set changes by single entries as peers
-// come and go (UpdatePeerSet), without touching a rule. Another set,
+// failed) gets no new flow. Each access group's MemberSet holds the
+// addresses of its peers, by which an organisation's chain hands a flow to
+// its group's chain. They change by single entries as peers come, go and
+// move (UpdatePeerSet), without touching a rule. Another set,
 // HostSet, holds the host's own addresses, which no partner reaches
 // whatever its grants cover.
 //

@@ -67,7 +67,7 @@ func BenchmarkReconcileAfterChange(b *testing.B) {
 			}
 			i++
 			b.StartTimer()
-			if err := e.r.applyPeers(map[string]bool{ch.Peers[0]: true}); err != nil {
+			if _, err := e.r.applyPeers(map[string]bool{ch.Peers[0]: true}); err != nil {
 				b.Fatal(err)
 			}
 		}

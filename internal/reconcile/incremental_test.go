@@ -168,7 +168,7 @@ func TestAddressChangesHandsInEitherOrder(t *testing.T) {
 			second, _ = e.db.Change(revoke)
 		}
 		for _, ch := range []store.Changes{second, first} {
-			if err := e.r.applyPeers(map[string]bool{ch.Peers[0]: true}); err != nil {
+			if _, err := e.r.applyPeers(map[string]bool{ch.Peers[0]: true}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -261,7 +261,7 @@ func TestFailedDeviceStillKillsFlows(t *testing.T) {
 		sweeps := len(e.os.sweeps)
 		var err error
 		if partial {
-			err = e.r.applyPeers(map[string]bool{ch.Peers[0]: true})
+			_, err = e.r.applyPeers(map[string]bool{ch.Peers[0]: true})
 		} else {
 			err = e.r.Once(context.Background(), false)
 		}
@@ -310,7 +310,7 @@ func TestPeerSetFailureDoesNotHoldUpWireGuard(t *testing.T) {
 		sweeps := len(e.os.sweeps)
 		var err error
 		if partial {
-			err = e.r.applyPeers(map[string]bool{ch.Peers[0]: true})
+			_, err = e.r.applyPeers(map[string]bool{ch.Peers[0]: true})
 			e.r.observe(func() (int, error) { return 0, err })
 		} else {
 			err = e.r.Once(context.Background(), false)
@@ -452,5 +452,105 @@ func TestGroupNarrowedSweeps(t *testing.T) {
 		if swept := len(e.os.sweeps) > sweeps; swept != step.sweep {
 			t.Errorf("%s: swept %v, want %v", step.what, swept, step.sweep)
 		}
+	}
+}
+
+// TestMoveWithFailedSetsStaysOff: only the member sets keep a moved peer to
+// its new group (WireGuard keeps it: same key, same address). When they
+// cannot be written, its address may still be in its old group's set, so
+// the peer stays off the device, its flows dead, until a run writes them.
+func TestMoveWithFailedSetsStaysOff(t *testing.T) {
+	a := netip.MustParseAddr("100.64.1.1")
+	for _, partial := range []bool{true, false} {
+		e := newEnv(t)
+		wide, _ := grant.Parse("10.20.0.0/24")
+		ssh, _ := grant.Parse("10.20.0.10/32:tcp/22")
+		e.put(func(tx *store.Tx) error {
+			tx.PutOrg(&store.Org{ID: 1, Name: "acme", State: api.StateActive, Blocks: []netip.Prefix{netip.MustParsePrefix("100.64.1.0/24")},
+				Grants: []grant.Grant{wide}, Groups: []store.Group{{ID: 1, Name: store.DefaultGroup}, {ID: 7, Name: "support", Grants: []grant.Grant{ssh}}}})
+			tx.PutPeer(&store.Peer{Org: "acme", Name: "ann", PublicKey: key(t), PresharedKey: key(t), Address: netip.MustParseAddr("100.64.1.2"), State: api.StateActive, Group: store.DefaultGroup})
+			return tx.PutPeer(&store.Peer{Org: "acme", Name: "bob", PublicKey: key(t), PresharedKey: key(t), Address: a, State: api.StateActive, Group: store.DefaultGroup})
+		})
+		e.once(false)
+		move := func(tx *store.Tx) error {
+			p, _ := tx.Peer("acme", "bob")
+			p.Group = "support"
+			return tx.PutPeer(p)
+		}
+		e.os.setErr = errors.New("ipset: timeout")
+		sweeps := len(e.os.sweeps)
+		if partial {
+			ch, err := e.db.Change(move)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := e.r.applyPeers(map[string]bool{ch.Peers[0]: true}); err == nil {
+				t.Fatal("partial: a failed set update was not reported")
+			}
+		} else {
+			e.put(move)
+			if err := e.r.Once(context.Background(), false); err == nil {
+				t.Fatal("full: a failed set update was not reported")
+			}
+		}
+		if got := e.os.String(); !strings.Contains(got, "peers 100.64.1.2\n") {
+			t.Errorf("partial=%v: the moved peer is on the device while the sets are unknown:\n%s", partial, got)
+		}
+		if len(e.os.sweeps) == sweeps || e.os.sweeps[len(e.os.sweeps)-1] != "100.64.1.2" {
+			t.Errorf("partial=%v: the moved peer's flows were not killed: %v", partial, e.os.sweeps[sweeps:])
+		}
+		// Once the sets can be written, it is back, in its new group.
+		e.os.setErr = nil
+		if err := e.r.Once(context.Background(), false); err != nil {
+			t.Fatal(err)
+		}
+		if got := e.os.String(); !strings.Contains(got, "peers 100.64.1.1,100.64.1.2\n") || e.os.set[a] != 7 {
+			t.Errorf("partial=%v: after the sets were written: group %d\n%s", partial, e.os.set[a], got)
+		}
+	}
+}
+
+// TestStaleGroupNamesAskForAFullRun: a peer change can reach the reconciler
+// before the change of its organisation's groups it was made after (a
+// group deleted and made again under its name). The partial run must not
+// put the peer in the old group's set; it touches nothing and a full run
+// applies both changes.
+func TestStaleGroupNamesAskForAFullRun(t *testing.T) {
+	e := newEnv(t)
+	wide, _ := grant.Parse("10.20.0.0/24")
+	ssh, _ := grant.Parse("10.20.0.10/32:tcp/22")
+	e.put(func(tx *store.Tx) error {
+		return tx.PutOrg(&store.Org{ID: 1, Name: "acme", State: api.StateActive, Blocks: []netip.Prefix{netip.MustParsePrefix("100.64.1.0/24")},
+			Grants: []grant.Grant{wide}, Groups: []store.Group{{ID: 1, Name: store.DefaultGroup}, {ID: 5, Name: "eng", Grants: []grant.Grant{wide}}}})
+	})
+	e.once(false)
+	x := netip.MustParseAddr("100.64.1.7")
+	ch, err := e.db.Change(func(tx *store.Tx) error {
+		o, _ := tx.Org("acme")
+		o.Groups = []store.Group{{ID: 1, Name: store.DefaultGroup}, {ID: 9, Name: "eng", Grants: []grant.Grant{ssh}}}
+		tx.PutOrg(o)
+		return tx.PutPeer(&store.Peer{Org: "acme", Name: "x", PublicKey: key(t), PresharedKey: key(t), Address: x, State: api.StateActive, Group: "eng"})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	updates := e.os.updates
+	stale, err := e.r.applyPeers(map[string]bool{ch.Peers[0]: true})
+	if err != nil || !stale || e.os.updates != updates {
+		t.Fatalf("a peer of a group that changed since the last full run: stale %v, err %v, %d device updates", stale, err, e.os.updates-updates)
+	}
+	if _, in := e.os.set[x]; in {
+		t.Fatalf("the peer went into group %d's set", e.os.set[x])
+	}
+	// Through Apply, as a request does: the peers-only change ends in a
+	// full run, which puts x in the new eng.
+	done := e.r.Apply(store.Changes{Peers: ch.Peers})
+	w, work := e.r.takePending()
+	e.r.release(w, e.r.applyPending(context.Background(), work))
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if g := e.os.set[x]; g != 9 {
+		t.Errorf("after the full run x is in group %d, want 9", g)
 	}
 }

@@ -27,8 +27,9 @@ import (
 )
 
 // Firewall is the part of the firewall the reconciler drives. Apply puts
-// rules and every set in force, the peer set included; SetPeerSet and
-// UpdatePeerSet change the peer set alone, as peers come and go.
+// rules and every set in force, the per-peer sets included; SetPeerSet and
+// UpdatePeerSet change the per-peer sets alone (the peer set and the
+// groups' member sets), as peers come, go and move.
 type Firewall interface {
 	Apply(*policy.Policy) error
 	SetPeerSet(map[netip.Addr]uint32) error
@@ -235,9 +236,15 @@ func (r *Reconciler) applyPending(ctx context.Context, work pending) error {
 	if len(work.peers) == 0 {
 		return nil
 	}
-	if r.observe(func() (int, error) { return 0, r.applyPeers(work.peers) }) != nil {
+	stale := false
+	err := r.observe(func() (int, error) {
+		var err error
+		stale, err = r.applyPeers(work.peers)
+		return 0, err
+	})
+	if stale || err != nil {
 		// Start over from the store rather than leave a waiter with half
-		// a change.
+		// a change, or apply a peer by its organisation's old groups.
 		return r.Once(ctx, false)
 	}
 	return nil
@@ -430,6 +437,7 @@ func (r *Reconciler) once(check bool) (int, error) {
 	if !applied {
 		if err := r.o.Firewall.SetPeerSet(p.Peers); err != nil {
 			peerSetErr = fmt.Errorf("firewall peer set: %w", err)
+			peers = heldBack(peers, r.applied.Peers, p.Peers)
 		}
 	}
 
@@ -466,8 +474,11 @@ func (r *Reconciler) once(check bool) (int, error) {
 
 // applyPeers brings the peers with the given ORG/NAME in line with their
 // stored records, touching nothing else: the rules do not depend on peers,
-// and the other peers have not changed. It needs a full run before it.
-func (r *Reconciler) applyPeers(ids map[string]bool) error {
+// and the other peers have not changed. It needs a full run before it, and
+// it asks for one (stale) without touching anything when a changed peer's
+// group is not the one that run saw: the organisation changed since, and
+// its change is still on the way to the reconciler.
+func (r *Reconciler) applyPeers(ids map[string]bool) (stale bool, err error) {
 	now := r.o.Clock.Now()
 	next := make(map[string]wgdev.Peer, len(ids))
 	nextGroup := make(map[string]uint32, len(ids))
@@ -475,13 +486,16 @@ func (r *Reconciler) applyPeers(ids map[string]bool) error {
 	// it was. Its endpoint must be read before it goes, or a resume waits
 	// for the partner's client to give up on its old session (~15 s).
 	pausing := false
-	err := r.o.DB.View(func(tx *store.Tx) error {
+	err = r.o.DB.View(func(tx *store.Tx) error {
 		for id := range ids {
 			sp, err := tx.DataplanePeer(id)
 			if errors.Is(err, store.ErrNotFound) {
 				continue
 			}
 			if err != nil {
+				return err
+			}
+			if stale, err = r.groupMoved(tx, sp); stale || err != nil {
 				return err
 			}
 			if w, group, ok := r.wanted(sp, r.orgs, now); ok {
@@ -492,40 +506,21 @@ func (r *Reconciler) applyPeers(ids map[string]bool) error {
 		}
 		return nil
 	})
-	if err != nil {
-		return fmt.Errorf("read changed peers: %w", err)
+	if err != nil || stale {
+		return stale, err
 	}
 	if pausing {
 		if err := r.PollStats(); err != nil {
 			r.log.Warn("read endpoints before removing peers", "err", err)
 		}
 	}
-	var set []wgdev.Peer
-	var remove []wgtypes.Key
-	lostAddrs := map[netip.Addr]bool{}
-	// moved: a peer that kept its key and address but changed groups. Its
-	// flows live on only as far as the new group allows.
-	moved := false
-	// gone are the addresses that leave the peer set: those given up by
-	// the peer that holds them and taken by none of the changed peers.
+	// The peer sets first, as in a full run: gone are the addresses that
+	// leave them, those given up by the peer that holds them and taken by
+	// none of the changed peers.
 	gone := map[netip.Addr]bool{}
 	for id := range ids {
-		old, had := r.peers[id]
-		w, want := next[id]
-		if had && (!want || old.PublicKey != w.PublicKey || old.Address != w.Address) {
-			if !want || old.PublicKey != w.PublicKey {
-				remove = append(remove, old.PublicKey)
-			}
-			lostAddrs[old.Address] = true
-		}
-		if had && r.owner[old.Address] == id {
+		if old, had := r.peers[id]; had && r.owner[old.Address] == id {
 			gone[old.Address] = true
-			if want && old.Address == w.Address && r.applied.Peers[old.Address] != nextGroup[id] {
-				moved = true
-			}
-		}
-		if want {
-			set = append(set, w)
 		}
 	}
 	fwAdd := map[netip.Addr]uint32{}
@@ -539,11 +534,40 @@ func (r *Reconciler) applyPeers(ids map[string]bool) error {
 	for a := range gone {
 		fwRemove = append(fwRemove, a)
 	}
-	// The peer set first, as in a full run; its failure does not hold up
-	// WireGuard, and the full run that follows refills it.
+	// A failure does not hold up WireGuard, and the full run that follows
+	// refills the sets; but only the member sets keep a peer to its group,
+	// so one whose address may still be in another group's set stays off
+	// the device until then.
 	var peerSetErr error
 	if err := r.o.Firewall.UpdatePeerSet(fwAdd, fwRemove); err != nil {
 		peerSetErr = fmt.Errorf("firewall peer set: %w", err)
+		for id, w := range next {
+			if g, ok := r.applied.Peers[w.Address]; ok && g != nextGroup[id] {
+				delete(next, id)
+			}
+		}
+	}
+	var set []wgdev.Peer
+	var remove []wgtypes.Key
+	lostAddrs := map[netip.Addr]bool{}
+	// moved: a peer that kept its key and address but changed groups. Its
+	// flows live on only as far as the new group allows.
+	moved := false
+	for id := range ids {
+		old, had := r.peers[id]
+		w, want := next[id]
+		if had && (!want || old.PublicKey != w.PublicKey || old.Address != w.Address) {
+			if !want || old.PublicKey != w.PublicKey {
+				remove = append(remove, old.PublicKey)
+			}
+			lostAddrs[old.Address] = true
+		}
+		if had && want && r.owner[old.Address] == id && old.Address == w.Address && r.applied.Peers[old.Address] != nextGroup[id] {
+			moved = true
+		}
+		if want {
+			set = append(set, w)
+		}
 	}
 	if _, err := r.o.Device.UpdatePeers(set, remove); err != nil {
 		// Fail closed: the lost addresses' flows die whatever WireGuard
@@ -552,7 +576,7 @@ func (r *Reconciler) applyPeers(ids map[string]bool) error {
 		if len(lostAddrs) > 0 {
 			err = errors.Join(err, r.sweep(r.applied, lostAddrs))
 		}
-		return err
+		return false, err
 	}
 	// Withdrawals first: an address given up and taken by another peer in
 	// the same run must end up with the new holder.
@@ -571,9 +595,34 @@ func (r *Reconciler) applyPeers(ids map[string]bool) error {
 		r.applied.Peers[w.Address] = nextGroup[id]
 	}
 	if len(lostAddrs) > 0 || moved {
-		return errors.Join(peerSetErr, r.sweep(r.applied, lostAddrs))
+		return false, errors.Join(peerSetErr, r.sweep(r.applied, lostAddrs))
 	}
-	return peerSetErr
+	return false, peerSetErr
+}
+
+// groupMoved reports whether the group a peer names has another ID in the
+// store than in the last full run: a group deleted and made again under
+// its name, say. Resolved through that run's names, the peer would join
+// the old group's member set.
+func (r *Reconciler) groupMoved(tx *store.Tx, sp *store.DataplanePeer) (bool, error) {
+	in, ok := r.orgs[sp.Org]
+	if !ok {
+		// Not in force then: wanted leaves the peer out, and the change
+		// that brings its organisation back brings a full run.
+		return false, nil
+	}
+	o, err := tx.Org(sp.Org)
+	if errors.Is(err, store.ErrNotFound) {
+		return true, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	var id uint32
+	if g := o.Group(sp.Group); g != nil {
+		id = g.ID
+	}
+	return id != in.groups[sp.Group], nil
 }
 
 // sweep kills the flows p does not allow, and every flow of the addresses
@@ -646,6 +695,22 @@ func lost(old, new map[string]wgdev.Peer) map[netip.Addr]bool {
 			out = map[netip.Addr]bool{}
 		}
 		out[o.Address] = true
+	}
+	return out
+}
+
+// heldBack is peers without those whose address was in another group in
+// old than it is in new (a peer moved, or an address taken over): when the
+// member sets could not be written, the address may still be in the old
+// group's set, which nothing else keeps the peer from using, so it stays
+// off the device until they are.
+func heldBack(peers map[string]wgdev.Peer, old, new map[netip.Addr]uint32) map[string]wgdev.Peer {
+	out := make(map[string]wgdev.Peer, len(peers))
+	for id, w := range peers {
+		if g, ok := old[w.Address]; ok && g != new[w.Address] {
+			continue
+		}
+		out[id] = w
 	}
 	return out
 }

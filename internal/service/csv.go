@@ -155,7 +155,17 @@ func (im *importer) group(r csvRow) {
 		im.bad(r.line, "name", "organisation %q already has a group %q", org, name)
 		return
 	}
-	gs, err := grant.ParseAll(strings.Fields(r.get("grants")))
+	// The default group comes with the organisation.
+	if len(o.Groups)+1 >= maxGroups {
+		im.bad(r.line, "name", "organisation %q would have more than %d groups", org, maxGroups)
+		return
+	}
+	fields := strings.Fields(r.get("grants"))
+	if len(fields) > maxGrants {
+		im.bad(r.line, "grants", "%d grants; the limit is %d", len(fields), maxGrants)
+		return
+	}
+	gs, err := grant.ParseAll(fields)
 	if err == nil {
 		err = withinCeiling(o, gs)
 	}

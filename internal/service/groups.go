@@ -122,7 +122,7 @@ func (s *Service) modifyGroup(ctx context.Context, org, name, action string, fn 
 		if err := fn(o, g); err != nil {
 			return err
 		}
-		g.UpdatedAt = now
+		g.UpdatedAt, o.UpdatedAt = now, now
 		if err := tx.PutOrg(o); err != nil {
 			return err
 		}

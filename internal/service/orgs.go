@@ -226,6 +226,9 @@ func (s *Service) Ungrant(ctx context.Context, name string, req api.GrantsReques
 		for i := range o.Groups {
 			if g := &o.Groups[i]; g.Name != store.DefaultGroup {
 				g.Grants = grant.Narrow(g.Grants, o.Grants)
+				if len(g.Grants) > maxGrants {
+					return api.Errorf(api.CodeInvalid, "group %s/%s would be cut into %d grants; the limit is %d: ungrant from the group first (`extranetctl group ungrant`)", name, g.Name, len(g.Grants), maxGrants)
+				}
 			}
 		}
 		return nil

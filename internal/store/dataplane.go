@@ -45,8 +45,9 @@ func unixOrZero(t *time.Time) int64 {
 // address (4), expires (8), last handshake (8), group name length (1),
 // group name, endpoint (rest). A key that is not valid base64 of 32 bytes
 // is stored as zeros, which the reconciler refuses to configure. Group
-// names are at most 63 bytes (validate.Name); a longer one is stored
-// empty, which no group matches, so its peer gets nothing.
+// names are at most 63 bytes (validate.Name); one of more than 255, which
+// the layout cannot hold, is stored empty, which no group matches, so its
+// peer gets nothing.
 func encodeDataplane(p *Peer) []byte {
 	group := p.Group
 	if len(group) > 255 {
