@@ -179,7 +179,8 @@ func TestAccessMatrix(t *testing.T) {
 			{r.NS, [][]string{{"iptables", "-D", "INPUT", "-i", iface, "-j", "EXTRANET-IN"}, {"iptables", "-F", "EXTRANET-IN"}, {"iptables", "-X", "EXTRANET-IN"}}},
 			{r.NS, [][]string{{"iptables", "-I", "EXTRANET-FWD", "-j", "ACCEPT"}}},
 			{r.NS, [][]string{{"ipset", "flush"}}},
-			{r.NS, [][]string{{"iptables", "-F", "EXTRANET-O-1"}, {"ipset", "destroy", "extranet-g1-net"}}},
+			{r.NS, [][]string{{"iptables", "-F", "EXTRANET-GRP-1"}, {"ipset", "destroy", "extranet-g1-net"}}},
+			{r.NS, [][]string{{"iptables", "-F", "EXTRANET-O-1"}, {"ipset", "flush", "extranet-g1-members"}}},
 			{r.NS, [][]string{{"ip", "link", "set", "uplink", "down"}}},
 			{r.NS, [][]string{{"sysctl", "-qw", "net.ipv4.ip_forward=0"}}},
 			{r.GW, [][]string{{"ip", "route", "del", "100.64.0.0/16"}}},
@@ -404,9 +405,11 @@ func TestUnknownWireGuardPeerGetsNoFlow(t *testing.T) {
 	r.noneReached(t, "a peer unknown to the store", []probe{unknown, unknown, unknown})
 	reaches(t, r.PA, hostPort(in1Addr, 22), "in1")
 
-	// With its address put in the peer set by hand, the same stranger gets
+	// With its address put by hand in the peer set and in the member set
+	// of acme's group (its first and only, id 1), the same stranger gets
 	// through: the refusal above was the peer check's, nothing else's.
 	r.Must(r.NS, "ipset", "add", "extranet-peers", addr.String())
+	r.Must(r.NS, "ipset", "add", "extranet-g1-members", addr.String())
 	reaches(t, r.PB, hostPort(in1Addr, 22), "in1")
 
 	// The next drift check takes both hand-made changes back.
@@ -417,6 +420,9 @@ func TestUnknownWireGuardPeerGetsNoFlow(t *testing.T) {
 		}
 		if set := r.Must(r.NS, "ipset", "list", "extranet-peers"); strings.Contains(set, addr.String()+"\n") {
 			return errors.New("still in the peer set")
+		}
+		if set := r.Must(r.NS, "ipset", "list", "extranet-g1-members"); strings.Contains(set, addr.String()+"\n") {
+			return errors.New("still in the group's member set")
 		}
 		return nil
 	})

@@ -190,9 +190,9 @@ func TestOperations(t *testing.T) {
 	})
 
 	t.Run("a change the kernel refuses is reported, then repaired", func(t *testing.T) {
-		// A set of acme's, replaced by hand with one of the wrong type,
-		// makes every firewall apply fail: ipset cannot swap across types.
-		r.Must(r.NS, "ipset", "destroy", "extranet-g1-port")
+		// A set of acme's group (acme has no port grant yet, so it does not
+		// exist), made by hand with the wrong type, makes every firewall
+		// apply fail: ipset cannot swap across types.
 		r.Must(r.NS, "ipset", "create", "extranet-g1-port", "hash:ip")
 		_, errOut, code := r.CTL("org", "grant", "acme", "10.10.1.0/24:tcp/443")
 		if code != 1 || !strings.Contains(errOut, "saved") || !strings.Contains(errOut, "not in force") || !strings.Contains(errOut, "swap") {
