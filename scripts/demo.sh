@@ -81,9 +81,15 @@ done
 ip netns exec "$gw" socat -T2 "TCP-LISTEN:22,fork,reuseaddr" SYSTEM:'echo hello' >/dev/null 2>&1 &
 pids+=($!)
 
+# The enrollment page's certificate; a real gateway has one for its name.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=localhost \
+	-addext subjectAltName=DNS:localhost -keyout "$dir/enroll.key" -out "$dir/enroll.crt" 2>/dev/null
+
 echo "demo: starting extranetd"
 "${gwd[@]}" --state-dir "$dir/state" --socket "$EXTRANET_SOCKET" --socket-group "" --netns "$gwns" \
-	--interface "$ifname" --endpoint 198.18.0.1:51820 --reconcile-interval 2s >"$dir/extranetd.log" 2>&1 &
+	--interface "$ifname" --endpoint 198.18.0.1:51820 --reconcile-interval 2s \
+	--enroll-listen 127.0.0.1:8443 --enroll-tls-cert "$dir/enroll.crt" --enroll-tls-key "$dir/enroll.key" \
+	--enroll-url https://localhost:8443 >"$dir/extranetd.log" 2>&1 &
 daemon_pid=$!
 for _ in $(seq 50); do bin/extranetctl status >/dev/null 2>&1 && break; sleep 0.2; done
 bin/extranetctl status
@@ -125,6 +131,36 @@ ip netns exec "$gwns" iptables -S EXTRANET-FWD
 echo
 ctl peer revoke acme/laptop --yes >/dev/null
 printf '%-16s %-22s %s\n' "acme (revoked)" 10.10.1.2:22 "$(probe "$pa" 10.10.1.2 22)"
+nsx "$pa" wg-quick down "$dir/$pa.conf" >/dev/null 2>&1
+
+echo
+echo "Access groups and self-enrollment: acme's support staff get ssh to one host, and"
+echo "a partner enrolls a device from an invite link; a sponsor approves it."
+ctl group create acme/support --grant 10.10.1.2/32:tcp/22
+echo "\$ extranetctl invite create acme --group support --contact anna@acme.example"
+link=$(bin/extranetctl invite create acme --group support --contact anna@acme.example 2>/dev/null)
+echo "$link"
+# What the partner's browser does on the page (docs/enrollment.md), here with
+# curl and a key pair made on the "device": only the public key is sent.
+priv=$(wg genkey)
+pub=$(echo "$priv" | wg pubkey)
+api() { # path json
+	nsx "$gw" curl -sS --cacert "$dir/enroll.crt" --resolve localhost:8443:127.0.0.1 \
+		-H 'Content-Type: application/json' -d "$2" "https://localhost:8443/enroll/api/$1"
+}
+sent=$(api submit "{\"token\":\"${link#*#}\",\"device\":\"tablet\",\"public_key\":\"$pub\",\"key_from\":\"pasted\"}")
+request=$(echo "$sent" | jq -r .request)
+secret=$(echo "$sent" | jq -r .secret)
+ctl request list --org acme
+ctl request approve "$request"
+api status "{\"request\":\"$request\",\"secret\":\"$secret\"}" | jq -r .config |
+	sed "s|PASTE-THE-PRIVATE-KEY-OF-THIS-DEVICE-HERE|$priv|" >"$dir/$pa.conf"
+chmod 600 "$dir/$pa.conf"
+WG_QUICK_USERSPACE_IMPLEMENTATION=wireguard-go nsx "$pa" wg-quick up "$dir/$pa.conf" >/dev/null 2>&1
+ctl group list acme
+for target in 10.10.1.2:22 10.10.1.2:443; do
+	printf '%-16s %-22s %s\n' "acme/tablet" "$target" "$(probe "$pa" "${target%:*}" "${target#*:}")"
+done
 echo
 ctl audit
 echo

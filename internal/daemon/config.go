@@ -7,8 +7,10 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -48,8 +50,16 @@ type Config struct {
 	AuditRetention    string        `yaml:"audit-retention"`
 	MetricsListen     string        `yaml:"metrics-listen"`
 	PprofListen       string        `yaml:"pprof-listen"`
-	LogLevel          string        `yaml:"log-level"`
-	LogFormat         string        `yaml:"log-format"`
+	// Partner self-enrollment (docs/enrollment.md): off while
+	// EnrollListen is empty.
+	EnrollListen         string        `yaml:"enroll-listen"`
+	EnrollTLSCert        string        `yaml:"enroll-tls-cert"`
+	EnrollTLSKey         string        `yaml:"enroll-tls-key"`
+	EnrollURL            string        `yaml:"enroll-url"`
+	EnrollTrustedProxies []string      `yaml:"enroll-trusted-proxy"`
+	EnrollRequestTTL     time.Duration `yaml:"enroll-request-ttl"`
+	LogLevel             string        `yaml:"log-level"`
+	LogFormat            string        `yaml:"log-format"`
 }
 
 // UplinkName is the gateway namespace's end of the veth pair.
@@ -79,6 +89,7 @@ func Defaults() Config {
 		ExpireUnused:      "14d",
 		ExpireAction:      "suspend",
 		AuditRetention:    "0",
+		EnrollRequestTTL:  72 * time.Hour,
 		LogLevel:          "info",
 		LogFormat:         "text",
 	}
@@ -112,6 +123,12 @@ func (c *Config) BindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.AuditRetention, "audit-retention", c.AuditRetention, "drop audit events older than this, e.g. 400d (0: keep all)")
 	fs.StringVar(&c.MetricsListen, "metrics-listen", c.MetricsListen, "serve Prometheus /metrics and /healthz on this TCP address, e.g. 127.0.0.1:9586 (off when empty)")
 	fs.StringVar(&c.PprofListen, "pprof-listen", c.PprofListen, "serve Go's profiler (/debug/pprof/) on this TCP address, e.g. 127.0.0.1:6060, from the first moment (off when empty; loopback only, for investigations)")
+	fs.StringVar(&c.EnrollListen, "enroll-listen", c.EnrollListen, "serve the partner enrollment page over TLS on this TCP address, e.g. :8443 (off when empty; needs --enroll-tls-cert and --enroll-tls-key)")
+	fs.StringVar(&c.EnrollTLSCert, "enroll-tls-cert", c.EnrollTLSCert, "PEM certificate (chain) of the enrollment page")
+	fs.StringVar(&c.EnrollTLSKey, "enroll-tls-key", c.EnrollTLSKey, "PEM private key of the enrollment page's certificate")
+	fs.StringVar(&c.EnrollURL, "enroll-url", c.EnrollURL, "https://HOST[:PORT] partners open enrollment links at (default: the --endpoint host and the --enroll-listen port; set it behind a reverse proxy)")
+	fs.StringSliceVar(&c.EnrollTrustedProxies, "enroll-trusted-proxy", c.EnrollTrustedProxies, "addresses or prefixes of reverse proxies in front of the enrollment page, whose X-Forwarded-For names the partner")
+	fs.DurationVar(&c.EnrollRequestTTL, "enroll-request-ttl", c.EnrollRequestTTL, "how long an enrollment request waits for approval")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text or json")
 }
@@ -160,6 +177,10 @@ func (c *Config) LoadFile(path string, fs *pflag.FlagSet) error {
 
 // Settings are the parsed forms of the settings that need parsing.
 type Settings struct {
+	// EnrollURL is where partners open enrollment links; empty when
+	// enrollment is off. EnrollProxies are the trusted reverse proxies.
+	EnrollURL       string
+	EnrollProxies   []netip.Prefix
 	Plan            ipam.Plan
 	Link            gwns.Link
 	MaxPeerLifetime time.Duration
@@ -239,5 +260,54 @@ func (c *Config) Validate() (Settings, error) {
 	if c.ExpireAction != "suspend" && c.ExpireAction != "revoke" {
 		return st, fmt.Errorf("--expire-action %q: use suspend or revoke", c.ExpireAction)
 	}
+	if err := c.validateEnroll(&st); err != nil {
+		return st, err
+	}
 	return st, nil
+}
+
+// validateEnroll checks the enrollment settings: all or nothing, TLS
+// always, and a link base partners can open.
+func (c *Config) validateEnroll(st *Settings) error {
+	if c.EnrollListen == "" {
+		if c.EnrollTLSCert != "" || c.EnrollTLSKey != "" || c.EnrollURL != "" || len(c.EnrollTrustedProxies) > 0 {
+			return errors.New("--enroll-tls-cert, --enroll-tls-key, --enroll-url and --enroll-trusted-proxy need --enroll-listen")
+		}
+		return nil
+	}
+	_, port, err := net.SplitHostPort(c.EnrollListen)
+	if p, perr := strconv.Atoi(port); err != nil || perr != nil || p < 1 || p > 65535 {
+		return fmt.Errorf("--enroll-listen %q is not [HOST]:PORT, e.g. :8443", c.EnrollListen)
+	}
+	if c.EnrollTLSCert == "" || c.EnrollTLSKey == "" {
+		return errors.New("--enroll-listen needs --enroll-tls-cert and --enroll-tls-key: the page is served over TLS only")
+	}
+	if c.EnrollRequestTTL < time.Minute {
+		return fmt.Errorf("--enroll-request-ttl %s must be at least a minute", c.EnrollRequestTTL)
+	}
+	st.EnrollURL = c.EnrollURL
+	if st.EnrollURL == "" {
+		if c.Endpoint == "" {
+			return errors.New("--enroll-listen needs --enroll-url https://HOST[:PORT], or --endpoint to take the host from")
+		}
+		host, _, _ := net.SplitHostPort(c.Endpoint)
+		st.EnrollURL = "https://" + net.JoinHostPort(host, port)
+	}
+	u, err := url.Parse(st.EnrollURL)
+	if err != nil || u.Scheme != "https" || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || strings.Trim(u.Path, "/") != "" {
+		return fmt.Errorf("--enroll-url %q is not https://HOST[:PORT]", st.EnrollURL)
+	}
+	st.EnrollURL = "https://" + u.Host
+	for _, p := range c.EnrollTrustedProxies {
+		pfx, err := netip.ParsePrefix(p)
+		if err != nil {
+			a, aerr := netip.ParseAddr(p)
+			if aerr != nil {
+				return fmt.Errorf("--enroll-trusted-proxy %q is not an address or prefix", p)
+			}
+			pfx = netip.PrefixFrom(a, a.BitLen())
+		}
+		st.EnrollProxies = append(st.EnrollProxies, pfx.Masked())
+	}
+	return nil
 }

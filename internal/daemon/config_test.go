@@ -3,6 +3,7 @@ package daemon
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -80,6 +81,49 @@ func TestPprofOnLoopbackOnly(t *testing.T) {
 		c.PprofListen = addr
 		if _, err := c.Validate(); (err == nil) != ok {
 			t.Errorf("--pprof-listen %s: err = %v, want accepted=%v", addr, err, ok)
+		}
+	}
+}
+
+// TestEnrollSettings: the page is on only with TLS, its links name an
+// https URL, and nothing is half set.
+func TestEnrollSettings(t *testing.T) {
+	for _, tc := range []struct {
+		mod  func(*Config)
+		url  string
+		fail string
+	}{
+		{func(c *Config) { c.EnrollTLSCert = "/c" }, "", "need --enroll-listen"},
+		{func(c *Config) { c.EnrollListen = ":8443" }, "", "needs --enroll-tls-cert"},
+		{func(c *Config) { c.EnrollListen, c.EnrollTLSCert, c.EnrollTLSKey = ":8443", "/c", "/k" }, "", "needs --enroll-url"},
+		{func(c *Config) {
+			c.EnrollListen, c.EnrollTLSCert, c.EnrollTLSKey, c.Endpoint = ":8443", "/c", "/k", "vpn.example.com:51820"
+		}, "https://vpn.example.com:8443", ""},
+		{func(c *Config) {
+			c.EnrollListen, c.EnrollTLSCert, c.EnrollTLSKey, c.EnrollURL = ":8443", "/c", "/k", "https://join.example.com/"
+		}, "https://join.example.com", ""},
+		{func(c *Config) {
+			c.EnrollListen, c.EnrollTLSCert, c.EnrollTLSKey, c.EnrollURL = ":8443", "/c", "/k", "http://join.example.com"
+		}, "", "is not https://"},
+		{func(c *Config) {
+			c.EnrollListen, c.EnrollTLSCert, c.EnrollTLSKey, c.EnrollURL = ":8443", "/c", "/k", "https://join.example.com/x?y"
+		}, "", "is not https://"},
+		{func(c *Config) {
+			c.EnrollListen, c.EnrollTLSCert, c.EnrollTLSKey, c.EnrollURL = "8443", "/c", "/k", "https://j.example"
+		}, "", "is not [HOST]:PORT"},
+		{func(c *Config) {
+			c.EnrollListen, c.EnrollTLSCert, c.EnrollTLSKey, c.EnrollURL = ":8443", "/c", "/k", "https://j.example"
+			c.EnrollTrustedProxies = []string{"proxy"}
+		}, "", "not an address or prefix"},
+	} {
+		c := Defaults()
+		tc.mod(&c)
+		st, err := c.Validate()
+		switch {
+		case tc.fail != "" && (err == nil || !strings.Contains(err.Error(), tc.fail)):
+			t.Errorf("%+v: %v, want %q", c, err, tc.fail)
+		case tc.fail == "" && (err != nil || st.EnrollURL != tc.url):
+			t.Errorf("%+v: %v, url %q, want %q", c, err, st.EnrollURL, tc.url)
 		}
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/extranetgw/extranet/internal/conntrack"
+	"github.com/extranetgw/extranet/internal/enroll"
 	"github.com/extranetgw/extranet/internal/firewall"
 	"github.com/extranetgw/extranet/internal/gwns"
 	"github.com/extranetgw/extranet/internal/httpapi"
@@ -169,8 +170,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 		Runtime:  runtime{rec: rec, info: info, netns: cfg.NetNS, veth: cfg.HostVeth},
 		Endpoint: cfg.Endpoint, DNS: cfg.ClientDNS, MTU: cfg.MTU, ApplyTimeout: cfg.ApplyTimeout,
 		GatewayPublicKey: info.PublicKey.String(), MaxPeerLifetime: st.MaxPeerLifetime,
-		Expire:   service.ExpireDefaults{Idle: st.ExpireIdle, Unused: st.ExpireUnused, Action: cfg.ExpireAction},
-		OnExpire: onExpire,
+		Expire:    service.ExpireDefaults{Idle: st.ExpireIdle, Unused: st.ExpireUnused, Action: cfg.ExpireAction},
+		OnExpire:  onExpire,
+		EnrollURL: st.EnrollURL, RequestTTL: cfg.EnrollRequestTTL,
 	})
 	srv := httpapi.New(svc, log)
 	l, err := httpapi.Listen(cfg.Socket, cfg.SocketGroup, log)
@@ -194,6 +196,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 	}
 	if st.AuditRetention > 0 {
 		go trimAudit(runCtx, svc, st.AuditRetention, log)
+	}
+	if cfg.EnrollListen != "" {
+		if err := serveEnroll(runCtx, cfg, enroll.New(enroll.Options{Service: svc, Logger: log, TrustedProxies: st.EnrollProxies}), log); err != nil {
+			return err
+		}
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(l) }()

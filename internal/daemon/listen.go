@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -29,6 +30,42 @@ func serveTCP(ctx context.Context, what, addr string, h http.Handler, log *slog.
 	go func() {
 		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error(what+" server", "err", err)
+		}
+	}()
+	return nil
+}
+
+// serveEnroll serves the enrollment page over TLS only. The certificate is
+// read once, at start: a renewed one needs a restart, or a reverse proxy
+// in front that holds it (docs/enrollment.md).
+func serveEnroll(ctx context.Context, cfg Config, h http.Handler, log *slog.Logger) error {
+	cert, err := tls.LoadX509KeyPair(cfg.EnrollTLSCert, cfg.EnrollTLSKey)
+	if err != nil {
+		return fmt.Errorf("enrollment TLS certificate: %w", err)
+	}
+	l, err := net.Listen("tcp", cfg.EnrollListen)
+	if err != nil {
+		return fmt.Errorf("enrollment listener: %w", err)
+	}
+	srv := &http.Server{
+		Handler:           h,
+		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      10 * time.Second,
+		IdleTimeout:       time.Minute,
+		MaxHeaderBytes:    16 << 10,
+		// TLS handshake failures of scanners are noise, not our errors.
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	go func() {
+		<-ctx.Done()
+		srv.Close()
+	}()
+	log.Info("enrollment page listening", "addr", l.Addr().String())
+	go func() {
+		if err := srv.ServeTLS(l, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("enrollment server", "err", err)
 		}
 	}()
 	return nil

@@ -48,6 +48,13 @@ func TestEveryRouteHasAPermission(t *testing.T) {
 		"POST /v1/peers/{org}/{name}/extend":  "admin sponsor",
 		"POST /v1/peers/{org}/{name}/move":    "admin sponsor",
 
+		"POST /v1/orgs/{org}/invites":            "admin sponsor",
+		"GET /v1/invites":                        "admin sponsor auditor",
+		"POST /v1/invites/{org}/{name}/revoke":   "admin sponsor",
+		"GET /v1/requests":                       "admin sponsor auditor",
+		"POST /v1/requests/{org}/{name}/approve": "admin sponsor",
+		"POST /v1/requests/{org}/{name}/deny":    "admin sponsor",
+
 		"POST /v1/expire": "admin expirer",
 		"POST /v1/import": "admin",
 		"GET /v1/export":  "admin",

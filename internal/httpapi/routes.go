@@ -75,6 +75,13 @@ func (s *Server) routeTable() []route {
 		{"POST /v1/peers/{org}/{name}/extend", authz.ManagePeers, pathOrg, false, s.extendPeer},
 		{"POST /v1/peers/{org}/{name}/move", authz.ManagePeers, pathOrg, false, s.movePeer},
 
+		{"POST /v1/orgs/{org}/invites", authz.ManagePeers, pathOrg, false, s.createInvite},
+		{"GET /v1/invites", authz.ReadPeers, queryOrg, true, s.listInvites},
+		{"POST /v1/invites/{org}/{name}/revoke", authz.ManagePeers, pathOrg, false, s.revokeInvite},
+		{"GET /v1/requests", authz.ReadPeers, queryOrg, true, s.listRequests},
+		{"POST /v1/requests/{org}/{name}/approve", authz.ManagePeers, pathOrg, false, s.approveRequest},
+		{"POST /v1/requests/{org}/{name}/deny", authz.ManagePeers, pathOrg, false, s.denyRequest},
+
 		{"POST /v1/expire", authz.RunExpire, nil, false, s.expire},
 		{"POST /v1/import", authz.ImportState, nil, false, s.importCSV},
 		{"GET /v1/export", authz.ExportState, nil, false, s.exportCSV},
@@ -314,6 +321,53 @@ func (s *Server) groupGrants(fn func(ctx context.Context, org, name string, req 
 func (s *Server) deleteGroup(w http.ResponseWriter, r *http.Request) {
 	err := s.svc.DeleteGroup(s.withActor(r), r.PathValue("org"), r.PathValue("name"), r.URL.Query().Get("move_to"))
 	reply(w, http.StatusOK, struct{}{}, err)
+}
+
+func (s *Server) createInvite(w http.ResponseWriter, r *http.Request) {
+	var req api.CreateInviteRequest
+	if err := decode(r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	inv, err := s.svc.CreateInvite(s.withActor(r), r.PathValue("org"), req)
+	reply(w, http.StatusCreated, inv, err)
+}
+
+func (s *Server) listInvites(w http.ResponseWriter, r *http.Request) {
+	invites, err := s.svc.ListInvites(r.Context(), r.URL.Query().Get("org"))
+	if f := visible(r); f != nil {
+		invites = slices.DeleteFunc(invites, func(i api.Invite) bool { return !f[i.Org] })
+	}
+	reply(w, http.StatusOK, invites, err)
+}
+
+func (s *Server) revokeInvite(w http.ResponseWriter, r *http.Request) {
+	inv, err := s.svc.RevokeInvite(s.withActor(r), r.PathValue("org")+"/"+r.PathValue("name"))
+	reply(w, http.StatusOK, inv, err)
+}
+
+func (s *Server) listRequests(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	reqs, err := s.svc.ListRequests(r.Context(), q.Get("org"), q.Get("state"))
+	if f := visible(r); f != nil {
+		reqs = slices.DeleteFunc(reqs, func(x api.Request) bool { return !f[x.Org] })
+	}
+	reply(w, http.StatusOK, reqs, err)
+}
+
+func (s *Server) approveRequest(w http.ResponseWriter, r *http.Request) {
+	out, err := s.svc.ApproveRequest(s.withActor(r), r.PathValue("org")+"/"+r.PathValue("name"))
+	reply(w, http.StatusOK, out, err)
+}
+
+func (s *Server) denyRequest(w http.ResponseWriter, r *http.Request) {
+	var req api.DenyRequest
+	if err := decode(r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	out, err := s.svc.DenyRequest(s.withActor(r), r.PathValue("org")+"/"+r.PathValue("name"), req)
+	reply(w, http.StatusOK, out, err)
 }
 
 func (s *Server) movePeer(w http.ResponseWriter, r *http.Request) {

@@ -337,6 +337,9 @@ func (s *Service) DeleteOrg(ctx context.Context, name string, force bool) error 
 		if err := tx.DeleteOrg(name); err != nil {
 			return err
 		}
+		if err := tx.DeleteEnrollment(name); err != nil {
+			return err
+		}
 		if err := tx.Audit(now, actor, "org.delete", name, auditOrg(o), nil); err != nil {
 			return err
 		}

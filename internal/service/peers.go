@@ -223,6 +223,11 @@ func (s *Service) render(p *store.Peer, priv string, grants []grant.Grant) (stri
 	if p.KeyOrigin == api.KeyGenerated {
 		missing = wgconfig.KeyInFirstConfig
 	}
+	return s.renderConfig(p, priv, grants, missing)
+}
+
+// renderConfig is render, saying where a missing private key is.
+func (s *Service) renderConfig(p *store.Peer, priv string, grants []grant.Grant, missing wgconfig.MissingKey) (string, error) {
 	cfg := wgconfig.Config{
 		Interface: wgconfig.Interface{
 			PrivateKey: priv,

@@ -63,6 +63,11 @@ type Options struct {
 	OnExpire func([]api.ExpireAction)
 	// ApplyTimeout bounds how long a request waits for the kernel to follow.
 	ApplyTimeout time.Duration
+	// EnrollURL is where partners open enrollment links
+	// (https://HOST:PORT); empty when self-enrollment is off.
+	EnrollURL string
+	// RequestTTL is how long an enrollment request waits for a decision.
+	RequestTTL time.Duration
 }
 
 // Service implements every operation of the API.
@@ -77,6 +82,9 @@ func New(opts Options) *Service {
 	}
 	if opts.ApplyTimeout == 0 {
 		opts.ApplyTimeout = 5 * time.Second
+	}
+	if opts.RequestTTL == 0 {
+		opts.RequestTTL = DefaultRequestTTL
 	}
 	return &Service{opts: opts}
 }

@@ -21,7 +21,7 @@ import (
 )
 
 // SchemaVersion is the layout this code reads and writes.
-const SchemaVersion = 4
+const SchemaVersion = 5
 
 var (
 	bucketMeta  = []byte("meta")
@@ -241,6 +241,16 @@ var migrations = []func(*bolt.Tx) error{
 		for _, p := range peers {
 			p.Group = DefaultGroup
 			if err := t.PutPeer(p); err != nil {
+				return err
+			}
+		}
+		return nil
+	},
+	// 4 → 5: partner self-enrollment: invites, their token hashes and
+	// the requests made through them.
+	func(tx *bolt.Tx) error {
+		for _, name := range [][]byte{bucketInvites, bucketInviteTokens, bucketRequests} {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}
 		}
@@ -480,7 +490,18 @@ func (t *Tx) DeletePeer(p *Peer) error {
 // Peers calls fn for every peer, or only those of org when org is not
 // empty, in ORG/NAME order.
 func (t *Tx) Peers(org string, fn func(*Peer) error) error {
-	c := t.tx.Bucket(bucketPeers).Cursor()
+	return scanJSON(t.tx.Bucket(bucketPeers).Cursor(), org, func(v []byte) error {
+		var p Peer
+		if err := json.Unmarshal(v, &p); err != nil {
+			return fmt.Errorf("decode peer: %w", err)
+		}
+		return fn(&p)
+	})
+}
+
+// scanJSON calls fn with every value of a bucket keyed ORG/…, or only
+// those of org when org is not empty, in key order.
+func scanJSON(c *bolt.Cursor, org string, fn func(v []byte) error) error {
 	var prefix []byte
 	k, v := c.First()
 	if org != "" {
@@ -491,11 +512,7 @@ func (t *Tx) Peers(org string, fn func(*Peer) error) error {
 		if prefix != nil && !hasPrefix(k, prefix) {
 			break
 		}
-		var p Peer
-		if err := json.Unmarshal(v, &p); err != nil {
-			return fmt.Errorf("decode peer %s: %w", k, err)
-		}
-		if err := fn(&p); err != nil {
+		if err := fn(v); err != nil {
 			return err
 		}
 	}

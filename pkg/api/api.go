@@ -212,6 +212,9 @@ const (
 	// CodeNotApplied: the change is saved, but the kernel has not followed
 	// (yet); extranetd keeps trying.
 	CodeNotApplied = "not_applied"
+	// CodeRateLimited: too many attempts from one address or with one
+	// enrollment link; wait and try again.
+	CodeRateLimited = "rate_limited"
 )
 
 // Error is the body of every non-2xx response.
@@ -244,6 +247,8 @@ func (e *Error) HTTPStatus() int {
 		return http.StatusForbidden
 	case CodeNotApplied:
 		return http.StatusServiceUnavailable
+	case CodeRateLimited:
+		return http.StatusTooManyRequests
 	}
 	return http.StatusInternalServerError
 }
@@ -321,4 +326,104 @@ type WhoAmI struct {
 	Groups []string `json:"groups"`
 	// Roles are what the caller holds, e.g. "admin", "sponsor of acme".
 	Roles []string `json:"roles"`
+}
+
+// Request states.
+const (
+	RequestPending  = "pending"
+	RequestApproved = "approved"
+	RequestDenied   = "denied"
+	RequestExpired  = "expired"
+)
+
+// Invite lets partners enroll devices themselves into one group of one
+// organisation. Its token is shown once, in the link, and kept only as a
+// hash.
+type Invite struct {
+	// ID is ORG/ID.
+	ID          string    `json:"id"`
+	Org         string    `json:"org"`
+	Group       string    `json:"group"`
+	Devices     int       `json:"devices"`
+	Used        int       `json:"used"`
+	Expires     time.Time `json:"expires"`
+	Contact     string    `json:"contact,omitempty"`
+	AutoApprove bool      `json:"auto_approve"`
+	// State is active, used (every device enrolled), expired or revoked.
+	State     string    `json:"state"`
+	CreatedAt time.Time `json:"created_at"`
+	CreatedBy string    `json:"created_by"`
+}
+
+// CreateInviteRequest creates an invite.
+type CreateInviteRequest struct {
+	Group       string `json:"group,omitempty"`
+	Devices     int    `json:"devices,omitempty"`
+	Expires     string `json:"expires,omitempty"`
+	Contact     string `json:"contact,omitempty"`
+	AutoApprove bool   `json:"auto_approve,omitempty"`
+}
+
+// CreatedInvite is a new invite and its link, which holds the token: it is
+// shown here once.
+type CreatedInvite struct {
+	Invite Invite `json:"invite"`
+	Link   string `json:"link"`
+}
+
+// EnrollRequest is what a partner's enrollment page submits.
+type EnrollRequest struct {
+	Token     string `json:"token"`
+	Device    string `json:"device"`
+	PublicKey string `json:"public_key"`
+	// KeyFrom is "browser" (made by the page) or "pasted" (a WireGuard
+	// app's public key).
+	KeyFrom string `json:"key_from"`
+}
+
+// EnrollAccepted answers a submission: the page polls the request's state
+// with the secret, which nobody else has.
+type EnrollAccepted struct {
+	Request string `json:"request"`
+	Secret  string `json:"secret"`
+	State   string `json:"state"`
+}
+
+// EnrollStatusRequest asks for a request's state.
+type EnrollStatusRequest struct {
+	Request string `json:"request"`
+	Secret  string `json:"secret"`
+}
+
+// EnrollStatus is a request's state as its page sees it. Once approved,
+// Config is the device's wg-quick config; for a key made in the page its
+// PrivateKey line holds PrivateKeyMarker, which the page replaces.
+type EnrollStatus struct {
+	State  string `json:"state"`
+	Reason string `json:"reason,omitempty"`
+	Config string `json:"config,omitempty"`
+}
+
+// Request is an enrollment request as admins and sponsors see it.
+type Request struct {
+	// ID is ORG/ID.
+	ID        string    `json:"id"`
+	Org       string    `json:"org"`
+	Group     string    `json:"group"`
+	Invite    string    `json:"invite"`
+	Device    string    `json:"device"`
+	PublicKey string    `json:"public_key"`
+	KeyFrom   string    `json:"key_from"`
+	State     string    `json:"state"`
+	Reason    string    `json:"reason,omitempty"`
+	Source    string    `json:"source"`
+	CreatedAt time.Time `json:"created_at"`
+	Expires   time.Time `json:"expires"`
+	DecidedAt time.Time `json:"decided_at,omitzero"`
+	DecidedBy string    `json:"decided_by,omitempty"`
+}
+
+// DenyRequest says why a request is denied; the partner's page shows it.
+type DenyRequest struct {
+	Reason string `json:"reason"`
 }

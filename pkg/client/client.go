@@ -378,3 +378,51 @@ func (c *Client) MovePeer(ctx context.Context, org, name, group string) (api.Pee
 	var p api.Peer
 	return p, c.do(ctx, http.MethodPost, peerPath(org, name)+"/move", nil, api.MoveRequest{Group: group}, &p)
 }
+
+// CreateInvite makes an invite; its link, which holds the token, is in
+// the answer only.
+func (c *Client) CreateInvite(ctx context.Context, org string, req api.CreateInviteRequest) (api.CreatedInvite, error) {
+	var out api.CreatedInvite
+	return out, c.do(ctx, http.MethodPost, orgPath(org)+"/invites", nil, req, &out)
+}
+
+// ListInvites lists invites, optionally of one org.
+func (c *Client) ListInvites(ctx context.Context, org string) ([]api.Invite, error) {
+	q := url.Values{}
+	if org != "" {
+		q.Set("org", org)
+	}
+	var out []api.Invite
+	return out, c.do(ctx, http.MethodGet, "/invites", q, nil, &out)
+}
+
+// RevokeInvite ends an invite (ORG/ID).
+func (c *Client) RevokeInvite(ctx context.Context, org, id string) (api.Invite, error) {
+	var out api.Invite
+	return out, c.do(ctx, http.MethodPost, "/invites/"+url.PathEscape(org)+"/"+url.PathEscape(id)+"/revoke", nil, nil, &out)
+}
+
+// ListRequests lists enrollment requests, optionally of one org and state.
+func (c *Client) ListRequests(ctx context.Context, org, state string) ([]api.Request, error) {
+	q := url.Values{}
+	if org != "" {
+		q.Set("org", org)
+	}
+	if state != "" {
+		q.Set("state", state)
+	}
+	var out []api.Request
+	return out, c.do(ctx, http.MethodGet, "/requests", q, nil, &out)
+}
+
+// ApproveRequest issues the device a request (ORG/ID) asks for.
+func (c *Client) ApproveRequest(ctx context.Context, org, id string) (api.Request, error) {
+	var out api.Request
+	return out, c.do(ctx, http.MethodPost, "/requests/"+url.PathEscape(org)+"/"+url.PathEscape(id)+"/approve", nil, nil, &out)
+}
+
+// DenyRequest refuses a request (ORG/ID), saying why.
+func (c *Client) DenyRequest(ctx context.Context, org, id, reason string) (api.Request, error) {
+	var out api.Request
+	return out, c.do(ctx, http.MethodPost, "/requests/"+url.PathEscape(org)+"/"+url.PathEscape(id)+"/deny", nil, api.DenyRequest{Reason: reason}, &out)
+}

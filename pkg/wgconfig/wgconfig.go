@@ -48,7 +48,15 @@ const (
 	// KeyInFirstConfig: the gateway made the key pair and put the private
 	// key only in the config it first issued; a config printed again lacks it.
 	KeyInFirstConfig
+	// KeyInPage: the partner's enrollment page made the key pair and holds
+	// the private key, which it puts in place of PageKeyMarker.
+	KeyInPage
 )
+
+// PageKeyMarker stands for the private key in a config rendered for the
+// enrollment page (KeyInPage). Like the placeholder it is no key, so a
+// config in which it was not replaced is refused by every app.
+const PageKeyMarker = "@PRIVATE-KEY-MADE-IN-THE-PAGE@"
 
 // Peer is the gateway.
 type Peer struct {
@@ -79,6 +87,9 @@ func (c *Config) Render() ([]byte, error) {
 	case c.Interface.PrivateKey != "":
 		b.WriteString("# Keep this file secret: it holds this device's private key.\n")
 		fmt.Fprintf(&b, "PrivateKey = %s\n", c.Interface.PrivateKey)
+	case c.Interface.MissingKey == KeyInPage:
+		b.WriteString("# Keep this file secret: it holds this device's private key.\n")
+		fmt.Fprintf(&b, "PrivateKey = %s\n", PageKeyMarker)
 	case c.Interface.MissingKey == KeyInFirstConfig:
 		b.WriteString("# Paste this device's private key from the config first issued for it\n")
 		b.WriteString("# in place of the placeholder (that key is kept nowhere else; if it is\n")
@@ -150,8 +161,8 @@ func (c *Config) validate() error {
 			return err
 		}
 	}
-	if c.Interface.MissingKey != KeyOnDevice && c.Interface.MissingKey != KeyInFirstConfig {
-		return fmt.Errorf("Interface.MissingKey %d is neither KeyOnDevice nor KeyInFirstConfig", c.Interface.MissingKey)
+	if c.Interface.MissingKey != KeyOnDevice && c.Interface.MissingKey != KeyInFirstConfig && c.Interface.MissingKey != KeyInPage {
+		return fmt.Errorf("Interface.MissingKey %d is not KeyOnDevice, KeyInFirstConfig or KeyInPage", c.Interface.MissingKey)
 	}
 	if len(c.Interface.Address) == 0 {
 		return fmt.Errorf("Interface.Address is empty")
