@@ -46,6 +46,9 @@ func newInviteCreateCmd(g *globals) *cobra.Command {
 		Args:              exactArgs(1, "an organisation NAME"),
 		ValidArgsFunction: completeOrgs(g),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if req.Devices < 1 {
+				return usagef("--devices %d: an invite enrolls at least one device", req.Devices)
+			}
 			out, err := g.client().CreateInvite(g.ctx(), args[0], req)
 			if err != nil {
 				return err

@@ -282,14 +282,14 @@ func (c *Config) validateEnroll(st *Settings) error {
 	if c.EnrollTLSCert == "" || c.EnrollTLSKey == "" {
 		return errors.New("--enroll-listen needs --enroll-tls-cert and --enroll-tls-key: the page is served over TLS only")
 	}
+	if c.Endpoint == "" {
+		return errors.New("--enroll-listen needs --endpoint HOST:PORT: an enrolled device's config names it")
+	}
 	if c.EnrollRequestTTL < time.Minute {
 		return fmt.Errorf("--enroll-request-ttl %s must be at least a minute", c.EnrollRequestTTL)
 	}
 	st.EnrollURL = c.EnrollURL
 	if st.EnrollURL == "" {
-		if c.Endpoint == "" {
-			return errors.New("--enroll-listen needs --enroll-url https://HOST[:PORT], or --endpoint to take the host from")
-		}
 		host, _, _ := net.SplitHostPort(c.Endpoint)
 		st.EnrollURL = "https://" + net.JoinHostPort(host, port)
 	}

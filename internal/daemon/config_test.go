@@ -95,25 +95,28 @@ func TestEnrollSettings(t *testing.T) {
 	}{
 		{func(c *Config) { c.EnrollTLSCert = "/c" }, "", "need --enroll-listen"},
 		{func(c *Config) { c.EnrollListen = ":8443" }, "", "needs --enroll-tls-cert"},
-		{func(c *Config) { c.EnrollListen, c.EnrollTLSCert, c.EnrollTLSKey = ":8443", "/c", "/k" }, "", "needs --enroll-url"},
+		{func(c *Config) { c.EnrollListen, c.EnrollTLSCert, c.EnrollTLSKey = ":8443", "/c", "/k" }, "", "needs --endpoint"},
 		{func(c *Config) {
 			c.EnrollListen, c.EnrollTLSCert, c.EnrollTLSKey, c.Endpoint = ":8443", "/c", "/k", "vpn.example.com:51820"
 		}, "https://vpn.example.com:8443", ""},
 		{func(c *Config) {
 			c.EnrollListen, c.EnrollTLSCert, c.EnrollTLSKey, c.EnrollURL = ":8443", "/c", "/k", "https://join.example.com/"
+			c.Endpoint = "vpn.example.com:51820"
 		}, "https://join.example.com", ""},
 		{func(c *Config) {
 			c.EnrollListen, c.EnrollTLSCert, c.EnrollTLSKey, c.EnrollURL = ":8443", "/c", "/k", "http://join.example.com"
+			c.Endpoint = "vpn.example.com:51820"
 		}, "", "is not https://"},
 		{func(c *Config) {
 			c.EnrollListen, c.EnrollTLSCert, c.EnrollTLSKey, c.EnrollURL = ":8443", "/c", "/k", "https://join.example.com/x?y"
+			c.Endpoint = "vpn.example.com:51820"
 		}, "", "is not https://"},
 		{func(c *Config) {
 			c.EnrollListen, c.EnrollTLSCert, c.EnrollTLSKey, c.EnrollURL = "8443", "/c", "/k", "https://j.example"
 		}, "", "is not [HOST]:PORT"},
 		{func(c *Config) {
 			c.EnrollListen, c.EnrollTLSCert, c.EnrollTLSKey, c.EnrollURL = ":8443", "/c", "/k", "https://j.example"
-			c.EnrollTrustedProxies = []string{"proxy"}
+			c.EnrollTrustedProxies, c.Endpoint = []string{"proxy"}, "vpn.example.com:51820"
 		}, "", "not an address or prefix"},
 	} {
 		c := Defaults()

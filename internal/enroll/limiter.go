@@ -1,14 +1,15 @@
 package enroll
 
 import (
+	"net/netip"
 	"sync"
 	"time"
 )
 
-// limiter allows each key (a source address, a token's hash) at most n
-// events per window. It remembers at most max keys: when full, it forgets
-// the windows that ended, and when every window is live it refuses new
-// keys, which is what a flood from many addresses deserves.
+// limiter allows each key (a source network, an invite) at most n events
+// per window. It remembers at most max keys; when full it forgets the key
+// whose window started first, so a flood from many addresses costs the
+// flooders their counts, never a newcomer its turn.
 type limiter struct {
 	mu     sync.Mutex
 	n      int
@@ -38,18 +39,36 @@ func (l *limiter) allow(key string) bool {
 	}
 	if !ok {
 		if len(l.seen) >= l.max {
-			for k, old := range l.seen {
-				if now.Sub(old.start) >= l.window {
-					delete(l.seen, k)
-				}
-			}
-			if len(l.seen) >= l.max {
-				return false
-			}
+			l.evict(now)
 		}
 		s = &slot{start: now}
 		l.seen[key] = s
 	}
 	s.count++
 	return s.count <= l.n
+}
+
+// evict forgets the windows that ended, or, when none has, the oldest.
+func (l *limiter) evict(now time.Time) {
+	var oldest string
+	for k, s := range l.seen {
+		if now.Sub(s.start) >= l.window {
+			delete(l.seen, k)
+		} else if oldest == "" || s.start.Before(l.seen[oldest].start) {
+			oldest = k
+		}
+	}
+	if len(l.seen) >= l.max {
+		delete(l.seen, oldest)
+	}
+}
+
+// sourceKey is what the per-source limits count by: an IPv4 address, or
+// an IPv6 /64, which one host commonly holds whole.
+func sourceKey(source string) string {
+	a, err := netip.ParseAddr(source)
+	if err != nil || a.Is4() {
+		return source
+	}
+	return netip.PrefixFrom(a, 64).Masked().String()
 }

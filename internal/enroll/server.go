@@ -20,7 +20,6 @@ import (
 	"time"
 
 	"github.com/extranetgw/extranet/internal/service"
-	"github.com/extranetgw/extranet/internal/store"
 	"github.com/extranetgw/extranet/pkg/api"
 )
 
@@ -56,10 +55,11 @@ type Options struct {
 type Server struct {
 	o   Options
 	log *slog.Logger
-	// Per source address: submissions, polls, and refusals written to the
-	// audit log. Per token: submissions.
-	submits, polls, refusals, tokens *limiter
-	mux                              *http.ServeMux
+	// Per source (an IPv4 address, an IPv6 /64): submissions, polls, and
+	// refusals written to the audit log; of those, also a bound for all
+	// sources together. Per invite: submissions.
+	submits, polls, refusals, allRefusals, invites *limiter
+	mux                                            *http.ServeMux
 }
 
 // New returns the server.
@@ -70,12 +70,13 @@ func New(o Options) *Server {
 	s := &Server{
 		o: o, log: o.Logger,
 		// A company's partners may share one address; a person submits a
-		// few times a minute at most.
-		submits:  newLimiter(30, time.Minute, 10000),
-		polls:    newLimiter(120, time.Minute, 10000),
-		refusals: newLimiter(1, time.Minute, 10000),
-		tokens:   newLimiter(20, 10*time.Minute, 10000),
-		mux:      http.NewServeMux(),
+		// few times a minute at most, and a page polls every 2 s.
+		submits:     newLimiter(30, time.Minute, 10000),
+		polls:       newLimiter(600, time.Minute, 10000),
+		refusals:    newLimiter(1, time.Minute, 10000),
+		allRefusals: newLimiter(60, time.Minute, 1),
+		invites:     newLimiter(60, 10*time.Minute, 10000),
+		mux:         http.NewServeMux(),
 	}
 	s.mux.HandleFunc("GET /enroll", s.page("web/index.html", "text/html; charset=utf-8"))
 	s.mux.HandleFunc("GET /enroll/app.js", s.page("web/app.js", "text/javascript; charset=utf-8"))
@@ -171,9 +172,10 @@ func (s *Server) writeError(w http.ResponseWriter, err error) {
 var errSlowDown = &api.Error{Code: api.CodeRateLimited, Message: "too many attempts; wait a minute and try again"}
 
 // refused records a refusal in the audit log, at most once a minute per
-// source, so a flood of bad tokens cannot fill the log.
+// source and 60 times a minute in all, so a flood of bad tokens cannot
+// fill the log or keep the disk busy.
 func (s *Server) refused(ctx context.Context, source, what string, err error) {
-	if !s.refusals.allow(source) {
+	if !s.refusals.allow(sourceKey(source)) || !s.allRefusals.allow("") {
 		return
 	}
 	why := err.Error()
@@ -188,7 +190,7 @@ func (s *Server) refused(ctx context.Context, source, what string, err error) {
 
 func (s *Server) submit(w http.ResponseWriter, r *http.Request) {
 	source := s.source(r)
-	if !s.submits.allow(source) {
+	if !s.submits.allow(sourceKey(source)) {
 		s.refused(r.Context(), source, "submit", errSlowDown)
 		s.writeError(w, errSlowDown)
 		return
@@ -199,7 +201,8 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, err)
 		return
 	}
-	if !s.tokens.allow(string(store.TokenHash(req.Token))) {
+	// Counted per invite, so made-up tokens cost a real one nothing.
+	if invite, ok := s.o.Service.InviteOf(req.Token); ok && !s.invites.allow(invite) {
 		s.refused(r.Context(), source, "submit", errSlowDown)
 		s.writeError(w, errSlowDown)
 		return
@@ -216,12 +219,14 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 	source := s.source(r)
-	if !s.polls.allow(source) {
+	if !s.polls.allow(sourceKey(source)) {
+		s.refused(r.Context(), source, "status", errSlowDown)
 		s.writeError(w, errSlowDown)
 		return
 	}
 	var req api.EnrollStatusRequest
 	if err := decode(r, w, &req); err != nil {
+		s.refused(r.Context(), source, "status", err)
 		s.writeError(w, err)
 		return
 	}

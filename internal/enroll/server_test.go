@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -140,5 +141,56 @@ func TestTrustedProxy(t *testing.T) {
 		if got := s.source(r); got != tc.want {
 			t.Errorf("from %s with %q: %s, want %s", tc.remote, tc.fwd, got, tc.want)
 		}
+	}
+}
+
+// TestFloodFromManySources: addresses are plentiful, above all in IPv6.
+// One /64 counts as one source; made-up tokens never use up a real
+// invite's turns; a full table forgets its oldest entry rather than
+// refusing newcomers; and refusals reach the audit log at most 60 times a
+// minute whatever the number of sources. A partner with a real link gets
+// through all the while.
+func TestFloodFromManySources(t *testing.T) {
+	s, svc, _ := newServer(t)
+	ctx := service.WithActor(context.Background(), "root")
+	if _, err := svc.CreateOrg(ctx, api.CreateOrgRequest{Name: "acme", Grants: []string{"10.20.0.0/24"}}); err != nil {
+		t.Fatal(err)
+	}
+	inv, err := svc.CreateInvite(ctx, "acme", api.CreateInviteRequest{Devices: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, token, _ := strings.Cut(inv.Link, "#")
+	limited := 0
+	for i := 0; i < 100; i++ {
+		w := post(t, s, "/enroll/api/submit", "[2001:db8::"+strconv.Itoa(i+1)+"]", api.EnrollRequest{Token: "guess", Device: "x", PublicKey: pub(t), KeyFrom: "browser"})
+		if w.Code == http.StatusTooManyRequests {
+			limited++
+		}
+	}
+	if limited != 70 {
+		t.Errorf("100 submissions from one /64: %d limited, want 70", limited)
+	}
+	// 300 made-up tokens from 10 addresses of 30 each: no 429 for the
+	// real invite afterwards, and at most 60 refusals audited.
+	for i := 0; i < 300; i++ {
+		post(t, s, "/enroll/api/submit", "198.51.100."+strconv.Itoa(1+i%10), api.EnrollRequest{Token: "guess" + strconv.Itoa(i), Device: "x", PublicKey: pub(t), KeyFrom: "browser"})
+	}
+	w := post(t, s, "/enroll/api/submit", "203.0.113.5", api.EnrollRequest{Token: token, Device: "laptop", PublicKey: pub(t), KeyFrom: "browser"})
+	if w.Code != http.StatusCreated {
+		t.Fatalf("a real link after the flood: %d %s", w.Code, w.Body)
+	}
+	if evs, err := svc.Audit(ctx, service.AuditFilter{Action: "enroll.refused"}); err != nil || len(evs) > 60 {
+		t.Errorf("%d refusals audited in a minute (%v), want at most 60", len(evs), err)
+	}
+
+	l := newLimiter(1, time.Minute, 3)
+	for _, k := range []string{"a", "b", "c", "d"} {
+		if !l.allow(k) {
+			t.Errorf("a newcomer %q refused by a full table", k)
+		}
+	}
+	if _, kept := l.seen["a"]; kept || len(l.seen) != 3 {
+		t.Errorf("a full table kept %v", l.seen)
 	}
 }

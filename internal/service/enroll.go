@@ -120,6 +120,9 @@ func (s *Service) CreateInvite(ctx context.Context, org string, req api.CreateIn
 	if s.opts.EnrollURL == "" {
 		return api.CreatedInvite{}, api.Errorf(api.CodeConflict, "self-enrollment is off on this gateway; start extranetd with --enroll-listen ADDR and its TLS certificate (see docs/enrollment.md)")
 	}
+	if s.opts.Endpoint == "" {
+		return api.CreatedInvite{}, api.Errorf(api.CodeConflict, "the gateway has no public endpoint, so an enrolled device could not dial it; start extranetd with --endpoint HOST:PORT")
+	}
 	if err := validate.Name("org", org); err != nil {
 		return api.CreatedInvite{}, invalid(err)
 	}
@@ -254,6 +257,46 @@ func (s *Service) RevokeInvite(ctx context.Context, key string) (api.Invite, err
 		return tx.Audit(now, Actor(ctx), "invite.revoke", inv.Key(), before, out)
 	})
 	return out, err
+}
+
+// endGroupEnrollment revokes the invites into a group being deleted and
+// denies its pending requests: a group made again under its name is
+// another group, which no old link may open.
+func (s *Service) endGroupEnrollment(tx *store.Tx, org, group string, now time.Time, actor string) error {
+	var invites []*store.Invite
+	if err := tx.Invites(org, func(i *store.Invite) error {
+		if i.Group == group && !i.Revoked {
+			invites = append(invites, i)
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	for _, inv := range invites {
+		before := inviteToAPI(inv, now)
+		inv.Revoked, inv.UpdatedAt = true, now
+		if err := tx.PutInvite(inv, ""); err != nil {
+			return err
+		}
+		if err := tx.Audit(now, actor, "invite.revoke", inv.Key(), before, inviteToAPI(inv, now)); err != nil {
+			return err
+		}
+	}
+	var pending []*store.Request
+	if err := tx.Requests(org, func(r *store.Request) error {
+		if r.Group == group && requestState(r, now) == api.RequestPending {
+			pending = append(pending, r)
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	for _, r := range pending {
+		if err := s.decide(tx, r, api.RequestDenied, "the group was deleted", now, actor); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // decide records a decision on a request, with its audit event.
@@ -407,6 +450,7 @@ func (s *Service) EnrollStatus(ctx context.Context, source string, req api.Enrol
 	var peer *store.Peer
 	var grants []grant.Grant
 	missing := wgconfig.KeyOnDevice
+	first := false
 	err = s.opts.DB.View(func(tx *store.Tx) error {
 		r, err := tx.Request(org + "/" + id)
 		if errors.Is(err, store.ErrNotFound) {
@@ -432,7 +476,7 @@ func (s *Service) EnrollStatus(ctx context.Context, source string, req api.Enrol
 		if err != nil {
 			return err
 		}
-		peer, grants = p, peerGrants(o, p)
+		peer, grants, first = p, peerGrants(o, p), r.Delivered.IsZero()
 		if r.KeyFrom == KeyFromBrowser {
 			// The page holds the private key and puts it in.
 			missing = wgconfig.KeyInPage
@@ -449,9 +493,24 @@ func (s *Service) EnrollStatus(ctx context.Context, source string, req api.Enrol
 	if err != nil {
 		return api.EnrollStatus{}, asErr(err)
 	}
-	// The config holds the preshared key: its delivery is on record.
-	if err := s.auditRead(WithActor(ctx, "partner@"+source), "enroll.config", peer.ID(), map[string]any{"request": req.Request, "grants": grantStrings(grants)}); err != nil {
-		return api.EnrollStatus{}, err
+	// The config holds the preshared key: its first delivery is on record.
+	// The page may ask again (a poll whose answer was lost); those are not
+	// written, or polling with the secret could fill the log.
+	if first {
+		err := s.opts.DB.Update(func(tx *store.Tx) error {
+			r, err := tx.Request(org + "/" + id)
+			if err != nil || !r.Delivered.IsZero() {
+				return err
+			}
+			r.Delivered = now
+			if err := tx.PutRequest(r); err != nil {
+				return err
+			}
+			return tx.Audit(now, "partner@"+source, "enroll.config", peer.ID(), nil, map[string]any{"request": req.Request, "grants": grantStrings(grants)})
+		})
+		if err != nil {
+			return api.EnrollStatus{}, asErr(err)
+		}
 	}
 	out.Config = cfg
 	return out, nil
@@ -505,7 +564,7 @@ func (s *Service) modifyRequest(ctx context.Context, key string, fn func(tx *sto
 			return err
 		}
 		if st := requestState(r, now); st != api.RequestPending {
-			return api.Errorf(api.CodeConflict, "request %s is %s, not pending", r.Key(), st)
+			return api.Errorf(api.CodeConflict, "request %s is %s, not pending; a partner whose request expired or was refused enrolls again from a link (`extranetctl invite create %s`)", r.Key(), st, r.Org)
 		}
 		if err := fn(tx, r, now); err != nil {
 			return err
@@ -534,6 +593,19 @@ func (s *Service) DenyRequest(ctx context.Context, key string, req api.DenyReque
 	return s.modifyRequest(ctx, key, func(tx *store.Tx, r *store.Request, now time.Time) error {
 		return s.decide(tx, r, api.RequestDenied, req.Reason, now, Actor(ctx))
 	})
+}
+
+// InviteOf names the invite a token opens (ORG/ID), whatever its state,
+// for limits counted per invite.
+func (s *Service) InviteOf(token string) (string, bool) {
+	var key string
+	s.opts.DB.View(func(tx *store.Tx) error {
+		if inv, err := tx.InviteByToken(token); err == nil {
+			key = inv.Key()
+		}
+		return nil
+	})
+	return key, key != ""
 }
 
 // AuditEnrollRefusal records a refused submission or poll. The caller

@@ -211,3 +211,46 @@ func TestEnrollment(t *testing.T) {
 		}
 	}
 }
+
+// TestDeletedGroupEndsItsInvites: a link into a group that was deleted
+// opens nothing, not even a group made again under its name; its pending
+// requests are denied. And a config's delivery is audited once, however
+// often the page asks.
+func TestDeletedGroupEndsItsInvites(t *testing.T) {
+	svc, _, _ := newTestService(t)
+	svc.opts.EnrollURL = "https://vpn.example.com:8443"
+	ctx := WithActor(context.Background(), "alice")
+	if _, err := svc.CreateOrg(ctx, api.CreateOrgRequest{Name: "acme", Grants: []string{"10.20.0.0/24"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.CreateGroup(ctx, "acme", api.CreateGroupRequest{Name: "support", Grants: []string{"10.20.0.10/32:tcp/22"}}); err != nil {
+		t.Fatal(err)
+	}
+	inv, err := svc.CreateInvite(ctx, "acme", api.CreateInviteRequest{Group: "support", Devices: 3, AutoApprove: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	acc, err := svc.Enroll(ctx, "192.0.2.1", api.EnrollRequest{Token: tokenOf(t, inv.Link), Device: "a", PublicKey: newPub(t), KeyFrom: KeyFromBrowser})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		if st, err := svc.EnrollStatus(ctx, "192.0.2.1", api.EnrollStatusRequest{Request: acc.Request, Secret: acc.Secret}); err != nil || st.Config == "" {
+			t.Fatalf("poll %d: %+v %v", i, st, err)
+		}
+	}
+	if evs, err := svc.Audit(ctx, AuditFilter{Action: "enroll.config"}); err != nil || len(evs) != 1 {
+		t.Errorf("three deliveries audited %d times (%v), want once", len(evs), err)
+	}
+	if err := svc.DeleteGroup(ctx, "acme", "support", "default"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.CreateGroup(ctx, "acme", api.CreateGroupRequest{Name: "support", Grants: []string{"10.20.0.0/24"}}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = svc.Enroll(ctx, "192.0.2.1", api.EnrollRequest{Token: tokenOf(t, inv.Link), Device: "b", PublicKey: newPub(t), KeyFrom: KeyFromBrowser})
+	wantCode(t, "a deleted group's link on a group of its name", err, api.CodeNotFound, "not valid")
+	if invites, err := svc.ListInvites(ctx, "acme"); err != nil || len(invites) != 1 || invites[0].State != "revoked" {
+		t.Errorf("invites after the group was deleted: %+v %v", invites, err)
+	}
+}

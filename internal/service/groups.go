@@ -264,18 +264,11 @@ func (s *Service) GroupUngrant(ctx context.Context, org, name string, req api.Gr
 		if err := notDefault(o, g, "narrowed"); err != nil {
 			return err
 		}
-		for _, gr := range gs {
-			kept := g.Grants[:0:0]
-			for _, have := range g.Grants {
-				if have != gr {
-					kept = append(kept, have)
-				}
-			}
-			if len(kept) == len(g.Grants) {
-				return api.Errorf(api.CodeNotFound, "group %s/%s has no grant %s; its grants are %v", org, name, gr, grantStrings(g.Grants))
-			}
-			g.Grants = kept
+		kept, missing := removeGrants(g.Grants, gs)
+		if missing != nil {
+			return api.Errorf(api.CodeNotFound, "group %s/%s has no grant %s; its grants are %v", org, name, missing, grantStrings(g.Grants))
 		}
+		g.Grants = kept
 		return nil
 	})
 }
@@ -348,6 +341,9 @@ func (s *Service) DeleteGroup(ctx context.Context, org, name, moveTo string) err
 		}
 		o.Groups, o.UpdatedAt = kept, now
 		if err := tx.PutOrg(o); err != nil {
+			return err
+		}
+		if err := s.endGroupEnrollment(tx, org, name, now, actor); err != nil {
 			return err
 		}
 		return tx.Audit(now, actor, "group.delete", org+"/"+name, deleted, nil)

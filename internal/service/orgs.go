@@ -211,18 +211,11 @@ func (s *Service) Ungrant(ctx context.Context, name string, req api.GrantsReques
 		return api.Org{}, err
 	}
 	return s.modifyOrg(ctx, name, "org.ungrant", func(_ *store.Tx, o *store.Org) error {
-		for _, g := range gs {
-			kept := o.Grants[:0:0]
-			for _, have := range o.Grants {
-				if have != g {
-					kept = append(kept, have)
-				}
-			}
-			if len(kept) == len(o.Grants) {
-				return api.Errorf(api.CodeNotFound, "organisation %q has no grant %s; its grants are %v", name, g, grantStrings(o.Grants))
-			}
-			o.Grants = kept
+		kept, missing := removeGrants(o.Grants, gs)
+		if missing != nil {
+			return api.Errorf(api.CodeNotFound, "organisation %q has no grant %s; its grants are %v", name, missing, grantStrings(o.Grants))
 		}
+		o.Grants = kept
 		for i := range o.Groups {
 			if g := &o.Groups[i]; g.Name != store.DefaultGroup {
 				g.Grants = grant.Narrow(g.Grants, o.Grants)
@@ -233,6 +226,24 @@ func (s *Service) Ungrant(ctx context.Context, name string, req api.GrantsReques
 		}
 		return nil
 	})
+}
+
+// removeGrants returns have without gs, each of which must be in have as
+// written; else it returns the first that is not.
+func removeGrants(have, gs []grant.Grant) ([]grant.Grant, *grant.Grant) {
+	for i, g := range gs {
+		kept := have[:0:0]
+		for _, h := range have {
+			if h != g {
+				kept = append(kept, h)
+			}
+		}
+		if len(kept) == len(have) {
+			return nil, &gs[i]
+		}
+		have = kept
+	}
+	return have, nil
 }
 
 func (s *Service) parseGrantList(in []string, force bool) ([]grant.Grant, error) {

@@ -62,6 +62,8 @@ type Request struct {
 	Expires    time.Time `json:"expires"`
 	DecidedAt  time.Time `json:"decided_at,omitzero"`
 	DecidedBy  string    `json:"decided_by,omitempty"`
+	// Delivered is when the page first got the approved config.
+	Delivered time.Time `json:"delivered,omitzero"`
 }
 
 // Key is the ORG/ID form.

@@ -397,7 +397,7 @@ type EnrollStatusRequest struct {
 
 // EnrollStatus is a request's state as its page sees it. Once approved,
 // Config is the device's wg-quick config; for a key made in the page its
-// PrivateKey line holds PrivateKeyMarker, which the page replaces.
+// PrivateKey line holds wgconfig.PageKeyMarker, which the page replaces.
 type EnrollStatus struct {
 	State  string `json:"state"`
 	Reason string `json:"reason,omitempty"`

@@ -7,7 +7,15 @@
 (function () {
   const $ = (id) => document.getElementById(id);
   const MARKER = "@PRIVATE-KEY-MADE-IN-THE-PAGE@";
-  const token = decodeURIComponent(location.hash.slice(1));
+  let token = "";
+  try {
+    token = decodeURIComponent(location.hash.slice(1));
+  } catch (e) {
+    token = "";
+  }
+  // The token is kept in this page only: out of the address bar, the
+  // history and any screenshot of them.
+  if (location.hash) history.replaceState(null, "", location.pathname);
   let privateKey = "";
 
   function say(text, isError) {
@@ -46,7 +54,11 @@
     });
     let data = {};
     try { data = await res.json(); } catch (e) { /* the message below */ }
-    if (!res.ok) throw new Error(data.message || "the gateway answered " + res.status);
+    if (!res.ok) {
+      const err = new Error(data.message || "the gateway answered " + res.status);
+      err.status = res.status;
+      throw err;
+    }
     return data;
   }
 
@@ -99,6 +111,11 @@
       try {
         st = await call("/enroll/api/status", { request: request, secret: secret });
       } catch (e) {
+        if (e.status === 404) {
+          // The request is gone (its organisation was deleted, say).
+          say(e.message, true);
+          return;
+        }
         say("Could not ask the gateway: " + e.message + " Retrying…", true);
         await new Promise((r) => setTimeout(r, 5000));
         continue;
