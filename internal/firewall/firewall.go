@@ -58,20 +58,18 @@ type Firewall struct {
 	// hostIPT edits single rules of the host's built-in chains.
 	hostIPT *iptables.IPTables
 	// snapshot is the kernel state right after the last successful Apply,
-	// without the members of PeerSet and the member sets, which change
-	// between applies.
+	// without the members of PeerSet, which change between applies.
 	snapshot []string
 	// tunnel is the tunnel network of the last Apply.
 	tunnel netip.Prefix
 	// legacyChecked is set once the host holds no rules of an earlier
 	// layout.
 	legacyChecked bool
-	// peers are the members PeerSet holds, each with the group whose
-	// member set holds it too: as of the last Apply, with every update
-	// since; nil when unknown (never applied, or an update failed part
-	// way).
+	// peers are the members PeerSet holds, each with its group's mark: as
+	// of the last Apply, with every update since; nil when unknown (never
+	// applied, or an update failed part way).
 	peers map[netip.Addr]uint32
-	// groups are the groups of the last Apply, whose member sets exist.
+	// groups are the groups of the last Apply, which have rules.
 	groups map[uint32]bool
 }
 
@@ -261,9 +259,11 @@ func (f *Firewall) Apply(p *policy.Policy) error {
 			return fmt.Errorf("load sets: %w", err)
 		}
 	}
-	// Without --noflush: the namespace is ours, so its table is replaced
-	// whole, rules someone added there and our stale chains included.
-	if _, err := f.ns.run(r.Filter, f.ns.restore, "--wait"); err != nil {
+	// Without --noflush: the namespace is ours, so its tables are replaced
+	// whole, rules someone added there and our stale chains included. The
+	// filter table first: without the mangle table's marks it lets no new
+	// flow into any group.
+	if _, err := f.ns.run(r.Filter+r.Mangle, f.ns.restore, "--wait"); err != nil {
 		return fmt.Errorf("load rules: %w", err)
 	}
 	if f.ns.restore6 != "" {
@@ -391,22 +391,22 @@ func (f *Firewall) destroyStaleSets(have map[string]kernelSet, want []Set) error
 var counters = regexp.MustCompile(` \[\d+:\d+\]$`)
 
 // capture reads the kernel state that Apply sets as normalised lines: the
-// namespace's whole filter tables (IPv4 and IPv6, chain policies included),
-// its sets with sorted members except the members of PeerSet and of the
-// member sets, which it returns apart, and the host's chains and jumps of
+// namespace's whole filter tables (IPv4 and IPv6, chain policies included)
+// and its mangle table, its sets with sorted members except the members
+// of PeerSet, which it returns apart, and the host's chains and jumps of
 // ours.
 func (f *Firewall) capture() (lines []string, peers setMembers, err error) {
-	for _, save := range []string{f.ns.save, f.ns.save6} {
-		if save == "" {
+	for _, st := range []struct{ save, table string }{{f.ns.save, "filter"}, {f.ns.save, "mangle"}, {f.ns.save6, "filter"}} {
+		if st.save == "" {
 			continue
 		}
-		out, err := f.ns.run("", save, "-t", "filter")
+		out, err := f.ns.run("", st.save, "-t", st.table)
 		if err != nil {
 			return nil, nil, err
 		}
 		for _, l := range strings.Split(out, "\n") {
 			if l != "" && !strings.HasPrefix(l, "#") {
-				lines = append(lines, save+" "+counters.ReplaceAllString(l, ""))
+				lines = append(lines, st.save+" "+counters.ReplaceAllString(l, ""))
 			}
 		}
 	}
@@ -433,8 +433,12 @@ func (f *Firewall) capture() (lines []string, peers setMembers, err error) {
 	for _, l := range strings.Split(out, "\n") {
 		fields := strings.Fields(l)
 		switch {
-		case len(fields) >= 3 && fields[0] == "add" && perPeer(fields[1]):
-			peers.add(fields[1], fields[2])
+		case len(fields) >= 3 && fields[0] == "add" && fields[1] == PeerSet:
+			mark := ""
+			if len(fields) >= 5 && fields[3] == "skbmark" {
+				mark = fields[4]
+			}
+			peers[fields[2]] = mark
 		case len(fields) >= 3 && (fields[0] == "create" || fields[0] == "add"):
 			sets = append(sets, strings.Join(fields[:3], " "))
 		}

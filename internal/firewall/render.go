@@ -12,19 +12,21 @@
 // jumps (see jumpTree) selects the organisation's chain, where its grants
 // are ipset lookups.
 //
-// The per-peer things are sets. PeerSet holds the addresses of the peers in
-// force; a new flow from any other address is refused before the tree. It
-// is the second line behind WireGuard's own check: a peer that WireGuard
-// still holds against the store (added by hand, or one whose removal
-// failed) gets no new flow. Each access group's MemberSet holds the
-// addresses of its peers, by which an organisation's chain hands a flow to
-// its group's chain. They change by single entries as peers come, go and
-// move (UpdatePeerSet), without touching a rule. Another set,
+// The one per-peer thing is a set, PeerSet, of the addresses of the peers in
+// force, each with its access group's ID as a mark (ipset skbinfo). A new
+// flow from any other address is refused before the tree: the second line
+// behind WireGuard's own check, so a peer that WireGuard still holds
+// against the store (added by hand, or one whose removal failed) gets no
+// new flow. In the mangle table a new flow's packet takes the mark of its
+// source (and any other mark is cleared first), by which an organisation's
+// chain hands it to its group's chain. The set changes by single entries as
+// peers come, go and move (UpdatePeerSet), without touching a rule. Another set,
 // HostSet, holds the host's own addresses, which no partner reaches
 // whatever its grants cover.
 //
 // In the gateway namespace:
 //
+//	mangle PREROUTING -i <wg> -j EXTRANET-MARK      a new flow's packet: mark = its peer's group
 //	FORWARD -i <wg> -j EXTRANET-FWD                 partners' packets
 //	FORWARD -s <tunnel> ! -i <wg> -j EXTRANET-SPOOF  forged tunnel sources
 //	FORWARD -o <wg> -j EXTRANET-TOPEER              packets toward partners
@@ -72,6 +74,7 @@ const (
 	chainPost     = "EXTRANET-POST"
 	chainSpoof    = "EXTRANET-SPOOF"
 	chainOut      = "EXTRANET-OUT"
+	chainMark     = "EXTRANET-MARK"
 	chainAccept   = "EXTRANET-ACCEPT"
 	chainGuardIn  = "EXTRANET-GUARD-IN"
 	chainGuardFwd = "EXTRANET-GUARD-FWD"
@@ -158,9 +161,6 @@ func OrgChain(id uint32) string { return fmt.Sprintf("EXTRANET-O-%d", id) }
 // GroupChainOf is the chain of an access group, which holds its grants.
 func GroupChainOf(id uint32) string { return fmt.Sprintf("EXTRANET-GRP-%d", id) }
 
-// MemberSet holds the tunnel addresses of an access group's peers in force.
-func MemberSet(group uint32) string { return fmt.Sprintf("extranet-g%d-members", group) }
-
 // NetSet holds an access group's grants of whole prefixes.
 func NetSet(group uint32) string { return fmt.Sprintf("extranet-g%d-net", group) }
 
@@ -172,8 +172,9 @@ var ifaceRE = regexp.MustCompile(`^[a-zA-Z0-9_.-]{1,15}$`)
 // Rendered is the text the kernel tools read.
 type Rendered struct {
 	// Filter is the gateway namespace's whole filter table, input for
-	// iptables-restore.
-	Filter string
+	// iptables-restore, and Mangle its whole mangle table, which marks a
+	// new flow's packets with their peer's group.
+	Filter, Mangle string
 	// Sets are every set the rules use, with their members.
 	Sets []Set
 }
@@ -253,10 +254,9 @@ func Render(p *policy.Policy, uplink string) (*Rendered, error) {
 	fmt.Fprintf(&f, "-A %s -j %s\n", chainFwd, reject)
 	f.WriteString(groupJumps.String())
 	r.Sets = append(r.Sets, peerSet(p.TunnelNet, p.Peers), hostSet(p.HostAddrs))
-	members := memberSets(p.TunnelNet, p.Peers)
 	seen := map[uint32]bool{}
 	for _, o := range orgs {
-		sets, err := renderOrg(&f, o, members, seen)
+		sets, err := renderOrg(&f, o, seen)
 		if err != nil {
 			return nil, err
 		}
@@ -278,6 +278,12 @@ func Render(p *policy.Policy, uplink string) (*Rendered, error) {
 	fmt.Fprintf(&f, "-A %s -p icmp -j ACCEPT\n", chainOut)
 	f.WriteString("COMMIT\n")
 	r.Filter = f.String()
+	// A mark that came with the packet (from the host, through kernel
+	// WireGuard) must not choose a group: it is cleared, then set from the
+	// peer set. A source not in it keeps no mark and meets no group.
+	r.Mangle = fmt.Sprintf("*mangle\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n:%s - [0:0]\n"+
+		"-A PREROUTING -i %s -j %s\n-A %s -j MARK --set-xmark 0x0/0xffffffff\n-A %s -m conntrack --ctstate NEW -j SET --map-set %s src --map-mark\nCOMMIT\n",
+		chainMark, iface, chainMark, chainMark, chainMark, PeerSet)
 	return r, nil
 }
 
@@ -331,60 +337,53 @@ func hostSet(addrs []netip.Addr) Set {
 			members = append(members, a.String())
 		}
 	}
-	return Set{HostSet, "hash:ip", members}
+	return Set{Name: HostSet, Type: "hash:ip", Members: members}
 }
 
 // peerSet is the set of the addresses of the peers in force, in address
-// order. An address outside the tunnel network can never be a source on
-// the interface, so it is left out rather than trusted.
+// order, each marked with its group. An address outside the tunnel network
+// can never be a source on the interface, so it is left out rather than
+// trusted.
 func peerSet(tunnel netip.Prefix, peers map[netip.Addr]uint32) Set {
-	addrs := make([]netip.Addr, 0, len(peers))
-	for a := range inTunnel(tunnel, peers) {
+	in := inTunnel(tunnel, peers)
+	addrs := make([]netip.Addr, 0, len(in))
+	for a := range in {
 		addrs = append(addrs, a)
 	}
-	return Set{PeerSet, "hash:ip", addrStrings(addrs)}
-}
-
-// memberSets are the members of each group's MemberSet: the addresses of
-// peerSet, by group.
-func memberSets(tunnel netip.Prefix, peers map[netip.Addr]uint32) map[uint32][]netip.Addr {
-	out := map[uint32][]netip.Addr{}
-	for a, g := range inTunnel(tunnel, peers) {
-		out[g] = append(out[g], a)
-	}
-	return out
-}
-
-func addrStrings(addrs []netip.Addr) []string {
 	sort.Slice(addrs, func(i, j int) bool { return addrs[i].Less(addrs[j]) })
-	out := make([]string, len(addrs))
+	members := make([]string, len(addrs))
 	for i, a := range addrs {
-		out[i] = a.String()
+		members[i] = peerMember(a, in[a])
 	}
-	return out
+	return Set{Name: PeerSet, Type: "hash:ip", SkbInfo: true, Members: members}
 }
 
-// renderOrg writes an organisation's chain, which hands each peer to its
-// group's chain by the group's member set, and the group chains, which
-// hold the grants. Both end in a reject: a flow that reached its
-// organisation's chain is decided there. It returns the groups' sets: the
-// member sets always, the grant sets where grants use them.
-func renderOrg(f *strings.Builder, o policy.Org, members map[uint32][]netip.Addr, seen map[uint32]bool) ([]Set, error) {
+// peerMember is an address of PeerSet with its group's mark, as `ipset
+// save` prints it.
+func peerMember(a netip.Addr, group uint32) string {
+	return fmt.Sprintf("%s skbmark 0x%x", a, group)
+}
+
+// renderOrg writes an organisation's chain, which hands each new flow to
+// its group's chain by the mark of its source's group, and the group
+// chains, which hold the grants. Both end in a reject: a flow that reached
+// its organisation's chain is decided there. It returns the sets the
+// groups' grants use.
+func renderOrg(f *strings.Builder, o policy.Org, seen map[uint32]bool) ([]Set, error) {
 	chain := OrgChain(o.ID)
 	groups := append([]policy.Group(nil), o.Groups...)
 	sort.Slice(groups, func(i, j int) bool { return groups[i].ID < groups[j].ID })
-	var sets []Set
 	for _, g := range groups {
 		// A group in two organisations would give one org's peers, by
-		// their membership, the other's access.
+		// their mark, the other's access.
 		if g.ID == 0 || seen[g.ID] {
 			return nil, fmt.Errorf("org %d: group id %d is zero or not unique; refusing rules that could mix groups", o.ID, g.ID)
 		}
 		seen[g.ID] = true
-		fmt.Fprintf(f, "-A %s -m set --match-set %s src -j %s\n", chain, MemberSet(g.ID), GroupChainOf(g.ID))
-		sets = append(sets, Set{MemberSet(g.ID), "hash:ip", addrStrings(members[g.ID])})
+		fmt.Fprintf(f, "-A %s -m mark --mark 0x%x -j %s\n", chain, g.ID, GroupChainOf(g.ID))
 	}
 	fmt.Fprintf(f, "-A %s -j %s\n", chain, reject)
+	var sets []Set
 	for _, g := range groups {
 		gs, err := renderGroup(f, o.ID, g)
 		if err != nil {
@@ -418,11 +417,11 @@ func renderGroup(f *strings.Builder, org uint32, grp policy.Group) ([]Set, error
 	var sets []Set
 	if len(nets) > 0 {
 		fmt.Fprintf(f, "-A %s -m set --match-set %s dst -j ACCEPT\n", chain, NetSet(grp.ID))
-		sets = append(sets, Set{NetSet(grp.ID), "hash:net", nets})
+		sets = append(sets, Set{Name: NetSet(grp.ID), Type: "hash:net", Members: nets})
 	}
 	if len(ports) > 0 {
 		fmt.Fprintf(f, "-A %s -m set --match-set %s dst,dst -j ACCEPT\n", chain, PortSet(grp.ID))
-		sets = append(sets, Set{PortSet(grp.ID), "hash:net,port", ports})
+		sets = append(sets, Set{Name: PortSet(grp.ID), Type: "hash:net,port", Members: ports})
 	}
 	for _, r := range rules {
 		f.WriteString(r + "\n")

@@ -3,6 +3,7 @@ package firewall
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -15,12 +16,25 @@ const maxElem = 1 << 20
 // Set is one ipset the rules use, with the members as they are added.
 type Set struct {
 	Name, Type string
-	Members    []string
+	// SkbInfo sets are made with the skbinfo extension: each member
+	// carries a mark the rules hand to the packets of its address.
+	SkbInfo bool
+	Members []string
+}
+
+// create is the set's create line, with extra ("-exist") when given.
+func (s Set) create(name, extra string) string {
+	opts := ""
+	if s.SkbInfo {
+		opts = " skbinfo"
+	}
+	return fmt.Sprintf("create %s %s family inet%s maxelem %d%s\n", name, s.Type, opts, maxElem, extra)
 }
 
 // kernelSet is a set as `ipset save` shows it.
 type kernelSet struct {
 	typ     string
+	skbinfo bool
 	members map[string]bool
 }
 
@@ -34,10 +48,11 @@ func parseSave(out string) map[string]kernelSet {
 		}
 		switch f[0] {
 		case "create":
-			sets[f[1]] = kernelSet{typ: f[2], members: map[string]bool{}}
+			sets[f[1]] = kernelSet{typ: f[2], skbinfo: slices.Contains(f[3:], "skbinfo"), members: map[string]bool{}}
 		case "add":
+			// The member with its extensions (skbmark), as printed.
 			if s, ok := sets[f[1]]; ok {
-				s.members[f[2]] = true
+				s.members[strings.Join(f[2:], " ")] = true
 			}
 		}
 	}
@@ -56,14 +71,14 @@ func setScript(want []Set, have map[string]kernelSet) string {
 		k, ok := have[set.Name]
 		switch {
 		case !ok:
-			fmt.Fprintf(&s, "create %s %s family inet maxelem %d\n", set.Name, set.Type, maxElem)
+			s.WriteString(set.create(set.Name, ""))
 			for _, m := range set.Members {
 				fmt.Fprintf(&s, "add %s %s\n", set.Name, m)
 			}
-		case k.typ == set.Type && sameMembers(kernelMembers(set.Members), k.members):
+		case k.typ == set.Type && k.skbinfo == set.SkbInfo && sameMembers(kernelMembers(set.Members), k.members):
 		default:
 			tmp := set.Name + "-t"
-			fmt.Fprintf(&s, "create %s %s family inet maxelem %d -exist\n", tmp, set.Type, maxElem)
+			s.WriteString(set.create(tmp, " -exist"))
 			fmt.Fprintf(&s, "flush %s\n", tmp)
 			for _, m := range set.Members {
 				fmt.Fprintf(&s, "add %s %s\n", tmp, m)

@@ -1,6 +1,7 @@
 package firewall
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -8,16 +9,21 @@ import (
 )
 
 var testSets = []Set{
-	{"extranet-1-net", "hash:net", []string{"10.10.1.0/24", "10.0.0.1/32"}},
-	{"extranet-1-port", "hash:net,port", []string{"10.10.2.2/32,tcp:443", "10.10.2.2/32,udp:5000-5010", "10.20.0.0/16,tcp:22"}},
-	{"extranet-2-net", "hash:net", nil},
+	{Name: "extranet-1-net", Type: "hash:net", Members: []string{"10.10.1.0/24", "10.0.0.1/32"}},
+	{Name: "extranet-1-port", Type: "hash:net,port", Members: []string{"10.10.2.2/32,tcp:443", "10.10.2.2/32,udp:5000-5010", "10.20.0.0/16,tcp:22"}},
+	{Name: "extranet-2-net", Type: "hash:net"},
+	{Name: PeerSet, Type: "hash:ip", SkbInfo: true, Members: []string{peerMember(netip.MustParseAddr("100.64.1.2"), 7), peerMember(netip.MustParseAddr("100.64.1.3"), 300)}},
 }
 
 func TestSetScriptTouchesOnlyWhatDiffers(t *testing.T) {
 	// What `ipset save` prints once testSets are loaded.
 	var saved strings.Builder
 	for _, s := range testSets {
-		saved.WriteString("create " + s.Name + " " + s.Type + " family inet hashsize 1024 maxelem 65536 bucketsize 12 initval 0x1\n")
+		opts := ""
+		if s.SkbInfo {
+			opts = " skbinfo"
+		}
+		saved.WriteString("create " + s.Name + " " + s.Type + " family inet hashsize 1024 maxelem 65536" + opts + " bucketsize 12 initval 0x1\n")
 		for m := range kernelMembers(s.Members) {
 			saved.WriteString("add " + s.Name + " " + m + "\n")
 		}
@@ -32,13 +38,19 @@ func TestSetScriptTouchesOnlyWhatDiffers(t *testing.T) {
 	}
 
 	changed := append([]Set(nil), testSets...)
-	changed[0] = Set{"extranet-1-net", "hash:net", []string{"10.10.1.0/24"}}
-	changed = append(changed, Set{"extranet-3-net", "hash:net", []string{"10.30.0.0/16"}})
+	changed[0] = Set{Name: "extranet-1-net", Type: "hash:net", Members: []string{"10.10.1.0/24"}}
+	changed = append(changed, Set{Name: "extranet-3-net", Type: "hash:net", Members: []string{"10.30.0.0/16"}})
 	want := "create extranet-1-net-t hash:net family inet maxelem 1048576 -exist\nflush extranet-1-net-t\nadd extranet-1-net-t 10.10.1.0/24\n" +
 		"swap extranet-1-net-t extranet-1-net\ndestroy extranet-1-net-t\n" +
 		"create extranet-3-net hash:net family inet maxelem 1048576\nadd extranet-3-net 10.30.0.0/16\n"
 	if got := setScript(changed, have); got != want {
 		t.Errorf("script:\n%s\nwant:\n%s", got, want)
+	}
+	// A peer set of an earlier release, without marks and with no member,
+	// is replaced by one with them, though its members do not differ.
+	old := parseSave("create extranet-peers hash:ip family inet hashsize 1024 maxelem 1048576 bucketsize 12 initval 0x1\n")
+	if got := setScript([]Set{{Name: PeerSet, Type: "hash:ip", SkbInfo: true}}, old); !strings.Contains(got, "create extranet-peers-t hash:ip family inet skbinfo") || !strings.Contains(got, "swap") {
+		t.Errorf("a peer set without skbinfo kept:\n%s", got)
 	}
 }
 
