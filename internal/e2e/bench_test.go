@@ -947,7 +947,8 @@ const (
 // own address still reaches in1 through the host, for figure 6), and two
 // jumps at the top of the namespace's FORWARD, above the anti-spoofing
 // rule that would drop this tunnel source that did not come out of the
-// tunnel: src's packets into EXTRANET-FWD exactly as if they had, and the
+// tunnel: src's packets into EXTRANET-MARK and EXTRANET-FWD exactly as if
+// they had, and the
 // answers into EXTRANET-TOPEER as if they went into it. So each new flow
 // walks the rules a partner's does (the peer check included), and nothing
 // else of the tunnel's cost hides them. The namespace routes src back by
@@ -968,12 +969,14 @@ func rulesOnly(t *testing.T, r *Rig, src string) {
 	r.Must(r.PB, "ip", "rule", "add", "from", src, "table", rulesTable)
 	r.Must(r.PB, "ip", "route", "replace", "default", "via", rulesNSAddr, "table", rulesTable)
 	r.Must(r.NS, "ip", "route", "replace", src+"/32", "via", rulesPBAddr, "dev", rulesNSVeth)
+	// The marking of new flows by group too, as for the tunnel's packets.
 	for _, jump := range [][]string{
-		{"FORWARD", "-o", rulesNSVeth, "-d", src + "/32", "-j", "EXTRANET-TOPEER"},
-		{"FORWARD", "-i", rulesNSVeth, "-s", src + "/32", "-j", "EXTRANET-FWD"},
+		{"filter", "FORWARD", "-o", rulesNSVeth, "-d", src + "/32", "-j", "EXTRANET-TOPEER"},
+		{"filter", "FORWARD", "-i", rulesNSVeth, "-s", src + "/32", "-j", "EXTRANET-FWD"},
+		{"mangle", "PREROUTING", "-i", rulesNSVeth, "-s", src + "/32", "-j", "EXTRANET-MARK"},
 	} {
-		r.run(r.NS, append([]string{"iptables", "-D"}, jump...)...)
-		r.Must(r.NS, append([]string{"iptables", "-I", jump[0], "1"}, jump[1:]...)...)
+		r.run(r.NS, append([]string{"iptables", "-t", jump[0], "-D"}, jump[1:]...)...)
+		r.Must(r.NS, append([]string{"iptables", "-t", jump[0], "-I", jump[1], "1"}, jump[2:]...)...)
 	}
 }
 
