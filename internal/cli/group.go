@@ -26,11 +26,7 @@ grant; new peers join it unless peer issue says --group.`,
 }
 
 func splitGroup(s string) (string, string, error) {
-	org, name, ok := strings.Cut(s, "/")
-	if !ok || org == "" || name == "" || strings.Contains(name, "/") {
-		return "", "", usagef("group %q is not ORG/GROUP, e.g. acme/support", s)
-	}
-	return org, name, nil
+	return splitPath("group", "ORG/GROUP", "acme/support", s)
 }
 
 // completeGroups offers ORG/ as the first part, then the groups of ORG.

@@ -28,11 +28,7 @@ that is shown once, when the invite is made, and kept only as a hash.`,
 
 // splitID reads ORG/ID of invites and requests.
 func splitID(kind, s string) (string, string, error) {
-	org, id, ok := strings.Cut(s, "/")
-	if !ok || org == "" || id == "" || strings.Contains(id, "/") {
-		return "", "", usagef("%s %q is not ORG/ID, e.g. acme/k7f3q2ab (see `extranetctl %s list`)", kind, s, kind)
-	}
-	return org, id, nil
+	return splitPath(kind, "ORG/ID", "acme/k7f3q2ab (see `extranetctl "+kind+" list`)", s)
 }
 
 func newInviteCreateCmd(g *globals) *cobra.Command {

@@ -198,9 +198,15 @@ func minArgs(n int, names string) cobra.PositionalArgs {
 
 // splitPeer parses ORG/NAME.
 func splitPeer(s string) (string, string, error) {
+	return splitPath("peer", "ORG/NAME", "acme/laptop-1", s)
+}
+
+// splitPath reads ORG/NAME, the form of peers, groups, invites and
+// requests; the error names the kind, its form and an example.
+func splitPath(kind, form, example, s string) (string, string, error) {
 	org, name, ok := strings.Cut(s, "/")
 	if !ok || org == "" || name == "" || strings.Contains(name, "/") {
-		return "", "", usagef("peer %q is not ORG/NAME, e.g. acme/laptop-1", s)
+		return "", "", usagef("%s %q is not %s, e.g. %s", kind, s, form, example)
 	}
 	return org, name, nil
 }
