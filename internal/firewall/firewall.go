@@ -198,10 +198,11 @@ func pickFlavour(mode string) (string, error) {
 
 // probeSets checks that the kernel has the set types the rules use.
 func (f *Firewall) probeSets() error {
-	for _, typ := range []string{"hash:ip", "hash:net", "hash:net,port"} {
+	// The peer set carries each peer's group as a mark (skbinfo).
+	for _, typ := range [][]string{{"hash:ip", "skbinfo"}, {"hash:net"}, {"hash:net,port"}} {
 		name := SetPrefix + "probe"
-		if _, err := f.ns.run("", "ipset", "create", name, typ, "-exist"); err != nil {
-			return fmt.Errorf("this kernel lacks ipset type %s: %w", typ, err)
+		if _, err := f.ns.run("", "ipset", append(append([]string{"create", name}, typ...), "-exist")...); err != nil {
+			return fmt.Errorf("this kernel lacks ipset type %s: %w", strings.Join(typ, " "), err)
 		}
 		if _, err := f.ns.run("", "ipset", "destroy", name); err != nil {
 			return err
@@ -238,8 +239,10 @@ var cmdTimeout = time.Minute
 
 // Apply makes the kernel enforce p. Order matters for failing closed: the
 // namespace's sets first (rules reference them), then its whole filter
-// table in one transaction, IPv6's with it; only then the host rules that
-// let traffic into and out of the namespace. Stale sets go last, when
+// table and its whole mangle table (each one transaction; the filter
+// first, which without the mangle table's marks lets no new flow into a
+// group), IPv6's filter with them; only then the host rules that let
+// traffic into and out of the namespace. Stale sets go last, when
 // nothing references them.
 func (f *Firewall) Apply(p *policy.Policy) error {
 	r, err := Render(p, f.opts.Uplink)

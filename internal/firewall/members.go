@@ -53,7 +53,9 @@ func (f *Firewall) UpdatePeerSet(add map[netip.Addr]uint32, remove []netip.Addr)
 	removed := map[netip.Addr]bool{}
 	for _, a := range remove {
 		if _, ok := f.peers[a]; ok && !removed[a] {
-			fmt.Fprintf(&script, "del %s %s\n", PeerSet, a)
+			// -exist: one the kernel lost already (drift not yet repaired)
+			// must not stop the lines after it.
+			fmt.Fprintf(&script, "del %s %s -exist\n", PeerSet, a)
 			removed[a] = true
 		}
 	}
@@ -63,8 +65,7 @@ func (f *Firewall) UpdatePeerSet(add map[netip.Addr]uint32, remove []netip.Addr)
 	}
 	sort.Slice(adds, func(i, j int) bool { return adds[i].Less(adds[j]) })
 	for _, a := range adds {
-		// -exist re-marks an address the set holds (a move); it is never
-		// one this script put there, which restore would refuse.
+		// -exist re-marks an address the set holds (a move).
 		fmt.Fprintf(&script, "add %s %s -exist\n", PeerSet, peerMember(a, add[a]))
 	}
 	if script.Len() == 0 {

@@ -78,6 +78,11 @@ func setScript(want []Set, have map[string]kernelSet) string {
 		case k.typ == set.Type && k.skbinfo == set.SkbInfo && sameMembers(kernelMembers(set.Members), k.members):
 		default:
 			tmp := set.Name + "-t"
+			// One left by a run that died part way may have other
+			// options, which create -exist refuses; rules never use it.
+			if _, left := have[tmp]; left {
+				fmt.Fprintf(&s, "destroy %s\n", tmp)
+			}
 			s.WriteString(set.create(tmp, " -exist"))
 			fmt.Fprintf(&s, "flush %s\n", tmp)
 			for _, m := range set.Members {

@@ -52,6 +52,11 @@ func TestSetScriptTouchesOnlyWhatDiffers(t *testing.T) {
 	if got := setScript([]Set{{Name: PeerSet, Type: "hash:ip", SkbInfo: true}}, old); !strings.Contains(got, "create extranet-peers-t hash:ip family inet skbinfo") || !strings.Contains(got, "swap") {
 		t.Errorf("a peer set without skbinfo kept:\n%s", got)
 	}
+	// A temporary set a dead run left, perhaps without skbinfo, goes first.
+	old = parseSave("create extranet-peers hash:ip family inet hashsize 1024 maxelem 1048576\ncreate extranet-peers-t hash:ip family inet hashsize 1024 maxelem 1048576\n")
+	if got := setScript([]Set{{Name: PeerSet, Type: "hash:ip", SkbInfo: true}}, old); !strings.HasPrefix(got, "destroy extranet-peers-t\ncreate extranet-peers-t") {
+		t.Errorf("a left temporary set is not destroyed first:\n%s", got)
+	}
 }
 
 func TestKernelMembers(t *testing.T) {

@@ -27,9 +27,9 @@ import (
 )
 
 // Firewall is the part of the firewall the reconciler drives. Apply puts
-// rules and every set in force, the per-peer sets included; SetPeerSet and
-// UpdatePeerSet change the per-peer sets alone (the peer set and the
-// groups' member sets), as peers come, go and move.
+// rules and every set in force, the peer set included; SetPeerSet and
+// UpdatePeerSet change the peer set alone (each peer's address, marked
+// with its group), as peers come, go and move.
 type Firewall interface {
 	Apply(*policy.Policy) error
 	SetPeerSet(map[netip.Addr]uint32) error
@@ -535,9 +535,9 @@ func (r *Reconciler) applyPeers(ids map[string]bool) (stale bool, err error) {
 		fwRemove = append(fwRemove, a)
 	}
 	// A failure does not hold up WireGuard, and the full run that follows
-	// refills the sets; but only the member sets keep a peer to its group,
-	// so one whose address may still be in another group's set stays off
-	// the device until then.
+	// refills the set; but only its marks keep a peer to its group, so one
+	// whose address may still carry another group's mark stays off the
+	// device until then.
 	var peerSetErr error
 	if err := r.o.Firewall.UpdatePeerSet(fwAdd, fwRemove); err != nil {
 		peerSetErr = fmt.Errorf("firewall peer set: %w", err)
@@ -602,8 +602,8 @@ func (r *Reconciler) applyPeers(ids map[string]bool) (stale bool, err error) {
 
 // groupMoved reports whether the group a peer names has another ID in the
 // store than in the last full run: a group deleted and made again under
-// its name, say. Resolved through that run's names, the peer would join
-// the old group's member set.
+// its name, say. Resolved through that run's names, the peer would get
+// the old group's mark.
 func (r *Reconciler) groupMoved(tx *store.Tx, sp *store.DataplanePeer) (bool, error) {
 	in, ok := r.orgs[sp.Org]
 	if !ok {
@@ -701,9 +701,9 @@ func lost(old, new map[string]wgdev.Peer) map[netip.Addr]bool {
 
 // heldBack is peers without those whose address was in another group in
 // old than it is in new (a peer moved, or an address taken over): when the
-// member sets could not be written, the address may still be in the old
-// group's set, which nothing else keeps the peer from using, so it stays
-// off the device until they are.
+// peer set could not be written, the address may still carry the old
+// group's mark, which nothing else keeps the peer from using, so it stays
+// off the device until it is.
 func heldBack(peers map[string]wgdev.Peer, old, new map[netip.Addr]uint32) map[string]wgdev.Peer {
 	out := make(map[string]wgdev.Peer, len(peers))
 	for id, w := range peers {
@@ -816,8 +816,8 @@ func (r *Reconciler) withdrawOnly(p *policy.Policy, peers map[string]wgdev.Peer)
 		if ipam.Contains(blocks, w.Address) {
 			continue
 		}
-		// A peer that moved may be in its old group's member set still,
-		// under rules of either group.
+		// A peer that moved may carry its old group's mark still, under
+		// rules of either group.
 		if r.applied != nil && r.applied.Peers[w.Address] != p.Peers[w.Address] {
 			continue
 		}

@@ -11,8 +11,8 @@ import (
 	"github.com/extranetgw/extranet/pkg/api"
 )
 
-// maxGroups bounds an organisation's groups: each costs a chain and a few
-// sets, and a new flow of the organisation tests its member sets in turn.
+// maxGroups bounds an organisation's groups: each costs a chain and up to
+// two sets, and a new flow of the organisation tests their marks in turn.
 const maxGroups = 64
 
 func groupSummaries(o *store.Org) []api.GroupGrants {
