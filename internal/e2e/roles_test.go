@@ -42,7 +42,11 @@ func TestRoles(t *testing.T) {
 	}
 	sponsor, auditor, expirer, nobody := account("xs"+r.id), account("xa"+r.id), account("xe"+r.id), account("xn"+r.id)
 	r.Socket = filepath.Join(shared, "extranetd.sock")
-	r.StartDaemon("--socket-group", group)
+	// Enrollment on, for the sponsor's invites (no browser here: the
+	// pages are TestEnrollmentInBrowser's).
+	cert, key, _, _ := testCA(t, r.Dir)
+	r.StartDaemon("--socket-group", group, "--enroll-listen", "127.0.0.1:"+enrollPort, "--enroll-tls-cert", cert,
+		"--enroll-tls-key", key, "--enroll-url", "https://localhost:"+enrollPort)
 
 	// A fresh install: the socket group is admin.
 	if out := r.MustCTL("role", "list"); !strings.Contains(out, "@"+group) || !strings.Contains(out, "admin") {
@@ -118,6 +122,17 @@ func TestRoles(t *testing.T) {
 		refused(sponsor, "admin or sponsor of globex", "group", "create", "globex/spy", "--grant", "10.10.2.0/24:tcp/8080")
 		refused(sponsor, "admin, auditor or sponsor of globex", "group", "list", "globex")
 		refused(sponsor, "admin or sponsor of globex", "peer", "move", "globex/server", "--group", "default")
+		// Invites into its organisations, and their requests.
+		if out := ok(sponsor, "invite", "create", "acme", "--group", "support"); !strings.Contains(out, "/enroll#") {
+			t.Errorf("the sponsor's invite:\n%s", out)
+		}
+		refused(sponsor, "admin or sponsor of globex", "invite", "create", "globex")
+		r.MustCTL("invite", "create", "globex")
+		if out := ok(sponsor, "invite", "list"); !strings.Contains(out, "acme/") || strings.Contains(out, "globex") {
+			t.Errorf("the sponsor's invite list:\n%s", out)
+		}
+		ok(sponsor, "request", "list")
+		refused(sponsor, "admin, auditor or sponsor of globex", "request", "list", "--org", "globex")
 		refused(sponsor, "admin", "export")
 		// (Where the sponsor may write: the CLI makes the file first.)
 		backup := filepath.Join(os.TempDir(), "xb"+r.id+".db")
@@ -140,6 +155,10 @@ func TestRoles(t *testing.T) {
 		refused(auditor, "admin or sponsor of acme", "peer", "config", "acme/laptop")
 		refused(auditor, "admin or sponsor of acme", "peer", "issue", "acme/x")
 		ok(auditor, "group", "show", "acme/support")
+		if out := ok(auditor, "invite", "list"); !strings.Contains(out, "acme/") || !strings.Contains(out, "globex/") {
+			t.Errorf("the auditor's invite list:\n%s", out)
+		}
+		refused(auditor, "admin or sponsor of acme", "invite", "create", "acme")
 		refused(auditor, "admin or sponsor of acme", "group", "delete", "acme/support", "--move-to", "default", "--yes")
 		refused(auditor, "admin", "export")
 	})
