@@ -53,8 +53,12 @@ func newInviteCreateCmd(g *globals) *cobra.Command {
 				return printJSON(g.env.Out, out)
 			}
 			i := out.Invite
+			approval := ""
+			if i.AutoApprove {
+				approval = ", approved without review"
+			}
 			fmt.Fprintf(g.env.ErrOut, "Invite %s: %d device(s) into %s/%s until %s%s. The link is shown only now; send it to the partner by a channel you trust.\n",
-				i.ID, i.Devices, i.Org, i.Group, i.Expires.Format(time.RFC3339), map[bool]string{true: ", approved without review"}[i.AutoApprove])
+				i.ID, i.Devices, i.Org, i.Group, i.Expires.Format(time.RFC3339), approval)
 			if qr {
 				code, err := wgconfig.QRTerminal([]byte(out.Link))
 				if err != nil {

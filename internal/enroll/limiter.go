@@ -7,9 +7,9 @@ import (
 )
 
 // limiter allows each key (a source network, an invite) at most n events
-// per window. It remembers at most max keys; when full it forgets the key
-// whose window started first, so a flood from many addresses costs the
-// flooders their counts, never a newcomer its turn.
+// per window. It remembers at most max keys; when full it forgets one, so a
+// flood from many addresses costs the flooders their counts, never a
+// newcomer its turn, and costs no walk of the table per request.
 type limiter struct {
 	mu     sync.Mutex
 	n      int
@@ -39,28 +39,18 @@ func (l *limiter) allow(key string) bool {
 	}
 	if !ok {
 		if len(l.seen) >= l.max {
-			l.evict(now)
+			// Any one: map order is random, so a flooder cannot choose
+			// whom it evicts, and the first key reached ends the loop.
+			for k := range l.seen {
+				delete(l.seen, k)
+				break
+			}
 		}
 		s = &slot{start: now}
 		l.seen[key] = s
 	}
 	s.count++
 	return s.count <= l.n
-}
-
-// evict forgets the windows that ended, or, when none has, the oldest.
-func (l *limiter) evict(now time.Time) {
-	var oldest string
-	for k, s := range l.seen {
-		if now.Sub(s.start) >= l.window {
-			delete(l.seen, k)
-		} else if oldest == "" || s.start.Before(l.seen[oldest].start) {
-			oldest = k
-		}
-	}
-	if len(l.seen) >= l.max {
-		delete(l.seen, oldest)
-	}
 }
 
 // sourceKey is what the per-source limits count by: an IPv4 address, or

@@ -190,7 +190,7 @@ func TestFloodFromManySources(t *testing.T) {
 			t.Errorf("a newcomer %q refused by a full table", k)
 		}
 	}
-	if _, kept := l.seen["a"]; kept || len(l.seen) != 3 {
-		t.Errorf("a full table kept %v", l.seen)
+	if _, kept := l.seen["d"]; !kept || len(l.seen) != 3 {
+		t.Errorf("a full table holds %v, want 3 keys, the newest among them", l.seen)
 	}
 }
