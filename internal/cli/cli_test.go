@@ -512,3 +512,106 @@ func TestNotInForce(t *testing.T) {
 		t.Errorf("peer issue: exit %d, config printed %v, stderr %s", code, strings.Contains(out, "PrivateKey = "), errOut)
 	}
 }
+
+// TestOutFailureLosesNoKey: a private key the gateway made exists only in
+// the config handed over, so `--out` (and `--qr-png`) are checked before
+// anything is issued or rotated, and a write that fails after all prints
+// the config rather than losing it.
+func TestOutFailureLosesNoKey(t *testing.T) {
+	d := startDaemon(t, "vpn.example.com:51820")
+	d.must("org", "create", "acme", "--grant", "10.20.0.0/24")
+	d.must("peer", "issue", "acme/laptop")
+	keyOf := func(id string) string {
+		var p api.Peer
+		if err := json.Unmarshal([]byte(d.must("peer", "show", id, "-o", "json")), &p); err != nil {
+			t.Fatal(err)
+		}
+		return p.PublicKey
+	}
+	key := keyOf("acme/laptop")
+	missing := filepath.Join(d.dir, "no-such-dir", "x.conf")
+	// A named pipe stands for /dev/null and other files that are not
+	// regular; a reader keeps the open from waiting.
+	pipe := filepath.Join(d.dir, "pipe.conf")
+	if err := syscall.Mkfifo(pipe, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	reader, err := os.OpenFile(pipe, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { reader.Close() })
+	for _, args := range [][]string{
+		{"peer", "issue", "acme/x", "--out", missing},
+		{"peer", "issue", "acme/x", "--out", d.dir},
+		{"peer", "issue", "acme/x", "--out", pipe},
+		{"peer", "issue", "acme/x", "--qr-png", missing},
+		{"peer", "rotate", "acme/laptop", "--out", missing},
+		{"peer", "rotate", "acme/laptop", "--out", d.dir},
+	} {
+		out, errOut, code := d.ctl(args...)
+		if code != 2 || out != "" || !strings.Contains(errOut, args[4]) || !strings.Contains(errOut, "nothing was") {
+			t.Errorf("%v: exit %d, stdout %d bytes, stderr %q; want exit 2, naming the file and saying nothing was done", args, code, len(out), errOut)
+		}
+	}
+	if _, _, code := d.ctl("peer", "show", "acme/x"); code != 3 {
+		t.Error("acme/x was issued for a file that cannot be written")
+	}
+	if keyOf("acme/laptop") != key {
+		t.Error("acme/laptop was rotated for a file that cannot be written")
+	}
+	if _, err := os.Stat(filepath.Dir(missing)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a refused --out left %s behind: %v", filepath.Dir(missing), err)
+	}
+	if fi, err := os.Stat(pipe); err != nil || fi.Mode().Perm() != 0o644 {
+		t.Errorf("a refused --out changed the mode of %s: %v %v", pipe, fi.Mode(), err)
+	}
+
+	// A file that opens but cannot take the config (here, a file size
+	// limit of zero): the peer is issued, so its config goes to standard
+	// output, the command says why and fails.
+	limited := func(args ...string) (string, string, int) {
+		cmd := exec.Command("sh", append([]string{"-c", `ulimit -f 0 && exec "$0" "$@"`, ctlBin}, args...)...)
+		cmd.Env = append(os.Environ(), "EXTRANET_SOCKET="+d.sock)
+		var o, e bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &o, &e
+		err := cmd.Run()
+		var ee *exec.ExitError
+		if err != nil && !errors.As(err, &ee) {
+			t.Fatal(err)
+		}
+		return o.String(), e.String(), cmd.ProcessState.ExitCode()
+	}
+	for _, tc := range []struct {
+		args []string
+		id   string
+	}{
+		{[]string{"peer", "issue", "acme/y", "--out", filepath.Join(d.dir, "y.conf")}, "acme/y"},
+		{[]string{"peer", "rotate", "acme/laptop", "--out", filepath.Join(d.dir, "laptop.conf")}, "acme/laptop"},
+	} {
+		out, errOut, code := limited(tc.args...)
+		if code != 1 || !strings.Contains(out, "PrivateKey = ") || !strings.Contains(errOut, tc.args[4]) || !strings.Contains(errOut, "standard output") {
+			t.Errorf("%v with no room for the file: exit %d, config printed %v, stderr %q; want exit 1, the config on stdout and why on stderr", tc.args, code, strings.Contains(out, "PrivateKey = "), errOut)
+		}
+		if _, err := os.Stat(tc.args[4]); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%v: the file that could not be written is still there: %v", tc.args, err)
+		}
+	}
+	if _, _, code := d.ctl("peer", "show", "acme/y"); code != 0 {
+		t.Error("acme/y was not issued")
+	}
+
+	// An existing file is still replaced, and made private.
+	old := filepath.Join(d.dir, "old.conf")
+	if err := os.WriteFile(old, []byte("stale\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d.must("peer", "issue", "acme/z", "--out", old)
+	raw, err := os.ReadFile(old)
+	if err != nil || strings.Contains(string(raw), "stale") || !strings.Contains(string(raw), "PrivateKey = ") {
+		t.Errorf("--out on an existing file: %v\n%s", err, raw)
+	}
+	if fi, err := os.Stat(old); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("--out on an existing file: mode %v, %v; want 600", fi.Mode().Perm(), err)
+	}
+}

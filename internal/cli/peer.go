@@ -3,8 +3,10 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -54,6 +56,8 @@ type configOutput struct {
 	out   string
 	qr    bool
 	qrPNG string
+	// The files of out and qrPNG, opened before the request (open).
+	outFile, pngFile *secretFile
 }
 
 func (c *configOutput) bind(cmd *cobra.Command) {
@@ -80,6 +84,112 @@ func writeSecret(path string, data []byte) error {
 	return f.Close()
 }
 
+// secretFile is a file a config or its QR code is to go to, opened
+// before anything is issued: a private key the gateway made for a file
+// that then cannot be written would be in nobody's hands.
+type secretFile struct {
+	path    string
+	f       *os.File
+	created bool
+}
+
+// openSecret opens path for a secret: a new file, or an existing regular
+// one that will be replaced. It is made 0600 here, so that one the caller
+// may not chmod is refused before anything changes. Anything else (a
+// directory, a device such as /dev/null, a pipe) is refused, and never
+// chmodded.
+func openSecret(flag, path string) (*secretFile, error) {
+	refuse := func(err error) error {
+		return usagef("%s %s: %v; nothing was issued or changed", flag, path, err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	created := err == nil
+	if errors.Is(err, fs.ErrExist) {
+		// Non-blocking, so a pipe without a reader is an error, not a
+		// hang; a regular file is unaffected.
+		f, err = os.OpenFile(path, os.O_WRONLY|syscall.O_NONBLOCK, 0)
+	}
+	if err != nil {
+		return nil, refuse(err)
+	}
+	sf := &secretFile{path: path, f: f, created: created}
+	fi, err := f.Stat()
+	if err == nil && !fi.Mode().IsRegular() {
+		m, kind := fi.Mode(), "special file"
+		switch {
+		case m&fs.ModeDevice != 0:
+			kind = "device"
+		case m&fs.ModeNamedPipe != 0:
+			kind = "named pipe"
+		}
+		err = fmt.Errorf("it is a %s, not a regular file", kind)
+	}
+	if err == nil {
+		err = f.Chmod(0o600)
+	}
+	if err != nil {
+		sf.discard()
+		return nil, refuse(err)
+	}
+	return sf, nil
+}
+
+// write replaces the file's contents with data, on disk before it
+// returns. A file that cannot take it is removed if it was new.
+func (sf *secretFile) write(data []byte) error {
+	err := sf.f.Truncate(0)
+	if err == nil {
+		_, err = sf.f.Write(data)
+	}
+	if err == nil {
+		err = sf.f.Sync()
+	}
+	if cerr := sf.f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil && sf.created {
+		_ = os.Remove(sf.path)
+	}
+	return err
+}
+
+// discard closes a file nothing was written to, and removes it if it was
+// new.
+func (sf *secretFile) discard() {
+	sf.f.Close()
+	if sf.created {
+		_ = os.Remove(sf.path)
+	}
+}
+
+// open opens --out and --qr-png before the request that makes the config.
+func (c *configOutput) open() error {
+	var err error
+	if c.out != "" {
+		if c.outFile, err = openSecret("--out", c.out); err != nil {
+			return err
+		}
+	}
+	if c.qrPNG != "" {
+		if c.pngFile, err = openSecret("--qr-png", c.qrPNG); err != nil {
+			c.close()
+			return err
+		}
+	}
+	return nil
+}
+
+// close gives up the files open opened and emit did not write: the
+// request failed, or its answer went out as JSON.
+func (c *configOutput) close() {
+	for _, sf := range []**secretFile{&c.outFile, &c.pngFile} {
+		if *sf != nil {
+			(*sf).discard()
+			*sf = nil
+		}
+	}
+}
+
 func (c *configOutput) wantsQR() bool { return c.qr || c.qrPNG != "" }
 
 // qrWithoutKey refuses a QR code for a config that will hold no private
@@ -90,7 +200,19 @@ func qrWithoutKey(what, instead string) error {
 		"write the config with --out FILE and let the partner paste the private key in the app, or %s", what, instead)
 }
 
+// emit hands over cfg as asked. When that fails, cfg goes to standard
+// output after all: it may hold a private key that exists nowhere else.
 func (c *configOutput) emit(g *globals, id, cfg string) error {
+	err := c.deliver(g, id, cfg)
+	c.close()
+	if err == nil {
+		return nil
+	}
+	fmt.Fprint(g.env.Out, cfg)
+	return fmt.Errorf("%w; the config is printed on standard output instead, so that no private key in it is lost", err)
+}
+
+func (c *configOutput) deliver(g *globals, id, cfg string) error {
 	// QR codes first: one that cannot be made leaves no file behind.
 	var png []byte
 	var qr string
@@ -105,8 +227,10 @@ func (c *configOutput) emit(g *globals, id, cfg string) error {
 			return fmt.Errorf("QR code of %s: %w", id, err)
 		}
 	}
-	if c.out != "" {
-		if err := writeSecret(c.out, []byte(cfg)); err != nil {
+	if c.outFile != nil {
+		err := c.outFile.write([]byte(cfg))
+		c.outFile = nil
+		if err != nil {
 			return fmt.Errorf("write config of %s: %w", id, err)
 		}
 		fmt.Fprintf(g.env.ErrOut, "Wrote the config of %s to %s.\n", id, c.out)
@@ -116,8 +240,10 @@ func (c *configOutput) emit(g *globals, id, cfg string) error {
 			fmt.Fprintf(g.env.ErrOut, "warning: %s will not import as a tunnel: %v. Rename it before handing it over, for example to %s.\n", c.out, err, wgconfig.SuggestFileName(c.out))
 		}
 	}
-	if png != nil {
-		if err := writeSecret(c.qrPNG, png); err != nil {
+	if c.pngFile != nil {
+		err := c.pngFile.write(png)
+		c.pngFile = nil
+		if err != nil {
 			return fmt.Errorf("write QR code of %s: %w", id, err)
 		}
 		fmt.Fprintf(g.env.ErrOut, "Wrote the QR code of %s to %s.\n", id, c.qrPNG)
@@ -154,6 +280,12 @@ never stored, so hand it to the partner now.`,
 				return qrWithoutKey("peer issue --public-key", "issue without --public-key so that the gateway makes the key pair")
 			}
 			req.Name = name
+			if !g.json() {
+				if err := co.open(); err != nil {
+					return err
+				}
+				defer co.close()
+			}
 			res, err := g.client().IssuePeer(g.ctx(), org, req)
 			if err != nil {
 				return err
@@ -261,6 +393,12 @@ func newPeerConfigCmd(g *globals) *cobra.Command {
 			if co.wantsQR() {
 				return qrWithoutKey("peer config", fmt.Sprintf("run 'extranetctl peer rotate %s --qr' for new keys as a QR code", args[0]))
 			}
+			if !g.json() {
+				if err := co.open(); err != nil {
+					return err
+				}
+				defer co.close()
+			}
 			c, err := g.client().PeerConfig(g.ctx(), org, name)
 			if err != nil {
 				return err
@@ -339,6 +477,12 @@ func newPeerRotateCmd(g *globals) *cobra.Command {
 			}
 			if req.PublicKey != "" && co.wantsQR() {
 				return qrWithoutKey("peer rotate --public-key", "rotate without --public-key so that the gateway makes the key pair")
+			}
+			if !g.json() {
+				if err := co.open(); err != nil {
+					return err
+				}
+				defer co.close()
 			}
 			res, err := g.client().RotatePeer(g.ctx(), org, name, req)
 			if err != nil {

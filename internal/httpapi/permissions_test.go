@@ -96,6 +96,13 @@ func TestEveryRouteHasAPermission(t *testing.T) {
 		if strings.Contains(path, "{org}") && rt.org == nil {
 			t.Errorf("route %s is about an organisation but decides without it", rt.pattern)
 		}
+		// TestEveryRouteEveryQueryEveryRole tries every parameter it
+		// knows on every route: one it does not know would go untried.
+		for _, p := range rt.params {
+			if _, ok := knownParams[p]; !ok {
+				t.Errorf("route %s reads ?%s=, which TestEveryRouteEveryQueryEveryRole does not try: add it to knownParams", rt.pattern, p)
+			}
+		}
 		for _, org := range []string{"acme", "globex"} {
 			url := strings.NewReplacer("{org}", org, "{name}", "laptop").Replace(path)
 			if !strings.Contains(path, "{org}") && rt.org != nil {
@@ -105,7 +112,10 @@ func TestEveryRouteHasAPermission(t *testing.T) {
 			req.SetPathValue("org", org)
 			about := ""
 			if rt.org != nil {
-				about = rt.org(req)
+				var err error
+				if about, err = rt.org(req); err != nil {
+					t.Errorf("route %s: %v", rt.pattern, err)
+				}
 				if about != org {
 					t.Errorf("route %s: decides about %q for a request about %s", rt.pattern, about, org)
 				}

@@ -2,7 +2,9 @@ package httpapi
 
 import (
 	"context"
+	"maps"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -21,78 +23,132 @@ type route struct {
 	action  authz.Action
 	// org names the organisation a request is about, from its path or its
 	// query; nil for routes that are about none. An empty answer means
-	// every organisation the caller may see.
-	org func(*http.Request) string
+	// every organisation the caller may see. guard decides on it, and a
+	// listing lists by it (listOrg), never by the query again.
+	org func(*http.Request) (string, error)
+	// params are the query parameters the route reads; guard refuses any
+	// other, so no parameter can narrow or widen an answer unchecked.
+	params []string
 	// filtered routes narrow their answer to the organisations a sponsor
 	// may see; any other route refuses a caller who may see only some.
 	filtered bool
 	handler  http.HandlerFunc
 }
 
-func pathOrg(r *http.Request) string { return r.PathValue("org") }
+func pathOrg(r *http.Request) (string, error) { return r.PathValue("org"), nil }
 
 // queryOrg is the organisation a listing asks for: ?org=, or the org part
-// of ?peer=ORG/NAME.
-func queryOrg(r *http.Request) string {
+// of ?peer=ORG/NAME. A query that names two organisations, or one twice,
+// is refused rather than read one way here and another in the handler.
+func queryOrg(r *http.Request) (string, error) {
 	q := r.URL.Query()
-	if o := q.Get("org"); o != "" {
-		return o
+	for _, k := range []string{"org", "peer"} {
+		if n := len(q[k]); n > 1 {
+			return "", api.Errorf(api.CodeInvalid, "query parameter %q is given %d times; give it once", k, n)
+		}
 	}
-	o, _, _ := strings.Cut(q.Get("peer"), "/")
-	return o
+	org, hasOrg := "", false
+	if vs, ok := q["org"]; ok {
+		org, hasOrg = vs[0], true
+		if err := validate.Name("org", org); err != nil {
+			return "", api.Errorf(api.CodeInvalid, "?org=: %v", err)
+		}
+	}
+	if vs, ok := q["peer"]; ok {
+		porg, name, found := strings.Cut(vs[0], "/")
+		if !found {
+			return "", api.Errorf(api.CodeInvalid, "?peer=%q is not ORG/NAME", validate.Printable(vs[0]))
+		}
+		if err := validate.Name("org", porg); err != nil {
+			return "", api.Errorf(api.CodeInvalid, "?peer=: %v", err)
+		}
+		if err := validate.Name("peer", name); err != nil {
+			return "", api.Errorf(api.CodeInvalid, "?peer=: %v", err)
+		}
+		if hasOrg && porg != org {
+			return "", api.Errorf(api.CodeInvalid, "?org=%s and ?peer=%s name different organisations; give one, or both of the same", org, vs[0])
+		}
+		org = porg
+	}
+	return org, nil
+}
+
+// checkQuery refuses a query the route does not read entirely: a
+// parameter it does not know, one given twice, or one that does not
+// parse. Ignoring one would answer as if it had been read (a typo in a
+// filter would list everything), and a parameter read by a handler but not
+// by guard is how a listing once escaped its organisation.
+func checkQuery(r *http.Request, params []string) error {
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return api.Errorf(api.CodeInvalid, "the query %q is not valid: %v", validate.Printable(r.URL.RawQuery), err)
+	}
+	for _, k := range slices.Sorted(maps.Keys(q)) {
+		if !slices.Contains(params, k) {
+			takes := "none"
+			if len(params) > 0 {
+				takes = strings.Join(params, ", ")
+			}
+			return api.Errorf(api.CodeInvalid, "unknown query parameter %q; this request takes %s", validate.Printable(k), takes)
+		}
+		if n := len(q[k]); n > 1 {
+			return api.Errorf(api.CodeInvalid, "query parameter %q is given %d times; give it once", k, n)
+		}
+	}
+	return nil
 }
 
 func (s *Server) routeTable() []route {
 	return []route{
-		{"GET /v1/status", authz.ReadStatus, nil, true, s.status},
-		{"GET /v1/whoami", authz.ReadWhoAmI, nil, false, s.whoami},
+		{"GET /v1/status", authz.ReadStatus, nil, nil, true, s.status},
+		{"GET /v1/whoami", authz.ReadWhoAmI, nil, nil, false, s.whoami},
 
-		{"POST /v1/orgs", authz.ManageOrgs, nil, false, s.createOrg},
-		{"GET /v1/orgs", authz.ReadOrgs, nil, true, s.listOrgs},
-		{"GET /v1/orgs/{org}", authz.ReadOrgs, pathOrg, false, s.getOrg},
-		{"DELETE /v1/orgs/{org}", authz.ManageOrgs, pathOrg, false, s.deleteOrg},
-		{"POST /v1/orgs/{org}/grant", authz.ManageOrgs, pathOrg, false, s.grants(s.svc.Grant)},
-		{"POST /v1/orgs/{org}/ungrant", authz.ManageOrgs, pathOrg, false, s.grants(s.svc.Ungrant)},
-		{"POST /v1/orgs/{org}/suspend", authz.ManageOrgs, pathOrg, false, s.orgAction(s.svc.SuspendOrg)},
-		{"POST /v1/orgs/{org}/resume", authz.ManageOrgs, pathOrg, false, s.orgAction(s.svc.ResumeOrg)},
-		{"POST /v1/orgs/{org}/extend", authz.ManageOrgs, pathOrg, false, s.extendOrg},
-		{"POST /v1/orgs/{org}/peers", authz.ManagePeers, pathOrg, false, s.issuePeer},
+		{"POST /v1/orgs", authz.ManageOrgs, nil, nil, false, s.createOrg},
+		{"GET /v1/orgs", authz.ReadOrgs, nil, nil, true, s.listOrgs},
+		{"GET /v1/orgs/{org}", authz.ReadOrgs, pathOrg, nil, false, s.getOrg},
+		{"DELETE /v1/orgs/{org}", authz.ManageOrgs, pathOrg, []string{"force"}, false, s.deleteOrg},
+		{"POST /v1/orgs/{org}/grant", authz.ManageOrgs, pathOrg, nil, false, s.grants(s.svc.Grant)},
+		{"POST /v1/orgs/{org}/ungrant", authz.ManageOrgs, pathOrg, nil, false, s.grants(s.svc.Ungrant)},
+		{"POST /v1/orgs/{org}/suspend", authz.ManageOrgs, pathOrg, nil, false, s.orgAction(s.svc.SuspendOrg)},
+		{"POST /v1/orgs/{org}/resume", authz.ManageOrgs, pathOrg, nil, false, s.orgAction(s.svc.ResumeOrg)},
+		{"POST /v1/orgs/{org}/extend", authz.ManageOrgs, pathOrg, nil, false, s.extendOrg},
+		{"POST /v1/orgs/{org}/peers", authz.ManagePeers, pathOrg, nil, false, s.issuePeer},
 
-		{"GET /v1/orgs/{org}/groups", authz.ReadOrgs, pathOrg, false, s.listGroups},
-		{"POST /v1/orgs/{org}/groups", authz.ManageGroups, pathOrg, false, s.createGroup},
-		{"GET /v1/orgs/{org}/groups/{name}", authz.ReadOrgs, pathOrg, false, s.getGroup},
-		{"POST /v1/orgs/{org}/groups/{name}/grant", authz.ManageGroups, pathOrg, false, s.groupGrants(s.svc.GroupGrant)},
-		{"POST /v1/orgs/{org}/groups/{name}/ungrant", authz.ManageGroups, pathOrg, false, s.groupGrants(s.svc.GroupUngrant)},
-		{"DELETE /v1/orgs/{org}/groups/{name}", authz.ManageGroups, pathOrg, false, s.deleteGroup},
+		{"GET /v1/orgs/{org}/groups", authz.ReadOrgs, pathOrg, nil, false, s.listGroups},
+		{"POST /v1/orgs/{org}/groups", authz.ManageGroups, pathOrg, nil, false, s.createGroup},
+		{"GET /v1/orgs/{org}/groups/{name}", authz.ReadOrgs, pathOrg, nil, false, s.getGroup},
+		{"POST /v1/orgs/{org}/groups/{name}/grant", authz.ManageGroups, pathOrg, nil, false, s.groupGrants(s.svc.GroupGrant)},
+		{"POST /v1/orgs/{org}/groups/{name}/ungrant", authz.ManageGroups, pathOrg, nil, false, s.groupGrants(s.svc.GroupUngrant)},
+		{"DELETE /v1/orgs/{org}/groups/{name}", authz.ManageGroups, pathOrg, []string{"move_to"}, false, s.deleteGroup},
 
-		{"GET /v1/peers", authz.ReadPeers, queryOrg, true, s.listPeers},
-		{"GET /v1/peers/{org}/{name}", authz.ReadPeers, pathOrg, false, s.getPeer},
-		{"GET /v1/peers/{org}/{name}/config", authz.ReadSecrets, pathOrg, false, s.peerConfig},
-		{"POST /v1/peers/{org}/{name}/suspend", authz.ManagePeers, pathOrg, false, s.peerAction(s.svc.SuspendPeer)},
-		{"POST /v1/peers/{org}/{name}/resume", authz.ManagePeers, pathOrg, false, s.peerAction(s.svc.ResumePeer)},
-		{"POST /v1/peers/{org}/{name}/revoke", authz.ManagePeers, pathOrg, false, s.peerAction(s.svc.RevokePeer)},
-		{"POST /v1/peers/{org}/{name}/rotate", authz.ManagePeers, pathOrg, false, s.rotatePeer},
-		{"POST /v1/peers/{org}/{name}/extend", authz.ManagePeers, pathOrg, false, s.extendPeer},
-		{"POST /v1/peers/{org}/{name}/move", authz.ManagePeers, pathOrg, false, s.movePeer},
+		{"GET /v1/peers", authz.ReadPeers, queryOrg, []string{"org", "state"}, true, s.listPeers},
+		{"GET /v1/peers/{org}/{name}", authz.ReadPeers, pathOrg, nil, false, s.getPeer},
+		{"GET /v1/peers/{org}/{name}/config", authz.ReadSecrets, pathOrg, nil, false, s.peerConfig},
+		{"POST /v1/peers/{org}/{name}/suspend", authz.ManagePeers, pathOrg, nil, false, s.peerAction(s.svc.SuspendPeer)},
+		{"POST /v1/peers/{org}/{name}/resume", authz.ManagePeers, pathOrg, nil, false, s.peerAction(s.svc.ResumePeer)},
+		{"POST /v1/peers/{org}/{name}/revoke", authz.ManagePeers, pathOrg, nil, false, s.peerAction(s.svc.RevokePeer)},
+		{"POST /v1/peers/{org}/{name}/rotate", authz.ManagePeers, pathOrg, nil, false, s.rotatePeer},
+		{"POST /v1/peers/{org}/{name}/extend", authz.ManagePeers, pathOrg, nil, false, s.extendPeer},
+		{"POST /v1/peers/{org}/{name}/move", authz.ManagePeers, pathOrg, nil, false, s.movePeer},
 
-		{"POST /v1/orgs/{org}/invites", authz.ManagePeers, pathOrg, false, s.createInvite},
-		{"GET /v1/invites", authz.ReadPeers, queryOrg, true, s.listInvites},
-		{"POST /v1/invites/{org}/{name}/revoke", authz.ManagePeers, pathOrg, false, s.revokeInvite},
-		{"GET /v1/requests", authz.ReadPeers, queryOrg, true, s.listRequests},
-		{"POST /v1/requests/{org}/{name}/approve", authz.ManagePeers, pathOrg, false, s.approveRequest},
-		{"POST /v1/requests/{org}/{name}/deny", authz.ManagePeers, pathOrg, false, s.denyRequest},
+		{"POST /v1/orgs/{org}/invites", authz.ManagePeers, pathOrg, nil, false, s.createInvite},
+		{"GET /v1/invites", authz.ReadPeers, queryOrg, []string{"org"}, true, s.listInvites},
+		{"POST /v1/invites/{org}/{name}/revoke", authz.ManagePeers, pathOrg, nil, false, s.revokeInvite},
+		{"GET /v1/requests", authz.ReadPeers, queryOrg, []string{"org", "state"}, true, s.listRequests},
+		{"POST /v1/requests/{org}/{name}/approve", authz.ManagePeers, pathOrg, nil, false, s.approveRequest},
+		{"POST /v1/requests/{org}/{name}/deny", authz.ManagePeers, pathOrg, nil, false, s.denyRequest},
 
-		{"POST /v1/expire", authz.RunExpire, nil, false, s.expire},
-		{"POST /v1/import", authz.ImportState, nil, false, s.importCSV},
-		{"GET /v1/export", authz.ExportState, nil, false, s.exportCSV},
-		{"GET /v1/backup", authz.ExportState, nil, false, s.backup},
+		{"POST /v1/expire", authz.RunExpire, nil, nil, false, s.expire},
+		{"POST /v1/import", authz.ImportState, nil, nil, false, s.importCSV},
+		{"GET /v1/export", authz.ExportState, nil, nil, false, s.exportCSV},
+		{"GET /v1/backup", authz.ExportState, nil, nil, false, s.backup},
 
-		{"GET /v1/audit", authz.ReadAudit, queryOrg, true, s.audit},
-		{"GET /v1/audit/verify", authz.VerifyAudit, nil, false, s.verifyAudit},
+		{"GET /v1/audit", authz.ReadAudit, queryOrg, []string{"org", "peer", "action", "actor", "since", "until"}, true, s.audit},
+		{"GET /v1/audit/verify", authz.VerifyAudit, nil, nil, false, s.verifyAudit},
 
-		{"GET /v1/roles", authz.ReadRoles, nil, false, s.listRoles},
-		{"POST /v1/roles", authz.ManageRoles, nil, false, s.assignRole},
-		{"POST /v1/roles/revoke", authz.ManageRoles, nil, false, s.revokeRole},
+		{"GET /v1/roles", authz.ReadRoles, nil, nil, false, s.listRoles},
+		{"POST /v1/roles", authz.ManageRoles, nil, nil, false, s.assignRole},
+		{"POST /v1/roles/revoke", authz.ManageRoles, nil, nil, false, s.revokeRole},
 	}
 }
 
@@ -136,11 +192,20 @@ type filterKey struct{}
 
 type whoKey struct{}
 
+type orgKey struct{}
+
 // visible is the organisations a caller may see (a sponsor's), nil when
 // there is no limit.
 func visible(r *http.Request) map[string]bool {
 	f, _ := r.Context().Value(filterKey{}).(map[string]bool)
 	return f
+}
+
+// listOrg is the organisation a listing is about, as guard decided on it
+// (route.org); empty for every one the caller may see.
+func listOrg(r *http.Request) string {
+	o, _ := r.Context().Value(orgKey{}).(string)
+	return o
 }
 
 // caller is who a guarded request came from.
@@ -164,9 +229,18 @@ func (s *Server) guard(rt route) http.HandlerFunc {
 				}
 			}
 		}
+		if err := checkQuery(r, rt.params); err != nil {
+			writeError(w, err)
+			return
+		}
 		org := ""
 		if rt.org != nil {
-			org = rt.org(r)
+			o, err := rt.org(r)
+			if err != nil {
+				writeError(w, err)
+				return
+			}
+			org = o
 		}
 		if org != "" {
 			if err := validate.Name("org", org); err != nil {
@@ -180,6 +254,15 @@ func (s *Server) guard(rt route) http.HandlerFunc {
 			return
 		}
 		d := who.grants.Decide(rt.action, org)
+		if d.Allowed && d.Filter == nil && org != "" && rt.filtered {
+			// A caller who sees only some organisations gets its answer
+			// narrowed however it asks: naming one of its own is no way
+			// past what the handler keeps from it (other organisations,
+			// and in the audit log, events about none).
+			if all := who.grants.Decide(rt.action, ""); all.Filter != nil {
+				d.Filter = map[string]bool{org: true}
+			}
+		}
 		if d.Allowed && d.Filter != nil && !rt.filtered {
 			// Fail closed: a route that cannot narrow its answer gives
 			// a partial view to nobody.
@@ -198,6 +281,7 @@ func (s *Server) guard(rt route) http.HandlerFunc {
 			return
 		}
 		ctx := context.WithValue(r.Context(), whoKey{}, who)
+		ctx = context.WithValue(ctx, orgKey{}, org)
 		if d.Filter != nil {
 			ctx = context.WithValue(ctx, filterKey{}, d.Filter)
 		}
@@ -334,7 +418,7 @@ func (s *Server) createInvite(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) listInvites(w http.ResponseWriter, r *http.Request) {
-	invites, err := s.svc.ListInvites(r.Context(), r.URL.Query().Get("org"))
+	invites, err := s.svc.ListInvites(r.Context(), listOrg(r))
 	if f := visible(r); f != nil {
 		invites = slices.DeleteFunc(invites, func(i api.Invite) bool { return !f[i.Org] })
 	}
@@ -347,8 +431,7 @@ func (s *Server) revokeInvite(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) listRequests(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	reqs, err := s.svc.ListRequests(r.Context(), q.Get("org"), q.Get("state"))
+	reqs, err := s.svc.ListRequests(r.Context(), listOrg(r), r.URL.Query().Get("state"))
 	if f := visible(r); f != nil {
 		reqs = slices.DeleteFunc(reqs, func(x api.Request) bool { return !f[x.Org] })
 	}
@@ -408,8 +491,7 @@ func (s *Server) issuePeer(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) listPeers(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	peers, err := s.svc.ListPeers(r.Context(), service.PeerFilter{Org: q.Get("org"), State: q.Get("state")})
+	peers, err := s.svc.ListPeers(r.Context(), service.PeerFilter{Org: listOrg(r), State: r.URL.Query().Get("state")})
 	if f := visible(r); f != nil {
 		peers = slices.DeleteFunc(peers, func(p api.Peer) bool { return !f[p.Org] })
 	}
@@ -455,7 +537,8 @@ func (s *Server) extendPeer(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) audit(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	f := service.AuditFilter{Org: q.Get("org"), Peer: q.Get("peer"), Action: q.Get("action"), Actor: q.Get("actor")}
+	// guard checked that ?peer= is of the organisation it decided on.
+	f := service.AuditFilter{Org: listOrg(r), Peer: q.Get("peer"), Action: q.Get("action"), Actor: q.Get("actor")}
 	for _, tp := range []struct {
 		name string
 		dst  *time.Time
@@ -471,14 +554,25 @@ func (s *Server) audit(w http.ResponseWriter, r *http.Request) {
 	}
 	evs, err := s.svc.Audit(r.Context(), f)
 	if v := visible(r); v != nil {
-		// A sponsor reads the events about its organisations and their
-		// peers, nothing else.
-		evs = slices.DeleteFunc(evs, func(e api.AuditEvent) bool {
-			org, _, _ := strings.Cut(e.Target, "/")
-			return !v[org] || !strings.HasPrefix(e.Action, "org.") && !strings.HasPrefix(e.Action, "peer.")
-		})
+		evs = slices.DeleteFunc(evs, func(e api.AuditEvent) bool { return !sponsorSees(e, v) })
 	}
 	reply(w, http.StatusOK, evs, err)
+}
+
+// orgEvents are the kinds of audit event whose target is an organisation
+// or one of its objects (ORG/NAME). The others are about no organisation,
+// whatever their target looks like: a refusal names the caller's target,
+// a role change a user (who may share an organisation's name), a refused
+// enrollment the page's step.
+var orgEvents = []string{"org.", "peer.", "group.", "invite.", "request.", "enroll.request", "enroll.config"}
+
+// sponsorSees says whether a caller who sees the organisations in visible
+// alone may read an event: one about one of them, and nothing else.
+func sponsorSees(e api.AuditEvent, visible map[string]bool) bool {
+	org, _, _ := strings.Cut(e.Target, "/")
+	return visible[org] && slices.ContainsFunc(orgEvents, func(kind string) bool {
+		return e.Action == kind || strings.HasSuffix(kind, ".") && strings.HasPrefix(e.Action, kind)
+	})
 }
 
 func (s *Server) verifyAudit(w http.ResponseWriter, r *http.Request) {

@@ -72,8 +72,9 @@ func Printable(s string) string {
 }
 
 // PublicKey parses a WireGuard public key (base64 of 32 bytes) and refuses
-// keys that would let anyone complete a handshake: all-zero and other
-// low-order points of Curve25519.
+// keys that would let anyone complete a handshake (all-zero and other
+// low-order points of Curve25519), and keys that are another spelling of
+// one (see canonical).
 func PublicKey(s string) ([32]byte, error) {
 	var k [32]byte
 	raw, err := base64.StdEncoding.DecodeString(s)
@@ -89,5 +90,31 @@ func PublicKey(s string) ([32]byte, error) {
 	if _, err := curve25519.X25519(scalar[:], k[:]); err != nil {
 		return k, fmt.Errorf("public key %q is a low-order (weak) point; generate a fresh key with `wg genkey | wg pubkey`", s)
 	}
+	if c := canonical(k); c != k {
+		why := "it is 2^255-19 or more"
+		if k[31]&0x80 != 0 {
+			why = "bit 255 is set"
+		}
+		cs := base64.StdEncoding.EncodeToString(c[:])
+		return k, fmt.Errorf("public key %q is %q written another way (%s; X25519 takes both as one device's key), which `wg pubkey` never writes; give %q", s, cs, why, cs)
+	}
 	return k, nil
+}
+
+// canonical is the one spelling of k that wg pubkey writes. X25519 ignores
+// bit 255 and reduces the rest modulo p = 2^255-19, so every other
+// spelling names the same device, under a key the store has not seen.
+func canonical(k [32]byte) [32]byte {
+	k[31] &= 0x7f
+	// Below 2^255, only p+0 to p+18 are p or more: little-endian, a first
+	// byte of 0xed to 0xff, thirty bytes of 0xff and a last one of 0x7f.
+	if k[31] != 0x7f || k[0] < 0xed {
+		return k
+	}
+	for _, b := range k[1:31] {
+		if b != 0xff {
+			return k
+		}
+	}
+	return [32]byte{k[0] - 0xed}
 }

@@ -66,3 +66,34 @@ func TestPublicKey(t *testing.T) {
 		}
 	}
 }
+
+// TestPublicKeyHasOneSpelling: X25519 ignores bit 255 of a public key and
+// reduces it modulo 2^255-19, so a key with that bit set, or a number of
+// the field's size or more, names the same device as a key wg pubkey
+// writes: two peers with one key that the key-reuse check cannot see.
+// No tool makes such a key, so it is refused, naming the spelling to use.
+func TestPublicKeyHasOneSpelling(t *testing.T) {
+	for range 20 {
+		k, err := wgtypes.GeneratePrivateKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		pub := k.PublicKey()
+		if _, err := PublicKey(pub.String()); err != nil {
+			t.Fatalf("real key %s refused: %v", pub, err)
+		}
+		alias := pub
+		alias[31] |= 0x80
+		_, err = PublicKey(alias.String())
+		if err == nil || !strings.Contains(err.Error(), alias.String()) || !strings.Contains(err.Error(), "bit 255") || !strings.Contains(err.Error(), pub.String()) {
+			t.Fatalf("key %s (bit 255 set, the same device as %s): %v; want a refusal naming both and the bit", alias, pub, err)
+		}
+	}
+	// 2^255-19+2 is the point 2: an alias of a key that is not low-order.
+	big, _ := hex.DecodeString("efffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f")
+	var kk wgtypes.Key
+	copy(kk[:], big)
+	if _, err := PublicKey(kk.String()); err == nil || !strings.Contains(err.Error(), kk.String()) || !strings.Contains(err.Error(), "AgAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=") {
+		t.Errorf("key %s (2^255-17, the same point as 2): %v; want a refusal naming the canonical key", kk, err)
+	}
+}
