@@ -23,6 +23,7 @@ test:
 	scripts/fuzz.sh
 	scripts/check-install.sh
 	GO=$(GO) scripts/test-packages.sh
+	GO=$(GO) scripts/test-systemd.sh
 	scripts/test-kernel.sh
 
 # Every fuzz target for longer (FUZZTIME=10m make fuzz for a soak).

@@ -17,14 +17,14 @@ before=$(cd "$root" && find . | sort)
 scripts/install.sh install >/dev/null
 scripts/install.sh install >/dev/null
 for f in usr/local/bin/extranetd usr/local/bin/extranetctl etc/extranet/extranetd.yaml \
-	etc/systemd/system/extranetd.service etc/systemd/system/extranet-expire.timer; do
+	etc/systemd/system/extranetd.service etc/systemd/system/extranetd-close.service etc/systemd/system/extranet-expire.timer; do
 	[ -e "$root/$f" ] || { echo "check-install: $f missing after install" >&2; exit 1; }
 done
 getent group "$GROUP" >/dev/null || { echo "check-install: group not created" >&2; exit 1; }
 [ "$(id -gn "$EXPIRE_USER" 2>/dev/null)" = "$GROUP" ] || { echo "check-install: the expire account was not created in the group" >&2; exit 1; }
 grep -qx "User=$EXPIRE_USER" "$UNITDIR/extranet-expire.service" || { echo "check-install: the expire unit does not run as its account" >&2; exit 1; }
 if command -v systemd-analyze >/dev/null; then
-	complaints=$(systemd-analyze verify "$UNITDIR"/extranetd.service "$UNITDIR"/extranet-expire.service "$UNITDIR"/extranet-expire.timer 2>&1 || true)
+	complaints=$(systemd-analyze verify "$UNITDIR"/extranetd.service "$UNITDIR"/extranetd-close.service "$UNITDIR"/extranet-expire.service "$UNITDIR"/extranet-expire.timer 2>&1 || true)
 	if [ -n "$complaints" ]; then
 		echo "check-install: systemd-analyze verify: $complaints" >&2
 		exit 1

@@ -7,11 +7,13 @@ set -euo pipefail
 # reload does. qemu-system-x86, cpio and xz-utils: scripts/vm-run.sh's VM, where the
 # end-to-end tests run on kernel WireGuard. debootstrap and lintian:
 # scripts/test-packages.sh's chroot and the .deb's lint. (To lint the .rpm
-# by hand: apt-get install rpmlint rpm.) chromium and zbar-tools: the
+# by hand: apt-get install rpmlint rpm.) systemd-container: systemd-nspawn,
+# in which scripts/test-systemd.sh boots the package under systemd.
+# chromium and zbar-tools: the
 # enrollment page is tested in a real browser, and its QR code decoded.
 # openssl and jq: the demo's certificate and its partner's enrollment.
 pkgs=(iptables ipset wireguard-tools wireguard-go iproute2 conntrack iputils-ping socat iperf3 kmod procps curl nftables
-	qemu-system-x86 cpio xz-utils debootstrap lintian chromium zbar-tools openssl jq)
+	qemu-system-x86 cpio xz-utils debootstrap lintian systemd-container chromium zbar-tools openssl jq)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

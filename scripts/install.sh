@@ -9,7 +9,7 @@ etc=${ETCDIR:-/etc/extranet}
 unitdir=${UNITDIR:-/etc/systemd/system}
 group=${GROUP:-extranet}
 expire_user=${EXPIRE_USER:-extranet-expire}
-units=(extranetd.service extranet-expire.service extranet-expire.timer)
+units=(extranetd.service extranetd-close.service extranet-expire.service extranet-expire.timer)
 
 have_systemd() { [ -d /run/systemd/system ]; }
 

@@ -34,7 +34,7 @@ CGO_ENABLED=0 GOARCH=$ARCH $GO build -trimpath -buildmode=pie \
 	-o "$STAGE/usr/bin/" ./cmd/extranetd ./cmd/extranetctl
 
 # The units say /usr/local (make install's prefix); the package's is /usr.
-for u in extranetd.service extranet-expire.service extranet-expire.timer; do
+for u in extranetd.service extranetd-close.service extranet-expire.service extranet-expire.timer; do
 	sed 's#/usr/local/#/usr/#g' "systemd/$u" >"$STAGE/usr/lib/systemd/system/$u"
 done
 

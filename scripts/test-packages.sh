@@ -134,7 +134,8 @@ check "depends on iptables, ipset, conntrack; recommends wireguard-tools" \
 	sh -c "chroot '$root' dpkg-query -W -f='\${Depends}|\${Recommends}' extranet | grep -qx 'iptables, ipset, conntrack|wireguard-tools'"
 
 modes=$(in_root stat -c '%a %U:%G %n' /usr/bin/extranetd /usr/bin/extranetctl /etc/extranet/extranetd.yaml \
-	/usr/lib/systemd/system/extranetd.service /usr/lib/systemd/system/extranet-expire.service \
+	/usr/lib/systemd/system/extranetd.service /usr/lib/systemd/system/extranetd-close.service \
+	/usr/lib/systemd/system/extranet-expire.service \
 	/usr/lib/systemd/system/extranet-expire.timer /usr/share/man/man1/extranetctl.1.gz \
 	/usr/share/man/man1/extranetctl-peer-issue.1.gz /usr/share/man/man8/extranetd.8.gz \
 	/usr/share/bash-completion/completions/extranetctl /usr/share/zsh/vendor-completions/_extranetctl \
@@ -144,6 +145,7 @@ want="755 root:root /usr/bin/extranetd
 755 root:root /usr/bin/extranetctl
 644 root:root /etc/extranet/extranetd.yaml
 644 root:root /usr/lib/systemd/system/extranetd.service
+644 root:root /usr/lib/systemd/system/extranetd-close.service
 644 root:root /usr/lib/systemd/system/extranet-expire.service
 644 root:root /usr/lib/systemd/system/extranet-expire.timer
 644 root:root /usr/share/man/man1/extranetctl.1.gz
@@ -157,9 +159,10 @@ want="755 root:root /usr/bin/extranetd
 check "files in place, modes and owners" diff <(echo "$want") <(echo "$modes")
 check "conffile registered" grep -qx /etc/extranet/extranetd.yaml "$root/var/lib/dpkg/info/extranet.conffiles"
 check "units run /usr/bin, nothing of /usr/local" sh -c "grep -q '^ExecStart=/usr/bin/extranetd ' '$root/usr/lib/systemd/system/extranetd.service' &&
+	grep -q '^ExecStart=/usr/bin/extranetd .* stop-hook ' '$root/usr/lib/systemd/system/extranetd-close.service' &&
 	grep -q '^ExecStart=/usr/bin/extranetctl expire' '$root/usr/lib/systemd/system/extranet-expire.service' &&
 	! grep -rq /usr/local '$root/usr/lib/systemd/system/'extranet*"
-check "the units' Documentation= files exist" sh -c "n=0; for d in \$(sed -n 's#^Documentation=file://##p' '$root'/usr/lib/systemd/system/extranet*); do test -s '$root'\$d || exit 1; n=\$((n + 1)); done; test \$n = 2"
+check "the units' Documentation= files exist" sh -c "n=0; for d in \$(sed -n 's#^Documentation=file://##p' '$root'/usr/lib/systemd/system/extranet*); do test -s '$root'\$d || exit 1; n=\$((n + 1)); done; test \$n = 3"
 check "no unit enabled" sh -c "! ls '$root'/etc/systemd/system/*/extranet* 2>/dev/null | grep -q ."
 gid=$(in_root getent group extranet | cut -d: -f3) || true
 check "group extranet created, a system group (gid $gid)" test -n "$gid" -a "${gid:-1000}" -lt 1000
@@ -192,7 +195,7 @@ X"
 
 echo "test-packages: remove"
 out=$(in_root apt-get remove -y -q extranet) || fail "apt-get remove extranet"
-check "remove says firewall and state are kept" grep -q "extranetd cleanup" <<<"$out"
+check "remove without systemd running touches nothing, and says how to clean up" grep -q "nothing stopped or removed.*extranetd cleanup" <<<"$out"
 check "remove: binaries and units gone" sh -c "test ! -e '$root/usr/bin/extranetd' -a ! -e '$root/usr/bin/extranetctl' -a ! -e '$root/usr/lib/systemd/system/extranetd.service'"
 check "remove: edited config kept" grep -q "edited by test-packages" "$root/etc/extranet/extranetd.yaml"
 check "remove: /var/lib/extranet kept" test -s "$root/var/lib/extranet/extranet.db"

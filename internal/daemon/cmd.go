@@ -2,18 +2,24 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
+	"os/exec"
 	"os/signal"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/vishvananda/netlink"
 
 	"github.com/extranetgw/extranet/internal/gwns"
 	"github.com/extranetgw/extranet/internal/store"
@@ -91,9 +97,12 @@ func NewRootCmd() *cobra.Command {
 		Use:   "netns",
 		Short: "Create the gateway's network namespace if it is missing, and exit",
 		Long: `Create (or find) the network namespace named by --netns, pinned under
-/run/netns as ` + "`ip netns add`" + ` would. The daemon does this itself at start;
-the systemd unit runs it first, outside the service's sandbox, so that the
-pin is visible to the whole host.`,
+/run/netns as ` + "`ip netns add`" + ` would. The daemon does this itself at start
+when it runs in the host's mount namespace. The systemd unit runs it first,
+in PID 1's mount namespace (nsenter --mount=/proc/1/ns/mnt), so that the pin
+is the host's and the sandboxed daemon, ` + "`ip netns exec`" + ` and ` + "`extranetd cleanup`" + `
+all find the same namespace. Run anywhere else (a sandbox, ` + "`ip netns exec`" + `)
+it refuses to make a namespace that only it would see.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := loadConfig(cmd, &cfg, configPath); err != nil {
@@ -113,6 +122,7 @@ pin is visible to the whole host.`,
 			return nil
 		},
 	})
+	root.AddCommand(newStopHookCmd(&cfg, &configPath))
 	root.AddCommand(newRestoreCmd(&cfg, &configPath))
 	root.AddCommand(&cobra.Command{
 		Use:   "version",
@@ -218,4 +228,151 @@ func printRestoreReport(w io.Writer, rep store.RestoreReport) {
 	if len(rep.ReEnabled)+len(rep.KeptRevoked)+len(rep.Lost) == 0 {
 		fmt.Fprintln(w, "The backup re-enables no peer that is not live now.")
 	}
+}
+
+func newStopHookCmd(cfg *Config, configPath *string) *cobra.Command {
+	unit := "extranetd.service"
+	cmd := &cobra.Command{
+		Use:   "stop-hook",
+		Short: "Take the WireGuard link down unless systemd is about to start extranetd again",
+		Long: `Run by systemd when extranetd has stopped: as the unit's ExecStopPost, and
+from extranetd-close.service, which the unit's OnFailure= and OnSuccess=
+start once it has settled. Unless systemd is about to start the daemon again
+(a restart, or an automatic restart after a crash), it takes the WireGuard
+interface in the gateway namespace down, so no partner packet crosses a
+gateway that nobody enforces: a stop, a crash loop systemd gave up on, a
+stop during an automatic restart. The firewall rules and the namespace stay;
+the next start brings the link up once they are in force. With userspace
+WireGuard the interface ended with the daemon, and there is nothing to do.
+It decides from $SERVICE_RESULT (set for ExecStopPost) and from what
+systemctl says of the unit's job and state.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			// Its decisions are logged whatever log-level says: they are
+			// what tells an admin why the gateway closed, or did not.
+			log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+			if err := loadConfig(cmd, cfg, *configPath); err != nil {
+				// A config the daemon could not read either may be why it
+				// stopped; the link must close all the same.
+				d := Defaults()
+				cfg.NetNS, cfg.Interface = d.NetNS, d.Interface
+				log.Warn("config unreadable; closing the default namespace's interface", "err", err, "netns", cfg.NetNS, "interface", cfg.Interface)
+			} else if strings.EqualFold(cfg.LogFormat, "json") {
+				log = slog.New(slog.NewJSONHandler(os.Stderr, nil))
+			}
+			result, stopping := os.LookupEnv("SERVICE_RESULT")
+			ctx, cancel := context.WithTimeout(cmd.Context(), 15*time.Second)
+			defer cancel()
+			st, err := unitStateOf(ctx, unit)
+			if err != nil {
+				log.Error("cannot ask systemd about the unit; deciding without it", "unit", unit, "err", err)
+			}
+			keep, why := keepLink(st, err == nil, result, stopping)
+			attrs := []any{"unit", unit, "job", st.Job, "state", st.ActiveState, "netns", cfg.NetNS, "interface", cfg.Interface}
+			if stopping {
+				attrs = append(attrs, "result", result)
+			}
+			if keep {
+				log.Info("WireGuard link left as it is: "+why, attrs...)
+				return nil
+			}
+			done, err := closeLink(cfg.NetNS, cfg.Interface)
+			if err != nil {
+				return fmt.Errorf("%s, but the WireGuard link could not be taken down: %w", why, err)
+			}
+			log.Info("WireGuard link closed: "+why+"; "+done, attrs...)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&unit, "unit", unit, "the systemd unit of the daemon (%n in a unit file)")
+	return cmd
+}
+
+// unitState is what systemd says of the daemon's unit while the hook runs.
+type unitState struct {
+	// Job is the type of the unit's pending or running job (start, stop,
+	// restart…), empty for none; ActiveState is active, inactive, failed…
+	Job, ActiveState string
+}
+
+// keepLink decides whether systemd is about to run the daemon again, which
+// keeps the link up (partners keep their sessions across a restart), or
+// not, which closes it. stopping is true in ExecStopPost, where result is
+// $SERVICE_RESULT; known is false when systemd could not be asked.
+func keepLink(st unitState, known bool, result string, stopping bool) (bool, string) {
+	switch {
+	case known && st.Job == "stop":
+		return false, "the unit is being stopped"
+	case known && slices.Contains([]string{"start", "restart", "try-restart", "reload-or-start", "verify-active"}, st.Job):
+		return true, "systemd starts the daemon again (job " + st.Job + ")"
+	case stopping && result == "success":
+		// Clean exits are not restarted (Restart=on-failure), and with
+		// systemd silent a restart cannot be told from a stop: close.
+		return false, "the daemon exited cleanly and no restart is pending"
+	case stopping:
+		// Restart=on-failure restarts it; should systemd give up, the
+		// unit fails and OnFailure= runs this hook again.
+		return true, "the daemon ended with " + result + " and systemd restarts it (Restart=on-failure)"
+	case !known:
+		return false, "systemd's view of the unit is unknown"
+	case st.ActiveState == "inactive" || st.ActiveState == "failed":
+		return false, "the unit is " + st.ActiveState + " and nothing starts it again"
+	}
+	// Running, starting, or stopping with its own ExecStopPost to decide.
+	return true, "the unit is " + st.ActiveState
+}
+
+// unitStateOf asks systemctl for the unit's state and the type of its job.
+func unitStateOf(ctx context.Context, unit string) (unitState, error) {
+	var st unitState
+	out, err := exec.CommandContext(ctx, "systemctl", "show", "--property=ActiveState", "--value", "--", unit).Output()
+	if err != nil {
+		return st, fmt.Errorf("systemctl show %s: %w", unit, err)
+	}
+	st.ActiveState = strings.TrimSpace(string(out))
+	out, err = exec.CommandContext(ctx, "systemctl", "list-jobs", "--no-legend", "--no-pager", "--", unit).Output()
+	if err != nil {
+		return st, fmt.Errorf("systemctl list-jobs %s: %w", unit, err)
+	}
+	st.Job = jobType(string(out), unit)
+	return st, nil
+}
+
+// jobType reads the TYPE column of `systemctl list-jobs --no-legend`
+// (JOB UNIT TYPE STATE) for the unit.
+func jobType(listJobs, unit string) string {
+	for _, line := range strings.Split(listJobs, "\n") {
+		if f := strings.Fields(line); len(f) >= 4 && f[1] == unit {
+			return f[2]
+		}
+	}
+	return ""
+}
+
+// closeLink takes the interface in the gateway namespace down and says
+// what it found. Neither a missing namespace nor a missing interface is an
+// error: there is nothing to close.
+func closeLink(netnsName, iface string) (string, error) {
+	ns, err := gwns.OpenExisting(netnsName)
+	if err != nil {
+		return "", err
+	}
+	if ns == nil {
+		return "no network namespace " + netnsName, nil
+	}
+	defer ns.Close()
+	link, err := ns.Netlink().LinkByName(iface)
+	var notFound netlink.LinkNotFoundError
+	switch {
+	case errors.As(err, &notFound):
+		return "no interface " + iface + " (userspace WireGuard ends with the daemon)", nil
+	case err != nil:
+		return "", fmt.Errorf("look up %s in network namespace %s: %w", iface, netnsName, err)
+	case link.Attrs().Flags&net.FlagUp == 0:
+		return iface + " was already down", nil
+	}
+	if err := ns.Netlink().LinkSetDown(link); err != nil {
+		return "", fmt.Errorf("take %s down in network namespace %s: %w", iface, netnsName, err)
+	}
+	return iface + " taken down", nil
 }

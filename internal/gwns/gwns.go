@@ -17,6 +17,7 @@ import (
 	"regexp"
 	"runtime"
 	"slices"
+	"strings"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -63,10 +64,14 @@ func open(name string, mayCreate bool) (*NS, bool, error) {
 	h, err := netns.GetFromPath(path)
 	if err == nil && !isNS(h) {
 		// An empty pin: a crash between creating the file and mounting
-		// the namespace on it. Nothing lives there; start over.
+		// the namespace on it, or a pin made in a mount namespace of its
+		// own that is gone. Nothing lives there; start over.
 		h.Close()
 		if !mayCreate {
 			return nil, false, fmt.Errorf("%s is not a network namespace (left by an interrupted start?); remove it", path)
+		}
+		if err := pinsReachHost(); err != nil {
+			return nil, false, fmt.Errorf("network namespace %s: %s is not a network namespace here, and a new one cannot be made: %w", name, path, err)
 		}
 		if err := os.Remove(path); err != nil {
 			return nil, false, fmt.Errorf("remove %s, which is not a network namespace: %w", path, err)
@@ -77,6 +82,9 @@ func open(name string, mayCreate bool) (*NS, bool, error) {
 	case errors.Is(err, os.ErrNotExist) && !mayCreate:
 		return nil, false, nil
 	case errors.Is(err, os.ErrNotExist):
+		if err := pinsReachHost(); err != nil {
+			return nil, false, fmt.Errorf("network namespace %s: %s does not exist here, and a new one cannot be made: %w", name, path, err)
+		}
 		h, err = create(name)
 		created = true
 	}
@@ -112,6 +120,67 @@ func open(name string, mayCreate bool) (*NS, bool, error) {
 func isNS(h netns.NsHandle) bool {
 	var st unix.Statfs_t
 	return unix.Fstatfs(int(h), &st) == nil && st.Type == unix.NSFS_MAGIC
+}
+
+// pinsReachHost fails when a pin made in Dir would stay in the caller's
+// mount namespace, away from the host's: PID 1's, where `ip netns exec`,
+// `extranetd cleanup` and the next start look. systemd's sandbox of a unit
+// (also of a "+" command of one that has PrivateTmp= or ProtectSystem=) and
+// `ip netns exec` are such namespaces: a pin there would be seen by the
+// caller alone and vanish with it, leaving the host an empty file and the
+// next start a new namespace. Where PID 1's mount namespace cannot be read,
+// a slave mount holding Dir (it takes mounts from its master and gives none
+// back, as in both of those) tells the same; in a container PID 1 is the
+// container's own, whose mounts may well be slaves of the real host's.
+func pinsReachHost() error {
+	self, err := os.Readlink("/proc/thread-self/ns/mnt")
+	if err != nil {
+		// No /proc: nothing tells, and the caller goes on as iproute2 would.
+		return nil
+	}
+	var why string
+	if host, err := os.Readlink("/proc/1/ns/mnt"); err == nil {
+		if self == host {
+			return nil
+		}
+		why = "this process runs in a mount namespace other than PID 1's (" + self + ", not " + host + ")"
+	} else if info, err := os.ReadFile("/proc/thread-self/mountinfo"); err != nil {
+		return nil
+	} else if at, slave := slaveMount(string(info), Dir); slave {
+		why = "it would be pinned under " + at + ", a slave mount: this process runs in a mount namespace of its own"
+	} else {
+		return nil
+	}
+	return errors.New(why + " (a systemd sandbox, or ip netns exec), whose mounts the host never sees. " +
+		"Pin the namespace in the host's mount namespace first, as the systemd unit's ExecStartPre does (nsenter --mount=/proc/1/ns/mnt extranetd netns), then start again")
+}
+
+// slaveMount finds, in a mountinfo table, the mount that holds dir (the
+// last one mounted on the longest mount point that is dir or above it) and
+// tells whether it is a slave (a "master:N" field).
+func slaveMount(mountinfo, dir string) (string, bool) {
+	best, slave := "", false
+	for _, line := range strings.Split(mountinfo, "\n") {
+		pre, _, ok := strings.Cut(line, " - ")
+		f := strings.Fields(pre)
+		if !ok || len(f) < 6 {
+			continue
+		}
+		at := f[4]
+		if at != dir && at != "/" && !strings.HasPrefix(dir, at+"/") {
+			continue
+		}
+		if len(at) < len(best) {
+			continue
+		}
+		best, slave = at, false
+		for _, opt := range f[6:] {
+			if strings.HasPrefix(opt, "master:") {
+				slave = true
+			}
+		}
+	}
+	return best, slave
 }
 
 // create makes a namespace and pins it at Dir/name, the way `ip netns add`
@@ -276,6 +345,9 @@ func (n *NS) pin(e ensurer) error {
 	e.note("namespace pin " + path + " missing")
 	if !e.fix {
 		return nil
+	}
+	if err := pinsReachHost(); err != nil {
+		return fmt.Errorf("the gateway namespace is no longer pinned at %s, and cannot be pinned again from here: %w", path, err)
 	}
 	if err := shareDir(); err != nil {
 		return err
