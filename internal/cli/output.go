@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
@@ -36,9 +38,21 @@ func newTable(w io.Writer, header ...string) *table {
 
 func (t *table) row(cols ...string) {
 	for i, c := range cols {
-		cols[i] = strings.ReplaceAll(c, "\t", " ")
+		cols[i] = cell(c)
 	}
 	fmt.Fprintln(t.tw, strings.Join(cols, "\t"))
+}
+
+// cell is a value as a table shows it. Some values come from partners (a
+// request's source, an audit actor), and whatever checks them upstream, a
+// terminal must never receive their control characters, nor a newline or
+// tab that forges a row or a column: such a value is printed quoted, as Go
+// quotes strings (\x1b, \n), so it is seen to be odd; others as they are.
+func cell(s string) string {
+	if !utf8.ValidString(s) || strings.IndexFunc(s, func(r rune) bool { return !strconv.IsPrint(r) }) >= 0 {
+		return strconv.Quote(s)
+	}
+	return s
 }
 
 func (t *table) flush() error { return t.tw.Flush() }
@@ -47,7 +61,7 @@ func (t *table) flush() error { return t.tw.Flush() }
 func fields(w io.Writer, kv ...string) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	for i := 0; i+1 < len(kv); i += 2 {
-		fmt.Fprintf(tw, "%s:\t%s\n", kv[i], kv[i+1])
+		fmt.Fprintf(tw, "%s:\t%s\n", cell(kv[i]), cell(kv[i+1]))
 	}
 	return tw.Flush()
 }

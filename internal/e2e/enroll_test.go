@@ -256,6 +256,17 @@ func (b *browser) sent() string {
 
 var privRE = regexp.MustCompile(`(?m)^PrivateKey = (\S+)$`)
 
+// wantClamped checks that a private key made in the page is written as
+// `wg genkey` writes one, clamped, so every app and tool shows the key
+// the same (X25519 clamps before use, so an unclamped key works, but the
+// Windows app shows it as written and `wg show` clamped).
+func wantClamped(t *testing.T, whose string, k wgtypes.Key) {
+	t.Helper()
+	if k[0]&7 != 0 || k[31]&128 != 0 || k[31]&64 == 0 {
+		t.Errorf("%s private key %s is not clamped (first byte %08b, last %08b)", whose, k, k[0], k[31])
+	}
+}
+
 // TestEnrollmentInBrowser: a partner opens an invite's link in a real
 // browser (Debian's Chromium), names the device and submits; the browser
 // makes the key pair and sends only the public key; a sponsor approves
@@ -328,6 +339,7 @@ func TestEnrollmentInBrowser(t *testing.T) {
 		if err != nil {
 			t.Fatalf("the page's private key: %v", err)
 		}
+		wantClamped(t, "the laptop's", priv)
 		if p := r.peerJSON("acme/laptop"); p.PublicKey != priv.PublicKey().String() || p.Group != "support" {
 			t.Errorf("the peer's public key %s is not the page's private key's %s (or its group %q)", p.PublicKey, priv.PublicKey(), p.Group)
 		}
@@ -373,6 +385,13 @@ func TestEnrollmentInBrowser(t *testing.T) {
 		cfg := b.config(t)
 		if !strings.Contains(cfg, "AllowedIPs = 10.10.1.0/24, 10.10.2.2/32") {
 			t.Errorf("the default group's config:\n%s", cfg)
+		}
+		if m := privRE.FindStringSubmatch(cfg); m == nil {
+			t.Errorf("the kiosk's config has no private key:\n%s", cfg)
+		} else if priv, err := wgtypes.ParseKey(m[1]); err != nil {
+			t.Errorf("the kiosk's private key: %v", err)
+		} else {
+			wantClamped(t, "the kiosk's", priv)
 		}
 		if p := r.peerJSON("acme/kiosk"); p.State != api.StateActive || p.Group != "default" {
 			t.Errorf("the auto-approved peer: %+v", p)

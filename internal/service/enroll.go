@@ -37,10 +37,25 @@ const (
 	KeyFromPasted  = "pasted"
 )
 
-// ErrLinkInvalid is the one answer to a token that opens nothing: unknown,
-// expired, used up, revoked, or of an organisation or group that is gone.
-// It says the same in every case, so a guess learns nothing.
-var ErrLinkInvalid = &api.Error{Code: api.CodeNotFound, Message: "this enrollment link is not valid: it may have expired, been used for all its devices or been revoked; ask your contact at the organisation for a new one"}
+// ErrLinkInvalid is the one answer to a submission refused for what
+// exists: a token that opens nothing (unknown, expired, used up, revoked,
+// or of an organisation or group that is gone or out of force), a device
+// name enrolled or waiting already, a public key in use. It says the same
+// in every case, so neither a guess nor the holder of a link learns which
+// links, names or keys exist.
+var ErrLinkInvalid = &api.Error{Code: api.CodeNotFound, Message: "this enrollment link is not valid for this device: the link may have expired, been used for all its devices or been revoked, or the device name or a pasted key may be taken. Try another device name; if that fails, ask your contact at the organisation for a new link"}
+
+// refusal is a submission refused for a reason the audit log keeps and
+// the partner is not told: the partner reads ErrLinkInvalid, whatever the
+// reason.
+type refusal struct{ reason string }
+
+func (r *refusal) Error() string { return r.reason }
+func (r *refusal) Unwrap() error { return ErrLinkInvalid }
+
+func refuse(format string, args ...any) error {
+	return &refusal{reason: fmt.Sprintf(format, args...)}
+}
 
 // errRequestUnknown answers a status poll whose request or secret is wrong.
 var errRequestUnknown = &api.Error{Code: api.CodeNotFound, Message: "no such enrollment request; start again from your link"}
@@ -346,7 +361,9 @@ func (s *Service) approve(tx *store.Tx, r *store.Request, now time.Time, actor s
 
 // Enroll takes a partner's submission through an invite's token: it makes
 // a pending request, or, for an invite that approves by itself, the peer.
-// source is the address the submission came from, for the audit log.
+// source is the address the submission came from, for the audit log. A
+// refusal is ErrLinkInvalid (wrapped with its reason); an error that is no
+// *api.Error is the gateway's own failure, not for the partner's eyes.
 func (s *Service) Enroll(ctx context.Context, source string, req api.EnrollRequest) (api.EnrollAccepted, error) {
 	if err := validate.Name("device", req.Device); err != nil {
 		return api.EnrollAccepted{}, invalid(err)
@@ -357,46 +374,28 @@ func (s *Service) Enroll(ctx context.Context, source string, req api.EnrollReque
 	if err := s.checkSuppliedKey(req.PublicKey); err != nil {
 		return api.EnrollAccepted{}, err
 	}
+	now := s.now()
+	// Refused on a read first: made-up tokens must never queue for the
+	// write lock, nor join a batch of real changes that bbolt re-runs
+	// call by call when one of them fails.
+	if err := s.opts.DB.View(func(tx *store.Tx) error {
+		_, err := openSubmission(tx, req, now)
+		return err
+	}); err != nil {
+		return api.EnrollAccepted{}, fmt.Errorf("enroll: %w", err)
+	}
 	secret, err := randomString(32)
 	if err != nil {
 		return api.EnrollAccepted{}, err
 	}
-	now := s.now()
 	actor := "partner@" + source
 	var out api.EnrollAccepted
-	err = s.update(ctx, func(tx *store.Tx) error {
-		inv, err := tx.InviteByToken(req.Token)
-		if errors.Is(err, store.ErrNotFound) {
-			return ErrLinkInvalid
-		}
+	ch, err := s.opts.DB.Change(func(tx *store.Tx) error {
+		// Again: the invite, the names and the keys may have changed
+		// since the read.
+		inv, err := openSubmission(tx, req, now)
 		if err != nil {
 			return err
-		}
-		o, err := tx.Org(inv.Org)
-		if errors.Is(err, store.ErrNotFound) || err == nil && (o.State != api.StateActive || o.Group(inv.Group) == nil) {
-			return ErrLinkInvalid
-		}
-		if err != nil {
-			return err
-		}
-		if inviteState(inv, now) != "active" {
-			return ErrLinkInvalid
-		}
-		if old, err := tx.Peer(inv.Org, req.Device); err == nil && old.State != api.StateRevoked {
-			return api.Errorf(api.CodeConflict, "a device named %q is enrolled already; choose another name", req.Device)
-		}
-		taken := false
-		if err := tx.Requests(inv.Org, func(r *store.Request) error {
-			taken = taken || r.Device == req.Device && requestState(r, now) == api.RequestPending
-			return nil
-		}); err != nil {
-			return err
-		}
-		if taken {
-			return api.Errorf(api.CodeConflict, "a device named %q is waiting for approval already; choose another name", req.Device)
-		}
-		if tx.KeyOwner(req.PublicKey) != "" {
-			return api.Errorf(api.CodeConflict, "this public key is in use already; every device needs its own key pair")
 		}
 		var id string
 		for {
@@ -429,12 +428,62 @@ func (s *Service) Enroll(ctx context.Context, source string, req api.EnrollReque
 		out = api.EnrollAccepted{Request: r.Key(), Secret: secret, State: r.State}
 		return nil
 	})
+	if err != nil {
+		return api.EnrollAccepted{}, fmt.Errorf("enroll: %w", err)
+	}
 	// An approved device saved but not yet in force is still approved:
 	// the page's next poll finds it so, and the reconciler keeps trying.
-	if notApplied(err) != "" {
-		return out, nil
+	if err := s.applied(ctx, ch); notApplied(err) == "" {
+		return out, err
 	}
-	return out, err
+	return out, nil
+}
+
+// openSubmission returns the invite a submission's token opens, or its
+// refusal: the token opens nothing, or the device's name or key is taken.
+func openSubmission(tx *store.Tx, req api.EnrollRequest, now time.Time) (*store.Invite, error) {
+	inv, err := tx.InviteByToken(req.Token)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, refuse("no invite has this token")
+	}
+	if err != nil {
+		return nil, err
+	}
+	o, err := tx.Org(inv.Org)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil, refuse("invite %s: its organisation is gone", inv.Key())
+	case err != nil:
+		return nil, err
+	case !store.InForce(o.State, o.Expires, now):
+		return nil, refuse("invite %s: organisation %s is %s or past its contract's end", inv.Key(), o.Name, o.State)
+	case o.Group(inv.Group) == nil:
+		return nil, refuse("invite %s: group %s is gone", inv.Key(), inv.Group)
+	}
+	if st := inviteState(inv, now); st != "active" {
+		return nil, refuse("invite %s is %s", inv.Key(), st)
+	}
+	old, err := tx.Peer(inv.Org, req.Device)
+	switch {
+	case err == nil && old.State != api.StateRevoked:
+		return nil, refuse("invite %s: a device named %q is enrolled already", inv.Key(), req.Device)
+	case err != nil && !errors.Is(err, store.ErrNotFound):
+		return nil, err
+	}
+	taken := false
+	if err := tx.Requests(inv.Org, func(r *store.Request) error {
+		taken = taken || r.Device == req.Device && requestState(r, now) == api.RequestPending
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	if taken {
+		return nil, refuse("invite %s: a device named %q is waiting for approval already", inv.Key(), req.Device)
+	}
+	if tx.KeyOwner(req.PublicKey) != "" {
+		return nil, refuse("invite %s: the public key is in use already", inv.Key())
+	}
+	return inv, nil
 }
 
 // EnrollStatus is a request's state for the page that made it, which
@@ -466,15 +515,13 @@ func (s *Service) EnrollStatus(ctx context.Context, source string, req api.Enrol
 		if out.State != api.RequestApproved {
 			return nil
 		}
-		p, err := tx.Peer(r.Org, r.Device)
-		if err != nil || p.PublicKey != r.PublicKey || p.State != api.StateActive {
-			// Approved, then revoked or suspended since.
+		// Approved, then revoked, suspended or past a date since: the
+		// peer's, or its organisation's.
+		p, perr := tx.Peer(r.Org, r.Device)
+		o, oerr := tx.Org(r.Org)
+		if perr != nil || oerr != nil || p.PublicKey != r.PublicKey || !store.InForce(p.State, p.Expires, now) || !store.InForce(o.State, o.Expires, now) {
 			out = api.EnrollStatus{State: "withdrawn", Reason: "the device was approved, then its access was withdrawn; ask your contact"}
 			return nil
-		}
-		o, err := getOrg(tx, r.Org)
-		if err != nil {
-			return err
 		}
 		peer, grants, first = p, peerGrants(o, p), r.Delivered.IsZero()
 		if r.KeyFrom == KeyFromBrowser {
@@ -596,16 +643,22 @@ func (s *Service) DenyRequest(ctx context.Context, key string, req api.DenyReque
 }
 
 // InviteOf names the invite a token opens (ORG/ID), whatever its state,
-// for limits counted per invite.
-func (s *Service) InviteOf(token string) (string, bool) {
+// for limits counted per invite. A token that opens none is refused here,
+// on a read.
+func (s *Service) InviteOf(token string) (string, error) {
 	var key string
-	s.opts.DB.View(func(tx *store.Tx) error {
-		if inv, err := tx.InviteByToken(token); err == nil {
-			key = inv.Key()
+	err := s.opts.DB.View(func(tx *store.Tx) error {
+		inv, err := tx.InviteByToken(token)
+		if errors.Is(err, store.ErrNotFound) {
+			return refuse("no invite has this token")
 		}
+		if err != nil {
+			return err
+		}
+		key = inv.Key()
 		return nil
 	})
-	return key, key != ""
+	return key, err
 }
 
 // AuditEnrollRefusal records a refused submission or poll. The caller
@@ -613,4 +666,17 @@ func (s *Service) InviteOf(token string) (string, bool) {
 // token here.
 func (s *Service) AuditEnrollRefusal(ctx context.Context, source, what, why string) error {
 	return s.auditRead(WithActor(ctx, "partner@"+source), "enroll.refused", what, map[string]string{"why": why})
+}
+
+// AuditEnrollSuppressed records the refusals the enrollment server did
+// not audit one by one, lest a flood fill the log: how many, from how many
+// sources (at least that many when sourcesCapped).
+func (s *Service) AuditEnrollSuppressed(ctx context.Context, refusals, sources int, sourcesCapped bool, since time.Time) error {
+	from := fmt.Sprint(sources)
+	if sourcesCapped {
+		from = "at least " + from
+	}
+	return s.auditRead(WithActor(ctx, "partners"), "enroll.refused", "summary", map[string]any{
+		"why":      fmt.Sprintf("%d more refusals from %s sources, not recorded one by one", refusals, from),
+		"refusals": refusals, "sources": sources, "since": since})
 }

@@ -2,14 +2,27 @@ package service
 
 import (
 	"context"
+	"errors"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/extranetgw/extranet/pkg/api"
 	"github.com/extranetgw/extranet/pkg/wgconfig"
 )
+
+// wantRefused checks that err is the one answer to every refused
+// submission.
+func wantRefused(t *testing.T, what string, err error) {
+	t.Helper()
+	var ae *api.Error
+	if !errors.As(err, &ae) || ae != ErrLinkInvalid {
+		t.Errorf("%s: %v, want the answer to every refused link", what, err)
+	}
+}
 
 func tokenOf(t *testing.T, link string) string {
 	t.Helper()
@@ -57,7 +70,6 @@ func TestEnrollment(t *testing.T) {
 		code string
 		says string
 	}{
-		{api.EnrollRequest{Token: "bogus", Device: "d", PublicKey: pub1, KeyFrom: KeyFromBrowser}, api.CodeNotFound, "not valid"},
 		{api.EnrollRequest{Token: token, Device: "Bad Name", PublicKey: pub1, KeyFrom: KeyFromBrowser}, api.CodeInvalid, "device name"},
 		{api.EnrollRequest{Token: token, Device: "d", PublicKey: "nokey", KeyFrom: KeyFromBrowser}, api.CodeInvalid, "key"},
 		{api.EnrollRequest{Token: token, Device: "d", PublicKey: svc.opts.GatewayPublicKey, KeyFrom: KeyFromBrowser}, api.CodeInvalid, "gateway's own"},
@@ -67,12 +79,14 @@ func TestEnrollment(t *testing.T) {
 		wantCode(t, tc.says, err, tc.code, tc.says)
 	}
 
+	_, err = svc.Enroll(ctx, "192.0.2.7", api.EnrollRequest{Token: "bogus", Device: "d", PublicKey: pub1, KeyFrom: KeyFromBrowser})
+	wantRefused(t, "a made-up token", err)
 	acc, err := svc.Enroll(ctx, "192.0.2.7", api.EnrollRequest{Token: token, Device: "laptop", PublicKey: pub1, KeyFrom: KeyFromBrowser})
 	if err != nil || acc.State != api.RequestPending || !strings.HasPrefix(acc.Request, "acme/") {
 		t.Fatalf("submit: %+v %v", acc, err)
 	}
 	_, err = svc.Enroll(ctx, "192.0.2.7", api.EnrollRequest{Token: token, Device: "laptop", PublicKey: pub2, KeyFrom: KeyFromBrowser})
-	wantCode(t, "the same device name again", err, api.CodeConflict, "waiting for approval")
+	wantRefused(t, "the same device name again", err)
 	_, err = svc.Enroll(ctx, "192.0.2.7", api.EnrollRequest{Token: token, Device: "phone", PublicKey: pub1, KeyFrom: KeyFromBrowser})
 	// The key is not claimed until approval; a second request with it is
 	// refused at approval. Here the name differs and the key is free.
@@ -80,7 +94,7 @@ func TestEnrollment(t *testing.T) {
 		t.Fatalf("second device: %v", err)
 	}
 	_, err = svc.Enroll(ctx, "192.0.2.7", api.EnrollRequest{Token: token, Device: "third", PublicKey: pub3, KeyFrom: KeyFromBrowser})
-	wantCode(t, "the N+1th device", err, api.CodeNotFound, "not valid")
+	wantRefused(t, "the N+1th device", err)
 
 	st, err := svc.EnrollStatus(ctx, "192.0.2.7", api.EnrollStatusRequest{Request: acc.Request, Secret: acc.Secret})
 	if err != nil || st.State != api.RequestPending || st.Config != "" {
@@ -140,7 +154,7 @@ func TestEnrollment(t *testing.T) {
 	// Expired and revoked links say what unknown ones say.
 	clk.Advance(2 * time.Hour)
 	_, err = svc.Enroll(ctx, "192.0.2.8", api.EnrollRequest{Token: tokenOf(t, auto.Link), Device: "late", PublicKey: newPub(t), KeyFrom: KeyFromBrowser})
-	wantCode(t, "an expired link", err, api.CodeNotFound, "not valid")
+	wantRefused(t, "an expired link", err)
 	third, err := svc.CreateInvite(ctx, "acme", api.CreateInviteRequest{})
 	if err != nil {
 		t.Fatal(err)
@@ -157,7 +171,7 @@ func TestEnrollment(t *testing.T) {
 		t.Errorf("a pending request of a revoked invite: %+v %v", st, err)
 	}
 	_, err = svc.Enroll(ctx, "192.0.2.9", api.EnrollRequest{Token: tokenOf(t, third.Link), Device: "tablet2", PublicKey: newPub(t), KeyFrom: KeyFromBrowser})
-	wantCode(t, "a revoked link", err, api.CodeNotFound, "not valid")
+	wantRefused(t, "a revoked link", err)
 
 	// Pending requests expire.
 	last, err := svc.CreateInvite(ctx, "acme", api.CreateInviteRequest{Expires: "10d"})
@@ -194,7 +208,7 @@ func TestEnrollment(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = svc.Enroll(ctx, "192.0.2.9", api.EnrollRequest{Token: tokenOf(t, last.Link), Device: "ghost", PublicKey: newPub(t), KeyFrom: KeyFromBrowser})
-	wantCode(t, "an old acme's link on a new acme", err, api.CodeNotFound, "not valid")
+	wantRefused(t, "an old acme's link on a new acme", err)
 	db.Close()
 	raw, err := os.ReadFile(db.Path())
 	if err != nil {
@@ -249,8 +263,145 @@ func TestDeletedGroupEndsItsInvites(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = svc.Enroll(ctx, "192.0.2.1", api.EnrollRequest{Token: tokenOf(t, inv.Link), Device: "b", PublicKey: newPub(t), KeyFrom: KeyFromBrowser})
-	wantCode(t, "a deleted group's link on a group of its name", err, api.CodeNotFound, "not valid")
+	wantRefused(t, "a deleted group's link on a group of its name", err)
 	if invites, err := svc.ListInvites(ctx, "acme"); err != nil || len(invites) != 1 || invites[0].State != "revoked" {
 		t.Errorf("invites after the group was deleted: %+v %v", invites, err)
+	}
+}
+
+// TestConfigOnlyWhileInForce: the page gets its config only while the
+// device would have access: the peer active and before its date, its
+// organisation active and before its contract's end, whether or not the
+// expire job has run. Otherwise it reads that access was withdrawn. A
+// link of an organisation past its contract's end opens nothing.
+func TestConfigOnlyWhileInForce(t *testing.T) {
+	svc, clk, _ := newTestService(t)
+	svc.opts.EnrollURL = "https://vpn.example.com:8443"
+	ctx := WithActor(context.Background(), "alice")
+	if _, err := svc.CreateOrg(ctx, api.CreateOrgRequest{Name: "acme", Grants: []string{"10.20.0.0/24"}, Expires: "10d"}); err != nil {
+		t.Fatal(err)
+	}
+	inv, err := svc.CreateInvite(ctx, "acme", api.CreateInviteRequest{AutoApprove: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	acc, err := svc.Enroll(ctx, "192.0.2.1", api.EnrollRequest{Token: tokenOf(t, inv.Link), Device: "laptop", PublicKey: newPub(t), KeyFrom: KeyFromBrowser})
+	if err != nil {
+		t.Fatal(err)
+	}
+	late, err := svc.CreateInvite(ctx, "acme", api.CreateInviteRequest{Expires: "30d"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	delivered := func(step string, want bool) {
+		t.Helper()
+		st, err := svc.EnrollStatus(ctx, "192.0.2.1", api.EnrollStatusRequest{Request: acc.Request, Secret: acc.Secret})
+		if err != nil {
+			t.Fatalf("%s: %v", step, err)
+		}
+		if got := st.Config != ""; got != want || !want && st.State != "withdrawn" {
+			t.Errorf("%s: state %q, config delivered %v, want %v", step, st.State, got, want)
+		}
+	}
+	delivered("approved", true)
+	if _, err := svc.SuspendOrg(ctx, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	delivered("organisation suspended", false)
+	if _, err := svc.ResumeOrg(ctx, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	delivered("organisation resumed", true)
+	if _, err := svc.ExtendPeer(ctx, "acme", "laptop", "1h"); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(2 * time.Hour)
+	delivered("peer past its date, no expire run", false)
+	if _, err := svc.ExtendPeer(ctx, "acme", "laptop", "30d"); err != nil {
+		t.Fatal(err)
+	}
+	delivered("peer extended", true)
+	clk.Advance(10 * 24 * time.Hour)
+	delivered("organisation past its contract's end, no expire run", false)
+	_, err = svc.Enroll(ctx, "192.0.2.1", api.EnrollRequest{Token: tokenOf(t, late.Link), Device: "phone", PublicKey: newPub(t), KeyFrom: KeyFromBrowser})
+	wantRefused(t, "a link of an organisation past its contract's end", err)
+}
+
+// TestRefusedSubmissionsSayTheSame: a holder of a good link learns from
+// a refusal nothing of which device names and keys exist: a name enrolled
+// or waiting already, a key any peer holds and a link that opens nothing
+// get the same error.
+func TestRefusedSubmissionsSayTheSame(t *testing.T) {
+	svc, _, _ := newTestService(t)
+	svc.opts.EnrollURL = "https://vpn.example.com:8443"
+	ctx := WithActor(context.Background(), "alice")
+	for _, org := range []string{"acme", "globex"} {
+		if _, err := svc.CreateOrg(ctx, api.CreateOrgRequest{Name: org, Grants: []string{"10.20.0.0/24"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := svc.IssuePeer(ctx, "acme", api.IssuePeerRequest{Name: "laptop"}); err != nil {
+		t.Fatal(err)
+	}
+	other, err := svc.IssuePeer(ctx, "globex", api.IssuePeerRequest{Name: "server"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv, err := svc.CreateInvite(ctx, "acme", api.CreateInviteRequest{Devices: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := tokenOf(t, inv.Link)
+	if _, err := svc.Enroll(ctx, "192.0.2.1", api.EnrollRequest{Token: token, Device: "phone", PublicKey: newPub(t), KeyFrom: KeyFromBrowser}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = svc.Enroll(ctx, "192.0.2.1", api.EnrollRequest{Token: "guess", Device: "desk", PublicKey: newPub(t), KeyFrom: KeyFromBrowser})
+	wantRefused(t, "a made-up link", err)
+	for why, req := range map[string]api.EnrollRequest{
+		"a name enrolled already":         {Token: token, Device: "laptop", PublicKey: newPub(t), KeyFrom: KeyFromBrowser},
+		"a name waiting already":          {Token: token, Device: "phone", PublicKey: newPub(t), KeyFrom: KeyFromBrowser},
+		"another organisation's peer key": {Token: token, Device: "desk", PublicKey: other.Peer.PublicKey, KeyFrom: KeyFromPasted},
+	} {
+		_, err := svc.Enroll(ctx, "192.0.2.1", req)
+		wantRefused(t, why, err)
+	}
+}
+
+// TestUnknownTokensTakeNoWrite: a made-up token is refused on a read of
+// the store, never in a write transaction: a flood of them neither
+// queues behind a writer nor joins (and, failing, re-runs) a batch of
+// real changes. Shown by holding the write lock while one is refused.
+func TestUnknownTokensTakeNoWrite(t *testing.T) {
+	svc, _, db := newTestService(t)
+	svc.opts.EnrollURL = "https://vpn.example.com:8443"
+	ctx := WithActor(context.Background(), "alice")
+	if _, err := svc.CreateOrg(ctx, api.CreateOrgRequest{Name: "acme", Grants: []string{"10.20.0.0/24"}}); err != nil {
+		t.Fatal(err)
+	}
+	holding, release, held := make(chan struct{}), make(chan struct{}), make(chan error, 1)
+	go func() {
+		held <- db.Bolt().Update(func(*bolt.Tx) error {
+			close(holding)
+			<-release
+			return nil
+		})
+	}()
+	<-holding
+	refused := make(chan error, 1)
+	go func() {
+		_, err := svc.Enroll(ctx, "192.0.2.1", api.EnrollRequest{Token: "guess", Device: "desk", PublicKey: newPub(t), KeyFrom: KeyFromBrowser})
+		refused <- err
+	}()
+	select {
+	case err := <-refused:
+		wantRefused(t, "a made-up token while a write is under way", err)
+		close(release)
+	case <-time.After(5 * time.Second):
+		t.Error("a made-up token waited 5 s for the write lock")
+		close(release)
+		<-refused
+	}
+	if err := <-held; err != nil {
+		t.Fatal(err)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/extranetgw/extranet/internal/grant"
+	"github.com/extranetgw/extranet/pkg/api"
 )
 
 // SchemaVersion is the layout this code reads and writes.
@@ -586,4 +587,13 @@ func be64(v uint64) []byte {
 	b := make([]byte, 8)
 	binary.BigEndian.PutUint64(b, v)
 	return b
+}
+
+// InForce reports whether an organisation or a peer in state, with its
+// date expires (nil or zero: none), gives access at now: it is active and
+// its date has not come, whether or not the expire job has marked it yet.
+// The data plane, the enrollment page's config delivery and the start's
+// report of what ended all decide by it.
+func InForce(state string, expires *time.Time, now time.Time) bool {
+	return state == api.StateActive && (expires == nil || expires.IsZero() || expires.After(now))
 }

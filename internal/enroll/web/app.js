@@ -35,12 +35,18 @@
     return s;
   }
 
-  // makeKeys returns a WireGuard key pair made with WebCrypto X25519.
+  // makeKeys returns a WireGuard key pair made with WebCrypto X25519. The
+  // private key is clamped as `wg genkey` writes it: X25519 clamps before
+  // use, so the public key is the same either way, but some apps show the
+  // key as written and `wg show` shows it clamped, and they must agree.
   async function makeKeys() {
     const pair = await crypto.subtle.generateKey({ name: "X25519" }, true, ["deriveBits"]);
     const pub = await crypto.subtle.exportKey("raw", pair.publicKey);
     const jwk = await crypto.subtle.exportKey("jwk", pair.privateKey);
-    return { pub: b64(pub), priv: b64FromURL(jwk.d) };
+    const k = Uint8Array.from(atob(b64FromURL(jwk.d)), (c) => c.charCodeAt(0));
+    k[0] &= 248;
+    k[31] = (k[31] & 127) | 64;
+    return { pub: b64(pub), priv: b64(k) };
   }
 
   async function call(path, body) {
