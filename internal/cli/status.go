@@ -3,6 +3,7 @@ package cli
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -27,7 +28,7 @@ func newStatusCmd(g *globals) *cobra.Command {
 			if st.LastReconcile != nil {
 				last = st.LastReconcile.UTC().Format(time.RFC3339) + " (" + ago(g.env.Now(), *st.LastReconcile) + ")"
 			}
-			return fields(g.env.Out,
+			kv := []string{
 				"Interface", fmt.Sprintf("%s (%s)", st.Interface, st.Mode),
 				"Namespace", fmt.Sprintf("%s (host side %s; inspect with `ip netns exec %s iptables -S`)", st.NetNS, st.HostVeth, st.NetNS),
 				"Public key", st.PublicKey,
@@ -40,8 +41,15 @@ func newStatusCmd(g *globals) *cobra.Command {
 				"Last reconcile", last,
 				"Result", st.ReconcileResult,
 				"Firewall", st.Firewall,
-				"Version", st.Version,
-			)
+			}
+			if len(st.EndedWhileDown) > 0 {
+				since := "its last run (unknown)"
+				if st.DownSince != nil {
+					since = st.DownSince.UTC().Format(time.RFC3339)
+				}
+				kv = append(kv, "Ended while down", fmt.Sprintf("since %s: %s", since, strings.Join(st.EndedWhileDown, ", ")))
+			}
+			return fields(g.env.Out, append(kv, "Version", st.Version)...)
 		},
 	}
 }

@@ -22,7 +22,7 @@ func pol(t *testing.T, grants ...string) *policy.Policy {
 	return &policy.Policy{
 		TunnelNet: tunnel,
 		Orgs:      []policy.Org{{ID: 1, Blocks: []netip.Prefix{netip.MustParsePrefix("100.64.1.0/24")}, Groups: []policy.Group{{ID: 1, Grants: gs}}}},
-		Peers:     map[netip.Addr]uint32{netip.MustParseAddr("100.64.1.5"): 1},
+		Peers:     map[netip.Addr]policy.Peer{netip.MustParseAddr("100.64.1.5"): {Group: 1}},
 	}
 }
 

@@ -33,6 +33,7 @@ type Config struct {
 	NetNS             string        `yaml:"netns"`
 	HostVeth          string        `yaml:"host-veth"`
 	LinkNetwork       string        `yaml:"link-network"`
+	EgressInterfaces  []string      `yaml:"egress-interface"`
 	ListenPort        int           `yaml:"listen-port"`
 	Endpoint          string        `yaml:"endpoint"`
 	ClientDNS         []string      `yaml:"client-dns"`
@@ -106,6 +107,7 @@ func (c *Config) BindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.NetNS, "netns", c.NetNS, "network namespace of the gateway (created under /run/netns): the WireGuard interface, the rules and the ipsets live there")
 	fs.StringVar(&c.HostVeth, "host-veth", c.HostVeth, "host end of the veth pair to the gateway namespace")
 	fs.StringVar(&c.LinkNetwork, "link-network", c.LinkNetwork, "IPv4 /30 or /31 of the veth pair (host takes the first address, the namespace the next)")
+	fs.StringSliceVar(&c.EgressInterfaces, "egress-interface", c.EgressInterfaces, "host interfaces partner traffic may leave by (default: those routing toward granted subnets, bridges never)")
 	fs.IntVar(&c.ListenPort, "listen-port", c.ListenPort, "UDP port WireGuard listens on")
 	fs.StringVar(&c.Endpoint, "endpoint", c.Endpoint, "public HOST:PORT partners dial (required to issue peers)")
 	fs.StringSliceVar(&c.ClientDNS, "client-dns", c.ClientDNS, "DNS servers or search domains written into client configs")
@@ -225,6 +227,11 @@ func (c *Config) Validate() (Settings, error) {
 	st.Link = gwns.Link{HostVeth: c.HostVeth, NSVeth: UplinkName, Network: link, Tunnel: plan.Network}
 	if err := st.Link.Validate(); err != nil {
 		return st, fmt.Errorf("--link-network/--host-veth: %w", err)
+	}
+	for _, e := range c.EgressInterfaces {
+		if len(e) == 0 || len(e) > 15 || strings.ContainsAny(e, "/ \t\n") || e == c.HostVeth {
+			return st, fmt.Errorf("--egress-interface %q is not the name of a host interface partner traffic may leave by", e)
+		}
 	}
 	if err := gwns.ValidName(c.NetNS); err != nil {
 		return st, fmt.Errorf("--netns: %w", err)

@@ -42,6 +42,8 @@ const ExpireUser = "extranet-expire"
 const (
 	DBFile  = "extranet.db"
 	KeyFile = "gateway.key"
+	// AliveFile's time is when the daemon last ran, give or take 10 s.
+	AliveFile = "alive"
 )
 
 // gcPercent is the daemon's GOGC unless the environment sets one.
@@ -83,6 +85,14 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 		return fmt.Errorf("gateway key: %w", err)
 	}
 
+	// Before anything of ours switches forwarding on: whether the host
+	// forwarded on its own decides whether it may forward anything but
+	// partner traffic now.
+	forwarded, err := gwns.HostForwarded(gwns.ForwardingRecord(cfg.NetNS))
+	if err != nil {
+		return err
+	}
+
 	// Everything that decides partner access lives in a namespace of its
 	// own, which no host firewall tool touches.
 	ns, created, err := gwns.Open(cfg.NetNS)
@@ -115,18 +125,19 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 	}
 	rec := reconcile.New(reconcile.Options{
 		DB: db, Firewall: dp, Sweeper: conntrack.Kernel{NL: ns.Netlink()},
-		HostAddrs: hostAddrs(st.Link),
-		Plan:      st.Plan, Interface: cfg.Interface, Masquerade: cfg.Masquerade,
+		Host: hostFacts(st.Link, cfg.EgressInterfaces, forwarded),
+		Plan: st.Plan, Interface: cfg.Interface, Masquerade: cfg.Masquerade,
 		Clock: service.SystemClock{}, Logger: log,
 		Interval: cfg.ReconcileInterval, StatsInterval: cfg.StatsInterval,
-		Observe: observe,
+		Observe:   observe,
+		AliveFile: filepath.Join(cfg.StateDir, AliveFile),
 	})
 	began := time.Now()
 	// Watching the host's addresses starts before the first reconcile
 	// reads them, so that none gained in between is missed.
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
-	go watchHostAddrs(watchCtx, rec, log)
+	go watchHost(watchCtx, rec, log)
 	// The interface is made with its link down; it comes up only once the
 	// firewall's default deny and the peers are in place.
 	dev, err := wgdev.Open(wgdev.Config{
@@ -259,6 +270,11 @@ func (r runtime) Status() api.Status {
 		out.LastRepair = &t
 		out.Firewall = fmt.Sprintf("in sync (repaired at %s: %v)", t.Format(time.RFC3339), st.Repairs)
 	}
+	out.EndedWhileDown = st.EndedWhileDown
+	if !st.DownSince.IsZero() {
+		t := st.DownSince
+		out.DownSince = &t
+	}
 	return out
 }
 
@@ -328,51 +344,71 @@ func (d *dataplane) Check() ([]string, error) {
 	return append(drift, missing...), errors.Join(fwErr, err)
 }
 
-// hostAddrs lists the host's own addresses, the veth's among them even
-// before the veth exists.
-func hostAddrs(link gwns.Link) func() ([]netip.Addr, error) {
+// hostFacts tells the reconciler what the host receives itself (the veth's
+// address among it even before the veth exists) and where partner traffic
+// may leave it.
+func hostFacts(link gwns.Link, egress []string, forwarded bool) func([]netip.Prefix) (policy.Host, error) {
 	veth, _, _ := link.Addrs()
-	return func() ([]netip.Addr, error) {
-		addrs, err := gwns.HostAddrs()
+	return func(granted []netip.Prefix) (policy.Host, error) {
+		local, err := gwns.HostLocal()
 		if err != nil {
-			return nil, err
+			return policy.Host{}, err
 		}
-		if !slices.Contains(addrs, veth) {
-			addrs = append(addrs, veth)
+		if v := netip.PrefixFrom(veth, 32); !slices.Contains(local, v) {
+			local = append(local, v)
 		}
-		return addrs, nil
+		out, err := gwns.Egress(granted, egress, link.HostVeth)
+		if err != nil {
+			return policy.Host{}, err
+		}
+		return policy.Host{Local: local, Egress: out, Forwarded: forwarded}, nil
 	}
 }
 
-// watchHostAddrs re-reconciles whenever an IPv4 address of the host comes
-// or goes, so that a partner never reaches one the host just gained. A
-// subscription that breaks (its buffer overrun in a burst of changes, say)
-// is made again, with a full reconcile for what it may have missed; the
-// periodic reconcile reads the addresses too.
-func watchHostAddrs(ctx context.Context, rec *reconcile.Reconciler, log *slog.Logger) {
+// watchHost re-reconciles whenever an IPv4 address or route of the host
+// comes or goes, so that a partner never reaches an address or local range
+// the host just gained, and partner traffic follows the routes toward its
+// grants to their interfaces. A subscription that breaks (its buffer
+// overrun in a burst of changes, say) is made again, with a full reconcile
+// for what it may have missed; the periodic reconcile reads both too.
+func watchHost(ctx context.Context, rec *reconcile.Reconciler, log *slog.Logger) {
 	for ctx.Err() == nil {
-		updates := make(chan netlink.AddrUpdate, 256)
-		err := netlink.AddrSubscribeWithOptions(updates, ctx.Done(), netlink.AddrSubscribeOptions{
-			ReceiveBufferSize: 1 << 20,
-			ErrorCallback: func(err error) {
-				if ctx.Err() == nil {
-					log.Warn("watching the host's addresses", "err", err)
-				}
-			},
-		})
+		subCtx, cancel := context.WithCancel(ctx)
+		addrs := make(chan netlink.AddrUpdate, 256)
+		routes := make(chan netlink.RouteUpdate, 256)
+		onErr := func(err error) {
+			if ctx.Err() == nil {
+				log.Warn("watching the host's addresses and routes", "err", err)
+			}
+			cancel()
+		}
+		err := errors.Join(
+			netlink.AddrSubscribeWithOptions(addrs, subCtx.Done(), netlink.AddrSubscribeOptions{ReceiveBufferSize: 1 << 20, ErrorCallback: onErr}),
+			netlink.RouteSubscribeWithOptions(routes, subCtx.Done(), netlink.RouteSubscribeOptions{ReceiveBufferSize: 1 << 20, ErrorCallback: onErr, ListExisting: false}),
+		)
 		if err != nil {
-			log.Warn("cannot watch the host's addresses; the periodic reconcile picks up changes", "err", err)
+			log.Warn("cannot watch the host's addresses and routes; the periodic reconcile picks up changes", "err", err)
 		} else {
 			rec.Apply(store.Changes{Orgs: true})
-			for u := range updates {
-				// Partners get IPv4 only; IPv6 addresses come and go
-				// (router advertisements) without mattering here. Many
-				// updates at once make one run: Apply coalesces.
-				if u.LinkAddress.IP.To4() != nil {
-					rec.Apply(store.Changes{Orgs: true})
+			// Partners get IPv4 only; IPv6 addresses and routes come and
+			// go (router advertisements) without mattering here. Many
+			// updates at once make one run: Apply coalesces.
+			for open := true; open; {
+				select {
+				case u, ok := <-addrs:
+					open = ok
+					if ok && u.LinkAddress.IP.To4() != nil {
+						rec.Apply(store.Changes{Orgs: true})
+					}
+				case u, ok := <-routes:
+					open = ok
+					if ok && u.Family == netlink.FAMILY_V4 {
+						rec.Apply(store.Changes{Orgs: true})
+					}
 				}
 			}
 		}
+		cancel()
 		select {
 		case <-ctx.Done():
 		case <-time.After(time.Second):
@@ -429,9 +465,15 @@ func Cleanup(cfg Config, log *slog.Logger) error {
 		ns.Close()
 	}
 	errs = append(errs, gwns.Delete(cfg.NetNS), firewall.CleanupHost(cfg.IPTablesMode))
+	// Forwarding goes back as the host had it, once nothing of ours is
+	// left that needs it.
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	log.Info("removed", "netns", cfg.NetNS, "host_veth", st.Link.HostVeth)
+	restored, err := gwns.RestoreHostForwarding(gwns.ForwardingRecord(cfg.NetNS))
+	if err != nil {
+		return err
+	}
+	log.Info("removed", "netns", cfg.NetNS, "host_veth", st.Link.HostVeth, "restored", restored)
 	return nil
 }

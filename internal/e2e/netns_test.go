@@ -193,8 +193,8 @@ func TestHostAddressesFollowed(t *testing.T) {
 	r.checkMatrix(t, []probe{{r.PA, "tcp", hostPort(in1Addr, 22), true}})
 	const added = "10.10.1.77"
 	r.Must(r.GW, "ip", "addr", "add", added+"/24", "dev", "to-in1")
-	Eventually(t, 5*time.Second, "the new host address in the namespace's host set", func() error {
-		if out := r.Must(r.NS, "ipset", "list", "extranet-host"); !strings.Contains(out, "\n"+added+"\n") {
+	Eventually(t, 5*time.Second, "the new host address in the namespace's local set", func() error {
+		if out := r.Must(r.NS, "ipset", "list", "extranet-local"); !strings.Contains(out, "\n"+added+"\n") {
 			return errors.New("not yet")
 		}
 		return nil
@@ -204,8 +204,8 @@ func TestHostAddressesFollowed(t *testing.T) {
 		{r.PA, "icmp", added, false},
 	})
 	r.Must(r.GW, "ip", "addr", "del", added+"/24", "dev", "to-in1")
-	Eventually(t, 5*time.Second, "the address gone from the host set", func() error {
-		if out := r.Must(r.NS, "ipset", "list", "extranet-host"); strings.Contains(out, "\n"+added+"\n") {
+	Eventually(t, 5*time.Second, "the address gone from the local set", func() error {
+		if out := r.Must(r.NS, "ipset", "list", "extranet-local"); strings.Contains(out, "\n"+added+"\n") {
 			return errors.New("still there")
 		}
 		return nil

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -24,8 +25,9 @@ import (
 // Interface is what the reconciler needs of a firewall.
 type Interface interface {
 	Apply(*policy.Policy) error
-	SetPeerSet(map[netip.Addr]uint32) error
-	UpdatePeerSet(add map[netip.Addr]uint32, remove []netip.Addr) error
+	SetPeerSet(map[netip.Addr]policy.Peer) error
+	UpdatePeerSet(add map[netip.Addr]policy.Peer, remove []netip.Addr) error
+	PeerHolders() (map[netip.Addr]string, error)
 	Check() ([]string, error)
 }
 
@@ -46,6 +48,9 @@ type Options struct {
 	// Mode is the iptables flavour: "auto" (the one in use already), "nft"
 	// or "legacy".
 	Mode string
+	// Now tells the time, from which the peer set's entries count down to
+	// their peers' dates; time.Now when nil.
+	Now func() time.Time
 }
 
 // Firewall programs the gateway namespace's iptables, ip6tables and ipsets,
@@ -65,10 +70,10 @@ type Firewall struct {
 	// legacyChecked is set once the host holds no rules of an earlier
 	// layout.
 	legacyChecked bool
-	// peers are the members PeerSet holds, each with its group's mark: as
-	// of the last Apply, with every update since; nil when unknown (never
-	// applied, or an update failed part way).
-	peers map[netip.Addr]uint32
+	// peers are the members PeerSet holds: as of the last Apply, with
+	// every update since; nil when unknown (never applied, or an update
+	// failed part way).
+	peers map[netip.Addr]entry
 	// groups are the groups of the last Apply, which have rules.
 	groups map[uint32]bool
 }
@@ -106,6 +111,9 @@ func New(opts Options) (*Firewall, error) {
 	}
 	if _, err := exec.LookPath("ipset"); err != nil {
 		return nil, fmt.Errorf("ipset is not installed (apt-get install ipset): %w", err)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
 	}
 	f := &Firewall{opts: opts, log: opts.Logger}
 	var err error
@@ -198,8 +206,9 @@ func pickFlavour(mode string) (string, error) {
 
 // probeSets checks that the kernel has the set types the rules use.
 func (f *Firewall) probeSets() error {
-	// The peer set carries each peer's group as a mark (skbinfo).
-	for _, typ := range [][]string{{"hash:ip", "skbinfo"}, {"hash:net"}, {"hash:net,port"}} {
+	// The peer set carries each peer's group as a mark (skbinfo), its
+	// key's fingerprint (comment) and a timeout for its date.
+	for _, typ := range [][]string{{"hash:ip", "timeout", "0", "comment", "skbinfo"}, {"hash:net"}, {"hash:net,port"}} {
 		name := SetPrefix + "probe"
 		if _, err := f.ns.run("", "ipset", append(append([]string{"create", name}, typ...), "-exist")...); err != nil {
 			return fmt.Errorf("this kernel lacks ipset type %s: %w", strings.Join(typ, " "), err)
@@ -266,7 +275,7 @@ func (f *Firewall) Apply(p *policy.Policy) error {
 	// whole, rules someone added there and our stale chains included. The
 	// filter table first: without the mangle table's marks it lets no new
 	// flow into any group.
-	if _, err := f.ns.run(r.Filter+r.Mangle, f.ns.restore, "--wait"); err != nil {
+	if _, err := f.ns.run(r.Filter+r.Mangle+r.Raw, f.ns.restore, "--wait"); err != nil {
 		return fmt.Errorf("load rules: %w", err)
 	}
 	if f.ns.restore6 != "" {
@@ -278,7 +287,7 @@ func (f *Firewall) Apply(p *policy.Policy) error {
 		// A release that enforced on the host left its chains there, and
 		// its anti-spoofing rule would drop every partner packet that now
 		// comes out of the veth with a tunnel source.
-		keep := map[string]bool{chainAccept: true, chainPost: true, chainGuardIn: true, chainGuardFwd: true}
+		keep := map[string]bool{chainAccept: true, chainPost: true, chainGuardIn: true, chainGuardFwd: true, chainGuardRaw: true}
 		if err := f.legacyInterfacesGone(keep); err != nil {
 			return err
 		}
@@ -292,7 +301,7 @@ func (f *Firewall) Apply(p *policy.Policy) error {
 		f.legacyChecked = true
 	}
 	h := RenderHost(p, f.opts.HostVeth)
-	for _, table := range []string{h.Filter, h.NAT, h.Mangle} {
+	for _, table := range []string{h.Filter, h.NAT, h.Mangle, h.Raw} {
 		if _, err := f.host.run(table, f.host.restore, "--noflush", "--wait"); err != nil {
 			return fmt.Errorf("load host rules: %w", err)
 		}
@@ -313,7 +322,7 @@ func (f *Firewall) Apply(p *policy.Policy) error {
 		return err
 	}
 	f.snapshot, f.tunnel = snap, p.TunnelNet
-	f.peers = inTunnel(p.TunnelNet, p.Peers)
+	f.peers = entries(inTunnel(p.TunnelNet, p.Peers), p.At)
 	f.groups = map[uint32]bool{}
 	for _, o := range p.Orgs {
 		for _, g := range o.Groups {
@@ -352,10 +361,14 @@ func (f *Firewall) legacyInterfacesGone(keep map[string]bool) error {
 }
 
 // ensureHostJump appends a jump to a host chain of ours where it is
-// missing. Its place does not matter: what it lets through meets the
-// namespace's rules, and a rule of the admin's above it can only stop
-// partner traffic, never widen it.
+// missing. Its place does not matter for most: what they let through meets
+// the namespace's rules, and a rule of the admin's above them can only stop
+// partner traffic, never widen it. A jump that must come first is put back
+// at the head of its chain whenever something stands before it.
 func (f *Firewall) ensureHostJump(j Jump) error {
+	if j.First {
+		return f.ensureFirst(j)
+	}
 	args := append([]string{"--wait", "-t", j.Table, "-C", j.Chain}, j.Rule...)
 	_, err := f.host.run("", f.host.bin, args...)
 	var exit *exec.ExitError
@@ -367,6 +380,38 @@ func (f *Firewall) ensureHostJump(j Jump) error {
 		return fmt.Errorf("check host jump: %w", err)
 	}
 	args[3] = "-A"
+	if _, err := f.host.run("", f.host.bin, args...); err != nil {
+		return fmt.Errorf("add host jump: %w", err)
+	}
+	return nil
+}
+
+// ensureFirst sees to j being the first rule of its chain, and its only copy.
+func (f *Firewall) ensureFirst(j Jump) error {
+	want := strings.Join(append([]string{"-A", j.Chain}, j.Rule...), " ")
+	out, err := f.host.run("", f.host.bin, "--wait", "-t", j.Table, "-S", j.Chain)
+	if err != nil {
+		return fmt.Errorf("list host %s %s: %w", j.Table, j.Chain, err)
+	}
+	var rules []string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, "-A ") {
+			rules = append(rules, l)
+		}
+	}
+	if len(rules) > 0 && rules[0] == want && !slices.Contains(rules[1:], want) {
+		return nil
+	}
+	for _, r := range rules {
+		if r != want {
+			continue
+		}
+		args := append([]string{"--wait", "-t", j.Table, "-D", j.Chain}, j.Rule...)
+		if _, err := f.host.run("", f.host.bin, args...); err != nil {
+			return fmt.Errorf("remove misplaced host jump: %w", err)
+		}
+	}
+	args := append([]string{"--wait", "-t", j.Table, "-I", j.Chain, "1"}, j.Rule...)
 	if _, err := f.host.run("", f.host.bin, args...); err != nil {
 		return fmt.Errorf("add host jump: %w", err)
 	}
@@ -391,6 +436,18 @@ func (f *Firewall) destroyStaleSets(have map[string]kernelSet, want []Set) error
 	return errors.Join(errs...)
 }
 
+// firstIn are the host chains ("table chain") whose first rule must be a
+// jump of ours.
+var firstIn = func() map[string]bool {
+	m := map[string]bool{}
+	for _, j := range RenderHost(&policy.Policy{}, "veth").Jumps {
+		if j.First {
+			m[j.Table+" "+j.Chain] = true
+		}
+	}
+	return m
+}()
+
 var counters = regexp.MustCompile(` \[\d+:\d+\]$`)
 
 // capture reads the kernel state that Apply sets as normalised lines: the
@@ -399,7 +456,7 @@ var counters = regexp.MustCompile(` \[\d+:\d+\]$`)
 // of PeerSet, which it returns apart, and the host's chains and jumps of
 // ours.
 func (f *Firewall) capture() (lines []string, peers setMembers, err error) {
-	for _, st := range []struct{ save, table string }{{f.ns.save, "filter"}, {f.ns.save, "mangle"}, {f.ns.save6, "filter"}} {
+	for _, st := range []struct{ save, table string }{{f.ns.save, "filter"}, {f.ns.save, "mangle"}, {f.ns.save, "raw"}, {f.ns.save6, "filter"}} {
 		if st.save == "" {
 			continue
 		}
@@ -413,12 +470,19 @@ func (f *Firewall) capture() (lines []string, peers setMembers, err error) {
 			}
 		}
 	}
-	for _, table := range []string{"filter", "nat", "mangle"} {
+	for _, table := range []string{"filter", "nat", "mangle", "raw"} {
 		out, err := f.host.run("", f.host.save, "-t", table)
 		if err != nil {
 			return nil, nil, err
 		}
+		heads := map[string]bool{}
 		for _, l := range strings.Split(out, "\n") {
+			// A guard that must come first: what stands at the head of
+			// its chain is state.
+			if f := strings.Fields(l); len(f) > 2 && f[0] == "-A" && firstIn[table+" "+f[1]] && !heads[f[1]] {
+				lines = append(lines, "host "+table+" head "+l)
+				heads[f[1]] = true
+			}
 			switch {
 			case strings.HasPrefix(l, ":"+ChainPrefix):
 				lines = append(lines, "host "+table+" "+strings.Fields(l)[0])
@@ -437,11 +501,7 @@ func (f *Firewall) capture() (lines []string, peers setMembers, err error) {
 		fields := strings.Fields(l)
 		switch {
 		case len(fields) >= 3 && fields[0] == "add" && fields[1] == PeerSet:
-			mark := ""
-			if len(fields) >= 5 && fields[3] == "skbmark" {
-				mark = fields[4]
-			}
-			peers[fields[2]] = mark
+			peers[fields[2]] = normMember(strings.Join(fields[3:], " "))
 		case len(fields) >= 3 && (fields[0] == "create" || fields[0] == "add"):
 			sets = append(sets, strings.Join(fields[:3], " "))
 		}
@@ -460,7 +520,7 @@ func (f *Firewall) Check() ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	return summarise(append(diff(f.snapshot, now), peerDrift(f.peers, peers)...)), nil
+	return summarise(append(diff(f.snapshot, now), peerDrift(f.peers, peers, f.opts.Now())...)), nil
 }
 
 // summarise keeps a handful of differences, for a log line a person can
@@ -526,7 +586,7 @@ func CleanupHost(mode string) error {
 func removeOurs(ipt *iptables.IPTables, keep map[string]bool) ([]string, error) {
 	var removed []string
 	var errs []error
-	for _, tc := range [][2]string{{"filter", "FORWARD"}, {"filter", "INPUT"}, {"nat", "POSTROUTING"}, {"mangle", "INPUT"}, {"mangle", "FORWARD"}} {
+	for _, tc := range [][2]string{{"filter", "FORWARD"}, {"filter", "INPUT"}, {"nat", "POSTROUTING"}, {"mangle", "INPUT"}, {"mangle", "FORWARD"}, {"raw", "PREROUTING"}} {
 		rules, err := ipt.List(tc[0], tc[1])
 		if err != nil {
 			errs = append(errs, err)
@@ -545,7 +605,7 @@ func removeOurs(ipt *iptables.IPTables, keep map[string]bool) ([]string, error) 
 			}
 		}
 	}
-	for _, table := range []string{"filter", "nat", "mangle"} {
+	for _, table := range []string{"filter", "nat", "mangle", "raw"} {
 		chains, err := ipt.ListChains(table)
 		if err != nil {
 			errs = append(errs, err)

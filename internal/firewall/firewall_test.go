@@ -6,9 +6,11 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/extranetgw/extranet/internal/gwns"
 	"github.com/extranetgw/extranet/internal/netnstest"
+	"github.com/extranetgw/extranet/internal/policy"
 )
 
 var sh = netnstest.Sh
@@ -24,7 +26,7 @@ func state(t *testing.T, ns string) string {
 		return sh(t, append([]string{"ip", "netns", "exec", ns}, args...)...)
 	}
 	for _, save := range []string{"iptables-save", "ip6tables-save"} {
-		for _, table := range []string{"filter", "nat", "mangle"} {
+		for _, table := range []string{"filter", "nat", "mangle", "raw"} {
 			for _, l := range strings.Split(in(save, "-t", table), "\n") {
 				if l != "" && !strings.HasPrefix(l, "#") {
 					b.WriteString(counters.ReplaceAllString(l, "") + "\n")
@@ -34,6 +36,18 @@ func state(t *testing.T, ns string) string {
 	}
 	b.WriteString(in("ipset", "list", "-n"))
 	return b.String()
+}
+
+// groups makes peers of addresses and their groups, each with a key of its
+// own.
+func groups(m map[netip.Addr]uint32) map[netip.Addr]policy.Peer {
+	out := make(map[netip.Addr]policy.Peer, len(m))
+	for a, g := range m {
+		var k [32]byte
+		copy(k[:], a.AsSlice())
+		out[a] = policy.Peer{Group: g, Key: k}
+	}
+	return out
 }
 
 // gatewayNS opens a gateway namespace of the test's own, removed at the end.
@@ -81,7 +95,7 @@ func TestKernelApplyCheckCleanup(t *testing.T) {
 			t.Fatal(err)
 		}
 		p := testPolicy(t)
-		p.HostAddrs = []netip.Addr{netip.MustParseAddr("10.10.1.1")}
+		p.Host.Local = []netip.Prefix{netip.MustParsePrefix("10.10.1.1/32")}
 		// While the interface those rules guard is still on the host, they
 		// stay, and the apply says why.
 		sh(t, "ip", "link", "add", "wg-ext", "type", "veth", "peer", "name", "wg-ext-p")
@@ -128,7 +142,7 @@ func TestKernelApplyCheckCleanup(t *testing.T) {
 		if strings.Contains(appliedHost, "extranet-") {
 			t.Errorf("sets on the host:\n%s", appliedHost)
 		}
-		if got := in("ipset", "list", HostSet); !strings.Contains(got, "\n10.10.1.1\n") {
+		if got := in("ipset", "list", LocalSet); !strings.Contains(got, "\n10.10.1.1\n") {
 			t.Errorf("host set:\n%s", got)
 		}
 
@@ -140,10 +154,15 @@ func TestKernelApplyCheckCleanup(t *testing.T) {
 			{"ip", "netns", "exec", gw, "iptables", "-A", "EXTRANET-O-2", "-j", "ACCEPT"},
 			{"ip", "netns", "exec", gw, "iptables", "-I", "FORWARD", "1", "-j", "ACCEPT"},
 			{"ip", "netns", "exec", gw, "ipset", "flush", "extranet-g10-port"},
-			{"ip", "netns", "exec", gw, "ipset", "del", HostSet, "10.10.1.1"},
+			{"ip", "netns", "exec", gw, "ipset", "del", LocalSet, "10.10.1.1"},
 			{"iptables", "-t", "nat", "-F", "EXTRANET-POST"},
 			{"iptables", "-D", "FORWARD", "-j", "EXTRANET-ACCEPT"},
 			{"iptables", "-t", "mangle", "-F", "EXTRANET-GUARD-FWD"},
+			{"ip", "netns", "exec", gw, "iptables", "-t", "raw", "-F", "PREROUTING"},
+			// The host's raw guard is first, or an accept before it
+			// would skip it.
+			{"iptables", "-t", "raw", "-I", "PREROUTING", "1", "-j", "ACCEPT"},
+			{"iptables", "-t", "mangle", "-I", "FORWARD", "1", "-j", "ACCEPT"},
 		} {
 			sh(t, breakIt...)
 			d, err := f.Check()
@@ -160,33 +179,36 @@ func TestKernelApplyCheckCleanup(t *testing.T) {
 				t.Errorf("after repairing %v the namespace differs:\n%s\nwant:\n%s", breakIt, got, applied)
 			}
 		}
+		// The accepts the test put before the guards are its own.
+		sh(t, "iptables", "-t", "raw", "-D", "PREROUTING", "-j", "ACCEPT")
+		sh(t, "iptables", "-t", "mangle", "-D", "FORWARD", "-j", "ACCEPT")
 		// The peer set changes by single addresses and marks, between
 		// applies, and drift in it is found and repaired like any other.
 		a, b, c := netip.MustParseAddr("100.64.1.2"), netip.MustParseAddr("100.64.1.3"), netip.MustParseAddr("100.64.2.7")
 		members := func() string {
 			var out []string
 			for _, l := range strings.Split(in("ipset", "save", PeerSet), "\n") {
-				if f := strings.Fields(l); len(f) == 5 && f[0] == "add" {
-					out = append(out, f[2]+"="+f[4])
+				if f := strings.Fields(l); len(f) > 3 && f[0] == "add" {
+					out = append(out, f[2]+"="+f[len(f)-1])
 				}
 			}
 			sort.Strings(out)
 			return strings.Join(out, " ")
 		}
-		if err := f.UpdatePeerSet(map[netip.Addr]uint32{a: 10, b: 10, c: 20}, nil); err != nil {
+		if err := f.UpdatePeerSet(groups(map[netip.Addr]uint32{a: 10, b: 10, c: 20}), nil); err != nil {
 			t.Fatal(err)
 		}
 		// b moves to group 11 by a removal and an add; a moves to 11 and
 		// back by adds alone.
-		if err := f.UpdatePeerSet(map[netip.Addr]uint32{b: 11, a: 11}, []netip.Addr{b, c}); err != nil {
+		if err := f.UpdatePeerSet(groups(map[netip.Addr]uint32{b: 11, a: 11}), []netip.Addr{b, c}); err != nil {
 			t.Fatal(err)
 		}
-		if err := f.UpdatePeerSet(map[netip.Addr]uint32{a: 10}, nil); err != nil {
+		if err := f.UpdatePeerSet(groups(map[netip.Addr]uint32{a: 10}), nil); err != nil {
 			t.Fatal(err)
 		}
 		// A group the rules do not have is refused before anything runs,
 		// so the set stays known.
-		if err := f.UpdatePeerSet(map[netip.Addr]uint32{netip.MustParseAddr("100.64.1.9"): 99}, nil); err == nil || !strings.Contains(err.Error(), "group 99") {
+		if err := f.UpdatePeerSet(groups(map[netip.Addr]uint32{netip.MustParseAddr("100.64.1.9"): 99}), nil); err == nil || !strings.Contains(err.Error(), "group 99") {
 			t.Errorf("an add to an unknown group: %v", err)
 		}
 		if got := members(); got != "100.64.1.2=0xa 100.64.1.3=0xb" {
@@ -195,14 +217,14 @@ func TestKernelApplyCheckCleanup(t *testing.T) {
 		if d, err := f.Check(); err != nil || len(d) != 0 {
 			t.Errorf("drift after peer updates: %v %v", d, err)
 		}
-		p.Peers = map[netip.Addr]uint32{a: 10, b: 11}
+		p.Peers = groups(map[netip.Addr]uint32{a: 10, b: 11})
 		for _, tc := range []struct {
 			breakIt []string
 			want    string
 		}{
 			{[]string{"ip", "netns", "exec", gw, "ipset", "del", PeerSet, "100.64.1.2"}, "missing: peer 100.64.1.2"},
 			{[]string{"ip", "netns", "exec", gw, "ipset", "add", PeerSet, "100.64.9.9"}, "unexpected: peer 100.64.9.9"},
-			{[]string{"ip", "netns", "exec", gw, "ipset", "add", PeerSet, "100.64.1.2", "skbmark", "0xb", "-exist"}, "wrong group: peer 100.64.1.2 marked 0xb, its group is 10"},
+			{[]string{"ip", "netns", "exec", gw, "ipset", "add", PeerSet, "100.64.1.2", "skbmark", "0xb", "-exist"}, "wrong entry: peer 100.64.1.2"},
 			{[]string{"ip", "netns", "exec", gw, "iptables", "-t", "mangle", "-F", chainMark}, "missing: ip"},
 		} {
 			sh(t, tc.breakIt...)
@@ -221,14 +243,14 @@ func TestKernelApplyCheckCleanup(t *testing.T) {
 		// way (here, its first address went in by hand); Check says so,
 		// and SetPeerSet refills the set from what the kernel shows.
 		d := netip.MustParseAddr("100.64.1.44")
-		if err := f.UpdatePeerSet(map[netip.Addr]uint32{d: 10, {}: 10}, nil); err == nil {
+		if err := f.UpdatePeerSet(groups(map[netip.Addr]uint32{d: 10, {}: 10}), nil); err == nil {
 			t.Fatal("an update with an invalid address succeeded")
 		}
 		in("ipset", "add", PeerSet, d.String(), "-exist")
 		if drift, err := f.Check(); err != nil || strings.Join(drift, ";") != "peer set unknown after a failed update" {
 			t.Errorf("drift after a failed update: %v %v", drift, err)
 		}
-		if err := f.UpdatePeerSet(map[netip.Addr]uint32{c: 20}, nil); err == nil {
+		if err := f.UpdatePeerSet(groups(map[netip.Addr]uint32{c: 20}), nil); err == nil {
 			t.Error("an update built on an unknown set succeeded")
 		}
 		if err := f.SetPeerSet(p.Peers); err != nil {
@@ -241,7 +263,7 @@ func TestKernelApplyCheckCleanup(t *testing.T) {
 			t.Errorf("drift after the refill: %v %v", drift, err)
 		}
 		// Known again, the set changes by differences.
-		if err := f.SetPeerSet(map[netip.Addr]uint32{a: 11, c: 20}); err != nil {
+		if err := f.SetPeerSet(groups(map[netip.Addr]uint32{a: 11, c: 20})); err != nil {
 			t.Fatal(err)
 		}
 		if got := members(); got != "100.64.1.2=0xb 100.64.2.7=0x14" {
@@ -250,7 +272,48 @@ func TestKernelApplyCheckCleanup(t *testing.T) {
 		if drift, err := f.Check(); err != nil || len(drift) != 0 {
 			t.Errorf("drift after SetPeerSet: %v %v", drift, err)
 		}
-		p.Peers = map[netip.Addr]uint32{a: 11, c: 20}
+		p.Peers = groups(map[netip.Addr]uint32{a: 11, c: 20})
+
+		// A peer's entry carries its key's fingerprint, which a start
+		// reads back, and a new key rewrites it.
+		held, err := f.PeerHolders()
+		if err != nil || held[a] != p.Peers[a].Holder() {
+			t.Errorf("holders %v (%v), want %s for %s", held, err, p.Peers[a].Holder(), a)
+		}
+		rekeyed := p.Peers[a]
+		rekeyed.Key[0] ^= 0xff
+		if err := f.SetPeerSet(map[netip.Addr]policy.Peer{a: rekeyed, c: p.Peers[c]}); err != nil {
+			t.Fatal(err)
+		}
+		if held, _ := f.PeerHolders(); held[a] != rekeyed.Holder() {
+			t.Errorf("after a new key the set holds %s for %s, want %s", held[a], a, rekeyed.Holder())
+		}
+		// A peer's date ends its entry in the kernel, daemon or not; the
+		// entry gone on its date is no drift.
+		clock := time.Now()
+		f.opts.Now = func() time.Time { return clock }
+		ending := p.Peers[c]
+		ending.Ends = clock.Add(time.Second)
+		if err := f.SetPeerSet(map[netip.Addr]policy.Peer{a: rekeyed, c: ending}); err != nil {
+			t.Fatal(err)
+		}
+		if out := in("ipset", "save", PeerSet); !strings.Contains(out, "add "+PeerSet+" "+c.String()+" timeout 1 ") {
+			t.Errorf("%s was not given its one second:\n%s", c, out)
+		}
+		for deadline := time.Now().Add(10 * time.Second); strings.Contains(in("ipset", "save", PeerSet), " "+c.String()+" "); {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s still in the set 10 s after its date", c)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		clock = clock.Add(2 * time.Second)
+		if d, err := f.Check(); err != nil || len(d) != 0 {
+			t.Errorf("an entry ended on its date is taken for drift: %v %v", d, err)
+		}
+		f.opts.Now = time.Now
+		if err := f.SetPeerSet(p.Peers); err != nil {
+			t.Fatal(err)
+		}
 
 		// An org that leaves takes its chain and sets along.
 		p.Orgs = p.Orgs[1:]

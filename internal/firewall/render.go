@@ -21,8 +21,8 @@
 // source (and any other mark is cleared first), by which an organisation's
 // chain hands it to its group's chain. The set changes by single entries as
 // peers come, go and move (UpdatePeerSet), without touching a rule. Another set,
-// HostSet, holds the host's own addresses, which no partner reaches
-// whatever its grants cover.
+// LocalSet, holds everything the host receives itself (its addresses, local
+// routes, broadcasts), which no partner reaches whatever its grants cover.
 //
 // In the gateway namespace:
 //
@@ -37,8 +37,10 @@
 //
 //	filter FORWARD  -j EXTRANET-ACCEPT     -i/-o <host veth> -j ACCEPT
 //	nat POSTROUTING -j EXTRANET-POST       masquerade of the tunnel network
+//	raw PREROUTING  -j EXTRANET-GUARD-RAW  (first) from the veth to the host itself: DROP
 //	mangle INPUT    -j EXTRANET-GUARD-IN   new connections from the veth to the host: DROP
-//	mangle FORWARD  -j EXTRANET-GUARD-FWD  partner packets a host DNAT redirected: DROP
+//	mangle FORWARD  -j EXTRANET-GUARD-FWD  (first) partner packets a host DNAT redirected,
+//	                                       or leaving by no egress interface: DROP
 //
 // The namespace's filter table is replaced whole with one iptables-restore
 // (atomic), and a set whose members change is refilled by swapping in a
@@ -52,6 +54,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/extranetgw/extranet/internal/grant"
 	"github.com/extranetgw/extranet/internal/policy"
@@ -65,8 +68,9 @@ const (
 
 	// PeerSet holds the tunnel address of every peer in force.
 	PeerSet = "extranet-peers"
-	// HostSet holds the addresses of the gateway host.
-	HostSet = "extranet-host"
+	// LocalSet holds what the gateway host receives itself. (Until
+	// 2026-12 a hash:ip of its addresses alone, named extranet-host.)
+	LocalSet = "extranet-local"
 
 	chainFwd      = "EXTRANET-FWD"
 	chainIn       = "EXTRANET-IN"
@@ -78,6 +82,7 @@ const (
 	chainAccept   = "EXTRANET-ACCEPT"
 	chainGuardIn  = "EXTRANET-GUARD-IN"
 	chainGuardFwd = "EXTRANET-GUARD-FWD"
+	chainGuardRaw = "EXTRANET-GUARD-RAW"
 
 	reject = "REJECT --reject-with icmp-admin-prohibited"
 
@@ -172,9 +177,10 @@ var ifaceRE = regexp.MustCompile(`^[a-zA-Z0-9_.-]{1,15}$`)
 // Rendered is the text the kernel tools read.
 type Rendered struct {
 	// Filter is the gateway namespace's whole filter table, input for
-	// iptables-restore, and Mangle its whole mangle table, which marks a
-	// new flow's packets with their peer's group.
-	Filter, Mangle string
+	// iptables-restore, Mangle its whole mangle table, which marks a new
+	// flow's packets with their peer's group, and Raw its raw table, which
+	// drops forged tunnel sources before routing.
+	Filter, Mangle, Raw string
 	// Sets are every set the rules use, with their members.
 	Sets []Set
 }
@@ -187,6 +193,9 @@ const Filter6 = "*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT DROP [
 type Jump struct {
 	Table, Chain string
 	Rule         []string
+	// First puts the jump at the head of the chain, where nothing of the
+	// host's can accept a packet before it; otherwise it is appended.
+	First bool
 }
 
 // Render turns a policy into the gateway namespace's filter table, whose
@@ -221,6 +230,10 @@ func Render(p *policy.Policy, uplink string) (*Rendered, error) {
 	jumpTree(&fwdJumps, &groupJumps, chainFwd, p.TunnelNet.Masked(), blocks, &groups)
 
 	iface, tunnel := p.Interface, p.TunnelNet.Masked()
+	fromItsFlow, toItsSender, err := icmpMatches()
+	if err != nil {
+		return nil, err
+	}
 	var f strings.Builder
 	r := &Rendered{}
 	f.WriteString("*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT DROP [0:0]\n")
@@ -238,22 +251,31 @@ func Render(p *policy.Policy, uplink string) (*Rendered, error) {
 	}
 	fmt.Fprintf(&f, "-A INPUT -i lo -j ACCEPT\n")
 	fmt.Fprintf(&f, "-A INPUT -i %s -j %s\n", iface, chainIn)
+	// Nothing that came out of the tunnel goes back into it, whatever
+	// conntrack makes of it: partners never reach each other, not by an
+	// ICMP error about another partner's flow either.
+	fmt.Fprintf(&f, "-A FORWARD -i %s -o %s -j DROP\n", iface, iface)
 	fmt.Fprintf(&f, "-A FORWARD -i %s -j %s\n", iface, chainFwd)
 	fmt.Fprintf(&f, "-A FORWARD -s %s ! -i %s -j %s\n", tunnel, iface, chainSpoof)
 	fmt.Fprintf(&f, "-A FORWARD -o %s -j %s\n", iface, chainToPeer)
 	fmt.Fprintf(&f, "-A OUTPUT -j %s\n", chainOut)
-	fmt.Fprintf(&f, "-A %s -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n", chainFwd)
-	fmt.Fprintf(&f, "-A %s -m conntrack --ctstate INVALID -j DROP\n", chainFwd)
+	fmt.Fprintf(&f, "-A %s -m conntrack --ctstate ESTABLISHED -j ACCEPT\n", chainFwd)
+	// RELATED is all that conntrack says of an ICMP error that quotes a
+	// live flow, whoever sent it: a partner's error passes only when it is
+	// about that partner's own flow, and nothing else is related to a
+	// partner's flow (no conntrack helper runs here).
+	fmt.Fprintf(&f, "-A %s -p icmp -m conntrack --ctstate RELATED -m bpf --bytecode \"%s\" -j ACCEPT\n", chainFwd, fromItsFlow)
+	fmt.Fprintf(&f, "-A %s -m conntrack --ctstate RELATED,INVALID -j DROP\n", chainFwd)
 	fmt.Fprintf(&f, "-A %s -m set ! --match-set %s src -j %s\n", chainFwd, PeerSet, reject)
-	// The host's own addresses are not internal subnets, whatever a grant
-	// covers; and a partner's packet leaves only toward the host, never
-	// back into the tunnel.
-	fmt.Fprintf(&f, "-A %s -m set --match-set %s dst -j %s\n", chainFwd, HostSet, reject)
+	// What the host receives itself is not an internal subnet, whatever a
+	// grant covers; and a partner's packet leaves only toward the host,
+	// never back into the tunnel.
+	fmt.Fprintf(&f, "-A %s -m set --match-set %s dst -j %s\n", chainFwd, LocalSet, reject)
 	fmt.Fprintf(&f, "-A %s ! -o %s -j %s\n", chainFwd, uplink, reject)
 	f.WriteString(fwdJumps.String())
 	fmt.Fprintf(&f, "-A %s -j %s\n", chainFwd, reject)
 	f.WriteString(groupJumps.String())
-	r.Sets = append(r.Sets, peerSet(p.TunnelNet, p.Peers), hostSet(p.HostAddrs))
+	r.Sets = append(r.Sets, peerSet(p.TunnelNet, p.Peers, p.At), localSet(p.Host.Local))
 	seen := map[uint32]bool{}
 	for _, o := range orgs {
 		sets, err := renderOrg(&f, o, seen)
@@ -265,19 +287,29 @@ func Render(p *policy.Policy, uplink string) (*Rendered, error) {
 	// Partners never reach the gateway's own services, not even replies to
 	// flows they could not have opened.
 	fmt.Fprintf(&f, "-A %s -j %s\n", chainIn, reject)
-	fmt.Fprintf(&f, "-A %s -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n", chainToPeer)
+	fmt.Fprintf(&f, "-A %s -m conntrack --ctstate ESTABLISHED -j ACCEPT\n", chainToPeer)
+	// An error reaches a partner only about a packet that partner sent.
+	fmt.Fprintf(&f, "-A %s -p icmp -m conntrack --ctstate RELATED -m bpf --bytecode \"%s\" -j ACCEPT\n", chainToPeer, toItsSender)
 	fmt.Fprintf(&f, "-A %s -j %s\n", chainToPeer, reject)
 	// A tunnel address as the source of a packet that did not come out of
 	// the tunnel is forged, by a host on the internal network, say. Were it
 	// forwarded, the answer would come back as part of a flow the gateway
 	// knows and be carried to the partner that owns the address.
 	fmt.Fprintf(&f, "-A %s -j DROP\n", chainSpoof)
-	// The namespace itself sends only its rejects (ICMP) and talks to
-	// itself; it serves nothing.
+	// The namespace itself sends only ICMP errors (its rejects, expired
+	// TTLs, too big) and talks to itself; it serves nothing. Into the
+	// tunnel it sends only errors about what that partner sent, so that no
+	// packet from the internal side makes it carry data to a partner.
 	fmt.Fprintf(&f, "-A %s -o lo -j ACCEPT\n", chainOut)
-	fmt.Fprintf(&f, "-A %s -p icmp -j ACCEPT\n", chainOut)
+	fmt.Fprintf(&f, "-A %s -o %s -p icmp -m bpf --bytecode \"%s\" -j ACCEPT\n", chainOut, iface, toItsSender)
+	fmt.Fprintf(&f, "-A %s ! -o %s -p icmp -j ACCEPT\n", chainOut, iface)
 	f.WriteString("COMMIT\n")
 	r.Filter = f.String()
+	// A tunnel address as the source of a packet from the uplink is forged
+	// (by a host on the internal network, say): dropped before routing, it
+	// can neither be forwarded nor make the namespace answer it with an
+	// error, which would go into the tunnel to the address's partner.
+	r.Raw = fmt.Sprintf("*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n-A PREROUTING -i %s -s %s -j DROP\nCOMMIT\n", uplink, tunnel)
 	// A mark that came with the packet (from the host, through kernel
 	// WireGuard) must not choose a group: it is cleared, then set from the
 	// peer set. A source not in it keeps no mark and meets no group.
@@ -290,8 +322,8 @@ func Render(p *policy.Policy, uplink string) (*Rendered, error) {
 // Host is the host namespace's part: input for `iptables-restore
 // --noflush`, one table each, and the jumps into it.
 type Host struct {
-	Filter, NAT, Mangle string
-	Jumps               []Jump
+	Filter, NAT, Mangle, Raw string
+	Jumps                    []Jump
 }
 
 // RenderHost returns the host rules for a gateway namespace joined to the
@@ -314,37 +346,75 @@ func RenderHost(p *policy.Policy, veth string) Host {
 	// set keeps partners from its addresses, but is only as current as the
 	// last reconcile), and a partner's packet is never sent elsewhere by a
 	// DNAT of the host's, after the namespace checked where it was going.
-	h.Mangle = fmt.Sprintf("*mangle\n:%s - [0:0]\n:%s - [0:0]\n-A %s -i %s -m conntrack --ctstate NEW -j DROP\n-A %s -i %s -m conntrack --ctstate DNAT -j DROP\nCOMMIT\n",
+	var m strings.Builder
+	fmt.Fprintf(&m, "*mangle\n:%s - [0:0]\n:%s - [0:0]\n-A %s -i %s -m conntrack --ctstate NEW -j DROP\n-A %s -i %s -m conntrack --ctstate DNAT -j DROP\n",
 		chainGuardIn, chainGuardFwd, chainGuardIn, veth, chainGuardFwd, veth)
+	// Partner traffic leaves the host only by its egress interfaces: a
+	// grant that covers a container or VM bridge's range reaches nothing
+	// behind the bridge unless the bridge is named.
+	for _, e := range p.Host.Egress {
+		if ifaceRE.MatchString(e) {
+			fmt.Fprintf(&m, "-A %s -i %s -o %s -j RETURN\n", chainGuardFwd, veth, e)
+		}
+	}
+	fmt.Fprintf(&m, "-A %s -i %s -j DROP\n", chainGuardFwd, veth)
+	// A host that did not forward before the gateway switched forwarding
+	// on forwards nothing else now.
+	if !p.Host.Forwarded {
+		fmt.Fprintf(&m, "-A %s ! -o %s -j DROP\n", chainGuardFwd, veth)
+	}
+	m.WriteString("COMMIT\n")
+	h.Mangle = m.String()
+	// Whatever the namespace's sets hold and whatever the host's own rules
+	// are, nothing from the veth is for the host itself: anything it would
+	// receive (its addresses, ranges routed to it as local, broadcasts,
+	// multicast) is dropped before the host's own tables see it, and
+	// first in raw, where no earlier rule of the host's can accept it.
+	var raw strings.Builder
+	fmt.Fprintf(&raw, "*raw\n:%s - [0:0]\n", chainGuardRaw)
+	for _, t := range []string{"LOCAL", "BROADCAST", "MULTICAST"} {
+		fmt.Fprintf(&raw, "-A %s -i %s -m addrtype --dst-type %s -j DROP\n", chainGuardRaw, veth, t)
+	}
+	raw.WriteString("COMMIT\n")
+	h.Raw = raw.String()
 	h.Jumps = []Jump{
-		{"filter", "FORWARD", []string{"-j", chainAccept}},
-		{"nat", "POSTROUTING", []string{"-j", chainPost}},
-		{"mangle", "INPUT", []string{"-j", chainGuardIn}},
-		{"mangle", "FORWARD", []string{"-j", chainGuardFwd}},
+		{Table: "filter", Chain: "FORWARD", Rule: []string{"-j", chainAccept}},
+		{Table: "nat", Chain: "POSTROUTING", Rule: []string{"-j", chainPost}},
+		{Table: "mangle", Chain: "INPUT", Rule: []string{"-j", chainGuardIn}},
+		{Table: "mangle", Chain: "FORWARD", Rule: []string{"-j", chainGuardFwd}, First: true},
+		{Table: "raw", Chain: "PREROUTING", Rule: []string{"-j", chainGuardRaw}, First: true},
 	}
 	return h
 }
 
-// hostSet is the set of the host's own addresses.
-func hostSet(addrs []netip.Addr) Set {
+// localSet is the set of what the host receives itself.
+func localSet(local []netip.Prefix) Set {
 	var members []string
-	seen := map[netip.Addr]bool{}
-	sorted := append([]netip.Addr(nil), addrs...)
-	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Less(sorted[j]) })
-	for _, a := range sorted {
-		if a.Is4() && !seen[a] {
-			seen[a] = true
-			members = append(members, a.String())
+	seen := map[netip.Prefix]bool{}
+	sorted := append([]netip.Prefix(nil), local...)
+	sort.Slice(sorted, func(i, j int) bool {
+		if a, b := sorted[i].Addr(), sorted[j].Addr(); a != b {
+			return a.Less(b)
+		}
+		return sorted[i].Bits() < sorted[j].Bits()
+	})
+	for _, p := range sorted {
+		// hash:net holds no /0: a host that receives everything is
+		// refused to partners by the rules' ! -o uplink and the host's
+		// guards, not by this set.
+		if p = p.Masked(); p.Addr().Is4() && p.Bits() > 0 && !seen[p] {
+			seen[p] = true
+			members = append(members, p.String())
 		}
 	}
-	return Set{Name: HostSet, Type: "hash:ip", Members: members}
+	return Set{Name: LocalSet, Type: "hash:net", Members: members}
 }
 
 // peerSet is the set of the addresses of the peers in force, in address
-// order, each marked with its group. An address outside the tunnel network
-// can never be a source on the interface, so it is left out rather than
-// trusted.
-func peerSet(tunnel netip.Prefix, peers map[netip.Addr]uint32) Set {
+// order, each with its entry as of now. An address outside the tunnel
+// network can never be a source on the interface, so it is left out
+// rather than trusted.
+func peerSet(tunnel netip.Prefix, peers map[netip.Addr]policy.Peer, now time.Time) Set {
 	in := inTunnel(tunnel, peers)
 	addrs := make([]netip.Addr, 0, len(in))
 	for a := range in {
@@ -353,15 +423,9 @@ func peerSet(tunnel netip.Prefix, peers map[netip.Addr]uint32) Set {
 	sort.Slice(addrs, func(i, j int) bool { return addrs[i].Less(addrs[j]) })
 	members := make([]string, len(addrs))
 	for i, a := range addrs {
-		members[i] = peerMember(a, in[a])
+		members[i] = peerMember(a, entryAt(in[a], now), now)
 	}
-	return Set{Name: PeerSet, Type: "hash:ip", SkbInfo: true, Members: members}
-}
-
-// peerMember is an address of PeerSet with its group's mark, as `ipset
-// save` prints it.
-func peerMember(a netip.Addr, group uint32) string {
-	return fmt.Sprintf("%s skbmark 0x%x", a, group)
+	return Set{Name: PeerSet, Type: "hash:ip", Timeout: true, Comment: true, SkbInfo: true, Members: members}
 }
 
 // renderOrg writes an organisation's chain, which hands each new flow to

@@ -37,12 +37,13 @@ func testPolicy(t testing.TB) *policy.Policy {
 
 func TestRenderGolden(t *testing.T) {
 	p := testPolicy(t)
-	p.Peers = map[netip.Addr]uint32{
-		netip.MustParseAddr("100.64.3.9"): 10, netip.MustParseAddr("100.64.1.2"): 10, netip.MustParseAddr("100.64.1.7"): 11,
+	p.Peers = map[netip.Addr]policy.Peer{
+		netip.MustParseAddr("100.64.3.9"): {Group: 10}, netip.MustParseAddr("100.64.1.2"): {Group: 10}, netip.MustParseAddr("100.64.1.7"): {Group: 11},
 		// Without a group, and outside the tunnel network: neither is a member.
-		netip.MustParseAddr("100.64.2.2"): 0, netip.MustParseAddr("10.0.0.1"): 10,
+		netip.MustParseAddr("100.64.2.2"): {Group: 0}, netip.MustParseAddr("10.0.0.1"): {Group: 10},
 	}
-	p.HostAddrs = []netip.Addr{netip.MustParseAddr("10.10.2.1"), netip.MustParseAddr("10.10.1.1"), netip.MustParseAddr("10.10.1.1")}
+	p.Host.Local = []netip.Prefix{netip.MustParsePrefix("10.10.2.1/32"), netip.MustParsePrefix("10.10.1.1/32"), netip.MustParsePrefix("10.10.1.1/32"), netip.MustParsePrefix("10.10.9.0/24")}
+	p.Host.Egress = []string{"eth0", "eth1"}
 	r, err := Render(p, "uplink")
 	if err != nil {
 		t.Fatal(err)
@@ -64,14 +65,16 @@ func TestRenderGolden(t *testing.T) {
 :EXTRANET-GRP-20 - [0:0]
 -A INPUT -i lo -j ACCEPT
 -A INPUT -i wg-ext -j EXTRANET-IN
+-A FORWARD -i wg-ext -o wg-ext -j DROP
 -A FORWARD -i wg-ext -j EXTRANET-FWD
 -A FORWARD -s 100.64.0.0/16 ! -i wg-ext -j EXTRANET-SPOOF
 -A FORWARD -o wg-ext -j EXTRANET-TOPEER
 -A OUTPUT -j EXTRANET-OUT
--A EXTRANET-FWD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
--A EXTRANET-FWD -m conntrack --ctstate INVALID -j DROP
+-A EXTRANET-FWD -m conntrack --ctstate ESTABLISHED -j ACCEPT
+-A EXTRANET-FWD -p icmp -m conntrack --ctstate RELATED -m bpf --bytecode "8,177 0 0 0,64 0 0 24,2 0 0 0,32 0 0 12,97 0 0 0,29 0 1 0,6 0 0 1,6 0 0 0" -j ACCEPT
+-A EXTRANET-FWD -m conntrack --ctstate RELATED,INVALID -j DROP
 -A EXTRANET-FWD -m set ! --match-set extranet-peers src -j REJECT --reject-with icmp-admin-prohibited
--A EXTRANET-FWD -m set --match-set extranet-host dst -j REJECT --reject-with icmp-admin-prohibited
+-A EXTRANET-FWD -m set --match-set extranet-local dst -j REJECT --reject-with icmp-admin-prohibited
 -A EXTRANET-FWD ! -o uplink -j REJECT --reject-with icmp-admin-prohibited
 -A EXTRANET-FWD -s 100.64.0.0/20 -j EXTRANET-G-64400000-20
 -A EXTRANET-FWD -j REJECT --reject-with icmp-admin-prohibited
@@ -94,11 +97,13 @@ func TestRenderGolden(t *testing.T) {
 -A EXTRANET-GRP-20 -m set --match-set extranet-g20-port dst,dst -j ACCEPT
 -A EXTRANET-GRP-20 -j REJECT --reject-with icmp-admin-prohibited
 -A EXTRANET-IN -j REJECT --reject-with icmp-admin-prohibited
--A EXTRANET-TOPEER -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A EXTRANET-TOPEER -m conntrack --ctstate ESTABLISHED -j ACCEPT
+-A EXTRANET-TOPEER -p icmp -m conntrack --ctstate RELATED -m bpf --bytecode "8,177 0 0 0,64 0 0 20,2 0 0 0,32 0 0 16,97 0 0 0,29 0 1 0,6 0 0 1,6 0 0 0" -j ACCEPT
 -A EXTRANET-TOPEER -j REJECT --reject-with icmp-admin-prohibited
 -A EXTRANET-SPOOF -j DROP
 -A EXTRANET-OUT -o lo -j ACCEPT
--A EXTRANET-OUT -p icmp -j ACCEPT
+-A EXTRANET-OUT -o wg-ext -p icmp -m bpf --bytecode "8,177 0 0 0,64 0 0 20,2 0 0 0,32 0 0 16,97 0 0 0,29 0 1 0,6 0 0 1,6 0 0 0" -j ACCEPT
+-A EXTRANET-OUT ! -o wg-ext -p icmp -j ACCEPT
 COMMIT
 `
 	if r.Filter != wantFilter {
@@ -119,23 +124,36 @@ COMMIT
 	if r.Mangle != wantMangle {
 		t.Errorf("mangle:\n%s\nwant:\n%s", r.Mangle, wantMangle)
 	}
+	wantRaw := "*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n-A PREROUTING -i uplink -s 100.64.0.0/16 -j DROP\nCOMMIT\n"
+	if r.Raw != wantRaw {
+		t.Errorf("raw:\n%s\nwant:\n%s", r.Raw, wantRaw)
+	}
 	h := RenderHost(p, "extranet0")
 	wantHost := Host{
 		Filter: "*filter\n:EXTRANET-ACCEPT - [0:0]\n-A EXTRANET-ACCEPT -i extranet0 -j ACCEPT\n-A EXTRANET-ACCEPT -o extranet0 -j ACCEPT\nCOMMIT\n",
 		NAT:    "*nat\n:EXTRANET-POST - [0:0]\n-A EXTRANET-POST -s 100.64.0.0/16 ! -o extranet0 -j MASQUERADE\nCOMMIT\n",
 		Mangle: "*mangle\n:EXTRANET-GUARD-IN - [0:0]\n:EXTRANET-GUARD-FWD - [0:0]\n" +
 			"-A EXTRANET-GUARD-IN -i extranet0 -m conntrack --ctstate NEW -j DROP\n" +
-			"-A EXTRANET-GUARD-FWD -i extranet0 -m conntrack --ctstate DNAT -j DROP\nCOMMIT\n",
-		Jumps: []Jump{{"filter", "FORWARD", []string{"-j", "EXTRANET-ACCEPT"}}, {"nat", "POSTROUTING", []string{"-j", "EXTRANET-POST"}},
-			{"mangle", "INPUT", []string{"-j", "EXTRANET-GUARD-IN"}}, {"mangle", "FORWARD", []string{"-j", "EXTRANET-GUARD-FWD"}}},
+			"-A EXTRANET-GUARD-FWD -i extranet0 -m conntrack --ctstate DNAT -j DROP\n" +
+			"-A EXTRANET-GUARD-FWD -i extranet0 -o eth0 -j RETURN\n" +
+			"-A EXTRANET-GUARD-FWD -i extranet0 -o eth1 -j RETURN\n" +
+			"-A EXTRANET-GUARD-FWD -i extranet0 -j DROP\n" +
+			"-A EXTRANET-GUARD-FWD ! -o extranet0 -j DROP\nCOMMIT\n",
+		Raw: "*raw\n:EXTRANET-GUARD-RAW - [0:0]\n" +
+			"-A EXTRANET-GUARD-RAW -i extranet0 -m addrtype --dst-type LOCAL -j DROP\n" +
+			"-A EXTRANET-GUARD-RAW -i extranet0 -m addrtype --dst-type BROADCAST -j DROP\n" +
+			"-A EXTRANET-GUARD-RAW -i extranet0 -m addrtype --dst-type MULTICAST -j DROP\nCOMMIT\n",
+		Jumps: []Jump{{"filter", "FORWARD", []string{"-j", "EXTRANET-ACCEPT"}, false}, {"nat", "POSTROUTING", []string{"-j", "EXTRANET-POST"}, false},
+			{"mangle", "INPUT", []string{"-j", "EXTRANET-GUARD-IN"}, false}, {"mangle", "FORWARD", []string{"-j", "EXTRANET-GUARD-FWD"}, true},
+			{"raw", "PREROUTING", []string{"-j", "EXTRANET-GUARD-RAW"}, true}},
 	}
 	if fmt.Sprint(h) != fmt.Sprint(wantHost) {
 		t.Errorf("host:\n%v\nwant:\n%v", h, wantHost)
 	}
 	got := fmt.Sprint(r.Sets)
-	want := "[{extranet-peers hash:ip true [100.64.1.2 skbmark 0xa 100.64.1.7 skbmark 0xb 100.64.3.9 skbmark 0xa]} {extranet-host hash:ip false [10.10.1.1 10.10.2.1]} " +
-		"{extranet-g10-net hash:net false [10.10.1.0/24]} {extranet-g10-port hash:net,port false [10.10.2.2/32,tcp:443 10.10.2.2/32,udp:5000-5010]} {extranet-g11-port hash:net,port false [10.10.2.2/32,tcp:22]} " +
-		"{extranet-g20-port hash:net,port false [10.10.2.0/24,tcp:8080]}]"
+	want := `[{extranet-peers hash:ip true true true [100.64.1.2 timeout 0 comment "0000000000000000" skbmark 0xa 100.64.1.7 timeout 0 comment "0000000000000000" skbmark 0xb 100.64.3.9 timeout 0 comment "0000000000000000" skbmark 0xa]}` + " {extranet-local hash:net false false false [10.10.1.1/32 10.10.2.1/32 10.10.9.0/24]} " +
+		"{extranet-g10-net hash:net false false false [10.10.1.0/24]} {extranet-g10-port hash:net,port false false false [10.10.2.2/32,tcp:443 10.10.2.2/32,udp:5000-5010]} {extranet-g11-port hash:net,port false false false [10.10.2.2/32,tcp:22]} " +
+		"{extranet-g20-port hash:net,port false false false [10.10.2.0/24,tcp:8080]}]"
 	if got != want {
 		t.Errorf("sets:\n%s\nwant:\n%s", got, want)
 	}
@@ -146,9 +164,9 @@ COMMIT
 func TestRulesDoNotGrowWithPeers(t *testing.T) {
 	p := testPolicy(t)
 	few, _ := Render(p, "uplink")
-	p.Peers = map[netip.Addr]uint32{}
+	p.Peers = map[netip.Addr]policy.Peer{}
 	for i := 0; i < 5000; i++ {
-		p.Peers[netip.AddrFrom4([4]byte{100, 64, byte(1 + i/250), byte(1 + i%250)})] = uint32(10 + i%2)
+		p.Peers[netip.AddrFrom4([4]byte{100, 64, byte(1 + i/250), byte(1 + i%250)})] = policy.Peer{Group: uint32(10 + i%2)}
 	}
 	many, _ := Render(p, "uplink")
 	if few.Filter != many.Filter || fmt.Sprint(fixedSets(few.Sets)) != fmt.Sprint(fixedSets(many.Sets)) {
@@ -272,7 +290,7 @@ func parseChains(filter string) map[string][]rule {
 				r.notPeer = i+2 < len(f) && f[i+1] == "--match-set" && f[i+2] == PeerSet
 				r.other = r.other || f[i+1] == "-o"
 			case "--match-set":
-				r.other = r.other || f[i+1] == HostSet
+				r.other = r.other || f[i+1] == LocalSet
 			case "-j":
 				r.target = f[i+1]
 			}
@@ -338,9 +356,9 @@ func TestTreeBoundsTheWalk(t *testing.T) {
 			}
 			worst = max(worst, met)
 		}
-		// Two conntrack rules, the peer, host and uplink checks, then at
+		// Three conntrack rules, the peer, host and uplink checks, then at
 		// most 16 jumps on each of 3 levels.
-		if worst > 5+3*16 {
+		if worst > 6+3*16 {
 			t.Errorf("%d orgs: a new flow may meet %d rules", n, worst)
 		}
 		if chain, _ := walk(chains, netip.MustParseAddr("100.79.255.250"), true); n < 4095 && chain != "REJECT" {

@@ -19,23 +19,32 @@ type Set struct {
 	// SkbInfo sets are made with the skbinfo extension: each member
 	// carries a mark the rules hand to the packets of its address.
 	SkbInfo bool
-	Members []string
+	// Timeout and Comment sets are made with those extensions: a member
+	// may end by itself, and carries a text.
+	Timeout, Comment bool
+	Members          []string
 }
 
 // create is the set's create line, with extra ("-exist") when given.
 func (s Set) create(name, extra string) string {
 	opts := ""
+	if s.Timeout {
+		opts += " timeout 0"
+	}
+	if s.Comment {
+		opts += " comment"
+	}
 	if s.SkbInfo {
-		opts = " skbinfo"
+		opts += " skbinfo"
 	}
 	return fmt.Sprintf("create %s %s family inet%s maxelem %d%s\n", name, s.Type, opts, maxElem, extra)
 }
 
 // kernelSet is a set as `ipset save` shows it.
 type kernelSet struct {
-	typ     string
-	skbinfo bool
-	members map[string]bool
+	typ                       string
+	skbinfo, timeout, comment bool
+	members                   map[string]bool
 }
 
 // parseSave reads the sets of ours out of `ipset save` output.
@@ -48,11 +57,13 @@ func parseSave(out string) map[string]kernelSet {
 		}
 		switch f[0] {
 		case "create":
-			sets[f[1]] = kernelSet{typ: f[2], skbinfo: slices.Contains(f[3:], "skbinfo"), members: map[string]bool{}}
+			sets[f[1]] = kernelSet{typ: f[2], skbinfo: slices.Contains(f[3:], "skbinfo"),
+				timeout: slices.Contains(f[3:], "timeout"), comment: slices.Contains(f[3:], "comment"), members: map[string]bool{}}
 		case "add":
-			// The member with its extensions (skbmark), as printed.
+			// The member with its extensions (skbmark), as printed, but
+			// for a running timeout.
 			if s, ok := sets[f[1]]; ok {
-				s.members[strings.Join(f[2:], " ")] = true
+				s.members[normMember(strings.Join(f[2:], " "))] = true
 			}
 		}
 	}
@@ -75,7 +86,8 @@ func setScript(want []Set, have map[string]kernelSet) string {
 			for _, m := range set.Members {
 				fmt.Fprintf(&s, "add %s %s\n", set.Name, m)
 			}
-		case k.typ == set.Type && k.skbinfo == set.SkbInfo && sameMembers(kernelMembers(set.Members), k.members):
+		case k.typ == set.Type && k.skbinfo == set.SkbInfo && k.timeout == set.Timeout && k.comment == set.Comment &&
+			sameMembers(kernelMembers(set.Members), k.members):
 		default:
 			tmp := set.Name + "-t"
 			// One left by a run that died part way may have other
@@ -114,6 +126,11 @@ func sameMembers(a, b map[string]bool) bool {
 func kernelMembers(ms []string) map[string]bool {
 	out := make(map[string]bool, len(ms))
 	for _, m := range ms {
+		if strings.Contains(m, " ") {
+			// A member with extensions: a peer's entry.
+			out[normMember(m)] = true
+			continue
+		}
 		pfx, proto, hasPort := strings.Cut(m, ",")
 		if p, err := netip.ParsePrefix(pfx); err == nil && p.IsSingleIP() {
 			pfx = p.Addr().String()

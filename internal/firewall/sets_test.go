@@ -4,15 +4,20 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/extranetgw/extranet/internal/netnstest"
+	"github.com/extranetgw/extranet/internal/policy"
 )
 
 var testSets = []Set{
 	{Name: "extranet-1-net", Type: "hash:net", Members: []string{"10.10.1.0/24", "10.0.0.1/32"}},
 	{Name: "extranet-1-port", Type: "hash:net,port", Members: []string{"10.10.2.2/32,tcp:443", "10.10.2.2/32,udp:5000-5010", "10.20.0.0/16,tcp:22"}},
 	{Name: "extranet-2-net", Type: "hash:net"},
-	{Name: PeerSet, Type: "hash:ip", SkbInfo: true, Members: []string{peerMember(netip.MustParseAddr("100.64.1.2"), 7), peerMember(netip.MustParseAddr("100.64.1.3"), 300)}},
+	{Name: PeerSet, Type: "hash:ip", Timeout: true, Comment: true, SkbInfo: true, Members: []string{
+		peerMember(netip.MustParseAddr("100.64.1.2"), entry{Peer: policy.Peer{Group: 7}}, time.Time{}),
+		peerMember(netip.MustParseAddr("100.64.1.3"), entry{Peer: policy.Peer{Group: 300, Ends: time.Unix(100, 0)}, timed: true}, time.Unix(0, 0)),
+	}},
 }
 
 func TestSetScriptTouchesOnlyWhatDiffers(t *testing.T) {
@@ -20,12 +25,19 @@ func TestSetScriptTouchesOnlyWhatDiffers(t *testing.T) {
 	var saved strings.Builder
 	for _, s := range testSets {
 		opts := ""
+		if s.Timeout {
+			opts += " timeout 0"
+		}
+		if s.Comment {
+			opts += " comment"
+		}
 		if s.SkbInfo {
-			opts = " skbinfo"
+			opts += " skbinfo"
 		}
 		saved.WriteString("create " + s.Name + " " + s.Type + " family inet hashsize 1024 maxelem 65536" + opts + " bucketsize 12 initval 0x1\n")
 		for m := range kernelMembers(s.Members) {
-			saved.WriteString("add " + s.Name + " " + m + "\n")
+			// A running timeout, as the kernel prints it.
+			saved.WriteString("add " + s.Name + " " + strings.Replace(m, "timed", "timeout 57", 1) + "\n")
 		}
 	}
 	saved.WriteString("create someone-elses hash:ip family inet\nadd someone-elses 192.0.2.1\n")

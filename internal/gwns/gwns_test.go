@@ -137,12 +137,12 @@ func TestKernelOpenPlumbDelete(t *testing.T) {
 			t.Errorf("the caller left its namespace:\n%s", out)
 		}
 
-		addrs, err := HostAddrs()
+		local, err := HostLocal()
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !containsAddr(addrs, "169.254.100.1") || containsAddr(addrs, "169.254.100.2") {
-			t.Errorf("host addresses: %v", addrs)
+		if !containsPrefix(local, "169.254.100.1/32") || containsPrefix(local, "169.254.100.2/32") {
+			t.Errorf("what the host receives: %v", local)
 		}
 
 		ns.Close()
@@ -173,9 +173,9 @@ func TestKernelOpenPlumbDelete(t *testing.T) {
 	})
 }
 
-func containsAddr(addrs []netip.Addr, s string) bool {
-	for _, a := range addrs {
-		if a.String() == s {
+func containsPrefix(ps []netip.Prefix, s string) bool {
+	for _, p := range ps {
+		if p.String() == s {
 			return true
 		}
 	}

@@ -146,6 +146,12 @@ func (n *NS) plumb(l Link, fix bool) ([]string, error) {
 			// peer's AllowedIPs say, and the rules drop it as well.
 			{"/proc/sys/net/ipv6/conf/all/disable_ipv6", "1"},
 			{"/proc/sys/net/ipv6/conf/default/disable_ipv6", "1"},
+			// Strict reverse-path filtering: a packet from the uplink
+			// whose source routes elsewhere (a tunnel address, forged on
+			// the internal side) is dropped. The effective value is the
+			// higher of all and the interface's, so all is strict too.
+			{"/proc/sys/net/ipv4/conf/all/rp_filter", "1"},
+			{"/proc/sys/net/ipv4/conf/" + l.NSVeth + "/rp_filter", "1"},
 		} {
 			if err := e.sysctl(s.path, s.val, "namespace "); err != nil {
 				return err
@@ -250,38 +256,4 @@ func (e ensurer) sysctl(path, val, where string) error {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil
-}
-
-// HostAddrs lists the IPv4 addresses of the host namespace (the caller's),
-// with the broadcast addresses of its networks: the gateway's own, which no
-// partner may reach whatever its grants cover.
-func HostAddrs() ([]netip.Addr, error) {
-	var addrs []netlink.Addr
-	var err error
-	// A dump that addresses changed under is retried: those changes are
-	// what is being followed.
-	for try := 0; try < 5; try++ {
-		if addrs, err = netlink.AddrList(nil, netlink.FAMILY_V4); !errors.Is(err, netlink.ErrDumpInterrupted) {
-			break
-		}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("list the host's addresses: %w", err)
-	}
-	seen := map[netip.Addr]bool{}
-	var out []netip.Addr
-	add := func(ip net.IP) {
-		a, ok := netip.AddrFromSlice(ip.To4())
-		if ok && !seen[a] && !a.IsUnspecified() {
-			seen[a] = true
-			out = append(out, a)
-		}
-	}
-	for _, a := range addrs {
-		add(a.IP)
-		if a.Broadcast != nil {
-			add(a.Broadcast)
-		}
-	}
-	return out, nil
 }

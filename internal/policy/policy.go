@@ -4,7 +4,10 @@
 package policy
 
 import (
+	"encoding/hex"
 	"net/netip"
+	"slices"
+	"time"
 
 	"github.com/extranetgw/extranet/internal/grant"
 )
@@ -42,28 +45,87 @@ type Policy struct {
 	// the internal side, so internal hosts need no route back.
 	Masquerade bool
 	Orgs       []Org
-	// Peers maps the tunnel address of every peer that may send to the ID
-	// of its group. A flow from any other tunnel address is dead, whatever
-	// its org was granted, and so is one from a peer whose group is not
-	// among its organisation's.
-	Peers map[netip.Addr]uint32
-	// HostAddrs are the gateway host's own addresses. They are not
+	// Peers maps the tunnel address of every peer that may send to what
+	// the data plane holds of it. A flow from any other tunnel address is
+	// dead, whatever its org was granted, and so is one from a peer whose
+	// group is not among its organisation's.
+	Peers map[netip.Addr]Peer
+	// Host is what the gateway host is, as far as partner traffic goes.
+	Host Host
+	// At is when the policy was derived: the peers' dates count from it.
+	At time.Time
+}
+
+// Host is the gateway host as the data plane must know it.
+type Host struct {
+	// Local is everything the host receives itself: its addresses, the
+	// ranges routed to it as local, broadcast addresses. They are not
 	// internal subnets: no partner reaches them, whatever a grant covers.
-	HostAddrs []netip.Addr
+	Local []netip.Prefix
+	// Egress are the host's interfaces partner traffic may leave by, in
+	// name order; none means it leaves by none.
+	Egress []string
+	// Forwarded tells whether the host forwarded IPv4 between its
+	// networks before the gateway switched forwarding on. If it did not,
+	// it still forwards nothing but partner traffic.
+	Forwarded bool
+}
+
+// Granted lists the prefixes of every grant of p's groups, each once, in
+// address order: where partner traffic may go.
+func (p *Policy) Granted() []netip.Prefix {
+	seen := map[netip.Prefix]bool{}
+	var out []netip.Prefix
+	for _, o := range p.Orgs {
+		for _, g := range o.Groups {
+			for _, gr := range g.Grants {
+				if pfx := gr.Prefix.Masked(); !seen[pfx] {
+					seen[pfx] = true
+					out = append(out, pfx)
+				}
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b netip.Prefix) int {
+		if c := a.Addr().Compare(b.Addr()); c != 0 {
+			return c
+		}
+		return a.Bits() - b.Bits()
+	})
+	return out
+}
+
+// Peer is a peer in force as the data plane holds it.
+type Peer struct {
+	// Group is the ID of its access group.
+	Group uint32
+	// Key is its public key: flows at its address opened under another
+	// key were another peer's.
+	Key [32]byte
+	// Ends is when its access ends, by its own date or its
+	// organisation's, whichever comes first; zero for never.
+	Ends time.Time
+}
+
+// Holder is the fingerprint of the key that holds the peer's address, as
+// the kernel keeps it beside the address.
+func (a Peer) Holder() string { return hex.EncodeToString(a.Key[:8]) }
+
+// Same reports whether a and b need the same entry in the data plane.
+func (a Peer) Same(b Peer) bool {
+	return a.Group == b.Group && a.Key == b.Key && a.Ends.Equal(b.Ends)
 }
 
 // Allows reports whether a new flow from src to dst (IANA protocol number,
 // destination port) is permitted. It is the same decision the firewall rules
 // make, used to find established flows that the rules would no longer admit.
 func (p *Policy) Allows(src, dst netip.Addr, proto uint8, dport uint16) bool {
-	gid := p.Peers[src]
+	gid := p.Peers[src].Group
 	if gid == 0 {
 		return false
 	}
-	for _, h := range p.HostAddrs {
-		if h == dst {
-			return false
-		}
+	if containsAny(p.Host.Local, dst) {
+		return false
 	}
 	for _, o := range p.Orgs {
 		if !containsAny(o.Blocks, src) {

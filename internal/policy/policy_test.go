@@ -34,13 +34,13 @@ func TestAllows(t *testing.T) {
 				Groups: []Group{{ID: 21, Name: "default", Grants: []grant.Grant{g("10.99.0.0/16")}}}},
 			{ID: 3, Name: "initech", Blocks: []netip.Prefix{netip.MustParsePrefix("100.64.3.0/24")}, Groups: []Group{{ID: 31, Name: "default"}}},
 		},
-		Peers: map[netip.Addr]uint32{
-			a("100.64.1.2"): 11, a("100.64.9.7"): 11, a("100.64.2.2"): 21, a("100.64.3.2"): 31,
-			a("100.64.1.3"): 12,
+		Peers: map[netip.Addr]Peer{
+			a("100.64.1.2"): {Group: 11}, a("100.64.9.7"): {Group: 11}, a("100.64.2.2"): {Group: 21}, a("100.64.3.2"): {Group: 31},
+			a("100.64.1.3"): {Group: 12},
 			// In force but in no organisation's block: a policy bug must deny.
-			a("100.64.200.1"): 11,
+			a("100.64.200.1"): {Group: 11},
 			// In acme's block but, by a bug, in globex's group.
-			a("100.64.1.4"): 21,
+			a("100.64.1.4"): {Group: 21},
 		},
 	}
 	const icmp, tcp, udp = 1, 6, 17

@@ -45,10 +45,10 @@ func (e *env) fullState() string {
 	return fresh.os.String() + allowed(fresh.r.applied.Peers) + allowed(fresh.os.set)
 }
 
-func allowed(ps map[netip.Addr]uint32) string {
+func allowed(ps map[netip.Addr]policy.Peer) string {
 	var out []string
-	for a, g := range ps {
-		out = append(out, fmt.Sprintf("%s in %d", a, g))
+	for a, p := range ps {
+		out = append(out, fmt.Sprintf("%s in %d key %s until %s", a, p.Group, p.Holder(), p.Ends.Format(time.RFC3339)))
 	}
 	sort.Strings(out)
 	return "allowed " + strings.Join(out, ",") + "\n"
@@ -411,10 +411,10 @@ func TestMoveSweepsWithTheNewGroup(t *testing.T) {
 		if len(e.os.sweeps) != sweeps+1 {
 			t.Fatalf("partial=%v: a move swept %d times, want once", partial, len(e.os.sweeps)-sweeps)
 		}
-		if g := e.os.swept.Peers[a]; g != 7 {
+		if g := e.os.swept.Peers[a].Group; g != 7 {
 			t.Errorf("partial=%v: the sweep saw the moved peer in group %d, want 7 (killed outright: %v)", partial, g, e.os.sweeps[sweeps] == "")
 		}
-		if g := e.os.set[a]; g != 7 {
+		if g := e.os.set[a].Group; g != 7 {
 			t.Errorf("partial=%v: the firewall's sets hold the moved peer in group %d, want 7", partial, g)
 		}
 	}
@@ -504,8 +504,8 @@ func TestMoveWithFailedSetsStaysOff(t *testing.T) {
 		if err := e.r.Once(context.Background(), false); err != nil {
 			t.Fatal(err)
 		}
-		if got := e.os.String(); !strings.Contains(got, "peers 100.64.1.1,100.64.1.2\n") || e.os.set[a] != 7 {
-			t.Errorf("partial=%v: after the sets were written: group %d\n%s", partial, e.os.set[a], got)
+		if got := e.os.String(); !strings.Contains(got, "peers 100.64.1.1,100.64.1.2\n") || e.os.set[a].Group != 7 {
+			t.Errorf("partial=%v: after the sets were written: group %d\n%s", partial, e.os.set[a].Group, got)
 		}
 	}
 }
@@ -540,7 +540,7 @@ func TestStaleGroupNamesAskForAFullRun(t *testing.T) {
 		t.Fatalf("a peer of a group that changed since the last full run: stale %v, err %v, %d device updates", stale, err, e.os.updates-updates)
 	}
 	if _, in := e.os.set[x]; in {
-		t.Fatalf("the peer went into group %d's set", e.os.set[x])
+		t.Fatalf("the peer went into group %d's set", e.os.set[x].Group)
 	}
 	// Through Apply, as a request does: the peers-only change ends in a
 	// full run, which puts x in the new eng.
@@ -550,7 +550,7 @@ func TestStaleGroupNamesAskForAFullRun(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	if g := e.os.set[x]; g != 9 {
+	if g := e.os.set[x].Group; g != 9 {
 		t.Errorf("after the full run x is in group %d, want 9", g)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
 	"reflect"
 	"slices"
 	"sort"
@@ -32,8 +33,11 @@ import (
 // with its group), as peers come, go and move.
 type Firewall interface {
 	Apply(*policy.Policy) error
-	SetPeerSet(map[netip.Addr]uint32) error
-	UpdatePeerSet(add map[netip.Addr]uint32, remove []netip.Addr) error
+	SetPeerSet(map[netip.Addr]policy.Peer) error
+	UpdatePeerSet(add map[netip.Addr]policy.Peer, remove []netip.Addr) error
+	// PeerHolders is which key (firewall.Holder) holds each address in
+	// the kernel's peer set.
+	PeerHolders() (map[netip.Addr]string, error)
 	Check() ([]string, error)
 }
 
@@ -68,12 +72,21 @@ type Options struct {
 	Interval time.Duration
 	// StatsInterval is the period of the handshake and traffic poller.
 	StatsInterval time.Duration
-	// HostAddrs, when set, lists the gateway host's own addresses, which
-	// the policy keeps from every partner.
-	HostAddrs func() ([]netip.Addr, error)
+	// Host, when set, tells what the gateway host receives itself (kept
+	// from every partner) and the interfaces partner traffic toward
+	// granted, the prefixes of every grant, may leave it by.
+	Host func(granted []netip.Prefix) (policy.Host, error)
 	// Observe, when set, learns how each reconcile went (for metrics).
 	Observe func(took time.Duration, err error, repairs int)
+	// AliveFile, when set, is a file whose time says when the daemon last
+	// ran (touched after a successful run, at most every aliveEvery), so
+	// that a start can tell which dates passed while it did not.
+	AliveFile string
 }
+
+// aliveEvery bounds how often AliveFile is touched, and so how stale the
+// time it says may be.
+const aliveEvery = 10 * time.Second
 
 // Reconciler owns every change to the data plane.
 type Reconciler struct {
@@ -103,6 +116,9 @@ type Reconciler struct {
 	// orgs are the active organisations, with their expiry and groups.
 	orgs map[string]orgInForce
 
+	// touched is when AliveFile was last touched.
+	touched time.Time
+
 	// statsMu serialises PollStats: the poller calls it on its interval,
 	// expire and the daemon's stop whenever they need current handshakes.
 	// lastStats is each peer's statistics at the last poll.
@@ -131,6 +147,11 @@ type State struct {
 	LastRepair time.Time
 	Repairs    []string
 	Runs       int
+	// EndedWhileDown are the organisations and peers whose date passed
+	// since the daemon last ran, found by the start ("ORG/NAME" or "org
+	// ORG", with the date); DownSince is when it last ran, zero if unknown.
+	EndedWhileDown []string
+	DownSince      time.Time
 }
 
 // SetDevice hands over the device, before Start.
@@ -283,27 +304,12 @@ func (r *Reconciler) desired() (*policy.Policy, map[string]wgdev.Peer, map[strin
 	// Sized from the last run: with thousands of peers, growing the maps
 	// costs more than filling them.
 	peers := make(map[string]wgdev.Peer, len(r.peers))
-	p.Peers = make(map[netip.Addr]uint32, len(r.peers))
+	p.Peers = make(map[netip.Addr]policy.Peer, len(r.peers))
+	p.At = now
 	orgs := map[string]orgInForce{}
-	if r.o.HostAddrs != nil {
-		addrs, err := r.o.HostAddrs()
-		switch {
-		case err == nil:
-			sort.Slice(addrs, func(i, j int) bool { return addrs[i].Less(addrs[j]) })
-			p.HostAddrs = addrs
-		case r.applied != nil:
-			// The list in force stands rather than the run failing: a
-			// failed run would hold up a revoke, for an answer that the
-			// next run asks again.
-			r.log.Warn("reading the host's addresses failed; keeping those in force", "err", err)
-			p.HostAddrs = r.applied.HostAddrs
-		default:
-			return nil, nil, nil, err
-		}
-	}
 	err := r.o.DB.View(func(tx *store.Tx) error {
 		if err := tx.Orgs(func(o *store.Org) error {
-			if o.State != api.StateActive || (o.Expires != nil && !o.Expires.After(now)) {
+			if !store.InForce(o.State, o.Expires, now) {
 				return nil
 			}
 			in := orgInForce{groups: make(map[string]uint32, len(o.Groups))}
@@ -323,42 +329,72 @@ func (r *Reconciler) desired() (*policy.Policy, map[string]wgdev.Peer, map[strin
 			return err
 		}
 		return tx.DataplanePeers(func(sp *store.DataplanePeer) error {
-			if w, group, ok := r.wanted(sp, orgs, now); ok {
+			if w, in, ok := r.wanted(sp, orgs, now); ok {
 				peers[sp.Org+"/"+sp.Name] = w
-				p.Peers[w.Address] = group
+				p.Peers[w.Address] = in
 			}
 			return nil
 		})
 	})
-	return p, peers, orgs, err
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if r.o.Host != nil {
+		host, err := r.o.Host(p.Granted())
+		switch {
+		case err == nil:
+			sort.Slice(host.Local, func(i, j int) bool {
+				if a, b := host.Local[i].Addr(), host.Local[j].Addr(); a != b {
+					return a.Less(b)
+				}
+				return host.Local[i].Bits() < host.Local[j].Bits()
+			})
+			p.Host = host
+		case r.applied != nil:
+			// What is in force stands rather than the run failing: a
+			// failed run would hold up a revoke, for an answer that the
+			// next run asks again.
+			r.log.Warn("reading the host's addresses and routes failed; keeping those in force", "err", err)
+			p.Host = r.applied.Host
+		default:
+			return nil, nil, nil, err
+		}
+	}
+	return p, peers, orgs, nil
 }
 
-// wanted decides whether a stored peer belongs in the data plane, and how,
-// and returns the ID of its group. Expiry dates are enforced here too, so
-// access ends on time even if the expire job never runs.
-func (r *Reconciler) wanted(sp *store.DataplanePeer, orgs map[string]orgInForce, now time.Time) (wgdev.Peer, uint32, bool) {
-	if sp == nil || sp.State != api.StateActive || (!sp.Expires.IsZero() && !sp.Expires.After(now)) {
-		return wgdev.Peer{}, 0, false
+// wanted decides whether a stored peer belongs in the data plane, and how:
+// on WireGuard, and in the firewall's peer set (its group, its key and when
+// its access ends). Expiry dates are enforced here too, so access ends on
+// time even if the expire job never runs, and the kernel is told the date,
+// so that it ends on time even if the daemon does not run.
+func (r *Reconciler) wanted(sp *store.DataplanePeer, orgs map[string]orgInForce, now time.Time) (wgdev.Peer, policy.Peer, bool) {
+	if sp == nil || !store.InForce(sp.State, &sp.Expires, now) {
+		return wgdev.Peer{}, policy.Peer{}, false
 	}
 	o, ok := orgs[sp.Org]
-	if !ok || (!o.expires.IsZero() && !o.expires.After(now)) {
-		return wgdev.Peer{}, 0, false
+	if !ok || !store.InForce(api.StateActive, &o.expires, now) {
+		return wgdev.Peer{}, policy.Peer{}, false
 	}
 	group := o.groups[sp.Group]
 	if group == 0 {
 		r.log.Error("peer is in a group its organisation does not have; leaving it out", "peer", sp.Org+"/"+sp.Name, "group", sp.Group)
-		return wgdev.Peer{}, 0, false
+		return wgdev.Peer{}, policy.Peer{}, false
 	}
 	pub, psk := wgtypes.Key(sp.PublicKey), wgtypes.Key(sp.PresharedKey)
 	if pub == (wgtypes.Key{}) || psk == (wgtypes.Key{}) {
 		r.log.Error("peer has a corrupt key; leaving it out", "peer", sp.Org+"/"+sp.Name)
-		return wgdev.Peer{}, 0, false
+		return wgdev.Peer{}, policy.Peer{}, false
 	}
 	w := wgdev.Peer{PublicKey: pub, PresharedKey: psk, Address: sp.Address}
 	if !sp.LastHandshake.IsZero() && now.Sub(sp.LastHandshake) < recentlyOnline {
 		w.Endpoint, _ = netip.ParseAddrPort(sp.Endpoint)
 	}
-	return w, group, true
+	in := policy.Peer{Group: group, Key: pub, Ends: sp.Expires}
+	if !o.expires.IsZero() && (in.Ends.IsZero() || o.expires.Before(in.Ends)) {
+		in.Ends = o.expires
+	}
+	return w, in, true
 }
 
 // Once runs one full reconcile: everything is read from the store. check
@@ -391,8 +427,70 @@ func (r *Reconciler) observe(run func() (int, error)) error {
 		r.log.Error("reconcile", "err", err)
 	} else {
 		r.log.Debug("reconciled", "took", time.Since(start))
+		r.touchAlive(start)
 	}
 	return err
+}
+
+// touchAlive records that the daemon runs, at most every aliveEvery.
+func (r *Reconciler) touchAlive(now time.Time) {
+	if r.o.AliveFile == "" || now.Sub(r.touched) < aliveEvery {
+		return
+	}
+	err := os.Chtimes(r.o.AliveFile, now, now)
+	if errors.Is(err, os.ErrNotExist) {
+		err = os.WriteFile(r.o.AliveFile, nil, 0o600)
+	}
+	if err != nil {
+		r.log.Warn("record that extranetd runs", "file", r.o.AliveFile, "err", err)
+		return
+	}
+	r.touched = now
+}
+
+// endedWhileDown lists the organisations and peers in force before their
+// dates that passed since the daemon last ran (since; zero for unknown,
+// when every such date counts): the kernel ended their new flows on time,
+// and the admin is told which.
+func (r *Reconciler) endedWhileDown(since, now time.Time) ([]string, error) {
+	var out []string
+	ended := func(t time.Time) bool { return !t.IsZero() && t.After(since) && !t.After(now) }
+	gone := map[string]bool{}
+	err := r.o.DB.View(func(tx *store.Tx) error {
+		if err := tx.Orgs(func(o *store.Org) error {
+			if o.State == api.StateActive && o.Expires != nil && ended(*o.Expires) {
+				gone[o.Name] = true
+				out = append(out, fmt.Sprintf("org %s (%s)", o.Name, o.Expires.UTC().Format(time.RFC3339)))
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		return tx.DataplanePeers(func(sp *store.DataplanePeer) error {
+			if sp.State == api.StateActive && !gone[sp.Org] && ended(sp.Expires) {
+				out = append(out, fmt.Sprintf("%s/%s (%s)", sp.Org, sp.Name, sp.Expires.UTC().Format(time.RFC3339)))
+			}
+			return nil
+		})
+	})
+	sort.Strings(out)
+	return out, err
+}
+
+// handedOver lists the addresses that the kernel's peer set, as an earlier
+// run left it, gives to another key than now: they changed hands while the
+// daemon was not running (a restore), and flows opened under the old key
+// must not live on under the new holder, whatever its group allows. An
+// entry without a fingerprint (from a release that kept none) tells
+// nothing.
+func handedOver(held map[netip.Addr]string, now map[netip.Addr]policy.Peer) map[netip.Addr]bool {
+	out := map[netip.Addr]bool{}
+	for a, h := range held {
+		if p, ok := now[a]; ok && h != "" && h != p.Holder() {
+			out[a] = true
+		}
+	}
+	return out
 }
 
 func (r *Reconciler) once(check bool) (int, error) {
@@ -446,6 +544,14 @@ func (r *Reconciler) once(check bool) (int, error) {
 		want = append(want, w)
 	}
 	lostAddrs := lost(r.peers, peers)
+	if len(lostAddrs) > 0 {
+		// As in a peers-only run: a peer that leaves the device (a
+		// suspend that came with an organisation change, say) leaves its
+		// endpoint in the store, so that a resume can reach out to it.
+		if err := r.PollStats(); err != nil {
+			r.log.Warn("read endpoints before removing peers", "err", err)
+		}
+	}
 	res, err := r.o.Device.SyncPeers(want, check)
 	if err != nil {
 		// Whatever WireGuard holds now, flows the policy withdrew must not
@@ -481,7 +587,7 @@ func (r *Reconciler) once(check bool) (int, error) {
 func (r *Reconciler) applyPeers(ids map[string]bool) (stale bool, err error) {
 	now := r.o.Clock.Now()
 	next := make(map[string]wgdev.Peer, len(ids))
-	nextGroup := make(map[string]uint32, len(ids))
+	nextPeer := make(map[string]policy.Peer, len(ids))
 	// pausing: a peer leaves the device for now, and nothing recorded where
 	// it was. Its endpoint must be read before it goes, or a resume waits
 	// for the partner's client to give up on its old session (~15 s).
@@ -498,8 +604,8 @@ func (r *Reconciler) applyPeers(ids map[string]bool) (stale bool, err error) {
 			if stale, err = r.groupMoved(tx, sp); stale || err != nil {
 				return err
 			}
-			if w, group, ok := r.wanted(sp, r.orgs, now); ok {
-				next[id], nextGroup[id] = w, group
+			if w, in, ok := r.wanted(sp, r.orgs, now); ok {
+				next[id], nextPeer[id] = w, in
 			} else if _, had := r.peers[id]; had && sp.State != api.StateRevoked && sp.Endpoint == "" {
 				pausing = true
 			}
@@ -523,12 +629,12 @@ func (r *Reconciler) applyPeers(ids map[string]bool) (stale bool, err error) {
 			gone[old.Address] = true
 		}
 	}
-	fwAdd := map[netip.Addr]uint32{}
+	fwAdd := map[netip.Addr]policy.Peer{}
 	var fwRemove []netip.Addr
 	for id, w := range next {
 		delete(gone, w.Address)
-		if r.applied.Peers[w.Address] != nextGroup[id] {
-			fwAdd[w.Address] = nextGroup[id]
+		if old, ok := r.applied.Peers[w.Address]; !ok || !old.Same(nextPeer[id]) {
+			fwAdd[w.Address] = nextPeer[id]
 		}
 	}
 	for a := range gone {
@@ -542,7 +648,7 @@ func (r *Reconciler) applyPeers(ids map[string]bool) (stale bool, err error) {
 	if err := r.o.Firewall.UpdatePeerSet(fwAdd, fwRemove); err != nil {
 		peerSetErr = fmt.Errorf("firewall peer set: %w", err)
 		for id, w := range next {
-			if g, ok := r.applied.Peers[w.Address]; ok && g != nextGroup[id] {
+			if old, ok := r.applied.Peers[w.Address]; ok && old.Group != nextPeer[id].Group {
 				delete(next, id)
 			}
 		}
@@ -562,7 +668,7 @@ func (r *Reconciler) applyPeers(ids map[string]bool) (stale bool, err error) {
 			}
 			lostAddrs[old.Address] = true
 		}
-		if had && want && r.owner[old.Address] == id && old.Address == w.Address && r.applied.Peers[old.Address] != nextGroup[id] {
+		if had && want && r.owner[old.Address] == id && old.Address == w.Address && r.applied.Peers[old.Address].Group != nextPeer[id].Group {
 			moved = true
 		}
 		if want {
@@ -592,7 +698,7 @@ func (r *Reconciler) applyPeers(ids map[string]bool) (stale bool, err error) {
 	for id, w := range next {
 		r.peers[id] = w
 		r.owner[w.Address] = id
-		r.applied.Peers[w.Address] = nextGroup[id]
+		r.applied.Peers[w.Address] = nextPeer[id]
 	}
 	if len(lostAddrs) > 0 || moved {
 		return false, errors.Join(peerSetErr, r.sweep(r.applied, lostAddrs))
@@ -661,7 +767,7 @@ func (r *Reconciler) recordRepair(repairs []string) {
 // iptables.
 func sameRules(a, b *policy.Policy) bool {
 	return a.Interface == b.Interface && a.TunnelNet == b.TunnelNet && a.Masquerade == b.Masquerade &&
-		slices.Equal(a.HostAddrs, b.HostAddrs) && reflect.DeepEqual(a.Orgs, b.Orgs)
+		reflect.DeepEqual(a.Host, b.Host) && reflect.DeepEqual(a.Orgs, b.Orgs)
 }
 
 // recentlyOnline is how recent a handshake must be for the gateway to reach
@@ -704,10 +810,10 @@ func lost(old, new map[string]wgdev.Peer) map[netip.Addr]bool {
 // peer set could not be written, the address may still carry the old
 // group's mark, which nothing else keeps the peer from using, so it stays
 // off the device until it is.
-func heldBack(peers map[string]wgdev.Peer, old, new map[netip.Addr]uint32) map[string]wgdev.Peer {
+func heldBack(peers map[string]wgdev.Peer, old, new map[netip.Addr]policy.Peer) map[string]wgdev.Peer {
 	out := make(map[string]wgdev.Peer, len(peers))
 	for id, w := range peers {
-		if g, ok := old[w.Address]; ok && g != new[w.Address] {
+		if o, ok := old[w.Address]; ok && o.Group != new[w.Address].Group {
 			continue
 		}
 		out[id] = w
@@ -718,9 +824,9 @@ func heldBack(peers map[string]wgdev.Peer, old, new map[netip.Addr]uint32) map[s
 // regrouped reports whether a peer address of old maps to another group in
 // new: a peer moved, and its flows live on only as far as its new group
 // allows.
-func regrouped(old, new map[netip.Addr]uint32) bool {
-	for a, g := range new {
-		if og, ok := old[a]; ok && og != g {
+func regrouped(old, new map[netip.Addr]policy.Peer) bool {
+	for a, n := range new {
+		if o, ok := old[a]; ok && o.Group != n.Group {
 			return true
 		}
 	}
@@ -728,15 +834,15 @@ func regrouped(old, new map[netip.Addr]uint32) bool {
 }
 
 // grantsWithdrawn reports whether an organisation, group or grant of old
-// is missing from new, or the host gained an address (flows toward it, if
-// any, must not outlive the rule that now refuses them).
+// is missing from new, or the host gained a local range (flows toward it,
+// if any, must not outlive the rule that now refuses them).
 func grantsWithdrawn(old, new *policy.Policy) bool {
 	blocks, gone := narrowed(old, new)
-	return gone || len(blocks) > 0 || !subset(new.HostAddrs, old.HostAddrs)
+	return gone || len(blocks) > 0 || !subset(new.Host.Local, old.Host.Local)
 }
 
-// subset reports whether every address of a is in b.
-func subset(a, b []netip.Addr) bool {
+// subset reports whether every prefix of a is in b.
+func subset(a, b []netip.Prefix) bool {
 	for _, x := range a {
 		if !slices.Contains(b, x) {
 			return false
@@ -807,7 +913,7 @@ func (r *Reconciler) withdrawOnly(p *policy.Policy, peers map[string]wgdev.Peer)
 	}
 	keep := make(map[string]wgdev.Peer, len(peers))
 	want := make([]wgdev.Peer, 0, len(peers))
-	set := make(map[netip.Addr]uint32, len(peers))
+	set := make(map[netip.Addr]policy.Peer, len(peers))
 	for id, w := range peers {
 		old, had := r.peers[id]
 		if r.peers != nil && (!had || old.PublicKey != w.PublicKey || old.PresharedKey != w.PresharedKey || old.Address != w.Address) {
@@ -818,7 +924,7 @@ func (r *Reconciler) withdrawOnly(p *policy.Policy, peers map[string]wgdev.Peer)
 		}
 		// A peer that moved may carry its old group's mark still, under
 		// rules of either group.
-		if r.applied != nil && r.applied.Peers[w.Address] != p.Peers[w.Address] {
+		if r.applied != nil && r.applied.Peers[w.Address].Group != p.Peers[w.Address].Group {
 			continue
 		}
 		keep[id] = w
@@ -847,7 +953,7 @@ func (r *Reconciler) withdrawOnly(p *policy.Policy, peers map[string]wgdev.Peer)
 
 func withoutPeers(p *policy.Policy, drop map[netip.Addr]bool) *policy.Policy {
 	cp := *p
-	cp.Peers = make(map[netip.Addr]uint32, len(p.Peers))
+	cp.Peers = make(map[netip.Addr]policy.Peer, len(p.Peers))
 	for a, g := range p.Peers {
 		if !drop[a] {
 			cp.Peers[a] = g
@@ -868,11 +974,43 @@ func withoutPeers(p *policy.Policy, drop map[netip.Addr]bool) *policy.Policy {
 // and Run starts over: the default deny is in place either way.
 func (r *Reconciler) Start() error {
 	var fatal error
+	var since time.Time
+	if r.o.AliveFile != "" {
+		if fi, err := os.Stat(r.o.AliveFile); err == nil {
+			since = fi.ModTime()
+		}
+	}
 	r.observe(func() (int, error) {
+		// What the last run left in the kernel, read before anything
+		// replaces it. Unreadable, every partner flow dies: better a
+		// reconnect than a flow that changed hands.
+		held, heldErr := r.o.Firewall.PeerHolders()
 		p, peers, orgs, err := r.desired()
 		if err != nil {
 			fatal = fmt.Errorf("read desired state: %w", err)
 			return 0, fatal
+		}
+		handed := handedOver(held, p.Peers)
+		if heldErr != nil {
+			r.log.Warn("cannot tell which keys held the addresses before this start; killing every partner flow", "err", heldErr)
+			for a := range p.Peers {
+				handed[a] = true
+			}
+		} else if len(handed) > 0 {
+			r.log.Warn("addresses changed keys while extranetd was not running; killing their flows", "addresses", len(handed))
+		}
+		if ended, err := r.endedWhileDown(since, p.At); err != nil {
+			r.log.Warn("list what ended while extranetd was not running", "err", err)
+		} else if len(ended) > 0 {
+			r.log.Warn("access ended by date while extranetd was not running", "ended", ended, "down_since", since)
+			r.mu.Lock()
+			r.state.EndedWhileDown, r.state.DownSince = ended, since
+			r.mu.Unlock()
+			if err := r.o.DB.Update(func(tx *store.Tx) error {
+				return tx.Audit(p.At, "extranetd", "dataplane.ended", r.o.Interface, nil, ended)
+			}); err != nil {
+				r.log.Error("audit what ended while extranetd was not running", "err", err)
+			}
 		}
 		fw := make(chan error, 1)
 		go func() { fw <- r.o.Firewall.Apply(p) }()
@@ -889,7 +1027,7 @@ func (r *Reconciler) Start() error {
 		if syncErr != nil {
 			return 0, fmt.Errorf("load WireGuard peers: %w", syncErr)
 		}
-		if err := r.sweep(p, nil); err != nil {
+		if err := r.sweep(p, handed); err != nil {
 			return 0, err
 		}
 		r.inForce(p, peers, orgs)

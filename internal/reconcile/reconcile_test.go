@@ -34,8 +34,8 @@ type fakeOS struct {
 	// swept is the policy of the last sweep.
 	swept *policy.Policy
 	stats []wgdev.PeerStats
-	// set is the firewall's peer sets: each address with its group.
-	set map[netip.Addr]uint32
+	// set is the firewall's peer sets: each address with its entry.
+	set map[netip.Addr]policy.Peer
 	// wgErr, when set, fails every change to the peers; setErr every
 	// change to the peer set alone; applyErr every load of the rules.
 	wgErr, setErr, applyErr error
@@ -55,7 +55,7 @@ func (f *fakeOS) Apply(p *policy.Policy) error {
 
 func (f *fakeOS) Check() ([]string, error) { return f.drift, nil }
 
-func (f *fakeOS) SetPeerSet(peers map[netip.Addr]uint32) error {
+func (f *fakeOS) SetPeerSet(peers map[netip.Addr]policy.Peer) error {
 	if f.setErr != nil {
 		return f.setErr
 	}
@@ -63,7 +63,17 @@ func (f *fakeOS) SetPeerSet(peers map[netip.Addr]uint32) error {
 	return nil
 }
 
-func (f *fakeOS) UpdatePeerSet(add map[netip.Addr]uint32, remove []netip.Addr) error {
+// PeerHolders is what a kernel set left by an earlier run holds: the set
+// as the fake has it.
+func (f *fakeOS) PeerHolders() (map[netip.Addr]string, error) {
+	held := map[netip.Addr]string{}
+	for a, p := range f.set {
+		held[a] = p.Holder()
+	}
+	return held, nil
+}
+
+func (f *fakeOS) UpdatePeerSet(add map[netip.Addr]policy.Peer, remove []netip.Addr) error {
 	if f.setErr != nil {
 		return f.setErr
 	}
@@ -167,7 +177,7 @@ func (f *fakeOS) String() string {
 	fmt.Fprintf(&b, "peers %s\n", strings.Join(peers, ","))
 	var set []string
 	for a, g := range f.set {
-		if g == 0 {
+		if g.Group == 0 {
 			set = append(set, a.String()+"(no group)")
 		} else {
 			set = append(set, a.String())

@@ -56,3 +56,34 @@ func TestPollStatsWritesOnlyWhatMoved(t *testing.T) {
 		t.Errorf("rx = %d after 30 more bytes on top of 7, want 37 (%v)", rx(), err)
 	}
 }
+
+// TestFullRunRecordsWhereARemovedPeerWas: a suspend that a full run applies
+// (it came with an organisation change, or while a periodic run was due)
+// keeps the peer's last endpoint, as a peers-only run does, so that the
+// resume reaches out to the partner at once. Found in the kernel VM, where
+// slow runs made the suspend coalesce with a full one.
+func TestFullRunRecordsWhereARemovedPeerWas(t *testing.T) {
+	e := newEnv(t)
+	pub := key(t)
+	k, _ := wgtypes.ParseKey(pub)
+	e.put(func(tx *store.Tx) error {
+		tx.PutOrg(&store.Org{ID: 1, Name: "acme", State: api.StateActive, Blocks: []netip.Prefix{netip.MustParsePrefix("100.64.1.0/24")}, Groups: []store.Group{{ID: 1, Name: store.DefaultGroup}}})
+		p := &store.Peer{Org: "acme", Name: "a", PublicKey: pub, PresharedKey: key(t), Address: netip.MustParseAddr("100.64.1.1"), State: api.StateActive, Group: store.DefaultGroup}
+		tx.ClaimKey(pub, p.ID())
+		return tx.PutPeer(p)
+	})
+	e.once(false)
+	e.os.stats = []wgdev.PeerStats{{PublicKey: k, LastHandshake: e.clk.t, Endpoint: "192.0.2.1:4000"}}
+	e.put(func(tx *store.Tx) error {
+		p, _ := tx.Peer("acme", "a")
+		p.State = api.StateSuspended
+		return tx.PutPeer(p)
+	})
+	e.once(false)
+	e.db.View(func(tx *store.Tx) error {
+		if p, _ := tx.Peer("acme", "a"); p.Endpoint != "192.0.2.1:4000" {
+			t.Errorf("after a full run removed the suspended peer, its endpoint is %q, want 192.0.2.1:4000", p.Endpoint)
+		}
+		return nil
+	})
+}

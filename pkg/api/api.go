@@ -196,6 +196,12 @@ type Status struct {
 	ReconcileResult string     `json:"reconcile_result"`
 	Firewall        string     `json:"firewall"`
 	LastRepair      *time.Time `json:"last_repair,omitempty"`
+	// EndedWhileDown are the organisations ("org NAME (DATE)") and peers
+	// ("ORG/NAME (DATE)") whose date passed since the daemon last ran
+	// (DownSince; absent when unknown): the kernel ended their new flows
+	// on time, and the start says which.
+	EndedWhileDown []string   `json:"ended_while_down,omitempty"`
+	DownSince      *time.Time `json:"down_since,omitempty"`
 }
 
 // Error codes. Each maps to one HTTP status and one CLI exit code.
