@@ -67,21 +67,14 @@ func (c *configOutput) bind(cmd *cobra.Command) {
 	f.StringVar(&c.qrPNG, "qr-png", "", "write the config as a QR code PNG to FILE (mode 0600)")
 }
 
-// writeSecret writes a file only its owner can read, replacing any old one.
+// writeSecret writes a file only its owner can read, replacing any old one
+// of the caller's own (see openSecretFile).
 func writeSecret(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	sf, err := openSecretFile(path)
 	if err != nil {
 		return err
 	}
-	if err := f.Chmod(0o600); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return sf.write(data)
 }
 
 // secretFile is a file a config or its QR code is to go to, opened
@@ -93,24 +86,37 @@ type secretFile struct {
 	created bool
 }
 
-// openSecret opens path for a secret: a new file, or an existing regular
-// one that will be replaced. It is made 0600 here, so that one the caller
-// may not chmod is refused before anything changes. Anything else (a
-// directory, a device such as /dev/null, a pipe) is refused, and never
-// chmodded.
+// openSecret opens path for a secret (openSecretFile); a path it refuses
+// is a usage error, said before anything is issued.
 func openSecret(flag, path string) (*secretFile, error) {
-	refuse := func(err error) error {
-		return usagef("%s %s: %v; nothing was issued or changed", flag, path, err)
+	sf, err := openSecretFile(path)
+	if err != nil {
+		return nil, usagef("%s %s: %v; nothing was issued or changed", flag, path, err)
 	}
+	return sf, nil
+}
+
+// openSecretFile opens path for a secret: a new file, or an existing
+// regular one of the caller's own, with no other name, that will be
+// replaced. It is made 0600 here, so that one the caller may not chmod is
+// refused before anything changes. Anything else is refused and never
+// chmodded: a directory, a device such as /dev/null, a pipe, a symlink
+// (followed, it would write wherever it points), and a file someone else
+// owns or links to (in a shared directory such as /tmp, another user could
+// have planted it to read the key).
+func openSecretFile(path string) (*secretFile, error) {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	created := err == nil
 	if errors.Is(err, fs.ErrExist) {
 		// Non-blocking, so a pipe without a reader is an error, not a
 		// hang; a regular file is unaffected.
-		f, err = os.OpenFile(path, os.O_WRONLY|syscall.O_NONBLOCK, 0)
+		f, err = os.OpenFile(path, os.O_WRONLY|syscall.O_NONBLOCK|syscall.O_NOFOLLOW, 0)
+		if errors.Is(err, syscall.ELOOP) {
+			err = errors.New("it is a symbolic link; give the path of a file")
+		}
 	}
 	if err != nil {
-		return nil, refuse(err)
+		return nil, err
 	}
 	sf := &secretFile{path: path, f: f, created: created}
 	fi, err := f.Stat()
@@ -125,11 +131,21 @@ func openSecret(flag, path string) (*secretFile, error) {
 		err = fmt.Errorf("it is a %s, not a regular file", kind)
 	}
 	if err == nil {
+		st, _ := fi.Sys().(*syscall.Stat_t)
+		switch {
+		case st == nil:
+		case int(st.Uid) != os.Geteuid():
+			err = fmt.Errorf("it belongs to user %d, who could read the key; remove it or choose another path", st.Uid)
+		case st.Nlink != 1:
+			err = fmt.Errorf("it has %d names (hard links), through which others could read the key; remove it or choose another path", st.Nlink)
+		}
+	}
+	if err == nil {
 		err = f.Chmod(0o600)
 	}
 	if err != nil {
 		sf.discard()
-		return nil, refuse(err)
+		return nil, err
 	}
 	return sf, nil
 }
@@ -447,6 +463,13 @@ func newPeerRevokeCmd(g *globals) *cobra.Command {
 			org, name, err := splitPeer(args[0])
 			if err != nil {
 				return err
+			}
+			if !yes {
+				// A caller who may not see the peer, or a name that
+				// does not exist, is told so before being asked.
+				if _, err := g.client().GetPeer(g.ctx(), org, name); err != nil {
+					return err
+				}
 			}
 			if err := confirm(g, yes, "revoking "+args[0], args[0]); err != nil {
 				return err

@@ -81,6 +81,9 @@ func TestICMPQuoteMatches(t *testing.T) {
 		{"own flow", fromItsFlow, icmpError(b, host, host, b), true},
 		// A forges that error about B's flow.
 		{"another partner's flow", fromItsFlow, icmpError(a, host, host, b), false},
+		// B sends its own flow's error to someone else than the flow's
+		// other end (older kernels' conntrack does not check that).
+		{"own flow, elsewhere", fromItsFlow, icmpError(b, "10.10.2.2", host, b), false},
 		{"truncated", fromItsFlow, icmpError(b, host, host, b)[:40], false},
 		// An error toward B about what B sent.
 		{"to its sender", toItsSender, icmpError(host, b, b, host), true},

@@ -71,7 +71,7 @@ func TestRenderGolden(t *testing.T) {
 -A FORWARD -o wg-ext -j EXTRANET-TOPEER
 -A OUTPUT -j EXTRANET-OUT
 -A EXTRANET-FWD -m conntrack --ctstate ESTABLISHED -j ACCEPT
--A EXTRANET-FWD -p icmp -m conntrack --ctstate RELATED -m bpf --bytecode "8,177 0 0 0,64 0 0 24,2 0 0 0,32 0 0 12,97 0 0 0,29 0 1 0,6 0 0 1,6 0 0 0" -j ACCEPT
+-A EXTRANET-FWD -p icmp -m conntrack --ctstate RELATED -m bpf --bytecode "14,177 0 0 0,64 0 0 24,2 0 0 0,32 0 0 12,97 0 0 0,29 0 7 0,177 0 0 0,64 0 0 20,2 0 0 0,32 0 0 16,97 0 0 0,29 0 1 0,6 0 0 1,6 0 0 0" -j ACCEPT
 -A EXTRANET-FWD -m conntrack --ctstate RELATED,INVALID -j DROP
 -A EXTRANET-FWD -m set ! --match-set extranet-peers src -j REJECT --reject-with icmp-admin-prohibited
 -A EXTRANET-FWD -m set --match-set extranet-local dst -j REJECT --reject-with icmp-admin-prohibited

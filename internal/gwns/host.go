@@ -65,8 +65,10 @@ func HostLocal() ([]netip.Prefix, error) {
 // by, in name order: named, when the admin named them; else every
 // interface that holds a route toward a granted prefix (the route its first
 // address takes, and any more specific route inside it), except the
-// gateway's own veth, loopback, and bridges, which carry containers and
-// VMs of the host's (docker0, virbr0, cni0) rather than internal networks.
+// gateway's own veth, loopback, and the kinds of link that carry the
+// host's own containers and VMs rather than internal networks (guestLinks).
+// A routed veth per container (Calico's cali*) looks like any veth: on such
+// hosts the egress interfaces are named.
 func Egress(granted []netip.Prefix, named []string, veth string) ([]string, error) {
 	if len(named) > 0 {
 		out := slices.Clone(named)
@@ -116,7 +118,7 @@ func Egress(granted []netip.Prefix, named []string, veth string) ([]string, erro
 			continue
 		}
 		name := l.Attrs().Name
-		if name == veth || l.Attrs().Flags&net.FlagLoopback != 0 || l.Type() == "bridge" {
+		if name == veth || l.Attrs().Flags&net.FlagLoopback != 0 || guestLinks[l.Type()] {
 			continue
 		}
 		out = append(out, name)
@@ -124,6 +126,11 @@ func Egress(granted []netip.Prefix, named []string, veth string) ([]string, erro
 	slices.Sort(out)
 	return out, nil
 }
+
+// guestLinks are the link types that connect the host's own guests:
+// bridges (docker0, virbr0, cni0), Open vSwitch, a VM's tap, macvlan and
+// ipvlan children.
+var guestLinks = map[string]bool{"bridge": true, "openvswitch": true, "tuntap": true, "macvlan": true, "macvtap": true, "ipvlan": true}
 
 func prefixOf(n *net.IPNet) (netip.Prefix, bool) {
 	a, ok := netip.AddrFromSlice(n.IP.To4())

@@ -477,16 +477,22 @@ func (r *Reconciler) endedWhileDown(since, now time.Time) ([]string, error) {
 	return out, err
 }
 
-// handedOver lists the addresses that the kernel's peer set, as an earlier
-// run left it, gives to another key than now: they changed hands while the
-// daemon was not running (a restore), and flows opened under the old key
-// must not live on under the new holder, whatever its group allows. An
-// entry without a fingerprint (from a release that kept none) tells
-// nothing.
+// handedOver lists the addresses whose holder the start cannot vouch for:
+// those the kernel's peer set, as an earlier run left it, gives to another
+// key than now (they changed hands while the daemon was not running: a
+// restore), and those it no longer holds at all (their entry's date passed,
+// or they came since), since whatever flows they have were not opened by
+// the key that holds them now as far as anyone can tell. Flows opened under
+// an old key must not live on under a new holder, whatever its group
+// allows. An entry without a fingerprint (from a release that kept none)
+// tells nothing; held nil (no set: a first start) neither.
 func handedOver(held map[netip.Addr]string, now map[netip.Addr]policy.Peer) map[netip.Addr]bool {
 	out := map[netip.Addr]bool{}
-	for a, h := range held {
-		if p, ok := now[a]; ok && h != "" && h != p.Holder() {
+	if held == nil {
+		return out
+	}
+	for a, p := range now {
+		if h, ok := held[a]; !ok || (h != "" && h != p.Holder()) {
 			out[a] = true
 		}
 	}

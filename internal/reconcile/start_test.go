@@ -51,6 +51,16 @@ func TestStartKillsFlowsOfAddressesThatChangedHands(t *testing.T) {
 	if _, alive := e.os.swept.Peers[other]; !alive {
 		t.Errorf("the start's sweep killed the flows of %s, whose key did not change", other)
 	}
+
+	// An entry the kernel no longer holds (its date passed while the
+	// daemon was down) vouches for nothing: its address's flows die too.
+	delete(e.os.set, other)
+	if err := e.restarted().Start(); err != nil {
+		t.Fatal(err)
+	}
+	if _, alive := e.os.swept.Peers[other]; alive {
+		t.Errorf("the flows of %s, which the kernel's set no longer held, lived on", other)
+	}
 }
 
 // TestStartSaysWhatEndedWhileDown: dates that passed after the daemon last
