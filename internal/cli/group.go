@@ -221,6 +221,13 @@ not allow are cut.`,
 			if moveTo != "" {
 				what += " and moving its peers to " + org + "/" + moveTo
 			}
+			if !yes {
+				// A caller who may not see the group, or a name that
+				// does not exist, is told so before being asked.
+				if _, err := g.client().GetGroup(g.ctx(), org, name); err != nil {
+					return err
+				}
+			}
 			if err := confirm(g, yes, what, args[0]); err != nil {
 				return err
 			}

@@ -82,7 +82,7 @@ is named. ` + "`extranetctl export`" + ` writes the same format.`,
 			if g.json() {
 				return printJSON(g.env.Out, res)
 			}
-			fmt.Fprintf(g.env.Out, "Imported %d organisations and %d peers.\n", res.Orgs, res.Peers)
+			fmt.Fprintf(g.env.Out, "Imported %s, %s and %s.\n", count(res.Orgs, "organisation"), count(res.Groups, "group"), count(res.Peers, "peer"))
 			return nil
 		},
 	}
@@ -105,4 +105,12 @@ func newExportCmd(g *globals) *cobra.Command {
 			return writeSecret(args[0], []byte(csv))
 		},
 	}
+}
+
+// count is n things, in the singular for one.
+func count(n int, thing string) string {
+	if n == 1 {
+		return "1 " + thing
+	}
+	return fmt.Sprintf("%d %ss", n, thing)
 }

@@ -231,6 +231,13 @@ func newOrgDeleteCmd(g *globals) *cobra.Command {
 			if force {
 				what += " and revoking its active peers"
 			}
+			if !yes {
+				// A caller who may not see the organisation, or a name
+				// that does not exist, is told so before being asked.
+				if _, err := g.client().GetOrg(g.ctx(), args[0]); err != nil {
+					return err
+				}
+			}
 			if err := confirm(g, yes, what, args[0]); err != nil {
 				return err
 			}

@@ -116,6 +116,15 @@ func newRoleListCmd(g *globals) *cobra.Command {
 			if g.json() {
 				return printJSON(g.env.Out, roles)
 			}
+			if len(roles) == 0 {
+				// The first start assigns only what exists then: the
+				// socket group (none with --socket-group "") and the
+				// expire timer's account. Say so, or an empty table
+				// looks like a lost state.
+				fmt.Fprintln(g.env.Out, "No role assignments: only root may do anything (root is always admin).")
+				fmt.Fprintln(g.env.Out, "The first start assigns admin to the socket group and expirer to the extranet-expire account, where they exist; give roles with `extranetctl role assign`.")
+				return nil
+			}
 			t := newTable(g.env.Out, "SUBJECT", "ROLE", "ORGANISATIONS")
 			for _, a := range roles {
 				t.row(a.Subject, a.Role, orDash(strings.Join(a.Orgs, ",")))

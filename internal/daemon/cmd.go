@@ -24,6 +24,7 @@ import (
 	"github.com/extranetgw/extranet/internal/gwns"
 	"github.com/extranetgw/extranet/internal/store"
 	"github.com/extranetgw/extranet/internal/version"
+	"github.com/extranetgw/extranet/pkg/client"
 )
 
 // Main runs the extranetd command line and returns the exit code.
@@ -165,11 +166,17 @@ func newRestoreCmd(cfg *Config, configPath *string) *cobra.Command {
 		Short: "Replace the state with a backup from `extranetctl backup` (stop the daemon first)",
 		Long: `Replace the state with a backup from ` + "`extranetctl backup`" + ` while extranetd is stopped.
 Before it replaces anything, restore compares the backup with the current state
-by public key and lists what would change: peers the backup would re-enable
-(their keys unknown now), peers whose keys were revoked or rotated away since
-the backup (restored revoked, unless --allow-revoked), and peers live now that
-the backup does not know (lost). Keys revoked since the backup stay burnt. The
-restore is audited in the restored state as state.restore.`,
+by public key and lists every peer whose state it changes: peers the backup
+would re-enable (their keys unknown now), peers whose keys were revoked or
+rotated away since the backup (restored revoked, unless --allow-revoked), peers
+suspended or expired since the backup (kept so, unless --allow-resumed), peers
+that take the backup's state otherwise, and peers live now that the backup does
+not know (lost). Keys revoked since the backup stay burnt. The restore is
+audited in the restored state as state.restore.
+
+--dry-run lists and replaces nothing; it works while extranetd runs, comparing
+with a copy of the running state read through the daemon's socket (audited
+there as a backup, so it needs the role admin).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := loadConfig(cmd, cfg, *configPath); err != nil {
@@ -177,11 +184,18 @@ restore is audited in the restored state as state.restore.`,
 			}
 			opts.Actor = unixUser()
 			dst := filepath.Join(cfg.StateDir, DBFile)
+			out := cmd.OutOrStdout()
 			rep, err := store.Restore(args[0], dst, opts)
+			if errors.Is(err, store.ErrInUse) && opts.DryRun {
+				// The daemon holds the file; its own backup is a
+				// consistent copy to compare with, and leaves the file
+				// alone.
+				fmt.Fprintf(out, "extranetd holds %s: comparing with a copy read through %s (audited as a backup).\n", dst, cfg.Socket)
+				rep, err = previewLive(cmd.Context(), cfg, args[0], opts)
+			}
 			if err != nil {
 				return err
 			}
-			out := cmd.OutOrStdout()
 			printRestoreReport(out, rep)
 			if opts.DryRun {
 				fmt.Fprintf(out, "Dry run: %s is unchanged.\n", dst)
@@ -192,8 +206,34 @@ restore is audited in the restored state as state.restore.`,
 		},
 	}
 	cmd.Flags().BoolVar(&opts.AllowRevoked, "allow-revoked", false, "restore peers whose keys were revoked after the backup was taken as the backup has them")
-	cmd.Flags().BoolVar(&opts.DryRun, "dry-run", false, "compare and list, replace nothing")
+	cmd.Flags().BoolVar(&opts.AllowResumed, "allow-resumed", false, "restore peers suspended or expired after the backup was taken as the backup has them (active)")
+	cmd.Flags().BoolVar(&opts.DryRun, "dry-run", false, "compare and list, replace nothing (works while extranetd runs)")
 	return cmd
+}
+
+// previewLive runs a dry restore against a copy of a running daemon's
+// state, fetched through its backup API: bbolt cannot open a file another
+// process holds, even to read it. The copy holds keys, so it is made in
+// the state directory and removed before returning.
+func previewLive(ctx context.Context, cfg *Config, src string, opts store.RestoreOptions) (store.RestoreReport, error) {
+	tmp, err := os.MkdirTemp(cfg.StateDir, ".restore-preview-*")
+	if err != nil {
+		return store.RestoreReport{}, fmt.Errorf("restore --dry-run: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+	cur := filepath.Join(tmp, DBFile)
+	f, err := os.OpenFile(cur, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return store.RestoreReport{}, fmt.Errorf("restore --dry-run: %w", err)
+	}
+	_, err = client.New(cfg.Socket).Backup(ctx, f)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return store.RestoreReport{}, fmt.Errorf("restore --dry-run: read the running daemon's state: %w", err)
+	}
+	return store.Restore(src, cur, opts)
 }
 
 // unixUser names who runs a restore for the audit log, as the API names
@@ -221,12 +261,20 @@ func printRestoreReport(w io.Writer, rep store.RestoreReport) {
 	}
 	list("Re-enabled by the backup", rep.ReEnabled)
 	list("Revoked since the backup, restored revoked (pass --allow-revoked to restore them as in the backup)", rep.KeptRevoked)
-	list("Live now but not in the backup, gone after the restore (issue them again)", rep.Lost)
+	list("Suspended or expired since the backup, kept so (pass --allow-resumed to restore them active, as in the backup)", rep.KeptSuspended)
+	list("Restored to their state in the backup", rep.Changed)
+	if len(rep.Lost) > 0 {
+		// Not in the backup: State is theirs now.
+		fmt.Fprintln(w, "Live now but not in the backup, gone after the restore (issue them again):")
+		for _, p := range rep.Lost {
+			fmt.Fprintf(w, "  %s: %s now, not in the backup (key %s)\n", p.Peer, p.State, p.PublicKey)
+		}
+	}
 	if rep.BurntKeys > 0 {
 		fmt.Fprintf(w, "%d keys revoked since the backup stay burnt.\n", rep.BurntKeys)
 	}
-	if len(rep.ReEnabled)+len(rep.KeptRevoked)+len(rep.Lost) == 0 {
-		fmt.Fprintln(w, "The backup re-enables no peer that is not live now.")
+	if len(rep.ReEnabled)+len(rep.KeptRevoked)+len(rep.KeptSuspended)+len(rep.Changed)+len(rep.Lost) == 0 {
+		fmt.Fprintln(w, "The restore changes the state of no peer.")
 	}
 }
 

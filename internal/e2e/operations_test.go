@@ -109,7 +109,7 @@ func TestOperations(t *testing.T) {
 		os.WriteFile(good, []byte("kind,org,name,display_name,contact,grants,public_key,expires\n"+
 			"org,globex,,Globex,noc@globex.example,10.10.2.0/24 10.10.1.2/32:tcp/22,,\n"+
 			"peer,globex,gw1,,,,"+pubKey(t)+",\n"), 0o600)
-		if out := r.MustCTL("import", good); !strings.Contains(out, "1 organisations and 1 peers") {
+		if out := r.MustCTL("import", good); !strings.Contains(out, "Imported 1 organisation, 1 group and 1 peer.") {
 			t.Errorf("import: %s", out)
 		}
 		if p := r.peerJSON("globex/gw1"); p.KeyOrigin != api.KeySupplied || p.State != api.StateActive {

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"encoding/json"
 	"maps"
 	"net/http"
 	"net/url"
@@ -276,7 +277,7 @@ func (s *Server) guard(rt route) http.HandlerFunc {
 			if target == "" {
 				target = strings.TrimPrefix(rt.pattern, r.Method+" /v1/")
 			}
-			s.auditRefusal(s.withActor(r), who.caller.User, rt.action, target, d.Needs)
+			s.auditRefusal(s.withActor(r), who.caller.User, rt.action, org, target, d.Needs)
 			writeError(w, forbidden(who.caller.User, rt.action, org, d.Needs))
 			return
 		}
@@ -294,7 +295,7 @@ func (s *Server) guard(rt route) http.HandlerFunc {
 // loop of refusals must not fill the audit log.
 const refusalQuiet = time.Minute
 
-func (s *Server) auditRefusal(ctx context.Context, user string, action authz.Action, target, needs string) {
+func (s *Server) auditRefusal(ctx context.Context, user string, action authz.Action, org, target, needs string) {
 	key := user + "\x00" + string(action) + "\x00" + target
 	now := time.Now()
 	s.refusalsMu.Lock()
@@ -318,7 +319,7 @@ func (s *Server) auditRefusal(ctx context.Context, user string, action authz.Act
 		s.log.Debug("refusal repeated; audited once a minute", "user", user, "action", action, "target", target, "repeats", last.repeats+1)
 		return
 	}
-	if err := s.svc.Refused(ctx, action, target, needs); err != nil {
+	if err := s.svc.Refused(ctx, action, org, target, needs); err != nil {
 		s.log.Error("audit a refusal", "err", err)
 	}
 }
@@ -561,14 +562,26 @@ func (s *Server) audit(w http.ResponseWriter, r *http.Request) {
 
 // orgEvents are the kinds of audit event whose target is an organisation
 // or one of its objects (ORG/NAME). The others are about no organisation,
-// whatever their target looks like: a refusal names the caller's target,
-// a role change a user (who may share an organisation's name), a refused
-// enrollment the page's step.
+// whatever their target looks like: a role change names a user (who may
+// share an organisation's name), a refused enrollment the page's step. A
+// refusal ("denied") is about the organisation it records, if any: its
+// target may be a route's name instead.
 var orgEvents = []string{"org.", "peer.", "group.", "invite.", "request.", "enroll.request", "enroll.config"}
 
 // sponsorSees says whether a caller who sees the organisations in visible
-// alone may read an event: one about one of them, and nothing else.
+// alone may read an event: one about one of them, and nothing else. That
+// includes the refusals of anyone about one of them (docs/permissions.md:
+// a sponsor reads its organisations' audit events).
 func sponsorSees(e api.AuditEvent, visible map[string]bool) bool {
+	if e.Action == "denied" {
+		// Refusals recorded before they kept their organisation
+		// stay an admin's and an auditor's.
+		raw, _ := e.After.(json.RawMessage)
+		var d struct {
+			Org string `json:"org"`
+		}
+		return json.Unmarshal(raw, &d) == nil && d.Org != "" && visible[d.Org]
+	}
 	org, _, _ := strings.Cut(e.Target, "/")
 	return visible[org] && slices.ContainsFunc(orgEvents, func(kind string) bool {
 		return e.Action == kind || strings.HasSuffix(kind, ".") && strings.HasPrefix(e.Action, kind)

@@ -312,8 +312,8 @@ func itemOrg(m map[string]any) string {
 }
 
 // sponsorEvents are the families of audit events about an organisation,
-// which its sponsor reads; refusals, role changes and the gateway's own
-// events are about no organisation.
+// which its sponsor reads; role changes and the gateway's own events are
+// about no organisation. A refusal is about the organisation it records.
 var sponsorEvents = []string{"org.", "peer.", "group.", "invite.", "request.", "enroll.request", "enroll.config"}
 
 // maySee says whether a role may see an item of a listing.
@@ -326,6 +326,10 @@ func maySee(role string, m map[string]any) bool {
 			return false
 		}
 		if action, isEvent := m["action"].(string); isEvent {
+			if action == "denied" {
+				after, _ := m["after"].(map[string]any)
+				return after["org"] == "acme"
+			}
 			return slices.ContainsFunc(sponsorEvents, func(f string) bool { return action == f || strings.HasSuffix(f, ".") && strings.HasPrefix(action, f) })
 		}
 		return true
@@ -599,6 +603,58 @@ func (r *scopeRig) checkWrite(t *testing.T, rt route, method, path, base, org st
 			if role.name == "sponsor" {
 				r.checkMarkers(t, what, target, body)
 			}
+		}
+	}
+}
+
+// TestSponsorReadsRefusalsOnItsOrganisations: a sponsor's audit view holds
+// the refusals about its organisations, whoever was refused, and no
+// other: not those about another organisation, nor those about no
+// organisation whose route shares a name with one of its own (an
+// organisation may be called "backup").
+func TestSponsorReadsRefusalsOnItsOrganisations(t *testing.T) {
+	rig := newScopeRig(t)
+	if _, err := rig.svc.CreateOrg(service.WithActor(context.Background(), "root"), api.CreateOrgRequest{Name: "backup"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := rig.db.Update(func(tx *store.Tx) error {
+		return tx.PutRole(authz.Assignment{Subject: fmt.Sprintf("uid:%d", uidSponsor), Role: authz.Sponsor, Orgs: []string{"acme", "backup"}})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		method, target string
+	}{
+		{"GET", "/v1/peers/acme/laptop"},
+		{"POST", "/v1/peers/acme/laptop/revoke"},
+		{"GET", "/v1/peers/globex/laptop"},
+		{"GET", "/v1/backup"},
+	} {
+		if code, body := rig.call(uidNobody, c.method, c.target); code != http.StatusForbidden {
+			t.Fatalf("%s %s as nobody: %d, want 403: %s", c.method, c.target, code, body)
+		}
+	}
+	for _, q := range []string{"", "?org=acme", "?org=backup", "?action=denied"} {
+		code, body := rig.call(uidSponsor, "GET", "/v1/audit"+q)
+		if code != http.StatusOK {
+			t.Fatalf("audit%s as sponsor: %d %s", q, code, body)
+		}
+		var evs []api.AuditEvent
+		if err := json.Unmarshal(body, &evs); err != nil {
+			t.Fatal(err)
+		}
+		var denied []string
+		for _, e := range evs {
+			if e.Action == "denied" {
+				denied = append(denied, e.Target)
+			}
+		}
+		want := []string{"acme/laptop", "acme/laptop"}
+		if q == "?org=backup" {
+			want = nil
+		}
+		if !slices.Equal(denied, want) {
+			t.Errorf("audit%s as sponsor of acme and backup: refusals about %q, want %q", q, denied, want)
 		}
 	}
 }

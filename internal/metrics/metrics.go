@@ -49,6 +49,12 @@ func New(db *store.DB, onlineWindow time.Duration) *Metrics {
 			Help: "Peers and organisations retired by expire, by resulting state.",
 		}, []string{"to"}),
 	}
+	// Every state expire retires to is shown from the start, at 0: a
+	// series that appears only with its first action is invisible to
+	// dashboards and to alerts on its rate until then.
+	for _, to := range []string{api.StateSuspended, api.StateRevoked, api.StateExpired} {
+		m.expiry.WithLabelValues(to)
+	}
 	m.reg.MustRegister(m.reconcileSeconds, m.reconcileErrors, m.repairs, m.expiry,
 		&storeCollector{db: db, online: onlineWindow},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -120,3 +120,20 @@ func TestHealth(t *testing.T) {
 		t.Errorf("unhealthy: %d %q", code, body)
 	}
 }
+
+// TestExpiryActionsFromTheStart: every state expire retires to is on
+// /metrics at 0 before the first action, so an alert on its rate sees
+// the series from the start.
+func TestExpiryActionsFromTheStart(t *testing.T) {
+	db, err := store.Open(filepath.Join(t.TempDir(), "state.db"), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	_, body := scrape(t, New(db, time.Minute).Handler(func() error { return nil }), "/metrics")
+	for _, to := range []string{api.StateSuspended, api.StateRevoked, api.StateExpired} {
+		if want := `extranet_expiry_actions_total{to="` + to + `"} 0`; !strings.Contains(body, want) {
+			t.Errorf("/metrics before any expiry lacks %q", want)
+		}
+	}
+}

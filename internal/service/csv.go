@@ -339,6 +339,7 @@ func (s *Service) Import(ctx context.Context, data string) (api.ImportResult, er
 				return err
 			}
 			res.Orgs++
+			res.Groups += len(o.Groups)
 		}
 		// Given addresses are claimed before any is allocated, so an
 		// allocation never takes the address a later row holds.

@@ -330,7 +330,11 @@ func (s *Service) DeleteOrg(ctx context.Context, name string, force bool) error 
 			return err
 		}
 		if active > 0 && !force {
-			return api.Errorf(api.CodeConflict, "organisation %q has %d active peers; revoke them first or pass --force to revoke them with it", name, active)
+			peers := "peers"
+			if active == 1 {
+				peers = "peer"
+			}
+			return api.Errorf(api.CodeConflict, "organisation %q has %d active %s; revoke them first or pass --force to revoke them with it", name, active, peers)
 		}
 		for _, p := range peers {
 			if p.State != api.StateRevoked {

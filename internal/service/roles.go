@@ -230,10 +230,19 @@ func (s *Service) Assignments() ([]authz.Assignment, error) {
 }
 
 // Refused records a request the caller's roles did not allow.
-func (s *Service) Refused(ctx context.Context, action authz.Action, target, needs string) error {
+//
+// org is the organisation the refused request was about, if any: it is
+// kept apart from the target, which for a request about no organisation
+// is the route's name, and a route may share its name with an
+// organisation ("backup"). A sponsor reads the refusals about its own.
+func (s *Service) Refused(ctx context.Context, action authz.Action, org, target, needs string) error {
 	now := s.now()
+	after := map[string]string{"action": string(action), "needs": needs}
+	if org != "" {
+		after["org"] = org
+	}
 	return s.opts.DB.Update(func(tx *store.Tx) error {
-		return tx.Audit(now, Actor(ctx), "denied", target, nil, map[string]string{"action": string(action), "needs": needs})
+		return tx.Audit(now, Actor(ctx), "denied", target, nil, after)
 	})
 }
 

@@ -56,12 +56,19 @@ func (db *DB) Snapshot() (*os.File, int64, error) {
 	return f, n, nil
 }
 
+// ErrInUse is a restore's refusal of a state file a daemon holds.
+var ErrInUse = errors.New("it is in use")
+
 // RestoreOptions say who restores and how far to trust the backup.
 type RestoreOptions struct {
 	// AllowRevoked restores peers whose keys were revoked (or rotated away)
 	// after the backup was taken as the backup has them; otherwise they are
 	// restored revoked.
 	AllowRevoked bool
+	// AllowResumed restores peers suspended (or expired) since the backup
+	// was taken as the backup has them, active; otherwise they keep their
+	// state of now.
+	AllowResumed bool
 	// Actor is the unix user restoring, for the audit event.
 	Actor string
 	// DryRun compares and reports, and replaces nothing.
@@ -89,7 +96,14 @@ type RestoreReport struct {
 	// KeptRevoked are live in the backup with a key revoked now; they are
 	// restored revoked.
 	KeptRevoked []RestoredPeer `json:"kept_revoked"`
-	// Lost are live now with a key the backup does not know.
+	// KeptSuspended are active in the backup and suspended or expired now,
+	// with the same key; they keep their state of now.
+	KeptSuspended []RestoredPeer `json:"kept_suspended"`
+	// Changed are the other peers whose state the restore changes: they
+	// take the backup's, which opens nothing that is closed now.
+	Changed []RestoredPeer `json:"changed"`
+	// Lost are live now with a key the backup does not know. State is
+	// their state now.
 	Lost []RestoredPeer `json:"lost"`
 	// BurntKeys counts keys revoked now that the backup did not know; they
 	// stay burnt in the restored state.
@@ -133,8 +147,9 @@ func readCurrentKeys(tx *bolt.Tx) (currentKeys, error) {
 // refuses a backup that fails bbolt's consistency check or comes from a
 // newer schema, and refuses to run while a daemon holds dst. Before it
 // replaces anything it compares the backup with dst by public key: a key
-// revoked since the backup stays revoked unless opts.AllowRevoked, keys
-// burnt since stay burnt, and the restore is audited in the restored file.
+// revoked since the backup stays revoked unless opts.AllowRevoked, a peer
+// suspended or expired since stays so unless opts.AllowResumed, keys burnt
+// since stay burnt, and the restore is audited in the restored file.
 func Restore(src, dst string, opts RestoreOptions) (RestoreReport, error) {
 	var rep RestoreReport
 	if opts.Now.IsZero() {
@@ -149,7 +164,7 @@ func Restore(src, dst string, opts RestoreOptions) (RestoreReport, error) {
 		// the old state in between.
 		held, err := bolt.Open(dst, 0o600, &bolt.Options{Timeout: time.Second, ReadOnly: true})
 		if errors.Is(err, bolterrors.ErrTimeout) {
-			return rep, fmt.Errorf("restore %s: it is in use: stop extranetd before restoring", dst)
+			return rep, fmt.Errorf("restore %s: %w: stop extranetd before restoring", dst, ErrInUse)
 		}
 		if err != nil {
 			return rep, fmt.Errorf("restore %s: read the current state to compare with the backup: %w (move it aside to restore without comparing)", dst, err)
@@ -179,7 +194,7 @@ func Restore(src, dst string, opts RestoreOptions) (RestoreReport, error) {
 		return rep, fmt.Errorf("restore %s: %w", dst, err)
 	}
 	err = db.Update(func(tx *Tx) error {
-		rep = RestoreReport{Compared: rep.Compared, ReEnabled: []RestoredPeer{}, KeptRevoked: []RestoredPeer{}, Lost: []RestoredPeer{}}
+		rep = RestoreReport{Compared: rep.Compared, ReEnabled: []RestoredPeer{}, KeptRevoked: []RestoredPeer{}, KeptSuspended: []RestoredPeer{}, Changed: []RestoredPeer{}, Lost: []RestoredPeer{}}
 		return reconcileKeys(tx, cur, opts, src, &rep)
 	})
 	if cerr := db.Close(); err == nil {
@@ -205,14 +220,32 @@ func Restore(src, dst string, opts RestoreOptions) (RestoreReport, error) {
 // reconcileKeys brings what the current state knows of keys into the
 // restored one (tx) and records the restore.
 func reconcileKeys(tx *Tx, cur currentKeys, opts RestoreOptions, src string, rep *RestoreReport) error {
-	var revoke []*Peer
+	var revoke, hold []*Peer
 	backupKeys := map[string]bool{}
 	if err := tx.Peers("", func(p *Peer) error {
 		backupKeys[p.PublicKey] = true
 		if p.State == api.StateRevoked || !rep.Compared {
 			return nil
 		}
-		if _, live := cur.live[p.PublicKey]; live {
+		if now, live := cur.live[p.PublicKey]; live {
+			if now.State == p.State {
+				return nil
+			}
+			rp := RestoredPeer{Peer: p.ID(), PublicKey: p.PublicKey, State: p.State, Now: now.State}
+			switch {
+			case p.State != api.StateActive || now.State == api.StateActive:
+				// Closed in the backup, or open now: the backup's state
+				// reopens nothing.
+				rep.Changed = append(rep.Changed, rp)
+			case opts.AllowResumed:
+				rep.ReEnabled = append(rep.ReEnabled, rp)
+			default:
+				// Suspended or expired since the backup, by hand or by
+				// expire: a restore is no way to resume it.
+				rep.KeptSuspended = append(rep.KeptSuspended, rp)
+				p.State = now.State
+				hold = append(hold, p)
+			}
 			return nil
 		}
 		rp := RestoredPeer{Peer: p.ID(), PublicKey: p.PublicKey, State: p.State, Now: "absent"}
@@ -240,6 +273,12 @@ func reconcileKeys(tx *Tx, cur currentKeys, opts RestoreOptions, src string, rep
 			return err
 		}
 	}
+	for _, p := range hold {
+		p.UpdatedAt = opts.Now.UTC()
+		if err := tx.PutPeer(p); err != nil {
+			return err
+		}
+	}
 	for key, owner := range cur.owner {
 		if _, live := cur.live[key]; live || tx.KeyOwner(key) != "" {
 			continue
@@ -257,13 +296,16 @@ func reconcileKeys(tx *Tx, cur currentKeys, opts RestoreOptions, src string, rep
 	}
 	sort.Slice(rep.Lost, func(i, j int) bool { return rep.Lost[i].Peer < rep.Lost[j].Peer })
 	return tx.Audit(opts.Now, opts.Actor, "state.restore", "state", nil, map[string]any{
-		"backup":        src,
-		"allow_revoked": opts.AllowRevoked,
-		"compared":      rep.Compared,
-		"re_enabled":    rep.ReEnabled,
-		"kept_revoked":  rep.KeptRevoked,
-		"lost":          rep.Lost,
-		"burnt_keys":    rep.BurntKeys,
+		"backup":         src,
+		"allow_revoked":  opts.AllowRevoked,
+		"allow_resumed":  opts.AllowResumed,
+		"compared":       rep.Compared,
+		"re_enabled":     rep.ReEnabled,
+		"kept_revoked":   rep.KeptRevoked,
+		"kept_suspended": rep.KeptSuspended,
+		"changed":        rep.Changed,
+		"lost":           rep.Lost,
+		"burnt_keys":     rep.BurntKeys,
 	})
 }
 

@@ -230,3 +230,80 @@ func TestRestoreDryRunAndLock(t *testing.T) {
 		t.Errorf("restore over a held file: %v", err)
 	}
 }
+
+// suspendFixture writes a backup in which c and h are active and g is
+// suspended, then moves the live state on: c is suspended, h expired and
+// g resumed. Every key is live in both.
+func suspendFixture(t *testing.T) (backup, current string) {
+	t.Helper()
+	dir := t.TempDir()
+	current = filepath.Join(dir, "extranet.db")
+	db, err := Open(current, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	putPeer(t, db, "c", keyC, "active", 3)
+	putPeer(t, db, "g", keyD, "suspended", 4)
+	putPeer(t, db, "h", keyE, "active", 5)
+	backup = filepath.Join(dir, "backup.db")
+	f, err := os.OpenFile(backup, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Backup(f); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	putPeer(t, db, "c", keyC, "suspended", 3)
+	putPeer(t, db, "g", keyD, "active", 4)
+	putPeer(t, db, "h", keyE, "expired", 5)
+	return backup, current
+}
+
+// TestRestoreKeepsSuspendedPeersSuspended: a peer suspended (or expired)
+// since the backup is listed and stays so, unless --allow-resumed; every
+// other peer whose state the restore changes is listed too.
+func TestRestoreKeepsSuspendedPeersSuspended(t *testing.T) {
+	line := func(ps []RestoredPeer) (out []string) {
+		for _, p := range ps {
+			out = append(out, p.Peer+" "+p.State+" "+p.Now)
+		}
+		return out
+	}
+	for _, allow := range []bool{false, true} {
+		backup, current := suspendFixture(t)
+		rep, err := Restore(backup, current, RestoreOptions{Actor: "alice", Now: time.Now(), AllowResumed: allow})
+		if err != nil {
+			t.Fatal(err)
+		}
+		closed := []string{"acme/c active suspended", "acme/h active expired"}
+		wantKept, wantRe, want := closed, []string(nil), map[string]string{"c": "suspended", "g": "suspended", "h": "expired"}
+		if allow {
+			wantKept, wantRe, want = nil, closed, map[string]string{"c": "active", "g": "suspended", "h": "active"}
+		}
+		if got := line(rep.KeptSuspended); !reflect.DeepEqual(got, wantKept) {
+			t.Errorf("allow-resumed=%v: kept suspended %q, want %q", allow, got, wantKept)
+		}
+		if got := line(rep.ReEnabled); !reflect.DeepEqual(got, wantRe) {
+			t.Errorf("allow-resumed=%v: re-enabled %q, want %q", allow, got, wantRe)
+		}
+		if got := line(rep.Changed); !reflect.DeepEqual(got, []string{"acme/g suspended active"}) {
+			t.Errorf("allow-resumed=%v: changed %q, want acme/g (resumed since, suspended in the backup)", allow, got)
+		}
+		db, err := Open(current, time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, st := range want {
+			if got, _ := peerState(t, db, name); got != st {
+				t.Errorf("allow-resumed=%v: acme/%s is %s after the restore, want %s", allow, name, got, st)
+			}
+		}
+		var after RestoreReport
+		if ev := lastEvent(t, db); json.Unmarshal(ev.After, &after) != nil || !reflect.DeepEqual(after.KeptSuspended, rep.KeptSuspended) || !reflect.DeepEqual(after.Changed, rep.Changed) {
+			t.Errorf("allow-resumed=%v: restore event %s does not list the report %+v", allow, ev.After, rep)
+		}
+		db.Close()
+	}
+}

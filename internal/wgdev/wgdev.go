@@ -280,7 +280,7 @@ func (d *dev) openUserspace() error {
 	f, err := ipc.UAPIOpen(d.cfg.Name)
 	if err != nil {
 		wg.Close()
-		return fmt.Errorf("open UAPI socket: %w", err)
+		return uapiOpenError(d.cfg.Name, err)
 	}
 	l, err := ipc.UAPIListen(d.cfg.Name, f)
 	if err != nil {
@@ -494,6 +494,19 @@ func checkPortFree(port int) error {
 		}
 	}
 	return nil
+}
+
+// uapiOpenError says why wireguard-go's control socket could not be made.
+// Its sockets are in one directory of the host's mount namespace whatever
+// the network namespace, so a second daemon (or a wireguard-go) with an
+// interface of the same name holds ours. wireguard-go says so in text
+// alone.
+func uapiOpenError(name string, err error) error {
+	path := "/var/run/wireguard/" + name + ".sock"
+	if strings.Contains(err.Error(), "in use") {
+		return fmt.Errorf("open UAPI socket %s: %w: another userspace WireGuard interface named %s runs on this host, in whatever network namespace (their control sockets share that directory); give this extranetd another --interface", path, err, name)
+	}
+	return fmt.Errorf("open UAPI socket %s: %w", path, err)
 }
 
 // portInUse tells whether configuring failed because the listen port is

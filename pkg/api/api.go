@@ -303,8 +303,9 @@ type CSV struct {
 
 // ImportResult counts what an import created.
 type ImportResult struct {
-	Orgs  int `json:"orgs"`
-	Peers int `json:"peers"`
+	Orgs   int `json:"orgs"`
+	Groups int `json:"groups"`
+	Peers  int `json:"peers"`
 }
 
 // RoleRequest assigns or revokes a role. Subject is a unix user name or

@@ -1,0 +1,40 @@
+package daemon
+
+import (
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+)
+
+// valueName is what a backquoted word in a flag's usage may be: pflag
+// shows it as the flag's value (--out FILE), so it must read as one.
+var valueName = regexp.MustCompile(`^[A-Z][A-Z0-9_]*$`)
+
+// checkFlagUsages fails for any flag of cmd or its subcommands whose
+// usage string has a backquoted word that is not a value name: pflag
+// would print it in place of the value and drop its quotes, garbling
+// --help ("--expire-action extranetctl expire --action   default of").
+func checkFlagUsages(t *testing.T, cmd *cobra.Command) {
+	t.Helper()
+	check := func(f *pflag.Flag) {
+		if !strings.Contains(f.Usage, "`") {
+			return
+		}
+		name, usage := pflag.UnquoteUsage(f)
+		if !valueName.MatchString(name) {
+			t.Errorf("%s --%s: usage %q shows as \"--%s %s   %s\"; quote commands another way (pflag takes `...` as the value's name)", cmd.CommandPath(), f.Name, f.Usage, f.Name, name, usage)
+		}
+	}
+	cmd.LocalFlags().VisitAll(check)
+	for _, sub := range cmd.Commands() {
+		checkFlagUsages(t, sub)
+	}
+}
+
+// TestHelpShowsEveryFlagPlainly walks every command of extranetd.
+func TestHelpShowsEveryFlagPlainly(t *testing.T) {
+	checkFlagUsages(t, NewRootCmd())
+}
