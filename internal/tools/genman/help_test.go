@@ -1,12 +1,17 @@
-package daemon
+package main
 
 import (
+	"io"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+
+	"github.com/extranetgw/extranet/internal/cli"
+	"github.com/extranetgw/extranet/internal/daemon"
 )
 
 // valueName is what a backquoted word in a flag's usage may be: pflag
@@ -16,7 +21,8 @@ var valueName = regexp.MustCompile(`^[A-Z][A-Z0-9_]*$`)
 // checkFlagUsages fails for any flag of cmd or its subcommands whose
 // usage string has a backquoted word that is not a value name: pflag
 // would print it in place of the value and drop its quotes, garbling
-// --help ("--expire-action extranetctl expire --action   default of").
+// --help and the man pages ("--expire-action extranetctl expire --action
+// default of").
 func checkFlagUsages(t *testing.T, cmd *cobra.Command) {
 	t.Helper()
 	check := func(f *pflag.Flag) {
@@ -34,7 +40,11 @@ func checkFlagUsages(t *testing.T, cmd *cobra.Command) {
 	}
 }
 
-// TestHelpShowsEveryFlagPlainly walks every command of extranetd.
+// TestHelpShowsEveryFlagPlainly walks every command of both binaries, as
+// their man pages are made.
 func TestHelpShowsEveryFlagPlainly(t *testing.T) {
-	checkFlagUsages(t, NewRootCmd())
+	ctl, _ := cli.NewRootCmd(&cli.Env{In: strings.NewReader(""), Out: io.Discard, ErrOut: io.Discard, Now: time.Now,
+		IsTTY: func() bool { return false }, Getenv: func(string) string { return "" }})
+	checkFlagUsages(t, ctl)
+	checkFlagUsages(t, daemon.NewRootCmd())
 }
