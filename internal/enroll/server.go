@@ -160,21 +160,38 @@ func (s *Server) source(r *http.Request) string {
 	// A link-local peer's zone is our interface's name: no part of who
 	// the partner is.
 	addr := ap.Addr().WithZone("").Unmap()
-	for _, p := range s.o.TrustedProxies {
-		if !p.Contains(addr) {
-			continue
-		}
-		fwd := r.Header.Values("X-Forwarded-For")
-		if len(fwd) == 0 {
+	if !s.trusted(addr) {
+		return addr.String()
+	}
+	// Right to left through X-Forwarded-For, each entry put there by the
+	// hop after it: past every trusted proxy of a chain, the first other
+	// address is the partner's. Anything to its left the partner wrote.
+	var hops []string
+	for _, v := range r.Header.Values("X-Forwarded-For") {
+		hops = append(hops, strings.Split(v, ",")...)
+	}
+	for i := len(hops) - 1; i >= 0; i-- {
+		a, ok := forwardedAddr(hops[i])
+		if !ok {
+			// Unreadable: the last address that can be vouched for.
 			break
 		}
-		parts := strings.Split(fwd[len(fwd)-1], ",")
-		if a, ok := forwardedAddr(parts[len(parts)-1]); ok {
-			return a.String()
+		addr = a.Unmap()
+		if !s.trusted(addr) {
+			break
 		}
-		break
 	}
 	return addr.String()
+}
+
+// trusted tells whether a is one of the reverse proxies in front of the page.
+func (s *Server) trusted(a netip.Addr) bool {
+	for _, p := range s.o.TrustedProxies {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 // forwardedAddr reads an entry of X-Forwarded-For: an address, or an

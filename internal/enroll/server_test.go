@@ -168,6 +168,11 @@ func TestTrustedProxy(t *testing.T) {
 		{"10.1.2.3:5", "not an address", "10.1.2.3"},
 		{"[fd00::1]:5", "198.51.100.7", "198.51.100.7"},
 		{"[fe80::1%\x1b[2J]:5", "", "fe80::1"},
+		// A chain of trusted proxies: the partner is the first address
+		// past them, whatever the partner wrote to its left.
+		{"10.1.2.3:5", "6.6.6.6, 198.51.100.7, 10.9.9.9", "198.51.100.7"},
+		{"10.1.2.3:5", "10.8.8.8, 10.9.9.9", "10.8.8.8"},
+		{"10.1.2.3:5", "198.51.100.7, not an address, 10.9.9.9", "10.9.9.9"},
 	} {
 		r := httptest.NewRequest(http.MethodPost, "/", nil)
 		r.RemoteAddr = tc.remote
