@@ -227,6 +227,10 @@ not allow are cut.`,
 				if _, err := g.client().GetGroup(g.ctx(), org, name); err != nil {
 					return err
 				}
+				// One who may see it but not delete it, too.
+				if err := g.client().Checking().DeleteGroup(g.ctx(), org, name, moveTo); err != nil {
+					return err
+				}
 			}
 			if err := confirm(g, yes, what, args[0]); err != nil {
 				return err

@@ -237,6 +237,10 @@ func newOrgDeleteCmd(g *globals) *cobra.Command {
 				if _, err := g.client().GetOrg(g.ctx(), args[0]); err != nil {
 					return err
 				}
+				// One who may see it but not delete it, too.
+				if err := g.client().Checking().DeleteOrg(g.ctx(), args[0], force); err != nil {
+					return err
+				}
 			}
 			if err := confirm(g, yes, what, args[0]); err != nil {
 				return err

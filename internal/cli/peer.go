@@ -470,6 +470,10 @@ func newPeerRevokeCmd(g *globals) *cobra.Command {
 				if _, err := g.client().GetPeer(g.ctx(), org, name); err != nil {
 					return err
 				}
+				// One who may see it but not revoke it, too.
+				if _, err := g.client().Checking().PeerAction(g.ctx(), org, name, "revoke"); err != nil {
+					return err
+				}
 			}
 			if err := confirm(g, yes, "revoking "+args[0], args[0]); err != nil {
 				return err

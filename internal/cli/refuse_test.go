@@ -70,3 +70,49 @@ func TestEmptyRoleListSaysWhy(t *testing.T) {
 		t.Errorf("role list -o json: %q, want []", out)
 	}
 }
+
+// TestRefusedBeforeAskedWhenOnlyReading: a caller who may see the object
+// but not change it (an auditor; a sponsor deleting its own organisation)
+// is refused before the question too: the CLI has the daemon decide the
+// change without carrying it out (api.CheckHeader), and carries out
+// nothing.
+func TestRefusedBeforeAskedWhenOnlyReading(t *testing.T) {
+	var mu sync.Mutex
+	var changes, checks []string
+	refuse := &api.Error{Code: api.CodeForbidden, Message: "audra may not change the peers (organisation acme): that needs the role admin or sponsor of acme"}
+	d := fakeBackupServer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if r.Method == http.MethodGet {
+			// Visible: any object will do.
+			w.Write([]byte("{}"))
+			return
+		}
+		mu.Lock()
+		if r.Header.Get(api.CheckHeader) == api.CheckMay {
+			checks = append(checks, r.Method+" "+r.URL.Path)
+		} else {
+			changes = append(changes, r.Method+" "+r.URL.Path)
+		}
+		mu.Unlock()
+		w.WriteHeader(refuse.HTTPStatus())
+		json.NewEncoder(w).Encode(refuse)
+	})
+	for _, args := range [][]string{
+		{"peer", "revoke", "acme/laptop"},
+		{"group", "delete", "acme/sales"},
+		{"org", "delete", "acme"},
+	} {
+		var errOut bytes.Buffer
+		env := &cli.Env{
+			In: strings.NewReader("acme\n"), Out: &bytes.Buffer{}, ErrOut: &errOut,
+			Now: time.Now, IsTTY: func() bool { return true }, Getenv: func(string) string { return "" },
+		}
+		code := cli.Main(append([]string{"--socket", d.sock}, args...), env)
+		if code != 5 || strings.Contains(errOut.String(), "confirm") || !strings.Contains(errOut.String(), refuse.Message) {
+			t.Errorf("%v: exit %d, %q; want exit 5 and the refusal, no question", args, code, errOut.String())
+		}
+	}
+	if len(changes) > 0 || len(checks) != 3 {
+		t.Errorf("changes sent %v, checks %v; want none and 3", changes, checks)
+	}
+}

@@ -294,3 +294,33 @@ func TestRequestChecks(t *testing.T) {
 		t.Errorf("unknown version: %d %+v", code, ae)
 	}
 }
+
+// TestCheckDecidesWithoutActing: a request with api.CheckHeader is decided
+// (here allowed: the caller is root) and answered 204 without running, so
+// nothing changes; its answer to a bad query is the error as usual.
+func TestCheckDecidesWithoutActing(t *testing.T) {
+	c, _, _ := startServer(t)
+	ctx := context.Background()
+	if _, err := c.CreateOrg(ctx, api.CreateOrgRequest{Name: "acme", Grants: []string{"10.20.0.0/24"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.IssuePeer(ctx, "acme", api.IssuePeerRequest{Name: "laptop"}); err != nil {
+		t.Fatal(err)
+	}
+	check := c.Checking()
+	if _, err := check.PeerAction(ctx, "acme", "laptop", "revoke"); err != nil {
+		t.Fatalf("check of a revoke root may make: %v", err)
+	}
+	if err := check.DeleteOrg(ctx, "acme", true); err != nil {
+		t.Fatalf("check of a delete root may make: %v", err)
+	}
+	if p, err := c.GetPeer(ctx, "acme", "laptop"); err != nil || p.State != api.StateActive {
+		t.Errorf("after the checks the peer is %+v (%v), want active", p, err)
+	}
+	if _, err := c.GetOrg(ctx, "acme"); err != nil {
+		t.Errorf("after the checks the org is gone: %v", err)
+	}
+	if _, err := check.ListPeers(ctx, "ACME", ""); err == nil {
+		t.Error("a check with a bad query was not refused")
+	}
+}

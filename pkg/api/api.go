@@ -204,6 +204,15 @@ type Status struct {
 	DownSince      *time.Time `json:"down_since,omitempty"`
 }
 
+// CheckHeader set to CheckMay on any request makes extranetd decide it
+// without carrying it out: 204 No Content when the caller may make it, the
+// refusal (403, audited) or the error in its query otherwise. Nothing
+// changes, and the handler never runs.
+const (
+	CheckHeader = "X-Extranet-Check"
+	CheckMay    = "may"
+)
+
 // Error codes. Each maps to one HTTP status and one CLI exit code.
 const (
 	CodeInvalid   = "invalid_argument"

@@ -28,6 +28,18 @@ type Client struct {
 	http   *http.Client
 	// Via marks requests made on behalf of a scheduled job (e.g. "expire").
 	Via string
+	// checking: requests are decided, not carried out (Checking).
+	checking bool
+}
+
+// Checking returns a client whose requests extranetd decides without
+// carrying them out (api.CheckHeader): a call answers nil when the caller
+// may make it, and the refusal otherwise. The CLI asks it before it asks a
+// person to confirm something the caller may not do anyway.
+func (c *Client) Checking() *Client {
+	cp := *c
+	cp.checking = true
+	return &cp
 }
 
 // New returns a client for the daemon listening on socket.
@@ -76,6 +88,9 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 	if c.Via != "" {
 		req.Header.Set("X-Extranet-Via", c.Via)
 	}
+	if c.checking {
+		req.Header.Set(api.CheckHeader, api.CheckMay)
+	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return c.dialError(err)
@@ -92,7 +107,7 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 		}
 		return &api.Error{Code: api.CodeInternal, Message: fmt.Sprintf("extranetd answered %s", resp.Status)}
 	}
-	if out == nil {
+	if out == nil || resp.StatusCode == http.StatusNoContent {
 		return nil
 	}
 	if err := json.Unmarshal(raw, out); err != nil {
