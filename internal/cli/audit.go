@@ -55,12 +55,12 @@ func newAuditCmd(g *globals) *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&since, "since", "", "only events after this: DURATION ago (24h, 7d) or a time (2026-11-01, RFC 3339)")
-	f.StringVar(&until, "until", "", "only events before this: DURATION ago or a time")
+	f.StringVar(&since, "since", "", "only events after this: `DURATION` ago (24h, 7d) or a time (2026-11-01, RFC 3339)")
+	f.StringVar(&until, "until", "", "only events before this: `DURATION` ago or a time")
 	f.StringVar(&q.Org, "org", "", "only events about this organisation or its peers")
 	f.StringVar(&q.Peer, "peer", "", "only events about this peer (ORG/NAME)")
 	f.StringVar(&q.Action, "action", "", "only this action (peer.revoke) or family (peer.)")
-	f.StringVar(&q.Actor, "actor", "", "only changes made by this user")
+	f.StringVar(&q.Actor, "actor", "", "only changes made by this `USER`")
 	_ = cmd.RegisterFlagCompletionFunc("org", completeOrgs(g))
 	cmd.AddCommand(newAuditVerifyCmd(g))
 	return cmd

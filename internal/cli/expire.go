@@ -50,8 +50,8 @@ config. Exit status 0 whenever it worked, also with nothing to do.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&req.Idle, "idle", "", "suspend peers whose last handshake is older than this (90m, 36h, 30d, 2w)")
-	f.StringVar(&req.Unused, "unused", "", "suspend peers issued longer ago than this that never connected")
+	f.StringVar(&req.Idle, "idle", "", "suspend peers whose last handshake is older than this `DURATION` (90m, 36h, 30d, 2w)")
+	f.StringVar(&req.Unused, "unused", "", "suspend peers issued longer ago than this `DURATION` that never connected")
 	f.StringVar(&req.Action, "action", "", "suspend or revoke")
 	f.BoolVar(&req.DryRun, "dry-run", false, "say what would happen and change nothing")
 	_ = cmd.RegisterFlagCompletionFunc("action", cobra.FixedCompletions([]string{"suspend", "revoke"}, cobra.ShellCompDirectiveNoFileComp))

@@ -102,7 +102,7 @@ func newGroupCreateCmd(g *globals) *cobra.Command {
 			return printGroup(g, gr)
 		},
 	}
-	cmd.Flags().StringArrayVar(&grants, "grant", nil, "resource the group reaches (repeatable), within the organisation's grants: PREFIX[:PROTO[/PORT[-PORT]]]")
+	cmd.Flags().StringArrayVar(&grants, "grant", nil, "`RESOURCE` the group reaches (repeatable), within the organisation's grants: PREFIX[:PROTO[/PORT[-PORT]]]")
 	return cmd
 }
 

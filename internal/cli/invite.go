@@ -72,8 +72,8 @@ func newInviteCreateCmd(g *globals) *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&req.Group, "group", "", "the access group enrolled devices join (default: the group \"default\")")
-	f.IntVar(&req.Devices, "devices", 1, "how many devices the link enrolls")
-	f.StringVar(&req.Expires, "expires", "", "until when the link works: DURATION (72h, 7d), DATE or RFC 3339 time (default 72h, at most 30 days)")
+	f.IntVar(&req.Devices, "devices", 1, "how many devices (`N`) the link enrolls")
+	f.StringVar(&req.Expires, "expires", "", "until when the link works: `DURATION` (72h, 7d), DATE or RFC 3339 time (default 72h, at most 30 days)")
 	f.StringVar(&req.Contact, "contact", "", "who at the partner the link is for")
 	f.BoolVar(&req.AutoApprove, "auto-approve", false, "enroll devices without a sponsor's approval (for low-risk groups)")
 	f.BoolVar(&qr, "qr", false, "also print the link as a QR code")
@@ -259,6 +259,8 @@ func newRequestDecideCmd(g *globals, verb string) *cobra.Command {
 		},
 	}
 	if verb == "deny" {
+		// Shown in the use line: the synopsis brackets the other flags as optional.
+		cmd.Use += " --reason TEXT"
 		cmd.Flags().StringVar(&reason, "reason", "", "why, for the partner (required)")
 	}
 	return cmd

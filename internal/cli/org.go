@@ -63,10 +63,10 @@ func newOrgCreateCmd(g *globals) *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringArrayVar(&req.Grants, "grant", nil, "resource to grant (repeatable): PREFIX[:PROTO[/PORT[-PORT]]]")
+	f.StringArrayVar(&req.Grants, "grant", nil, "`RESOURCE` to grant (repeatable): PREFIX[:PROTO[/PORT[-PORT]]]")
 	f.StringVar(&req.DisplayName, "display-name", "", "human-readable name")
 	f.StringVar(&req.Contact, "contact", "", "who to call about this partner")
-	f.StringVar(&req.Expires, "expires", "", "end of contract: DATE (2027-06-30), RFC 3339 time or DURATION (365d)")
+	f.StringVar(&req.Expires, "expires", "", "end of contract: `DATE` (2027-06-30), RFC 3339 time or DURATION (365d)")
 	f.BoolVar(&req.Force, "force", false, "grant loopback, link-local, multicast, reserved or very broad (shorter than /8) address space, which is refused without it")
 	return cmd
 }

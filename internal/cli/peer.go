@@ -62,9 +62,9 @@ type configOutput struct {
 
 func (c *configOutput) bind(cmd *cobra.Command) {
 	f := cmd.Flags()
-	f.StringVar(&c.out, "out", "", "write the config to FILE (mode 0600) instead of standard output; name it NAME.conf, NAME being the tunnel's name (at most 15 of a-z A-Z 0-9 _=+.-)")
+	f.StringVar(&c.out, "out", "", "write the config to `FILE` (mode 0600) instead of standard output; name it NAME.conf, NAME being the tunnel's name (at most 15 of a-z A-Z 0-9 _=+.-)")
 	f.BoolVar(&c.qr, "qr", false, "print the config as a QR code for the WireGuard mobile apps")
-	f.StringVar(&c.qrPNG, "qr-png", "", "write the config as a QR code PNG to FILE (mode 0600)")
+	f.StringVar(&c.qrPNG, "qr-png", "", "write the config as a QR code PNG to `FILE` (mode 0600)")
 }
 
 // writeSecret writes a file only its owner can read, replacing any old one
@@ -317,8 +317,8 @@ never stored, so hand it to the partner now.`,
 			return errors.Join(co.emit(g, res.Peer.ID(), res.Config), notInForce(res))
 		},
 	}
-	cmd.Flags().StringVar(&req.PublicKey, "public-key", "", "the partner's own WireGuard public key (its private key never leaves its device)")
-	cmd.Flags().StringVar(&req.Expires, "expires", "", "expiry: DATE (2027-01-31), RFC 3339 time or DURATION (90d)")
+	cmd.Flags().StringVar(&req.PublicKey, "public-key", "", "the partner's own WireGuard public `KEY` (its private key never leaves its device)")
+	cmd.Flags().StringVar(&req.Expires, "expires", "", "expiry: `DATE` (2027-01-31), RFC 3339 time or DURATION (90d)")
 	cmd.Flags().StringVar(&req.Group, "group", "", "the organisation's access group the peer joins (default: the group \"default\", which reaches the organisation's whole grant)")
 	cmd.RegisterFlagCompletionFunc("group", completeGroupFlag(g))
 	co.bind(cmd)
@@ -526,7 +526,7 @@ func newPeerRotateCmd(g *globals) *cobra.Command {
 			return errors.Join(co.emit(g, res.Peer.ID(), res.Config), notInForce(res))
 		},
 	}
-	cmd.Flags().StringVar(&req.PublicKey, "public-key", "", "the partner's new public key (default: generate a new pair)")
+	cmd.Flags().StringVar(&req.PublicKey, "public-key", "", "the partner's new public `KEY` (default: generate a new pair)")
 	co.bind(cmd)
 	return cmd
 }

@@ -5,6 +5,9 @@
 //
 //	go run ./internal/tools/genman -version VERSION -out DIR
 //
+// With -synopsis it prints instead the synopsis of extranetctl in README.md,
+// made from the same tree; with -readme README.md too, it replaces it there.
+//
 // The date in each page comes from SOURCE_DATE_EPOCH (cobra/doc reads it), so
 // the same commit gives the same pages.
 package main
@@ -27,14 +30,32 @@ import (
 func main() {
 	version := flag.String("version", "dev", "version written in each page's footer")
 	out := flag.String("out", "man", "directory; pages go to its man1 and man8")
+	synopsis := flag.Bool("synopsis", false, "print extranetctl's synopsis for the README instead of writing man pages")
+	readme := flag.String("readme", "", "with -synopsis, replace the synopsis block in this file rather than print it")
 	flag.Parse()
-	if err := run(*version, *out); err != nil {
+	var err error
+	if *synopsis {
+		err = runSynopsis(*readme, os.Stdout)
+	} else {
+		err = run(*version, *out)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "genman:", err)
 		os.Exit(1)
 	}
 }
 
 func run(version, out string) error {
+	if err := gen(ctlTree(), "1", version, filepath.Join(out, "man1")); err != nil {
+		return err
+	}
+	d := daemon.NewRootCmd()
+	d.InitDefaultCompletionCmd()
+	return gen(d, "8", version, filepath.Join(out, "man8"))
+}
+
+// ctlTree is extranetctl's command tree as its documentation shows it.
+func ctlTree() *cobra.Command {
 	// An empty environment: the builder's EXTRANET_SOCKET must not become
 	// the documented default of --socket.
 	ctl, _ := cli.NewRootCmd(&cli.Env{
@@ -44,14 +65,9 @@ func run(version, out string) error {
 		Getenv: func(string) string { return "" },
 	})
 	// cobra adds `completion` only when the command runs; add it now so it
-	// gets a page too.
+	// is documented too.
 	ctl.InitDefaultCompletionCmd()
-	if err := gen(ctl, "1", version, filepath.Join(out, "man1")); err != nil {
-		return err
-	}
-	d := daemon.NewRootCmd()
-	d.InitDefaultCompletionCmd()
-	return gen(d, "8", version, filepath.Join(out, "man8"))
+	return ctl
 }
 
 func gen(root *cobra.Command, section, version, dir string) error {
