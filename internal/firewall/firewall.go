@@ -436,6 +436,35 @@ func (f *Firewall) destroyStaleSets(have map[string]kernelSet, want []Set) error
 	return errors.Join(errs...)
 }
 
+// saveTables runs save (iptables-save or ip6tables-save) once and returns
+// the lines of each of tables, comments and blank lines left out: what
+// `save -t TABLE` prints for each. A table the kernel does not have yet
+// has no lines.
+func saveTables(t tools, save string, tables []string) (map[string][]string, error) {
+	out, err := t.run("", save)
+	if err != nil {
+		return nil, err
+	}
+	want := map[string]bool{}
+	for _, table := range tables {
+		want[table] = true
+	}
+	got := map[string][]string{}
+	table := ""
+	for _, l := range strings.Split(out, "\n") {
+		if l == "" || strings.HasPrefix(l, "#") {
+			continue
+		}
+		if strings.HasPrefix(l, "*") {
+			table = l[1:]
+		}
+		if want[table] {
+			got[table] = append(got[table], l)
+		}
+	}
+	return got, nil
+}
+
 // firstIn are the host chains ("table chain") whose first rule must be a
 // jump of ours.
 var firstIn = func() map[string]bool {
@@ -456,27 +485,32 @@ var counters = regexp.MustCompile(` \[\d+:\d+\]$`)
 // of PeerSet, which it returns apart, and the host's chains and jumps of
 // ours.
 func (f *Firewall) capture() (lines []string, peers setMembers, err error) {
-	for _, st := range []struct{ save, table string }{{f.ns.save, "filter"}, {f.ns.save, "mangle"}, {f.ns.save, "raw"}, {f.ns.save6, "filter"}} {
+	// One save per family and namespace: a periodic check runs this every
+	// interval, and each run of a tool is a process.
+	for _, st := range []struct {
+		save   string
+		tables []string
+	}{{f.ns.save, []string{"filter", "mangle", "raw"}}, {f.ns.save6, []string{"filter"}}} {
 		if st.save == "" {
 			continue
 		}
-		out, err := f.ns.run("", st.save, "-t", st.table)
+		tables, err := saveTables(f.ns, st.save, st.tables)
 		if err != nil {
 			return nil, nil, err
 		}
-		for _, l := range strings.Split(out, "\n") {
-			if l != "" && !strings.HasPrefix(l, "#") {
+		for _, table := range st.tables {
+			for _, l := range tables[table] {
 				lines = append(lines, st.save+" "+counters.ReplaceAllString(l, ""))
 			}
 		}
 	}
+	hostTables, err := saveTables(f.host, f.host.save, []string{"filter", "nat", "mangle", "raw"})
+	if err != nil {
+		return nil, nil, err
+	}
 	for _, table := range []string{"filter", "nat", "mangle", "raw"} {
-		out, err := f.host.run("", f.host.save, "-t", table)
-		if err != nil {
-			return nil, nil, err
-		}
 		heads := map[string]bool{}
-		for _, l := range strings.Split(out, "\n") {
+		for _, l := range hostTables[table] {
 			// A guard that must come first: what stands at the head of
 			// its chain is state.
 			if f := strings.Fields(l); len(f) > 2 && f[0] == "-A" && firstIn[table+" "+f[1]] && !heads[f[1]] {
