@@ -35,7 +35,7 @@ type Firewall interface {
 	Apply(*policy.Policy) error
 	SetPeerSet(map[netip.Addr]policy.Peer) error
 	UpdatePeerSet(add map[netip.Addr]policy.Peer, remove []netip.Addr) error
-	// PeerHolders is which key (firewall.Holder) holds each address in
+	// PeerHolders is which key (policy.Peer.Holder) holds each address in
 	// the kernel's peer set.
 	PeerHolders() (map[netip.Addr]string, error)
 	Check() ([]string, error)
