@@ -290,6 +290,23 @@ restarted() { active && [ "$(in_box systemctl show -p MainPID --value extranetd)
 check "kill -9: systemd restarts it" poll 20 restarted
 check "kill -9: on the same namespace" same_ns
 check "kill -9: the stop hook keeps the link (result signal)" logged "$c" 'link left as it is: the daemon ended with signal'
+# A hung daemon (stopped: it feeds the watchdog no more) is restarted by
+# systemd's watchdog, shortened here, and keeps the namespace and the link.
+in_box mkdir -p /run/systemd/system/extranetd.service.d >/dev/null || true
+in_box sh -c 'printf "[Service]\nWatchdogSec=6s\nTimeoutAbortSec=2s\n" >/run/systemd/system/extranetd.service.d/watchdog.conf' >/dev/null || true
+in_box systemctl daemon-reload >/dev/null || true
+check "watchdog: a restart under a 6 s watchdog" in_box timeout 60 systemctl restart extranetd
+main=$(in_box systemctl show -p MainPID --value extranetd) || true
+check "watchdog: fed while the daemon runs (alive after 9 s)" sh -c 'sleep 9'
+check "  the same process" test "$(in_box systemctl show -p MainPID --value extranetd)" = "$main"
+c=$(cursor)
+in_box systemctl kill -s STOP --kill-who=main extranetd >/dev/null || true
+check "watchdog: a hung daemon is restarted" poll 40 restarted
+check "watchdog: on the same namespace" same_ns
+check "watchdog: the stop hook keeps the link" logged "$c" 'link left as it is'
+check "watchdog: the partner reaches its grant again" poll 15 reach 10.77.1.10:8080
+in_box rm -f /run/systemd/system/extranetd.service.d/watchdog.conf >/dev/null || true
+in_box systemctl daemon-reload >/dev/null || true
 check "the expire timer is active" in_box systemctl is-active extranet-expire.timer
 check "the expire job runs and succeeds" expire_runs
 

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -216,6 +217,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(l) }()
 	notifyReady(log)
+	go watchdog(runCtx, func() time.Time { return rec.State().LastRun }, 3*cfg.ReconcileInterval, log)
 	log.Info("extranetd ready", "took", time.Since(began).Round(time.Millisecond), "socket", cfg.Socket, "version", version.Version)
 
 	select {
@@ -418,17 +420,56 @@ func watchHost(ctx context.Context, rec *reconcile.Reconciler, log *slog.Logger)
 
 // notifyReady tells systemd (Type=notify) that the first reconcile is done.
 func notifyReady(log *slog.Logger) {
+	if err := notify("READY=1"); err != nil {
+		log.Warn("notify systemd", "err", err)
+	}
+}
+
+// notify sends systemd a state line (sd_notify); outside systemd, nothing.
+func notify(state string) error {
 	addr := os.Getenv("NOTIFY_SOCKET")
 	if addr == "" {
-		return
+		return nil
 	}
 	conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: addr, Net: "unixgram"})
-	if err == nil {
-		_, err = conn.Write([]byte("READY=1"))
-		conn.Close()
-	}
 	if err != nil {
-		log.Warn("notify systemd", "err", err)
+		return err
+	}
+	defer conn.Close()
+	_, err = conn.Write([]byte(state))
+	return err
+}
+
+// watchdog feeds systemd's watchdog (WatchdogSec=) while the reconcile loop
+// runs: lastRun, when the latest run began, is never older than stale. A
+// daemon that hangs (a lock never let go, a stuck call) stops feeding it,
+// and systemd restarts it (a restart keeps the link and the rules, as after
+// kill -9), rather than leave revocations, dates and drift unenforced for
+// good. A loop whose runs fail still runs, and is not restarted for that.
+func watchdog(ctx context.Context, lastRun func() time.Time, stale time.Duration, log *slog.Logger) {
+	usec, err := strconv.ParseInt(os.Getenv("WATCHDOG_USEC"), 10, 64)
+	if err != nil || usec <= 0 {
+		return
+	}
+	if pid := os.Getenv("WATCHDOG_PID"); pid != "" && pid != strconv.Itoa(os.Getpid()) {
+		return
+	}
+	every := time.Duration(usec) * time.Microsecond / 2
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if age := time.Since(lastRun()); age > stale {
+				log.Error("the reconcile loop is stuck; systemd's watchdog will restart extranetd", "last_run_ago", age.Round(time.Second))
+				continue
+			}
+			if err := notify("WATCHDOG=1"); err != nil {
+				log.Warn("feed systemd's watchdog", "err", err)
+			}
+		}
 	}
 }
 
