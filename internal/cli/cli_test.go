@@ -226,6 +226,50 @@ func TestDaemonDown(t *testing.T) {
 	}
 }
 
+// TestUsageHintOnlyForUsage: "Run 'extranetctl --help'" follows a mistake
+// in how the command was typed, not a value the daemon refused, whose
+// message already names the value and the fix.
+func TestUsageHintOnlyForUsage(t *testing.T) {
+	d := startDaemon(t, "vpn.example.com:51820")
+	d.must("org", "create", "acme", "--grant", "10.20.0.0/24")
+	_, errOut, code := d.ctl("group", "create", "acme/lab", "--grant", "10.30.0.0/16")
+	if code != 2 || !strings.Contains(errOut, "outside what organisation") || strings.Contains(errOut, "--help") {
+		t.Errorf("a grant outside the ceiling: exit %d, %q; want 2, the reason, no usage hint", code, errOut)
+	}
+	_, errOut, code = d.ctl("group", "create", "acme/lab", "--no-such-flag")
+	if code != 2 || !strings.Contains(errOut, "--help") {
+		t.Errorf("an unknown flag: exit %d, %q; want 2 and the usage hint", code, errOut)
+	}
+}
+
+// TestStatusWaitsForAStartingDaemon: a script that starts extranetd in the
+// background goes on with `status --wait` instead of a loop of its own.
+func TestStatusWaitsForAStartingDaemon(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "late.sock")
+	start := time.Now()
+	out, err := exec.Command(ctlBin, "--socket", sock, "status", "--wait", "300ms").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "not running") {
+		t.Fatalf("nothing listens, --wait 300ms: %v\n%s", err, out)
+	}
+	if took := time.Since(start); took < 300*time.Millisecond {
+		t.Errorf("gave up after %v, before its 300ms", took)
+	}
+	cmd := exec.Command(ctlBin, "--socket", sock, "status", "--wait", "30s")
+	var o bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &o
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	d := startDaemon(t, "vpn.example.com:51820")
+	if err := os.Rename(d.sock, sock); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil || !strings.Contains(o.String(), "Endpoint") {
+		t.Errorf("a daemon that answers after 300ms, --wait 30s: %v\n%s", err, o.String())
+	}
+}
+
 func TestIssueWithoutEndpointSaysHow(t *testing.T) {
 	d := startDaemon(t, "")
 	d.must("org", "create", "acme")

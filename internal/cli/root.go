@@ -126,7 +126,8 @@ func Main(args []string, env *Env) int {
 		_ = printJSON(env.ErrOut, errorJSON(err))
 	} else {
 		fmt.Fprintln(env.ErrOut, "error:", err)
-		if code == ExitUsage {
+		var ue usageError
+		if errors.As(err, &ue) || isCobraUsage(err) {
 			fmt.Fprintln(env.ErrOut, "Run 'extranetctl --help' or add --help to the command for usage.")
 		}
 	}
