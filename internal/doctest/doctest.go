@@ -1,0 +1,364 @@
+// Package doctest reads the worked examples out of the project's Markdown
+// documents, so that a test can run each one as written and compare what it
+// printed with what the document shows.
+//
+// A fenced block is an example when the line before it is a marker:
+//
+//	<!-- example -->                run by the end-to-end suite (e2e TestDocs)
+//	<!-- example: systemd -->       run by scripts/test-systemd.sh, in the
+//	                                container that boots the package
+//	<!-- not run: REASON -->        shown, never run; REASON says why
+//
+// and a comment "<!-- run: CMD -->" (or with the commands on the lines up
+// to "-->") is a step of the story the reader does not see, such as a
+// partner enrolling between an invite and its approval: TestDocs runs it in
+// its place, and it must succeed. It may read what the example before it
+// printed from the file $P.
+//
+// and Check refuses a document with a shell block that carries no marker,
+// so a new example cannot be added without being run (or a reason given).
+//
+// Inside an example, a line "$ CMD" or "USER$ CMD" is a command (run as
+// root, or as that unix user) and the lines up to the next command are what
+// it prints, stdout and stderr as a terminal shows them. A block without
+// any prompt is a script: every line is a command, whose output the
+// document does not show, and each must succeed.
+package doctest
+
+import (
+	"bufio"
+	"fmt"
+	"regexp"
+	"strings"
+)
+
+// Kinds of block.
+const (
+	Example = "example"
+	Systemd = "systemd"
+	NotRun  = "not run"
+	Hidden  = "run"
+)
+
+// Block is one fenced block of a document.
+type Block struct {
+	Kind   string // Example, Systemd, NotRun, or "" without a marker
+	Reason string // why a NotRun block is not run
+	Lang   string // the fence's info string
+	Line   int    // the line of the opening fence, from 1
+	Text   string // the lines between the fences, each ending in "\n"
+}
+
+// Step is one command of an example and what the document shows it print.
+type Step struct {
+	User    string // "" for root
+	Command string // continuation lines joined
+	Want    string // the shown output, "" when none is shown
+	Line    int    // the command's line in the document
+	Script  bool   // from a block without prompts: output not shown
+
+	// Where Want is in the block's lines, for Rewrite.
+	wantAt, wantLen int
+}
+
+var (
+	markerRE = regexp.MustCompile(`^<!--\s*(example(?::\s*systemd)?|not run:\s*(.+?))\s*-->\s*$`)
+	promptRE = regexp.MustCompile(`^(?:([a-z_][a-z0-9_-]*))?\$ (.*)$`)
+)
+
+// Parse splits a Markdown document into its fenced blocks.
+func Parse(doc string) ([]Block, error) {
+	var (
+		blocks  []Block
+		cur     *Block
+		fence   string
+		pending string
+		reason  string
+		lineNo  int
+	)
+	sc := bufio.NewScanner(strings.NewReader(doc))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		lineNo++
+		line := sc.Text()
+		if cur != nil {
+			if strings.TrimSpace(line) == fence {
+				blocks = append(blocks, *cur)
+				cur = nil
+				continue
+			}
+			cur.Text += line + "\n"
+			continue
+		}
+		trimmed := strings.TrimSpace(line)
+		if rest, ok := strings.CutPrefix(trimmed, "<!-- run:"); ok {
+			if pending != "" {
+				return nil, fmt.Errorf("line %d: a marker (%s) must be right before a fenced block", lineNo-1, pending)
+			}
+			hidden := Block{Kind: Hidden, Line: lineNo}
+			for {
+				body, closed := strings.CutSuffix(strings.TrimSpace(rest), "-->")
+				if body = strings.TrimSpace(body); body != "" {
+					hidden.Text += body + "\n"
+				}
+				if closed {
+					break
+				}
+				if !sc.Scan() {
+					return nil, fmt.Errorf("line %d: a <!-- run: comment is never closed", hidden.Line)
+				}
+				lineNo++
+				rest = sc.Text()
+			}
+			blocks = append(blocks, hidden)
+			continue
+		}
+		if strings.HasPrefix(trimmed, "```") {
+			fence = "```"
+			cur = &Block{Kind: pending, Reason: reason, Lang: strings.TrimSpace(strings.TrimPrefix(trimmed, "```")), Line: lineNo}
+			pending, reason = "", ""
+			continue
+		}
+		if m := markerRE.FindStringSubmatch(trimmed); m != nil {
+			switch {
+			case m[2] != "":
+				pending, reason = NotRun, m[2]
+			case strings.Contains(m[1], "systemd"):
+				pending = Systemd
+			default:
+				pending = Example
+			}
+			continue
+		}
+		if trimmed != "" && pending != "" {
+			return nil, fmt.Errorf("line %d: a marker (%s) must be right before a fenced block", lineNo-1, pending)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	if cur != nil {
+		return nil, fmt.Errorf("line %d: a fenced block is never closed", cur.Line)
+	}
+	return blocks, nil
+}
+
+// Runnable tells whether a block reads like something to type: a shell
+// block, or one with a prompt. Such a block needs a marker.
+func (b Block) Runnable() bool {
+	if b.Lang == "sh" || b.Lang == "bash" || b.Lang == "console" {
+		return true
+	}
+	for _, l := range strings.Split(b.Text, "\n") {
+		if promptRE.MatchString(l) {
+			return true
+		}
+	}
+	return false
+}
+
+// Check names every shell block of a document that has no marker.
+func Check(blocks []Block) []string {
+	var bad []string
+	for _, b := range blocks {
+		if b.Kind == "" && b.Runnable() {
+			bad = append(bad, fmt.Sprintf("line %d: a shell block with no marker: put <!-- example --> before it (or <!-- not run: why -->)", b.Line))
+		}
+		if b.Kind == Example && b.transcript() {
+			for i, l := range strings.Split(b.Text, "\n") {
+				if promptRE.MatchString(l) {
+					break
+				}
+				if strings.TrimSpace(l) != "" {
+					bad = append(bad, fmt.Sprintf("line %d: %q comes before the first prompt of an example, where it would not run: give it a prompt (\"$ \" for root)", b.Line+1+i, l))
+				}
+			}
+		}
+	}
+	return bad
+}
+
+// transcript tells whether the block has prompts, which make the lines
+// after each one its output; without, every line is a command.
+func (b Block) transcript() bool {
+	for _, l := range strings.Split(b.Text, "\n") {
+		if promptRE.MatchString(l) {
+			return true
+		}
+	}
+	return false
+}
+
+// Steps splits an example into its commands.
+func (b Block) Steps() []Step {
+	lines := strings.Split(strings.TrimSuffix(b.Text, "\n"), "\n")
+	transcript := b.transcript()
+	var steps []Step
+	for i := 0; i < len(lines); i++ {
+		l := lines[i]
+		at := b.Line + 1 + i
+		cmd, user := "", ""
+		if transcript {
+			m := promptRE.FindStringSubmatch(l)
+			if m == nil {
+				if len(steps) > 0 {
+					steps[len(steps)-1].wantLen++
+				}
+				continue // text before the first prompt
+			}
+			user, cmd = m[1], m[2]
+		} else {
+			cmd = l
+			if t := strings.TrimSpace(l); t == "" || strings.HasPrefix(t, "#") {
+				continue
+			}
+		}
+		for strings.HasSuffix(cmd, "\\") && i+1 < len(lines) {
+			i++
+			cmd += "\n" + lines[i]
+		}
+		steps = append(steps, Step{User: user, Command: cmd, Line: at, Script: !transcript, wantAt: i + 1})
+	}
+	for i := range steps {
+		s := &steps[i]
+		// A blank line closes a transcript's output: it separates one
+		// person's session from the next.
+		for s.wantLen > 0 && strings.TrimSpace(lines[s.wantAt+s.wantLen-1]) == "" {
+			s.wantLen--
+		}
+		for _, l := range lines[s.wantAt : s.wantAt+s.wantLen] {
+			s.Want += l + "\n"
+		}
+	}
+	return steps
+}
+
+// Rewrite returns the block's text with each step's shown output replaced
+// by got (one entry per step), except where the shown output already
+// matches: there the document's "…" and values stay as they are.
+func (b Block) Rewrite(steps []Step, got []string) string {
+	lines := strings.Split(strings.TrimSuffix(b.Text, "\n"), "\n")
+	var out []string
+	at := 0
+	for i, s := range steps {
+		if s.Script || Match(s.Want, got[i]) {
+			continue
+		}
+		out = append(out, lines[at:s.wantAt]...)
+		out = append(out, splitLines(got[i])...)
+		at = s.wantAt + s.wantLen
+	}
+	out = append(out, lines[at:]...)
+	return strings.Join(out, "\n") + "\n"
+}
+
+// WantsFailure tells whether the shown output is a refusal: an "error:"
+// line. The command must then fail; otherwise it must succeed.
+func (s Step) WantsFailure() bool {
+	for _, l := range strings.Split(s.Want, "\n") {
+		if strings.HasPrefix(l, "error: ") {
+			return true
+		}
+	}
+	return false
+}
+
+// What differs from run to run, matched by shape: times, keys, the
+// random names of invites and requests, and the links that carry a token.
+var volatile = []struct{ re, shape *regexp.Regexp }{
+	{regexp.MustCompile(`\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z`), nil},
+	{regexp.MustCompile(`\d{4}-\d\d-\d\d \d\d:\d\d\b`), nil},
+	{regexp.MustCompile(`[A-Za-z0-9+/]{43}=`), nil},
+	{regexp.MustCompile(`#[A-Za-z0-9_-]{43}\b`), nil},
+	{regexp.MustCompile(`\b([a-z][a-z0-9-]*)/[a-z2-7]{8}\b`), nil},
+}
+
+// pattern turns one shown line into a regexp: "…" stands for any text, and
+// the volatile values for any value of the same shape.
+func pattern(line string) *regexp.Regexp {
+	var b strings.Builder
+	b.WriteString("^")
+	for i, part := range strings.Split(line, "…") {
+		if i > 0 {
+			b.WriteString(".*")
+		}
+		b.WriteString(volatilePattern(part))
+	}
+	b.WriteString("$")
+	return regexp.MustCompile(b.String())
+}
+
+func volatilePattern(s string) string {
+	type span struct {
+		from, to int
+		re       string
+	}
+	var spans []span
+	for _, v := range volatile {
+		for _, m := range v.re.FindAllStringIndex(s, -1) {
+			overlap := false
+			for _, o := range spans {
+				if m[0] < o.to && o.from < m[1] {
+					overlap = true
+				}
+			}
+			if !overlap {
+				spans = append(spans, span{m[0], m[1], v.re.String()})
+			}
+		}
+	}
+	var b strings.Builder
+	at := 0
+	for at < len(s) {
+		next := -1
+		for i, sp := range spans {
+			if sp.from >= at && (next < 0 || sp.from < spans[next].from) {
+				next = i
+			}
+		}
+		if next < 0 {
+			b.WriteString(regexp.QuoteMeta(s[at:]))
+			break
+		}
+		b.WriteString(regexp.QuoteMeta(s[at:spans[next].from]))
+		b.WriteString("(?:" + spans[next].re + ")")
+		at = spans[next].to
+	}
+	return b.String()
+}
+
+// Match tells whether what a command printed is what the document shows,
+// line by line, trailing spaces aside. A shown line that is "…" alone
+// stands for any number of lines, so a long output can be cut.
+func Match(want, got string) bool {
+	return matchLines(splitLines(want), splitLines(got))
+}
+
+func matchLines(w, g []string) bool {
+	for i := range w {
+		if w[i] == "…" {
+			for skip := 0; i+skip <= len(g); skip++ {
+				if matchLines(w[i+1:], g[i+skip:]) {
+					return true
+				}
+			}
+			return false
+		}
+		if i >= len(g) || !pattern(w[i]).MatchString(g[i]) {
+			return false
+		}
+	}
+	return len(w) == len(g)
+}
+
+func splitLines(s string) []string {
+	s = strings.TrimRight(s, "\n")
+	if s == "" {
+		return nil
+	}
+	lines := strings.Split(s, "\n")
+	for i := range lines {
+		lines[i] = strings.TrimRight(lines[i], " \t")
+	}
+	return lines
+}

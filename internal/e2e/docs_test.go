@@ -1,0 +1,262 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/extranetgw/extranet/internal/doctest"
+)
+
+// TestDocs runs every worked example of README.md and docs/ (the fenced
+// blocks marked <!-- example -->) as written, and fails where a command
+// fails, or prints other than what the document shows. With
+// EXTRANET_DOCS_UPDATE=1 it writes what the commands printed into the
+// documents instead, keeping what already matched.
+//
+// Each document runs in a sandbox of its own: a PID and mount namespace in
+// which /etc is a copy, /run and /tmp are empty and /var/lib an overlay
+// whose writes stay in the sandbox, so that the
+// examples use the paths and names an installed gateway has (the socket in
+// /run/extranet, the namespace "extranet", users made with useradd) and
+// none of it reaches the host; its network is namespaces the example (or
+// the document's setup, testdata/docs/NAME.sh) makes. The examples of one
+// document are one story, run in one shell in order.
+func TestDocs(t *testing.T) {
+	controlPlane(t)
+	needRig(t)
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	docs, _ := filepath.Glob(filepath.Join(root, "docs", "*.md"))
+	docs = append([]string{filepath.Join(root, "README.md")}, docs...)
+	for _, path := range docs {
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		blocks, err := doctest.Parse(string(raw))
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		var examples []doctest.Block
+		for _, b := range blocks {
+			if b.Kind == doctest.Example || b.Kind == doctest.Hidden {
+				examples = append(examples, b)
+			}
+		}
+		if len(examples) == 0 {
+			continue
+		}
+		name := filepath.Base(path)
+		t.Run(name, func(t *testing.T) {
+			runDoc(t, root, path, string(raw), examples)
+		})
+	}
+}
+
+func runDoc(t *testing.T, root, path, doc string, examples []doctest.Block) {
+	name := filepath.Base(path)
+	sandbox, err := os.MkdirTemp("", "extranet-docs-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(sandbox) })
+	// Readable by the documents' users, who run the binaries from here.
+	if err := os.Chmod(sandbox, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range []string{"bin", "cmd", "out"} {
+		if err := os.Mkdir(filepath.Join(sandbox, dir), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, b := range []string{"extranetd", "extranetctl"} {
+		raw, err := os.ReadFile(filepath.Join(bin, b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(sandbox, "bin", b), raw, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nonce := make([]byte, 8)
+	rand.Read(nonce)
+	marker := "@@doctest-" + hex.EncodeToString(nonce) + "@@"
+
+	var script strings.Builder
+	fmt.Fprintf(&script, "S=%s\nROOT=%s\nM=%s\n", shellQuote(sandbox), shellQuote(root), marker)
+	script.WriteString(sandboxPrelude)
+	// From the checkout, as README.md's examples are typed; a setup may go
+	// elsewhere.
+	script.WriteString("cd \"$ROOT\"\n")
+	if setup, err := os.ReadFile(filepath.Join("testdata", "docs", name+".sh")); err == nil {
+		script.WriteString("# the document's setup\n")
+		script.Write(setup)
+		script.WriteString("\n")
+	} else if !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	script.WriteString("__rc=0\n")
+	var steps [][]doctest.Step
+	n := 0
+	for _, b := range examples {
+		bs := b.Steps()
+		steps = append(steps, bs)
+		for _, s := range bs {
+			// Each command's output lands in a file of its own, out/N,
+			// which a hidden step after it reads as $P; then it is shown.
+			fmt.Fprintf(&script, "printf '%%s %d\\n' \"$M\"\nP=\"$S/out/%d\"\n(exit $__rc)\n", n, n-1)
+			cmd := s.Command
+			if s.User != "" && strings.TrimSpace(cmd) != "echo $?" {
+				file := filepath.Join(sandbox, "cmd", strconv.Itoa(n)+".sh")
+				if err := os.WriteFile(file, []byte(cmd+"\n"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				// A login's groups, as the person would have them.
+				cmd = fmt.Sprintf("runuser -u %s -- env PATH=\"$PATH\" bash \"$S/cmd/%d.sh\"", s.User, n)
+			}
+			fmt.Fprintf(&script, "{ %s\n} >\"$S/out/%d\" 2>&1 </dev/null\n__rc=$?\ncat \"$S/out/%d\"\nprintf '\\n%%s rc %%d\\n' \"$M\" \"$__rc\"\n", cmd, n, n)
+			n++
+		}
+	}
+	file := filepath.Join(sandbox, "run.sh")
+	if err := os.WriteFile(file, []byte(script.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), scaled(4*time.Minute))
+	defer cancel()
+	// --kill-child: whatever ends unshare ends the sandbox's PID 1, and
+	// with it every process the examples started.
+	cmd := exec.CommandContext(ctx, "unshare", "--mount", "--propagation", "private", "--pid", "--fork",
+		"--mount-proc", "--kill-child", "bash", file)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	runErr := cmd.Run()
+	if ctx.Err() != nil {
+		t.Fatalf("%s did not finish within %v:\n%s", name, scaled(4*time.Minute), tail(out.String(), 40))
+	}
+	got, codes, prelude := splitRun(out.String(), marker, n)
+	if len(got) != n {
+		t.Fatalf("%s: %d of %d commands ran (%v); the sandbox printed:\n%s", name, len(got), n, runErr, tail(prelude+out.String(), 60))
+	}
+
+	update := os.Getenv("EXTRANET_DOCS_UPDATE") == "1"
+	newDoc := doc
+	i := 0
+	for bi, b := range examples {
+		var blockGot []string
+		for _, s := range steps[bi] {
+			g, code := got[i], codes[i]
+			blockGot = append(blockGot, g)
+			i++
+			who := "#"
+			if s.User != "" {
+				who = s.User + "$"
+			}
+			switch {
+			case s.WantsFailure() && code == 0:
+				t.Errorf("%s:%d: %s %s\nsucceeded, but the document shows it refused:\n%s", name, s.Line, who, s.Command, g)
+			case !s.WantsFailure() && code != 0:
+				t.Errorf("%s:%d: %s %s\nexit %d:\n%s", name, s.Line, who, s.Command, code, g)
+			case b.Kind == doctest.Hidden:
+			case !s.Script && !doctest.Match(s.Want, g) && !update:
+				t.Errorf("%s:%d: %s %s\nprinted:\n%s\nthe document shows:\n%s(EXTRANET_DOCS_UPDATE=1 writes what it printed)", name, s.Line, who, s.Command, g, s.Want)
+			}
+		}
+		if update && b.Kind == doctest.Example {
+			newDoc = strings.Replace(newDoc, b.Text, b.Rewrite(steps[bi], blockGot), 1)
+		}
+	}
+	if update && newDoc != doc {
+		if err := os.WriteFile(path, []byte(newDoc), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s: wrote what the examples printed", name)
+	}
+	if t.Failed() {
+		t.Logf("the sandbox's own output, before the first example:\n%s", tail(prelude, 30))
+	}
+}
+
+// splitRun cuts a sandbox's output at the markers into what each command
+// printed and its exit code; prelude is what came before the first one.
+func splitRun(out, marker string, n int) (got []string, codes []int, prelude string) {
+	parts := strings.Split(out, marker)
+	prelude = parts[0]
+	for _, p := range parts[1:] {
+		p = strings.TrimPrefix(p, " ")
+		if rest, ok := strings.CutPrefix(p, "rc "); ok {
+			line, _, _ := strings.Cut(rest, "\n")
+			code, _ := strconv.Atoi(strings.TrimSpace(line))
+			codes = append(codes, code)
+			continue
+		}
+		// "N\n" and then the command's output, up to the newline the
+		// end marker is printed after.
+		_, body, _ := strings.Cut(p, "\n")
+		body = strings.TrimSuffix(body, "\n")
+		got = append(got, body)
+	}
+	if len(codes) < len(got) {
+		got = got[:len(codes)]
+	}
+	return got, codes, prelude
+}
+
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// sandboxPrelude makes the sandbox: it runs as PID 1 of fresh PID and mount
+// namespaces, so nothing it mounts or starts outlives it.
+const sandboxPrelude = `
+set -u
+fail() { echo "sandbox: $*"; exit 97; }
+cp -a /etc "$S/etc" && mount --bind "$S/etc" /etc || fail "a private /etc"
+mount -t tmpfs -o mode=755 tmpfs /run || fail "a private /run"
+# /var/lib: the host's, read-only in effect (what the examples write goes to
+# an upper layer of the sandbox's), so that dpkg and apt still see what is
+# installed; and no /var/lib/extranet of the host's shows through.
+mkdir "$S/varlib" && mount -t tmpfs tmpfs "$S/varlib" && mkdir "$S/varlib/upper" "$S/varlib/work" &&
+	mount -t overlay overlay -o "lowerdir=/var/lib,upperdir=$S/varlib/upper,workdir=$S/varlib/work" /var/lib ||
+	fail "a private /var/lib"
+rm -rf /var/lib/extranet
+# The sandbox's own files move to /run before /tmp, where they are, is emptied.
+mkdir /run/doctest && mount --bind "$S" /run/doctest || fail "the sandbox's files"
+S=/run/doctest
+PATH="$S/bin:$PATH"
+mount -t tmpfs -o mode=1777 tmpfs /tmp || fail "a private /tmp"
+mkdir -p /run/netns /run/lock
+# What the package's postinst makes.
+groupadd --system extranet || fail groupadd
+useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin --gid extranet extranet-expire || fail useradd
+mkdir -m 700 /var/lib/extranet
+# Root needs no sudo; Debian's minimal install has none.
+printf '#!/bin/sh\n[ "$1" = -E ] && shift\nexec "$@"\n' >"$S/bin/sudo" && chmod 755 "$S/bin/sudo"
+
+# gateway starts extranetd as the package does, with the package's defaults
+# (state in /var/lib/extranet, socket /run/extranet/extranetd.sock for the
+# group extranet, the gateway namespace "extranet"), in a network namespace
+# that stands for the host's, and waits until it answers.
+gateway() {
+	ip netns add host && ip -n host link set lo up || fail "the host's namespace"
+	nsenter --net=/run/netns/host extranetd --endpoint vpn.example.com:51820 "$@" >>/run/extranetd.log 2>&1 &
+	for i in $(seq 100); do
+		extranetctl status >/dev/null 2>&1 && return 0
+		sleep 0.1
+	done
+	cat /run/extranetd.log
+	fail "extranetd did not answer within 10 s"
+}
+`
