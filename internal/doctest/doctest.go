@@ -270,7 +270,49 @@ var volatile = []struct{ re, shape *regexp.Regexp }{
 	{regexp.MustCompile(`\d{4}-\d\d-\d\d \d\d:\d\d\b`), nil},
 	{regexp.MustCompile(`[A-Za-z0-9+/]{43}=`), nil},
 	{regexp.MustCompile(`#[A-Za-z0-9_-]{43}\b`), nil},
-	{regexp.MustCompile(`\b([a-z][a-z0-9-]*)/[a-z2-7]{8}\b`), nil},
+	{idRE, nil},
+}
+
+// idRE is the shape of an invite's or a request's id, ORG/ID, in the
+// alphabet of service.newID.
+var idRE = regexp.MustCompile(`\b[a-z][a-z0-9-]*/[a-z2-9]{8}\b`)
+
+// IDPattern is idRE for grep -E.
+const IDPattern = `\b[a-z][a-z0-9-]*/[a-z2-9]{8}\b`
+
+// A Ref is an id that a command names and an earlier command printed, as
+// the document shows both: the run must name the id that really printed
+// there, as the reader copies it from the screen.
+type Ref struct {
+	Value string // as the document shows it
+	Step  int    // the earlier step, an index into steps
+	Line  int    // the line of its shown output, from 1
+	Nth   int    // which id of that line, from 1
+}
+
+// Refs returns the refs of steps[i]'s command, each to the latest step
+// before it that shows the id.
+func Refs(steps []Step, i int) []Ref {
+	var refs []Ref
+	seen := map[string]bool{}
+	for _, v := range idRE.FindAllString(steps[i].Command, -1) {
+		if seen[v] {
+			continue
+		}
+		seen[v] = true
+	find:
+		for j := i - 1; j >= 0; j-- {
+			for l, line := range splitLines(steps[j].Want) {
+				for n, m := range idRE.FindAllString(line, -1) {
+					if m == v {
+						refs = append(refs, Ref{Value: v, Step: j, Line: l + 1, Nth: n + 1})
+						break find
+					}
+				}
+			}
+		}
+	}
+	return refs
 }
 
 // pattern turns one shown line into a regexp: "…" stands for any text, and

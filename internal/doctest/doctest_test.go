@@ -87,6 +87,23 @@ func TestMatch(t *testing.T) {
 	}
 }
 
+func TestRefs(t *testing.T) {
+	blocks, err := Parse("<!-- example -->\n```\n$ extranetctl request list\nREQUEST        INVITE\nacme/t2wk97gx  acme/f7gcynnc\n$ extranetctl request approve acme/t2wk97gx\n$ extranetctl invite revoke acme/f7gcynnc\n```\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	steps := blocks[0].Steps()
+	if refs := Refs(steps, 1); len(refs) != 1 || refs[0] != (Ref{Value: "acme/t2wk97gx", Step: 0, Line: 2, Nth: 1}) {
+		t.Errorf("refs of the approve: %+v", refs)
+	}
+	if refs := Refs(steps, 2); len(refs) != 1 || refs[0].Nth != 2 {
+		t.Errorf("refs of the revoke: %+v", refs)
+	}
+	if refs := Refs(steps, 0); len(refs) != 0 {
+		t.Errorf("refs of the list: %+v", refs)
+	}
+}
+
 func TestRewriteKeepsWhatMatches(t *testing.T) {
 	blocks, err := Parse(sample)
 	if err != nil {

@@ -109,24 +109,48 @@ func runDoc(t *testing.T, root, path, doc string, examples []doctest.Block) {
 	}
 	script.WriteString("__rc=0\n")
 	var steps [][]doctest.Step
-	n := 0
+	var all []doctest.Step
 	for _, b := range examples {
 		bs := b.Steps()
 		steps = append(steps, bs)
+		all = append(all, bs...)
+	}
+	n := 0
+	for _, bs := range steps {
 		for _, s := range bs {
 			// Each command's output lands in a file of its own, out/N,
 			// which a hidden step after it reads as $P; then it is shown.
-			fmt.Fprintf(&script, "printf '%%s %d\\n' \"$M\"\nP=\"$S/out/%d\"\n(exit $__rc)\n", n, n-1)
 			cmd := s.Command
-			if s.User != "" && strings.TrimSpace(cmd) != "echo $?" {
+			refs := doctest.Refs(all, n)
+			if (s.User != "" && strings.TrimSpace(cmd) != "echo $?") || len(refs) > 0 {
 				file := filepath.Join(sandbox, "cmd", strconv.Itoa(n)+".sh")
 				if err := os.WriteFile(file, []byte(cmd+"\n"), 0o644); err != nil {
 					t.Fatal(err)
 				}
-				// A login's groups, as the person would have them.
-				cmd = fmt.Sprintf("runuser -u %s -- env PATH=\"$PATH\" bash \"$S/cmd/%d.sh\"", s.User, n)
+				// An id the document showed an earlier command print is
+				// the one that command really printed at that place.
+				for _, r := range refs {
+					fmt.Fprintf(&script, "__id=$(sed -n %dp \"$S/out/%d\" | grep -oE '%s' | sed -n %dp)\nsed -i \"s|%s|$__id|g\" \"$S/cmd/%d.sh\"\n",
+						r.Line, r.Step, doctest.IDPattern, r.Nth, r.Value, n)
+				}
+				if s.User != "" {
+					// A login's groups, as the person would have them.
+					cmd = fmt.Sprintf("runuser -u %s -- env PATH=\"$PATH\" bash \"$S/cmd/%d.sh\"", s.User, n)
+				} else {
+					cmd = fmt.Sprintf("eval \"$(cat \"$S/cmd/%d.sh\")\"", n)
+				}
 			}
-			fmt.Fprintf(&script, "{ %s\n} >\"$S/out/%d\" 2>&1 </dev/null\n__rc=$?\ncat \"$S/out/%d\"\nprintf '\\n%%s rc %%d\\n' \"$M\" \"$__rc\"\n", cmd, n, n)
+			fmt.Fprintf(&script, "printf '%%s %d\\n' \"$M\"\nP=\"$S/out/%d\"\n(exit $__rc)\n", n, n-1)
+			if s.Script {
+				// A script line may be several commands ("a; b"): each
+				// must succeed, not only the last.
+				script.WriteString("__err=0\ntrap '__err=$?' ERR\n")
+			}
+			fmt.Fprintf(&script, "{ %s\n} >\"$S/out/%d\" 2>&1 </dev/null\n__rc=$?\n", cmd, n)
+			if s.Script {
+				script.WriteString("trap - ERR\n[ \"$__err\" = 0 ] || __rc=$__err\n")
+			}
+			fmt.Fprintf(&script, "cat \"$S/out/%d\"\nprintf '\\n%%s rc %%d\\n' \"$M\" \"$__rc\"\n", n)
 			n++
 		}
 	}
