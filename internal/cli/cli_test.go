@@ -226,6 +226,22 @@ func TestDaemonDown(t *testing.T) {
 	}
 }
 
+// TestImportHelpNamesEveryColumn: the header import's help shows is the one
+// export writes, group column and rows included.
+func TestImportHelpNamesEveryColumn(t *testing.T) {
+	out, err := exec.Command(ctlBin, "import", "--help").CombinedOutput()
+	if err != nil {
+		t.Fatal(err)
+	}
+	help := strings.Join(strings.Fields(string(out)), " ")
+	if want := strings.Join(service.CSVHeader, ","); !strings.Contains(strings.ReplaceAll(help, ", ", ","), want) {
+		t.Errorf("import --help does not show the header %s:\n%s", want, out)
+	}
+	if !strings.Contains(help, "group row") {
+		t.Errorf("import --help does not say what a group row holds:\n%s", out)
+	}
+}
+
 // TestUsageHintOnlyForUsage: "Run 'extranetctl --help'" follows a mistake
 // in how the command was typed, not a value the daemon refused, whose
 // message already names the value and the fix.

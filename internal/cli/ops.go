@@ -57,18 +57,19 @@ gateway's key (state directory, gateway.key) too, or partners need new configs.`
 func newImportCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "import FILE.csv",
-		Short: "Create organisations and peers (with partners' own public keys) from CSV, all or nothing",
-		Long: `Create organisations and peers from CSV, as they were on the gateway that
-exported them. The header is
+		Short: "Create organisations, groups and peers (with partners' own public keys) from CSV, all or nothing",
+		Long: `Create organisations, their access groups and peers from CSV, as they were
+on the gateway that exported them. The header is
   kind,org,name,display_name,contact,grants,public_key,expires,
-  state,created_at,blocks,address,preshared_key,key_origin,last_handshake
+  state,created_at,blocks,address,preshared_key,key_origin,last_handshake,group
 An org row fills org, display_name, contact, grants (space-separated),
-expires, state, created_at and blocks; a peer row fills org, name,
-public_key, expires, state, created_at, address, preshared_key, key_origin
-and last_handshake. Only kind, org, name and public_key are required; the
-original eight-column files (up to expires) still import. Every row is
-checked first; if any is bad nothing is imported and each bad row and field
-is named. ` + "`extranetctl export`" + ` writes the same format.`,
+expires, state, created_at and blocks; a group row, after its org's, fills
+org, name and grants (within the org's); a peer row fills org, name,
+public_key, expires, state, created_at, address, preshared_key, key_origin,
+last_handshake and group (empty: the default group). Only kind, org, name
+and public_key are required; the original eight-column files (up to
+expires) still import. Every row is checked first; if any is bad nothing
+is imported and each bad row and field is named. ` + "`extranetctl export`" + ` writes the same format.`,
 		Args: exactArgs(1, "a CSV FILE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			data, err := os.ReadFile(args[0])
