@@ -28,8 +28,8 @@ import (
 // whose writes stay in the sandbox, so that the
 // examples use the paths and names an installed gateway has (the socket in
 // /run/extranet, the namespace "extranet", users made with useradd) and
-// none of it reaches the host; its network is namespaces the example (or
-// the document's setup, testdata/docs/NAME.sh) makes. The examples of one
+// none of it reaches the host; its network namespace is its own too, and
+// stands for the machine the reader types on. The examples of one
 // document are one story, run in one shell in order.
 func TestDocs(t *testing.T) {
 	controlPlane(t)
@@ -162,7 +162,7 @@ func runDoc(t *testing.T, root, path, doc string, examples []doctest.Block) {
 	defer cancel()
 	// --kill-child: whatever ends unshare ends the sandbox's PID 1, and
 	// with it every process the examples started.
-	cmd := exec.CommandContext(ctx, "unshare", "--mount", "--propagation", "private", "--pid", "--fork",
+	cmd := exec.CommandContext(ctx, "unshare", "--net", "--mount", "--propagation", "private", "--pid", "--fork",
 		"--mount-proc", "--kill-child", "bash", file)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -269,17 +269,28 @@ mkdir -m 700 /var/lib/extranet
 # Root needs no sudo; Debian's minimal install has none.
 printf '#!/bin/sh\n[ "$1" = -E ] && shift\nexec "$@"\n' >"$S/bin/sudo" && chmod 755 "$S/bin/sudo"
 
+# The sandbox's network namespace is the machine the reader types on.
+ip link set lo up || fail "lo"
+
 # gateway starts extranetd as the package does, with the package's defaults
 # (state in /var/lib/extranet, socket /run/extranet/extranetd.sock for the
-# group extranet, the gateway namespace "extranet"), in a network namespace
-# that stands for the host's, and waits until it answers.
-gateway() {
-	ip netns add host && ip -n host link set lo up || fail "the host's namespace"
-	nsenter --net=/run/netns/host extranetd --endpoint vpn.example.com:51820 "$@" >>/run/extranetd.log 2>&1 &
-	for i in $(seq 100); do
-		extranetctl status >/dev/null 2>&1 && return 0
-		sleep 0.1
-	done
+# group extranet, the gateway namespace "extranet"), on this machine, and
+# waits until it answers. gateway_at NETNS starts it in a network namespace
+# NETNS made for it instead, where the machine is another (a partner's).
+gateway() { start_gateway "" "$@"; }
+gateway_at() {
+	ip netns add "$1" && ip -n "$1" link set lo up || fail "the gateway's namespace $1"
+	start_gateway "$@"
+}
+start_gateway() {
+	local at=$1
+	shift
+	if [ -n "$at" ]; then
+		nsenter --net="/run/netns/$at" extranetd --endpoint vpn.example.com:51820 "$@" >>/run/extranetd.log 2>&1 &
+	else
+		extranetd --endpoint vpn.example.com:51820 "$@" >>/run/extranetd.log 2>&1 &
+	fi
+	extranetctl status --wait 10s >/dev/null 2>&1 && return 0
 	cat /run/extranetd.log
 	fail "extranetd did not answer within 10 s"
 }

@@ -18,8 +18,8 @@ extranetctl org create acme --grant 10.20.0.0/24 --grant 10.20.5.10/32:tcp/443 >
 # The partner is on a network of its own, and comes from the address the
 # document shows; vpn.example.com is the host's address on that network.
 ip netns add partner &&
-	ip -n host link add extranet-inet type veth peer name inet netns partner &&
-	ip -n host addr add 203.0.113.1/24 dev extranet-inet && ip -n host link set extranet-inet up &&
+	ip link add extranet-inet type veth peer name inet netns partner &&
+	ip addr add 203.0.113.1/24 dev extranet-inet && ip link set extranet-inet up &&
 	ip -n partner addr add 203.0.113.7/24 dev inet && ip -n partner link set inet up && ip -n partner link set lo up ||
 	fail "the partner's network"
 

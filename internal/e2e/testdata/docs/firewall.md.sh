@@ -10,7 +10,3 @@ extranetctl org create acme --grant 10.20.0.0/24 --grant 10.20.5.10/32:tcp/443 >
 [ "$(extranetctl group show acme/support -o json | jq .id)" = 2 ] || fail "acme/support's id is not the 2 the document names"
 [ "$(extranetctl peer show acme/tech -o json | jq -r .address)" = 100.64.1.1 ] || fail "acme/tech's address is not the one the document names"
 
-# The reader types the host's commands on the host; here the host is the
-# network namespace "host", which the shell is not in.
-ip() { nsenter --net=/run/netns/host ip "$@"; }
-iptables() { nsenter --net=/run/netns/host iptables "$@"; }
