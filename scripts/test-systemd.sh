@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Boots the .deb under systemd as a new user runs it: a Debian 12 tree with
-# systemd 252 as PID 1 in systemd-nspawn, the package installed with apt,
-# `endpoint` set, `systemctl enable --now extranetd extranet-expire.timer`.
-# Checks that the service is active on the namespace the host sees (`ip
-# netns exec extranet iptables -S` shows its rules), a member of the
-# `extranet` group uses extranetctl and a non-member is refused, a stock
+# systemd 252 as PID 1 in systemd-nspawn, where the documents' systemd
+# examples run as written (README's Install, operations.md's install and
+# lifecycle.md's timer: `make packages` here on the host, then `sudo apt
+# install ./dist/extranet_*.deb`, `sudoedit` to set `endpoint`, `sudo
+# systemctl enable --now extranetd extranet-expire.timer` … in the
+# container; see internal/tools/docexamples). Checks that the service is
+# active on the namespace the host sees (`ip netns exec extranet iptables
+# -S` shows its rules), a member of the `extranet` group (alice, whom the
+# examples add) uses extranetctl and a non-member is refused, a stock
 # wg-quick partner reaches exactly its grant, a restart and a kill -9 keep
 # the namespace, the expire timer's job runs, a stop (and a crash loop
 # systemd gives up on, and a stop during an automatic restart) takes the
@@ -19,8 +23,8 @@
 # checks use a stand-in interface in the gateway namespace while the daemon
 # cannot start (operations.md says what this proves and what not).
 # The Debian tree is scripts/test-packages.sh's (cached in
-# /var/cache/extranet-pkgtest), with systemd and the package's dependencies
-# added once and cached beside it. About 70 s after the cache.
+# /var/cache/extranet-pkgtest), with systemd, sudo and the package's
+# dependencies added once and cached beside it. About 60 s after the cache.
 set -euo pipefail
 if [ "$(id -u)" != 0 ]; then echo "test-systemd: skipped, needs root (systemd-nspawn)"; exit 0; fi
 cd "$(dirname "$0")/.."
@@ -29,6 +33,13 @@ GO=${GO:-go}
 cache=${CACHE:-/var/cache/extranet-pkgtest}
 base=$cache/bookworm-minbase.tar
 tarball=$cache/bookworm-systemd.tar
+# What the tree adds to the base: systemd, iproute2 (an admin's ip netns
+# exec), sudo (the examples' commands), the package's dependencies and
+# wireguard-tools, which it recommends (without wireguard-tools' own
+# Recommends, a kernel: the container runs on the host's), so that the
+# examples' apt install needs no network and asks nothing. A change remakes
+# it.
+added="systemd iproute2 sudo iptables ipset conntrack wireguard-tools"
 work=$(mktemp -d /tmp/extranet-systemdtest.XXXXXX)
 root=$work/root
 id=$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')
@@ -128,47 +139,55 @@ for tool in systemd-nspawn nsenter wg-quick wireguard-go socat; do
 	command -v "$tool" >/dev/null || fatal "$tool installed (scripts/install-deps.sh)"
 done
 
+# The examples' first command, `make packages`, is the build: run here, in
+# the checkout, as the reader does. The rest runs in the container.
 v=$(scripts/version.sh)
-echo "test-systemd: building $v"
-DIST=$work/dist VERSION=$v GO=$GO scripts/package.sh deb >>"$work/log" 2>&1 || fatal "build $v"
-deb=$(basename "$work"/dist/extranet_"$v"-1_*.deb)
+echo "test-systemd: make packages ($v)"
+GO=$GO make packages >>"$work/log" 2>&1 || fatal "make packages"
+deb=$(cd dist && ls extranet_"$v"-1_*.deb) || fatal "make packages made dist/extranet_$v-1_*.deb"
+$GO run ./internal/tools/docexamples -host 'make packages' README.md docs/operations.md docs/lifecycle.md \
+	>"$work/examples.sh" 2>>"$work/log" || fatal "the systemd examples of the docs (internal/tools/docexamples)"
 
-# The tree: test-packages.sh's, plus systemd, iproute2 (an admin's ip
-# netns exec) and the package's dependencies, so that apt installs the
-# .deb without the network. Remade when the base is.
 mkdir -p "$root" "$cache/archives"
 if [ ! -s "$base" ]; then
 	echo "test-systemd: no cached Debian tree; scripts/test-packages.sh makes it"
 	GO=$GO scripts/test-packages.sh >>"$work/log" 2>&1 || fatal "scripts/test-packages.sh (the cached Debian tree)"
 fi
-if [ ! -s "$tarball" ] || [ "$base" -nt "$tarball" ]; then
-	echo "test-systemd: adding systemd to the cached tree (cold, cached in $tarball)"
+if [ ! -s "$tarball" ] || [ "$base" -nt "$tarball" ] || [ "$(cat "$tarball.added" 2>/dev/null)" != "$added" ]; then
+	echo "test-systemd: adding $added to the cached tree (cold, cached in $tarball)"
 	tar -C "$root" -xf "$base"
 	enter_root
 	cp "$cache"/archives/*.deb "$root/var/cache/apt/archives/" 2>/dev/null || true
 	in_root apt-get update -q >/dev/null || fatal "apt-get update in the tree"
-	in_root apt-get install -y -q --no-install-recommends systemd iproute2 iptables ipset conntrack >/dev/null ||
-		fatal "install systemd in the tree"
+	# shellcheck disable=SC2086 # a list of names
+	in_root apt-get install -y -q --no-install-recommends $added >/dev/null || fatal "install $added in the tree"
 	cp "$root"/var/cache/apt/archives/*.deb "$cache/archives/" 2>/dev/null || true
 	in_root apt-get clean >/dev/null
 	leave_root
-	tar -C "$root" -cf "$tarball.tmp" . && mv "$tarball.tmp" "$tarball"
+	tar -C "$root" -cf "$tarball.tmp" . && mv "$tarball.tmp" "$tarball" && echo "$added" >"$tarball.added"
 else
 	echo "test-systemd: unpacking cached tree"
 	tar -C "$root" -xf "$tarball"
 fi
 
-echo "test-systemd: installing $deb"
+# What the examples find: their working directory, a checkout with only the
+# dist/ make packages filled (one .deb, so that the glob names one);
+# sudoedit's editor, which makes the edit the comment describes with the
+# address the partner dials here; alice, the admin the examples add to the
+# extranet group, and bob, who stays out of it.
 enter_root
-cp "$work/dist/$deb" "$root/tmp/"
-if ! in_root apt-get install -y -q --no-install-recommends "./tmp/$deb" >/dev/null; then
-	# Dependencies the cached tree lacks: fetch them.
-	in_root apt-get update -q >/dev/null || true
-	in_root apt-get install -y -q --no-install-recommends "./tmp/$deb" >/dev/null || fatal "apt-get install ./$deb"
-fi
-pass "apt-get install ./$deb"
-echo "endpoint: 192.0.2.1:51820" >>"$root/etc/extranet/extranetd.yaml"
-in_root useradd --create-home --groups extranet alice >/dev/null || fatal "useradd alice"
+mkdir -p "$root/root/extranet/dist"
+cp "dist/$deb" "$root/root/extranet/dist/"
+cp "$work/examples.sh" "$root/root/examples.sh"
+cat >"$root/root/set-endpoint" <<'EDITOR'
+#!/bin/sh
+sed -i 's/^#* *endpoint:.*/endpoint: 192.0.2.1:51820/' "$1" && grep -qx 'endpoint: 192.0.2.1:51820' "$1"
+EDITOR
+chmod 0755 "$root/root/set-endpoint"
+# The line a Debian install writes, without which sudo warns it cannot
+# resolve the host's name.
+echo "127.0.1.1	$(cat "$root/etc/hostname")" >>"$root/etc/hosts"
+in_root useradd --create-home alice >/dev/null || fatal "useradd alice"
 in_root useradd --create-home bob >/dev/null || fatal "useradd bob"
 leave_root
 
@@ -251,8 +270,16 @@ no_failed() {
 	out=$(in_box systemctl --failed --no-legend) && ! grep -q extranet <<<"$out"
 }
 
-echo "test-systemd: enable --now"
-check "systemctl enable --now extranetd extranet-expire.timer" in_box timeout 60 systemctl enable --now extranetd extranet-expire.timer
+echo "test-systemd: the docs' systemd examples, as written"
+rc=0
+out=$(in_box env -C /root/extranet SUDO_EDITOR=/root/set-endpoint timeout 300 bash /root/examples.sh) || rc=$?
+# A PASS for each command the script announced (its comment aside), but
+# the last if it failed.
+mapfile -t ran < <(sed -n 's/^+ //p' <<<"$out")
+for i in "${!ran[@]}"; do
+	if ((rc && i == ${#ran[@]} - 1)); then fail "${ran[i]%%  *#*}"; else pass "${ran[i]%%  *#*}"; fi
+done
+((rc == 0)) || fatal "the docs' systemd examples ran (failed line: $(tail -n1 <<<"$out"))"
 check "extranetd is active" active
 check "its rules are in the namespace the host sees (ip netns exec extranet iptables -S)" rules
 check "its interface is there too (ip -n extranet link show wg-ext)" in_box ip -n extranet link show wg-ext
