@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the packages extranet needs to run and to be tested on a fresh
-# Debian or Ubuntu host. Safe to run again.
+# Debian or Ubuntu host. Safe to run again. --check only says what is
+# missing (exit 1 if anything is).
 set -euo pipefail
 
 # nftables: tests flush the host's nftables ruleset the way a firewall
@@ -18,6 +19,11 @@ missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+if [ "${1:-}" = --check ]; then
+	# Says what a run would install, and installs nothing.
+	if ((${#missing[@]})); then echo "missing: ${missing[*]}"; exit 1; fi
+	exit 0
+fi
 if ((${#missing[@]})); then
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -q

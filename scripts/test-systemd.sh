@@ -145,7 +145,7 @@ v=$(scripts/version.sh)
 echo "test-systemd: make packages ($v)"
 GO=$GO make packages >>"$work/log" 2>&1 || fatal "make packages"
 deb=$(cd dist && ls extranet_"$v"-1_*.deb) || fatal "make packages made dist/extranet_$v-1_*.deb"
-$GO run ./internal/tools/docexamples -host 'make packages' README.md docs/operations.md docs/lifecycle.md \
+$GO run ./internal/tools/docexamples -host 'make packages' README.md docs/*.md \
 	>"$work/examples.sh" 2>>"$work/log" || fatal "the systemd examples of the docs (internal/tools/docexamples)"
 
 mkdir -p "$root" "$cache/archives"

@@ -29,6 +29,7 @@ import (
 	"bufio"
 	"fmt"
 	"regexp"
+	"sort"
 	"strings"
 )
 
@@ -64,6 +65,7 @@ type Step struct {
 var (
 	markerRE = regexp.MustCompile(`^<!--\s*(example(?::\s*systemd)?|not run:\s*(.+?))\s*-->\s*$`)
 	promptRE = regexp.MustCompile(`^(?:([a-z_][a-z0-9_-]*))?\$ (.*)$`)
+	fenceRE  = regexp.MustCompile("^(```+|~~~+)")
 )
 
 // Parse splits a Markdown document into its fenced blocks.
@@ -72,6 +74,7 @@ func Parse(doc string) ([]Block, error) {
 		blocks  []Block
 		cur     *Block
 		fence   string
+		indent  int
 		pending string
 		reason  string
 		lineNo  int
@@ -82,10 +85,16 @@ func Parse(doc string) ([]Block, error) {
 		lineNo++
 		line := sc.Text()
 		if cur != nil {
-			if strings.TrimSpace(line) == fence {
+			// CommonMark: a closing fence is of the opening's character,
+			// at least as long, with nothing after it.
+			if t := strings.TrimSpace(line); strings.HasPrefix(t, fence) && strings.Trim(t, fence[:1]) == "" {
 				blocks = append(blocks, *cur)
 				cur = nil
 				continue
+			}
+			// A block in a list item is indented as its fence is.
+			for i := 0; i < indent && strings.HasPrefix(line, " "); i++ {
+				line = line[1:]
 			}
 			cur.Text += line + "\n"
 			continue
@@ -113,9 +122,11 @@ func Parse(doc string) ([]Block, error) {
 			blocks = append(blocks, hidden)
 			continue
 		}
-		if strings.HasPrefix(trimmed, "```") {
-			fence = "```"
-			cur = &Block{Kind: pending, Reason: reason, Lang: strings.TrimSpace(strings.TrimPrefix(trimmed, "```")), Line: lineNo}
+		if f := fenceRE.FindString(trimmed); f != "" {
+			fence, indent = f, len(line)-len(strings.TrimLeft(line, " "))
+			lang, _, _ := strings.Cut(strings.TrimSpace(strings.TrimPrefix(trimmed, f)), " ")
+			lang = strings.ToLower(strings.Trim(lang, "{}."))
+			cur = &Block{Kind: pending, Reason: reason, Lang: lang, Line: lineNo}
 			pending, reason = "", ""
 			continue
 		}
@@ -146,7 +157,8 @@ func Parse(doc string) ([]Block, error) {
 // Runnable tells whether a block reads like something to type: a shell
 // block, or one with a prompt. Such a block needs a marker.
 func (b Block) Runnable() bool {
-	if b.Lang == "sh" || b.Lang == "bash" || b.Lang == "console" {
+	switch b.Lang {
+	case "sh", "bash", "console", "shell", "zsh", "shell-session", "sh-session":
 		return true
 	}
 	for _, l := range strings.Split(b.Text, "\n") {
@@ -163,6 +175,9 @@ func Check(blocks []Block) []string {
 	for _, b := range blocks {
 		if b.Kind == "" && b.Runnable() {
 			bad = append(bad, fmt.Sprintf("line %d: a shell block with no marker: put <!-- example --> before it (or <!-- not run: why -->)", b.Line))
+		}
+		if (b.Kind == Example || b.Kind == Systemd) && len(b.Steps()) == 0 {
+			bad = append(bad, fmt.Sprintf("line %d: an example with no command in it (prompts are \"$ \" or \"USER$ \")", b.Line))
 		}
 		if b.Kind == Example && b.transcript() {
 			for i, l := range strings.Split(b.Text, "\n") {
@@ -265,20 +280,63 @@ func (s Step) WantsFailure() bool {
 
 // What differs from run to run, matched by shape: times, keys, the
 // random names of invites and requests, and the links that carry a token.
-var volatile = []struct{ re, shape *regexp.Regexp }{
-	{regexp.MustCompile(`\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z`), nil},
-	{regexp.MustCompile(`\d{4}-\d\d-\d\d \d\d:\d\d\b`), nil},
-	{regexp.MustCompile(`[A-Za-z0-9+/]{43}=`), nil},
-	{regexp.MustCompile(`#[A-Za-z0-9_-]{43}\b`), nil},
-	{idRE, nil},
+// Each turns a value the document shows into a regexp for what may stand
+// in its place.
+type shape struct {
+	find func(string) [][]int
+	repl func(string) string
 }
 
-// idRE is the shape of an invite's or a request's id, ORG/ID, in the
-// alphabet of service.newID.
-var idRE = regexp.MustCompile(`\b[a-z][a-z0-9-]*/[a-z2-9]{8}\b`)
+var volatile = []shape{
+	shapeOf(`\d{4}-[01]\d-[0-3]\dT[0-2]\d:[0-5]\d:[0-5]\d(?:\.\d+)?Z`),
+	shapeOf(`\d{4}-[01]\d-[0-3]\d [0-2]\d:[0-5]\d\b`),
+	shapeOf(`[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=`),
+	shapeOf(`#[A-Za-z0-9_-]{43}\b`),
+	// An id keeps its organisation: only the random part may differ.
+	{ids, func(v string) string {
+		org, _, _ := strings.Cut(v, "/")
+		return regexp.QuoteMeta(org+"/") + idChars
+	}},
+}
 
-// IDPattern is idRE for grep -E.
-const IDPattern = `\b[a-z][a-z0-9-]*/[a-z2-9]{8}\b`
+// shapeOf is a volatile value of one regexp's shape.
+func shapeOf(expr string) shape {
+	re := regexp.MustCompile(expr)
+	return shape{
+		find: func(s string) [][]int { return re.FindAllStringIndex(s, -1) },
+		repl: func(string) string { return "(?:" + expr + ")" },
+	}
+}
+
+// idChars is the random part of an invite's or a request's id, ORG/ID,
+// in the alphabet of service.newID.
+const idChars = `[a-km-np-z2-9]{8}`
+
+var idRE = regexp.MustCompile(`[a-z][a-z0-9-]*/` + idChars)
+
+// ids finds ORG/ID in s, where it stands alone: not a part of a path such
+// as /var/lib/extranet or of a longer word.
+func ids(s string) [][]int {
+	var out [][]int
+	for _, m := range idRE.FindAllStringIndex(s, -1) {
+		if m[0] > 0 && strings.ContainsRune("/.-_", rune(s[m[0]-1])) || m[0] > 0 && isWord(s[m[0]-1]) {
+			continue
+		}
+		if m[1] < len(s) && (strings.ContainsRune("/.-_", rune(s[m[1]])) || isWord(s[m[1]])) {
+			continue
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+func isWord(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+}
+
+// IDPerl finds the ids of a line as ids does, for the shell: perl, which
+// is in every Debian (perl-base is essential).
+const IDPerl = `(?<![\/.\w-])([a-z][a-z0-9-]*\/` + idChars + `)(?![\/.\w-])`
 
 // A Ref is an id that a command names and an earlier command printed, as
 // the document shows both: the run must name the id that really printed
@@ -291,11 +349,14 @@ type Ref struct {
 }
 
 // Refs returns the refs of steps[i]'s command, each to the latest step
-// before it that shows the id.
+// before it that shows the id. Only lines before a "…" line count: after
+// one, the shown line's number is not the printed one's.
 func Refs(steps []Step, i int) []Ref {
 	var refs []Ref
 	seen := map[string]bool{}
-	for _, v := range idRE.FindAllString(steps[i].Command, -1) {
+	cmd := steps[i].Command
+	for _, m := range ids(cmd) {
+		v := cmd[m[0]:m[1]]
 		if seen[v] {
 			continue
 		}
@@ -303,8 +364,11 @@ func Refs(steps []Step, i int) []Ref {
 	find:
 		for j := i - 1; j >= 0; j-- {
 			for l, line := range splitLines(steps[j].Want) {
-				for n, m := range idRE.FindAllString(line, -1) {
-					if m == v {
+				if line == "…" {
+					break
+				}
+				for n, m := range ids(line) {
+					if line[m[0]:m[1]] == v {
 						refs = append(refs, Ref{Value: v, Step: j, Line: l + 1, Nth: n + 1})
 						break find
 					}
@@ -337,7 +401,7 @@ func volatilePattern(s string) string {
 	}
 	var spans []span
 	for _, v := range volatile {
-		for _, m := range v.re.FindAllStringIndex(s, -1) {
+		for _, m := range v.find(s) {
 			overlap := false
 			for _, o := range spans {
 				if m[0] < o.to && o.from < m[1] {
@@ -345,27 +409,19 @@ func volatilePattern(s string) string {
 				}
 			}
 			if !overlap {
-				spans = append(spans, span{m[0], m[1], v.re.String()})
+				spans = append(spans, span{m[0], m[1], v.repl(s[m[0]:m[1]])})
 			}
 		}
 	}
+	sort.Slice(spans, func(i, j int) bool { return spans[i].from < spans[j].from })
 	var b strings.Builder
 	at := 0
-	for at < len(s) {
-		next := -1
-		for i, sp := range spans {
-			if sp.from >= at && (next < 0 || sp.from < spans[next].from) {
-				next = i
-			}
-		}
-		if next < 0 {
-			b.WriteString(regexp.QuoteMeta(s[at:]))
-			break
-		}
-		b.WriteString(regexp.QuoteMeta(s[at:spans[next].from]))
-		b.WriteString("(?:" + spans[next].re + ")")
-		at = spans[next].to
+	for _, sp := range spans {
+		b.WriteString(regexp.QuoteMeta(s[at:sp.from]))
+		b.WriteString(sp.re)
+		at = sp.to
 	}
+	b.WriteString(regexp.QuoteMeta(s[at:]))
 	return b.String()
 }
 

@@ -53,6 +53,18 @@ func TestParseAndSteps(t *testing.T) {
 	if _, err := Parse("<!-- example -->\ntext\n```\nx\n```\n"); err == nil {
 		t.Errorf("a marker away from its block is accepted")
 	}
+	for _, doc := range []string{"~~~sh\nrm x\n~~~\n", "````sh\nrm x\n```\nstill in\n````\n", "```Shell {.numberLines}\nrm x\n```\n", "1. Do:\n   ```\n   $ rm x\n   ```\n"} {
+		b, err := Parse(doc)
+		if err != nil || len(b) != 1 || len(Check(b)) != 1 {
+			t.Errorf("%q: %+v, %v: an unmarked shell block passes Check", doc, b, err)
+		}
+	}
+	if b, _ := Parse("````sh\nrm x\n```\nstill in\n````\n"); len(b) != 1 || !strings.Contains(b[0].Text, "still in") {
+		t.Errorf("a longer fence closes at a shorter one: %+v", b)
+	}
+	if bad := Check([]Block{{Kind: Example, Lang: "console", Text: "# rm -rf x\n"}}); len(bad) == 0 {
+		t.Errorf("an example that runs nothing passes Check")
+	}
 	multi, err := Parse("<!-- run:\na b\nc\n-->\n")
 	if err != nil || len(multi) != 1 || multi[0].Text != "a b\nc\n" || len(multi[0].Steps()) != 2 {
 		t.Errorf("a hidden step over lines: %+v, %v", multi, err)
@@ -71,6 +83,10 @@ func TestMatch(t *testing.T) {
 		{"41   2026-11-29T10:02:11Z  alice\n", "42   2026-12-07T06:12:00Z  alice\n", false},
 		{"Invite acme/f7gcynnc: 3\n", "Invite acme/a2bcdefg: 3\n", true},
 		{"Invite acme/f7gcynnc: 3\n", "Invite acme/abc: 3\n", false},
+		{"Invite acme/f7gcynnc: 3\n", "Invite globex/zzzzzzzz: 3\n", false},
+		{"Restored /var/lib/extranet/extranet.db\n", "Restored /var/lib/tmpstate/extranet.db\n", false},
+		{"socket /run/extranet/extranetd.sock\n", "socket /tmp/whatever/extranetd.sock\n", false},
+		{"at 1999-99-99 99:99\n", "at 2026-12-07 10:00\n", false},
 		{"https://h:8443/enroll#0peQgVa3A5ay-mMQ5xRp526tMsYDJNesdYP3-LfuqE4\n", "https://h:8443/enroll#Xa_QgVa3A5ay-mMQ5xRp526tMsYDJNesdYP3-LfuqE4\n", true},
 		{"PublicKey = hHjz1p5q0yR7Hc4x2nDg8vS0o4b0b9q6Zy3mJzX1lE0=\n", "PublicKey = AAAz1p5q0yR7Hc4x2nDg8vS0o4b0b9q6Zy3mJzX1lE0=\n", true},
 		{"a.b\n", "axb\n", false},
@@ -101,6 +117,16 @@ func TestRefs(t *testing.T) {
 	}
 	if refs := Refs(steps, 0); len(refs) != 0 {
 		t.Errorf("refs of the list: %+v", refs)
+	}
+	cut, err := Parse("<!-- example -->\n```\n$ extranetctl request list\nREQUEST\n…\nacme/t2wk97gx\n$ extranetctl request approve acme/t2wk97gx\n$ sudo install -m 600 k /var/lib/extranet/k\n```\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if refs := Refs(cut[0].Steps(), 1); len(refs) != 0 {
+		t.Errorf("a ref to a line after a … (whose printed line is not known): %+v", refs)
+	}
+	if refs := Refs(cut[0].Steps(), 2); len(refs) != 0 {
+		t.Errorf("a path taken for an id: %+v", refs)
 	}
 }
 

@@ -9,8 +9,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -76,7 +78,7 @@ func runDoc(t *testing.T, root, path, doc string, examples []doctest.Block) {
 	if err := os.Chmod(sandbox, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, dir := range []string{"bin", "cmd", "out"} {
+	for _, dir := range []string{"bin", "cmd", "out", "layers"} {
 		if err := os.Mkdir(filepath.Join(sandbox, dir), 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -95,11 +97,11 @@ func runDoc(t *testing.T, root, path, doc string, examples []doctest.Block) {
 	marker := "@@doctest-" + hex.EncodeToString(nonce) + "@@"
 
 	var script strings.Builder
-	fmt.Fprintf(&script, "S=%s\nROOT=%s\nM=%s\n", shellQuote(sandbox), shellQuote(root), marker)
+	fmt.Fprintf(&script, "S=%s\nROOT=%s\nM=%s\nT=%g\n", shellQuote(sandbox), shellQuote(root), marker, timeScale)
 	script.WriteString(sandboxPrelude)
 	// From the checkout, as README.md's examples are typed; a setup may go
 	// elsewhere.
-	script.WriteString("cd \"$ROOT\"\n")
+	script.WriteString("cd \"$ROOT\" || fail \"cd $ROOT\"\n")
 	if setup, err := os.ReadFile(filepath.Join("testdata", "docs", name+".sh")); err == nil {
 		script.WriteString("# the document's setup\n")
 		script.Write(setup)
@@ -130,8 +132,8 @@ func runDoc(t *testing.T, root, path, doc string, examples []doctest.Block) {
 				// An id the document showed an earlier command print is
 				// the one that command really printed at that place.
 				for _, r := range refs {
-					fmt.Fprintf(&script, "__id=$(sed -n %dp \"$S/out/%d\" | grep -oE '%s' | sed -n %dp)\nsed -i \"s|%s|$__id|g\" \"$S/cmd/%d.sh\"\n",
-						r.Line, r.Step, doctest.IDPattern, r.Nth, r.Value, n)
+					fmt.Fprintf(&script, "__id=$(perl -ne 'if ($. == %d) { my @m = /%s/g; print $m[%d] }' \"$S/out/%d\")\nsed -i \"s|%s|$__id|g\" \"$S/cmd/%d.sh\"\n",
+						r.Line, doctest.IDPerl, r.Nth-1, r.Step, r.Value, n)
 				}
 				if s.User != "" {
 					// A login's groups, as the person would have them.
@@ -166,6 +168,11 @@ func runDoc(t *testing.T, root, path, doc string, examples []doctest.Block) {
 		"--mount-proc", "--kill-child", "bash", file)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
+	// Whatever ends this test ends the sandbox too (the signal follows the
+	// thread that started it, so the thread stays this goroutine's).
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	runErr := cmd.Run()
 	if ctx.Err() != nil {
 		t.Fatalf("%s did not finish within %v:\n%s", name, scaled(4*time.Minute), tail(out.String(), 40))
@@ -245,22 +252,44 @@ func shellQuote(s string) string {
 // sandboxPrelude makes the sandbox: it runs as PID 1 of fresh PID and mount
 // namespaces, so nothing it mounts or starts outlives it.
 const sandboxPrelude = `
-set -u
+set -u -o pipefail
 fail() { echo "sandbox: $*"; exit 97; }
-cp -a /etc "$S/etc" && mount --bind "$S/etc" /etc || fail "a private /etc"
 mount -t tmpfs -o mode=755 tmpfs /run || fail "a private /run"
-# /var/lib: the host's, read-only in effect (what the examples write goes to
-# an upper layer of the sandbox's), so that dpkg and apt still see what is
-# installed; and no /var/lib/extranet of the host's shows through.
-mkdir "$S/varlib" && mount -t tmpfs tmpfs "$S/varlib" && mkdir "$S/varlib/upper" "$S/varlib/work" &&
-	mount -t overlay overlay -o "lowerdir=/var/lib,upperdir=$S/varlib/upper,workdir=$S/varlib/work" /var/lib ||
-	fail "a private /var/lib"
-rm -rf /var/lib/extranet
-# The sandbox's own files move to /run before /tmp, where they are, is emptied.
+# What the examples write lands in layers on a tmpfs of the sandbox's: the
+# host's files show through, read-only in effect (dpkg still sees what is
+# installed, make finds the checkout), and nothing is left on the host.
+L="$S/layers"
+mount -t tmpfs -o mode=700 tmpfs "$L" || fail "the sandbox's layers"
+private() {
+	local n=${1//\//_}
+	mkdir -p "$L/$n/upper" "$L/$n/work" &&
+		mount -t overlay overlay -o "lowerdir=$1,upperdir=$L/$n/upper,workdir=$L/$n/work" "$1" || fail "a private $1"
+}
+# The checkout moves to /run first: it may be under /tmp, emptied below.
+mkdir /run/doctest-src && mount --bind "$ROOT" /run/doctest-src || fail "the checkout"
+ROOT=/run/doctest-src
+for d in /etc /usr /var /root /home "$ROOT"; do
+	if [ -d "$d" ]; then private "$d"; fi
+done
+# No state of the host's own gateway shows through.
+rm -rf /var/lib/extranet /var/backups/extranet-*
 mkdir /run/doctest && mount --bind "$S" /run/doctest || fail "the sandbox's files"
 S=/run/doctest
 PATH="$S/bin:$PATH"
 mount -t tmpfs -o mode=1777 tmpfs /tmp || fail "a private /tmp"
+# wait_for SECONDS CMD... runs CMD until it succeeds, and fails after
+# SECONDS (stretched by EXTRANET_E2E_TIMESCALE).
+wait_for() {
+	local tries
+	tries=$(awk -v s="$1" -v t="$T" 'BEGIN { printf "%d", s * t * 10 }')
+	shift
+	for ((i = 0; i < tries; i++)); do
+		"$@" && return 0
+		sleep 0.1
+	done
+	echo "wait_for: $* did not succeed in time"
+	return 1
+}
 mkdir -p /run/netns /run/lock
 # What the package's postinst makes.
 groupadd --system extranet || fail groupadd
@@ -290,7 +319,7 @@ start_gateway() {
 	else
 		extranetd --endpoint vpn.example.com:51820 "$@" >>/run/extranetd.log 2>&1 &
 	fi
-	extranetctl status --wait 10s >/dev/null 2>&1 && return 0
+	extranetctl status --wait "$(awk -v t="$T" 'BEGIN { print 10 * t }')s" >/dev/null 2>&1 && return 0
 	cat /run/extranetd.log
 	fail "extranetd did not answer within 10 s"
 }

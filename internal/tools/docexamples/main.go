@@ -48,17 +48,18 @@ type doc struct{ name, text string }
 
 var comment = regexp.MustCompile(`\s+#.*$`)
 
-// write prints the script. A document without a systemd example, or a
-// -host command no example has, is an error: the caller names them, so an
-// example that loses its marker (or changes its command) cannot silently
-// stop being run.
+// write prints the script. The caller gives every document, so an example
+// in any of them runs; none at all, or a -host command no example has, is
+// an error, so that examples that lose their markers (or change their
+// commands) cannot silently stop being run.
 func write(w io.Writer, docs []doc, host []string) error {
 	onHost := map[string]bool{}
 	for _, h := range host {
 		onHost[h] = false
 	}
 	var b strings.Builder
-	b.WriteString("# The documents' systemd examples, as written (internal/tools/docexamples).\n")
+	b.WriteString("# The documents' systemd examples, as written (internal/tools/docexamples).\nset -o pipefail\n")
+	total := 0
 	for _, d := range docs {
 		blocks, err := doctest.Parse(d.text)
 		if err != nil {
@@ -82,13 +83,16 @@ func write(w io.Writer, docs []doc, host []string) error {
 					fmt.Fprintf(&b, "echo %s\n", quote("+ "+at+" (on the host): "+s.Command))
 					continue
 				}
-				fmt.Fprintf(&b, "echo %s\n{ %s\n} </dev/null || { echo %s $? >&2; exit 1; }\n",
+				// Every command of a line counts ("a; b", "a | b"), not
+				// only the last.
+				fmt.Fprintf(&b, "echo %s\n__err=0\ntrap '__err=$?' ERR\n{ %s\n} </dev/null\n__rc=$?\ntrap - ERR\n[ \"$__err\" = 0 ] || __rc=$__err\n[ \"$__rc\" = 0 ] || { echo %s \"$__rc\" >&2; exit 1; }\n",
 					quote("+ "+at+": "+s.Command), s.Command, quote(at+": exit"))
 			}
 		}
-		if n == 0 {
-			return fmt.Errorf("%s: no <!-- example: systemd --> block", d.name)
-		}
+		total += n
+	}
+	if total == 0 {
+		return fmt.Errorf("no <!-- example: systemd --> block in %d documents", len(docs))
 	}
 	for _, h := range host {
 		if !onHost[h] {

@@ -56,6 +56,16 @@ func TestScriptRunsSystemdExamplesAsWritten(t *testing.T) {
 	}
 }
 
+// TestEveryCommandOfALineCounts: "a; b" and "a | b" fail when a does.
+func TestEveryCommandOfALineCounts(t *testing.T) {
+	for _, line := range []string{"false; true", "false | true"} {
+		out, stderr, err := run(t, []doc{{"g.md", "<!-- example: systemd -->\n```sh\n" + line + "\n```\n"}}, nil)
+		if err == nil || !strings.Contains(stderr, "g.md:3: exit 1") {
+			t.Errorf("%q: %v, %q, %q; want it to fail at g.md:3", line, err, out, stderr)
+		}
+	}
+}
+
 func TestRefusesWhatWouldNotRun(t *testing.T) {
 	for _, c := range []struct {
 		name string
@@ -63,7 +73,7 @@ func TestRefusesWhatWouldNotRun(t *testing.T) {
 		host []string
 		want string
 	}{
-		{"no systemd block", []doc{{"a.md", "<!-- example -->\n```sh\ntrue\n```\n"}}, nil, "a.md: no <!-- example: systemd --> block"},
+		{"no systemd block", []doc{{"a.md", "<!-- example -->\n```sh\ntrue\n```\n"}}, nil, "no <!-- example: systemd --> block in 1 documents"},
 		{"host command absent", []doc{{"g.md", guide}}, []string{"make install"}, `-host "make install": no systemd example runs it`},
 		{"a transcript", []doc{{"t.md", "<!-- example: systemd -->\n```console\n$ true\n```\n"}}, nil, "t.md:3: a systemd example with prompts"},
 	} {
