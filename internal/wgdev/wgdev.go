@@ -5,6 +5,7 @@
 package wgdev
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -644,6 +646,15 @@ func (d *dev) configurePeers(changes []wgtypes.PeerConfig) error {
 	if len(changes) == 0 {
 		return nil
 	}
+	// Peers that get a keepalive go last: wireguard-go's UAPI keeps the
+	// "keepalive turned on" flag from one peer of a set to the next, so
+	// every peer after one would be kicked too and, without an endpoint,
+	// retry a handshake it cannot send every 5 s for 90 s (two X25519
+	// operations each; TestKeepaliveKicksOnlyItsOwnPeer). Among the last,
+	// a kick is what each of them gets anyway.
+	slices.SortStableFunc(changes, func(a, b wgtypes.PeerConfig) int {
+		return cmp.Compare(keepaliveOn(a), keepaliveOn(b))
+	})
 	// Before the call: the handshake a keepalive starts can be over before
 	// the call returns.
 	now := time.Now()
@@ -666,6 +677,14 @@ func (d *dev) configurePeers(changes []wgtypes.PeerConfig) error {
 		}
 	}
 	return nil
+}
+
+// keepaliveOn is 1 for a change that turns a peer's keepalive on.
+func keepaliveOn(c wgtypes.PeerConfig) int {
+	if c.PersistentKeepaliveInterval != nil && *c.PersistentKeepaliveInterval > 0 {
+		return 1
+	}
+	return 0
 }
 
 func (d *dev) EndKeepalives(stats []PeerStats) error {
