@@ -12,6 +12,7 @@ func TestDecide(t *testing.T) {
 		{Subject: "carol", Role: Sponsor, Orgs: []string{"acme"}},
 		{Subject: "@ops", Role: Admin},
 		{Subject: "@sponsors", Role: Sponsor, Orgs: []string{"globex"}},
+		{Subject: "extranet-expire", Role: Expirer},
 	}
 	for _, tc := range []struct {
 		caller  Caller
@@ -46,6 +47,15 @@ func TestDecide(t *testing.T) {
 		// A group named like a user grants nothing to that user.
 		{Caller{User: "audit", UID: 5}, ReadAudit, "", false, "", "admin, auditor or sponsor"},
 		{Caller{User: "eve", UID: 6}, ReadWhoAmI, "", true, "", ""},
+		// Partner activity: a sponsor reads its organisations' alone, an
+		// auditor everyone's, an expirer none.
+		{Caller{User: "alice", UID: 2}, ReadActivity, "", true, "acme,initech", ""},
+		{Caller{User: "alice", UID: 2}, ReadActivity, "acme", true, "", ""},
+		{Caller{User: "alice", UID: 2}, ReadActivity, "globex", false, "", "admin, auditor or sponsor of globex"},
+		{Caller{User: "bob", UID: 4, Groups: []string{"audit"}}, ReadActivity, "", true, "", ""},
+		{Caller{User: "bob", UID: 4, Groups: []string{"audit"}}, ReadActivity, "globex", true, "", ""},
+		{Caller{User: "extranet-expire", UID: 8}, ReadActivity, "", false, "", "admin, auditor or sponsor"},
+		{Caller{User: "eve", UID: 6}, ReadActivity, "", false, "", "admin, auditor or sponsor"},
 		{Caller{User: "eve", UID: 6}, ReadStatus, "", false, "", "admin, auditor or sponsor"},
 	} {
 		d := For(tc.caller, as).Decide(tc.action, tc.org)

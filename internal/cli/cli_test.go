@@ -8,17 +8,21 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/extranetgw/extranet/internal/activity"
 	"github.com/extranetgw/extranet/internal/cli"
 	"github.com/extranetgw/extranet/internal/httpapi"
 	"github.com/extranetgw/extranet/internal/ipam"
@@ -64,7 +68,9 @@ func startDaemonGroup(t *testing.T, endpoint, group string) *daemon {
 	return startDaemonWith(t, endpoint, group, nil)
 }
 
-func startDaemonWith(t *testing.T, endpoint, group string, applier service.Applier) *daemon {
+// startDaemonWith starts a daemon whose changes go to applier, and that
+// reads partner activity from flows, if given.
+func startDaemonWith(t *testing.T, endpoint, group string, applier service.Applier, flows ...service.ActivityReader) *daemon {
 	t.Helper()
 	dir := t.TempDir()
 	db, err := store.Open(filepath.Join(dir, "extranet.db"), time.Second)
@@ -76,7 +82,11 @@ func startDaemonWith(t *testing.T, endpoint, group string, applier service.Appli
 	if _, err := service.BootstrapRoles(db, group, "extranet-expire", time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	svc := service.New(service.Options{DB: db, Plan: plan, Endpoint: endpoint, GatewayPublicKey: "HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=", Applier: applier})
+	opts := service.Options{DB: db, Plan: plan, Endpoint: endpoint, GatewayPublicKey: "HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=", Applier: applier}
+	if len(flows) > 0 {
+		opts.Activity = flows[0]
+	}
+	svc := service.New(opts)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	srv := httpapi.New(svc, log)
 	sock := filepath.Join(dir, "s.sock")
@@ -269,6 +279,27 @@ func TestStatusWaitsForAStartingDaemon(t *testing.T) {
 	}
 	if took := time.Since(start); took < 300*time.Millisecond {
 		t.Errorf("gave up after %v, before its 300ms", took)
+	}
+	// A socket that takes the connection and never answers: the wait
+	// still ends on time.
+	mute := filepath.Join(t.TempDir(), "mute.sock")
+	ml, err := net.Listen("unix", mute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ml.Close()
+	go func() {
+		for {
+			c, err := ml.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	start = time.Now()
+	if out, err := exec.Command(ctlBin, "--socket", mute, "status", "--wait", "500ms").CombinedOutput(); err == nil || time.Since(start) > 5*time.Second {
+		t.Errorf("a daemon that never answers, --wait 500ms: %v after %v\n%s", err, time.Since(start), out)
 	}
 	cmd := exec.Command(ctlBin, "--socket", sock, "status", "--wait", "30s")
 	var o bytes.Buffer
@@ -673,5 +704,179 @@ func TestOutFailureLosesNoKey(t *testing.T) {
 	}
 	if fi, err := os.Stat(old); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("--out on an existing file: mode %v, %v; want 600", fi.Mode().Perm(), err)
+	}
+}
+
+// flowBook is a fake activity log: it keeps the flows of the organisation
+// a query names (every one without), of those the caller may see, and
+// remembers the last query.
+type flowBook struct {
+	mu    sync.Mutex
+	flows []api.Flow
+	last  activity.Query
+}
+
+func (b *flowBook) Read(q activity.Query) ([]api.Flow, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.last = q
+	var out []api.Flow
+	for _, f := range b.flows {
+		if (q.Org == "" || f.Org == q.Org) && (q.Orgs == nil || slices.Contains(q.Orgs, f.Org)) {
+			out = append(out, f)
+		}
+	}
+	return out, nil
+}
+
+func (b *flowBook) query() activity.Query {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.last
+}
+
+func testFlows() []api.Flow {
+	at := func(hms string) time.Time {
+		t, err := time.Parse(time.RFC3339, "2026-11-02T"+hms+"Z")
+		if err != nil {
+			panic(err)
+		}
+		return t
+	}
+	return []api.Flow{
+		{Opened: at("10:00:00"), Closed: at("10:01:30"), Org: "acme", Group: "default", Peer: "acme/laptop", Address: "100.64.1.1",
+			Proto: "tcp", Dest: "10.20.0.10", Port: 443, BytesOut: 1536, BytesIn: 2 << 20, PacketsOut: 12, PacketsIn: 1500, End: api.FlowClosed},
+		{Opened: at("10:02:00"), Closed: at("10:05:00"), Org: "acme", Group: "support", Peer: "acme/phone", Address: "fd00:64::2",
+			Proto: "udp", Dest: "fd00:20::53", Port: 53, BytesOut: 80, BytesIn: 200, PacketsOut: 1, PacketsIn: 1, End: api.FlowTimedOut},
+		{Opened: at("10:06:00"), Closed: at("10:06:00"), Org: "globex", Group: "default", Peer: "globex/laptop", Address: "100.64.2.1",
+			Proto: "icmp", Dest: "10.30.0.10", PacketsOut: 1, End: api.FlowKilled},
+	}
+}
+
+// TestActivity: the table and NDJSON of `activity`, its filters as the
+// daemon receives them, its errors, and an activity log that is off.
+func TestActivity(t *testing.T) {
+	book := &flowBook{flows: testFlows()}
+	d := startDaemonWith(t, "vpn.example.com:51820", "", nil, book)
+
+	out := d.must("activity")
+	lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
+	if len(lines) != 4 || strings.Join(strings.Fields(lines[0]), " ") != "CLOSED PEER GROUP PROTO DEST OUT IN DURATION END" {
+		t.Fatalf("activity table:\n%s", out)
+	}
+	for i, want := range []string{
+		"2026-11-02T10:01:30Z acme/laptop default tcp 10.20.0.10:443 1.5 KiB 2.0 MiB 1m30s closed",
+		"2026-11-02T10:05:00Z acme/phone support udp [fd00:20::53]:53 80 B 200 B 3m0s timed out",
+		"2026-11-02T10:06:00Z globex/laptop default icmp 10.30.0.10 0 B 0 B 0s killed",
+	} {
+		if got := strings.Join(strings.Fields(lines[i+1]), " "); got != want {
+			t.Errorf("activity row %d: %q, want %q", i+1, got, want)
+		}
+	}
+
+	lines = strings.Split(strings.TrimSpace(d.must("activity", "-o", "json")), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("activity -o json: want one JSON object per line for 3 flows, got %d lines", len(lines))
+	}
+	for i, l := range lines {
+		var f api.Flow
+		if err := json.Unmarshal([]byte(l), &f); err != nil || f != testFlows()[i] {
+			t.Errorf("activity -o json line %d: %v\n got %+v\nwant %+v", i, err, f, testFlows()[i])
+		}
+	}
+
+	// Every filter reaches the log, read as the log reads it.
+	before := time.Now()
+	d.must("activity", "--org", "acme", "--peer", "acme/laptop", "--dest", "10.20.0.5/24", "--port", "443", "--proto", "6",
+		"--end", "timed out", "--since", "24h", "--until", "2026-11-02", "--limit", "5")
+	q := book.query()
+	if q.Orgs != nil || q.Org != "acme" || q.Peer != "acme/laptop" || q.Dest != netip.MustParsePrefix("10.20.0.0/24") || q.Port != 443 ||
+		q.Proto != "tcp" || q.End != api.FlowTimedOut || q.Limit != 5 || !q.Until.Equal(time.Date(2026, 11, 2, 0, 0, 0, 0, time.UTC)) ||
+		q.Since.Before(before.Add(-24*time.Hour-time.Second)) || q.Since.After(time.Now().Add(-24*time.Hour)) {
+		t.Errorf("activity with every filter: the log was asked %+v", q)
+	}
+	d.must("activity", "--dest", "fd00:20::53")
+	if q := book.query(); q.Dest != netip.MustParsePrefix("fd00:20::53/128") {
+		t.Errorf("--dest with an address: the log was asked for %s", q.Dest)
+	}
+
+	if out := d.must("activity", "--org", "initech"); out != "No flows matched.\n" {
+		t.Errorf("activity with nothing to show: %q", out)
+	}
+	if out := d.must("activity", "--org", "initech", "-o", "json"); out != "" {
+		t.Errorf("activity -o json with nothing to show: %q", out)
+	}
+
+	for _, tc := range []struct {
+		args     []string
+		code     int
+		contains string
+	}{
+		{[]string{"--dest", "10.20.0.300"}, 2, `dest="10.20.0.300"`},
+		{[]string{"--port", "0"}, 2, "--port 0"},
+		{[]string{"--port", "65536"}, 2, "65536"},
+		{[]string{"--proto", "sctpx"}, 2, `proto="sctpx"`},
+		{[]string{"--end", "finished"}, 2, `end="finished"`},
+		{[]string{"--since", "yesterday"}, 2, "yesterday"},
+		{[]string{"--peer", "acme"}, 2, "ORG/NAME"},
+		{[]string{"--org", "Bad_Name"}, 2, "Bad_Name"},
+		{[]string{"--limit", "-1"}, 2, "--limit -1"},
+	} {
+		_, errOut, code := d.ctl(append([]string{"activity"}, tc.args...)...)
+		if code != tc.code || !strings.Contains(errOut, tc.contains) {
+			t.Errorf("activity %v: exit %d, stderr %q; want exit %d naming %q", tc.args, code, errOut, tc.code, tc.contains)
+		}
+	}
+
+	off := startDaemon(t, "vpn.example.com:51820")
+	if _, errOut, code := off.ctl("activity"); code != cli.ExitNotFound || !strings.Contains(errOut, "activity logging is off") {
+		t.Errorf("activity without a log: exit %d, %q", code, errOut)
+	}
+}
+
+// TestActivitySponsor: a sponsor reads its own organisation's activity
+// alone, through the real socket and its peer credentials.
+func TestActivitySponsor(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run commands as another user")
+	}
+	grp, err := user.LookupGroup("daemon")
+	if err != nil {
+		t.Skip("no group named daemon on this host")
+	}
+	gid, _ := strconv.Atoi(grp.Gid)
+	nobody, err := user.Lookup("nobody")
+	if err != nil {
+		t.Skip("no user named nobody on this host")
+	}
+	uid, _ := strconv.Atoi(nobody.Uid)
+	book := &flowBook{flows: testFlows()}
+	d := startDaemonWith(t, "vpn.example.com:51820", "daemon", nil, book)
+	d.must("org", "create", "acme")
+	d.must("role", "assign", "nobody", "sponsor", "--org", "acme")
+	asSponsor := func(args ...string) (string, string, int) {
+		cmd := exec.Command(ctlBin, append([]string{"--socket", d.sock, "activity"}, args...)...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}}
+		var o, e bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &o, &e
+		err := cmd.Run()
+		var ee *exec.ExitError
+		if err != nil && !errors.As(err, &ee) {
+			t.Fatal(err)
+		}
+		return o.String(), e.String(), cmd.ProcessState.ExitCode()
+	}
+	out, errOut, code := asSponsor()
+	if code != 0 || !strings.Contains(out, "acme/laptop") || strings.Contains(out, "globex") {
+		t.Errorf("activity as acme's sponsor: exit %d, %s%s", code, out, errOut)
+	}
+	if q := book.query(); !slices.Equal(q.Orgs, []string{"acme"}) {
+		t.Errorf("activity as acme's sponsor: the log was asked for the organisations %q, want acme", q.Orgs)
+	}
+	if _, errOut, code := asSponsor("--org", "globex"); code != cli.ExitForbidden || !strings.Contains(errOut, "sponsor of globex") {
+		t.Errorf("activity --org globex as acme's sponsor: exit %d, %s", code, errOut)
+	}
+	if _, errOut, code := asSponsor("--peer", "globex/laptop"); code != cli.ExitForbidden || !strings.Contains(errOut, "sponsor of globex") {
+		t.Errorf("activity --peer globex/laptop as acme's sponsor: exit %d, %s", code, errOut)
 	}
 }

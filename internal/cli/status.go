@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,15 +26,28 @@ not answering) is waited for, up to that long: for scripts that start
 extranetd and go on with extranetctl.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			st, err := g.client().Status(g.ctx())
-			deadline := g.env.Now().Add(wait)
+			ctx := g.ctx()
+			if wait > 0 {
+				// The whole wait is bounded, a daemon that takes the
+				// connection but never answers included.
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, wait)
+				defer cancel()
+			}
+			st, err := g.client().Status(ctx)
 			// Only "nothing listens" is worth waiting out; a refusal or a
 			// failed reconcile will not change by asking again.
-			for errors.Is(err, client.ErrDaemonDown) && g.env.Now().Before(deadline) {
-				time.Sleep(statusPoll)
-				st, err = g.client().Status(g.ctx())
+			for wait > 0 && errors.Is(err, client.ErrDaemonDown) && ctx.Err() == nil {
+				select {
+				case <-ctx.Done():
+				case <-time.After(statusPoll):
+					st, err = g.client().Status(ctx)
+				}
 			}
 			if err != nil {
+				if ctx.Err() != nil && !errors.Is(err, client.ErrDaemonDown) {
+					return fmt.Errorf("extranetd did not answer within %s: %w", wait, err)
+				}
 				return err
 			}
 			if g.json() {
@@ -63,6 +77,23 @@ extranetd and go on with extranetctl.`,
 					since = st.DownSince.UTC().Format(time.RFC3339)
 				}
 				kv = append(kv, "Ended while down", fmt.Sprintf("since %s: %s", since, strings.Join(st.EndedWhileDown, ", ")))
+			}
+			// Absent for a caller who sees some organisations only: the
+			// counts are the whole gateway's.
+			if a := st.Activity; a != nil && a.Off != "" {
+				kv = append(kv, "Activity", "off: "+a.Off)
+			} else if a != nil {
+				line := fmt.Sprintf("%d flows recorded", a.Recorded)
+				if a.Summarised > 0 {
+					line += fmt.Sprintf(", %d more added up in summaries (peers over their budget)", a.Summarised)
+				}
+				if a.Lost > 0 || a.Failed > 0 {
+					line += fmt.Sprintf("; MISSING SOME: the event stream failed %d times, %d records not written", a.Lost, a.Failed)
+				}
+				if a.LastError != "" {
+					line += " (last error: " + a.LastError + ")"
+				}
+				kv = append(kv, "Activity", line)
 			}
 			return fields(g.env.Out, append(kv, "Version", st.Version)...)
 		},

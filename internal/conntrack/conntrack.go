@@ -18,6 +18,10 @@ import (
 // the caller's.
 type Kernel struct {
 	NL *netlink.Handle
+	// Killed, when set, hears of each flow Sweep deletes (by its
+	// original direction), before it is deleted: the activity log tells
+	// a killed flow from one that ended by itself.
+	Killed func(proto uint8, src, dst netip.Addr, sport, dport uint16)
 }
 
 // Sweep deletes, in one walk of the table, every IPv4 flow that Doomed
@@ -27,7 +31,7 @@ func (k Kernel) Sweep(tunnel netip.Prefix, p *policy.Policy) (int, error) {
 	if k.NL != nil {
 		del = k.NL.ConntrackDeleteFilters
 	}
-	n, err := del(netlink.ConntrackTable, netlink.FAMILY_V4, filter{tunnel: tunnel, p: p})
+	n, err := del(netlink.ConntrackTable, netlink.FAMILY_V4, filter{tunnel: tunnel, p: p, killed: k.Killed})
 	if err != nil {
 		return int(n), fmt.Errorf("delete conntrack entries: %w", err)
 	}
@@ -37,6 +41,7 @@ func (k Kernel) Sweep(tunnel netip.Prefix, p *policy.Policy) (int, error) {
 type filter struct {
 	tunnel netip.Prefix
 	p      *policy.Policy
+	killed func(proto uint8, src, dst netip.Addr, sport, dport uint16)
 }
 
 func (f filter) MatchConntrackFlow(flow *netlink.ConntrackFlow) bool {
@@ -45,7 +50,11 @@ func (f filter) MatchConntrackFlow(flow *netlink.ConntrackFlow) bool {
 	if !ok1 || !ok2 {
 		return false
 	}
-	return Doomed(f.tunnel, f.p, src.Unmap(), dst.Unmap(), flow.Forward.Protocol, flow.Forward.DstPort)
+	doomed := Doomed(f.tunnel, f.p, src.Unmap(), dst.Unmap(), flow.Forward.Protocol, flow.Forward.DstPort)
+	if doomed && f.killed != nil {
+		f.killed(flow.Forward.Protocol, src.Unmap(), dst.Unmap(), flow.Forward.SrcPort, flow.Forward.DstPort)
+	}
+	return doomed
 }
 
 // Doomed decides a flow by its original direction: a flow toward a partner

@@ -49,8 +49,11 @@ type Config struct {
 	ExpireUnused      string        `yaml:"expire-unused"`
 	ExpireAction      string        `yaml:"expire-action"`
 	AuditRetention    string        `yaml:"audit-retention"`
-	MetricsListen     string        `yaml:"metrics-listen"`
-	PprofListen       string        `yaml:"pprof-listen"`
+	// What partners did (docs/activity.md): one record per connection.
+	ActivityLog       bool   `yaml:"activity-log"`
+	ActivityRetention string `yaml:"activity-retention"`
+	MetricsListen     string `yaml:"metrics-listen"`
+	PprofListen       string `yaml:"pprof-listen"`
 	// Partner self-enrollment (docs/enrollment.md): off while
 	// EnrollListen is empty.
 	EnrollListen         string        `yaml:"enroll-listen"`
@@ -90,6 +93,8 @@ func Defaults() Config {
 		ExpireUnused:      "14d",
 		ExpireAction:      "suspend",
 		AuditRetention:    "0",
+		ActivityLog:       true,
+		ActivityRetention: "90d",
 		EnrollRequestTTL:  72 * time.Hour,
 		LogLevel:          "info",
 		LogFormat:         "text",
@@ -123,6 +128,8 @@ func (c *Config) BindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.ExpireUnused, "expire-unused", c.ExpireUnused, "default of extranetctl expire --unused: issued longer ago and never connected")
 	fs.StringVar(&c.ExpireAction, "expire-action", c.ExpireAction, "default of extranetctl expire --action: suspend or revoke")
 	fs.StringVar(&c.AuditRetention, "audit-retention", c.AuditRetention, "drop audit events older than this, e.g. 400d (0: keep all)")
+	fs.BoolVar(&c.ActivityLog, "activity-log", c.ActivityLog, "record each partner connection (who, to what, bytes each way, how it ended) under the state directory's activity/, for extranetctl activity")
+	fs.StringVar(&c.ActivityRetention, "activity-retention", c.ActivityRetention, "drop activity records older than this, e.g. 400d")
 	fs.StringVar(&c.MetricsListen, "metrics-listen", c.MetricsListen, "serve Prometheus /metrics and /healthz on this TCP address, e.g. 127.0.0.1:9586 (off when empty)")
 	fs.StringVar(&c.PprofListen, "pprof-listen", c.PprofListen, "serve Go's profiler (/debug/pprof/) on this TCP address, e.g. 127.0.0.1:6060, from the first moment (off when empty; loopback only, for investigations)")
 	fs.StringVar(&c.EnrollListen, "enroll-listen", c.EnrollListen, "serve the partner enrollment page over TLS on this TCP address, e.g. :8443 (off when empty; needs --enroll-tls-cert and --enroll-tls-key)")
@@ -189,6 +196,8 @@ type Settings struct {
 	ExpireIdle      time.Duration
 	ExpireUnused    time.Duration
 	AuditRetention  time.Duration
+	// ActivityRetention is set when ActivityLog is on.
+	ActivityRetention time.Duration
 }
 
 // Validate checks every setting and returns the parsed ones.
@@ -256,6 +265,11 @@ func (c *Config) Validate() (Settings, error) {
 	if c.AuditRetention != "" && c.AuditRetention != "0" {
 		if st.AuditRetention, err = timespec.ParseDuration(c.AuditRetention); err != nil {
 			return st, fmt.Errorf("--audit-retention: %w", err)
+		}
+	}
+	if c.ActivityLog {
+		if st.ActivityRetention, err = timespec.ParseDuration(c.ActivityRetention); err != nil || st.ActivityRetention <= 0 {
+			return st, fmt.Errorf("--activity-retention %q: a duration such as 90d is needed while --activity-log is on (%v)", c.ActivityRetention, err)
 		}
 	}
 	if c.PprofListen != "" {

@@ -20,9 +20,11 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/extranetgw/extranet/internal/activity"
 	"github.com/extranetgw/extranet/internal/conntrack"
 	"github.com/extranetgw/extranet/internal/enroll"
 	"github.com/extranetgw/extranet/internal/firewall"
+	"github.com/extranetgw/extranet/internal/flowlog"
 	"github.com/extranetgw/extranet/internal/gwns"
 	"github.com/extranetgw/extranet/internal/httpapi"
 	"github.com/extranetgw/extranet/internal/metrics"
@@ -124,8 +126,14 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 		mets = metrics.New(db, service.OnlineWindow)
 		observe, onExpire = mets.Reconciled, mets.Expired
 	}
+	// The flows the sweep kills are told apart in the activity log.
+	kills := &flowlog.Kills{}
+	sweeper := conntrack.Kernel{NL: ns.Netlink()}
+	if cfg.ActivityLog {
+		sweeper.Killed = kills.Killed
+	}
 	rec := reconcile.New(reconcile.Options{
-		DB: db, Firewall: dp, Sweeper: conntrack.Kernel{NL: ns.Netlink()},
+		DB: db, Firewall: dp, Sweeper: sweeper,
 		Host: hostFacts(st.Link, cfg.EgressInterfaces, forwarded),
 		Plan: st.Plan, Interface: cfg.Interface, Masquerade: cfg.Masquerade,
 		Clock: service.SystemClock{}, Logger: log,
@@ -154,6 +162,17 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 	if err := rec.Start(); err != nil {
 		return err
 	}
+	// Why the activity log is off; a failure of the log never keeps the
+	// gateway from running (its firewall stands either way).
+	activityOff := ""
+	if !cfg.ActivityLog {
+		activityOff = "activity-log: false"
+	} else if err := ns.Do(flowlog.EnableAccounting); err != nil {
+		// Before the first partner flow, so that every flow is counted
+		// and timed from its start.
+		activityOff = err.Error()
+		log.Error("activity: partner connections are not recorded", "err", err)
+	}
 	// The first apply put the namespace's rules in place and only then
 	// joined it to the host; now the link comes up.
 	if err := dev.Up(); err != nil {
@@ -177,9 +196,33 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 	info := dev.Info()
 	log.Info("wireguard up", "took", time.Since(began).Round(time.Millisecond), "interface", info.Name, "mode", info.Mode, "public_key", info.PublicKey.String(), "listen_port", info.ListenPort)
 
+	var (
+		applier service.Applier = rec
+		acts    service.ActivityReader
+		flows   *flowlog.Listener
+		actLog  *activity.Log
+	)
+	var act *activity.Log
+	if activityOff == "" {
+		var openErr error
+		if act, openErr = activity.Open(filepath.Join(cfg.StateDir, "activity"), activity.Options{Retention: st.ActivityRetention}); openErr != nil {
+			activityOff = openErr.Error()
+			log.Error("activity: partner connections are not recorded", "err", openErr)
+		}
+	}
+	if act != nil {
+		defer act.Close()
+		actLog = act
+		peers := flowlog.NewStoreDirectory(db)
+		applier, acts = changeNotifier{Applier: rec, changed: peers.Changed}, act
+		flows = flowlog.New(flowlog.Options{
+			Tunnel: st.Plan.Network, Do: ns.Do, Directory: peers, Kills: kills,
+			Record: act.Append, Logger: log,
+		})
+	}
 	svc := service.New(service.Options{
-		DB: db, Plan: st.Plan, Applier: rec,
-		Runtime:  runtime{rec: rec, info: info, netns: cfg.NetNS, veth: cfg.HostVeth},
+		DB: db, Plan: st.Plan, Applier: applier, Activity: acts,
+		Runtime:  runtime{rec: rec, info: info, netns: cfg.NetNS, veth: cfg.HostVeth, flows: flows, acts: actLog, activityOff: activityOff},
 		Endpoint: cfg.Endpoint, DNS: cfg.ClientDNS, MTU: cfg.MTU, ApplyTimeout: cfg.ApplyTimeout,
 		GatewayPublicKey: info.PublicKey.String(), MaxPeerLifetime: st.MaxPeerLifetime,
 		Expire:    service.ExpireDefaults{Idle: st.ExpireIdle, Unused: st.ExpireUnused, Action: cfg.ExpireAction},
@@ -199,6 +242,16 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 	go func() {
 		defer close(recDone)
 		rec.Run(runCtx, hup)
+	}()
+	flowsDone := make(chan struct{})
+	go func() {
+		defer close(flowsDone)
+		if flows == nil {
+			return
+		}
+		if err := flows.Run(runCtx); err != nil {
+			log.Error("activity: partner connections are not recorded", "err", err)
+		}
 	}()
 	if mets != nil {
 		health := func() error { return healthy(rec.State(), cfg.ReconcileInterval) }
@@ -230,6 +283,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 	_ = srv.Shutdown(shutdownCtx)
 	stop()
 	<-recDone
+	<-flowsDone
 	// Handshakes seen since the last poll would be lost with the process
 	// (with userspace WireGuard, with the device too).
 	if err := rec.PollStats(); err != nil {
@@ -239,11 +293,28 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 	return err
 }
 
+// changeNotifier tells the activity log's directory of peers that the store
+// changed, then hands the change to the data plane.
+type changeNotifier struct {
+	service.Applier
+	changed func()
+}
+
+func (c changeNotifier) Apply(ch store.Changes) <-chan error {
+	c.changed()
+	return c.Applier.Apply(ch)
+}
+
 // runtime answers `status` from the device and the reconciler.
 type runtime struct {
 	rec         *reconcile.Reconciler
 	info        wgdev.Info
 	netns, veth string
+	// flows and acts are nil while the activity log is off, and
+	// activityOff says why.
+	flows       *flowlog.Listener
+	acts        *activity.Log
+	activityOff string
 }
 
 func (r runtime) PollStats() error { return r.rec.PollStats() }
@@ -276,6 +347,17 @@ func (r runtime) Status() api.Status {
 	if !st.DownSince.IsZero() {
 		t := st.DownSince
 		out.DownSince = &t
+	}
+	switch {
+	case r.flows != nil && r.acts != nil:
+		fs, ls := r.flows.Stats(), r.acts.Stats()
+		a := &api.ActivityStatus{Recorded: fs.Recorded, Summarised: fs.Summarised, Lost: fs.Lost, Failed: fs.Failed, LastError: ls.LastError}
+		if fs.LastError != "" {
+			a.LastError = fs.LastError
+		}
+		out.Activity = a
+	case r.activityOff != "":
+		out.Activity = &api.ActivityStatus{Off: r.activityOff}
 	}
 	return out
 }

@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"maps"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/extranetgw/extranet/internal/activity"
 	"github.com/extranetgw/extranet/internal/authz"
 	"github.com/extranetgw/extranet/internal/service"
 	"github.com/extranetgw/extranet/internal/validate"
@@ -147,6 +149,8 @@ func (s *Server) routeTable() []route {
 		{"GET /v1/audit", authz.ReadAudit, queryOrg, []string{"org", "peer", "action", "actor", "since", "until"}, true, s.audit},
 		{"GET /v1/audit/verify", authz.VerifyAudit, nil, nil, false, s.verifyAudit},
 
+		{"GET /v1/activity", authz.ReadActivity, queryOrg, []string{"org", "peer", "dest", "port", "proto", "end", "since", "until", "limit"}, true, s.activity},
+
 		{"GET /v1/roles", authz.ReadRoles, nil, nil, false, s.listRoles},
 		{"POST /v1/roles", authz.ManageRoles, nil, nil, false, s.assignRole},
 		{"POST /v1/roles/revoke", authz.ManageRoles, nil, nil, false, s.revokeRole},
@@ -172,6 +176,7 @@ var actionText = map[authz.Action]string{
 	authz.ImportState:  "import",
 	authz.ExportState:  "export or back up the state (it holds preshared keys)",
 	authz.ReadAudit:    "read the audit log",
+	authz.ReadActivity: "read partner activity",
 	authz.VerifyAudit:  "verify the audit log",
 	authz.ManageRoles:  "assign or revoke roles",
 	authz.ReadRoles:    "list roles",
@@ -546,18 +551,9 @@ func (s *Server) audit(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	// guard checked that ?peer= is of the organisation it decided on.
 	f := service.AuditFilter{Org: listOrg(r), Peer: q.Get("peer"), Action: q.Get("action"), Actor: q.Get("actor")}
-	for _, tp := range []struct {
-		name string
-		dst  *time.Time
-	}{{"since", &f.Since}, {"until", &f.Until}} {
-		if v := q.Get(tp.name); v != "" {
-			t, err := time.Parse(time.RFC3339, v)
-			if err != nil {
-				writeError(w, api.Errorf(api.CodeInvalid, "%s=%q is not an RFC 3339 time", tp.name, v))
-				return
-			}
-			*tp.dst = t
-		}
+	if err := sinceUntil(q, &f.Since, &f.Until); err != nil {
+		writeError(w, err)
+		return
 	}
 	evs, err := s.svc.Audit(r.Context(), f)
 	if v := visible(r); v != nil {
@@ -592,6 +588,125 @@ func sponsorSees(e api.AuditEvent, visible map[string]bool) bool {
 	return visible[org] && slices.ContainsFunc(orgEvents, func(kind string) bool {
 		return e.Action == kind || strings.HasSuffix(kind, ".") && strings.HasPrefix(e.Action, kind)
 	})
+}
+
+// sinceUntil reads ?since= and ?until=, RFC 3339 times, where given.
+func sinceUntil(q url.Values, since, until *time.Time) error {
+	for _, tp := range []struct {
+		name string
+		dst  *time.Time
+	}{{"since", since}, {"until", until}} {
+		if v := q.Get(tp.name); v != "" {
+			t, err := time.Parse(time.RFC3339, v)
+			if err != nil {
+				return api.Errorf(api.CodeInvalid, "%s=%q is not an RFC 3339 time", tp.name, v)
+			}
+			*tp.dst = t
+		}
+	}
+	return nil
+}
+
+func (s *Server) activity(w http.ResponseWriter, r *http.Request) {
+	q, err := activityQuery(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if v := visible(r); v != nil {
+		// Never nil, even for a sponsor of nothing: nil is every
+		// organisation.
+		q.Orgs = []string{}
+		for org, ok := range v {
+			if ok {
+				q.Orgs = append(q.Orgs, org)
+			}
+		}
+		slices.Sort(q.Orgs)
+	}
+	flows, err := s.svc.Activity(s.withActor(r), q)
+	reply(w, http.StatusOK, flows, err)
+}
+
+// activityQuery reads the filters of GET /v1/activity; an error names the
+// parameter and its value.
+func activityQuery(r *http.Request) (activity.Query, error) {
+	v := r.URL.Query()
+	// guard checked that ?peer= is of the organisation it decided on.
+	q := activity.Query{Org: listOrg(r), Peer: v.Get("peer")}
+	if s := v.Get("dest"); s != "" {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			q.Dest = p.Masked()
+		} else if a, err := netip.ParseAddr(s); err == nil && a.Zone() == "" {
+			a = a.Unmap()
+			q.Dest = netip.PrefixFrom(a, a.BitLen())
+		} else {
+			return q, api.Errorf(api.CodeInvalid, "dest=%q is not a prefix (10.20.0.0/24) or an address", validate.Printable(s))
+		}
+	}
+	if s := v.Get("port"); s != "" {
+		n, err := strconv.ParseUint(s, 10, 16)
+		if err != nil || n == 0 {
+			return q, api.Errorf(api.CodeInvalid, "port=%q is not a port from 1 to 65535", validate.Printable(s))
+		}
+		q.Port = uint16(n)
+	}
+	if s := v.Get("proto"); s != "" {
+		p, ok := flowProto(s)
+		if !ok {
+			return q, api.Errorf(api.CodeInvalid, "proto=%q is not tcp, udp, icmp or a protocol number from 0 to 255", validate.Printable(s))
+		}
+		q.Proto = p
+	}
+	if s := v.Get("end"); s != "" {
+		if s != api.FlowClosed && s != api.FlowTimedOut && s != api.FlowKilled && s != api.FlowSummarised {
+			return q, api.Errorf(api.CodeInvalid, "end=%q is not how a flow ends: use %q, %q, %q or %q", validate.Printable(s), api.FlowClosed, api.FlowTimedOut, api.FlowKilled, api.FlowSummarised)
+		}
+		q.End = s
+	}
+	if err := sinceUntil(v, &q.Since, &q.Until); err != nil {
+		return q, err
+	}
+	// The answer is built in memory: a query over a full log, unbounded,
+	// would take the daemon's memory (hundreds of MB per request).
+	q.Limit = defaultActivityLimit
+	if s := v.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > maxActivityLimit {
+			return q, api.Errorf(api.CodeInvalid, "limit=%q is not a number from 1 to %d", validate.Printable(s), maxActivityLimit)
+		}
+		q.Limit = n
+	}
+	return q, nil
+}
+
+// How many flows one activity query returns: by default, and at most (the
+// newest; --since and --until page back).
+const (
+	defaultActivityLimit = 1000
+	maxActivityLimit     = 100000
+)
+
+// flowProto is a protocol as the activity log names it: tcp, udp and icmp
+// by name, any other by its number.
+func flowProto(s string) (string, bool) {
+	switch s = strings.ToLower(s); s {
+	case "tcp", "udp", "icmp":
+		return s, true
+	}
+	n, err := strconv.ParseUint(s, 10, 8)
+	if err != nil {
+		return "", false
+	}
+	switch n {
+	case 1:
+		return "icmp", true
+	case 6:
+		return "tcp", true
+	case 17:
+		return "udp", true
+	}
+	return strconv.FormatUint(n, 10), true
 }
 
 func (s *Server) verifyAudit(w http.ResponseWriter, r *http.Request) {

@@ -20,12 +20,14 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/extranetgw/extranet/internal/activity"
 	"github.com/extranetgw/extranet/internal/authz"
 	"github.com/extranetgw/extranet/internal/ipam"
 	"github.com/extranetgw/extranet/internal/service"
@@ -47,6 +49,13 @@ var knownParams = map[string][]string{
 	"until":   {"2999-01-01T00:00:00Z"},
 	"force":   {"true"},
 	"move_to": {"default"},
+	"dest":    {"10.20.0.10", "10.30.0.0/24"},
+	"port":    {"443"},
+	"proto":   {"tcp"},
+	"end":     {"timed out"},
+	// Above what the rig holds: a limit keeps the newest of what the
+	// caller may see, which is not a part of what admin is shown.
+	"limit": {"1000"},
 }
 
 // unknownParams are names no route reads, some close to real ones.
@@ -80,6 +89,31 @@ type scopeRig struct {
 	ids map[string]map[string]string
 	// markers are globex data: none may reach the sponsor of acme.
 	markers []string
+	// flows is the activity log, with each organisation's flows.
+	flows *askedLog
+}
+
+// askedLog is an activity log that remembers what it was last asked.
+type askedLog struct {
+	*activity.Log
+	mu    sync.Mutex
+	reads int
+	last  activity.Query
+}
+
+func (l *askedLog) Read(q activity.Query) ([]api.Flow, error) {
+	l.mu.Lock()
+	l.reads++
+	l.last = q
+	l.mu.Unlock()
+	return l.Log.Read(q)
+}
+
+// asked is the last query and how many reads there were.
+func (l *askedLog) asked() (activity.Query, int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.last, l.reads
 }
 
 // newScopeRig seeds two organisations, each with peers, a group, an
@@ -100,11 +134,17 @@ func newScopeRig(t *testing.T) *scopeRig {
 	if err != nil {
 		t.Fatal(err)
 	}
+	flows, err := activity.Open(t.TempDir(), activity.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { flows.Close() })
+	asked := &askedLog{Log: flows}
 	svc := service.New(service.Options{
 		DB: db, Plan: plan, Endpoint: "vpn.example.com:51820", EnrollURL: "https://vpn.example.com:8443",
-		GatewayPublicKey: "HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=",
+		GatewayPublicKey: "HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=", Activity: asked,
 	})
-	rig := &scopeRig{srv: New(svc, slog.New(slog.NewTextHandler(io.Discard, nil))), svc: svc, db: db, tokens: map[string]string{}, ids: map[string]map[string]string{}}
+	rig := &scopeRig{srv: New(svc, slog.New(slog.NewTextHandler(io.Discard, nil))), svc: svc, db: db, tokens: map[string]string{}, ids: map[string]map[string]string{}, flows: asked}
 	if err := db.Update(func(tx *store.Tx) error {
 		for _, a := range []authz.Assignment{
 			{Subject: fmt.Sprintf("uid:%d", uidSponsor), Role: authz.Sponsor, Orgs: []string{"acme"}},
@@ -135,10 +175,17 @@ func newScopeRig(t *testing.T) *scopeRig {
 		_, err = svc.CreateGroup(ctx, o.name, api.CreateGroupRequest{Name: "laptop", Grants: []string{o.host}})
 		must(err)
 		var keys []string
-		for _, n := range []string{"laptop", "server"} {
+		for i, n := range []string{"laptop", "server"} {
 			p, err := svc.IssuePeer(ctx, o.name, api.IssuePeerRequest{Name: n})
 			must(err)
 			keys = append(keys, p.Peer.PublicKey, p.Peer.Address)
+			closed := time.Date(2026, 11, 2, 10, len(keys), 0, 0, time.UTC)
+			f := api.Flow{Opened: closed.Add(-time.Minute), Closed: closed, Org: o.name, Group: api.DefaultGroup, Peer: p.Peer.ID(), Address: p.Peer.Address,
+				Proto: "tcp", Dest: strings.TrimSuffix(o.host, "/32"), Port: 443, BytesOut: 100, BytesIn: 1000, PacketsOut: 2, PacketsIn: 3, End: api.FlowClosed}
+			if i == 1 {
+				f.Proto, f.Port, f.End = "udp", 53, api.FlowTimedOut
+			}
+			must(flows.Append(f))
 		}
 		inv, err := svc.CreateInvite(ctx, o.name, api.CreateInviteRequest{Contact: o.contact, Devices: 2})
 		must(err)

@@ -89,6 +89,11 @@ func (s *Service) Status(ctx context.Context, visible map[string]bool) (api.Stat
 	st.TunnelNetwork = s.opts.Plan.Network.String()
 	st.Address = s.opts.Plan.Gateway().String()
 	st.PublicKey = s.opts.GatewayPublicKey
+	if visible != nil {
+		// The activity log's counts are the whole gateway's: how much
+		// other organisations' partners do is not a sponsor's to see.
+		st.Activity = nil
+	}
 	now := s.now()
 	err := s.opts.DB.View(func(tx *store.Tx) error {
 		if err := tx.Orgs(func(o *store.Org) error {

@@ -68,6 +68,8 @@ type Options struct {
 	EnrollURL string
 	// RequestTTL is how long an enrollment request waits for a decision.
 	RequestTTL time.Duration
+	// Activity reads the partner activity log; nil when logging is off.
+	Activity ActivityReader
 }
 
 // Service implements every operation of the API.

@@ -174,6 +174,68 @@ type AuditEvent struct {
 	Hash   string    `json:"hash"`
 }
 
+// Flow is one partner connection through the gateway, recorded when it
+// ended: who (the peer, its organisation and group, its tunnel address),
+// to what (protocol, destination, port), how much each way, and how it
+// ended. No payload is ever recorded.
+type Flow struct {
+	Opened  time.Time `json:"opened"`
+	Closed  time.Time `json:"closed"`
+	Org     string    `json:"org"`
+	Group   string    `json:"group"`
+	Peer    string    `json:"peer"` // ORG/NAME
+	Address string    `json:"address"`
+	Proto   string    `json:"proto"` // tcp, udp, icmp, or the protocol's number
+	Dest    string    `json:"dest"`
+	Port    uint16    `json:"port,omitempty"`
+	// Out is what the partner sent, In what it received.
+	BytesOut   uint64 `json:"bytes_out"`
+	BytesIn    uint64 `json:"bytes_in"`
+	PacketsOut uint64 `json:"packets_out"`
+	PacketsIn  uint64 `json:"packets_in"`
+	// End is how it ended: FlowClosed, FlowTimedOut or FlowKilled; or
+	// FlowSummarised for a record that adds up Flows flows of the peer,
+	// beyond its budget of records, that ended between Opened and Closed.
+	End   string `json:"end"`
+	Flows uint64 `json:"flows,omitempty"`
+}
+
+// ActivityStatus says whether the activity log misses anything.
+type ActivityStatus struct {
+	// Off says why nothing is recorded ("activity-log: false", or what
+	// kept it from starting); the counts below are then zero.
+	Off string `json:"off,omitempty"`
+	// Recorded flows since the daemon started.
+	Recorded uint64 `json:"recorded"`
+	// Summarised flows were beyond their peer's budget and are counted in
+	// summary records instead.
+	Summarised uint64 `json:"summarised,omitempty"`
+	// Lost counts the times the kernel's event stream overflowed (each
+	// losing the flows that ended meanwhile); Failed, records that could
+	// not be written; LastError says why the last write failed.
+	Lost      uint64 `json:"lost"`
+	Failed    uint64 `json:"failed"`
+	LastError string `json:"last_error,omitempty"`
+}
+
+// How a flow ended.
+const (
+	// FlowClosed: the connection was closed (TCP FIN or RST).
+	FlowClosed = "closed"
+	// FlowTimedOut: it went idle until the kernel forgot it (UDP, ICMP,
+	// a TCP connection nobody closed).
+	FlowTimedOut = "timed out"
+	// FlowKilled: the gateway ended it, because the peer or its
+	// organisation lost the access it used (revoke, suspend, expiry, an
+	// ungrant, a move to another group).
+	FlowKilled = "killed"
+	// FlowSummarised: not one flow but the sum of a peer's flows beyond
+	// its budget of records (20 a second, 1,000 at once), one such record
+	// a minute: a partner opening flows in the thousands cannot push
+	// everyone's history out of the log, nor hide its own.
+	FlowSummarised = "summarised"
+)
+
 // Status describes the running gateway.
 type Status struct {
 	Version   string `json:"version"`
@@ -202,6 +264,8 @@ type Status struct {
 	// on time, and the start says which.
 	EndedWhileDown []string   `json:"ended_while_down,omitempty"`
 	DownSince      *time.Time `json:"down_since,omitempty"`
+	// Activity is the activity log's account, absent while it is off.
+	Activity *ActivityStatus `json:"activity,omitempty"`
 }
 
 // CheckHeader set to CheckMay on any request makes extranetd decide it

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -263,6 +264,44 @@ func (c *Client) Audit(ctx context.Context, f AuditQuery) ([]api.AuditEvent, err
 	}
 	var out []api.AuditEvent
 	return out, c.do(ctx, http.MethodGet, "/audit", q, nil, &out)
+}
+
+// ActivityQuery filters the partner activity log. Zero fields match
+// everything.
+type ActivityQuery struct {
+	Since, Until time.Time
+	Org          string
+	Peer         string // ORG/NAME
+	// Dest is a prefix (10.20.0.0/24) or an address.
+	Dest  string
+	Port  uint16
+	Proto string // tcp, udp, icmp, or a protocol number
+	End   string // api.FlowClosed, api.FlowTimedOut or api.FlowKilled
+	Limit int
+}
+
+// Activity returns the partner flows that match, oldest first.
+func (c *Client) Activity(ctx context.Context, f ActivityQuery) ([]api.Flow, error) {
+	q := url.Values{}
+	for k, v := range map[string]string{"org": f.Org, "peer": f.Peer, "dest": f.Dest, "proto": f.Proto, "end": f.End} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	if f.Port != 0 {
+		q.Set("port", strconv.Itoa(int(f.Port)))
+	}
+	if f.Limit != 0 {
+		q.Set("limit", strconv.Itoa(f.Limit))
+	}
+	if !f.Since.IsZero() {
+		q.Set("since", f.Since.UTC().Format(time.RFC3339))
+	}
+	if !f.Until.IsZero() {
+		q.Set("until", f.Until.UTC().Format(time.RFC3339))
+	}
+	var out []api.Flow
+	return out, c.do(ctx, http.MethodGet, "/activity", q, nil, &out)
 }
 
 // VerifyAudit checks the audit hash chain.

@@ -1,0 +1,118 @@
+package cli
+
+import (
+	"fmt"
+	"math"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/extranetgw/extranet/pkg/api"
+	"github.com/extranetgw/extranet/pkg/client"
+)
+
+func newActivityCmd(g *globals) *cobra.Command {
+	var q client.ActivityQuery
+	var since, until string
+	cmd := &cobra.Command{
+		Use:   "activity",
+		Short: "Show what partners did: their connections through the gateway, oldest first",
+		Long: `Show the partner activity log: one record per connection a partner's peer
+opened through the gateway, with the bytes each way (OUT is what the partner
+sent, IN what it received) and how it ended: closed, timed out, or killed
+(the gateway cut it because the access it used ended: a revoke, a
+suspension, an expiry, an ungrant, a move). A sponsor sees its own
+organisations' activity only.`,
+		Example: `  extranetctl activity --since 24h
+  extranetctl activity --org acme --dest 10.20.0.0/24 --port 443
+  extranetctl activity --peer acme/laptop --end killed
+  extranetctl activity --since 7d -o json | jq .`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			now := g.env.Now()
+			var err error
+			if q.Since, err = pastTime("--since", since, now); err != nil {
+				return err
+			}
+			if q.Until, err = pastTime("--until", until, now); err != nil {
+				return err
+			}
+			if q.Peer != "" {
+				if _, _, err := splitPeer(q.Peer); err != nil {
+					return err
+				}
+			}
+			// 0 is how the query says "any port", so it cannot be asked
+			// for; a flow without ports is found by --proto.
+			if cmd.Flags().Changed("port") && q.Port == 0 {
+				return usagef("--port 0: give a port from 1 to 65535")
+			}
+			if q.Limit < 1 || q.Limit > 100000 {
+				return usagef("--limit %d: give a number from 1 to 100000 (use --since and --until to page back)", q.Limit)
+			}
+			flows, err := g.client().Activity(g.ctx(), q)
+			if err != nil {
+				return err
+			}
+			if g.json() {
+				// One flow per line, so the log streams into jq or a SIEM.
+				for _, f := range flows {
+					if err := printJSONLine(g, f); err != nil {
+						return err
+					}
+				}
+				return nil
+			}
+			if len(flows) == 0 {
+				// An empty table looks like a log that is broken.
+				fmt.Fprintln(g.env.Out, "No flows matched.")
+				return nil
+			}
+			t := newTable(g.env.Out, "CLOSED", "PEER", "GROUP", "PROTO", "DEST", "OUT", "IN", "DURATION", "END")
+			for _, f := range flows {
+				t.row(f.Closed.UTC().Format(time.RFC3339), f.Peer, f.Group, f.Proto, flowDest(f),
+					bytesHuman(int64(min(f.BytesOut, math.MaxInt64))), bytesHuman(int64(min(f.BytesIn, math.MaxInt64))),
+					flowDuration(f), f.End)
+			}
+			return t.flush()
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&q.Org, "org", "", "only flows of this organisation's peers")
+	f.StringVar(&q.Peer, "peer", "", "only flows of this peer (ORG/NAME)")
+	f.StringVar(&q.Dest, "dest", "", "only flows to this `PREFIX` (10.20.0.0/24) or address")
+	f.Uint16Var(&q.Port, "port", 0, "only flows to this destination port `N`")
+	f.StringVar(&q.Proto, "proto", "", "only this protocol: tcp, udp, icmp or a protocol number")
+	f.StringVar(&q.End, "end", "", `only flows that ended so: closed, "timed out", killed, or summarised (a peer's flows over its budget, added up)`)
+	f.StringVar(&since, "since", "", "only flows that ended at or after this: `DURATION` ago (24h, 7d) or a time (2026-11-01, RFC 3339)")
+	f.StringVar(&until, "until", "", "only flows that ended before this: `DURATION` ago or a time")
+	f.IntVar(&q.Limit, "limit", 1000, "only the newest `N` flows that match (at most 100000)")
+	_ = cmd.RegisterFlagCompletionFunc("org", completeOrgs(g))
+	_ = cmd.RegisterFlagCompletionFunc("peer", completePeers(g))
+	_ = cmd.RegisterFlagCompletionFunc("proto", cobra.FixedCompletions([]string{"tcp", "udp", "icmp"}, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("end", cobra.FixedCompletions([]string{api.FlowClosed, api.FlowTimedOut, api.FlowKilled, api.FlowSummarised}, cobra.ShellCompDirectiveNoFileComp))
+	return cmd
+}
+
+// flowDest is where a flow went: addr:port ([addr]:port for IPv6), or the
+// address alone for a protocol without ports.
+func flowDest(f api.Flow) string {
+	if f.End == api.FlowSummarised {
+		return fmt.Sprintf("(%d flows)", f.Flows)
+	}
+	if f.Port == 0 {
+		return f.Dest
+	}
+	return net.JoinHostPort(f.Dest, strconv.Itoa(int(f.Port)))
+}
+
+// flowDuration is how long a flow lasted, to the second; "-" when its
+// start is unknown or after its end (a clock stepped back).
+func flowDuration(f api.Flow) string {
+	if f.Opened.IsZero() || f.Closed.Before(f.Opened) {
+		return "-"
+	}
+	return f.Closed.Sub(f.Opened).Round(time.Second).String()
+}

@@ -1,0 +1,119 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/extranetgw/extranet/pkg/api"
+)
+
+// TestActivity: what a stock partner does through the tunnel is in
+// `extranetctl activity`: an allowed connection with its peer, group,
+// destination and bytes each way, and a revoke's killed flow says so. A
+// partner of another organisation's flows are not in a filter for this one.
+func TestActivity(t *testing.T) {
+	r := NewRig(t)
+	r.Serve(r.IN1, in1Addr, "in1", tcpPorts, nil)
+	r.StartDaemon()
+	r.MustCTL("org", "create", "acme", "--grant", "10.10.1.0/24:tcp/22")
+	r.MustCTL("org", "create", "globex", "--grant", "10.10.1.0/24:tcp/443")
+	acme := r.PartnerUp(r.PA, "pa"+r.id, r.Issue("acme/laptop"))
+	defer r.PartnerDown(r.PA, acme)
+	globex := r.PartnerUp(r.PB, "pb"+r.id, r.Issue("globex/server"))
+	defer r.PartnerDown(r.PB, globex)
+
+	reaches(t, r.PA, hostPort(in1Addr, 22), "in1")
+	reaches(t, r.PB, hostPort(in1Addr, 443), "in1")
+	c := openFlow(t, r.PA, hostPort(in1Addr, 22))
+	defer c.Close()
+	payload := strings.Repeat("x", 3000)
+	if got, err := c.Echo(payload, 5*time.Second); err != nil || !strings.Contains(got, payload) {
+		t.Fatalf("echo through the tunnel: %v", err)
+	}
+	r.MustCTL("peer", "revoke", "acme/laptop", "--yes")
+
+	var killed *api.Flow
+	Eventually(t, scaled(10*time.Second), "the killed flow is in the activity log", func() error {
+		killed = nil
+		for _, f := range r.activity("--peer", "acme/laptop") {
+			if f.End == api.FlowKilled && f.Port == 22 {
+				killed = &f
+			}
+		}
+		if killed == nil {
+			return fmt.Errorf("no killed flow to port 22 of acme/laptop")
+		}
+		return nil
+	})
+	if killed.Org != "acme" || killed.Group != "default" || killed.Dest != in1Addr || killed.Proto != "tcp" ||
+		killed.BytesOut < 3000 || killed.BytesIn < 3000 || killed.PacketsOut == 0 || killed.Opened.IsZero() || killed.Closed.Before(killed.Opened) {
+		t.Errorf("the killed flow's record: %+v", *killed)
+	}
+	for _, f := range r.activity("--org", "acme") {
+		if f.Org != "acme" || strings.HasPrefix(f.Peer, "globex/") {
+			t.Errorf("--org acme shows another organisation's flow: %+v", f)
+		}
+	}
+	if out := r.MustCTL("activity", "--peer", "acme/laptop"); !strings.Contains(out, "acme/laptop") || !strings.Contains(out, "killed") {
+		t.Errorf("the table:\n%s", out)
+	}
+	var st api.Status
+	if err := json.Unmarshal([]byte(r.MustCTL("status", "-o", "json")), &st); err != nil || st.Activity == nil ||
+		st.Activity.Recorded < 2 || st.Activity.Lost != 0 || st.Activity.Failed != 0 {
+		t.Errorf("status's account of the activity log: %+v, %v", st.Activity, err)
+	}
+	if st := r.DaemonLog(); strings.Contains(st, "activity: the conntrack event socket failed") {
+		t.Errorf("the event socket failed:\n%s", tail(st, 20))
+	}
+}
+
+// activity returns `extranetctl activity ARGS -o json`'s flows.
+func (r *Rig) activity(args ...string) []api.Flow {
+	r.t.Helper()
+	out := r.MustCTL(append([]string{"activity", "-o", "json"}, args...)...)
+	var flows []api.Flow
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if line == "" || !strings.HasPrefix(line, "{") {
+			continue
+		}
+		var f api.Flow
+		if err := json.Unmarshal([]byte(line), &f); err != nil {
+			r.t.Fatalf("activity -o json: %v: %s", err, line)
+		}
+		flows = append(flows, f)
+	}
+	return flows
+}
+
+// TestActivityFailureKeepsGatewayUp: an activity log that cannot start (its
+// directory cannot be made) leaves the gateway running, and status says why
+// nothing is recorded.
+func TestActivityFailureKeepsGatewayUp(t *testing.T) {
+	controlPlane(t)
+	r := NewRig(t)
+	r.Serve(r.IN1, in1Addr, "in1", tcpPorts, nil)
+	state := filepath.Join(r.Dir, "state")
+	if err := os.MkdirAll(state, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(state, "activity"), []byte("not a directory"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r.StartDaemon()
+	r.MustCTL("org", "create", "acme", "--grant", "10.10.1.0/24:tcp/22")
+	conf := r.PartnerUp(r.PA, "pa"+r.id, r.Issue("acme/laptop"))
+	defer r.PartnerDown(r.PA, conf)
+	reaches(t, r.PA, hostPort(in1Addr, 22), "in1")
+	var st api.Status
+	if err := json.Unmarshal([]byte(r.MustCTL("status", "-o", "json")), &st); err != nil || st.Activity == nil || st.Activity.Off == "" {
+		t.Errorf("status does not say the activity log is off: %+v, %v", st.Activity, err)
+	}
+	if out := r.MustCTL("status"); !strings.Contains(out, "Activity:        off: ") {
+		t.Errorf("status:\n%s", out)
+	}
+}

@@ -1,0 +1,428 @@
+// Package flowlog records what partners did: each connection a partner
+// opened through the gateway, when it ended, as an api.Flow. It listens to
+// the gateway namespace's conntrack DESTROY events, which (with the
+// namespace's nf_conntrack_acct and nf_conntrack_timestamp on) carry the
+// start and end times and the bytes and packets each way, so one event per
+// connection is enough: NEW and UPDATE events would multiply the volume.
+package flowlog
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ti-mo/conntrack"
+	"github.com/ti-mo/netfilter"
+
+	"github.com/extranetgw/extranet/pkg/api"
+)
+
+// Tuple names a flow by its original direction.
+type Tuple struct {
+	Proto        uint8
+	Src, Dst     netip.Addr
+	SPort, DPort uint16
+}
+
+// Kills remembers the flows the gateway deleted itself, so that their
+// DESTROY event, which looks like any other, is told apart: the flow was
+// killed because its access ended. Entries are forgotten after a while
+// whether or not their event came.
+type Kills struct {
+	mu    sync.Mutex
+	m     map[Tuple]kill
+	swept time.Time
+}
+
+// kill is when a flow of a tuple was last deleted, and how many of its
+// flows (ICMP and other portless ones share one) await their event.
+type kill struct {
+	at time.Time
+	n  int
+}
+
+// killMemory is how long a kill waits for its event.
+const killMemory = time.Minute
+
+// Killed notes that the gateway is deleting a flow (conntrack.Kernel's
+// Killed).
+func (k *Kills) Killed(proto uint8, src, dst netip.Addr, sport, dport uint16) {
+	k.Mark(Tuple{Proto: proto, Src: src, Dst: dst, SPort: sport, DPort: dport})
+}
+
+// Mark notes that the gateway is deleting the flow t.
+func (k *Kills) Mark(t Tuple) {
+	now := time.Now()
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.m == nil {
+		k.m = map[Tuple]kill{}
+	}
+	k.m[t] = kill{at: now, n: k.m[t].n + 1}
+	if now.Sub(k.swept) > killMemory {
+		for t, c := range k.m {
+			if now.Sub(c.at) > killMemory {
+				delete(k.m, t)
+			}
+		}
+		k.swept = now
+	}
+}
+
+// take tells whether t was killed by the gateway, and forgets one kill.
+func (k *Kills) take(t Tuple) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	c, ok := k.m[t]
+	if !ok {
+		return false
+	}
+	if c.n--; c.n <= 0 {
+		delete(k.m, t)
+	} else {
+		k.m[t] = c
+	}
+	return time.Since(c.at) <= killMemory
+}
+
+// Who is the peer behind a tunnel address.
+type Who struct {
+	Org, Name, Group string
+}
+
+// Directory names the peer that held a tunnel address.
+type Directory interface {
+	Lookup(netip.Addr) (Who, bool)
+}
+
+// Options configure a Listener.
+type Options struct {
+	// Tunnel is the partners' network: flows from it are recorded.
+	Tunnel netip.Prefix
+	// Do runs fn in the gateway namespace, where the socket must be made.
+	Do        func(fn func() error) error
+	Directory Directory
+	Kills     *Kills
+	// Record takes each flow; it must not block for long.
+	Record func(api.Flow) error
+	Logger *slog.Logger
+}
+
+// Listener turns conntrack events into flow records.
+type Listener struct {
+	o Options
+
+	recorded, lost, failed, summarised atomic.Uint64
+	lastErr                            atomic.Value // string
+
+	// Owned by the goroutine of Run: each partner address's budget.
+	budgets map[netip.Addr]*budget
+}
+
+// New returns a Listener; Run starts it.
+func New(o Options) *Listener { return &Listener{o: o, budgets: map[netip.Addr]*budget{}} }
+
+// Stats are the Listener's counters since it started.
+type Stats struct {
+	// Recorded flows; Lost: times the event socket failed (its buffer
+	// overflowed, say), each losing the flows that ended meanwhile;
+	// Failed records (Record returned an error); Summarised flows,
+	// beyond their peer's budget, counted in summary records instead.
+	Recorded, Lost, Failed, Summarised uint64
+	// LastError is why the event socket last failed, "" if it never did.
+	LastError string
+}
+
+// Stats returns the counters.
+func (l *Listener) Stats() Stats {
+	e, _ := l.lastErr.Load().(string)
+	return Stats{Recorded: l.recorded.Load(), Lost: l.lost.Load(), Failed: l.failed.Load(), Summarised: l.summarised.Load(), LastError: e}
+}
+
+// A peer's budget of records: a partner that opens flows faster (a UDP
+// sweep of source ports, say) would otherwise rotate everyone's history
+// out of the log within minutes. What is over the budget is not lost: it
+// is added up into one summary record per peer and minute.
+const (
+	budgetRate   = 20   // records per second, per peer
+	budgetBurst  = 1000 // records at once
+	summaryEvery = time.Minute
+)
+
+type budget struct {
+	tokens float64
+	last   time.Time
+	over   api.Flow // the summary being added up; Flows == 0: none
+}
+
+// admit spends one of f's peer's records, or adds f to its summary.
+func (l *Listener) admit(addr netip.Addr, f api.Flow, now time.Time) bool {
+	b := l.budgets[addr]
+	if b == nil {
+		b = &budget{tokens: budgetBurst, last: now}
+		l.budgets[addr] = b
+	}
+	b.tokens = min(budgetBurst, b.tokens+now.Sub(b.last).Seconds()*budgetRate)
+	b.last = now
+	if b.tokens >= 1 {
+		b.tokens--
+		return true
+	}
+	o := &b.over
+	if o.Flows == 0 {
+		*o = api.Flow{Opened: f.Opened, Org: f.Org, Group: f.Group, Peer: f.Peer, Address: f.Address, End: api.FlowSummarised}
+	}
+	o.Flows++
+	o.Opened = minTime(o.Opened, f.Opened)
+	o.Closed = maxTime(o.Closed, f.Closed)
+	o.BytesOut += f.BytesOut
+	o.BytesIn += f.BytesIn
+	o.PacketsOut += f.PacketsOut
+	o.PacketsIn += f.PacketsIn
+	l.summarised.Add(1)
+	return false
+}
+
+// flushSummaries records the summaries added up, and forgets budgets left
+// full for a while.
+func (l *Listener) flushSummaries(now time.Time) {
+	for addr, b := range l.budgets {
+		if b.over.Flows > 0 {
+			l.record(b.over)
+			b.over = api.Flow{}
+		}
+		if now.Sub(b.last) > 10*summaryEvery {
+			delete(l.budgets, addr)
+		}
+	}
+}
+
+func (l *Listener) record(f api.Flow) {
+	if err := l.o.Record(f); err != nil {
+		if l.failed.Add(1) == 1 {
+			l.o.Logger.Error("activity: a flow could not be recorded", "err", err)
+		}
+		return
+	}
+	l.recorded.Add(1)
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
+		return b
+	}
+	return a
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+// readBuffer is the event socket's receive buffer. With the default 208
+// KiB a burst of 10,000 new flows/s lost half its events; 4 MiB was
+// lossless at 20,000/s (issue #26's measurements).
+const readBuffer = 4 << 20
+
+// EnableAccounting turns on what DESTROY events need to carry times and
+// counters. It must run in the gateway namespace (inside Options.Do).
+func EnableAccounting() error {
+	for _, p := range []string{"/proc/sys/net/netfilter/nf_conntrack_acct", "/proc/sys/net/netfilter/nf_conntrack_timestamp"} {
+		if err := os.WriteFile(p, []byte("1\n"), 0o644); err != nil {
+			return fmt.Errorf("turn on %s: %w", p, err)
+		}
+	}
+	return nil
+}
+
+// Run listens until ctx ends. A receive error (an overflow among them)
+// closes the socket: it is counted, logged and the socket made again, so
+// the log resumes.
+func (l *Listener) Run(ctx context.Context) error {
+	if err := l.o.Do(EnableAccounting); err != nil {
+		return err
+	}
+	tick := time.NewTicker(summaryEvery)
+	defer tick.Stop()
+	defer l.flushSummaries(time.Now())
+	for backoff := 100 * time.Millisecond; ; {
+		began := time.Now()
+		err := l.listen(ctx, tick.C)
+		if ctx.Err() != nil {
+			return nil
+		}
+		l.lastErr.Store(err.Error())
+		l.o.Logger.Warn("activity: the conntrack event socket failed; making it again", "err", err)
+		if time.Since(began) > time.Minute {
+			// It worked for a while: this failure is not the last one's.
+			backoff = 100 * time.Millisecond
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+func (l *Listener) listen(ctx context.Context, tick <-chan time.Time) error {
+	var c *conntrack.Conn
+	if err := l.o.Do(func() error {
+		var err error
+		c, err = conntrack.Dial(nil)
+		return err
+	}); err != nil {
+		return fmt.Errorf("open a conntrack socket in the gateway namespace: %w", err)
+	}
+	if err := c.SetReadBuffer(readBuffer); err != nil {
+		c.Close()
+		return fmt.Errorf("conntrack socket buffer: %w", err)
+	}
+	// An overflow (ENOBUFS) ends the worker with an error: Run counts it
+	// as a loss and makes the socket again. NETLINK_NO_ENOBUFS would keep
+	// the stream going but hide the loss.
+	events := make(chan conntrack.Event, 1024)
+	errs, err := c.Listen(events, 1, []netfilter.NetlinkGroup{netfilter.GroupCTDestroy})
+	if err != nil {
+		c.Close()
+		return fmt.Errorf("listen to conntrack events: %w", err)
+	}
+	// Close waits for the socket's worker, which may be blocked handing
+	// over an event or an error: both keep being taken until it is done,
+	// the events received recorded.
+	closeDraining := func() {
+		done := make(chan struct{})
+		go func() { c.Close(); close(done) }()
+		for {
+			select {
+			case <-done:
+				for {
+					select {
+					case ev := <-events:
+						l.handle(ev)
+					default:
+						return
+					}
+				}
+			case ev := <-events:
+				l.handle(ev)
+			case <-errs:
+			}
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			closeDraining()
+			return nil
+		case err := <-errs:
+			// Whatever the kernel had for a socket it dropped is gone.
+			l.lost.Add(1)
+			closeDraining()
+			return err
+		case now := <-tick:
+			l.flushSummaries(now)
+		case ev := <-events:
+			l.handle(ev)
+		}
+	}
+}
+
+func (l *Listener) handle(ev conntrack.Event) {
+	if ev.Type != conntrack.EventDestroy || ev.Flow == nil {
+		return
+	}
+	f, ok := l.flow(ev.Flow)
+	if !ok {
+		return
+	}
+	if l.admit(ev.Flow.TupleOrig.IP.SourceAddress.Unmap(), f, time.Now()) {
+		l.record(f)
+	}
+}
+
+// flow makes the record of a flow that ended, if a partner opened it.
+func (l *Listener) flow(f *conntrack.Flow) (api.Flow, bool) {
+	t := Tuple{
+		Proto: f.TupleOrig.Proto.Protocol,
+		Src:   f.TupleOrig.IP.SourceAddress.Unmap(), Dst: f.TupleOrig.IP.DestinationAddress.Unmap(),
+		SPort: f.TupleOrig.Proto.SourcePort, DPort: f.TupleOrig.Proto.DestinationPort,
+	}
+	if !l.o.Tunnel.Contains(t.Src) {
+		return api.Flow{}, false
+	}
+	// A flow the sweep deleted that had closed already (both ways: in
+	// TIME_WAIT or CLOSE) ended by itself; one half closed did not.
+	end := ending(f)
+	if l.o.Kills != nil && l.o.Kills.take(t) && !closedBothWays(f) {
+		end = api.FlowKilled
+	}
+	return Record(t, f.Timestamp.Start, f.Timestamp.Stop, f.CountersOrig, f.CountersReply, end, l.o.Directory), true
+}
+
+// TCP states of conntrack at a flow's end (nf_conntrack_tcp.h): a flow
+// that got as far as a FIN or RST was closed; one that did not, timed out.
+const (
+	tcpFinWait   = 4
+	tcpCloseWait = 5
+	tcpLastAck   = 6
+	tcpTimeWait  = 7
+	tcpClose     = 8
+)
+
+func closedBothWays(f *conntrack.Flow) bool {
+	return f.ProtoInfo.TCP != nil && (f.ProtoInfo.TCP.State == tcpTimeWait || f.ProtoInfo.TCP.State == tcpClose)
+}
+
+func ending(f *conntrack.Flow) string {
+	if f.TupleOrig.Proto.Protocol == 6 && f.ProtoInfo.TCP != nil {
+		switch f.ProtoInfo.TCP.State {
+		case tcpFinWait, tcpCloseWait, tcpLastAck, tcpTimeWait, tcpClose:
+			return api.FlowClosed
+		}
+	}
+	return api.FlowTimedOut
+}
+
+// Record makes a flow record: pure, for tests.
+func Record(t Tuple, opened, closed time.Time, out, in conntrack.Counter, end string, dir Directory) api.Flow {
+	if closed.IsZero() {
+		closed = time.Now()
+	}
+	r := api.Flow{
+		Opened: opened.UTC(), Closed: closed.UTC(),
+		Address: t.Src.String(), Dest: t.Dst.String(), Proto: protoName(t.Proto),
+		BytesOut: out.Bytes, PacketsOut: out.Packets, BytesIn: in.Bytes, PacketsIn: in.Packets,
+		End: end,
+	}
+	if t.Proto == 6 || t.Proto == 17 {
+		r.Port = t.DPort
+	}
+	if dir != nil {
+		if w, ok := dir.Lookup(t.Src); ok {
+			r.Org, r.Group, r.Peer = w.Org, w.Group, w.Org+"/"+w.Name
+		}
+	}
+	return r
+}
+
+func protoName(p uint8) string {
+	switch p {
+	case 1:
+		return "icmp"
+	case 6:
+		return "tcp"
+	case 17:
+		return "udp"
+	}
+	return strconv.Itoa(int(p))
+}

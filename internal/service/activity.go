@@ -1,0 +1,46 @@
+package service
+
+import (
+	"context"
+	"slices"
+	"strings"
+
+	"github.com/extranetgw/extranet/internal/activity"
+	"github.com/extranetgw/extranet/pkg/api"
+)
+
+// ActivityReader reads the partner activity log (activity.Log).
+type ActivityReader interface {
+	Read(activity.Query) ([]api.Flow, error)
+}
+
+// Activity returns the partner flows q matches, oldest first. A caller who
+// may see only some organisations has them in q.Orgs; a query about
+// another organisation is refused, not answered empty, so it cannot be
+// mistaken for an organisation whose partners did nothing.
+func (s *Service) Activity(ctx context.Context, q activity.Query) ([]api.Flow, error) {
+	if s.opts.Activity == nil {
+		return nil, api.Errorf(api.CodeNotFound, "activity logging is off: this extranetd keeps no log of partner activity; set activity-log: true in its config (or --activity-log) and restart it")
+	}
+	if q.Orgs != nil {
+		for _, org := range []string{q.Org, orgOf(q.Peer)} {
+			if org != "" && !slices.Contains(q.Orgs, org) {
+				return nil, api.Errorf(api.CodeForbidden, "%s may not read the activity of organisation %s: that needs the role admin, auditor or sponsor of %s", Actor(ctx), org, org)
+			}
+		}
+	}
+	flows, err := s.opts.Activity.Read(q)
+	if err != nil {
+		return nil, asAPIError(err)
+	}
+	if flows == nil {
+		flows = []api.Flow{}
+	}
+	return flows, nil
+}
+
+// orgOf is the organisation of a peer named ORG/NAME.
+func orgOf(peer string) string {
+	org, _, _ := strings.Cut(peer, "/")
+	return org
+}
