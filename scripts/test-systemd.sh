@@ -287,6 +287,10 @@ check "socket root:extranet 0660 in /run/extranet root:extranet 0750; state 0700
 check "no TCP listener" no_tcp
 check "a member of extranet uses extranetctl" in_box runuser -u alice -- extranetctl status
 check "a user outside it is refused" bob_refused
+# The unit's sandbox lets it turn on conntrack accounting in the gateway
+# namespace (ReadWritePaths=/proc/sys/net), which the activity log needs.
+activity_on() { out=$(in_box extranetctl status) && grep -q '^Activity: .*flows recorded' <<<"$out"; }
+check "the activity log records (status: Activity … flows recorded)" activity_on
 if in_box runuser -u alice -- extranetctl org create acme --grant 10.77.1.10/32:tcp/8080 >/dev/null; then
 	# The config as issued (stdout alone), routed wider than the grant, as
 	# a partner may edit it: the gateway decides.

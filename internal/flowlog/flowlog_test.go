@@ -72,7 +72,7 @@ func TestKills(t *testing.T) {
 	}
 }
 
-func TestStoreDirectoryKeepsTheRevoked(t *testing.T) {
+func TestStoreDirectoryOfAnEmptyStore(t *testing.T) {
 	db, err := store.Open(filepath.Join(t.TempDir(), "s.db"), time.Second)
 	if err != nil {
 		t.Fatal(err)
