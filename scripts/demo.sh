@@ -164,6 +164,11 @@ done
 echo
 ctl audit
 echo
+# What the partners did: the connections the probes made, as the gateway
+# forgot them (the revoke ended acme/laptop's at once; the others come when
+# their TIME_WAIT is over, two minutes after they closed).
+ctl activity
+echo
 if [ -t 0 ] && [ -z "${CI:-}" ]; then
 	read -r -p "demo: press Enter to remove the sandbox " _
 fi

@@ -215,10 +215,26 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 		actLog = act
 		peers := flowlog.NewStoreDirectory(db)
 		applier, acts = changeNotifier{Applier: rec, changed: peers.Changed}, act
+		record := act.Append
+		if mets != nil {
+			record = func(f api.Flow) error {
+				if err := act.Append(f); err != nil {
+					return err
+				}
+				mets.Flow(f)
+				return nil
+			}
+		}
 		flows = flowlog.New(flowlog.Options{
 			Tunnel: st.Plan.Network, Do: ns.Do, Directory: peers, Kills: kills,
-			Record: act.Append, Logger: log,
+			Record: record, Logger: log,
 		})
+		if mets != nil {
+			mets.Activity(func() metrics.ActivityCounts {
+				st := flows.Stats()
+				return metrics.ActivityCounts{Summarised: st.Summarised, Lost: st.Lost, Failed: st.Failed}
+			})
+		}
 	}
 	svc := service.New(service.Options{
 		DB: db, Plan: st.Plan, Applier: applier, Activity: acts,

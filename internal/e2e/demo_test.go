@@ -41,7 +41,7 @@ func TestDemo(t *testing.T) {
 	if err != nil {
 		t.Fatalf("make demo: %v\n%s", err, tail(out.String(), 60))
 	}
-	for _, want := range []string{" allowed", " denied", "request approve", "peer.revoke", "demo: removed the sandbox"} {
+	for _, want := range []string{" allowed", " denied", "request approve", "peer.revoke", "$ extranetctl activity", "acme/laptop  default  tcp", "demo: removed the sandbox"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("make demo did not print %q:\n%s", want, tail(out.String(), 60))
 		}

@@ -24,6 +24,8 @@ type Metrics struct {
 	reconcileErrors  prometheus.Counter
 	repairs          prometheus.Counter
 	expiry           *prometheus.CounterVec
+	flows            *prometheus.CounterVec
+	flowBytes        *prometheus.CounterVec
 }
 
 // New registers every metric. db is read at scrape time; onlineWindow says
@@ -48,6 +50,14 @@ func New(db *store.DB, onlineWindow time.Duration) *Metrics {
 			Name: "extranet_expiry_actions_total",
 			Help: "Peers and organisations retired by expire, by resulting state.",
 		}, []string{"to"}),
+		flows: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "extranet_activity_flows_total",
+			Help: "Partner connections recorded in the activity log, by organisation and how they ended (a summary record counts the flows it adds up).",
+		}, []string{"org", "end"}),
+		flowBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "extranet_activity_bytes_total",
+			Help: "Bytes of the partner connections recorded, by organisation and direction (out: sent by the partner).",
+		}, []string{"org", "direction"}),
 	}
 	// Every state expire retires to is shown from the start, at 0: a
 	// series that appears only with its first action is invisible to
@@ -55,7 +65,7 @@ func New(db *store.DB, onlineWindow time.Duration) *Metrics {
 	for _, to := range []string{api.StateSuspended, api.StateRevoked, api.StateExpired} {
 		m.expiry.WithLabelValues(to)
 	}
-	m.reg.MustRegister(m.reconcileSeconds, m.reconcileErrors, m.repairs, m.expiry,
+	m.reg.MustRegister(m.reconcileSeconds, m.reconcileErrors, m.repairs, m.expiry, m.flows, m.flowBytes,
 		&storeCollector{db: db, online: onlineWindow},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -68,6 +78,40 @@ func (m *Metrics) Reconciled(took time.Duration, err error, repairs int) {
 		m.reconcileErrors.Inc()
 	}
 	m.repairs.Add(float64(repairs))
+}
+
+// Flow counts one record of the activity log.
+func (m *Metrics) Flow(f api.Flow) {
+	n := float64(1)
+	if f.End == api.FlowSummarised {
+		n = float64(f.Flows)
+	}
+	m.flows.WithLabelValues(f.Org, f.End).Add(n)
+	m.flowBytes.WithLabelValues(f.Org, "out").Add(float64(f.BytesOut))
+	m.flowBytes.WithLabelValues(f.Org, "in").Add(float64(f.BytesIn))
+}
+
+// ActivityCounts are the activity log's own counts.
+type ActivityCounts struct {
+	Summarised, Lost, Failed uint64
+}
+
+// Activity serves what the activity log missed, or added up, read from
+// counts at scrape time: an alert on lost records needs a series from the
+// start. Call it once.
+func (m *Metrics) Activity(counts func() ActivityCounts) {
+	for _, c := range []struct {
+		name, help string
+		get        func(ActivityCounts) uint64
+	}{
+		{"extranet_activity_lost_total", "Times the kernel's stream of ended connections failed (an overflow), each losing the records of what ended meanwhile.", func(a ActivityCounts) uint64 { return a.Lost }},
+		{"extranet_activity_write_failures_total", "Activity records that could not be written.", func(a ActivityCounts) uint64 { return a.Failed }},
+		{"extranet_activity_summarised_total", "Partner connections beyond their peer's budget of records, added up in summary records.", func(a ActivityCounts) uint64 { return a.Summarised }},
+	} {
+		get := c.get
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: c.name, Help: c.help},
+			func() float64 { return float64(get(counts())) }))
+	}
 }
 
 // Expired records what expire did.

@@ -137,3 +137,36 @@ func TestExpiryActionsFromTheStart(t *testing.T) {
 		}
 	}
 }
+
+// TestActivityCounters: flows by organisation and ending (a summary counts
+// the flows it adds up), their bytes each way, and what the log missed,
+// at 0 from the start.
+func TestActivityCounters(t *testing.T) {
+	db, err := store.Open(filepath.Join(t.TempDir(), "state.db"), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	m := New(db, time.Minute)
+	lost := uint64(0)
+	m.Activity(func() ActivityCounts { return ActivityCounts{Lost: lost} })
+	h := m.Handler(func() error { return nil })
+	if _, body := scrape(t, h, "/metrics"); !strings.Contains(body, "extranet_activity_lost_total 0") || !strings.Contains(body, "extranet_activity_summarised_total 0") {
+		t.Errorf("the activity log's own counts are not there from the start:\n%s", body)
+	}
+	m.Flow(api.Flow{Org: "acme", End: api.FlowClosed, BytesOut: 100, BytesIn: 2000})
+	m.Flow(api.Flow{Org: "acme", End: api.FlowSummarised, Flows: 40, BytesOut: 4000})
+	lost = 2
+	_, body := scrape(t, h, "/metrics")
+	for _, want := range []string{
+		`extranet_activity_flows_total{end="closed",org="acme"} 1`,
+		`extranet_activity_flows_total{end="summarised",org="acme"} 40`,
+		`extranet_activity_bytes_total{direction="out",org="acme"} 4100`,
+		`extranet_activity_bytes_total{direction="in",org="acme"} 2000`,
+		`extranet_activity_lost_total 2`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("no %s in:\n%s", want, body)
+		}
+	}
+}
