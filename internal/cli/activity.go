@@ -31,18 +31,9 @@ organisations' activity only.`,
   extranetctl activity --since 7d -o json | jq .`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			now := g.env.Now()
 			var err error
-			if q.Since, err = pastTime("--since", since, now); err != nil {
+			if q.Since, q.Until, err = window(since, until, q.Peer, g.env.Now()); err != nil {
 				return err
-			}
-			if q.Until, err = pastTime("--until", until, now); err != nil {
-				return err
-			}
-			if q.Peer != "" {
-				if _, _, err := splitPeer(q.Peer); err != nil {
-					return err
-				}
 			}
 			// 0 is how the query says "any port", so it cannot be asked
 			// for; a flow without ports is found by --proto.

@@ -21,18 +21,9 @@ func newAuditCmd(g *globals) *cobra.Command {
   extranetctl audit -o json | jq .`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			now := g.env.Now()
 			var err error
-			if q.Since, err = pastTime("--since", since, now); err != nil {
+			if q.Since, q.Until, err = window(since, until, q.Peer, g.env.Now()); err != nil {
 				return err
-			}
-			if q.Until, err = pastTime("--until", until, now); err != nil {
-				return err
-			}
-			if q.Peer != "" {
-				if _, _, err := splitPeer(q.Peer); err != nil {
-					return err
-				}
 			}
 			evs, err := g.client().Audit(g.ctx(), q)
 			if err != nil {
@@ -115,4 +106,18 @@ func newAuditVerifyCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// window reads --since and --until of a log query, and checks its --peer.
+func window(since, until, peer string, now time.Time) (from, to time.Time, err error) {
+	if from, err = pastTime("--since", since, now); err != nil {
+		return
+	}
+	if to, err = pastTime("--until", until, now); err != nil {
+		return
+	}
+	if peer != "" {
+		_, _, err = splitPeer(peer)
+	}
+	return
 }
