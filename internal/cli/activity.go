@@ -23,7 +23,9 @@ func newActivityCmd(g *globals) *cobra.Command {
 opened through the gateway, with the bytes each way (OUT is what the partner
 sent, IN what it received) and how it ended: closed, timed out, or killed
 (the gateway cut it because the access it used ended: a revoke, a
-suspension, an expiry, an ungrant, a move). A sponsor sees its own
+suspension, an expiry, an ungrant, a move). A peer's flows beyond its
+budget of records (20 a second) are summarised: one record a minute per
+destination with how many there were. A sponsor sees its own
 organisations' activity only.`,
 		Example: `  extranetctl activity --since 24h
   extranetctl activity --org acme --dest 10.20.0.0/24 --port 443
@@ -90,8 +92,11 @@ organisations' activity only.`,
 // flowDest is where a flow went: addr:port ([addr]:port for IPv6), or the
 // address alone for a protocol without ports.
 func flowDest(f api.Flow) string {
+	if f.End == api.FlowSummarised && f.Dest == "" {
+		return fmt.Sprintf("%d flows elsewhere", f.Flows)
+	}
 	if f.End == api.FlowSummarised {
-		return fmt.Sprintf("(%d flows)", f.Flows)
+		return fmt.Sprintf("%s (%d flows)", flowDest(api.Flow{Dest: f.Dest, Port: f.Port}), f.Flows)
 	}
 	if f.Port == 0 {
 		return f.Dest

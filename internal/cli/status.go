@@ -85,7 +85,7 @@ extranetd and go on with extranetctl.`,
 			} else if a != nil {
 				line := fmt.Sprintf("%d flows recorded", a.Recorded)
 				if a.Summarised > 0 {
-					line += fmt.Sprintf(", %d more added up in summaries (peers over their budget)", a.Summarised)
+					line = fmt.Sprintf("%d records written; %d flows of peers over their budget added up in summaries", a.Recorded, a.Summarised)
 				}
 				if a.Lost > 0 || a.Failed > 0 {
 					line += fmt.Sprintf("; MISSING SOME: the event stream failed %d times, %d records not written", a.Lost, a.Failed)

@@ -128,10 +128,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 	}
 	// The flows the sweep kills are told apart in the activity log.
 	kills := &flowlog.Kills{}
-	sweeper := conntrack.Kernel{NL: ns.Netlink()}
-	if cfg.ActivityLog {
-		sweeper.Killed = kills.Killed
-	}
+	sweeper := conntrack.Kernel{NL: ns.Netlink(), Killed: kills.Killed}
 	rec := reconcile.New(reconcile.Options{
 		DB: db, Firewall: dp, Sweeper: sweeper,
 		Host: hostFacts(st.Link, cfg.EgressInterfaces, forwarded),
@@ -237,7 +234,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 		}
 	}
 	svc := service.New(service.Options{
-		DB: db, Plan: st.Plan, Applier: applier, Activity: acts,
+		DB: db, Plan: st.Plan, Applier: applier, Activity: acts, ActivityOff: activityFailed(cfg.ActivityLog, activityOff),
 		Runtime:  runtime{rec: rec, info: info, netns: cfg.NetNS, veth: cfg.HostVeth, flows: flows, acts: actLog, activityOff: activityOff},
 		Endpoint: cfg.Endpoint, DNS: cfg.ClientDNS, MTU: cfg.MTU, ApplyTimeout: cfg.ApplyTimeout,
 		GatewayPublicKey: info.PublicKey.String(), MaxPeerLifetime: st.MaxPeerLifetime,
@@ -307,6 +304,15 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 	}
 	log.Info("extranetd stopped; firewall rules stay in place")
 	return err
+}
+
+// activityFailed is why the activity log is off although the config has it
+// on; "" otherwise.
+func activityFailed(on bool, off string) string {
+	if !on {
+		return ""
+	}
+	return off
 }
 
 // changeNotifier tells the activity log's directory of peers that the store

@@ -116,4 +116,7 @@ func TestActivityFailureKeepsGatewayUp(t *testing.T) {
 	if out := r.MustCTL("status"); !strings.Contains(out, "Activity:        off: ") {
 		t.Errorf("status:\n%s", out)
 	}
+	if _, stderr, code := r.CTL("activity"); code == 0 || !strings.Contains(stderr, "not a directory") {
+		t.Errorf("extranetctl activity does not say why the log is off: exit %d, %s", code, stderr)
+	}
 }

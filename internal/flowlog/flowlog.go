@@ -35,6 +35,9 @@ type Tuple struct {
 // killed because its access ended. Entries are forgotten after a while
 // whether or not their event came.
 type Kills struct {
+	// on while a Listener runs to take them; marks made otherwise would
+	// wait for nobody.
+	on    atomic.Bool
 	mu    sync.Mutex
 	m     map[Tuple]kill
 	swept time.Time
@@ -58,13 +61,20 @@ func (k *Kills) Killed(proto uint8, src, dst netip.Addr, sport, dport uint16) {
 
 // Mark notes that the gateway is deleting the flow t.
 func (k *Kills) Mark(t Tuple) {
+	if !k.on.Load() {
+		return
+	}
 	now := time.Now()
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.m == nil {
 		k.m = map[Tuple]kill{}
 	}
-	k.m[t] = kill{at: now, n: k.m[t].n + 1}
+	c := k.m[t]
+	if now.Sub(c.at) > killMemory {
+		c.n = 0 // a stale mark whose event never came
+	}
+	k.m[t] = kill{at: now, n: c.n + 1}
 	if now.Sub(k.swept) > killMemory {
 		for t, c := range k.m {
 			if now.Sub(c.at) > killMemory {
@@ -148,21 +158,36 @@ func (l *Listener) Stats() Stats {
 // A peer's budget of records: a partner that opens flows faster (a UDP
 // sweep of source ports, say) would otherwise rotate everyone's history
 // out of the log within minutes. What is over the budget is not lost: it
-// is added up into one summary record per peer and minute.
+// is added up into summary records, one a minute per destination (up to
+// summaryKeys of them, the rest in one more), so where the flows went and
+// how much they carried stays. A flow the gateway killed is always
+// recorded: kills are the gateway's own doing, and what a revoke ended is
+// what an admin looks for.
 const (
 	budgetRate   = 20   // records per second, per peer
 	budgetBurst  = 1000 // records at once
 	summaryEvery = time.Minute
+	summaryKeys  = 50 // destinations summarised per peer and minute
 )
 
 type budget struct {
 	tokens float64
 	last   time.Time
-	over   api.Flow // the summary being added up; Flows == 0: none
+	over   map[summaryKey]*api.Flow // the summaries being added up
 }
 
-// admit spends one of f's peer's records, or adds f to its summary.
+// summaryKey is what a summary keeps of its flows; the zero key adds up
+// the destinations beyond summaryKeys.
+type summaryKey struct {
+	proto, dest string
+	port        uint16
+}
+
+// admit spends one of f's peer's records, or adds f to its summaries.
 func (l *Listener) admit(addr netip.Addr, f api.Flow, now time.Time) bool {
+	if f.End == api.FlowKilled {
+		return true
+	}
 	b := l.budgets[addr]
 	if b == nil {
 		b = &budget{tokens: budgetBurst, last: now}
@@ -174,9 +199,18 @@ func (l *Listener) admit(addr netip.Addr, f api.Flow, now time.Time) bool {
 		b.tokens--
 		return true
 	}
-	o := &b.over
-	if o.Flows == 0 {
-		*o = api.Flow{Opened: f.Opened, Org: f.Org, Group: f.Group, Peer: f.Peer, Address: f.Address, End: api.FlowSummarised}
+	if b.over == nil {
+		b.over = map[summaryKey]*api.Flow{}
+	}
+	k := summaryKey{proto: f.Proto, dest: f.Dest, port: f.Port}
+	if _, ok := b.over[k]; !ok && len(b.over) >= summaryKeys {
+		k = summaryKey{}
+	}
+	o := b.over[k]
+	if o == nil {
+		o = &api.Flow{Opened: f.Opened, Org: f.Org, Group: f.Group, Peer: f.Peer, Address: f.Address,
+			Proto: k.proto, Dest: k.dest, Port: k.port, End: api.FlowSummarised}
+		b.over[k] = o
 	}
 	o.Flows++
 	o.Opened = minTime(o.Opened, f.Opened)
@@ -193,10 +227,10 @@ func (l *Listener) admit(addr netip.Addr, f api.Flow, now time.Time) bool {
 // full for a while.
 func (l *Listener) flushSummaries(now time.Time) {
 	for addr, b := range l.budgets {
-		if b.over.Flows > 0 {
-			l.record(b.over)
-			b.over = api.Flow{}
+		for _, o := range b.over {
+			l.record(*o)
 		}
+		b.over = nil
 		if now.Sub(b.last) > 10*summaryEvery {
 			delete(l.budgets, addr)
 		}
@@ -248,7 +282,13 @@ func EnableAccounting() error {
 // the log resumes.
 func (l *Listener) Run(ctx context.Context) error {
 	if err := l.o.Do(EnableAccounting); err != nil {
+		l.lastErr.Store(err.Error())
+		l.lost.Add(1)
 		return err
+	}
+	if l.o.Kills != nil {
+		l.o.Kills.on.Store(true)
+		defer l.o.Kills.on.Store(false)
 	}
 	tick := time.NewTicker(summaryEvery)
 	defer tick.Stop()
@@ -259,6 +299,9 @@ func (l *Listener) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		// Whatever ended while there was no socket is gone: counted, so
+		// that a listener that cannot start again is never silent.
+		l.lost.Add(1)
 		l.lastErr.Store(err.Error())
 		l.o.Logger.Warn("activity: the conntrack event socket failed; making it again", "err", err)
 		if time.Since(began) > time.Minute {
@@ -325,8 +368,8 @@ func (l *Listener) listen(ctx context.Context, tick <-chan time.Time) error {
 			closeDraining()
 			return nil
 		case err := <-errs:
-			// Whatever the kernel had for a socket it dropped is gone.
-			l.lost.Add(1)
+			// Whatever the kernel had for a socket it dropped is gone
+			// (counted by Run).
 			closeDraining()
 			return err
 		case now := <-tick:
@@ -355,7 +398,10 @@ func (l *Listener) flow(f *conntrack.Flow) (api.Flow, bool) {
 	t := Tuple{
 		Proto: f.TupleOrig.Proto.Protocol,
 		Src:   f.TupleOrig.IP.SourceAddress.Unmap(), Dst: f.TupleOrig.IP.DestinationAddress.Unmap(),
-		SPort: f.TupleOrig.Proto.SourcePort, DPort: f.TupleOrig.Proto.DestinationPort,
+	}
+	// Ports as the sweep names them: for TCP and UDP only.
+	if t.Proto == 6 || t.Proto == 17 {
+		t.SPort, t.DPort = f.TupleOrig.Proto.SourcePort, f.TupleOrig.Proto.DestinationPort
 	}
 	if !l.o.Tunnel.Contains(t.Src) {
 		return api.Flow{}, false
@@ -380,7 +426,14 @@ const (
 )
 
 func closedBothWays(f *conntrack.Flow) bool {
-	return f.ProtoInfo.TCP != nil && (f.ProtoInfo.TCP.State == tcpTimeWait || f.ProtoInfo.TCP.State == tcpClose)
+	if f.ProtoInfo.TCP == nil {
+		return false
+	}
+	switch f.ProtoInfo.TCP.State {
+	case tcpLastAck, tcpTimeWait, tcpClose:
+		return true
+	}
+	return false
 }
 
 func ending(f *conntrack.Flow) string {

@@ -63,6 +63,11 @@ func TestEnding(t *testing.T) {
 func TestKills(t *testing.T) {
 	var k Kills
 	tu := Tuple{Proto: 6, Src: netip.MustParseAddr("100.64.1.5"), Dst: netip.MustParseAddr("10.10.1.2"), SPort: 1, DPort: 2}
+	k.Killed(6, tu.Src, tu.Dst, 1, 2)
+	if k.take(tu) {
+		t.Fatal("a kill marked while no listener runs is kept (nobody would take it)")
+	}
+	k.on.Store(true)
 	if k.take(tu) {
 		t.Fatal("an unmarked flow counts as killed")
 	}
@@ -225,7 +230,7 @@ func TestBudgetSummarisesAFlood(t *testing.T) {
 	a, b := netip.MustParseAddr("100.64.1.5"), netip.MustParseAddr("100.64.1.6")
 	now := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
 	flow := func(addr netip.Addr) api.Flow {
-		return api.Flow{Peer: "acme/" + addr.String(), Address: addr.String(), Opened: now, Closed: now, BytesOut: 10, PacketsOut: 1}
+		return api.Flow{Peer: "acme/" + addr.String(), Address: addr.String(), Proto: "tcp", Dest: "10.10.1.2", Port: 443, Opened: now, Closed: now, BytesOut: 10, PacketsOut: 1}
 	}
 	admitted := 0
 	for i := 0; i < budgetBurst+500; i++ {
@@ -245,8 +250,13 @@ func TestBudgetSummarisesAFlood(t *testing.T) {
 	if !l.admit(a, flow(a), now.Add(time.Second)) {
 		t.Error("a second later the budget had not refilled")
 	}
+	killed := flow(a)
+	killed.End = api.FlowKilled
+	if !l.admit(a, killed, now.Add(time.Second)) {
+		t.Error("a killed flow went into a summary")
+	}
 	l.flushSummaries(now.Add(time.Minute))
-	if len(got) != 1 || got[0].End != api.FlowSummarised || got[0].Flows != 501 || got[0].BytesOut != 5010 || got[0].Peer != "acme/100.64.1.5" {
+	if len(got) != 1 || got[0].End != api.FlowSummarised || got[0].Flows != 501 || got[0].BytesOut != 5010 || got[0].Peer != "acme/100.64.1.5" || got[0].Dest != "10.10.1.2" || got[0].Port != 443 {
 		t.Fatalf("summaries: %+v", got)
 	}
 	if st := l.Stats(); st.Summarised != 501 || st.Recorded != 1 {
@@ -256,10 +266,33 @@ func TestBudgetSummarisesAFlood(t *testing.T) {
 	if len(got) != 1 {
 		t.Errorf("an empty summary was recorded: %+v", got[1:])
 	}
+	// A sweep of destinations: each of the first summaryKeys its own
+	// summary, the rest in one.
+	got = nil
+	later := now.Add(time.Hour)
+	for i := 0; i < budgetBurst+summaryKeys+10; i++ {
+		f := flow(a)
+		f.Closed, f.Port = later, uint16(1000+i)
+		l.admit(a, f, later)
+	}
+	l.flushSummaries(later.Add(time.Minute))
+	other := 0
+	for _, f := range got {
+		if f.Dest == "" {
+			other++
+			if f.Flows != 10 {
+				t.Errorf("the summary of the other destinations: %+v", f)
+			}
+		}
+	}
+	if len(got) != summaryKeys+1 || other != 1 {
+		t.Errorf("%d summaries, %d of other destinations; want %d and 1", len(got), other, summaryKeys+1)
+	}
 }
 
 func TestKillsCountPortlessFlows(t *testing.T) {
 	var k Kills
+	k.on.Store(true)
 	a, b := netip.MustParseAddr("100.64.1.5"), netip.MustParseAddr("10.10.1.2")
 	k.Killed(1, a, b, 0, 0)
 	k.Killed(1, a, b, 0, 0)
@@ -271,7 +304,7 @@ func TestKillsCountPortlessFlows(t *testing.T) {
 }
 
 func TestHalfClosedKilledIsKilled(t *testing.T) {
-	for state, want := range map[uint8]bool{tcpFinWait: false, tcpCloseWait: false, tcpLastAck: false, tcpTimeWait: true, tcpClose: true, 3: false} {
+	for state, want := range map[uint8]bool{tcpFinWait: false, tcpCloseWait: false, tcpLastAck: true, tcpTimeWait: true, tcpClose: true, 3: false} {
 		f := &conntrack.Flow{ProtoInfo: conntrack.ProtoInfo{TCP: &conntrack.ProtoInfoTCP{State: state}}}
 		if got := closedBothWays(f); got != want {
 			t.Errorf("TCP state %d: closed both ways %v, want %v", state, got, want)

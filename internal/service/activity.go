@@ -20,7 +20,18 @@ type ActivityReader interface {
 // mistaken for an organisation whose partners did nothing.
 func (s *Service) Activity(ctx context.Context, q activity.Query) ([]api.Flow, error) {
 	if s.opts.Activity == nil {
+		if s.opts.ActivityOff != "" {
+			return nil, api.Errorf(api.CodeNotFound, "activity logging is off: %s (extranetctl status; the daemon's log says more)", s.opts.ActivityOff)
+		}
 		return nil, api.Errorf(api.CodeNotFound, "activity logging is off: this extranetd keeps no log of partner activity; set activity-log: true in its config (or --activity-log) and restart it")
+	}
+	// Each read parses the log's files, up to hundreds of MB: a few at a
+	// time, so that parallel queries cannot take both cores or the memory.
+	select {
+	case s.activityReads <- struct{}{}:
+		defer func() { <-s.activityReads }()
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
 	if q.Orgs != nil {
 		for _, org := range []string{q.Org, orgOf(q.Peer)} {

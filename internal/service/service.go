@@ -68,13 +68,17 @@ type Options struct {
 	EnrollURL string
 	// RequestTTL is how long an enrollment request waits for a decision.
 	RequestTTL time.Duration
-	// Activity reads the partner activity log; nil when logging is off.
-	Activity ActivityReader
+	// Activity reads the partner activity log; nil when logging is off,
+	// and ActivityOff then says why, when it was not the config.
+	Activity    ActivityReader
+	ActivityOff string
 }
 
 // Service implements every operation of the API.
 type Service struct {
 	opts Options
+	// activityReads holds a slot per activity query being read.
+	activityReads chan struct{}
 }
 
 // New returns a Service.
@@ -88,7 +92,7 @@ func New(opts Options) *Service {
 	if opts.RequestTTL == 0 {
 		opts.RequestTTL = DefaultRequestTTL
 	}
-	return &Service{opts: opts}
+	return &Service{opts: opts, activityReads: make(chan struct{}, 2)}
 }
 
 type actorKey struct{}

@@ -229,10 +229,11 @@ const (
 	// organisation lost the access it used (revoke, suspend, expiry, an
 	// ungrant, a move to another group).
 	FlowKilled = "killed"
-	// FlowSummarised: not one flow but the sum of a peer's flows beyond
-	// its budget of records (20 a second, 1,000 at once), one such record
-	// a minute: a partner opening flows in the thousands cannot push
-	// everyone's history out of the log, nor hide its own.
+	// FlowSummarised: not one flow but the sum of a peer's flows to one
+	// destination (Dest empty: to the destinations beyond the first 50)
+	// beyond its budget of records (20 a second, 1,000 at once), one such
+	// record a minute: a partner opening flows in the thousands fills the
+	// log a hundred times slower, and what it did is still counted.
 	FlowSummarised = "summarised"
 )
 

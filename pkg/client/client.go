@@ -276,7 +276,9 @@ type ActivityQuery struct {
 	Dest  string
 	Port  uint16
 	Proto string // tcp, udp, icmp, or a protocol number
-	End   string // api.FlowClosed, api.FlowTimedOut or api.FlowKilled
+	End   string // api.FlowClosed, api.FlowTimedOut, api.FlowKilled or api.FlowSummarised
+	// Limit is how many of the newest matches (the daemon's default 1,000,
+	// at most 100,000).
 	Limit int
 }
 
