@@ -4,7 +4,10 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"os"
+	"os/signal"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -16,6 +19,7 @@ import (
 func newActivityCmd(g *globals) *cobra.Command {
 	var q client.ActivityQuery
 	var since, until string
+	var follow bool
 	cmd := &cobra.Command{
 		Use:   "activity",
 		Short: "Show what partners did: their connections through the gateway, oldest first",
@@ -49,27 +53,10 @@ organisations' activity only.`,
 			if err != nil {
 				return err
 			}
-			if g.json() {
-				// One flow per line, so the log streams into jq or a SIEM.
-				for _, f := range flows {
-					if err := printJSONLine(g, f); err != nil {
-						return err
-					}
-				}
-				return nil
+			if err := printFlows(g, flows, !follow); err != nil || !follow {
+				return err
 			}
-			if len(flows) == 0 {
-				// An empty table looks like a log that is broken.
-				fmt.Fprintln(g.env.Out, "No flows matched.")
-				return nil
-			}
-			t := newTable(g.env.Out, "CLOSED", "PEER", "GROUP", "PROTO", "DEST", "OUT", "IN", "DURATION", "END")
-			for _, f := range flows {
-				t.row(f.Closed.UTC().Format(time.RFC3339), f.Peer, f.Group, f.Proto, flowDest(f),
-					bytesHuman(int64(min(f.BytesOut, math.MaxInt64))), bytesHuman(int64(min(f.BytesIn, math.MaxInt64))),
-					flowDuration(f), f.End)
-			}
-			return t.flush()
+			return followFlows(g, q, flows)
 		},
 	}
 	f := cmd.Flags()
@@ -82,11 +69,102 @@ organisations' activity only.`,
 	f.StringVar(&since, "since", "", "only flows that ended at or after this: `DURATION` ago (24h, 7d) or a time (2026-11-01, RFC 3339)")
 	f.StringVar(&until, "until", "", "only flows that ended before this: `DURATION` ago or a time")
 	f.IntVar(&q.Limit, "limit", 1000, "only the newest `N` flows that match (at most 100000)")
+	f.BoolVarP(&follow, "follow", "f", false, "then keep printing flows as they are recorded, until interrupted")
 	_ = cmd.RegisterFlagCompletionFunc("org", completeOrgs(g))
 	_ = cmd.RegisterFlagCompletionFunc("peer", completePeers(g))
 	_ = cmd.RegisterFlagCompletionFunc("proto", cobra.FixedCompletions([]string{"tcp", "udp", "icmp"}, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("end", cobra.FixedCompletions([]string{api.FlowClosed, api.FlowTimedOut, api.FlowKilled, api.FlowSummarised}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
+}
+
+// printFlows prints flows: a table, or one JSON object per line, which
+// streams into jq or a SIEM. empty says to say so when there are none (an
+// empty table looks like a log that is broken); a follower just waits.
+func printFlows(g *globals, flows []api.Flow, empty bool) error {
+	if g.json() {
+		for _, f := range flows {
+			if err := printJSONLine(g, f); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if len(flows) == 0 {
+		if empty {
+			fmt.Fprintln(g.env.Out, "No flows matched.")
+		}
+		return nil
+	}
+	t := newTable(g.env.Out, "CLOSED", "PEER", "GROUP", "PROTO", "DEST", "OUT", "IN", "DURATION", "END")
+	for _, f := range flows {
+		t.row(f.Closed.UTC().Format(time.RFC3339), f.Peer, f.Group, f.Proto, flowDest(f),
+			bytesHuman(int64(min(f.BytesOut, math.MaxInt64))), bytesHuman(int64(min(f.BytesIn, math.MaxInt64))),
+			flowDuration(f), f.End)
+	}
+	return t.flush()
+}
+
+// followEvery is how often --follow asks for what is new.
+const followEvery = 2 * time.Second
+
+// followFlows prints the flows recorded after those already shown, until
+// the command is interrupted. The query asks from the second of the
+// newest flow shown (the API's times are to the second), and what was
+// shown already is left out.
+func followFlows(g *globals, q client.ActivityQuery, shown []api.Flow) error {
+	ctx, stop := signal.NotifyContext(g.ctx(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	seen := map[api.Flow]bool{}
+	var from time.Time
+	note := func(flows []api.Flow) {
+		for _, f := range flows {
+			if f.Closed.After(from) {
+				from = f.Closed
+			}
+		}
+		cut := from.Truncate(time.Second)
+		for f := range seen {
+			if f.Closed.Before(cut) {
+				delete(seen, f)
+			}
+		}
+		for _, f := range flows {
+			if !f.Closed.Before(cut) {
+				seen[f] = true
+			}
+		}
+	}
+	note(shown)
+	if from.IsZero() {
+		// Nothing shown: what is new is what ends from now on.
+		from = g.env.Now()
+	}
+	q.Limit = 100000
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(followEvery):
+		}
+		q.Since = from.Truncate(time.Second)
+		flows, err := g.client().Activity(ctx, q)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		var fresh []api.Flow
+		for _, f := range flows {
+			if !seen[f] {
+				fresh = append(fresh, f)
+			}
+		}
+		if err := printFlows(g, fresh, false); err != nil {
+			return err
+		}
+		note(fresh)
+	}
 }
 
 // flowDest is where a flow went: addr:port ([addr]:port for IPv6), or the

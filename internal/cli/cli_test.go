@@ -1,6 +1,7 @@
 package cli_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -722,7 +723,7 @@ func (b *flowBook) Read(q activity.Query) ([]api.Flow, error) {
 	b.last = q
 	var out []api.Flow
 	for _, f := range b.flows {
-		if (q.Org == "" || f.Org == q.Org) && (q.Orgs == nil || slices.Contains(q.Orgs, f.Org)) {
+		if (q.Org == "" || f.Org == q.Org) && (q.Orgs == nil || slices.Contains(q.Orgs, f.Org)) && !f.Closed.Before(q.Since) {
 			out = append(out, f)
 		}
 	}
@@ -733,6 +734,65 @@ func (b *flowBook) query() activity.Query {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.last
+}
+
+func (b *flowBook) add(f api.Flow) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.flows = append(b.flows, f)
+}
+
+// TestActivityFollow: -f prints what is recorded after the first answer,
+// each flow once, and ends on an interrupt.
+func TestActivityFollow(t *testing.T) {
+	book := &flowBook{flows: testFlows()[:1]}
+	d := startDaemonWith(t, "vpn.example.com:51820", "", nil, book)
+	cmd := exec.Command(ctlBin, "activity", "-f", "-o", "json")
+	cmd.Env = append(os.Environ(), "EXTRANET_SOCKET="+d.sock)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	lines := make(chan string, 16)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	next := func() (api.Flow, bool) {
+		select {
+		case l, ok := <-lines:
+			var f api.Flow
+			return f, ok && json.Unmarshal([]byte(l), &f) == nil
+		case <-time.After(10 * time.Second):
+			return api.Flow{}, false
+		}
+	}
+	if f, ok := next(); !ok || f.Peer != "acme/laptop" {
+		t.Fatalf("the first answer: %+v, %v", f, ok)
+	}
+	later := testFlows()[1]
+	later.Closed = time.Now().UTC().Add(time.Hour)
+	book.add(later)
+	if f, ok := next(); !ok || f.Peer != later.Peer || !f.Closed.Equal(later.Closed) {
+		t.Fatalf("the flow recorded later: %+v, %v", f, ok)
+	}
+	// Two more polls, and nothing new: nothing is printed twice.
+	select {
+	case l := <-lines:
+		t.Errorf("printed again: %s", l)
+	case <-time.After(5 * time.Second):
+	}
+	cmd.Process.Signal(os.Interrupt)
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("-f after an interrupt: %v", err)
+	}
 }
 
 func testFlows() []api.Flow {
