@@ -910,7 +910,12 @@ func TestActivitySponsor(t *testing.T) {
 		t.Skip("no user named nobody on this host")
 	}
 	uid, _ := strconv.Atoi(nobody.Uid)
-	book := &flowBook{flows: testFlows()}
+	// Flows of the organisations made below, so after their making.
+	flows := testFlows()
+	for i := range flows {
+		flows[i].Opened, flows[i].Closed = time.Now().Add(time.Hour), time.Now().Add(time.Hour+time.Minute)
+	}
+	book := &flowBook{flows: flows}
 	d := startDaemonWith(t, "vpn.example.com:51820", "daemon", nil, book)
 	d.must("org", "create", "acme")
 	d.must("role", "assign", "nobody", "sponsor", "--org", "acme")

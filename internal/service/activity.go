@@ -2,10 +2,13 @@ package service
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/extranetgw/extranet/internal/activity"
+	"github.com/extranetgw/extranet/internal/store"
 	"github.com/extranetgw/extranet/pkg/api"
 )
 
@@ -44,10 +47,50 @@ func (s *Service) Activity(ctx context.Context, q activity.Query) ([]api.Flow, e
 	if err != nil {
 		return nil, asAPIError(err)
 	}
+	if q.Orgs != nil && s.opts.DB != nil {
+		if flows, err = s.sinceMade(flows); err != nil {
+			return nil, err
+		}
+	}
 	if flows == nil {
 		flows = []api.Flow{}
 	}
 	return flows, nil
+}
+
+// sinceMade leaves out the flows that ended before their organisation was
+// made: those of a deleted organisation of the same name, which stay in
+// the log for its retention and are not the new one's sponsor's to read.
+func (s *Service) sinceMade(flows []api.Flow) ([]api.Flow, error) {
+	made := map[string]time.Time{}
+	err := s.opts.DB.View(func(tx *store.Tx) error {
+		for _, f := range flows {
+			if _, ok := made[f.Org]; ok {
+				continue
+			}
+			o, err := tx.Org(f.Org)
+			switch {
+			case errors.Is(err, store.ErrNotFound):
+				// Deleted since: none of its flows is anyone's now.
+				made[f.Org] = time.Time{}
+				continue
+			case err != nil:
+				return err
+			}
+			made[f.Org] = o.CreatedAt
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, asErr(err)
+	}
+	kept := flows[:0]
+	for _, f := range flows {
+		if at := made[f.Org]; !at.IsZero() && !f.Closed.Before(at) {
+			kept = append(kept, f)
+		}
+	}
+	return kept, nil
 }
 
 // orgOf is the organisation of a peer named ORG/NAME.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/extranetgw/extranet/internal/activity"
 	"github.com/extranetgw/extranet/pkg/api"
@@ -80,4 +81,28 @@ func TestActivityScope(t *testing.T) {
 	fake.err = errors.New("read /var/lib/extranet/activity/flows.jsonl: input/output error")
 	_, err = svc.Activity(ctx, activity.Query{})
 	wantCode(t, "reader fails", err, api.CodeInternal, "input/output error")
+}
+
+// TestActivityOfARecreatedOrganisation: the sponsor of an organisation
+// made under the name of a deleted one reads what its own partners did,
+// not what the deleted one's did, which stays in the log for its
+// retention; an admin reads both.
+func TestActivityOfARecreatedOrganisation(t *testing.T) {
+	svc, clk, _ := newTestService(t)
+	fake := &fakeActivity{}
+	svc.opts.Activity = fake
+	ctx := WithActor(context.Background(), "root")
+	if _, err := svc.CreateOrg(ctx, api.CreateOrgRequest{Name: "acme"}); err != nil {
+		t.Fatal(err)
+	}
+	made := clk.Now()
+	old := api.Flow{Org: "acme", Peer: "acme/laptop", Closed: made.Add(-time.Hour), End: api.FlowClosed}
+	mine := api.Flow{Org: "acme", Peer: "acme/phone", Closed: made.Add(time.Minute), End: api.FlowClosed}
+	fake.flows = []api.Flow{old, mine}
+	if got, err := svc.Activity(WithActor(ctx, "alice"), activity.Query{Orgs: []string{"acme"}}); err != nil || len(got) != 1 || got[0] != mine {
+		t.Errorf("the sponsor of the new acme reads %+v, %v; want its own flow only", got, err)
+	}
+	if got, err := svc.Activity(ctx, activity.Query{}); err != nil || len(got) != 2 {
+		t.Errorf("an admin reads %+v, %v; want both", got, err)
+	}
 }
