@@ -306,6 +306,10 @@ fi
 check "a stock wg-quick partner reaches its grant (10.77.1.10:8080)" poll 15 reach 10.77.1.10:8080
 check "  and not another port (10.77.1.10:8081)" refused 10.77.1.10:8081
 check "  nor another address (10.77.1.20:8080)" refused 10.77.1.20:8080
+# The unit's sandbox lets it read the firewall's refusals (NFLOG, a netlink
+# socket in the gateway namespace).
+refusal_recorded() { out=$(in_box extranetctl activity --denied -o json) && grep -q '"port":8081,.*"reason":"not-granted"' <<<"$out"; }
+check "  the refusals are recorded (extranetctl activity --denied)" poll 25 refusal_recorded
 
 echo "test-systemd: restart, kill -9, expire"
 before=$(nsid) || true

@@ -19,7 +19,7 @@ import (
 func newActivityCmd(g *globals) *cobra.Command {
 	var q client.ActivityQuery
 	var since, until string
-	var follow bool
+	var follow, denied bool
 	cmd := &cobra.Command{
 		Use:   "activity",
 		Short: "Show what partners did: their connections through the gateway, oldest first",
@@ -29,11 +29,21 @@ sent, IN what it received) and how it ended: closed, timed out, or killed
 (the gateway cut it because the access it used ended: a revoke, a
 suspension, an expiry, an ungrant, a move). A peer's flows beyond its
 budget of records (20 a second) are summarised: one record a minute per
-destination with how many there were. A sponsor sees its own
-organisations' activity only.`,
+destination with how many there were.
+
+The firewall's refusals are recorded too (--denied): attempts refused, per
+peer, destination and reason, added up every 10 seconds (logged at most
+100 a second per partner). The reasons: not-granted (no grant of its group
+covers it), no-group, no-org, not-a-peer, host (the gateway host itself),
+gateway (the gateway's tunnel address) and tunnel (another partner). A
+peer refused at many distinct destinations within a minute is scanning:
+extranetd warns, then suspends it (see scan-mode in extranetd.yaml).
+
+A sponsor sees its own organisations' activity only.`,
 		Example: `  extranetctl activity --since 24h
   extranetctl activity --org acme --dest 10.20.0.0/24 --port 443
   extranetctl activity --peer acme/laptop --end killed
+  extranetctl activity --denied --org acme --since 1h
   extranetctl activity --since 7d -o json | jq .`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -45,6 +55,12 @@ organisations' activity only.`,
 			// for; a flow without ports is found by --proto.
 			if cmd.Flags().Changed("port") && q.Port == 0 {
 				return usagef("--port 0: give a port from 1 to 65535")
+			}
+			if denied {
+				if q.End != "" && q.End != api.FlowRefused {
+					return usagef("--denied is --end refused; it cannot go with --end %q", q.End)
+				}
+				q.End = api.FlowRefused
 			}
 			if q.Limit < 1 || q.Limit > 100000 {
 				return usagef("--limit %d: give a number from 1 to 100000 (use --since and --until to page back)", q.Limit)
@@ -65,7 +81,8 @@ organisations' activity only.`,
 	f.StringVar(&q.Dest, "dest", "", "only flows to this `PREFIX` (10.20.0.0/24) or address")
 	f.Uint16Var(&q.Port, "port", 0, "only flows to this destination port `N`")
 	f.StringVar(&q.Proto, "proto", "", "only this protocol: tcp, udp, icmp or a protocol number")
-	f.StringVar(&q.End, "end", "", `only flows that ended so: closed, "timed out", killed, or summarised (a peer's flows over its budget, added up)`)
+	f.StringVar(&q.End, "end", "", `only flows that ended so: closed, "timed out", killed, summarised (a peer's flows over its budget, added up), or refused (as --denied)`)
+	f.BoolVar(&denied, "denied", false, "only the attempts the firewall refused, with why")
 	f.StringVar(&since, "since", "", "only flows that ended at or after this: `DURATION` ago (24h, 7d) or a time (2026-11-01, RFC 3339)")
 	f.StringVar(&until, "until", "", "only flows that ended before this: `DURATION` ago or a time")
 	f.IntVar(&q.Limit, "limit", 1000, "only the newest `N` flows that match (at most 100000)")
@@ -73,7 +90,7 @@ organisations' activity only.`,
 	_ = cmd.RegisterFlagCompletionFunc("org", completeOrgs(g))
 	_ = cmd.RegisterFlagCompletionFunc("peer", completePeers(g))
 	_ = cmd.RegisterFlagCompletionFunc("proto", cobra.FixedCompletions([]string{"tcp", "udp", "icmp"}, cobra.ShellCompDirectiveNoFileComp))
-	_ = cmd.RegisterFlagCompletionFunc("end", cobra.FixedCompletions([]string{api.FlowClosed, api.FlowTimedOut, api.FlowKilled, api.FlowSummarised}, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("end", cobra.FixedCompletions([]string{api.FlowClosed, api.FlowTimedOut, api.FlowKilled, api.FlowSummarised, api.FlowRefused}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
 
@@ -99,7 +116,7 @@ func printFlows(g *globals, flows []api.Flow, empty bool) error {
 	for _, f := range flows {
 		t.row(f.Closed.UTC().Format(time.RFC3339), f.Peer, f.Group, f.Proto, flowDest(f),
 			bytesHuman(int64(min(f.BytesOut, math.MaxInt64))), bytesHuman(int64(min(f.BytesIn, math.MaxInt64))),
-			flowDuration(f), f.End)
+			flowDuration(f), flowEnd(f))
 	}
 	return t.flush()
 }
@@ -168,18 +185,31 @@ func followFlows(g *globals, q client.ActivityQuery, shown []api.Flow) error {
 }
 
 // flowDest is where a flow went: addr:port ([addr]:port for IPv6), or the
-// address alone for a protocol without ports.
+// address alone for a protocol without ports; with their count for records
+// that add up several.
 func flowDest(f api.Flow) string {
-	if f.End == api.FlowSummarised && f.Dest == "" {
-		return fmt.Sprintf("%d flows elsewhere", f.Flows)
+	what := "flows"
+	if f.End == api.FlowRefused {
+		what = "attempts"
 	}
-	if f.End == api.FlowSummarised {
-		return fmt.Sprintf("%s (%d flows)", flowDest(api.Flow{Dest: f.Dest, Port: f.Port}), f.Flows)
+	switch {
+	case (f.End == api.FlowSummarised || f.End == api.FlowRefused) && f.Dest == "":
+		return fmt.Sprintf("%d %s elsewhere", f.Flows, what)
+	case f.End == api.FlowSummarised || f.End == api.FlowRefused:
+		return fmt.Sprintf("%s (%d %s)", flowDest(api.Flow{Dest: f.Dest, Port: f.Port}), f.Flows, what)
 	}
 	if f.Port == 0 {
 		return f.Dest
 	}
 	return net.JoinHostPort(f.Dest, strconv.Itoa(int(f.Port)))
+}
+
+// flowEnd is how a flow ended, and why a refused one was refused.
+func flowEnd(f api.Flow) string {
+	if f.End == api.FlowRefused && f.Reason != "" {
+		return f.End + ": " + f.Reason
+	}
+	return f.End
 }
 
 // flowDuration is how long a flow lasted, to the second; "-" when its

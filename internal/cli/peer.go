@@ -379,10 +379,17 @@ func printPeer(g *globals, p api.Peer) error {
 	if g.json() {
 		return printJSON(g.env.Out, p)
 	}
-	return fields(g.env.Out,
+	kv := []string{
 		"Peer", p.ID(),
 		"Group", p.Group,
 		"State", p.State,
+	}
+	if p.Suspension != "" {
+		// Why the gateway suspended it by itself; an admin's suspension
+		// needs no reason here (the audit log names who).
+		kv = append(kv, "Suspension", p.Suspension)
+	}
+	return fields(g.env.Out, append(kv,
 		"Address", p.Address,
 		"Public key", p.PublicKey,
 		"Key origin", p.KeyOrigin,
@@ -391,7 +398,7 @@ func printPeer(g *globals, p api.Peer) error {
 		"Traffic", fmt.Sprintf("%s received, %s sent", bytesHuman(p.RxBytes), bytesHuman(p.TxBytes)),
 		"Expires", date(p.Expires),
 		"Created", fmt.Sprintf("%s by %s", date(&p.CreatedAt), p.CreatedBy),
-	)
+	)...)
 }
 
 func newPeerConfigCmd(g *globals) *cobra.Command {

@@ -18,7 +18,9 @@ import (
 
 	"github.com/extranetgw/extranet/internal/gwns"
 	"github.com/extranetgw/extranet/internal/ipam"
+	"github.com/extranetgw/extranet/internal/refusals"
 	"github.com/extranetgw/extranet/internal/timespec"
+	"github.com/extranetgw/extranet/internal/validate"
 )
 
 // Config is every setting of extranetd. Each has a flag and a key of the
@@ -52,8 +54,13 @@ type Config struct {
 	// What partners did (docs/activity.md): one record per connection.
 	ActivityLog       bool   `yaml:"activity-log"`
 	ActivityRetention string `yaml:"activity-retention"`
-	MetricsListen     string `yaml:"metrics-listen"`
-	PprofListen       string `yaml:"pprof-listen"`
+	// What is done about a partner that scans (docs/activity.md).
+	ScanMode      string   `yaml:"scan-mode"`
+	ScanWarn      int      `yaml:"scan-warn"`
+	ScanSuspend   int      `yaml:"scan-suspend"`
+	ScanAllow     []string `yaml:"scan-allow"`
+	MetricsListen string   `yaml:"metrics-listen"`
+	PprofListen   string   `yaml:"pprof-listen"`
 	// Partner self-enrollment (docs/enrollment.md): off while
 	// EnrollListen is empty.
 	EnrollListen         string        `yaml:"enroll-listen"`
@@ -95,6 +102,9 @@ func Defaults() Config {
 		AuditRetention:    "0",
 		ActivityLog:       true,
 		ActivityRetention: "90d",
+		ScanMode:          refusals.ScanSuspend,
+		ScanWarn:          refusals.DefaultWarnAt,
+		ScanSuspend:       refusals.DefaultSuspendAt,
 		EnrollRequestTTL:  72 * time.Hour,
 		LogLevel:          "info",
 		LogFormat:         "text",
@@ -130,6 +140,10 @@ func (c *Config) BindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.AuditRetention, "audit-retention", c.AuditRetention, "drop audit events older than this, e.g. 400d (0: keep all)")
 	fs.BoolVar(&c.ActivityLog, "activity-log", c.ActivityLog, "record each partner connection (who, to what, bytes each way, how it ended) under the state directory's activity/, for extranetctl activity")
 	fs.StringVar(&c.ActivityRetention, "activity-retention", c.ActivityRetention, "drop activity records older than this, e.g. 400d")
+	fs.StringVar(&c.ScanMode, "scan-mode", c.ScanMode, "what is done about a peer refused at --scan-suspend distinct destinations within a minute: suspend it (and warn at --scan-warn), observe (warn only) or off")
+	fs.IntVar(&c.ScanWarn, "scan-warn", c.ScanWarn, "distinct refused destinations (address, protocol, port) within a minute at which a peer is reported as scanning")
+	fs.IntVar(&c.ScanSuspend, "scan-suspend", c.ScanSuspend, "distinct refused destinations within a minute at which a scanning peer is suspended")
+	fs.StringSliceVar(&c.ScanAllow, "scan-allow", c.ScanAllow, "peers (ORG/NAME) never treated as scanners, such as a partner's sanctioned vulnerability scanner")
 	fs.StringVar(&c.MetricsListen, "metrics-listen", c.MetricsListen, "serve Prometheus /metrics and /healthz on this TCP address, e.g. 127.0.0.1:9586 (off when empty)")
 	fs.StringVar(&c.PprofListen, "pprof-listen", c.PprofListen, "serve Go's profiler (/debug/pprof/) on this TCP address, e.g. 127.0.0.1:6060, from the first moment (off when empty; loopback only, for investigations)")
 	fs.StringVar(&c.EnrollListen, "enroll-listen", c.EnrollListen, "serve the partner enrollment page over TLS on this TCP address, e.g. :8443 (off when empty; needs --enroll-tls-cert and --enroll-tls-key)")
@@ -198,6 +212,7 @@ type Settings struct {
 	AuditRetention  time.Duration
 	// ActivityRetention is set when ActivityLog is on.
 	ActivityRetention time.Duration
+	Scan              refusals.ScanOptions
 }
 
 // Validate checks every setting and returns the parsed ones.
@@ -270,6 +285,16 @@ func (c *Config) Validate() (Settings, error) {
 	if c.ActivityLog {
 		if st.ActivityRetention, err = timespec.ParseDuration(c.ActivityRetention); err != nil || st.ActivityRetention <= 0 {
 			return st, fmt.Errorf("--activity-retention %q: a duration such as 90d is needed while --activity-log is on (%v)", c.ActivityRetention, err)
+		}
+	}
+	st.Scan = refusals.ScanOptions{Mode: c.ScanMode, WarnAt: c.ScanWarn, SuspendAt: c.ScanSuspend, Allow: c.ScanAllow}
+	if err := st.Scan.Check(); err != nil {
+		return st, fmt.Errorf("--%w", err)
+	}
+	for _, p := range c.ScanAllow {
+		org, name, ok := strings.Cut(p, "/")
+		if !ok || validate.Name("org", org) != nil || validate.Name("peer", name) != nil {
+			return st, fmt.Errorf("--scan-allow %q is not a peer's ORG/NAME, e.g. acme/scanner", p)
 		}
 	}
 	if c.PprofListen != "" {

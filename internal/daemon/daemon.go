@@ -30,6 +30,7 @@ import (
 	"github.com/extranetgw/extranet/internal/metrics"
 	"github.com/extranetgw/extranet/internal/policy"
 	"github.com/extranetgw/extranet/internal/reconcile"
+	"github.com/extranetgw/extranet/internal/refusals"
 	"github.com/extranetgw/extranet/internal/service"
 	"github.com/extranetgw/extranet/internal/store"
 	"github.com/extranetgw/extranet/internal/version"
@@ -207,12 +208,16 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 			log.Error("activity: partner connections are not recorded", "err", openErr)
 		}
 	}
+	// Flows and refusals are named after the peer that held the address,
+	// read from the store again after each change.
+	peers := flowlog.NewStoreDirectory(db)
+	applier = changeNotifier{Applier: rec, changed: peers.Changed}
+	var record func(api.Flow) error
 	if act != nil {
 		defer act.Close()
 		actLog = act
-		peers := flowlog.NewStoreDirectory(db)
-		applier, acts = changeNotifier{Applier: rec, changed: peers.Changed}, act
-		record := act.Append
+		acts = act
+		record = act.Append
 		if mets != nil {
 			record = func(f api.Flow) error {
 				if err := act.Append(f); err != nil {
@@ -233,9 +238,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 			})
 		}
 	}
+	// Refusals are read whether or not the activity log is on: a scan is
+	// acted on either way, and recorded only when it is.
+	denied := newRefusalLog(ns.Do, refusals.Options{Directory: peers, Record: record, Scan: st.Scan}, mets, log)
 	svc := service.New(service.Options{
 		DB: db, Plan: st.Plan, Applier: applier, Activity: acts, ActivityOff: activityFailed(cfg.ActivityLog, activityOff),
-		Runtime:  runtime{rec: rec, info: info, netns: cfg.NetNS, veth: cfg.HostVeth, flows: flows, acts: actLog, activityOff: activityOff},
+		Runtime:  runtime{rec: rec, info: info, netns: cfg.NetNS, veth: cfg.HostVeth, flows: flows, acts: actLog, activityOff: activityOff, refusals: denied},
 		Endpoint: cfg.Endpoint, DNS: cfg.ClientDNS, MTU: cfg.MTU, ApplyTimeout: cfg.ApplyTimeout,
 		GatewayPublicKey: info.PublicKey.String(), MaxPeerLifetime: st.MaxPeerLifetime,
 		Expire:    service.ExpireDefaults{Idle: st.ExpireIdle, Unused: st.ExpireUnused, Action: cfg.ExpireAction},
@@ -266,6 +274,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 			log.Error("activity: partner connections are not recorded", "err", err)
 		}
 	}()
+	deniedDone := make(chan struct{})
+	go func() {
+		defer close(deniedDone)
+		denied.Run(runCtx)
+	}()
+	go denied.act(runCtx, svc)
 	if mets != nil {
 		health := func() error { return healthy(rec.State(), cfg.ReconcileInterval) }
 		if err := serveTCP(runCtx, "metrics", cfg.MetricsListen, mets.Handler(health), log); err != nil {
@@ -297,6 +311,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 	stop()
 	<-recDone
 	<-flowsDone
+	<-deniedDone
 	// Handshakes seen since the last poll would be lost with the process
 	// (with userspace WireGuard, with the device too).
 	if err := rec.PollStats(); err != nil {
@@ -337,6 +352,7 @@ type runtime struct {
 	flows       *flowlog.Listener
 	acts        *activity.Log
 	activityOff string
+	refusals    *refusalLog
 }
 
 func (r runtime) PollStats() error { return r.rec.PollStats() }
@@ -381,6 +397,7 @@ func (r runtime) Status() api.Status {
 	case r.activityOff != "":
 		out.Activity = &api.ActivityStatus{Off: r.activityOff}
 	}
+	out.Refusals = r.refusals.Status()
 	return out
 }
 

@@ -248,8 +248,9 @@ func TestAccessMatrix(t *testing.T) {
 	t.Run("kill -9 opens nothing", func(t *testing.T) {
 		r.KillDaemon()
 		rules := r.Must(r.NS, "iptables", "-S", "EXTRANET-FWD")
-		if !strings.Contains(rules, "-j REJECT") {
-			t.Fatalf("default deny gone after kill -9:\n%s", rules)
+		deny := r.Must(r.NS, "iptables", "-S", "EXTRANET-DENY-NO-ORG")
+		if !strings.HasSuffix(strings.TrimSpace(rules), "-A EXTRANET-FWD -j EXTRANET-DENY-NO-ORG") || !strings.Contains(deny, "-j REJECT") {
+			t.Fatalf("default deny gone after kill -9:\n%s\n%s", rules, deny)
 		}
 		if fwd := r.Must(r.NS, "iptables", "-S", "FORWARD"); !strings.Contains(fwd, "-P FORWARD DROP") || !strings.Contains(fwd, "-j EXTRANET-FWD") {
 			t.Fatalf("policy or jump gone after kill -9:\n%s", fwd)

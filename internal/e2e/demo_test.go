@@ -5,6 +5,7 @@ import (
 	"context"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -41,9 +42,16 @@ func TestDemo(t *testing.T) {
 	if err != nil {
 		t.Fatalf("make demo: %v\n%s", err, tail(out.String(), 60))
 	}
-	for _, want := range []string{" allowed", " denied", "request approve", "peer.revoke", "$ extranetctl activity", "acme/laptop  default  tcp", "demo: removed the sandbox"} {
+	for _, want := range []string{" allowed", " denied", "request approve", "peer.revoke", "$ extranetctl activity", "demo: removed the sandbox"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("make demo did not print %q:\n%s", want, tail(out.String(), 60))
+		}
+	}
+	// The demo's own flows and refusals, in a table whose columns are as
+	// wide as what it holds.
+	for _, want := range []string{`acme/laptop +default +tcp`, `acme/tablet +support +tcp +10\.10\.1\.2:443 \(\d+ attempts\) .* refused: not-granted`} {
+		if !regexp.MustCompile(want).MatchString(out.String()) {
+			t.Errorf("make demo's activity has no line matching %q:\n%s", want, tail(out.String(), 60))
 		}
 	}
 	if ns, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(ns), "exdemo") {

@@ -58,6 +58,7 @@ import (
 
 	"github.com/extranetgw/extranet/internal/grant"
 	"github.com/extranetgw/extranet/internal/policy"
+	"github.com/extranetgw/extranet/pkg/api"
 )
 
 // Names of our chains and sets. Everything we own starts with these, which
@@ -85,6 +86,22 @@ const (
 	chainGuardRaw = "EXTRANET-GUARD-RAW"
 
 	reject = "REJECT --reject-with icmp-admin-prohibited"
+
+	// DenyPrefix starts the chains that log a partner's refused packet and
+	// refuse it, one per reason (DenyChain).
+	DenyPrefix = "EXTRANET-DENY-"
+	// NFLOGGroup is the netlink log group the refusals are sent to; the
+	// namespace is the gateway's own, so no other listener shares it.
+	NFLOGGroup = 1
+	// NFLOGSize is how much of a refused packet reaches the log's reader:
+	// the IPv4 header (60 bytes at most) and the ports, no payload to
+	// speak of. The reader keeps only addresses, protocol and port.
+	NFLOGSize = 64
+	// Refusals are logged at most denyRate a second per partner address
+	// (bursts of denyBurst), so that a flood costs the disk and the reader
+	// little; the rules' counters still count every refused packet.
+	denyRate  = 100
+	denyBurst = 200
 
 	// maxSetRange is the widest port range stored as set entries; ipset
 	// stores one entry per port, so wider ranges become a rule instead.
@@ -240,6 +257,9 @@ func Render(p *policy.Policy, uplink string) (*Rendered, error) {
 	for _, c := range []string{chainFwd, chainIn, chainToPeer, chainSpoof, chainOut} {
 		fmt.Fprintf(&f, ":%s - [0:0]\n", c)
 	}
+	for _, reason := range api.DenyReasons {
+		fmt.Fprintf(&f, ":%s - [0:0]\n", DenyChain(reason))
+	}
 	for _, g := range groups {
 		fmt.Fprintf(&f, ":%s - [0:0]\n", g)
 	}
@@ -254,7 +274,7 @@ func Render(p *policy.Policy, uplink string) (*Rendered, error) {
 	// Nothing that came out of the tunnel goes back into it, whatever
 	// conntrack makes of it: partners never reach each other, not by an
 	// ICMP error about another partner's flow either.
-	fmt.Fprintf(&f, "-A FORWARD -i %s -o %s -j DROP\n", iface, iface)
+	fmt.Fprintf(&f, "-A FORWARD -i %s -o %s -j %s\n", iface, iface, DenyChain(api.DenyTunnel))
 	fmt.Fprintf(&f, "-A FORWARD -i %s -j %s\n", iface, chainFwd)
 	fmt.Fprintf(&f, "-A FORWARD -s %s ! -i %s -j %s\n", tunnel, iface, chainSpoof)
 	fmt.Fprintf(&f, "-A FORWARD -o %s -j %s\n", iface, chainToPeer)
@@ -266,14 +286,14 @@ func Render(p *policy.Policy, uplink string) (*Rendered, error) {
 	// partner's flow (no conntrack helper runs here).
 	fmt.Fprintf(&f, "-A %s -p icmp -m conntrack --ctstate RELATED -m bpf --bytecode \"%s\" -j ACCEPT\n", chainFwd, fromItsFlow)
 	fmt.Fprintf(&f, "-A %s -m conntrack --ctstate RELATED,INVALID -j DROP\n", chainFwd)
-	fmt.Fprintf(&f, "-A %s -m set ! --match-set %s src -j %s\n", chainFwd, PeerSet, reject)
+	fmt.Fprintf(&f, "-A %s -m set ! --match-set %s src -j %s\n", chainFwd, PeerSet, DenyChain(api.DenyNotAPeer))
 	// What the host receives itself is not an internal subnet, whatever a
 	// grant covers; and a partner's packet leaves only toward the host,
 	// never back into the tunnel.
-	fmt.Fprintf(&f, "-A %s -m set --match-set %s dst -j %s\n", chainFwd, LocalSet, reject)
-	fmt.Fprintf(&f, "-A %s ! -o %s -j %s\n", chainFwd, uplink, reject)
+	fmt.Fprintf(&f, "-A %s -m set --match-set %s dst -j %s\n", chainFwd, LocalSet, DenyChain(api.DenyHost))
+	fmt.Fprintf(&f, "-A %s ! -o %s -j %s\n", chainFwd, uplink, DenyChain(api.DenyHost))
 	f.WriteString(fwdJumps.String())
-	fmt.Fprintf(&f, "-A %s -j %s\n", chainFwd, reject)
+	fmt.Fprintf(&f, "-A %s -j %s\n", chainFwd, DenyChain(api.DenyNoOrg))
 	f.WriteString(groupJumps.String())
 	r.Sets = append(r.Sets, peerSet(p.TunnelNet, p.Peers, p.At), localSet(p.Host.Local))
 	seen := map[uint32]bool{}
@@ -286,7 +306,7 @@ func Render(p *policy.Policy, uplink string) (*Rendered, error) {
 	}
 	// Partners never reach the gateway's own services, not even replies to
 	// flows they could not have opened.
-	fmt.Fprintf(&f, "-A %s -j %s\n", chainIn, reject)
+	fmt.Fprintf(&f, "-A %s -j %s\n", chainIn, DenyChain(api.DenyGateway))
 	fmt.Fprintf(&f, "-A %s -m conntrack --ctstate ESTABLISHED -j ACCEPT\n", chainToPeer)
 	// An error reaches a partner only about a packet that partner sent.
 	fmt.Fprintf(&f, "-A %s -p icmp -m conntrack --ctstate RELATED -m bpf --bytecode \"%s\" -j ACCEPT\n", chainToPeer, toItsSender)
@@ -303,6 +323,9 @@ func Render(p *policy.Policy, uplink string) (*Rendered, error) {
 	fmt.Fprintf(&f, "-A %s -o lo -j ACCEPT\n", chainOut)
 	fmt.Fprintf(&f, "-A %s -o %s -p icmp -m bpf --bytecode \"%s\" -j ACCEPT\n", chainOut, iface, toItsSender)
 	fmt.Fprintf(&f, "-A %s ! -o %s -p icmp -j ACCEPT\n", chainOut, iface)
+	for _, reason := range api.DenyReasons {
+		denyChain(&f, reason)
+	}
 	f.WriteString("COMMIT\n")
 	r.Filter = f.String()
 	// A tunnel address as the source of a packet from the uplink is forged
@@ -324,6 +347,27 @@ func Render(p *policy.Policy, uplink string) (*Rendered, error) {
 type Host struct {
 	Filter, NAT, Mangle, Raw string
 	Jumps                    []Jump
+}
+
+// DenyChain is the chain that logs and refuses a partner's packet for
+// reason (one of api.DenyReasons).
+func DenyChain(reason string) string { return DenyPrefix + strings.ToUpper(reason) }
+
+// denyChain writes the chain of a reason: it sends the packet, within the
+// per-source rate, to the log's reader (NFLOG, with the reason as prefix),
+// then refuses it. Only what a partner sent ends here, and only what is
+// refused, so the accepted path meets none of it.
+func denyChain(f *strings.Builder, reason string) {
+	chain := DenyChain(reason)
+	fmt.Fprintf(f, "-A %s -m hashlimit --hashlimit-upto %d/sec --hashlimit-burst %d --hashlimit-mode srcip --hashlimit-name extranet-deny -j NFLOG --nflog-group %d --nflog-prefix %s --nflog-size %d\n",
+		chain, denyRate, denyBurst, NFLOGGroup, reason, NFLOGSize)
+	// A packet from one partner toward another is dropped, not answered:
+	// no error about one partner goes into the tunnel to another.
+	if reason == api.DenyTunnel {
+		fmt.Fprintf(f, "-A %s -j DROP\n", chain)
+		return
+	}
+	fmt.Fprintf(f, "-A %s -j %s\n", chain, reject)
 }
 
 // RenderHost returns the host rules for a gateway namespace joined to the
@@ -446,7 +490,7 @@ func renderOrg(f *strings.Builder, o policy.Org, seen map[uint32]bool) ([]Set, e
 		seen[g.ID] = true
 		fmt.Fprintf(f, "-A %s -m mark --mark 0x%x -j %s\n", chain, g.ID, GroupChainOf(g.ID))
 	}
-	fmt.Fprintf(f, "-A %s -j %s\n", chain, reject)
+	fmt.Fprintf(f, "-A %s -j %s\n", chain, DenyChain(api.DenyNoGroup))
 	var sets []Set
 	for _, g := range groups {
 		gs, err := renderGroup(f, o.ID, g)
@@ -490,7 +534,7 @@ func renderGroup(f *strings.Builder, org uint32, grp policy.Group) ([]Set, error
 	for _, r := range rules {
 		f.WriteString(r + "\n")
 	}
-	fmt.Fprintf(f, "-A %s -j %s\n", chain, reject)
+	fmt.Fprintf(f, "-A %s -j %s\n", chain, DenyChain(api.DenyNotGranted))
 	return sets, nil
 }
 

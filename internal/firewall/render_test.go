@@ -57,6 +57,13 @@ func TestRenderGolden(t *testing.T) {
 :EXTRANET-TOPEER - [0:0]
 :EXTRANET-SPOOF - [0:0]
 :EXTRANET-OUT - [0:0]
+:EXTRANET-DENY-NOT-GRANTED - [0:0]
+:EXTRANET-DENY-NO-GROUP - [0:0]
+:EXTRANET-DENY-NO-ORG - [0:0]
+:EXTRANET-DENY-NOT-A-PEER - [0:0]
+:EXTRANET-DENY-HOST - [0:0]
+:EXTRANET-DENY-GATEWAY - [0:0]
+:EXTRANET-DENY-TUNNEL - [0:0]
 :EXTRANET-G-64400000-20 - [0:0]
 :EXTRANET-O-1 - [0:0]
 :EXTRANET-GRP-11 - [0:0]
@@ -65,7 +72,7 @@ func TestRenderGolden(t *testing.T) {
 :EXTRANET-GRP-20 - [0:0]
 -A INPUT -i lo -j ACCEPT
 -A INPUT -i wg-ext -j EXTRANET-IN
--A FORWARD -i wg-ext -o wg-ext -j DROP
+-A FORWARD -i wg-ext -o wg-ext -j EXTRANET-DENY-TUNNEL
 -A FORWARD -i wg-ext -j EXTRANET-FWD
 -A FORWARD -s 100.64.0.0/16 ! -i wg-ext -j EXTRANET-SPOOF
 -A FORWARD -o wg-ext -j EXTRANET-TOPEER
@@ -73,30 +80,30 @@ func TestRenderGolden(t *testing.T) {
 -A EXTRANET-FWD -m conntrack --ctstate ESTABLISHED -j ACCEPT
 -A EXTRANET-FWD -p icmp -m conntrack --ctstate RELATED -m bpf --bytecode "14,177 0 0 0,64 0 0 24,2 0 0 0,32 0 0 12,97 0 0 0,29 0 7 0,177 0 0 0,64 0 0 20,2 0 0 0,32 0 0 16,97 0 0 0,29 0 1 0,6 0 0 1,6 0 0 0" -j ACCEPT
 -A EXTRANET-FWD -m conntrack --ctstate RELATED,INVALID -j DROP
--A EXTRANET-FWD -m set ! --match-set extranet-peers src -j REJECT --reject-with icmp-admin-prohibited
--A EXTRANET-FWD -m set --match-set extranet-local dst -j REJECT --reject-with icmp-admin-prohibited
--A EXTRANET-FWD ! -o uplink -j REJECT --reject-with icmp-admin-prohibited
+-A EXTRANET-FWD -m set ! --match-set extranet-peers src -j EXTRANET-DENY-NOT-A-PEER
+-A EXTRANET-FWD -m set --match-set extranet-local dst -j EXTRANET-DENY-HOST
+-A EXTRANET-FWD ! -o uplink -j EXTRANET-DENY-HOST
 -A EXTRANET-FWD -s 100.64.0.0/20 -j EXTRANET-G-64400000-20
--A EXTRANET-FWD -j REJECT --reject-with icmp-admin-prohibited
+-A EXTRANET-FWD -j EXTRANET-DENY-NO-ORG
 -A EXTRANET-G-64400000-20 -s 100.64.1.0/24 -j EXTRANET-O-1
 -A EXTRANET-G-64400000-20 -s 100.64.2.0/24 -j EXTRANET-O-2
 -A EXTRANET-G-64400000-20 -s 100.64.3.0/24 -j EXTRANET-O-1
 -A EXTRANET-O-1 -m mark --mark 0xa -j EXTRANET-GRP-10
 -A EXTRANET-O-1 -m mark --mark 0xb -j EXTRANET-GRP-11
--A EXTRANET-O-1 -j REJECT --reject-with icmp-admin-prohibited
+-A EXTRANET-O-1 -j EXTRANET-DENY-NO-GROUP
 -A EXTRANET-GRP-10 -m set --match-set extranet-g10-net dst -j ACCEPT
 -A EXTRANET-GRP-10 -m set --match-set extranet-g10-port dst,dst -j ACCEPT
 -A EXTRANET-GRP-10 -d 10.10.2.0/24 -p icmp -j ACCEPT
 -A EXTRANET-GRP-10 -d 10.30.0.0/16 -p tcp -m tcp --dport 1000:9000 -j ACCEPT
 -A EXTRANET-GRP-10 -d 10.40.0.0/16 -p udp -j ACCEPT
--A EXTRANET-GRP-10 -j REJECT --reject-with icmp-admin-prohibited
+-A EXTRANET-GRP-10 -j EXTRANET-DENY-NOT-GRANTED
 -A EXTRANET-GRP-11 -m set --match-set extranet-g11-port dst,dst -j ACCEPT
--A EXTRANET-GRP-11 -j REJECT --reject-with icmp-admin-prohibited
+-A EXTRANET-GRP-11 -j EXTRANET-DENY-NOT-GRANTED
 -A EXTRANET-O-2 -m mark --mark 0x14 -j EXTRANET-GRP-20
--A EXTRANET-O-2 -j REJECT --reject-with icmp-admin-prohibited
+-A EXTRANET-O-2 -j EXTRANET-DENY-NO-GROUP
 -A EXTRANET-GRP-20 -m set --match-set extranet-g20-port dst,dst -j ACCEPT
--A EXTRANET-GRP-20 -j REJECT --reject-with icmp-admin-prohibited
--A EXTRANET-IN -j REJECT --reject-with icmp-admin-prohibited
+-A EXTRANET-GRP-20 -j EXTRANET-DENY-NOT-GRANTED
+-A EXTRANET-IN -j EXTRANET-DENY-GATEWAY
 -A EXTRANET-TOPEER -m conntrack --ctstate ESTABLISHED -j ACCEPT
 -A EXTRANET-TOPEER -p icmp -m conntrack --ctstate RELATED -m bpf --bytecode "8,177 0 0 0,64 0 0 20,2 0 0 0,32 0 0 16,97 0 0 0,29 0 1 0,6 0 0 1,6 0 0 0" -j ACCEPT
 -A EXTRANET-TOPEER -j REJECT --reject-with icmp-admin-prohibited
@@ -104,6 +111,20 @@ func TestRenderGolden(t *testing.T) {
 -A EXTRANET-OUT -o lo -j ACCEPT
 -A EXTRANET-OUT -o wg-ext -p icmp -m bpf --bytecode "8,177 0 0 0,64 0 0 20,2 0 0 0,32 0 0 16,97 0 0 0,29 0 1 0,6 0 0 1,6 0 0 0" -j ACCEPT
 -A EXTRANET-OUT ! -o wg-ext -p icmp -j ACCEPT
+-A EXTRANET-DENY-NOT-GRANTED -m hashlimit --hashlimit-upto 100/sec --hashlimit-burst 200 --hashlimit-mode srcip --hashlimit-name extranet-deny -j NFLOG --nflog-group 1 --nflog-prefix not-granted --nflog-size 64
+-A EXTRANET-DENY-NOT-GRANTED -j REJECT --reject-with icmp-admin-prohibited
+-A EXTRANET-DENY-NO-GROUP -m hashlimit --hashlimit-upto 100/sec --hashlimit-burst 200 --hashlimit-mode srcip --hashlimit-name extranet-deny -j NFLOG --nflog-group 1 --nflog-prefix no-group --nflog-size 64
+-A EXTRANET-DENY-NO-GROUP -j REJECT --reject-with icmp-admin-prohibited
+-A EXTRANET-DENY-NO-ORG -m hashlimit --hashlimit-upto 100/sec --hashlimit-burst 200 --hashlimit-mode srcip --hashlimit-name extranet-deny -j NFLOG --nflog-group 1 --nflog-prefix no-org --nflog-size 64
+-A EXTRANET-DENY-NO-ORG -j REJECT --reject-with icmp-admin-prohibited
+-A EXTRANET-DENY-NOT-A-PEER -m hashlimit --hashlimit-upto 100/sec --hashlimit-burst 200 --hashlimit-mode srcip --hashlimit-name extranet-deny -j NFLOG --nflog-group 1 --nflog-prefix not-a-peer --nflog-size 64
+-A EXTRANET-DENY-NOT-A-PEER -j REJECT --reject-with icmp-admin-prohibited
+-A EXTRANET-DENY-HOST -m hashlimit --hashlimit-upto 100/sec --hashlimit-burst 200 --hashlimit-mode srcip --hashlimit-name extranet-deny -j NFLOG --nflog-group 1 --nflog-prefix host --nflog-size 64
+-A EXTRANET-DENY-HOST -j REJECT --reject-with icmp-admin-prohibited
+-A EXTRANET-DENY-GATEWAY -m hashlimit --hashlimit-upto 100/sec --hashlimit-burst 200 --hashlimit-mode srcip --hashlimit-name extranet-deny -j NFLOG --nflog-group 1 --nflog-prefix gateway --nflog-size 64
+-A EXTRANET-DENY-GATEWAY -j REJECT --reject-with icmp-admin-prohibited
+-A EXTRANET-DENY-TUNNEL -m hashlimit --hashlimit-upto 100/sec --hashlimit-burst 200 --hashlimit-mode srcip --hashlimit-name extranet-deny -j NFLOG --nflog-group 1 --nflog-prefix tunnel --nflog-size 64
+-A EXTRANET-DENY-TUNNEL -j DROP
 COMMIT
 `
 	if r.Filter != wantFilter {

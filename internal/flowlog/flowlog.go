@@ -453,7 +453,7 @@ func Record(t Tuple, opened, closed time.Time, out, in conntrack.Counter, end st
 	}
 	r := api.Flow{
 		Opened: opened.UTC(), Closed: closed.UTC(),
-		Address: t.Src.String(), Dest: t.Dst.String(), Proto: protoName(t.Proto),
+		Address: t.Src.String(), Dest: t.Dst.String(), Proto: ProtoName(t.Proto),
 		BytesOut: out.Bytes, PacketsOut: out.Packets, BytesIn: in.Bytes, PacketsIn: in.Packets,
 		End: end,
 	}
@@ -468,7 +468,9 @@ func Record(t Tuple, opened, closed time.Time, out, in conntrack.Counter, end st
 	return r
 }
 
-func protoName(p uint8) string {
+// ProtoName names an IP protocol as the records do: tcp, udp, icmp, or its
+// number.
+func ProtoName(p uint8) string {
 	switch p {
 	case 1:
 		return "icmp"

@@ -659,8 +659,8 @@ func activityQuery(r *http.Request) (activity.Query, error) {
 		q.Proto = p
 	}
 	if s := v.Get("end"); s != "" {
-		if s != api.FlowClosed && s != api.FlowTimedOut && s != api.FlowKilled && s != api.FlowSummarised {
-			return q, api.Errorf(api.CodeInvalid, "end=%q is not how a flow ends: use %q, %q, %q or %q", validate.Printable(s), api.FlowClosed, api.FlowTimedOut, api.FlowKilled, api.FlowSummarised)
+		if s != api.FlowClosed && s != api.FlowTimedOut && s != api.FlowKilled && s != api.FlowSummarised && s != api.FlowRefused {
+			return q, api.Errorf(api.CodeInvalid, "end=%q is not how a flow ends: use %q, %q, %q, %q or %q", validate.Printable(s), api.FlowClosed, api.FlowTimedOut, api.FlowKilled, api.FlowSummarised, api.FlowRefused)
 		}
 		q.End = s
 	}

@@ -26,6 +26,7 @@ type Metrics struct {
 	expiry           *prometheus.CounterVec
 	flows            *prometheus.CounterVec
 	flowBytes        *prometheus.CounterVec
+	scans            *prometheus.CounterVec
 }
 
 // New registers every metric. db is read at scrape time; onlineWindow says
@@ -52,12 +53,16 @@ func New(db *store.DB, onlineWindow time.Duration) *Metrics {
 		}, []string{"to"}),
 		flows: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "extranet_activity_flows_total",
-			Help: "Partner connections recorded in the activity log, by organisation and how they ended (a summary record counts the flows it adds up).",
+			Help: "Partner connections recorded in the activity log, by organisation and how they ended (a summary record counts the flows it adds up; end=refused counts the attempts the firewall refused, as logged).",
 		}, []string{"org", "end"}),
 		flowBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "extranet_activity_bytes_total",
 			Help: "Bytes of the partner connections recorded, by organisation and direction (out: sent by the partner).",
 		}, []string{"org", "direction"}),
+		scans: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "extranet_scans_total",
+			Help: "Partners found scanning (refused at many distinct destinations within a minute), by what was done: warned or suspended.",
+		}, []string{"action"}),
 	}
 	// Every state expire retires to is shown from the start, at 0: a
 	// series that appears only with its first action is invisible to
@@ -65,7 +70,10 @@ func New(db *store.DB, onlineWindow time.Duration) *Metrics {
 	for _, to := range []string{api.StateSuspended, api.StateRevoked, api.StateExpired} {
 		m.expiry.WithLabelValues(to)
 	}
-	m.reg.MustRegister(m.reconcileSeconds, m.reconcileErrors, m.repairs, m.expiry, m.flows, m.flowBytes,
+	for _, a := range []string{"warned", "suspended"} {
+		m.scans.WithLabelValues(a)
+	}
+	m.reg.MustRegister(m.reconcileSeconds, m.reconcileErrors, m.repairs, m.expiry, m.flows, m.flowBytes, m.scans,
 		&storeCollector{db: db, online: onlineWindow},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -83,12 +91,21 @@ func (m *Metrics) Reconciled(took time.Duration, err error, repairs int) {
 // Flow counts one record of the activity log.
 func (m *Metrics) Flow(f api.Flow) {
 	n := float64(1)
-	if f.End == api.FlowSummarised {
+	if f.End == api.FlowSummarised || f.End == api.FlowRefused {
 		n = float64(f.Flows)
 	}
 	m.flows.WithLabelValues(f.Org, f.End).Add(n)
 	m.flowBytes.WithLabelValues(f.Org, "out").Add(float64(f.BytesOut))
 	m.flowBytes.WithLabelValues(f.Org, "in").Add(float64(f.BytesIn))
+}
+
+// Scan counts a partner found scanning.
+func (m *Metrics) Scan(suspend bool) {
+	a := "warned"
+	if suspend {
+		a = "suspended"
+	}
+	m.scans.WithLabelValues(a).Inc()
 }
 
 // ActivityCounts are the activity log's own counts.

@@ -399,7 +399,7 @@ func (s *Service) ResumePeer(ctx context.Context, org, name string) (api.Peer, e
 		if p.Expires != nil && !p.Expires.After(now) {
 			return api.Errorf(api.CodeConflict, "peer %s expired on %s; give it a new expiry with `extranetctl peer extend %s --expires DATE`", p.ID(), p.Expires.Format(time.RFC3339), p.ID())
 		}
-		p.State, p.ClocksFrom = api.StateActive, &now
+		p.State, p.ClocksFrom, p.Suspension = api.StateActive, &now, ""
 		return nil
 	})
 }

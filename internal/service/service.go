@@ -264,6 +264,7 @@ func peerToAPI(p *store.Peer) api.Peer {
 		Endpoint:      p.Endpoint,
 		RxBytes:       p.RxBytes,
 		TxBytes:       p.TxBytes,
+		Suspension:    p.Suspension,
 	}
 }
 

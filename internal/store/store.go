@@ -129,8 +129,11 @@ type Peer struct {
 	// decision to keep it is not undone by the next expire.
 	ClocksFrom *time.Time `json:"clocks_from,omitempty"`
 	Endpoint   string     `json:"endpoint,omitempty"`
-	RxBytes    int64      `json:"rx_bytes"`
-	TxBytes    int64      `json:"tx_bytes"`
+	// Suspension says why the gateway suspended the peer by itself (a
+	// scan); "" when an admin did, or the peer is not suspended.
+	Suspension string `json:"suspension,omitempty"`
+	RxBytes    int64  `json:"rx_bytes"`
+	TxBytes    int64  `json:"tx_bytes"`
 	// DevRx and DevTx are the device counters last seen; the device resets
 	// them when a peer is re-created, and the totals above must not go back.
 	DevRx int64 `json:"dev_rx,omitempty"`

@@ -68,6 +68,9 @@ type Peer struct {
 	Endpoint      string     `json:"endpoint,omitempty"`
 	RxBytes       int64      `json:"rx_bytes"`
 	TxBytes       int64      `json:"tx_bytes"`
+	// Suspension says why the gateway suspended the peer by itself, such
+	// as a scan; `peer resume` clears it.
+	Suspension string `json:"suspension,omitempty"`
 }
 
 // ID is the ORG/NAME form peers are addressed by.
@@ -198,6 +201,9 @@ type Flow struct {
 	// beyond its budget of records, that ended between Opened and Closed.
 	End   string `json:"end"`
 	Flows uint64 `json:"flows,omitempty"`
+	// Reason says why a FlowRefused record's attempts were refused: one of
+	// DenyReasons.
+	Reason string `json:"reason,omitempty"`
 }
 
 // ActivityStatus says whether the activity log misses anything.
@@ -218,6 +224,23 @@ type ActivityStatus struct {
 	LastError string `json:"last_error,omitempty"`
 }
 
+// RefusalStatus counts what the firewall refused partners and the scans
+// it saw since the daemon started.
+type RefusalStatus struct {
+	// Scan is what is done about a scan: "suspend at 100 distinct refused
+	// destinations a minute, warn at 20", "observe …" or "off".
+	Scan string `json:"scan"`
+	// Refused packets logged (at most 100 a second per partner address).
+	Refused uint64 `json:"refused"`
+	// Warnings: peers reported as scanning; Suspensions: peers the
+	// gateway suspended for it.
+	Warnings    uint64 `json:"scan_warnings"`
+	Suspensions uint64 `json:"scan_suspensions"`
+	// Lost counts overflows of the log's socket and times it failed.
+	Lost      uint64 `json:"lost"`
+	LastError string `json:"last_error,omitempty"`
+}
+
 // How a flow ended.
 const (
 	// FlowClosed: the connection was closed (TCP FIN or RST).
@@ -235,7 +258,34 @@ const (
 	// record a minute: a partner opening flows in the thousands fills the
 	// log a hundred times slower, and what it did is still counted.
 	FlowSummarised = "summarised"
+	// FlowRefused: not a flow but attempts the firewall refused, Flows of
+	// them (as logged: at most 100 a second per partner) to one
+	// destination between Opened and Closed, for Reason. No bytes passed.
+	FlowRefused = "refused"
 )
+
+// Why the firewall refused a partner's packet (Flow.Reason).
+const (
+	// DenyNotGranted: its group has no grant covering the destination.
+	DenyNotGranted = "not-granted"
+	// DenyNoGroup: its mark names no group of its organisation (a peer
+	// that was moved, say, and whose mark is stale).
+	DenyNoGroup = "no-group"
+	// DenyNoOrg: its source is in no organisation's address block.
+	DenyNoOrg = "no-org"
+	// DenyNotAPeer: its source is no peer in force.
+	DenyNotAPeer = "not-a-peer"
+	// DenyHost: toward the gateway host itself, or not out toward the
+	// internal network.
+	DenyHost = "host"
+	// DenyGateway: toward the gateway's own tunnel address and services.
+	DenyGateway = "gateway"
+	// DenyTunnel: toward another partner, through the tunnel.
+	DenyTunnel = "tunnel"
+)
+
+// DenyReasons are every Flow.Reason.
+var DenyReasons = []string{DenyNotGranted, DenyNoGroup, DenyNoOrg, DenyNotAPeer, DenyHost, DenyGateway, DenyTunnel}
 
 // Status describes the running gateway.
 type Status struct {
@@ -267,6 +317,9 @@ type Status struct {
 	DownSince      *time.Time `json:"down_since,omitempty"`
 	// Activity is the activity log's account, absent while it is off.
 	Activity *ActivityStatus `json:"activity,omitempty"`
+	// Refusals counts refusals and scans; absent for a caller who sees
+	// some organisations only.
+	Refusals *RefusalStatus `json:"refusals,omitempty"`
 }
 
 // CheckHeader set to CheckMay on any request makes extranetd decide it

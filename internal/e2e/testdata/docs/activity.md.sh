@@ -28,3 +28,16 @@ partner_works() {
 	(head -c 5000 /dev/zero; sleep 300) | ip netns exec partner socat - TCP:10.20.0.10:22 >/dev/null 2>&1 &
 	wait_for 5 sh -c "ip netns exec extranet conntrack -L -p tcp --dport 22 2>/dev/null | grep -q ESTABLISHED"
 }
+
+# partner_probes: the partner tries the remote desktop port, three times.
+partner_probes() {
+	for i in 1 2 3; do
+		ip netns exec partner socat -T1 - TCP:10.20.0.10:3389,connect-timeout=1 </dev/null >/dev/null 2>&1 && return 1
+	done
+	return 0
+}
+
+# refusals_recorded: the refusals are in the log (within 10 seconds).
+refusals_recorded() {
+	wait_for 20 sh -c "extranetctl activity --denied -o json | grep -q 3389"
+}

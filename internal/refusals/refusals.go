@@ -1,0 +1,294 @@
+// Package refusals turns what the firewall refused partners (the packets
+// its deny chains log, see firewall.DenyChain) into activity records, and
+// finds the partners that scan: a peer refused at many distinct
+// destinations within a minute.
+//
+// It is pure: packets come in with the time they were read, records and
+// scans go out through callbacks; the socket is nflog's and the actions
+// the daemon's.
+package refusals
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/extranetgw/extranet/internal/flowlog"
+	"github.com/extranetgw/extranet/pkg/api"
+)
+
+// Defaults of ScanOptions, as issue #26 set them: a partner that probes 20
+// destinations it may not reach in a minute is worth a look, one that
+// probes 100 is sweeping.
+const (
+	DefaultWarnAt    = 20
+	DefaultSuspendAt = 100
+	// ScanWindow is how far back distinct destinations are counted.
+	ScanWindow = time.Minute
+)
+
+// Scan modes.
+const (
+	// ScanSuspend warns, then suspends the scanning peer.
+	ScanSuspend = "suspend"
+	// ScanObserve only warns, at either threshold.
+	ScanObserve = "observe"
+	// ScanOff counts nothing.
+	ScanOff = "off"
+)
+
+// ScanOptions set what counts as a scan and what is done about it.
+type ScanOptions struct {
+	Mode string
+	// WarnAt and SuspendAt are numbers of distinct refused destinations
+	// (address, protocol and port) within ScanWindow.
+	WarnAt, SuspendAt int
+	// Allow names peers (ORG/NAME) never treated as scanners: a partner's
+	// sanctioned vulnerability scanner, say.
+	Allow []string
+}
+
+// Check says what is wrong with o, naming the setting.
+func (o ScanOptions) Check() error {
+	switch o.Mode {
+	case ScanSuspend, ScanObserve, ScanOff:
+	default:
+		return fmt.Errorf("scan-mode %q: want %s, %s or %s", o.Mode, ScanSuspend, ScanObserve, ScanOff)
+	}
+	if o.Mode == ScanOff {
+		return nil
+	}
+	if o.WarnAt < 1 || o.SuspendAt < 1 {
+		return fmt.Errorf("scan-warn %d, scan-suspend %d: both must be at least 1", o.WarnAt, o.SuspendAt)
+	}
+	if o.WarnAt > o.SuspendAt {
+		return fmt.Errorf("scan-warn %d is above scan-suspend %d: warn first, or set them equal", o.WarnAt, o.SuspendAt)
+	}
+	return nil
+}
+
+// Scan is what a scanner did, when it crossed a threshold.
+type Scan struct {
+	Address netip.Addr
+	// Org, Name, Peer (ORG/NAME) and Group name its peer; all are "" for
+	// an address no peer holds.
+	Org, Name, Peer, Group string
+	// Distinct refused destinations within Window, up to At.
+	Distinct int
+	Window   time.Duration
+	// Sample are some of them, as 10.1.2.3:22/tcp.
+	Sample []string
+	// Suspend: the peer is to be suspended; otherwise warned about.
+	Suspend bool
+	At      time.Time
+}
+
+// Options configure a Recorder.
+type Options struct {
+	Directory flowlog.Directory
+	// Record takes each refusal record; nil records nothing (the activity
+	// log is off, yet scans are still found).
+	Record func(api.Flow) error
+	Scan   ScanOptions
+	// OnScan is told of each threshold crossed: once per peer and
+	// threshold until a quiet minute has passed. It must not block.
+	OnScan func(Scan)
+}
+
+// Recorder adds up refusals and watches for scans. Its methods are for one
+// goroutine.
+type Recorder struct {
+	o     Options
+	allow map[string]bool
+	// open are the records being added up, one per peer, destination and
+	// reason; per peer at most perPeer, the rest in one record of theirs
+	// without a destination.
+	open    map[key]*api.Flow
+	perPeer map[netip.Addr]int
+	scans   map[netip.Addr]*watch
+
+	// Counts since the start, for status and metrics.
+	Seen     uint64            // refused packets read
+	ByReason map[string]uint64 // of Seen
+	Warned   uint64            // peers that crossed WarnAt
+	Scans    uint64            // peers that crossed SuspendAt (suspended unless observed)
+	Failed   uint64            // records Record refused
+}
+
+// perPeer bounds the destinations a peer's refusals are recorded by in a
+// flush period, as flowlog's summaries do: a sweep of 60,000 ports makes
+// perPeer records and one more, not 60,000.
+const perPeer = 50
+
+// FlushEvery is how often records are written: a refused attempt is in the
+// log within this long.
+const FlushEvery = 10 * time.Second
+
+type key struct {
+	src, dst netip.Addr
+	proto    uint8
+	port     uint16
+	reason   string
+	others   bool
+}
+
+// target is one destination a scanner tried.
+type target struct {
+	dst   netip.Addr
+	proto uint8
+	port  uint16
+}
+
+func (t target) String() string {
+	s := t.dst.String()
+	if t.port != 0 {
+		s += ":" + strconv.Itoa(int(t.port))
+	}
+	return s + "/" + flowlog.ProtoName(t.proto)
+}
+
+// watch is one address's refused destinations within the window.
+type watch struct {
+	seen map[target]time.Time
+	last time.Time
+	// warned and stopped are when a threshold was last reported.
+	warned, stopped time.Time
+}
+
+// New returns a Recorder.
+func New(o Options) *Recorder {
+	r := &Recorder{o: o, allow: map[string]bool{}, open: map[key]*api.Flow{}, perPeer: map[netip.Addr]int{},
+		scans: map[netip.Addr]*watch{}, ByReason: map[string]uint64{}}
+	for _, p := range o.Scan.Allow {
+		r.allow[p] = true
+	}
+	return r
+}
+
+// Refused takes one refused packet, read at now.
+func (r *Recorder) Refused(reason string, proto uint8, src, dst netip.Addr, port uint16, now time.Time) {
+	if !slices.Contains(api.DenyReasons, reason) {
+		return // not one of our chains' prefixes
+	}
+	r.Seen++
+	r.ByReason[reason]++
+	if proto != 6 && proto != 17 {
+		port = 0
+	}
+	var who flowlog.Who
+	known := false
+	if r.o.Directory != nil {
+		who, known = r.o.Directory.Lookup(src)
+	}
+	if r.o.Record != nil {
+		r.add(key{src: src, dst: dst, proto: proto, port: port, reason: reason}, who, known, now)
+	}
+	if r.o.Scan.Mode != ScanOff && r.o.OnScan != nil {
+		if !known || !r.allow[who.Org+"/"+who.Name] {
+			r.watch(target{dst, proto, port}, src, who, known, now)
+		}
+	}
+}
+
+func (r *Recorder) add(k key, who flowlog.Who, known bool, now time.Time) {
+	f := r.open[k]
+	if f == nil {
+		if r.perPeer[k.src] >= perPeer {
+			k = key{src: k.src, reason: k.reason, others: true}
+			f = r.open[k]
+		}
+	}
+	if f == nil {
+		f = &api.Flow{Opened: now.UTC(), Address: k.src.String(), Proto: flowlog.ProtoName(k.proto), Port: k.port, End: api.FlowRefused, Reason: k.reason}
+		if k.others {
+			f.Proto, f.Port = "", 0
+		} else {
+			f.Dest = k.dst.String()
+			r.perPeer[k.src]++
+		}
+		if known {
+			f.Org, f.Group, f.Peer = who.Org, who.Group, who.Org+"/"+who.Name
+		}
+		r.open[k] = f
+	}
+	f.Flows++
+	f.Closed = now.UTC()
+}
+
+// Flush writes the records added up so far.
+func (r *Recorder) Flush(now time.Time) {
+	recs := make([]*api.Flow, 0, len(r.open))
+	for _, f := range r.open {
+		recs = append(recs, f)
+	}
+	// In time order, so that the log reads as it happened.
+	slices.SortFunc(recs, func(a, b *api.Flow) int { return a.Opened.Compare(b.Opened) })
+	for _, f := range recs {
+		if err := r.o.Record(*f); err != nil {
+			r.Failed++
+		}
+	}
+	clear(r.open)
+	clear(r.perPeer)
+	for a, w := range r.scans {
+		if now.Sub(w.last) > ScanWindow {
+			delete(r.scans, a)
+		}
+	}
+}
+
+func (r *Recorder) watch(t target, src netip.Addr, who flowlog.Who, known bool, now time.Time) {
+	w := r.scans[src]
+	if w == nil {
+		w = &watch{seen: map[target]time.Time{}}
+		r.scans[src] = w
+	}
+	w.seen[t] = now
+	w.last = now
+	o := r.o.Scan
+	if len(w.seen) < o.WarnAt {
+		return
+	}
+	// Only when a threshold may be crossed are old destinations dropped:
+	// the map never holds more than SuspendAt of them before it is.
+	for d, at := range w.seen {
+		if now.Sub(at) > ScanWindow {
+			delete(w.seen, d)
+		}
+	}
+	n := len(w.seen)
+	stop := n >= o.SuspendAt
+	switch {
+	case stop && now.Sub(w.stopped) > ScanWindow:
+		w.stopped, w.warned = now, now
+		r.Scans++
+	case n >= o.WarnAt && now.Sub(w.warned) > ScanWindow:
+		w.warned = now
+		r.Warned++
+		stop = false
+	default:
+		if stop {
+			// Reported within the minute: forget what it tried, so the
+			// map stays small while the sweep goes on.
+			clear(w.seen)
+		}
+		return
+	}
+	s := Scan{Address: src, Distinct: n, Window: ScanWindow, Suspend: stop && o.Mode == ScanSuspend, At: now.UTC()}
+	if known {
+		s.Org, s.Name, s.Peer, s.Group = who.Org, who.Name, who.Org+"/"+who.Name, who.Group
+	}
+	for d := range w.seen {
+		s.Sample = append(s.Sample, d.String())
+	}
+	slices.Sort(s.Sample)
+	if len(s.Sample) > 10 {
+		s.Sample = s.Sample[:10]
+	}
+	if stop {
+		clear(w.seen)
+	}
+	r.o.OnScan(s)
+}

@@ -1,0 +1,202 @@
+package refusals
+
+import (
+	"fmt"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/extranetgw/extranet/internal/flowlog"
+	"github.com/extranetgw/extranet/pkg/api"
+)
+
+type dir map[netip.Addr]flowlog.Who
+
+func (d dir) Lookup(a netip.Addr) (flowlog.Who, bool) { w, ok := d[a]; return w, ok }
+
+var (
+	laptop  = netip.MustParseAddr("100.64.1.5")
+	scanner = netip.MustParseAddr("100.64.2.9")
+	server  = netip.MustParseAddr("10.10.1.2")
+	t0      = time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+	peers   = dir{laptop: {Org: "acme", Name: "laptop", Group: "default"}, scanner: {Org: "globex", Name: "nmap", Group: "ops"}}
+)
+
+func recorder(t *testing.T, scan ScanOptions) (*Recorder, *[]api.Flow, *[]Scan) {
+	t.Helper()
+	var recs []api.Flow
+	var scans []Scan
+	if scan.Mode == "" {
+		scan = ScanOptions{Mode: ScanSuspend, WarnAt: DefaultWarnAt, SuspendAt: DefaultSuspendAt}
+	}
+	if err := scan.Check(); err != nil {
+		t.Fatal(err)
+	}
+	r := New(Options{Directory: peers, Scan: scan,
+		Record: func(f api.Flow) error { recs = append(recs, f); return nil },
+		OnScan: func(s Scan) { scans = append(scans, s) }})
+	return r, &recs, &scans
+}
+
+// TestRecordsAddUp: repeated refusals of one destination make one record
+// with their count, first and last time, peer and reason; other reasons
+// and destinations make their own.
+func TestRecordsAddUp(t *testing.T) {
+	r, recs, scans := recorder(t, ScanOptions{})
+	for i := 0; i < 5; i++ {
+		r.Refused(api.DenyNotGranted, 6, laptop, server, 22, t0.Add(time.Duration(i)*time.Second))
+	}
+	r.Refused(api.DenyGateway, 1, laptop, netip.MustParseAddr("100.64.0.1"), 7, t0)
+	r.Refused("not-ours", 6, laptop, server, 22, t0)
+	r.Refused(api.DenyNotAPeer, 17, netip.MustParseAddr("100.64.9.9"), server, 53, t0)
+	r.Flush(t0.Add(10 * time.Second))
+	want := map[string]api.Flow{
+		api.DenyNotGranted: {Opened: t0, Closed: t0.Add(4 * time.Second), Org: "acme", Group: "default", Peer: "acme/laptop", Address: "100.64.1.5", Proto: "tcp", Dest: "10.10.1.2", Port: 22, End: api.FlowRefused, Flows: 5, Reason: api.DenyNotGranted},
+		// ICMP has no port, whatever the header's bytes were.
+		api.DenyGateway:  {Opened: t0, Closed: t0, Org: "acme", Group: "default", Peer: "acme/laptop", Address: "100.64.1.5", Proto: "icmp", Dest: "100.64.0.1", End: api.FlowRefused, Flows: 1, Reason: api.DenyGateway},
+		api.DenyNotAPeer: {Opened: t0, Closed: t0, Address: "100.64.9.9", Proto: "udp", Dest: "10.10.1.2", Port: 53, End: api.FlowRefused, Flows: 1, Reason: api.DenyNotAPeer},
+	}
+	if len(*recs) != len(want) {
+		t.Fatalf("got %d records, want %d: %+v", len(*recs), len(want), *recs)
+	}
+	for _, f := range *recs {
+		if f != want[f.Reason] {
+			t.Errorf("got  %+v\nwant %+v", f, want[f.Reason])
+		}
+	}
+	if r.Seen != 7 || r.ByReason[api.DenyNotGranted] != 5 {
+		t.Errorf("counted %d, %v", r.Seen, r.ByReason)
+	}
+	if len(*scans) != 0 {
+		t.Errorf("scans reported: %+v", *scans)
+	}
+	*recs = nil
+	r.Flush(t0.Add(20 * time.Second))
+	if len(*recs) != 0 {
+		t.Errorf("a flush wrote the same records again: %+v", *recs)
+	}
+}
+
+// TestASweepIsBounded: a sweep of thousands of ports writes perPeer
+// records and one that adds up the rest, none lost from the counts.
+func TestASweepIsBounded(t *testing.T) {
+	r, recs, _ := recorder(t, ScanOptions{Mode: ScanOff})
+	for p := 1; p <= 5000; p++ {
+		r.Refused(api.DenyNotGranted, 6, laptop, server, uint16(p), t0)
+	}
+	r.Flush(t0)
+	if len(*recs) != perPeer+1 {
+		t.Fatalf("%d records for one sweep", len(*recs))
+	}
+	var total uint64
+	others := 0
+	for _, f := range *recs {
+		total += f.Flows
+		if f.Dest == "" {
+			others++
+			if f.Flows != 5000-perPeer || f.Port != 0 || f.Proto != "" {
+				t.Errorf("the rest: %+v", f)
+			}
+		}
+	}
+	if total != 5000 || others != 1 {
+		t.Errorf("counted %d attempts in records, %d records of the rest", total, others)
+	}
+}
+
+// TestScanThresholds: a peer is warned about at WarnAt distinct refused
+// destinations within a minute, stopped at SuspendAt, each once a minute;
+// retries of one destination, and destinations tried longer ago than the
+// window, do not count.
+func TestScanThresholds(t *testing.T) {
+	r, _, scans := recorder(t, ScanOptions{Mode: ScanSuspend, WarnAt: 3, SuspendAt: 5})
+	for i := 0; i < 50; i++ {
+		r.Refused(api.DenyNotGranted, 6, laptop, server, 22, t0) // one destination, retried
+	}
+	r.Refused(api.DenyNotGranted, 6, laptop, server, 23, t0)
+	// Two minutes on, those two are out of the window.
+	at := t0.Add(2 * time.Minute)
+	r.Refused(api.DenyNotGranted, 6, laptop, server, 24, at)
+	r.Refused(api.DenyNotGranted, 6, laptop, server, 25, at)
+	if len(*scans) != 0 {
+		t.Fatalf("reported before %d distinct destinations in a minute: %+v", 3, *scans)
+	}
+	r.Refused(api.DenyNotGranted, 17, laptop, server, 25, at) // UDP: another destination
+	if len(*scans) != 1 || (*scans)[0].Suspend || (*scans)[0].Distinct != 3 || (*scans)[0].Peer != "acme/laptop" {
+		t.Fatalf("at the warning threshold: %+v", *scans)
+	}
+	r.Refused(api.DenyNotGranted, 6, laptop, server, 26, at)
+	if len(*scans) != 1 {
+		t.Fatalf("warned twice within the minute: %+v", *scans)
+	}
+	r.Refused(api.DenyHost, 6, laptop, netip.MustParseAddr("10.10.0.1"), 22, at)
+	if len(*scans) != 2 || !(*scans)[1].Suspend || (*scans)[1].Distinct != 5 {
+		t.Fatalf("at the suspension threshold: %+v", *scans)
+	}
+	want := []string{"10.10.0.1:22/tcp", "10.10.1.2:24/tcp", "10.10.1.2:25/tcp", "10.10.1.2:25/udp", "10.10.1.2:26/tcp"}
+	if fmt.Sprint((*scans)[1].Sample) != fmt.Sprint(want) {
+		t.Errorf("evidence %v, want %v", (*scans)[1].Sample, want)
+	}
+	// The sweep goes on until the suspension takes effect: no second call
+	// within the minute, and the watch stays small.
+	for p := 100; p < 1000; p++ {
+		r.Refused(api.DenyNotGranted, 6, laptop, server, uint16(p), at)
+	}
+	if len(*scans) != 2 {
+		t.Errorf("reported again within the minute: %d reports", len(*scans))
+	}
+	if n := len(r.scans[laptop].seen); n > 5 {
+		t.Errorf("the watch holds %d destinations", n)
+	}
+	// A minute on, the same again: a warning, then a scan.
+	later := at.Add(ScanWindow + time.Second)
+	for p := 2000; p < 2005; p++ {
+		r.Refused(api.DenyNotGranted, 6, laptop, server, uint16(p), later)
+	}
+	if len(*scans) != 4 || (*scans)[2].Suspend || !(*scans)[3].Suspend {
+		t.Errorf("a scan a minute later: %+v", *scans)
+	}
+	if r.Warned != 2 || r.Scans != 2 {
+		t.Errorf("counted %d warnings, %d scans", r.Warned, r.Scans)
+	}
+}
+
+// TestScanModes: observe reports without suspending, an allowed peer is
+// never reported, off reports nothing; the others are still watched.
+func TestScanModes(t *testing.T) {
+	sweep := func(r *Recorder, src netip.Addr) {
+		for p := 1; p <= 10; p++ {
+			r.Refused(api.DenyNotGranted, 6, src, server, uint16(p), t0)
+		}
+	}
+	r, _, scans := recorder(t, ScanOptions{Mode: ScanObserve, WarnAt: 2, SuspendAt: 4})
+	sweep(r, laptop)
+	if len(*scans) != 2 || (*scans)[0].Suspend || (*scans)[1].Suspend {
+		t.Errorf("observe: %+v", *scans)
+	}
+	r, _, scans = recorder(t, ScanOptions{Mode: ScanSuspend, WarnAt: 2, SuspendAt: 4, Allow: []string{"acme/laptop"}})
+	sweep(r, laptop)
+	sweep(r, scanner)
+	if len(*scans) != 2 || (*scans)[1].Peer != "globex/nmap" || !(*scans)[1].Suspend {
+		t.Errorf("allowed acme/laptop: %+v", *scans)
+	}
+	r, recs, scans := recorder(t, ScanOptions{Mode: ScanOff})
+	sweep(r, laptop)
+	r.Flush(t0)
+	if len(*scans) != 0 || len(*recs) != 10 {
+		t.Errorf("off: %d reports, %d records", len(*scans), len(*recs))
+	}
+}
+
+func TestScanOptionsCheck(t *testing.T) {
+	for _, bad := range []ScanOptions{
+		{Mode: "kill"}, {Mode: ScanSuspend, WarnAt: 0, SuspendAt: 10}, {Mode: ScanSuspend, WarnAt: 50, SuspendAt: 10},
+	} {
+		if err := bad.Check(); err == nil {
+			t.Errorf("%+v accepted", bad)
+		}
+	}
+	if err := (ScanOptions{Mode: ScanOff}).Check(); err != nil {
+		t.Error(err)
+	}
+}
