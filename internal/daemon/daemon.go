@@ -128,8 +128,19 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 		observe, onExpire = mets.Reconciled, mets.Expired
 	}
 	// The flows the sweep kills are told apart in the activity log.
+	// Flows and refusals are named after the peer that held the address,
+	// read from the store again after each change. Refusals are read
+	// whether or not the activity log is on: a scan is acted on either
+	// way, and recorded only when it is. The scan watch hears of the
+	// flows the sweep kills too: a partner that tries again what was
+	// killed is not scanning.
+	peers := flowlog.NewStoreDirectory(db)
+	denied := newRefusalLog(ns.Do, refusals.Options{Directory: peers, Scan: st.Scan}, mets, log)
 	kills := &flowlog.Kills{}
-	sweeper := conntrack.Kernel{NL: ns.Netlink(), Killed: kills.Killed}
+	sweeper := conntrack.Kernel{NL: ns.Netlink(), Killed: func(proto uint8, src, dst netip.Addr, sport, dport uint16) {
+		kills.Killed(proto, src, dst, sport, dport)
+		denied.killed(proto, src, dst, dport)
+	}}
 	rec := reconcile.New(reconcile.Options{
 		DB: db, Firewall: dp, Sweeper: sweeper,
 		Host: hostFacts(st.Link, cfg.EgressInterfaces, forwarded),
@@ -208,10 +219,6 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 			log.Error("activity: partner connections are not recorded", "err", openErr)
 		}
 	}
-	// Flows and refusals are named after the peer that held the address,
-	// read from the store again after each change.
-	peers := flowlog.NewStoreDirectory(db)
-	applier = changeNotifier{Applier: rec, changed: peers.Changed}
 	var record func(api.Flow) error
 	if act != nil {
 		defer act.Close()
@@ -238,9 +245,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 			})
 		}
 	}
-	// Refusals are read whether or not the activity log is on: a scan is
-	// acted on either way, and recorded only when it is.
-	denied := newRefusalLog(ns.Do, refusals.Options{Directory: peers, Record: record, Scan: st.Scan}, mets, log)
+	denied.record = record // before it runs
+	applier = changeNotifier{Applier: rec, changed: peers.Changed}
 	svc := service.New(service.Options{
 		DB: db, Plan: st.Plan, Applier: applier, Activity: acts, ActivityOff: activityFailed(cfg.ActivityLog, activityOff),
 		Runtime:  runtime{rec: rec, info: info, netns: cfg.NetNS, veth: cfg.HostVeth, flows: flows, acts: actLog, activityOff: activityOff, refusals: denied},
@@ -279,7 +285,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 		defer close(deniedDone)
 		denied.Run(runCtx)
 	}()
-	go denied.act(runCtx, svc)
+	actDone := make(chan struct{})
+	go func() {
+		defer close(actDone)
+		denied.act(runCtx, svc)
+	}()
 	if mets != nil {
 		health := func() error { return healthy(rec.State(), cfg.ReconcileInterval) }
 		if err := serveTCP(runCtx, "metrics", cfg.MetricsListen, mets.Handler(health), log); err != nil {
@@ -312,6 +322,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 	<-recDone
 	<-flowsDone
 	<-deniedDone
+	<-actDone
 	// Handshakes seen since the last poll would be lost with the process
 	// (with userspace WireGuard, with the device too).
 	if err := rec.PollStats(); err != nil {
@@ -330,8 +341,8 @@ func activityFailed(on bool, off string) string {
 	return off
 }
 
-// changeNotifier tells the activity log's directory of peers that the store
-// changed, then hands the change to the data plane.
+// changeNotifier tells the directory of peers that names flows and
+// refusals that the store changed, then hands the change to the data plane.
 type changeNotifier struct {
 	service.Applier
 	changed func()

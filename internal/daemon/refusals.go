@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,6 +23,9 @@ type refusalLog struct {
 	do   func(func() error) error
 	scan refusals.ScanOptions
 	log  *slog.Logger
+	// record writes the records taken; nil while the activity log is off.
+	// Set before Run.
+	record func(api.Flow) error
 
 	mu  sync.Mutex
 	rec *refusals.Recorder
@@ -32,6 +36,7 @@ type refusalLog struct {
 	scans   chan refusals.Scan
 	mets    *metrics.Metrics // nil without metrics
 	lost    atomic.Uint64
+	failed  atomic.Uint64
 	lastErr atomic.Value // string
 }
 
@@ -65,17 +70,13 @@ func (r *refusalLog) Run(ctx context.Context) {
 			case <-ctx.Done():
 				return
 			case now := <-tick.C:
-				r.mu.Lock()
-				r.rec.Flush(now)
-				r.mu.Unlock()
+				r.flush(now)
 			}
 		}
 	}()
 	defer func() {
 		<-flushed
-		r.mu.Lock()
-		r.rec.Flush(time.Now())
-		r.mu.Unlock()
+		r.flush(time.Now())
 	}()
 	for backoff := 100 * time.Millisecond; ; {
 		began := time.Now()
@@ -98,6 +99,32 @@ func (r *refusalLog) Run(ctx context.Context) {
 	}
 }
 
+// flush writes the records added up, outside the lock the reader needs:
+// a slow disk must not make the socket overflow.
+func (r *refusalLog) flush(now time.Time) {
+	r.mu.Lock()
+	recs := r.rec.Take(now)
+	r.mu.Unlock()
+	if r.record == nil {
+		return
+	}
+	for _, f := range recs {
+		if err := r.record(f); err != nil {
+			if r.failed.Add(1) == 1 {
+				r.log.Error("refusals: a record could not be written", "err", err)
+			}
+		}
+	}
+}
+
+// killed tells the recorder the sweep killed a flow (see
+// refusals.Recorder.Killed).
+func (r *refusalLog) killed(proto uint8, src, dst netip.Addr, dport uint16) {
+	r.mu.Lock()
+	r.rec.Killed(proto, src, dst, dport, time.Now())
+	r.mu.Unlock()
+}
+
 func (r *refusalLog) listen(ctx context.Context) error {
 	var rd *nflog.Reader
 	if err := r.do(func() error {
@@ -110,7 +137,7 @@ func (r *refusalLog) listen(ctx context.Context) error {
 	return rd.Listen(ctx, func(p nflog.Packet) {
 		now := time.Now()
 		r.mu.Lock()
-		r.rec.Refused(p.Prefix, p.Proto, p.Src, p.Dst, p.DPort, now)
+		r.rec.Refused(p.Prefix, p.Proto, p.Src, p.Dst, p.DPort, p.Opening, now)
 		r.mu.Unlock()
 	}, func() {
 		r.lost.Add(1)

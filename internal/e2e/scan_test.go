@@ -14,7 +14,8 @@ import (
 // TestRefusalsAndScans: what the firewall refuses a stock partner is in
 // `extranetctl activity --denied` with its reason; a partner that sweeps
 // ports is suspended by the gateway itself (defaults: 100 distinct refused
-// destinations a minute), its open connection dies with it, the audit log
+// destinations a minute), also behind a flood to one destination, its open
+// connection dies with it, the audit log
 // names extranetd and carries the evidence, peer show and status say so,
 // another organisation's partner is untouched, and peer resume undoes it.
 func TestRefusalsAndScans(t *testing.T) {
@@ -54,6 +55,37 @@ func TestRefusalsAndScans(t *testing.T) {
 	// A sweep of 100 ports. Beyond a burst, the namespace's ICMP errors to
 	// one partner are rate-limited by the kernel (a second each), so most
 	// attempts get no answer: like nmap, the sweep does not wait for one.
+	// Meanwhile the partner floods one other destination, as if to use up
+	// the log's budget and hide the sweep behind it: the firewall's
+	// budget per destination keeps the sweep in view.
+	stopFlood, flooded := make(chan struct{}), make(chan int, 1)
+	go func() {
+		sent := 0
+		defer func() { flooded <- sent }()
+		_ = inNS(r.PA, func() error {
+			c, err := net.Dial("udp4", hostPort(in1Addr, 9999))
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			deadline := time.Now().Add(scaled(60 * time.Second))
+			for time.Now().Before(deadline) {
+				select {
+				case <-stopFlood:
+					return nil
+				default:
+				}
+				for i := 0; i < 10; i++ {
+					if _, err := c.Write([]byte("junk")); err == nil {
+						sent++
+					}
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			return nil
+		})
+	}()
+	time.Sleep(500 * time.Millisecond)
 	var crossed time.Time
 	err := inNS(r.PA, func() error {
 		for p := 1000; p < 1100; p++ {
@@ -66,6 +98,8 @@ func TestRefusalsAndScans(t *testing.T) {
 		crossed = time.Now()
 		return nil
 	})
+	close(stopFlood)
+	t.Logf("flooded one destination with %d datagrams during the sweep", <-flooded)
 	if err != nil {
 		t.Fatal(err)
 	}

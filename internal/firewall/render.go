@@ -94,14 +94,22 @@ const (
 	// namespace is the gateway's own, so no other listener shares it.
 	NFLOGGroup = 1
 	// NFLOGSize is how much of a refused packet reaches the log's reader:
-	// the IPv4 header (60 bytes at most) and the ports, no payload to
-	// speak of. The reader keeps only addresses, protocol and port.
-	NFLOGSize = 64
+	// the IPv4 header (60 bytes at most) and the TCP header's first 20
+	// bytes (ports and flags), no payload to speak of. The reader keeps
+	// only addresses, protocol, port and whether it opens a connection.
+	NFLOGSize = 80
 	// Refusals are logged at most denyRate a second per partner address
 	// (bursts of denyBurst), so that a flood costs the disk and the reader
-	// little; the rules' counters still count every refused packet.
-	denyRate  = 100
-	denyBurst = 200
+	// little; the rules' counters still count every refused packet. Before
+	// that, each destination (address and port) of a partner has a budget
+	// of its own, targetRate a second (bursts of targetBurst), which a
+	// flood toward one destination exhausts without touching the others':
+	// a partner cannot hide a sweep behind junk to one place, as it could
+	// behind one budget per address.
+	denyRate    = 100
+	denyBurst   = 200
+	targetRate  = 2
+	targetBurst = 5
 
 	// maxSetRange is the widest port range stored as set entries; ipset
 	// stores one entry per port, so wider ranges become a rule instead.
@@ -359,8 +367,10 @@ func DenyChain(reason string) string { return DenyPrefix + strings.ToUpper(reaso
 // refused, so the accepted path meets none of it.
 func denyChain(f *strings.Builder, reason string) {
 	chain := DenyChain(reason)
-	fmt.Fprintf(f, "-A %s -m hashlimit --hashlimit-upto %d/sec --hashlimit-burst %d --hashlimit-mode srcip --hashlimit-name extranet-deny -j NFLOG --nflog-group %d --nflog-prefix %s --nflog-size %d\n",
-		chain, denyRate, denyBurst, NFLOGGroup, reason, NFLOGSize)
+	fmt.Fprintf(f, "-A %s -m hashlimit --hashlimit-upto %d/sec --hashlimit-burst %d --hashlimit-mode srcip,dstip,dstport --hashlimit-name extranet-target "+
+		"-m hashlimit --hashlimit-upto %d/sec --hashlimit-burst %d --hashlimit-mode srcip --hashlimit-name extranet-deny "+
+		"-j NFLOG --nflog-group %d --nflog-prefix %s --nflog-size %d\n",
+		chain, targetRate, targetBurst, denyRate, denyBurst, NFLOGGroup, reason, NFLOGSize)
 	// A packet from one partner toward another is dropped, not answered:
 	// no error about one partner goes into the tunnel to another.
 	if reason == api.DenyTunnel {

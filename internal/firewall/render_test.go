@@ -111,19 +111,19 @@ func TestRenderGolden(t *testing.T) {
 -A EXTRANET-OUT -o lo -j ACCEPT
 -A EXTRANET-OUT -o wg-ext -p icmp -m bpf --bytecode "8,177 0 0 0,64 0 0 20,2 0 0 0,32 0 0 16,97 0 0 0,29 0 1 0,6 0 0 1,6 0 0 0" -j ACCEPT
 -A EXTRANET-OUT ! -o wg-ext -p icmp -j ACCEPT
--A EXTRANET-DENY-NOT-GRANTED -m hashlimit --hashlimit-upto 100/sec --hashlimit-burst 200 --hashlimit-mode srcip --hashlimit-name extranet-deny -j NFLOG --nflog-group 1 --nflog-prefix not-granted --nflog-size 64
+-A EXTRANET-DENY-NOT-GRANTED -m hashlimit --hashlimit-upto 2/sec --hashlimit-burst 5 --hashlimit-mode srcip,dstip,dstport --hashlimit-name extranet-target -m hashlimit --hashlimit-upto 100/sec --hashlimit-burst 200 --hashlimit-mode srcip --hashlimit-name extranet-deny -j NFLOG --nflog-group 1 --nflog-prefix not-granted --nflog-size 80
 -A EXTRANET-DENY-NOT-GRANTED -j REJECT --reject-with icmp-admin-prohibited
--A EXTRANET-DENY-NO-GROUP -m hashlimit --hashlimit-upto 100/sec --hashlimit-burst 200 --hashlimit-mode srcip --hashlimit-name extranet-deny -j NFLOG --nflog-group 1 --nflog-prefix no-group --nflog-size 64
+-A EXTRANET-DENY-NO-GROUP -m hashlimit --hashlimit-upto 2/sec --hashlimit-burst 5 --hashlimit-mode srcip,dstip,dstport --hashlimit-name extranet-target -m hashlimit --hashlimit-upto 100/sec --hashlimit-burst 200 --hashlimit-mode srcip --hashlimit-name extranet-deny -j NFLOG --nflog-group 1 --nflog-prefix no-group --nflog-size 80
 -A EXTRANET-DENY-NO-GROUP -j REJECT --reject-with icmp-admin-prohibited
--A EXTRANET-DENY-NO-ORG -m hashlimit --hashlimit-upto 100/sec --hashlimit-burst 200 --hashlimit-mode srcip --hashlimit-name extranet-deny -j NFLOG --nflog-group 1 --nflog-prefix no-org --nflog-size 64
+-A EXTRANET-DENY-NO-ORG -m hashlimit --hashlimit-upto 2/sec --hashlimit-burst 5 --hashlimit-mode srcip,dstip,dstport --hashlimit-name extranet-target -m hashlimit --hashlimit-upto 100/sec --hashlimit-burst 200 --hashlimit-mode srcip --hashlimit-name extranet-deny -j NFLOG --nflog-group 1 --nflog-prefix no-org --nflog-size 80
 -A EXTRANET-DENY-NO-ORG -j REJECT --reject-with icmp-admin-prohibited
--A EXTRANET-DENY-NOT-A-PEER -m hashlimit --hashlimit-upto 100/sec --hashlimit-burst 200 --hashlimit-mode srcip --hashlimit-name extranet-deny -j NFLOG --nflog-group 1 --nflog-prefix not-a-peer --nflog-size 64
+-A EXTRANET-DENY-NOT-A-PEER -m hashlimit --hashlimit-upto 2/sec --hashlimit-burst 5 --hashlimit-mode srcip,dstip,dstport --hashlimit-name extranet-target -m hashlimit --hashlimit-upto 100/sec --hashlimit-burst 200 --hashlimit-mode srcip --hashlimit-name extranet-deny -j NFLOG --nflog-group 1 --nflog-prefix not-a-peer --nflog-size 80
 -A EXTRANET-DENY-NOT-A-PEER -j REJECT --reject-with icmp-admin-prohibited
--A EXTRANET-DENY-HOST -m hashlimit --hashlimit-upto 100/sec --hashlimit-burst 200 --hashlimit-mode srcip --hashlimit-name extranet-deny -j NFLOG --nflog-group 1 --nflog-prefix host --nflog-size 64
+-A EXTRANET-DENY-HOST -m hashlimit --hashlimit-upto 2/sec --hashlimit-burst 5 --hashlimit-mode srcip,dstip,dstport --hashlimit-name extranet-target -m hashlimit --hashlimit-upto 100/sec --hashlimit-burst 200 --hashlimit-mode srcip --hashlimit-name extranet-deny -j NFLOG --nflog-group 1 --nflog-prefix host --nflog-size 80
 -A EXTRANET-DENY-HOST -j REJECT --reject-with icmp-admin-prohibited
--A EXTRANET-DENY-GATEWAY -m hashlimit --hashlimit-upto 100/sec --hashlimit-burst 200 --hashlimit-mode srcip --hashlimit-name extranet-deny -j NFLOG --nflog-group 1 --nflog-prefix gateway --nflog-size 64
+-A EXTRANET-DENY-GATEWAY -m hashlimit --hashlimit-upto 2/sec --hashlimit-burst 5 --hashlimit-mode srcip,dstip,dstport --hashlimit-name extranet-target -m hashlimit --hashlimit-upto 100/sec --hashlimit-burst 200 --hashlimit-mode srcip --hashlimit-name extranet-deny -j NFLOG --nflog-group 1 --nflog-prefix gateway --nflog-size 80
 -A EXTRANET-DENY-GATEWAY -j REJECT --reject-with icmp-admin-prohibited
--A EXTRANET-DENY-TUNNEL -m hashlimit --hashlimit-upto 100/sec --hashlimit-burst 200 --hashlimit-mode srcip --hashlimit-name extranet-deny -j NFLOG --nflog-group 1 --nflog-prefix tunnel --nflog-size 64
+-A EXTRANET-DENY-TUNNEL -m hashlimit --hashlimit-upto 2/sec --hashlimit-burst 5 --hashlimit-mode srcip,dstip,dstport --hashlimit-name extranet-target -m hashlimit --hashlimit-upto 100/sec --hashlimit-burst 200 --hashlimit-mode srcip --hashlimit-name extranet-deny -j NFLOG --nflog-group 1 --nflog-prefix tunnel --nflog-size 80
 -A EXTRANET-DENY-TUNNEL -j DROP
 COMMIT
 `

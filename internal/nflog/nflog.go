@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/mdlayher/netlink"
 	"github.com/ti-mo/netfilter"
@@ -32,6 +33,11 @@ type Packet struct {
 	// DPort is the destination port of TCP, UDP, SCTP and UDP-Lite; 0
 	// for other protocols and for fragments after the first.
 	DPort uint16
+	// Opening: the packet tries to open something (a TCP SYN without ACK,
+	// a UDP datagram, an ICMP echo request, any other protocol), rather
+	// than carry on a connection the firewall no longer lets through (a
+	// retransmission after an ungrant killed it, say).
+	Opening bool
 }
 
 // The nfnetlink_log protocol (linux/netfilter/nfnetlink_log.h).
@@ -111,11 +117,25 @@ func parseIPv4(b []byte, p *Packet) bool {
 	p.Src = netip.AddrFrom4([4]byte(b[12:16]))
 	p.Dst = netip.AddrFrom4([4]byte(b[16:20]))
 	fragOffset := binary.BigEndian.Uint16(b[6:8]) & 0x1fff
+	l4 := b[ihl:]
+	if fragOffset != 0 {
+		l4 = nil // a later fragment: no header of its protocol
+	}
 	switch p.Proto {
 	case unix.IPPROTO_TCP, unix.IPPROTO_UDP, unix.IPPROTO_SCTP, unix.IPPROTO_UDPLITE:
-		if fragOffset == 0 && len(b) >= ihl+4 {
-			p.DPort = binary.BigEndian.Uint16(b[ihl+2 : ihl+4])
+		if len(l4) >= 4 {
+			p.DPort = binary.BigEndian.Uint16(l4[2:4])
 		}
+	}
+	switch p.Proto {
+	case unix.IPPROTO_TCP:
+		const syn, ack = 0x02, 0x10
+		p.Opening = len(l4) >= 14 && l4[13]&(syn|ack) == syn
+	case unix.IPPROTO_ICMP:
+		const echoRequest = 8
+		p.Opening = len(l4) >= 1 && l4[0] == echoRequest
+	default:
+		p.Opening = true
 	}
 	return true
 }
@@ -154,6 +174,12 @@ func Open(group uint16, copyRange uint32, readBuffer int) (*Reader, error) {
 		return nil, fmt.Errorf("nflog: bind group %d: %w", group, err)
 	}
 	r := &Reader{c: c, group: group}
+	// The kernel answers at once; a deadline keeps a socket that somehow
+	// never does from holding up the caller.
+	if err := c.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("nflog: bind group %d: %w", group, err)
+	}
 	for tries := 0; tries < 1000; tries++ {
 		msgs, err := c.Receive()
 		if err != nil {
@@ -162,6 +188,10 @@ func Open(group uint16, copyRange uint32, readBuffer int) (*Reader, error) {
 		}
 		for _, m := range msgs {
 			if m.Header.Type == netlink.Error && m.Header.Sequence == sent.Header.Sequence {
+				if err := c.SetReadDeadline(time.Time{}); err != nil {
+					c.Close()
+					return nil, fmt.Errorf("nflog: bind group %d: %w", group, err)
+				}
 				return r, nil
 			}
 		}

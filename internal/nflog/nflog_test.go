@@ -37,6 +37,28 @@ func TestParseIPv4(t *testing.T) {
 			t.Errorf("accepted %x", b)
 		}
 	}
+	// Whether it opens something: a SYN does, a SYN-ACK or a retransmitted
+	// segment of a killed connection does not; an echo request does, an
+	// echo reply does not; UDP always does.
+	ipTCP := []byte{0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0, 100, 64, 1, 5, 10, 10, 1, 2}
+	for flags, want := range map[byte]bool{0x02: true, 0x12: false, 0x10: false, 0x18: false, 0x01: false} {
+		seg := make([]byte, 20)
+		seg[2], seg[3], seg[13] = 0x01, 0xbb, flags
+		p = Packet{}
+		if !parseIPv4(append(append([]byte(nil), ipTCP...), seg...), &p) || p.Opening != want || p.DPort != 443 {
+			t.Errorf("tcp flags %#x: %+v, want opening %v", flags, p, want)
+		}
+	}
+	ipICMP := []byte{0x45, 0, 0, 28, 0, 0, 0, 0, 64, 1, 0, 0, 100, 64, 1, 5, 10, 10, 1, 2}
+	for typ, want := range map[byte]bool{8: true, 0: false, 3: false} {
+		p = Packet{}
+		if !parseIPv4(append(append([]byte(nil), ipICMP...), typ, 0, 0, 0), &p) || p.Opening != want || p.DPort != 0 {
+			t.Errorf("icmp type %d: %+v, want opening %v", typ, p, want)
+		}
+	}
+	if p = (Packet{}); !parseIPv4(opts, &p) || !p.Opening {
+		t.Errorf("udp: %+v", p)
+	}
 	// A header cut right after itself has no port, and is still a packet.
 	p = Packet{}
 	if !parseIPv4(tcp[:20], &p) || p.DPort != 0 || p.Proto != 6 {
@@ -109,7 +131,7 @@ func TestReadsTheKernelsLog(t *testing.T) {
 		}
 		mu.Lock()
 		defer mu.Unlock()
-		want := Packet{Prefix: "not-granted", Proto: 17, Src: netip.MustParseAddr("127.0.0.1"), Dst: netip.MustParseAddr("127.0.0.1"), DPort: 9}
+		want := Packet{Prefix: "not-granted", Proto: 17, Src: netip.MustParseAddr("127.0.0.1"), Dst: netip.MustParseAddr("127.0.0.1"), DPort: 9, Opening: true}
 		if len(got) != 3 {
 			t.Fatalf("got %d packets, want 3: %+v", len(got), got)
 		}

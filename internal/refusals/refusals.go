@@ -88,12 +88,10 @@ type Scan struct {
 // Options configure a Recorder.
 type Options struct {
 	Directory flowlog.Directory
-	// Record takes each refusal record; nil records nothing (the activity
-	// log is off, yet scans are still found).
-	Record func(api.Flow) error
-	Scan   ScanOptions
-	// OnScan is told of each threshold crossed: once per peer and
-	// threshold until a quiet minute has passed. It must not block.
+	Scan      ScanOptions
+	// OnScan is told of each threshold crossed: a warning once per
+	// warnEvery and address, a scan each time SuspendAt further distinct
+	// destinations were refused. It must not block.
 	OnScan func(Scan)
 }
 
@@ -103,18 +101,20 @@ type Recorder struct {
 	o     Options
 	allow map[string]bool
 	// open are the records being added up, one per peer, destination and
-	// reason; per peer at most perPeer, the rest in one record of theirs
+	// reason; per peer at most perPeer, the rest in one record per reason
 	// without a destination.
 	open    map[key]*api.Flow
 	perPeer map[netip.Addr]int
 	scans   map[netip.Addr]*watch
+	// killed are the destinations of each address whose flows the gateway
+	// killed, and when (see Killed).
+	killed map[netip.Addr]map[target]time.Time
 
 	// Counts since the start, for status and metrics.
 	Seen     uint64            // refused packets read
 	ByReason map[string]uint64 // of Seen
-	Warned   uint64            // peers that crossed WarnAt
-	Scans    uint64            // peers that crossed SuspendAt (suspended unless observed)
-	Failed   uint64            // records Record refused
+	Warned   uint64            // warnings reported
+	Scans    uint64            // scans reported (suspended unless observed)
 }
 
 // perPeer bounds the destinations a peer's refusals are recorded by in a
@@ -122,9 +122,22 @@ type Recorder struct {
 // perPeer records and one more, not 60,000.
 const perPeer = 50
 
-// FlushEvery is how often records are written: a refused attempt is in the
+// FlushEvery is how often records are taken: a refused attempt is in the
 // log within this long.
 const FlushEvery = 10 * time.Second
+
+// warnEvery spaces the warnings about one address: a peer that keeps
+// probing below the suspension threshold is reported, not written into
+// the audit log every minute forever.
+const warnEvery = 10 * time.Minute
+
+// scanReasons are the refusals that count toward a scan: what a partner
+// tried to reach. A source that is no peer in force (not-a-peer: expired,
+// or held by WireGuard against the store), whose group is gone (no-group:
+// a move in progress) or which is in no block (no-org) was made so by the
+// gateway, not by the partner, and suspending it would name the wrong
+// cause.
+var scanReasons = map[string]bool{api.DenyNotGranted: true, api.DenyHost: true, api.DenyGateway: true, api.DenyTunnel: true}
 
 type key struct {
 	src, dst netip.Addr
@@ -151,24 +164,46 @@ func (t target) String() string {
 
 // watch is one address's refused destinations within the window.
 type watch struct {
+	// who holds the address: when the directory names someone else, the
+	// address was given to another peer, who starts afresh.
+	who  flowlog.Who
 	seen map[target]time.Time
 	last time.Time
-	// warned and stopped are when a threshold was last reported.
-	warned, stopped time.Time
+	// warned is when a warning was last reported.
+	warned time.Time
 }
 
 // New returns a Recorder.
 func New(o Options) *Recorder {
 	r := &Recorder{o: o, allow: map[string]bool{}, open: map[key]*api.Flow{}, perPeer: map[netip.Addr]int{},
-		scans: map[netip.Addr]*watch{}, ByReason: map[string]uint64{}}
+		scans: map[netip.Addr]*watch{}, killed: map[netip.Addr]map[target]time.Time{}, ByReason: map[string]uint64{}}
 	for _, p := range o.Scan.Allow {
 		r.allow[p] = true
 	}
 	return r
 }
 
-// Refused takes one refused packet, read at now.
-func (r *Recorder) Refused(reason string, proto uint8, src, dst netip.Addr, port uint16, now time.Time) {
+// Killed notes that the gateway killed a flow of src's to dst (an ungrant,
+// a move, a suspension). Its partner's programs keep trying it for a
+// while (a UDP poller, a client that reconnects, a site behind one peer),
+// and are refused: that is the gateway's doing, not a scan, so for
+// ScanWindow such a destination does not count.
+func (r *Recorder) Killed(proto uint8, src, dst netip.Addr, port uint16, now time.Time) {
+	if proto != 6 && proto != 17 {
+		port = 0
+	}
+	m := r.killed[src]
+	if m == nil {
+		m = map[target]time.Time{}
+		r.killed[src] = m
+	}
+	m[target{dst, proto, port}] = now
+}
+
+// Refused takes one refused packet, read at now. opening says the packet
+// tries to open something (nflog.Packet.Opening); only those count toward
+// a scan.
+func (r *Recorder) Refused(reason string, proto uint8, src, dst netip.Addr, port uint16, opening bool, now time.Time) {
 	if !slices.Contains(api.DenyReasons, reason) {
 		return // not one of our chains' prefixes
 	}
@@ -182,14 +217,18 @@ func (r *Recorder) Refused(reason string, proto uint8, src, dst netip.Addr, port
 	if r.o.Directory != nil {
 		who, known = r.o.Directory.Lookup(src)
 	}
-	if r.o.Record != nil {
-		r.add(key{src: src, dst: dst, proto: proto, port: port, reason: reason}, who, known, now)
+	r.add(key{src: src, dst: dst, proto: proto, port: port, reason: reason}, who, known, now)
+	if r.o.Scan.Mode == ScanOff || r.o.OnScan == nil || !opening || !scanReasons[reason] {
+		return
 	}
-	if r.o.Scan.Mode != ScanOff && r.o.OnScan != nil {
-		if !known || !r.allow[who.Org+"/"+who.Name] {
-			r.watch(target{dst, proto, port}, src, who, known, now)
-		}
+	if known && r.allow[who.Org+"/"+who.Name] {
+		return
 	}
+	t := target{dst, proto, port}
+	if at, ok := r.killed[src][t]; ok && now.Sub(at) <= ScanWindow {
+		return
+	}
+	r.watch(t, src, who, known, now)
 }
 
 func (r *Recorder) add(k key, who flowlog.Who, known bool, now time.Time) {
@@ -217,32 +256,38 @@ func (r *Recorder) add(k key, who flowlog.Who, known bool, now time.Time) {
 	f.Closed = now.UTC()
 }
 
-// Flush writes the records added up so far.
-func (r *Recorder) Flush(now time.Time) {
-	recs := make([]*api.Flow, 0, len(r.open))
+// Take returns the records added up since the last Take, oldest first,
+// and forgets addresses quiet for longer than the window.
+func (r *Recorder) Take(now time.Time) []api.Flow {
+	recs := make([]api.Flow, 0, len(r.open))
 	for _, f := range r.open {
-		recs = append(recs, f)
+		recs = append(recs, *f)
 	}
-	// In time order, so that the log reads as it happened.
-	slices.SortFunc(recs, func(a, b *api.Flow) int { return a.Opened.Compare(b.Opened) })
-	for _, f := range recs {
-		if err := r.o.Record(*f); err != nil {
-			r.Failed++
-		}
-	}
+	slices.SortFunc(recs, func(a, b api.Flow) int { return a.Opened.Compare(b.Opened) })
 	clear(r.open)
 	clear(r.perPeer)
 	for a, w := range r.scans {
-		if now.Sub(w.last) > ScanWindow {
+		if now.Sub(w.last) > ScanWindow && now.Sub(w.warned) > warnEvery {
 			delete(r.scans, a)
 		}
 	}
+	for a, m := range r.killed {
+		for t, at := range m {
+			if now.Sub(at) > ScanWindow {
+				delete(m, t)
+			}
+		}
+		if len(m) == 0 {
+			delete(r.killed, a)
+		}
+	}
+	return recs
 }
 
 func (r *Recorder) watch(t target, src netip.Addr, who flowlog.Who, known bool, now time.Time) {
 	w := r.scans[src]
-	if w == nil {
-		w = &watch{seen: map[target]time.Time{}}
+	if w == nil || w.who != who {
+		w = &watch{who: who, seen: map[target]time.Time{}}
 		r.scans[src] = w
 	}
 	w.seen[t] = now
@@ -261,21 +306,19 @@ func (r *Recorder) watch(t target, src netip.Addr, who flowlog.Who, known bool, 
 	n := len(w.seen)
 	stop := n >= o.SuspendAt
 	switch {
-	case stop && now.Sub(w.stopped) > ScanWindow:
-		w.stopped, w.warned = now, now
+	case n < o.WarnAt:
+		return
+	case stop:
 		r.Scans++
-	case n >= o.WarnAt && now.Sub(w.warned) > ScanWindow:
-		w.warned = now
+	case now.Sub(w.warned) >= warnEvery || w.warned.IsZero():
 		r.Warned++
-		stop = false
 	default:
-		if stop {
-			// Reported within the minute: forget what it tried, so the
-			// map stays small while the sweep goes on.
-			clear(w.seen)
-		}
 		return
 	}
+	// A warning is not repeated for a while; a scan is reported again
+	// after SuspendAt more destinations, so a peer resumed at once, or
+	// whose suspension failed, is not left unwatched.
+	w.warned = now
 	s := Scan{Address: src, Distinct: n, Window: ScanWindow, Suspend: stop && o.Mode == ScanSuspend, At: now.UTC()}
 	if known {
 		s.Org, s.Name, s.Peer, s.Group = who.Org, who.Name, who.Org+"/"+who.Name, who.Group

@@ -22,9 +22,8 @@ var (
 	peers   = dir{laptop: {Org: "acme", Name: "laptop", Group: "default"}, scanner: {Org: "globex", Name: "nmap", Group: "ops"}}
 )
 
-func recorder(t *testing.T, scan ScanOptions) (*Recorder, *[]api.Flow, *[]Scan) {
+func recorder(t *testing.T, scan ScanOptions) (*Recorder, *[]Scan) {
 	t.Helper()
-	var recs []api.Flow
 	var scans []Scan
 	if scan.Mode == "" {
 		scan = ScanOptions{Mode: ScanSuspend, WarnAt: DefaultWarnAt, SuspendAt: DefaultSuspendAt}
@@ -32,34 +31,37 @@ func recorder(t *testing.T, scan ScanOptions) (*Recorder, *[]api.Flow, *[]Scan) 
 	if err := scan.Check(); err != nil {
 		t.Fatal(err)
 	}
-	r := New(Options{Directory: peers, Scan: scan,
-		Record: func(f api.Flow) error { recs = append(recs, f); return nil },
-		OnScan: func(s Scan) { scans = append(scans, s) }})
-	return r, &recs, &scans
+	r := New(Options{Directory: peers, Scan: scan, OnScan: func(s Scan) { scans = append(scans, s) }})
+	return r, &scans
+}
+
+// refused is a TCP SYN refused for not-granted, or of proto and reason.
+func refused(r *Recorder, src netip.Addr, port uint16, at time.Time) {
+	r.Refused(api.DenyNotGranted, 6, src, server, port, true, at)
 }
 
 // TestRecordsAddUp: repeated refusals of one destination make one record
 // with their count, first and last time, peer and reason; other reasons
 // and destinations make their own.
 func TestRecordsAddUp(t *testing.T) {
-	r, recs, scans := recorder(t, ScanOptions{})
+	r, scans := recorder(t, ScanOptions{})
 	for i := 0; i < 5; i++ {
-		r.Refused(api.DenyNotGranted, 6, laptop, server, 22, t0.Add(time.Duration(i)*time.Second))
+		refused(r, laptop, 22, t0.Add(time.Duration(i)*time.Second))
 	}
-	r.Refused(api.DenyGateway, 1, laptop, netip.MustParseAddr("100.64.0.1"), 7, t0)
-	r.Refused("not-ours", 6, laptop, server, 22, t0)
-	r.Refused(api.DenyNotAPeer, 17, netip.MustParseAddr("100.64.9.9"), server, 53, t0)
-	r.Flush(t0.Add(10 * time.Second))
+	r.Refused(api.DenyGateway, 1, laptop, netip.MustParseAddr("100.64.0.1"), 7, true, t0)
+	r.Refused("not-ours", 6, laptop, server, 22, true, t0)
+	r.Refused(api.DenyNotAPeer, 17, netip.MustParseAddr("100.64.9.9"), server, 53, true, t0)
+	recs := r.Take(t0.Add(10 * time.Second))
 	want := map[string]api.Flow{
 		api.DenyNotGranted: {Opened: t0, Closed: t0.Add(4 * time.Second), Org: "acme", Group: "default", Peer: "acme/laptop", Address: "100.64.1.5", Proto: "tcp", Dest: "10.10.1.2", Port: 22, End: api.FlowRefused, Flows: 5, Reason: api.DenyNotGranted},
 		// ICMP has no port, whatever the header's bytes were.
 		api.DenyGateway:  {Opened: t0, Closed: t0, Org: "acme", Group: "default", Peer: "acme/laptop", Address: "100.64.1.5", Proto: "icmp", Dest: "100.64.0.1", End: api.FlowRefused, Flows: 1, Reason: api.DenyGateway},
 		api.DenyNotAPeer: {Opened: t0, Closed: t0, Address: "100.64.9.9", Proto: "udp", Dest: "10.10.1.2", Port: 53, End: api.FlowRefused, Flows: 1, Reason: api.DenyNotAPeer},
 	}
-	if len(*recs) != len(want) {
-		t.Fatalf("got %d records, want %d: %+v", len(*recs), len(want), *recs)
+	if len(recs) != len(want) {
+		t.Fatalf("got %d records, want %d: %+v", len(recs), len(want), recs)
 	}
-	for _, f := range *recs {
+	for _, f := range recs {
 		if f != want[f.Reason] {
 			t.Errorf("got  %+v\nwant %+v", f, want[f.Reason])
 		}
@@ -70,27 +72,25 @@ func TestRecordsAddUp(t *testing.T) {
 	if len(*scans) != 0 {
 		t.Errorf("scans reported: %+v", *scans)
 	}
-	*recs = nil
-	r.Flush(t0.Add(20 * time.Second))
-	if len(*recs) != 0 {
-		t.Errorf("a flush wrote the same records again: %+v", *recs)
+	if again := r.Take(t0.Add(20 * time.Second)); len(again) != 0 {
+		t.Errorf("a second Take returned the same records: %+v", again)
 	}
 }
 
 // TestASweepIsBounded: a sweep of thousands of ports writes perPeer
 // records and one that adds up the rest, none lost from the counts.
 func TestASweepIsBounded(t *testing.T) {
-	r, recs, _ := recorder(t, ScanOptions{Mode: ScanOff})
+	r, _ := recorder(t, ScanOptions{Mode: ScanOff})
 	for p := 1; p <= 5000; p++ {
-		r.Refused(api.DenyNotGranted, 6, laptop, server, uint16(p), t0)
+		refused(r, laptop, uint16(p), t0)
 	}
-	r.Flush(t0)
-	if len(*recs) != perPeer+1 {
-		t.Fatalf("%d records for one sweep", len(*recs))
+	recs := r.Take(t0)
+	if len(recs) != perPeer+1 {
+		t.Fatalf("%d records for one sweep", len(recs))
 	}
 	var total uint64
 	others := 0
-	for _, f := range *recs {
+	for _, f := range recs {
 		total += f.Flows
 		if f.Dest == "" {
 			others++
@@ -105,31 +105,32 @@ func TestASweepIsBounded(t *testing.T) {
 }
 
 // TestScanThresholds: a peer is warned about at WarnAt distinct refused
-// destinations within a minute, stopped at SuspendAt, each once a minute;
-// retries of one destination, and destinations tried longer ago than the
-// window, do not count.
+// destinations within a minute, once per warnEvery, and reported as a
+// scan at SuspendAt, again after SuspendAt more; retries of one
+// destination, and destinations tried longer ago than the window, do not
+// count.
 func TestScanThresholds(t *testing.T) {
-	r, _, scans := recorder(t, ScanOptions{Mode: ScanSuspend, WarnAt: 3, SuspendAt: 5})
+	r, scans := recorder(t, ScanOptions{Mode: ScanSuspend, WarnAt: 3, SuspendAt: 5})
 	for i := 0; i < 50; i++ {
-		r.Refused(api.DenyNotGranted, 6, laptop, server, 22, t0) // one destination, retried
+		refused(r, laptop, 22, t0) // one destination, retried
 	}
-	r.Refused(api.DenyNotGranted, 6, laptop, server, 23, t0)
+	refused(r, laptop, 23, t0)
 	// Two minutes on, those two are out of the window.
 	at := t0.Add(2 * time.Minute)
-	r.Refused(api.DenyNotGranted, 6, laptop, server, 24, at)
-	r.Refused(api.DenyNotGranted, 6, laptop, server, 25, at)
+	refused(r, laptop, 24, at)
+	refused(r, laptop, 25, at)
 	if len(*scans) != 0 {
-		t.Fatalf("reported before %d distinct destinations in a minute: %+v", 3, *scans)
+		t.Fatalf("reported before 3 distinct destinations in a minute: %+v", *scans)
 	}
-	r.Refused(api.DenyNotGranted, 17, laptop, server, 25, at) // UDP: another destination
+	r.Refused(api.DenyNotGranted, 17, laptop, server, 25, true, at) // UDP: another destination
 	if len(*scans) != 1 || (*scans)[0].Suspend || (*scans)[0].Distinct != 3 || (*scans)[0].Peer != "acme/laptop" {
 		t.Fatalf("at the warning threshold: %+v", *scans)
 	}
-	r.Refused(api.DenyNotGranted, 6, laptop, server, 26, at)
+	refused(r, laptop, 26, at)
 	if len(*scans) != 1 {
-		t.Fatalf("warned twice within the minute: %+v", *scans)
+		t.Fatalf("warned twice: %+v", *scans)
 	}
-	r.Refused(api.DenyHost, 6, laptop, netip.MustParseAddr("10.10.0.1"), 22, at)
+	r.Refused(api.DenyHost, 6, laptop, netip.MustParseAddr("10.10.0.1"), 22, true, at)
 	if len(*scans) != 2 || !(*scans)[1].Suspend || (*scans)[1].Distinct != 5 {
 		t.Fatalf("at the suspension threshold: %+v", *scans)
 	}
@@ -137,27 +138,85 @@ func TestScanThresholds(t *testing.T) {
 	if fmt.Sprint((*scans)[1].Sample) != fmt.Sprint(want) {
 		t.Errorf("evidence %v, want %v", (*scans)[1].Sample, want)
 	}
-	// The sweep goes on until the suspension takes effect: no second call
-	// within the minute, and the watch stays small.
-	for p := 100; p < 1000; p++ {
-		r.Refused(api.DenyNotGranted, 6, laptop, server, uint16(p), at)
+	// The sweep goes on: another scan after five more destinations (the
+	// suspension may have failed, or the peer was resumed at once), no
+	// warning in between, and the watch stays small.
+	for p := 100; p < 104; p++ {
+		refused(r, laptop, uint16(p), at)
 	}
 	if len(*scans) != 2 {
-		t.Errorf("reported again within the minute: %d reports", len(*scans))
+		t.Fatalf("reported before five more: %+v", *scans)
+	}
+	refused(r, laptop, 104, at)
+	if len(*scans) != 3 || !(*scans)[2].Suspend {
+		t.Fatalf("five more: %+v", *scans)
+	}
+	for p := 200; p < 1000; p++ {
+		refused(r, laptop, uint16(p), at)
 	}
 	if n := len(r.scans[laptop].seen); n > 5 {
 		t.Errorf("the watch holds %d destinations", n)
 	}
-	// A minute on, the same again: a warning, then a scan.
-	later := at.Add(ScanWindow + time.Second)
-	for p := 2000; p < 2005; p++ {
-		r.Refused(api.DenyNotGranted, 6, laptop, server, uint16(p), later)
-	}
-	if len(*scans) != 4 || (*scans)[2].Suspend || !(*scans)[3].Suspend {
-		t.Errorf("a scan a minute later: %+v", *scans)
-	}
-	if r.Warned != 2 || r.Scans != 2 {
+	if r.Warned != 1 || r.Scans != 2+800/5 {
 		t.Errorf("counted %d warnings, %d scans", r.Warned, r.Scans)
+	}
+	// Ten minutes on, probing below the suspension threshold is warned
+	// about again.
+	later := at.Add(warnEvery)
+	r.Take(later)
+	for p := 2000; p < 2003; p++ {
+		refused(r, laptop, uint16(p), later)
+	}
+	if last := (*scans)[len(*scans)-1]; last.Suspend || last.Distinct != 3 || r.Warned != 2 {
+		t.Errorf("ten minutes later: %+v, %d warnings", last, r.Warned)
+	}
+}
+
+// TestWhatIsNotAScan: packets that open nothing (a retransmission of a
+// connection an ungrant killed), refusals the gateway caused (not-a-peer,
+// no-group, no-org), new attempts at destinations whose flows the gateway
+// killed, and an address given to a new peer do not make a scan of their
+// own.
+func TestWhatIsNotAScan(t *testing.T) {
+	r, scans := recorder(t, ScanOptions{Mode: ScanSuspend, WarnAt: 3, SuspendAt: 5})
+	for p := 1; p <= 20; p++ {
+		r.Refused(api.DenyNotGranted, 6, laptop, server, uint16(p), false, t0)
+		for _, reason := range []string{api.DenyNotAPeer, api.DenyNoGroup, api.DenyNoOrg} {
+			r.Refused(reason, 6, laptop, server, uint16(p), true, t0)
+		}
+	}
+	if len(*scans) != 0 || len(r.scans) != 0 {
+		t.Fatalf("reported: %+v", *scans)
+	}
+	for p := 1; p <= 20; p++ {
+		r.Killed(6, laptop, server, uint16(p), t0)
+	}
+	for p := 1; p <= 20; p++ {
+		refused(r, laptop, uint16(p), t0.Add(30*time.Second))
+	}
+	if len(*scans) != 0 {
+		t.Fatalf("reported for reconnecting to what the gateway killed: %+v", *scans)
+	}
+	r.Take(t0.Add(2 * time.Minute))
+	if len(r.killed) != 0 {
+		t.Errorf("kills kept past the window: %v", r.killed)
+	}
+	// Four destinations by the old holder, then the address is another
+	// peer's: its first refusal starts its own count.
+	at := t0.Add(2 * time.Minute)
+	for p := 1; p <= 2; p++ {
+		refused(r, laptop, uint16(p), at)
+	}
+	peers[laptop] = flowlog.Who{Org: "acme", Name: "desktop", Group: "default"}
+	defer func() { peers[laptop] = flowlog.Who{Org: "acme", Name: "laptop", Group: "default"} }()
+	refused(r, laptop, 3, at)
+	if len(*scans) != 0 {
+		t.Fatalf("the new holder was reported for the old one's refusals: %+v", *scans)
+	}
+	refused(r, laptop, 4, at)
+	refused(r, laptop, 5, at)
+	if len(*scans) != 1 || (*scans)[0].Peer != "acme/desktop" || (*scans)[0].Distinct != 3 {
+		t.Errorf("the new holder's own warning: %+v", *scans)
 	}
 }
 
@@ -166,25 +225,24 @@ func TestScanThresholds(t *testing.T) {
 func TestScanModes(t *testing.T) {
 	sweep := func(r *Recorder, src netip.Addr) {
 		for p := 1; p <= 10; p++ {
-			r.Refused(api.DenyNotGranted, 6, src, server, uint16(p), t0)
+			refused(r, src, uint16(p), t0)
 		}
 	}
-	r, _, scans := recorder(t, ScanOptions{Mode: ScanObserve, WarnAt: 2, SuspendAt: 4})
+	r, scans := recorder(t, ScanOptions{Mode: ScanObserve, WarnAt: 2, SuspendAt: 4})
 	sweep(r, laptop)
-	if len(*scans) != 2 || (*scans)[0].Suspend || (*scans)[1].Suspend {
+	if len(*scans) < 2 || (*scans)[0].Suspend || (*scans)[1].Suspend {
 		t.Errorf("observe: %+v", *scans)
 	}
-	r, _, scans = recorder(t, ScanOptions{Mode: ScanSuspend, WarnAt: 2, SuspendAt: 4, Allow: []string{"acme/laptop"}})
+	r, scans = recorder(t, ScanOptions{Mode: ScanSuspend, WarnAt: 2, SuspendAt: 4, Allow: []string{"acme/laptop"}})
 	sweep(r, laptop)
 	sweep(r, scanner)
-	if len(*scans) != 2 || (*scans)[1].Peer != "globex/nmap" || !(*scans)[1].Suspend {
+	if len(*scans) < 2 || (*scans)[0].Peer != "globex/nmap" || !(*scans)[1].Suspend {
 		t.Errorf("allowed acme/laptop: %+v", *scans)
 	}
-	r, recs, scans := recorder(t, ScanOptions{Mode: ScanOff})
+	r, scans = recorder(t, ScanOptions{Mode: ScanOff})
 	sweep(r, laptop)
-	r.Flush(t0)
-	if len(*scans) != 0 || len(*recs) != 10 {
-		t.Errorf("off: %d reports, %d records", len(*scans), len(*recs))
+	if recs := r.Take(t0); len(*scans) != 0 || len(recs) != 10 {
+		t.Errorf("off: %d reports, %d records", len(*scans), len(recs))
 	}
 }
 
