@@ -102,6 +102,16 @@ extranetd and go on with extranetctl.`,
 				}
 				kv = append(kv, "Refusals", line)
 			}
+			if a := st.Alerts; a != nil {
+				line := fmt.Sprintf("webhook %s: %d sent, %d pending, %d failed attempts", a.Webhook, a.Sent, a.Pending, a.Failures)
+				if a.Dropped > 0 {
+					line += fmt.Sprintf("; %d DROPPED", a.Dropped)
+				}
+				if a.LastError != "" {
+					line += " (last error: " + a.LastError + ")"
+				}
+				kv = append(kv, "Alerts", line)
+			}
 			return fields(g.env.Out, append(kv, "Version", st.Version)...)
 		},
 	}

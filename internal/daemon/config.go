@@ -55,12 +55,17 @@ type Config struct {
 	ActivityLog       bool   `yaml:"activity-log"`
 	ActivityRetention string `yaml:"activity-retention"`
 	// What is done about a partner that scans (docs/activity.md).
-	ScanMode      string   `yaml:"scan-mode"`
-	ScanWarn      int      `yaml:"scan-warn"`
-	ScanSuspend   int      `yaml:"scan-suspend"`
-	ScanAllow     []string `yaml:"scan-allow"`
-	MetricsListen string   `yaml:"metrics-listen"`
-	PprofListen   string   `yaml:"pprof-listen"`
+	ScanMode    string   `yaml:"scan-mode"`
+	ScanWarn    int      `yaml:"scan-warn"`
+	ScanSuspend int      `yaml:"scan-suspend"`
+	ScanAllow   []string `yaml:"scan-allow"`
+	// Alerts that reach people (docs/alerts.md): off while AlertWebhook
+	// is empty.
+	AlertWebhook           string `yaml:"alert-webhook"`
+	AlertWebhookSecretFile string `yaml:"alert-webhook-secret-file"`
+	AlertExpiryDays        int    `yaml:"alert-expiry-days"`
+	MetricsListen          string `yaml:"metrics-listen"`
+	PprofListen            string `yaml:"pprof-listen"`
 	// Partner self-enrollment (docs/enrollment.md): off while
 	// EnrollListen is empty.
 	EnrollListen         string        `yaml:"enroll-listen"`
@@ -105,6 +110,7 @@ func Defaults() Config {
 		ScanMode:          refusals.ScanSuspend,
 		ScanWarn:          refusals.DefaultWarnAt,
 		ScanSuspend:       refusals.DefaultSuspendAt,
+		AlertExpiryDays:   7,
 		EnrollRequestTTL:  72 * time.Hour,
 		LogLevel:          "info",
 		LogFormat:         "text",
@@ -144,6 +150,9 @@ func (c *Config) BindFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&c.ScanWarn, "scan-warn", c.ScanWarn, "distinct refused destinations (address, protocol, port) within a minute at which a peer is reported as scanning")
 	fs.IntVar(&c.ScanSuspend, "scan-suspend", c.ScanSuspend, "distinct refused destinations within a minute at which a scanning peer is suspended")
 	fs.StringSliceVar(&c.ScanAllow, "scan-allow", c.ScanAllow, "peers (ORG/NAME) never treated as scanners, such as a partner's sanctioned vulnerability scanner")
+	fs.StringVar(&c.AlertWebhook, "alert-webhook", c.AlertWebhook, "post signed alerts (scans, enrollment requests waiting, peers and organisations about to expire) to this http(s) `URL` (off when empty)")
+	fs.StringVar(&c.AlertWebhookSecretFile, "alert-webhook-secret-file", c.AlertWebhookSecretFile, "file (0600) holding the secret that signs the alerts (HMAC-SHA256), at least 16 bytes")
+	fs.IntVar(&c.AlertExpiryDays, "alert-expiry-days", c.AlertExpiryDays, "alert when an active peer or organisation expires within this many `DAYS` (0: never)")
 	fs.StringVar(&c.MetricsListen, "metrics-listen", c.MetricsListen, "serve Prometheus /metrics and /healthz on this TCP address, e.g. 127.0.0.1:9586 (off when empty)")
 	fs.StringVar(&c.PprofListen, "pprof-listen", c.PprofListen, "serve Go's profiler (/debug/pprof/) on this TCP address, e.g. 127.0.0.1:6060, from the first moment (off when empty; loopback only, for investigations)")
 	fs.StringVar(&c.EnrollListen, "enroll-listen", c.EnrollListen, "serve the partner enrollment page over TLS on this TCP address, e.g. :8443 (off when empty; needs --enroll-tls-cert and --enroll-tls-key)")
@@ -213,6 +222,8 @@ type Settings struct {
 	// ActivityRetention is set when ActivityLog is on.
 	ActivityRetention time.Duration
 	Scan              refusals.ScanOptions
+	// AlertSecret signs the alerts; set when AlertWebhook is.
+	AlertSecret []byte
 }
 
 // Validate checks every setting and returns the parsed ones.
@@ -297,6 +308,9 @@ func (c *Config) Validate() (Settings, error) {
 			return st, fmt.Errorf("--scan-allow %q is not a peer's ORG/NAME, e.g. acme/scanner", p)
 		}
 	}
+	if err := c.validateAlerts(&st); err != nil {
+		return st, err
+	}
 	if c.PprofListen != "" {
 		host, _, err := net.SplitHostPort(c.PprofListen)
 		if ip, perr := netip.ParseAddr(host); err != nil || perr != nil || !ip.IsLoopback() {
@@ -354,6 +368,43 @@ func (c *Config) validateEnroll(st *Settings) error {
 			pfx = netip.PrefixFrom(a, a.BitLen())
 		}
 		st.EnrollProxies = append(st.EnrollProxies, pfx.Masked())
+	}
+	return nil
+}
+
+// validateAlerts checks the webhook's settings and reads its secret, which
+// must be readable by root alone: it signs what receivers act on.
+func (c *Config) validateAlerts(st *Settings) error {
+	if c.AlertExpiryDays < 0 {
+		return fmt.Errorf("--alert-expiry-days %d: give a number of days, or 0 for never", c.AlertExpiryDays)
+	}
+	if c.AlertWebhook == "" {
+		if c.AlertWebhookSecretFile != "" {
+			return errors.New("--alert-webhook-secret-file needs --alert-webhook")
+		}
+		return nil
+	}
+	u, err := url.Parse(c.AlertWebhook)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return errors.New("--alert-webhook is not an http:// or https:// URL")
+	}
+	if c.AlertWebhookSecretFile == "" {
+		return errors.New("--alert-webhook needs --alert-webhook-secret-file: alerts are signed (make one with `head -c 32 /dev/urandom | base64 > FILE; chmod 600 FILE`)")
+	}
+	fi, err := os.Stat(c.AlertWebhookSecretFile)
+	if err != nil {
+		return fmt.Errorf("--alert-webhook-secret-file: %w", err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return fmt.Errorf("--alert-webhook-secret-file %s is mode %04o: others may read the secret; chmod 600 it", c.AlertWebhookSecretFile, fi.Mode().Perm())
+	}
+	raw, err := os.ReadFile(c.AlertWebhookSecretFile)
+	if err != nil {
+		return fmt.Errorf("--alert-webhook-secret-file: %w", err)
+	}
+	st.AlertSecret = bytes.TrimSpace(raw)
+	if len(st.AlertSecret) < 16 {
+		return fmt.Errorf("--alert-webhook-secret-file %s holds %d bytes: give at least 16", c.AlertWebhookSecretFile, len(st.AlertSecret))
 	}
 	return nil
 }

@@ -130,3 +130,52 @@ func TestEnrollSettings(t *testing.T) {
 		}
 	}
 }
+
+// TestScanAndAlertSettings: scan thresholds in order, allowlisted names
+// that are peers' names; a webhook only with a secret only its owner can
+// read, long enough, and errors that never repeat the URL's path.
+func TestScanAndAlertSettings(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good := write("good", "0123456789abcdef0123\n", 0o600)
+	open := write("open", "0123456789abcdef0123\n", 0o644)
+	short := write("short", "tiny\n", 0o600)
+	for name, tc := range map[string]struct {
+		mod  func(*Config)
+		want string // "" for accepted
+	}{
+		"defaults":           {func(*Config) {}, ""},
+		"observe":            {func(c *Config) { c.ScanMode = "observe" }, ""},
+		"a mode":             {func(c *Config) { c.ScanMode = "kill" }, "--scan-mode"},
+		"warn above suspend": {func(c *Config) { c.ScanWarn, c.ScanSuspend = 200, 100 }, "--scan-warn 200"},
+		"allow a name":       {func(c *Config) { c.ScanAllow = []string{"acme/scanner"} }, ""},
+		"allow not a peer":   {func(c *Config) { c.ScanAllow = []string{"acme"} }, `--scan-allow "acme"`},
+		"webhook":            {func(c *Config) { c.AlertWebhook, c.AlertWebhookSecretFile = "https://hooks.example.com/T0KEN", good }, ""},
+		"no secret":          {func(c *Config) { c.AlertWebhook = "https://hooks.example.com/T0KEN" }, "needs --alert-webhook-secret-file"},
+		"open secret":        {func(c *Config) { c.AlertWebhook, c.AlertWebhookSecretFile = "https://hooks.example.com/T0KEN", open }, "chmod 600"},
+		"short secret":       {func(c *Config) { c.AlertWebhook, c.AlertWebhookSecretFile = "https://hooks.example.com/T0KEN", short }, "at least 16"},
+		"not http":           {func(c *Config) { c.AlertWebhook, c.AlertWebhookSecretFile = "ftp://hooks.example.com/T0KEN", good }, "not an http"},
+		"secret alone":       {func(c *Config) { c.AlertWebhookSecretFile = good }, "needs --alert-webhook"},
+		"negative days":      {func(c *Config) { c.AlertExpiryDays = -1 }, "--alert-expiry-days"},
+	} {
+		c := Defaults()
+		tc.mod(&c)
+		st, err := c.Validate()
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: %v", name, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s: err = %v, want one naming %q", name, err, tc.want)
+		case err != nil && strings.Contains(err.Error(), "T0KEN"):
+			t.Errorf("%s: the error shows the URL's path: %v", name, err)
+		case name == "webhook" && string(st.AlertSecret) != "0123456789abcdef0123":
+			t.Errorf("the secret read: %q", st.AlertSecret)
+		}
+	}
+}

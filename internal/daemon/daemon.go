@@ -21,6 +21,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/extranetgw/extranet/internal/activity"
+	"github.com/extranetgw/extranet/internal/alert"
 	"github.com/extranetgw/extranet/internal/conntrack"
 	"github.com/extranetgw/extranet/internal/enroll"
 	"github.com/extranetgw/extranet/internal/firewall"
@@ -246,10 +247,30 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 		}
 	}
 	denied.record = record // before it runs
-	applier = changeNotifier{Applier: rec, changed: peers.Changed}
+	var al *alerts
+	if cfg.AlertWebhook != "" {
+		sender, err := alert.New(alert.Options{URL: cfg.AlertWebhook, Secret: st.AlertSecret, Gateway: cfg.Endpoint, Logger: log, OnSent: mets.AlertSent})
+		if err != nil {
+			return err
+		}
+		al = &alerts{sender: sender, changed: make(chan struct{}, 1), within: time.Duration(cfg.AlertExpiryDays) * 24 * time.Hour, log: log}
+		if mets != nil {
+			mets.Alerts(sender.Stats)
+		}
+	}
+	denied.alerts = al
+	applier = changeNotifier{Applier: rec, changed: func() {
+		peers.Changed()
+		al.storeChanged()
+	}}
+	var alertFn func(api.Alert)
+	if al != nil {
+		alertFn = al.send
+	}
 	svc := service.New(service.Options{
 		DB: db, Plan: st.Plan, Applier: applier, Activity: acts, ActivityOff: activityFailed(cfg.ActivityLog, activityOff),
-		Runtime:  runtime{rec: rec, info: info, netns: cfg.NetNS, veth: cfg.HostVeth, flows: flows, acts: actLog, activityOff: activityOff, refusals: denied},
+		Runtime:  runtime{rec: rec, info: info, netns: cfg.NetNS, veth: cfg.HostVeth, flows: flows, acts: actLog, activityOff: activityOff, refusals: denied, alerts: al},
+		Alert:    alertFn,
 		Endpoint: cfg.Endpoint, DNS: cfg.ClientDNS, MTU: cfg.MTU, ApplyTimeout: cfg.ApplyTimeout,
 		GatewayPublicKey: info.PublicKey.String(), MaxPeerLifetime: st.MaxPeerLifetime,
 		Expire:    service.ExpireDefaults{Idle: st.ExpireIdle, Unused: st.ExpireUnused, Action: cfg.ExpireAction},
@@ -284,6 +305,20 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 	go func() {
 		defer close(deniedDone)
 		denied.Run(runCtx)
+	}()
+	alertsDone := make(chan struct{})
+	go func() {
+		defer close(alertsDone)
+		if al == nil {
+			return
+		}
+		watched := make(chan struct{})
+		go func() {
+			defer close(watched)
+			al.watchExpiry(runCtx, db)
+		}()
+		al.sender.Run(runCtx)
+		<-watched
 	}()
 	actDone := make(chan struct{})
 	go func() {
@@ -323,6 +358,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 	<-flowsDone
 	<-deniedDone
 	<-actDone
+	<-alertsDone
 	// Handshakes seen since the last poll would be lost with the process
 	// (with userspace WireGuard, with the device too).
 	if err := rec.PollStats(); err != nil {
@@ -364,6 +400,7 @@ type runtime struct {
 	acts        *activity.Log
 	activityOff string
 	refusals    *refusalLog
+	alerts      *alerts // nil without a webhook
 }
 
 func (r runtime) PollStats() error { return r.rec.PollStats() }
@@ -409,6 +446,10 @@ func (r runtime) Status() api.Status {
 		out.Activity = &api.ActivityStatus{Off: r.activityOff}
 	}
 	out.Refusals = r.refusals.Status()
+	if r.alerts != nil {
+		st := r.alerts.sender.Stats()
+		out.Alerts = &st
+	}
 	return out
 }
 

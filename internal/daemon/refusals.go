@@ -35,6 +35,7 @@ type refusalLog struct {
 	// stall the reading.
 	scans   chan refusals.Scan
 	mets    *metrics.Metrics // nil without metrics
+	alerts  *alerts          // nil without a webhook; set before Run
 	lost    atomic.Uint64
 	failed  atomic.Uint64
 	lastErr atomic.Value // string
@@ -164,12 +165,20 @@ func (r *refusalLog) act(ctx context.Context, svc *service.Service) {
 			r.mets.Scan(s.Suspend)
 		}
 		if s.Peer == "" {
-			continue // an address no peer holds: nobody to suspend
+			// An address no peer holds: nobody to suspend.
+			r.alerts.send(scanAlert(s, false, nil))
+			continue
 		}
 		ev := service.ScanEvidence{Address: s.Address.String(), Distinct: s.Distinct, Window: s.Window.String(), Sample: s.Sample}
-		if err := svc.Scanned(ctx, s.Org, s.Name, ev, s.Suspend); err != nil {
+		suspended, err := svc.Scanned(ctx, s.Org, s.Name, ev, s.Suspend)
+		var failed error
+		if err != nil {
 			r.log.Error("scan: acting on a scan", append(args, "err", err)...)
+			if s.Suspend && !suspended {
+				failed = err
+			}
 		}
+		r.alerts.send(scanAlert(s, suspended, failed))
 	}
 }
 

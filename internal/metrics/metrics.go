@@ -27,6 +27,7 @@ type Metrics struct {
 	flows            *prometheus.CounterVec
 	flowBytes        *prometheus.CounterVec
 	scans            *prometheus.CounterVec
+	alertsSent       *prometheus.CounterVec
 }
 
 // New registers every metric. db is read at scrape time; onlineWindow says
@@ -63,6 +64,13 @@ func New(db *store.DB, onlineWindow time.Duration) *Metrics {
 			Name: "extranet_scans_total",
 			Help: "Partners found scanning (refused at many distinct destinations within a minute), by what was done: warned or suspended.",
 		}, []string{"action"}),
+		alertsSent: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "extranet_alerts_sent_total",
+			Help: "Alerts the webhook took, by kind.",
+		}, []string{"kind"}),
+	}
+	for _, k := range api.AlertKinds {
+		m.alertsSent.WithLabelValues(k)
 	}
 	// Every state expire retires to is shown from the start, at 0: a
 	// series that appears only with its first action is invisible to
@@ -73,7 +81,7 @@ func New(db *store.DB, onlineWindow time.Duration) *Metrics {
 	for _, a := range []string{"warned", "suspended"} {
 		m.scans.WithLabelValues(a)
 	}
-	m.reg.MustRegister(m.reconcileSeconds, m.reconcileErrors, m.repairs, m.expiry, m.flows, m.flowBytes, m.scans,
+	m.reg.MustRegister(m.reconcileSeconds, m.reconcileErrors, m.repairs, m.expiry, m.flows, m.flowBytes, m.scans, m.alertsSent,
 		&storeCollector{db: db, online: onlineWindow},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -106,6 +114,24 @@ func (m *Metrics) Scan(suspend bool) {
 		a = "suspended"
 	}
 	m.scans.WithLabelValues(a).Inc()
+}
+
+// AlertSent counts an alert delivered; nil-safe, as the daemon passes it
+// whether or not metrics are on.
+func (m *Metrics) AlertSent(kind string) {
+	if m != nil {
+		m.alertsSent.WithLabelValues(kind).Inc()
+	}
+}
+
+// Alerts serves the webhook's failures and drops, read at scrape time.
+// Call it once.
+func (m *Metrics) Alerts(stats func() api.AlertStatus) {
+	m.reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "extranet_alert_failures_total", Help: "Failed attempts to deliver an alert to the webhook (each retried)."},
+			func() float64 { return float64(stats().Failures) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "extranet_alerts_dropped_total", Help: "Alerts given up on: the queue was full, or the webhook did not take them for a day."},
+			func() float64 { return float64(stats().Dropped) }))
 }
 
 // ActivityCounts are the activity log's own counts.

@@ -169,8 +169,9 @@ type watch struct {
 	who  flowlog.Who
 	seen map[target]time.Time
 	last time.Time
-	// warned is when a warning was last reported.
-	warned time.Time
+	// warned and scanned are when a warning and a scan were last
+	// reported.
+	warned, scanned time.Time
 }
 
 // New returns a Recorder.
@@ -267,7 +268,7 @@ func (r *Recorder) Take(now time.Time) []api.Flow {
 	clear(r.open)
 	clear(r.perPeer)
 	for a, w := range r.scans {
-		if now.Sub(w.last) > ScanWindow && now.Sub(w.warned) > warnEvery {
+		if now.Sub(w.last) > ScanWindow && now.Sub(w.warned) > warnEvery && now.Sub(w.scanned) > warnEvery {
 			delete(r.scans, a)
 		}
 	}
@@ -305,21 +306,30 @@ func (r *Recorder) watch(t target, src netip.Addr, who flowlog.Who, known bool, 
 	}
 	n := len(w.seen)
 	stop := n >= o.SuspendAt
+	// A scan that suspends is reported again after SuspendAt more
+	// destinations, so a peer resumed at once, or whose suspension failed,
+	// is not left unwatched; it cannot go on long, as its suspension ends
+	// its traffic. Any other report (a warning, a scan only observed, or
+	// by an address no peer holds) is spaced warnEvery: a peer that keeps
+	// sweeping must not fill the audit log or the alert queue.
+	suspend := stop && o.Mode == ScanSuspend && known
+	recent := func(t time.Time) bool { return !t.IsZero() && now.Sub(t) < warnEvery }
 	switch {
 	case n < o.WarnAt:
 		return
+	case stop && !suspend && recent(w.scanned), !stop && (recent(w.warned) || recent(w.scanned)):
+		if stop {
+			clear(w.seen)
+		}
+		return
 	case stop:
 		r.Scans++
-	case now.Sub(w.warned) >= warnEvery || w.warned.IsZero():
-		r.Warned++
+		w.scanned = now
 	default:
-		return
+		r.Warned++
+		w.warned = now
 	}
-	// A warning is not repeated for a while; a scan is reported again
-	// after SuspendAt more destinations, so a peer resumed at once, or
-	// whose suspension failed, is not left unwatched.
-	w.warned = now
-	s := Scan{Address: src, Distinct: n, Window: ScanWindow, Suspend: stop && o.Mode == ScanSuspend, At: now.UTC()}
+	s := Scan{Address: src, Distinct: n, Window: ScanWindow, Suspend: suspend, At: now.UTC()}
 	if known {
 		s.Org, s.Name, s.Peer, s.Group = who.Org, who.Name, who.Org+"/"+who.Name, who.Group
 	}

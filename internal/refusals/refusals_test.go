@@ -228,10 +228,21 @@ func TestScanModes(t *testing.T) {
 			refused(r, src, uint16(p), t0)
 		}
 	}
+	// Observed, a sweep that goes on is reported at each threshold, then
+	// not again for ten minutes, then so again.
 	r, scans := recorder(t, ScanOptions{Mode: ScanObserve, WarnAt: 2, SuspendAt: 4})
 	sweep(r, laptop)
-	if len(*scans) < 2 || (*scans)[0].Suspend || (*scans)[1].Suspend {
+	for p := 100; p < 200; p++ {
+		refused(r, laptop, uint16(p), t0.Add(time.Minute))
+	}
+	if len(*scans) != 2 || (*scans)[0].Suspend || (*scans)[1].Suspend || (*scans)[1].Distinct != 4 {
 		t.Errorf("observe: %+v", *scans)
+	}
+	for p := 300; p < 310; p++ {
+		refused(r, laptop, uint16(p), t0.Add(warnEvery+2*time.Minute))
+	}
+	if len(*scans) != 4 || (*scans)[2].Distinct != 2 || (*scans)[3].Distinct != 4 {
+		t.Errorf("observe, ten minutes on: %+v", *scans)
 	}
 	r, scans = recorder(t, ScanOptions{Mode: ScanSuspend, WarnAt: 2, SuspendAt: 4, Allow: []string{"acme/laptop"}})
 	sweep(r, laptop)

@@ -92,7 +92,7 @@ func (s *Service) Status(ctx context.Context, visible map[string]bool) (api.Stat
 	if visible != nil {
 		// The activity log's counts are the whole gateway's: how much
 		// other organisations' partners do is not a sponsor's to see.
-		st.Activity, st.Refusals = nil, nil
+		st.Activity, st.Refusals, st.Alerts = nil, nil, nil
 	}
 	now := s.now()
 	err := s.opts.DB.View(func(tx *store.Tx) error {

@@ -390,6 +390,7 @@ func (s *Service) Enroll(ctx context.Context, source string, req api.EnrollReque
 	}
 	actor := "partner@" + source
 	var out api.EnrollAccepted
+	var invite string
 	ch, err := s.opts.DB.Change(func(tx *store.Tx) error {
 		// Again: the invite, the names and the keys may have changed
 		// since the read.
@@ -426,10 +427,19 @@ func (s *Service) Enroll(ctx context.Context, source string, req api.EnrollReque
 			}
 		}
 		out = api.EnrollAccepted{Request: r.Key(), Secret: secret, State: r.State}
+		invite = inv.Key()
 		return nil
 	})
 	if err != nil {
 		return api.EnrollAccepted{}, fmt.Errorf("enroll: %w", err)
+	}
+	if out.State == api.RequestPending && s.opts.Alert != nil {
+		org, _, _ := strings.Cut(out.Request, "/")
+		// Names and groups are validated (lowercase letters, digits and
+		// hyphens), so nothing a partner typed can be markup in a chat.
+		s.opts.Alert(api.Alert{Kind: api.AlertEnrollRequest, Org: org, Peer: org + "/" + req.Device,
+			Text:    fmt.Sprintf("%s: device %q asks to join through invite %s (request %s, from %s); approve with `extranetctl request approve %s`", org, req.Device, invite, out.Request, validate.Printable(source), out.Request),
+			Details: map[string]string{"request": out.Request, "invite": invite, "device": req.Device, "source": source, "key_from": req.KeyFrom}})
 	}
 	// An approved device saved but not yet in force is still approved:
 	// the page's next poll finds it so, and the reconciler keeps trying.

@@ -29,12 +29,14 @@ const ScanActor = "extranetd"
 
 // Scanned records a scan by the peer org/name: a warning in the audit log,
 // or, with suspend, the peer's suspension, whose audit event carries the
-// evidence. Its flows die with the suspension, as with an admin's.
-func (s *Service) Scanned(ctx context.Context, org, name string, ev ScanEvidence, suspend bool) error {
+// evidence. Its flows die with the suspension, as with an admin's. It
+// says whether it suspended the peer (not when it was not active).
+func (s *Service) Scanned(ctx context.Context, org, name string, ev ScanEvidence, suspend bool) (bool, error) {
 	now := s.now()
+	suspended := false
 	// update waits for the data plane to follow, as for an admin's
 	// suspension: the peer's flows are dead when it returns.
-	return s.update(ctx, func(tx *store.Tx) error {
+	err := s.update(ctx, func(tx *store.Tx) error {
 		p, err := getPeer(tx, org, name)
 		if err != nil {
 			return err
@@ -50,8 +52,14 @@ func (s *Service) Scanned(ctx context.Context, org, name string, ev ScanEvidence
 		if err := tx.PutPeer(p); err != nil {
 			return err
 		}
+		suspended = true
 		return tx.Audit(now, ScanActor, "peer.suspend", p.ID(), before, scanSuspension{Peer: auditPeer(p), Evidence: ev})
 	})
+	if err != nil && notApplied(err) == "" {
+		return false, err
+	}
+	// Saved (in force, or not yet: the reconciler keeps trying).
+	return suspended, err
 }
 
 // scanSuspension is the after-image of an automatic suspension.

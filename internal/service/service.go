@@ -72,6 +72,9 @@ type Options struct {
 	// and ActivityOff then says why, when it was not the config.
 	Activity    ActivityReader
 	ActivityOff string
+	// Alert, when set, is told what people should hear of at once (an
+	// enrollment request waiting); it must not block.
+	Alert func(api.Alert)
 }
 
 // Service implements every operation of the API.

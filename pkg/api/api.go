@@ -241,6 +241,54 @@ type RefusalStatus struct {
 	LastError string `json:"last_error,omitempty"`
 }
 
+// Alert is what extranetd posts to the alert webhook: JSON, signed (see
+// docs/alerts.md). Text is a line for people, so that chat receivers that
+// show a "text" field (Slack's incoming webhooks, Teams' connectors) work
+// as they are; the other fields are for programs.
+type Alert struct {
+	// ID is the same on every retry of one alert, for receivers to drop
+	// repeats.
+	ID   string    `json:"id"`
+	Kind string    `json:"kind"`
+	Time time.Time `json:"time"`
+	// Gateway is the endpoint partners dial, naming which gateway sends.
+	Gateway string `json:"gateway"`
+	Org     string `json:"org,omitempty"`
+	Peer    string `json:"peer,omitempty"`
+	Text    string `json:"text"`
+	Details any    `json:"details,omitempty"`
+}
+
+// Alert kinds.
+const (
+	// AlertScanWarned: a peer was refused at many distinct destinations.
+	AlertScanWarned = "scan.warned"
+	// AlertScanSuspended: extranetd suspended a peer that scanned.
+	AlertScanSuspended = "scan.suspended"
+	// AlertEnrollRequest: a partner's device waits for approval.
+	AlertEnrollRequest = "enroll.request"
+	// AlertExpiring: a peer or an organisation expires soon.
+	AlertExpiring = "expiry.soon"
+)
+
+// AlertKinds are every Alert.Kind.
+var AlertKinds = []string{AlertScanWarned, AlertScanSuspended, AlertEnrollRequest, AlertExpiring}
+
+// AlertStatus is the alert webhook's account since the daemon started.
+type AlertStatus struct {
+	// Webhook is the receiver's host (the rest of its URL may be a
+	// secret, as Slack's are).
+	Webhook string `json:"webhook"`
+	Sent    uint64 `json:"sent"`
+	// Failures are failed attempts (each retried); Dropped, alerts given
+	// up on (the queue full, or undelivered for a day); Pending, alerts
+	// waiting now.
+	Failures  uint64 `json:"failures"`
+	Dropped   uint64 `json:"dropped"`
+	Pending   int    `json:"pending"`
+	LastError string `json:"last_error,omitempty"`
+}
+
 // How a flow ended.
 const (
 	// FlowClosed: the connection was closed (TCP FIN or RST).
@@ -320,6 +368,9 @@ type Status struct {
 	// Refusals counts refusals and scans; absent for a caller who sees
 	// some organisations only.
 	Refusals *RefusalStatus `json:"refusals,omitempty"`
+	// Alerts is the alert webhook's account; absent while there is none,
+	// and for a caller who sees some organisations only.
+	Alerts *AlertStatus `json:"alerts,omitempty"`
 }
 
 // CheckHeader set to CheckMay on any request makes extranetd decide it
