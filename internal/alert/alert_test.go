@@ -73,6 +73,20 @@ func (rc *receiver) count() int {
 	return len(rc.got)
 }
 
+// running returns a Sender that runs until the test ends.
+func running(t *testing.T, o Options) *Sender {
+	t.Helper()
+	s, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return s
+}
+
 // TestDeliversInOrderAfterFailures: alerts arrive signed, in order, each
 // once, after the receiver failed twice; the retry keeps the alert's ID;
 // the counts say what happened.
@@ -80,14 +94,7 @@ func TestDeliversInOrderAfterFailures(t *testing.T) {
 	rc := &receiver{failures: 2}
 	srv := httptest.NewServer(rc)
 	defer srv.Close()
-	s, err := New(Options{URL: srv.URL + "/hook/T0KEN", Secret: secret, Gateway: "vpn.example.com:51820", MaxBackoff: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { s.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+	s := running(t, Options{URL: srv.URL + "/hook/T0KEN", Secret: secret, Gateway: "vpn.example.com:51820", MaxBackoff: 50 * time.Millisecond})
 	s.Send(api.Alert{Kind: api.AlertScanWarned, Text: "first"})
 	s.Send(api.Alert{Kind: api.AlertScanSuspended, Text: "second"})
 	deadline := time.Now().Add(10 * time.Second)
@@ -192,14 +199,7 @@ func TestARefusedAlertDoesNotBlockTheRest(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	s, err := New(Options{URL: srv.URL, Secret: secret, MaxBackoff: time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { s.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+	s := running(t, Options{URL: srv.URL, Secret: secret, MaxBackoff: time.Millisecond})
 	s.Send(api.Alert{Kind: api.AlertExpiring, Text: "gone"})
 	s.Send(api.Alert{Kind: api.AlertExpiring, Text: "later"})
 	deadline := time.Now().Add(10 * time.Second)

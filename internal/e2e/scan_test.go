@@ -11,25 +11,15 @@ import (
 	"github.com/extranetgw/extranet/pkg/api"
 )
 
-// TestRefusalsAndScans: what the firewall refuses a stock partner is in
-// `extranetctl activity --denied` with its reason; a partner that sweeps
-// ports is suspended by the gateway itself (defaults: 100 distinct refused
-// destinations a minute), also behind a flood to one destination, its open
-// connection dies with it, the audit log
-// names extranetd and carries the evidence, peer show and status say so,
+// refusalsAndScan, in TestActivity's rig (acme/laptop and globex/server
+// up, acme granted in1:22, globex in1:443): what the firewall refuses a
+// stock partner is in `extranetctl activity --denied` with its reason; a
+// partner that sweeps ports is suspended by the gateway itself (defaults:
+// 100 distinct refused destinations a minute), also behind a flood to one
+// destination; its open connection dies with it, the audit log names
+// extranetd and carries the evidence, peer show and status say so,
 // another organisation's partner is untouched, and peer resume undoes it.
-func TestRefusalsAndScans(t *testing.T) {
-	r := NewRig(t)
-	r.Serve(r.IN1, in1Addr, "in1", tcpPorts, nil)
-	r.StartDaemon()
-	r.MustCTL("org", "create", "acme", "--grant", "10.10.1.0/24:tcp/22")
-	r.MustCTL("org", "create", "globex", "--grant", "10.10.1.0/24:tcp/443")
-	acme := r.PartnerUp(r.PA, "pa"+r.id, r.Issue("acme/laptop"))
-	defer r.PartnerDown(r.PA, acme)
-	globex := r.PartnerUp(r.PB, "pb"+r.id, r.Issue("globex/server"))
-	defer r.PartnerDown(r.PB, globex)
-	reaches(t, r.PA, hostPort(in1Addr, 22), "in1")
-	reaches(t, r.PB, hostPort(in1Addr, 443), "in1")
+func refusalsAndScan(t *testing.T, r *Rig) {
 	open := openFlow(t, r.PA, hostPort(in1Addr, 22))
 
 	// One refused attempt: a port acme was not granted.
