@@ -32,8 +32,8 @@ budget of records (20 a second) are summarised: one record a minute per
 destination with how many there were.
 
 The firewall's refusals are recorded too (--denied): attempts refused, per
-peer, destination and reason, added up every 10 seconds (logged at most
-100 a second per partner). The reasons: not-granted (no grant of its group
+peer, destination and reason, added up until the next read or for 10
+seconds at most (logged at most 100 a second per partner). The reasons: not-granted (no grant of its group
 covers it), no-group, no-org, not-a-peer, host (the gateway host itself),
 gateway (the gateway's tunnel address) and tunnel (another partner). A
 peer refused at many distinct destinations within a minute is scanning:

@@ -224,7 +224,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 	if act != nil {
 		defer act.Close()
 		actLog = act
-		acts = act
+		// A read sees the refusals added up so far, not only those of
+		// the last flush: an admin who just saw a partner refused finds
+		// it at once.
+		acts = freshActivity{ActivityReader: act, flush: func() { denied.flush(time.Now()) }}
 		record = act.Append
 		if mets != nil {
 			record = func(f api.Flow) error {
@@ -375,6 +378,17 @@ func activityFailed(on bool, off string) string {
 		return ""
 	}
 	return off
+}
+
+// freshActivity writes the refusals added up before each read.
+type freshActivity struct {
+	service.ActivityReader
+	flush func()
+}
+
+func (f freshActivity) Read(q activity.Query) ([]api.Flow, error) {
+	f.flush()
+	return f.ActivityReader.Read(q)
 }
 
 // changeNotifier tells the directory of peers that names flows and

@@ -26,7 +26,9 @@ func refusalsAndScan(t *testing.T, r *Rig) {
 	if _, err := TCPEcho(r.PA, hostPort(in1Addr, 443)); err == nil {
 		t.Fatal("acme reached a port it was not granted")
 	}
-	Eventually(t, 30*time.Second, "the refused attempt is in activity --denied", func() error {
+	// Within 3 s: a read takes the refusals added up so far, without
+	// waiting for the 10 s flush.
+	Eventually(t, 3*time.Second, "the refused attempt is in activity --denied", func() error {
 		for _, f := range r.activity("--denied", "--peer", "acme/laptop") {
 			if f.End == api.FlowRefused && f.Reason == api.DenyNotGranted && f.Dest == in1Addr && f.Port == 443 && f.Proto == "tcp" &&
 				f.Org == "acme" && f.Group == "default" && f.Flows >= 1 && f.BytesOut == 0 {

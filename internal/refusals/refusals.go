@@ -123,7 +123,8 @@ type Recorder struct {
 const perPeer = 50
 
 // FlushEvery is how often records are taken: a refused attempt is in the
-// log within this long.
+// log within this long, or at the next read of the log (the daemon takes
+// them first).
 const FlushEvery = 10 * time.Second
 
 // warnEvery spaces the warnings about one address: a peer that keeps

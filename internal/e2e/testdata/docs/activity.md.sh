@@ -37,7 +37,7 @@ partner_probes() {
 	return 0
 }
 
-# refusals_recorded: the refusals are in the log (within 10 seconds).
+# refusals_recorded: the refusals are in the log (at the next read).
 refusals_recorded() {
 	wait_for 20 sh -c "extranetctl activity --denied -o json | grep -q 3389"
 }
