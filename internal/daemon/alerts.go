@@ -51,7 +51,7 @@ func scanAlert(s refusals.Scan, suspended bool, failed error) api.Alert {
 	}
 	al := api.Alert{Kind: api.AlertScanWarned, Org: s.Org, Peer: s.Peer,
 		Details: map[string]any{"address": s.Address.String(), "distinct_refused": s.Distinct, "window": s.Window.String(), "sample": s.Sample}}
-	what := fmt.Sprintf("%s (%s) was refused at %d distinct destinations within %s, e.g. %s", who, s.Address, s.Distinct, s.Window, strings.Join(first(s.Sample, 3), ", "))
+	what := fmt.Sprintf("%s (%s) was refused at %d distinct destinations within %s, e.g. %s", who, s.Address, s.Distinct, s.Window, strings.Join(s.Sample[:min(3, len(s.Sample))], ", "))
 	switch {
 	case suspended:
 		al.Kind = api.AlertScanSuspended
@@ -62,10 +62,6 @@ func scanAlert(s refusals.Scan, suspended bool, failed error) api.Alert {
 		al.Text = what + ": it may be scanning (`extranetctl activity --denied --peer " + s.Peer + "`)"
 	}
 	return al
-}
-
-func first(s []string, n int) []string {
-	return s[:min(n, len(s))]
 }
 
 // watchExpiry announces active peers and organisations whose date comes

@@ -128,13 +128,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 		mets = metrics.New(db, service.OnlineWindow)
 		observe, onExpire = mets.Reconciled, mets.Expired
 	}
-	// The flows the sweep kills are told apart in the activity log.
 	// Flows and refusals are named after the peer that held the address,
 	// read from the store again after each change. Refusals are read
 	// whether or not the activity log is on: a scan is acted on either
-	// way, and recorded only when it is. The scan watch hears of the
-	// flows the sweep kills too: a partner that tries again what was
-	// killed is not scanning.
+	// way, and recorded only when it is. The flows the sweep kills are
+	// told apart in the activity log, and the scan watch hears of them: a
+	// partner that tries again what was killed is not scanning.
 	peers := flowlog.NewStoreDirectory(db)
 	denied := newRefusalLog(ns.Do, refusals.Options{Directory: peers, Scan: st.Scan}, mets, log)
 	kills := &flowlog.Kills{}
@@ -252,7 +251,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 	denied.record = record // before it runs
 	var al *alerts
 	if cfg.AlertWebhook != "" {
-		sender, err := alert.New(alert.Options{URL: cfg.AlertWebhook, Secret: st.AlertSecret, Gateway: cfg.Endpoint, Logger: log, OnSent: mets.AlertSent})
+		o := alert.Options{URL: cfg.AlertWebhook, Secret: st.AlertSecret, Gateway: cfg.Endpoint, Logger: log}
+		if mets != nil {
+			o.OnSent = mets.AlertSent
+		}
+		sender, err := alert.New(o)
 		if err != nil {
 			return err
 		}
@@ -482,7 +485,7 @@ func healthy(st reconcile.State, interval time.Duration) error {
 
 // trimAudit applies audit retention at start and then hourly.
 func trimAudit(ctx context.Context, svc *service.Service, retention time.Duration, log *slog.Logger) {
-	ctx = service.WithActor(ctx, "extranetd")
+	ctx = service.WithActor(ctx, service.DaemonActor)
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
 	for {

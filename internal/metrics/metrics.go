@@ -116,12 +116,9 @@ func (m *Metrics) Scan(suspend bool) {
 	m.scans.WithLabelValues(a).Inc()
 }
 
-// AlertSent counts an alert delivered; nil-safe, as the daemon passes it
-// whether or not metrics are on.
+// AlertSent counts an alert delivered.
 func (m *Metrics) AlertSent(kind string) {
-	if m != nil {
-		m.alertsSent.WithLabelValues(kind).Inc()
-	}
+	m.alertsSent.WithLabelValues(kind).Inc()
 }
 
 // Alerts serves the webhook's failures and drops, read at scrape time.

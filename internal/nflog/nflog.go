@@ -84,9 +84,9 @@ func configMessage(group uint16, cmd uint8, copyRange uint32) (netlink.Message, 
 	}, attrs)
 }
 
-// Decode reads one packet message; ok is false for a message that is not
+// decode reads one packet message; ok is false for a message that is not
 // a logged IPv4 packet.
-func Decode(m netlink.Message) (p Packet, ok bool) {
+func decode(m netlink.Message) (p Packet, ok bool) {
 	h, attrs, err := netfilter.UnmarshalNetlink(m)
 	if err != nil || h.SubsystemID != netfilter.NFSubsysULOG || h.MessageType != msgPacket {
 		return Packet{}, false
@@ -216,7 +216,7 @@ func (r *Reader) Read(fn func(Packet)) error {
 		return err
 	}
 	for _, m := range msgs {
-		if p, ok := Decode(m); ok {
+		if p, ok := decode(m); ok {
 			fn(p)
 		}
 	}

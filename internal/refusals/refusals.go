@@ -72,17 +72,16 @@ func (o ScanOptions) Check() error {
 // Scan is what a scanner did, when it crossed a threshold.
 type Scan struct {
 	Address netip.Addr
-	// Org, Name, Peer (ORG/NAME) and Group name its peer; all are "" for
-	// an address no peer holds.
-	Org, Name, Peer, Group string
-	// Distinct refused destinations within Window, up to At.
+	// Org, Name and Peer (ORG/NAME) name its peer; all are "" for an
+	// address no peer holds.
+	Org, Name, Peer string
+	// Distinct refused destinations within Window.
 	Distinct int
 	Window   time.Duration
 	// Sample are some of them, as 10.1.2.3:22/tcp.
 	Sample []string
 	// Suspend: the peer is to be suspended; otherwise warned about.
 	Suspend bool
-	At      time.Time
 }
 
 // Options configure a Recorder.
@@ -111,10 +110,9 @@ type Recorder struct {
 	killed map[netip.Addr]map[target]time.Time
 
 	// Counts since the start, for status and metrics.
-	Seen     uint64            // refused packets read
-	ByReason map[string]uint64 // of Seen
-	Warned   uint64            // warnings reported
-	Scans    uint64            // scans reported (suspended unless observed)
+	Seen   uint64 // refused packets read
+	Warned uint64 // warnings reported
+	Scans  uint64 // scans reported (suspended unless observed)
 }
 
 // perPeer bounds the destinations a peer's refusals are recorded by in a
@@ -178,7 +176,7 @@ type watch struct {
 // New returns a Recorder.
 func New(o Options) *Recorder {
 	r := &Recorder{o: o, allow: map[string]bool{}, open: map[key]*api.Flow{}, perPeer: map[netip.Addr]int{},
-		scans: map[netip.Addr]*watch{}, killed: map[netip.Addr]map[target]time.Time{}, ByReason: map[string]uint64{}}
+		scans: map[netip.Addr]*watch{}, killed: map[netip.Addr]map[target]time.Time{}}
 	for _, p := range o.Scan.Allow {
 		r.allow[p] = true
 	}
@@ -210,7 +208,6 @@ func (r *Recorder) Refused(reason string, proto uint8, src, dst netip.Addr, port
 		return // not one of our chains' prefixes
 	}
 	r.Seen++
-	r.ByReason[reason]++
 	if proto != 6 && proto != 17 {
 		port = 0
 	}
@@ -330,9 +327,9 @@ func (r *Recorder) watch(t target, src netip.Addr, who flowlog.Who, known bool, 
 		r.Warned++
 		w.warned = now
 	}
-	s := Scan{Address: src, Distinct: n, Window: ScanWindow, Suspend: suspend, At: now.UTC()}
+	s := Scan{Address: src, Distinct: n, Window: ScanWindow, Suspend: suspend}
 	if known {
-		s.Org, s.Name, s.Peer, s.Group = who.Org, who.Name, who.Org+"/"+who.Name, who.Group
+		s.Org, s.Name, s.Peer = who.Org, who.Name, who.Org+"/"+who.Name
 	}
 	for d := range w.seen {
 		s.Sample = append(s.Sample, d.String())

@@ -24,8 +24,9 @@ type ScanEvidence struct {
 	Action string `json:"action"`
 }
 
-// ScanActor is who the audit log names for what the gateway decided alone.
-const ScanActor = "extranetd"
+// DaemonActor is who the audit log names for what the gateway decided
+// alone: a scan's suspension, audit retention, a drift repair.
+const DaemonActor = "extranetd"
 
 // Scanned records a scan by the peer org/name: a warning in the audit log,
 // or, with suspend, the peer's suspension, whose audit event carries the
@@ -43,17 +44,17 @@ func (s *Service) Scanned(ctx context.Context, org, name string, ev ScanEvidence
 		}
 		if !suspend || p.State != api.StateActive {
 			ev.Action = "warned"
-			return tx.Audit(now, ScanActor, "peer.scan", p.ID(), nil, ev)
+			return tx.Audit(now, DaemonActor, "peer.scan", p.ID(), nil, ev)
 		}
 		ev.Action = "suspended"
 		before := auditPeer(p)
 		p.State, p.UpdatedAt = api.StateSuspended, now
-		p.Suspension = fmt.Sprintf("scan: refused at %d destinations within %s (%s), e.g. %s", ev.Distinct, ev.Window, now.Format(time.RFC3339), strings.Join(first(ev.Sample, 3), ", "))
+		p.Suspension = fmt.Sprintf("scan: refused at %d destinations within %s (%s), e.g. %s", ev.Distinct, ev.Window, now.Format(time.RFC3339), strings.Join(ev.Sample[:min(3, len(ev.Sample))], ", "))
 		if err := tx.PutPeer(p); err != nil {
 			return err
 		}
 		suspended = true
-		return tx.Audit(now, ScanActor, "peer.suspend", p.ID(), before, scanSuspension{Peer: auditPeer(p), Evidence: ev})
+		return tx.Audit(now, DaemonActor, "peer.suspend", p.ID(), before, scanSuspension{Peer: auditPeer(p), Evidence: ev})
 	})
 	if err != nil && notApplied(err) == "" {
 		return false, err
@@ -66,11 +67,4 @@ func (s *Service) Scanned(ctx context.Context, org, name string, ev ScanEvidence
 type scanSuspension struct {
 	Peer     any          `json:"peer"`
 	Evidence ScanEvidence `json:"evidence"`
-}
-
-func first(s []string, n int) []string {
-	if len(s) > n {
-		return s[:n]
-	}
-	return s
 }
