@@ -13,6 +13,7 @@
 //	    nothing is compiled (scripts/vm-run.sh runs the tests in a VM)
 //	EXTRANET_E2E_TIMESCALE=F  multiplies every time limit, for slow
 //	    machines such as that VM's software emulation
+//	EXTRANET_E2E_PARALLEL=1   runs two rig tests at a time (the VM does)
 package e2e
 
 import (
@@ -22,6 +23,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -37,6 +39,12 @@ var wgMode = "userspace"
 
 // timeScale multiplies the tests' time limits.
 var timeScale = 1.0
+
+// parallel runs the tests that build a rig two at a time
+// (EXTRANET_E2E_PARALLEL=1). Under the VM's emulation a test spends most of
+// its time waiting on timers and handshakes, so two at a time take little
+// longer than one; every rig's names are random, so two share nothing.
+var parallel bool
 
 func TestMain(m *testing.M) {
 	os.Exit(run(m))
@@ -108,6 +116,13 @@ func readEnv() error {
 		}
 		timeScale = f
 	}
+	switch p := os.Getenv("EXTRANET_E2E_PARALLEL"); p {
+	case "", "0":
+	case "1":
+		parallel = true
+	default:
+		return fmt.Errorf("EXTRANET_E2E_PARALLEL=%q: use 1 or 0", p)
+	}
 	if dir := os.Getenv("EXTRANET_E2E_BIN"); dir != "" {
 		for _, name := range []string{"extranetd", "extranetctl"} {
 			if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
@@ -140,6 +155,15 @@ func needRig(t *testing.T) {
 	t.Helper()
 	if skipReason != "" {
 		t.Skip(skipReason)
+	}
+}
+
+// inParallel lets a test that builds a rig run beside another when
+// EXTRANET_E2E_PARALLEL asks for it. Subtests share their test's rig, so
+// they stay in order.
+func inParallel(t *testing.T) {
+	if parallel && !strings.Contains(t.Name(), "/") {
+		t.Parallel()
 	}
 }
 

@@ -82,6 +82,7 @@ const (
 func NewRig(t *testing.T) *Rig {
 	t.Helper()
 	needRig(t)
+	inParallel(t)
 	b := make([]byte, 3)
 	if _, err := rand.Read(b); err != nil {
 		t.Fatal(err)
