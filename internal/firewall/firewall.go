@@ -70,10 +70,11 @@ type Firewall struct {
 	// legacyChecked is set once the host holds no rules of an earlier
 	// layout.
 	legacyChecked bool
-	// peers are the members PeerSet holds: as of the last Apply, with
-	// every update since; nil when unknown (never applied, or an update
-	// failed part way).
-	peers map[netip.Addr]entry
+	// peers are the members PeerSet holds, as of the last Apply with
+	// every update since, when peersKnown: not before the first Apply,
+	// nor after an update that failed part way, until a refill.
+	peers      map[netip.Addr]entry
+	peersKnown bool
 	// groups are the groups of the last Apply, which have rules.
 	groups map[uint32]bool
 }
@@ -266,7 +267,7 @@ func (f *Firewall) Apply(p *policy.Policy) error {
 	if script := setScript(r.Sets, have); script != "" {
 		// From here the per-peer sets may hold the new members, or some
 		// of them, until the apply completes.
-		f.peers = nil
+		f.peersKnown = false
 		if _, err := f.ns.run(script, "ipset", "restore"); err != nil {
 			return fmt.Errorf("load sets: %w", err)
 		}
@@ -322,7 +323,7 @@ func (f *Firewall) Apply(p *policy.Policy) error {
 		return err
 	}
 	f.snapshot, f.tunnel = snap, p.TunnelNet
-	f.peers = entries(inTunnel(p.TunnelNet, p.Peers), p.At)
+	f.peers, f.peersKnown = entries(inTunnel(p.TunnelNet, p.Peers), p.At), true
 	f.groups = map[uint32]bool{}
 	for _, o := range p.Orgs {
 		for _, g := range o.Groups {
@@ -554,7 +555,13 @@ func (f *Firewall) Check() ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	return summarise(append(diff(f.snapshot, now), peerDrift(f.peers, peers, f.opts.Now())...)), nil
+	drift := diff(f.snapshot, now)
+	if f.peersKnown {
+		drift = append(drift, peerDrift(f.peers, peers, f.opts.Now())...)
+	} else {
+		drift = append(drift, "peer set unknown after a failed update")
+	}
+	return summarise(drift), nil
 }
 
 // summarise keeps a handful of differences, for a log line a person can

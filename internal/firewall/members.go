@@ -107,7 +107,7 @@ func (f *Firewall) UpdatePeerSet(add map[netip.Addr]policy.Peer, remove []netip.
 	if len(add)+len(remove) == 0 {
 		return nil
 	}
-	if f.peers == nil {
+	if !f.peersKnown {
 		return errors.New("update the peer set: its members are unknown since a failed update (SetPeerSet refills it)")
 	}
 	for a, p := range add {
@@ -143,7 +143,7 @@ func (f *Firewall) UpdatePeerSet(add map[netip.Addr]policy.Peer, remove []netip.
 		return nil
 	}
 	if _, err := f.ns.run(script.String(), "ipset", "restore"); err != nil {
-		f.peers = nil
+		f.peersKnown = false
 		return fmt.Errorf("update the peer set: %w", err)
 	}
 	for a := range removed {
@@ -171,7 +171,7 @@ func (f *Firewall) SetPeerSet(peers map[netip.Addr]policy.Peer) error {
 		}
 	}
 	now := f.opts.Now()
-	if f.peers == nil {
+	if !f.peersKnown {
 		saved, err := f.ns.run("", "ipset", "save", PeerSet)
 		if err != nil {
 			return fmt.Errorf("read the peer set: %w", err)
@@ -181,7 +181,7 @@ func (f *Firewall) SetPeerSet(peers map[netip.Addr]policy.Peer) error {
 				return fmt.Errorf("refill the peer set: %w", err)
 			}
 		}
-		f.peers = entries(want, now)
+		f.peers, f.peersKnown = entries(want, now), true
 		return nil
 	}
 	add := map[netip.Addr]policy.Peer{}
@@ -236,9 +236,6 @@ func (f *Firewall) PeerHolders() (map[netip.Addr]string, error) {
 // what `ipset save` printed. An entry whose timeout ran out on its date is
 // not missing: the kernel ended it as it was told to.
 func peerDrift(want map[netip.Addr]entry, got setMembers, now time.Time) []string {
-	if want == nil {
-		return []string{"peer set unknown after a failed update"}
-	}
 	var out []string
 	for a, e := range want {
 		m, ok := got[a.String()]

@@ -100,21 +100,11 @@ type Reconciler struct {
 	pending pending
 	state   State
 
-	// Owned by the Run goroutine: what is in force since the last run.
-	// applied holds the rules, and in Peers the addresses with access.
-	applied *policy.Policy
-	// peers are the wanted peers by ORG/NAME as of the last successful
-	// full or partial run; nil before the first.
-	peers map[string]wgdev.Peer
-	// uncertain is set when a run failed: what the kernel holds is not
-	// known, so the next run re-reads everything. peers is kept, so that
-	// run still knows whose flows to kill.
-	uncertain bool
-	// owner maps each wanted address to its peer, so a peer that lost an
-	// address never takes it from the peer that holds it now.
-	owner map[netip.Addr]string
-	// orgs are the active organisations, with their expiry and groups.
-	orgs map[string]orgInForce
+	// Owned by the Run goroutine: what is in force, how far that is
+	// known, and the addresses whose flows a failed sweep left alive.
+	cur     inForce
+	know    knowledge
+	unswept map[netip.Addr]bool
 
 	// touched is when AliveFile was last touched.
 	touched time.Time
@@ -274,7 +264,7 @@ func (r *Reconciler) applyPending(ctx context.Context, work pending) error {
 // fullNeeded tells whether work needs the whole store re-read rather than
 // only the changed peers.
 func (r *Reconciler) fullNeeded(work pending) bool {
-	return work.full || r.peers == nil || r.uncertain
+	return work.full || r.know != known
 }
 
 func (r *Reconciler) takePending() ([]chan error, pending) {
@@ -292,9 +282,9 @@ func (r *Reconciler) release(w []chan error, err error) {
 	}
 }
 
-// desired reads the store into the policy, the wanted peers and the active
-// organisations.
-func (r *Reconciler) desired() (*policy.Policy, map[string]wgdev.Peer, map[string]orgInForce, error) {
+// desired reads the store into a full run's target: the policy, the wanted
+// peers and the active organisations.
+func (r *Reconciler) desired() (target, error) {
 	now := r.o.Clock.Now()
 	p := &policy.Policy{
 		Interface:  r.o.Interface,
@@ -303,8 +293,9 @@ func (r *Reconciler) desired() (*policy.Policy, map[string]wgdev.Peer, map[strin
 	}
 	// Sized from the last run: with thousands of peers, growing the maps
 	// costs more than filling them.
-	peers := make(map[string]wgdev.Peer, len(r.peers))
-	p.Peers = make(map[netip.Addr]policy.Peer, len(r.peers))
+	n := len(r.cur.peers)
+	t := target{policy: p, peers: make(map[string]wgdev.Peer, n), entries: make(map[string]policy.Peer, n), poll: true}
+	p.Peers = make(map[netip.Addr]policy.Peer, n)
 	p.At = now
 	orgs := map[string]orgInForce{}
 	err := r.o.DB.View(func(tx *store.Tx) error {
@@ -330,15 +321,17 @@ func (r *Reconciler) desired() (*policy.Policy, map[string]wgdev.Peer, map[strin
 		}
 		return tx.DataplanePeers(func(sp *store.DataplanePeer) error {
 			if w, in, ok := r.wanted(sp, orgs, now); ok {
-				peers[sp.Org+"/"+sp.Name] = w
+				id := sp.Org + "/" + sp.Name
+				t.peers[id], t.entries[id] = w, in
 				p.Peers[w.Address] = in
 			}
 			return nil
 		})
 	})
 	if err != nil {
-		return nil, nil, nil, err
+		return target{}, err
 	}
+	t.orgs = orgs
 	if r.o.Host != nil {
 		host, err := r.o.Host(p.Granted())
 		switch {
@@ -350,17 +343,17 @@ func (r *Reconciler) desired() (*policy.Policy, map[string]wgdev.Peer, map[strin
 				return host.Local[i].Bits() < host.Local[j].Bits()
 			})
 			p.Host = host
-		case r.applied != nil:
+		case r.know != nothing:
 			// What is in force stands rather than the run failing: a
 			// failed run would hold up a revoke, for an answer that the
 			// next run asks again.
 			r.log.Warn("reading the host's addresses and routes failed; keeping those in force", "err", err)
-			p.Host = r.applied.Host
+			p.Host = r.cur.rules.Host
 		default:
-			return nil, nil, nil, err
+			return target{}, err
 		}
 	}
-	return p, peers, orgs, nil
+	return t, nil
 }
 
 // wanted decides whether a stored peer belongs in the data plane, and how:
@@ -408,8 +401,8 @@ func (r *Reconciler) Once(ctx context.Context, check bool) error {
 func (r *Reconciler) observe(run func() (int, error)) error {
 	start := r.o.Clock.Now()
 	repairs, err := run()
-	if err != nil {
-		r.uncertain = true
+	if err != nil && r.know == known {
+		r.know = uncertain
 	}
 	if r.o.Observe != nil {
 		r.o.Observe(r.o.Clock.Now().Sub(start), err, repairs)
@@ -500,88 +493,16 @@ func handedOver(held map[netip.Addr]string, now map[netip.Addr]policy.Peer) map[
 }
 
 func (r *Reconciler) once(check bool) (int, error) {
-	p, peers, orgs, err := r.desired()
+	t, err := r.desired()
 	if err != nil {
 		return 0, fmt.Errorf("read desired state: %w", err)
 	}
-	var repairs []string
-
-	// Firewall first: a new peer must never be up before its rules are,
-	// and a withdrawn one is out of the peer set before WireGuard drops it.
-	applied := false
-	var fwErr error
-	switch {
-	case r.applied == nil || !sameRules(r.applied, p):
-		if err := r.o.Firewall.Apply(p); err != nil {
-			fwErr = fmt.Errorf("apply firewall: %w", err)
-			break
-		}
-		applied = true
-	case check:
-		drift, err := r.o.Firewall.Check()
-		if err != nil {
-			fwErr = fmt.Errorf("check firewall: %w", err)
-			break
-		}
-		if len(drift) > 0 {
-			if err := r.o.Firewall.Apply(p); err != nil {
-				fwErr = fmt.Errorf("repair firewall (%v): %w", drift, err)
-				break
-			}
-			repairs = append(repairs, drift...)
-			applied = true
-		}
-	}
-	if fwErr != nil {
-		return 0, errors.Join(fwErr, r.withdrawOnly(p, peers))
-	}
-	// A peer set that cannot be written does not hold up WireGuard or the
-	// sweep below, which withdraw access on their own; the run still fails.
-	var peerSetErr error
-	if !applied {
-		if err := r.o.Firewall.SetPeerSet(p.Peers); err != nil {
-			peerSetErr = fmt.Errorf("firewall peer set: %w", err)
-			peers = heldBack(peers, r.applied.Peers, p.Peers)
-		}
-	}
-
-	want := make([]wgdev.Peer, 0, len(peers))
-	for _, w := range peers {
-		want = append(want, w)
-	}
-	lostAddrs := lost(r.peers, peers)
-	if len(lostAddrs) > 0 {
-		// As in a peers-only run: a peer that leaves the device (a
-		// suspend that came with an organisation change, say) leaves its
-		// endpoint in the store, so that a resume can reach out to it.
-		if err := r.PollStats(); err != nil {
-			r.log.Warn("read endpoints before removing peers", "err", err)
-		}
-	}
-	res, err := r.o.Device.SyncPeers(want, check)
-	if err != nil {
-		// Whatever WireGuard holds now, flows the policy withdrew must not
-		// live on: fail closed, then report.
-		return 0, errors.Join(fmt.Errorf("sync WireGuard peers: %w", err), peerSetErr, r.sweep(p, lostAddrs))
-	}
-	if r.peers != nil && samePeers(r.peers, peers) && res.Added+res.Removed+res.Updated > 0 {
-		repairs = append(repairs, fmt.Sprintf("wireguard peers changed by hand: %d re-added, %d removed, %d fixed", res.Added, res.Removed, res.Updated))
-	}
-	repairs = append(repairs, res.Fixed...)
-
-	// Flows die after the peer is gone from the device, so nothing can
-	// re-open them in between.
-	if r.applied == nil || r.peers == nil || r.uncertain || len(lostAddrs) > 0 || grantsWithdrawn(r.applied, p) || regrouped(r.applied.Peers, p.Peers) {
-		if err := r.sweep(p, lostAddrs); err != nil {
-			return 0, errors.Join(peerSetErr, err)
-		}
-	}
-	r.inForce(p, peers, orgs)
-
+	t.check = check
+	repairs, err := r.apply(t)
 	if len(repairs) > 0 {
 		r.recordRepair(repairs)
 	}
-	return len(repairs), peerSetErr
+	return len(repairs), err
 }
 
 // applyPeers brings the peers with the given ORG/NAME in line with their
@@ -592,12 +513,7 @@ func (r *Reconciler) once(check bool) (int, error) {
 // its change is still on the way to the reconciler.
 func (r *Reconciler) applyPeers(ids map[string]bool) (stale bool, err error) {
 	now := r.o.Clock.Now()
-	next := make(map[string]wgdev.Peer, len(ids))
-	nextPeer := make(map[string]policy.Peer, len(ids))
-	// pausing: a peer leaves the device for now, and nothing recorded where
-	// it was. Its endpoint must be read before it goes, or a resume waits
-	// for the partner's client to give up on its old session (~15 s).
-	pausing := false
+	t := target{ids: ids, peers: make(map[string]wgdev.Peer, len(ids)), entries: make(map[string]policy.Peer, len(ids))}
 	err = r.o.DB.View(func(tx *store.Tx) error {
 		for id := range ids {
 			sp, err := tx.DataplanePeer(id)
@@ -610,10 +526,14 @@ func (r *Reconciler) applyPeers(ids map[string]bool) (stale bool, err error) {
 			if stale, err = r.groupMoved(tx, sp); stale || err != nil {
 				return err
 			}
-			if w, in, ok := r.wanted(sp, r.orgs, now); ok {
-				next[id], nextPeer[id] = w, in
-			} else if _, had := r.peers[id]; had && sp.State != api.StateRevoked && sp.Endpoint == "" {
-				pausing = true
+			if w, in, ok := r.wanted(sp, r.cur.orgs, now); ok {
+				t.peers[id], t.entries[id] = w, in
+			} else if _, had := r.cur.peers[id]; had && sp.State != api.StateRevoked && sp.Endpoint == "" {
+				// A pause, and nothing recorded where the peer was: its
+				// endpoint must be read before it goes, or a resume waits
+				// for the partner's client to give up on its old session
+				// (~15 s).
+				t.poll = true
 			}
 		}
 		return nil
@@ -621,95 +541,8 @@ func (r *Reconciler) applyPeers(ids map[string]bool) (stale bool, err error) {
 	if err != nil || stale {
 		return stale, err
 	}
-	if pausing {
-		if err := r.PollStats(); err != nil {
-			r.log.Warn("read endpoints before removing peers", "err", err)
-		}
-	}
-	// The peer sets first, as in a full run: gone are the addresses that
-	// leave them, those given up by the peer that holds them and taken by
-	// none of the changed peers.
-	gone := map[netip.Addr]bool{}
-	for id := range ids {
-		if old, had := r.peers[id]; had && r.owner[old.Address] == id {
-			gone[old.Address] = true
-		}
-	}
-	fwAdd := map[netip.Addr]policy.Peer{}
-	var fwRemove []netip.Addr
-	for id, w := range next {
-		delete(gone, w.Address)
-		if old, ok := r.applied.Peers[w.Address]; !ok || !old.Same(nextPeer[id]) {
-			fwAdd[w.Address] = nextPeer[id]
-		}
-	}
-	for a := range gone {
-		fwRemove = append(fwRemove, a)
-	}
-	// A failure does not hold up WireGuard, and the full run that follows
-	// refills the set; but only its marks keep a peer to its group, so one
-	// whose address may still carry another group's mark stays off the
-	// device until then.
-	var peerSetErr error
-	if err := r.o.Firewall.UpdatePeerSet(fwAdd, fwRemove); err != nil {
-		peerSetErr = fmt.Errorf("firewall peer set: %w", err)
-		for id, w := range next {
-			if old, ok := r.applied.Peers[w.Address]; ok && old.Group != nextPeer[id].Group {
-				delete(next, id)
-			}
-		}
-	}
-	var set []wgdev.Peer
-	var remove []wgtypes.Key
-	lostAddrs := map[netip.Addr]bool{}
-	// moved: a peer that kept its key and address but changed groups. Its
-	// flows live on only as far as the new group allows.
-	moved := false
-	for id := range ids {
-		old, had := r.peers[id]
-		w, want := next[id]
-		if had && (!want || old.PublicKey != w.PublicKey || old.Address != w.Address) {
-			if !want || old.PublicKey != w.PublicKey {
-				remove = append(remove, old.PublicKey)
-			}
-			lostAddrs[old.Address] = true
-		}
-		if had && want && r.owner[old.Address] == id && old.Address == w.Address && r.applied.Peers[old.Address].Group != nextPeer[id].Group {
-			moved = true
-		}
-		if want {
-			set = append(set, w)
-		}
-	}
-	if _, err := r.o.Device.UpdatePeers(set, remove); err != nil {
-		// Fail closed: the lost addresses' flows die whatever WireGuard
-		// holds; the full run that follows sorts out the rest.
-		err = errors.Join(fmt.Errorf("update WireGuard peers: %w", err), peerSetErr)
-		if len(lostAddrs) > 0 {
-			err = errors.Join(err, r.sweep(r.applied, lostAddrs))
-		}
-		return false, err
-	}
-	// Withdrawals first: an address given up and taken by another peer in
-	// the same run must end up with the new holder.
-	for id := range ids {
-		if old, had := r.peers[id]; had {
-			delete(r.peers, id)
-			if r.owner[old.Address] == id {
-				delete(r.owner, old.Address)
-				delete(r.applied.Peers, old.Address)
-			}
-		}
-	}
-	for id, w := range next {
-		r.peers[id] = w
-		r.owner[w.Address] = id
-		r.applied.Peers[w.Address] = nextPeer[id]
-	}
-	if len(lostAddrs) > 0 || moved {
-		return false, errors.Join(peerSetErr, r.sweep(r.applied, lostAddrs))
-	}
-	return false, peerSetErr
+	_, err = r.apply(t)
+	return false, err
 }
 
 // groupMoved reports whether the group a peer names has another ID in the
@@ -717,7 +550,7 @@ func (r *Reconciler) applyPeers(ids map[string]bool) (stale bool, err error) {
 // its name, say. Resolved through that run's names, the peer would get
 // the old group's mark.
 func (r *Reconciler) groupMoved(tx *store.Tx, sp *store.DataplanePeer) (bool, error) {
-	in, ok := r.orgs[sp.Org]
+	in, ok := r.cur.orgs[sp.Org]
 	if !ok {
 		// Not in force then: wanted leaves the peer out, and the change
 		// that brings its organisation back brings a full run.
@@ -735,23 +568,6 @@ func (r *Reconciler) groupMoved(tx *store.Tx, sp *store.DataplanePeer) (bool, er
 		id = g.ID
 	}
 	return id != in.groups[sp.Group], nil
-}
-
-// sweep kills the flows p does not allow, and every flow of the addresses
-// in force, which changed hands or keys: the address may still be allowed,
-// but not for the key that opened those flows.
-func (r *Reconciler) sweep(p *policy.Policy, force map[netip.Addr]bool) error {
-	if len(force) > 0 {
-		p = withoutPeers(p, force)
-	}
-	n, err := r.o.Sweeper.Sweep(r.o.Plan.Network, p)
-	if err != nil {
-		return fmt.Errorf("kill withdrawn flows: %w", err)
-	}
-	if n > 0 {
-		r.log.Info("killed flows that lost their access", "flows", n)
-	}
-	return nil
 }
 
 func (r *Reconciler) recordRepair(repairs []string) {
@@ -792,51 +608,6 @@ func samePeers(a, b map[string]wgdev.Peer) bool {
 		}
 	}
 	return true
-}
-
-// lost lists the addresses of peers that left, moved or changed keys
-// between old and new: their flows were opened by a key that no longer has
-// that address.
-func lost(old, new map[string]wgdev.Peer) map[netip.Addr]bool {
-	var out map[netip.Addr]bool
-	for id, o := range old {
-		if n, ok := new[id]; ok && n.PublicKey == o.PublicKey && n.Address == o.Address {
-			continue
-		}
-		if out == nil {
-			out = map[netip.Addr]bool{}
-		}
-		out[o.Address] = true
-	}
-	return out
-}
-
-// heldBack is peers without those whose address was in another group in
-// old than it is in new (a peer moved, or an address taken over): when the
-// peer set could not be written, the address may still carry the old
-// group's mark, which nothing else keeps the peer from using, so it stays
-// off the device until it is.
-func heldBack(peers map[string]wgdev.Peer, old, new map[netip.Addr]policy.Peer) map[string]wgdev.Peer {
-	out := make(map[string]wgdev.Peer, len(peers))
-	for id, w := range peers {
-		if o, ok := old[w.Address]; ok && o.Group != new[w.Address].Group {
-			continue
-		}
-		out[id] = w
-	}
-	return out
-}
-
-// regrouped reports whether a peer address of old maps to another group in
-// new: a peer moved, and its flows live on only as far as its new group
-// allows.
-func regrouped(old, new map[netip.Addr]policy.Peer) bool {
-	for a, n := range new {
-		if o, ok := old[a]; ok && o.Group != n.Group {
-			return true
-		}
-	}
-	return false
 }
 
 // grantsWithdrawn reports whether an organisation, group or grant of old
@@ -902,72 +673,6 @@ func groupsNarrowed(old, new []policy.Group) bool {
 	return false
 }
 
-// withdrawOnly is what a run does when the firewall did not take the new
-// policy: the rules in force may then be the old ones, the new, or some of
-// each, and what the new state takes away must not wait for them. Through
-// WireGuard and conntrack alone it applies the stricter of the old and the
-// new state: WireGuard keeps only the peers that both want as they are,
-// less those of organisations whose grants narrowed (their old, wider rules
-// may still be loaded), nothing is added, and flows the new policy does not
-// allow, or of a peer that left, die. Before any full run succeeded the old
-// peers are unknown, and the new state's stand in for both. The run stays failed, so the next one
-// is a full one and retries the rules.
-func (r *Reconciler) withdrawOnly(p *policy.Policy, peers map[string]wgdev.Peer) error {
-	var blocks []netip.Prefix
-	if r.applied != nil {
-		blocks, _ = narrowed(r.applied, p)
-	}
-	keep := make(map[string]wgdev.Peer, len(peers))
-	want := make([]wgdev.Peer, 0, len(peers))
-	set := make(map[netip.Addr]policy.Peer, len(peers))
-	for id, w := range peers {
-		old, had := r.peers[id]
-		if r.peers != nil && (!had || old.PublicKey != w.PublicKey || old.PresharedKey != w.PresharedKey || old.Address != w.Address) {
-			continue
-		}
-		if ipam.Contains(blocks, w.Address) {
-			continue
-		}
-		// A peer that moved may carry its old group's mark still, under
-		// rules of either group.
-		if r.applied != nil && r.applied.Peers[w.Address].Group != p.Peers[w.Address].Group {
-			continue
-		}
-		keep[id] = w
-		want = append(want, w)
-		set[w.Address] = p.Peers[w.Address]
-	}
-	r.log.Warn("the firewall did not take the new state; withdrawing through WireGuard and conntrack alone", "peers_kept", len(keep), "peers_wanted", len(peers))
-	var errs []error
-	// The peer set is a table of its own: shrinking it may work where the
-	// rules did not, and it stops new flows of the peers that left.
-	if err := r.o.Firewall.SetPeerSet(set); err != nil {
-		errs = append(errs, fmt.Errorf("firewall peer set: %w", err))
-	}
-	if _, err := r.o.Device.SyncPeers(want, false); err != nil {
-		errs = append(errs, fmt.Errorf("sync WireGuard peers: %w", err))
-	}
-	strict := *p
-	strict.Peers = set
-	errs = append(errs, r.sweep(&strict, nil))
-	if r.peers != nil {
-		r.peers = keep
-	}
-	r.uncertain = true
-	return errors.Join(errs...)
-}
-
-func withoutPeers(p *policy.Policy, drop map[netip.Addr]bool) *policy.Policy {
-	cp := *p
-	cp.Peers = make(map[netip.Addr]policy.Peer, len(p.Peers))
-	for a, g := range p.Peers {
-		if !drop[a] {
-			cp.Peers[a] = g
-		}
-	}
-	return &cp
-}
-
 // Start puts the stored state in force while the device's link is still
 // down. The firewall and the device's peers load at the same time: iptables
 // and ipset work in processes of their own while WireGuard's per-peer key
@@ -991,11 +696,12 @@ func (r *Reconciler) Start() error {
 		// replaces it. Unreadable, every partner flow dies: better a
 		// reconnect than a flow that changed hands.
 		held, heldErr := r.o.Firewall.PeerHolders()
-		p, peers, orgs, err := r.desired()
+		t, err := r.desired()
 		if err != nil {
 			fatal = fmt.Errorf("read desired state: %w", err)
 			return 0, fatal
 		}
+		p := t.policy
 		handed := handedOver(held, p.Peers)
 		if heldErr != nil {
 			r.log.Warn("cannot tell which keys held the addresses before this start; killing every partner flow", "err", heldErr)
@@ -1018,35 +724,12 @@ func (r *Reconciler) Start() error {
 				r.log.Error("audit what ended while extranetd was not running", "err", err)
 			}
 		}
-		fw := make(chan error, 1)
-		go func() { fw <- r.o.Firewall.Apply(p) }()
-		want := make([]wgdev.Peer, 0, len(peers))
-		for _, w := range peers {
-			want = append(want, w)
+		t.linkDown, t.kill = true, handed
+		_, err = r.apply(t)
+		if errors.Is(err, errRulesAtStart) {
+			fatal = err
 		}
-		_, syncErr := r.o.Device.SyncPeers(want, false)
-		if err := <-fw; err != nil {
-			fatal = fmt.Errorf("apply firewall: %w", err)
-			return 0, fatal
-		}
-		r.applied = p
-		if syncErr != nil {
-			return 0, fmt.Errorf("load WireGuard peers: %w", syncErr)
-		}
-		if err := r.sweep(p, handed); err != nil {
-			return 0, err
-		}
-		r.inForce(p, peers, orgs)
-		return 0, nil
+		return 0, err
 	})
 	return fatal
-}
-
-// inForce records what a successful full run put in force.
-func (r *Reconciler) inForce(p *policy.Policy, peers map[string]wgdev.Peer, orgs map[string]orgInForce) {
-	r.applied, r.peers, r.orgs, r.uncertain = p, peers, orgs, false
-	r.owner = make(map[netip.Addr]string, len(peers))
-	for id, w := range peers {
-		r.owner[w.Address] = id
-	}
 }

@@ -37,8 +37,9 @@ type fakeOS struct {
 	// set is the firewall's peer sets: each address with its entry.
 	set map[netip.Addr]policy.Peer
 	// wgErr, when set, fails every change to the peers; setErr every
-	// change to the peer set alone; applyErr every load of the rules.
-	wgErr, setErr, applyErr error
+	// change to the peer set alone; applyErr every load of the rules;
+	// sweepErr every sweep.
+	wgErr, setErr, applyErr, sweepErr error
 	// syncs and updates count full syncs and partial updates.
 	syncs, updates int
 }
@@ -143,6 +144,9 @@ func (f *fakeOS) Stats() ([]wgdev.PeerStats, error) { return f.stats, nil }
 func (f *fakeOS) EndKeepalives([]wgdev.PeerStats) error { return nil }
 
 func (f *fakeOS) Sweep(tunnel netip.Prefix, p *policy.Policy) (int, error) {
+	if f.sweepErr != nil {
+		return 0, f.sweepErr
+	}
 	var live []string
 	for a := range p.Peers {
 		live = append(live, a.String())
