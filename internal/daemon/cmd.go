@@ -125,6 +125,7 @@ it refuses to make a namespace that only it would see.`,
 	})
 	root.AddCommand(newStopHookCmd(&cfg, &configPath))
 	root.AddCommand(newRestoreCmd(&cfg, &configPath))
+	root.AddCommand(newClusterCmd(&cfg, &configPath))
 	root.AddCommand(&cobra.Command{
 		Use:   "version",
 		Short: "Print the version",
@@ -181,6 +182,12 @@ there as a backup, so it needs the role admin).`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := loadConfig(cmd, cfg, *configPath); err != nil {
 				return err
+			}
+			if len(cfg.EtcdEndpoints) > 0 && !opts.DryRun {
+				// Each start copies the cluster's state over the file, so
+				// a restore here would be undone, unnoticed.
+				return fmt.Errorf("this gateway shares the cluster's state in etcd (--etcd-endpoints): a restore of its file would be replaced at its next start. "+
+					"Stop every gateway, restore on one without --etcd-endpoints, delete the cluster's state (etcdctl del --prefix %s), and run `extranetd cluster init` there (docs/cluster.md)", cfg.EtcdPrefix)
 			}
 			opts.Actor = unixUser()
 			dst := filepath.Join(cfg.StateDir, DBFile)

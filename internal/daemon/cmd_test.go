@@ -92,3 +92,31 @@ func TestRestoreCommandListsRevokedKeys(t *testing.T) {
 		t.Errorf("acme/alice is %s after --allow-revoked, want active", st)
 	}
 }
+
+// TestRestoreRefusedInACluster: a cluster gateway's start copies the
+// cluster's state over its file, so a restore there would be undone
+// unnoticed; it is refused with what to do instead, and the file is left.
+func TestRestoreRefusedInACluster(t *testing.T) {
+	dir := t.TempDir()
+	db, err := store.Open(filepath.Join(dir, DBFile), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	backup := filepath.Join(dir, "backup.db")
+	f, err := os.OpenFile(backup, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Backup(f); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	db.Close()
+	cmd := NewRootCmd()
+	cmd.SetOut(&bytes.Buffer{})
+	cmd.SetArgs([]string{"restore", backup, "--state-dir", dir, "--etcd-endpoints", "http://192.0.2.1:2379"})
+	err = cmd.Execute()
+	if err == nil || !strings.Contains(err.Error(), "cluster init") {
+		t.Errorf("restore on a cluster gateway: %v, want a refusal that says what to do", err)
+	}
+}

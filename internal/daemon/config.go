@@ -51,6 +51,10 @@ type Config struct {
 	ExpireUnused      string        `yaml:"expire-unused"`
 	ExpireAction      string        `yaml:"expire-action"`
 	AuditRetention    string        `yaml:"audit-retention"`
+	// A cluster's shared state (docs/cluster.md): etcd's client URLs, and
+	// where under its keys the state lives.
+	EtcdEndpoints []string `yaml:"etcd-endpoints"`
+	EtcdPrefix    string   `yaml:"etcd-prefix"`
 	// What partners did (docs/activity.md): one record per connection.
 	ActivityLog       bool   `yaml:"activity-log"`
 	ActivityRetention string `yaml:"activity-retention"`
@@ -98,6 +102,7 @@ func Defaults() Config {
 		Masquerade:        true,
 		IPTablesMode:      "auto",
 		ReconcileInterval: 10 * time.Second,
+		EtcdPrefix:        "/extranet/",
 		ApplyTimeout:      5 * time.Second,
 		StatsInterval:     30 * time.Second,
 		MaxPeerLifetime:   "0",
@@ -137,6 +142,8 @@ func (c *Config) BindFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.Masquerade, "masquerade", c.Masquerade, "masquerade partner traffic toward internal networks")
 	fs.StringVar(&c.IPTablesMode, "iptables-mode", c.IPTablesMode, "auto, nft or legacy")
 	fs.DurationVar(&c.ReconcileInterval, "reconcile-interval", c.ReconcileInterval, "period of the drift-repairing reconcile")
+	fs.StringSliceVar(&c.EtcdEndpoints, "etcd-endpoints", c.EtcdEndpoints, "client URLs of the etcd that holds a cluster's shared state (docs/cluster.md); none: this gateway's state is its own")
+	fs.StringVar(&c.EtcdPrefix, "etcd-prefix", c.EtcdPrefix, "key prefix of the cluster's state in etcd")
 	fs.DurationVar(&c.ApplyTimeout, "apply-timeout", c.ApplyTimeout, "how long a request waits for the kernel to follow before it answers \"saved but not in force yet\"")
 	fs.DurationVar(&c.StatsInterval, "stats-interval", c.StatsInterval, "period of the handshake and traffic poller")
 	fs.StringVar(&c.MaxPeerLifetime, "max-peer-lifetime", c.MaxPeerLifetime, "longest expiry a peer may get, e.g. 365d (0: no limit)")
@@ -229,6 +236,9 @@ type Settings struct {
 // Validate checks every setting and returns the parsed ones.
 func (c *Config) Validate() (Settings, error) {
 	var st Settings
+	if err := validEtcd(c.EtcdEndpoints, c.EtcdPrefix); err != nil {
+		return st, err
+	}
 	pfx, err := netip.ParsePrefix(c.TunnelNetwork)
 	if err != nil {
 		return st, fmt.Errorf("--tunnel-network %q is not a prefix such as 100.64.0.0/16", c.TunnelNetwork)

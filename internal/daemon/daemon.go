@@ -22,6 +22,7 @@ import (
 
 	"github.com/extranetgw/extranet/internal/activity"
 	"github.com/extranetgw/extranet/internal/alert"
+	"github.com/extranetgw/extranet/internal/cluster"
 	"github.com/extranetgw/extranet/internal/conntrack"
 	"github.com/extranetgw/extranet/internal/enroll"
 	"github.com/extranetgw/extranet/internal/firewall"
@@ -72,11 +73,27 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 	if err := os.Chmod(cfg.StateDir, 0o700); err != nil {
 		return fmt.Errorf("chmod state directory: %w", err)
 	}
-	db, err := store.Open(filepath.Join(cfg.StateDir, DBFile), time.Second)
+	dbPath := filepath.Join(cfg.StateDir, DBFile)
+	var cl *cluster.Etcd
+	var followFrom int64
+	if len(cfg.EtcdEndpoints) > 0 {
+		if cl, err = dialEtcd(cfg); err != nil {
+			return err
+		}
+		cl.Log = log
+		defer cl.Client.Close()
+		if followFrom, err = joinCluster(ctx, cl, dbPath, log); err != nil {
+			return err
+		}
+	}
+	db, err := store.Open(dbPath, time.Second)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
+	if cl != nil {
+		db.Replicate(cl)
+	}
 	if err := service.KeepPlan(db, st.Plan, time.Now().UTC()); err != nil {
 		return err
 	}
@@ -347,6 +364,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(l) }()
+	clusterErr := make(chan error, 1)
+	if cl != nil {
+		go func() {
+			clusterErr <- followCluster(runCtx, cl, db, followFrom, func(ch store.Changes) { applier.Apply(ch) }, log)
+		}()
+	}
 	notifyReady(log)
 	go watchdog(runCtx, func() time.Time { return rec.State().LastRun }, 3*cfg.ReconcileInterval, log)
 	log.Info("extranetd ready", "took", time.Since(began).Round(time.Millisecond), "socket", cfg.Socket, "version", version.Version)
@@ -355,6 +378,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 	case <-ctx.Done():
 	case err = <-serveErr:
 		err = fmt.Errorf("api server: %w", err)
+	case err = <-clusterErr:
 	}
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -366,7 +390,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 	<-actDone
 	<-alertsDone
 	// Handshakes seen since the last poll would be lost with the process
-	// (with userspace WireGuard, with the device too).
+	// (with userspace WireGuard, with the device too). In a cluster, not
+	// at the price of a stop that hangs on an etcd that is gone.
+	if cl != nil {
+		cl.SetCommitTimeout(time.Second)
+	}
 	if err := rec.PollStats(); err != nil {
 		log.Warn("last poll of peer statistics", "err", err)
 	}

@@ -24,6 +24,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -51,6 +52,9 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
+	if dir := os.Getenv(etcdDirEnv); dir != "" {
+		return serveEtcd(dir, os.Getenv(etcdHostEnv))
+	}
 	if err := readEnv(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
@@ -159,13 +163,18 @@ func needRig(t *testing.T) {
 }
 
 // inParallel lets a test that builds a rig run beside another when
-// EXTRANET_E2E_PARALLEL asks for it. Subtests share their test's rig, so
-// they stay in order.
+// EXTRANET_E2E_PARALLEL asks for it, once however many rigs it builds.
+// Subtests share their test's rig, so they stay in order.
 func inParallel(t *testing.T) {
-	if parallel && !strings.Contains(t.Name(), "/") {
+	if !parallel || strings.Contains(t.Name(), "/") {
+		return
+	}
+	if _, marked := markedParallel.LoadOrStore(t, true); !marked {
 		t.Parallel()
 	}
 }
+
+var markedParallel sync.Map
 
 // needMode skips a test that only means something where WireGuard runs in
 // mode.

@@ -34,7 +34,7 @@ func (e Event) computeHash() string {
 // Audit appends an event in the current transaction. before and after are
 // snapshots of the target (nil when absent); they must hold no secrets.
 func (t *Tx) Audit(at time.Time, actor, action, target string, before, after any) error {
-	b := t.tx.Bucket(bucketAudit)
+	b := t.bucket(bucketAudit)
 	seq, err := b.NextSequence()
 	if err != nil {
 		return err
@@ -45,7 +45,7 @@ func (t *Tx) Audit(at time.Time, actor, action, target string, before, after any
 		Actor:  actor,
 		Action: action,
 		Target: target,
-		Prev:   string(t.tx.Bucket(bucketMeta).Get(keyAuditHead)),
+		Prev:   string(t.bucket(bucketMeta).Get(keyAuditHead)),
 	}
 	if ev.Before, err = marshalSnapshot(before); err != nil {
 		return err
@@ -57,7 +57,7 @@ func (t *Tx) Audit(at time.Time, actor, action, target string, before, after any
 	if err := putJSON(b, be64(seq), ev); err != nil {
 		return err
 	}
-	return t.tx.Bucket(bucketMeta).Put(keyAuditHead, []byte(ev.Hash))
+	return t.bucket(bucketMeta).Put(keyAuditHead, []byte(ev.Hash))
 }
 
 func marshalSnapshot(v any) (json.RawMessage, error) {
@@ -76,7 +76,7 @@ func marshalSnapshot(v any) (json.RawMessage, error) {
 
 // Events calls fn for every event with Seq >= from, oldest first.
 func (t *Tx) Events(from uint64, fn func(*Event) error) error {
-	c := t.tx.Bucket(bucketAudit).Cursor()
+	c := t.bucket(bucketAudit).Cursor()
 	for k, v := c.Seek(be64(from)); k != nil; k, v = c.Next() {
 		var ev Event
 		if err := json.Unmarshal(v, &ev); err != nil {
@@ -99,7 +99,7 @@ func (t *Tx) VerifyAudit() (uint64, string, error) {
 	var why string
 	// The first event links to the anchor: empty for a log never trimmed,
 	// else the hash of the last event retention removed.
-	anchor := string(t.tx.Bucket(bucketMeta).Get(keyAuditAnchor))
+	anchor := string(t.bucket(bucketMeta).Get(keyAuditAnchor))
 	err := t.Events(0, func(ev *Event) error {
 		switch {
 		case ev.computeHash() != ev.Hash:
@@ -118,7 +118,7 @@ func (t *Tx) VerifyAudit() (uint64, string, error) {
 	if err != nil && err != errStop {
 		return 0, "", err
 	}
-	if broken == 0 && !first && string(t.tx.Bucket(bucketMeta).Get(keyAuditHead)) != prev {
+	if broken == 0 && !first && string(t.bucket(bucketMeta).Get(keyAuditHead)) != prev {
 		return last + 1, "the events after it were removed (the recorded head does not match)", nil
 	}
 	return broken, why, nil
@@ -130,7 +130,7 @@ var errStop = fmt.Errorf("stop")
 // the hash the first kept event links to becomes the new anchor. It returns
 // how many events it removed.
 func (t *Tx) TrimAudit(before time.Time) (int, error) {
-	b := t.tx.Bucket(bucketAudit)
+	b := t.bucket(bucketAudit)
 	c := b.Cursor()
 	var doomed [][]byte
 	anchor := ""
@@ -153,5 +153,5 @@ func (t *Tx) TrimAudit(before time.Time) (int, error) {
 			return 0, err
 		}
 	}
-	return len(doomed), t.tx.Bucket(bucketMeta).Put(keyAuditAnchor, []byte(anchor))
+	return len(doomed), t.bucket(bucketMeta).Put(keyAuditAnchor, []byte(anchor))
 }

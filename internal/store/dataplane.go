@@ -105,7 +105,7 @@ func decodeDataplane(k, v []byte) (DataplanePeer, error) {
 
 // DataplanePeers calls fn for every peer's data-plane record, in ORG/NAME order.
 func (t *Tx) DataplanePeers(fn func(*DataplanePeer) error) error {
-	return t.tx.Bucket(bucketDataplane).ForEach(func(k, v []byte) error {
+	return t.bucket(bucketDataplane).ForEach(func(k, v []byte) error {
 		p, err := decodeDataplane(k, v)
 		if err != nil {
 			return err
@@ -116,7 +116,7 @@ func (t *Tx) DataplanePeers(fn func(*DataplanePeer) error) error {
 
 // DataplanePeer returns the data-plane record of ORG/NAME, or ErrNotFound.
 func (t *Tx) DataplanePeer(id string) (*DataplanePeer, error) {
-	v := t.tx.Bucket(bucketDataplane).Get([]byte(id))
+	v := t.bucket(bucketDataplane).Get([]byte(id))
 	if v == nil {
 		return nil, ErrNotFound
 	}

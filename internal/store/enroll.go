@@ -79,17 +79,17 @@ func TokenHash(token string) []byte {
 // its hash.
 func (t *Tx) PutInvite(i *Invite, token string) error {
 	if token != "" {
-		if err := t.tx.Bucket(bucketInviteTokens).Put(TokenHash(token), []byte(i.Key())); err != nil {
+		if err := t.bucket(bucketInviteTokens).Put(TokenHash(token), []byte(i.Key())); err != nil {
 			return err
 		}
 	}
-	return putJSON(t.tx.Bucket(bucketInvites), []byte(i.Key()), i)
+	return putJSON(t.bucket(bucketInvites), []byte(i.Key()), i)
 }
 
 // Invite returns ORG/ID or ErrNotFound.
 func (t *Tx) Invite(key string) (*Invite, error) {
 	var i Invite
-	if err := getJSON(t.tx.Bucket(bucketInvites), []byte(key), &i); err != nil {
+	if err := getJSON(t.bucket(bucketInvites), []byte(key), &i); err != nil {
 		return nil, err
 	}
 	return &i, nil
@@ -97,7 +97,7 @@ func (t *Tx) Invite(key string) (*Invite, error) {
 
 // InviteByToken returns the invite a token opens, or ErrNotFound.
 func (t *Tx) InviteByToken(token string) (*Invite, error) {
-	key := t.tx.Bucket(bucketInviteTokens).Get(TokenHash(token))
+	key := t.bucket(bucketInviteTokens).Get(TokenHash(token))
 	if key == nil {
 		return nil, ErrNotFound
 	}
@@ -106,7 +106,7 @@ func (t *Tx) InviteByToken(token string) (*Invite, error) {
 
 // Invites calls fn for every invite, or those of org, in ORG/ID order.
 func (t *Tx) Invites(org string, fn func(*Invite) error) error {
-	return scanJSON(t.tx.Bucket(bucketInvites).Cursor(), org, func(v []byte) error {
+	return scanJSON(t.bucket(bucketInvites).Cursor(), org, func(v []byte) error {
 		var i Invite
 		if err := json.Unmarshal(v, &i); err != nil {
 			return fmt.Errorf("decode invite: %w", err)
@@ -117,13 +117,13 @@ func (t *Tx) Invites(org string, fn func(*Invite) error) error {
 
 // PutRequest writes an enrollment request.
 func (t *Tx) PutRequest(r *Request) error {
-	return putJSON(t.tx.Bucket(bucketRequests), []byte(r.Key()), r)
+	return putJSON(t.bucket(bucketRequests), []byte(r.Key()), r)
 }
 
 // Request returns ORG/ID or ErrNotFound.
 func (t *Tx) Request(key string) (*Request, error) {
 	var r Request
-	if err := getJSON(t.tx.Bucket(bucketRequests), []byte(key), &r); err != nil {
+	if err := getJSON(t.bucket(bucketRequests), []byte(key), &r); err != nil {
 		return nil, err
 	}
 	return &r, nil
@@ -131,7 +131,7 @@ func (t *Tx) Request(key string) (*Request, error) {
 
 // Requests calls fn for every request, or those of org, in ORG/ID order.
 func (t *Tx) Requests(org string, fn func(*Request) error) error {
-	return scanJSON(t.tx.Bucket(bucketRequests).Cursor(), org, func(v []byte) error {
+	return scanJSON(t.bucket(bucketRequests).Cursor(), org, func(v []byte) error {
 		var r Request
 		if err := json.Unmarshal(v, &r); err != nil {
 			return fmt.Errorf("decode request: %w", err)
@@ -157,7 +157,7 @@ func (t *Tx) DeleteEnrollment(org string) error {
 	}); err != nil {
 		return err
 	}
-	tokens := t.tx.Bucket(bucketInviteTokens)
+	tokens := t.bucket(bucketInviteTokens)
 	var stale [][]byte
 	if err := tokens.ForEach(func(k, v []byte) error {
 		if strings.HasPrefix(string(v), prefix) {
@@ -173,12 +173,12 @@ func (t *Tx) DeleteEnrollment(org string) error {
 		}
 	}
 	for _, k := range invites {
-		if err := t.tx.Bucket(bucketInvites).Delete(k); err != nil {
+		if err := t.bucket(bucketInvites).Delete(k); err != nil {
 			return err
 		}
 	}
 	for _, k := range requests {
-		if err := t.tx.Bucket(bucketRequests).Delete(k); err != nil {
+		if err := t.bucket(bucketRequests).Delete(k); err != nil {
 			return err
 		}
 	}

@@ -17,7 +17,7 @@ func roleKey(subject string, role authz.Role) []byte {
 // Roles returns every role assignment, by subject, then role.
 func (t *Tx) Roles() ([]authz.Assignment, error) {
 	var out []authz.Assignment
-	err := t.tx.Bucket(bucketRoles).ForEach(func(k, v []byte) error {
+	err := t.bucket(bucketRoles).ForEach(func(k, v []byte) error {
 		var a authz.Assignment
 		if err := json.Unmarshal(v, &a); err != nil {
 			return fmt.Errorf("decode role %q: %w", k, err)
@@ -37,7 +37,7 @@ func (t *Tx) Roles() ([]authz.Assignment, error) {
 // Role returns a subject's assignment of a role, nil when it has none.
 func (t *Tx) Role(subject string, role authz.Role) (*authz.Assignment, error) {
 	var a authz.Assignment
-	if err := getJSON(t.tx.Bucket(bucketRoles), roleKey(subject, role), &a); err != nil {
+	if err := getJSON(t.bucket(bucketRoles), roleKey(subject, role), &a); err != nil {
 		if err == ErrNotFound {
 			return nil, nil
 		}
@@ -48,22 +48,22 @@ func (t *Tx) Role(subject string, role authz.Role) (*authz.Assignment, error) {
 
 // PutRole writes an assignment.
 func (t *Tx) PutRole(a authz.Assignment) error {
-	return putJSON(t.tx.Bucket(bucketRoles), roleKey(a.Subject, a.Role), a)
+	return putJSON(t.bucket(bucketRoles), roleKey(a.Subject, a.Role), a)
 }
 
 // DeleteRole removes a subject's assignment of a role.
 func (t *Tx) DeleteRole(subject string, role authz.Role) error {
-	return t.tx.Bucket(bucketRoles).Delete(roleKey(subject, role))
+	return t.bucket(bucketRoles).Delete(roleKey(subject, role))
 }
 
 // RolesBootstrapped reports whether the first assignments were made, and
 // MarkRolesBootstrapped records that they were: they are made once, and
 // an admin who revoked them later does not get them back at a restart.
 func (t *Tx) RolesBootstrapped() bool {
-	return t.tx.Bucket(bucketMeta).Get(keyRolesBootstrapped) != nil
+	return t.bucket(bucketMeta).Get(keyRolesBootstrapped) != nil
 }
 
 // MarkRolesBootstrapped: see RolesBootstrapped.
 func (t *Tx) MarkRolesBootstrapped() error {
-	return t.tx.Bucket(bucketMeta).Put(keyRolesBootstrapped, []byte{1})
+	return t.bucket(bucketMeta).Put(keyRolesBootstrapped, []byte{1})
 }

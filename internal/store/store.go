@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -150,6 +151,11 @@ var ErrLocked = errors.New("state database is locked by another process")
 type DB struct {
 	bolt *bolt.DB
 	path string
+	// repl, when set, keeps the cluster's state this file is a copy of.
+	repl Replicator
+	// advanced is closed when ApplyReplicated moves the copy forward.
+	mu       sync.Mutex
+	advanced chan struct{}
 }
 
 // Open opens or creates the state file with mode 0600 and runs migrations.
@@ -305,6 +311,9 @@ func (db *DB) Update(fn func(*Tx) error) error {
 // Change is Update that also reports what fn changed, so the data plane
 // can follow by applying only that.
 func (db *DB) Change(fn func(*Tx) error) (Changes, error) {
+	if db.repl != nil {
+		return db.changeReplicated(fn)
+	}
 	var ch Changes
 	err := db.bolt.Batch(func(btx *bolt.Tx) error {
 		// A batch that fails is retried call by call: keep only what the
@@ -355,12 +364,16 @@ type Tx struct {
 	// What this transaction wrote that the data plane depends on.
 	peersChanged map[string]bool
 	orgsChanged  bool
+	// recording is set when the state is replicated: every write is then
+	// kept in writes, for the cluster (see Replicator).
+	recording bool
+	writes    []Write
 }
 
 // ErrNotFound is returned by getters for absent records.
 var ErrNotFound = errors.New("not found")
 
-func getJSON(b *bolt.Bucket, key []byte, v any) error {
+func getJSON(b bucket, key []byte, v any) error {
 	raw := b.Get(key)
 	if raw == nil {
 		return ErrNotFound
@@ -371,7 +384,7 @@ func getJSON(b *bolt.Bucket, key []byte, v any) error {
 	return nil
 }
 
-func putJSON(b *bolt.Bucket, key []byte, v any) error {
+func putJSON(b bucket, key []byte, v any) error {
 	raw, err := json.Marshal(v)
 	if err != nil {
 		return err
@@ -382,7 +395,7 @@ func putJSON(b *bolt.Bucket, key []byte, v any) error {
 // Org returns the named organisation or ErrNotFound.
 func (t *Tx) Org(name string) (*Org, error) {
 	var o Org
-	if err := getJSON(t.tx.Bucket(bucketOrgs), []byte(name), &o); err != nil {
+	if err := getJSON(t.bucket(bucketOrgs), []byte(name), &o); err != nil {
 		return nil, err
 	}
 	return &o, nil
@@ -391,18 +404,18 @@ func (t *Tx) Org(name string) (*Org, error) {
 // PutOrg writes an organisation.
 func (t *Tx) PutOrg(o *Org) error {
 	t.orgsChanged = true
-	return putJSON(t.tx.Bucket(bucketOrgs), []byte(o.Name), o)
+	return putJSON(t.bucket(bucketOrgs), []byte(o.Name), o)
 }
 
 // DeleteOrg removes an organisation record.
 func (t *Tx) DeleteOrg(name string) error {
 	t.orgsChanged = true
-	return t.tx.Bucket(bucketOrgs).Delete([]byte(name))
+	return t.bucket(bucketOrgs).Delete([]byte(name))
 }
 
 // Orgs calls fn for every organisation in name order; fn returning an error stops the walk.
 func (t *Tx) Orgs(fn func(*Org) error) error {
-	return t.tx.Bucket(bucketOrgs).ForEach(func(_, v []byte) error {
+	return t.bucket(bucketOrgs).ForEach(func(_, v []byte) error {
 		var o Org
 		if err := json.Unmarshal(v, &o); err != nil {
 			return fmt.Errorf("decode org: %w", err)
@@ -413,7 +426,7 @@ func (t *Tx) Orgs(fn func(*Org) error) error {
 
 // NextOrgID hands out organisation IDs; they are never reused.
 func (t *Tx) NextOrgID() (uint32, error) {
-	m := t.tx.Bucket(bucketMeta)
+	m := t.bucket(bucketMeta)
 	id := uint32(1)
 	if raw := m.Get(keyNextOrgID); raw != nil {
 		id = binary.BigEndian.Uint32(raw)
@@ -426,7 +439,7 @@ func (t *Tx) NextOrgID() (uint32, error) {
 
 // NextGroupID hands out group IDs; they are never reused.
 func (t *Tx) NextGroupID() (uint32, error) {
-	m := t.tx.Bucket(bucketMeta)
+	m := t.bucket(bucketMeta)
 	id := uint32(1)
 	if raw := m.Get(keyNextGroupID); raw != nil {
 		id = binary.BigEndian.Uint32(raw)
@@ -449,13 +462,13 @@ type AddressPlan struct {
 // before plans were stored.
 func (t *Tx) AddressPlan() (AddressPlan, error) {
 	var p AddressPlan
-	err := getJSON(t.tx.Bucket(bucketMeta), keyPlan, &p)
+	err := getJSON(t.bucket(bucketMeta), keyPlan, &p)
 	return p, err
 }
 
 // SetAddressPlan stores the plan.
 func (t *Tx) SetAddressPlan(p AddressPlan) error {
-	return putJSON(t.tx.Bucket(bucketMeta), keyPlan, p)
+	return putJSON(t.bucket(bucketMeta), keyPlan, p)
 }
 
 func peerKey(org, name string) []byte { return []byte(org + "/" + name) }
@@ -463,7 +476,7 @@ func peerKey(org, name string) []byte { return []byte(org + "/" + name) }
 // Peer returns ORG/NAME or ErrNotFound.
 func (t *Tx) Peer(org, name string) (*Peer, error) {
 	var p Peer
-	if err := getJSON(t.tx.Bucket(bucketPeers), peerKey(org, name), &p); err != nil {
+	if err := getJSON(t.bucket(bucketPeers), peerKey(org, name), &p); err != nil {
 		return nil, err
 	}
 	return &p, nil
@@ -473,10 +486,10 @@ func (t *Tx) Peer(org, name string) (*Peer, error) {
 func (t *Tx) PutPeer(p *Peer) error {
 	k := peerKey(p.Org, p.Name)
 	t.peerChanged(string(k))
-	if err := putJSON(t.tx.Bucket(bucketPeers), k, p); err != nil {
+	if err := putJSON(t.bucket(bucketPeers), k, p); err != nil {
 		return err
 	}
-	return t.tx.Bucket(bucketDataplane).Put(k, encodeDataplane(p))
+	return t.bucket(bucketDataplane).Put(k, encodeDataplane(p))
 }
 
 // DeletePeer removes a peer record and its address; its key stays claimed.
@@ -485,16 +498,16 @@ func (t *Tx) DeletePeer(p *Peer) error {
 	if err := t.ReleaseAddr(p.Address); err != nil {
 		return err
 	}
-	if err := t.tx.Bucket(bucketDataplane).Delete(peerKey(p.Org, p.Name)); err != nil {
+	if err := t.bucket(bucketDataplane).Delete(peerKey(p.Org, p.Name)); err != nil {
 		return err
 	}
-	return t.tx.Bucket(bucketPeers).Delete(peerKey(p.Org, p.Name))
+	return t.bucket(bucketPeers).Delete(peerKey(p.Org, p.Name))
 }
 
 // Peers calls fn for every peer, or only those of org when org is not
 // empty, in ORG/NAME order.
 func (t *Tx) Peers(org string, fn func(*Peer) error) error {
-	return scanJSON(t.tx.Bucket(bucketPeers).Cursor(), org, func(v []byte) error {
+	return scanJSON(t.bucket(bucketPeers).Cursor(), org, func(v []byte) error {
 		var p Peer
 		if err := json.Unmarshal(v, &p); err != nil {
 			return fmt.Errorf("decode peer: %w", err)
@@ -529,24 +542,24 @@ func hasPrefix(b, p []byte) bool {
 
 // KeyOwner returns the ORG/NAME that ever used a public key, or "".
 func (t *Tx) KeyOwner(pub string) string {
-	return string(t.tx.Bucket(bucketKeys).Get([]byte(pub)))
+	return string(t.bucket(bucketKeys).Get([]byte(pub)))
 }
 
 // ClaimKey records that a public key belongs to a peer, for good.
 func (t *Tx) ClaimKey(pub, peerID string) error {
-	return t.tx.Bucket(bucketKeys).Put([]byte(pub), []byte(peerID))
+	return t.bucket(bucketKeys).Put([]byte(pub), []byte(peerID))
 }
 
 // AddrOwner returns the ORG/NAME holding an address, or "".
 func (t *Tx) AddrOwner(a netip.Addr) string {
 	k := a.As4()
-	return string(t.tx.Bucket(bucketAddrs).Get(k[:]))
+	return string(t.bucket(bucketAddrs).Get(k[:]))
 }
 
 // ClaimAddr records an address as taken.
 func (t *Tx) ClaimAddr(a netip.Addr, peerID string) error {
 	k := a.As4()
-	return t.tx.Bucket(bucketAddrs).Put(k[:], []byte(peerID))
+	return t.bucket(bucketAddrs).Put(k[:], []byte(peerID))
 }
 
 // ReleaseAddr returns an address to the pool.
@@ -555,13 +568,13 @@ func (t *Tx) ReleaseAddr(a netip.Addr) error {
 		return nil
 	}
 	k := a.As4()
-	return t.tx.Bucket(bucketAddrs).Delete(k[:])
+	return t.bucket(bucketAddrs).Delete(k[:])
 }
 
 // FreeAddr returns the lowest free address between first and last
 // (inclusive), walking the taken ones with a cursor, or false when full.
 func (t *Tx) FreeAddr(first, last netip.Addr) (netip.Addr, bool) {
-	c := t.tx.Bucket(bucketAddrs).Cursor()
+	c := t.bucket(bucketAddrs).Cursor()
 	want := first
 	fk := first.As4()
 	for k, _ := c.Seek(fk[:]); len(k) == 4; k, _ = c.Next() {

@@ -1,0 +1,92 @@
+// Package etcdtest runs a real single-member etcd inside a test (etcd's
+// own embed package), for the cluster's tests: no mock stands in for the
+// store the gateways share.
+package etcdtest
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"time"
+
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+)
+
+// Server is a running etcd.
+type Server struct {
+	// URL is where clients reach it.
+	URL string
+	cfg *embed.Config
+	e   *embed.Etcd
+}
+
+// Start runs etcd with its data in dir, serving clients on host at a free
+// port. Stop it with Stop.
+func Start(dir, host string) (*Server, error) {
+	var lastErr error
+	// A port found free may be taken before etcd binds it; try again.
+	for range 3 {
+		client, peer, err := freeURLs(host)
+		if err != nil {
+			return nil, err
+		}
+		cfg := embed.NewConfig()
+		cfg.Name = "test"
+		cfg.Dir = dir
+		// Its own complaints (a listener closed by Stop) are noise here;
+		// what matters reaches the tests through the client.
+		cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+		cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{client}, []url.URL{client}
+		cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{peer}, []url.URL{peer}
+		cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+		// A gateway's state goes to etcd in one transaction at `cluster
+		// init`; docs/cluster.md asks the same of a production etcd.
+		cfg.MaxTxnOps = 100000
+		cfg.MaxRequestBytes = 32 << 20
+		s := &Server{URL: client.String(), cfg: cfg}
+		if lastErr = s.Restart(); lastErr == nil {
+			return s, nil
+		}
+	}
+	return nil, fmt.Errorf("start etcd: %w", lastErr)
+}
+
+// Stop stops etcd; its data stays for Restart.
+func (s *Server) Stop() {
+	if s.e != nil {
+		s.e.Close()
+		s.e = nil
+	}
+}
+
+// Restart starts a stopped etcd again, at the same URLs, on its data.
+func (s *Server) Restart() error {
+	e, err := embed.StartEtcd(s.cfg)
+	if err != nil {
+		return err
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+		s.e = e
+		return nil
+	case <-time.After(30 * time.Second):
+		e.Close()
+		return fmt.Errorf("etcd did not become ready within 30 s")
+	}
+}
+
+func freeURLs(host string) (client, peer url.URL, err error) {
+	var ports [2]int
+	for i := range ports {
+		l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+		if err != nil {
+			return url.URL{}, url.URL{}, err
+		}
+		ports[i] = l.Addr().(*net.TCPAddr).Port
+		l.Close()
+	}
+	client = url.URL{Scheme: "http", Host: net.JoinHostPort(host, fmt.Sprint(ports[0]))}
+	peer = url.URL{Scheme: "http", Host: net.JoinHostPort(host, fmt.Sprint(ports[1]))}
+	return client, peer, nil
+}

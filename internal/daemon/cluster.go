@@ -1,0 +1,128 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/extranetgw/extranet/internal/cluster"
+	"github.com/extranetgw/extranet/internal/store"
+)
+
+// validEtcd checks the cluster settings: URLs etcd's client can dial, and
+// a prefix that is a directory of keys.
+func validEtcd(endpoints []string, prefix string) error {
+	for _, e := range endpoints {
+		u, err := url.Parse(e)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("--etcd-endpoints %q is not a URL such as http://10.0.0.5:2379", e)
+		}
+	}
+	if !strings.HasPrefix(prefix, "/") || !strings.HasSuffix(prefix, "/") {
+		return fmt.Errorf("--etcd-prefix %q must start and end with a slash, such as /extranet/", prefix)
+	}
+	return nil
+}
+
+// dialEtcd returns the cluster's state in the etcd of cfg. etcd's client
+// logs nothing of its own: its errors reach ours, with context.
+func dialEtcd(cfg Config) (*cluster.Etcd, error) {
+	cli, err := clientv3.New(clientv3.Config{Endpoints: cfg.EtcdEndpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		return nil, fmt.Errorf("etcd at %s: %w", strings.Join(cfg.EtcdEndpoints, ","), err)
+	}
+	return &cluster.Etcd{Client: cli, Prefix: cfg.EtcdPrefix}, nil
+}
+
+// joinCluster replaces this gateway's state file with a copy of the
+// cluster's state, and returns the etcd revision to follow it from. The
+// copy is made anew at every start, so it never starts from a state the
+// cluster moved on from while this gateway was down.
+//
+// When etcd cannot be reached, or has lost its quorum, the gateway starts
+// from its last copy, if it has one: its data plane is then what it was
+// (revocations it applied stay applied), changes are refused until etcd
+// answers, and the copy catches up then (fail static).
+func joinCluster(ctx context.Context, cl *cluster.Etcd, path string, log *slog.Logger) (int64, error) {
+	ws, fence, rev, err := cl.Load(ctx)
+	if err != nil && !errors.Is(err, cluster.ErrNoState) {
+		if last, ferr := store.ReadFence(path); ferr == nil && last > 0 {
+			log.Warn("etcd cannot be reached; starting from this gateway's last copy of the cluster's state, and refusing changes until etcd answers", "err", err, "revision", last)
+			return last + 1, nil
+		}
+	}
+	if err != nil {
+		return 0, err
+	}
+	if err := store.Rebuild(path, fence, ws); err != nil {
+		return 0, err
+	}
+	log.Info("copied the cluster's state", "records", len(ws), "revision", fence)
+	return rev + 1, nil
+}
+
+// followCluster brings this gateway's copy the changes other gateways make
+// and hands each to apply, until ctx ends. An error means the copy can no
+// longer follow: the daemon exits, and its next start copies the state
+// anew; its data plane stays as it was meanwhile (fail static).
+func followCluster(ctx context.Context, cl *cluster.Etcd, db *store.DB, from int64, apply func(store.Changes), log *slog.Logger) error {
+	return cl.Follow(ctx, db, from, func(ch store.Changes) {
+		log.Debug("another gateway changed the state", "peers", len(ch.Peers), "orgs", ch.Orgs)
+		apply(ch)
+	})
+}
+
+func newClusterCmd(cfg *Config, configPath *string) *cobra.Command {
+	c := &cobra.Command{
+		Use:   "cluster",
+		Short: "Share this gateway's state with others through etcd (docs/cluster.md)",
+	}
+	c.AddCommand(&cobra.Command{
+		Use:   "init",
+		Short: "Make this gateway's state the cluster's first, losslessly",
+		Long: `Write this gateway's whole state (organisations, peers, grants, roles,
+invites, the address plan, the audit chain) into the etcd of --etcd-endpoints,
+under --etcd-prefix, in one transaction. Run it once, with extranetd stopped,
+on the gateway whose state the cluster starts from; it refuses an etcd that
+holds a state under the prefix already. Then start extranetd with
+--etcd-endpoints on every gateway, each with a copy of this one's gateway.key.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := loadConfig(cmd, cfg, *configPath); err != nil {
+				return err
+			}
+			if len(cfg.EtcdEndpoints) == 0 {
+				return fmt.Errorf("cluster init needs --etcd-endpoints (or etcd-endpoints in the config file)")
+			}
+			if err := validEtcd(cfg.EtcdEndpoints, cfg.EtcdPrefix); err != nil {
+				return err
+			}
+			db, err := store.Open(filepath.Join(cfg.StateDir, DBFile), time.Second)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			cl, err := dialEtcd(*cfg)
+			if err != nil {
+				return err
+			}
+			defer cl.Client.Close()
+			rev, err := cl.Init(cmd.Context(), db)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "the cluster's state is this gateway's (etcd revision %d); start extranetd with --etcd-endpoints on every gateway\n", rev)
+			return nil
+		},
+	})
+	return c
+}

@@ -1,0 +1,190 @@
+package e2e
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/extranetgw/extranet/internal/cluster/etcdtest"
+)
+
+// The test binary runs etcd itself when these are set: started with `ip
+// netns exec`, its etcd serves inside a test's namespace, as a gateway
+// cluster's would on its private network.
+const (
+	etcdDirEnv  = "EXTRANET_E2E_ETCD_DIR"
+	etcdHostEnv = "EXTRANET_E2E_ETCD_HOST"
+)
+
+// serveEtcd runs a single-member etcd until SIGTERM, printing its client
+// URL on a line of its own once it serves.
+func serveEtcd(dir, host string) int {
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+	s, err := etcdtest.Start(dir, host)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	fmt.Println(s.URL)
+	<-stop
+	s.Stop()
+	return 0
+}
+
+// startEtcd runs etcd in ns, listening on host, until the test ends or
+// stop is called.
+func startEtcd(t *testing.T, ns, host string) (url string, stop func()) {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("ip", "netns", "exec", ns, self)
+	cmd.Env = append(os.Environ(), etcdDirEnv+"="+t.TempDir(), etcdHostEnv+"="+host)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cmd.Process.Signal(syscall.SIGTERM)
+			done := make(chan struct{})
+			go func() { cmd.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				cmd.Process.Kill()
+				<-done
+			}
+		})
+	}
+	t.Cleanup(stop)
+	urls := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		if sc.Scan() {
+			urls <- strings.TrimSpace(sc.Text())
+		}
+		close(urls)
+	}()
+	select {
+	case u, ok := <-urls:
+		if !ok {
+			t.Fatal("etcd exited before it served")
+		}
+		return u, stop
+	case <-time.After(scaled(30 * time.Second)):
+		t.Fatal("etcd did not serve within 30 s")
+	}
+	return "", stop
+}
+
+// TestClusterSharesState: two gateways share one state through etcd. A
+// single gateway's state becomes the cluster's without loss; what an admin
+// changes through either gateway is in force on the other's data plane (a
+// peer issued through one reaches its grant through the other, a revoke
+// through one kills the flow on the other), and both show one audit chain.
+func TestClusterSharesState(t *testing.T) {
+	a := NewRig(t)
+	b := NewRig(t)
+	a.Serve(a.IN1, in1Addr, "in1", tcpPorts, nil)
+
+	// A single gateway with some state of its own.
+	a.StartDaemon()
+	a.MustCTL("org", "create", "acme", "--grant", "10.10.1.0/24")
+	a.StopDaemon()
+
+	// The gateways' private network, where etcd serves.
+	a.link(a.GW, "to-peergw", "192.168.77.1/30", b.GW, "to-peergw", "192.168.77.2/30")
+	url, stopEtcd := startEtcd(t, a.GW, "192.168.77.1")
+	etcd := []string{"--etcd-endpoints", url}
+
+	if out, err := a.Extranetd(append(append(a.DaemonArgs(), "cluster", "init"), etcd...)...).CombinedOutput(); err != nil {
+		t.Fatalf("cluster init: %v\n%s", err, out)
+	}
+	if out, err := a.Extranetd(append(append(a.DaemonArgs(), "cluster", "init"), etcd...)...).CombinedOutput(); err == nil || !strings.Contains(string(out), "already holds a state") {
+		t.Errorf("a second cluster init: %v %q, want a refusal", err, out)
+	}
+	// One gateway key for the cluster: configs work whichever gateway
+	// answers.
+	key, err := os.ReadFile(filepath.Join(a.Dir, "state", "gateway.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(b.Dir, "state"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(b.Dir, "state", "gateway.key"), key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a.StartDaemon(etcd...)
+	b.StartDaemon(etcd...)
+
+	if out := b.MustCTL("org", "list"); !strings.Contains(out, "acme") {
+		t.Fatalf("the second gateway does not have the first one's organisation:\n%s", out)
+	}
+	// Issued through b, in force on a: a's partner reaches the grant.
+	a.PartnerUp(a.PA, "pa"+a.id, b.Issue("acme/laptop"))
+	reaches(t, a.PA, hostPort(in1Addr, 22), "in1")
+
+	// Issued through a, in force on a; it must outlive etcd's loss.
+	a.PartnerUp(a.PB, "pb"+a.id, a.Issue("acme/phone"))
+	reaches(t, a.PB, hostPort(in1Addr, 22), "in1")
+
+	// Revoked through b: the flow on a dies.
+	c := openFlow(t, a.PA, hostPort(in1Addr, 22))
+	b.MustCTL("peer", "revoke", "acme/laptop", "--yes")
+	revoked := time.Now()
+	deadline := revoked.Add(scaled(time.Second))
+	for {
+		if _, err := c.Echo("after", scaled(200*time.Millisecond)); err != nil {
+			t.Logf("the flow on the other gateway died %v after the revoke returned", time.Since(revoked).Round(time.Millisecond))
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the flow on the other gateway outlived a revoke made through this one by %v", time.Since(revoked))
+		}
+	}
+
+	// One audit chain, whichever gateway wrote each event.
+	for _, r := range []*Rig{a, b} {
+		r.MustCTL("audit", "verify")
+		log := r.MustCTL("audit")
+		for _, action := range []string{"org.create", "peer.issue", "peer.revoke"} {
+			if !strings.Contains(log, action) {
+				t.Errorf("the audit log misses %s:\n%s", action, log)
+			}
+		}
+	}
+
+	// Without etcd the gateways fail static: changes are refused with an
+	// error that names etcd, and a gateway that restarts comes back on its
+	// last copy of the state, with what it had in force.
+	laptop, phone := a.peerJSON("acme/laptop").PublicKey, a.peerJSON("acme/phone").PublicKey
+	stopEtcd()
+	if _, stderr, code := b.CTL("org", "create", "globex", "--grant", "10.10.2.0/24"); code == 0 || !strings.Contains(stderr, "etcd") {
+		t.Errorf("a change without etcd: exit %d, %q; want a refusal that names etcd", code, stderr)
+	}
+	a.StopDaemon()
+	a.StartDaemon(etcd...)
+	if peers := a.wgPeers(); !strings.Contains(peers, phone) || strings.Contains(peers, laptop) {
+		t.Errorf("a gateway restarted without etcd holds peers %q; want the phone's key and not the revoked laptop's", peers)
+	}
+	if out := a.MustCTL("org", "list"); !strings.Contains(out, "acme") {
+		t.Errorf("a gateway restarted without etcd lost its copy:\n%s", out)
+	}
+}
