@@ -37,7 +37,41 @@ type Etcd struct {
 	Log *slog.Logger
 	// timeout, when set, bounds a commit instead of opTimeout.
 	timeout atomic.Int64
+	// origin is which state the copy is of: the etcd cluster, and the
+	// revision that created the fence (set by Load, or SetOrigin). A state
+	// made anew (etcd rebuilt or restored, the prefix deleted and
+	// initialised again) has another, and no copy of the old one may write
+	// to it or follow it.
+	origin origin
 }
+
+type origin struct {
+	cluster uint64
+	created int64
+}
+
+func (o origin) bytes() []byte {
+	b := make([]byte, 16)
+	binary.BigEndian.PutUint64(b, o.cluster)
+	binary.BigEndian.PutUint64(b[8:], uint64(o.created))
+	return b
+}
+
+// Origin is which state Load read, for store.Rebuild to keep with the copy.
+func (e *Etcd) Origin() []byte { return e.origin.bytes() }
+
+// SetOrigin says which state the copy being used is of (what Origin said
+// when it was made), for a start from that copy without Load.
+func (e *Etcd) SetOrigin(b []byte) error {
+	if len(b) != 16 {
+		return errors.New("the copy does not say which cluster state it is of: start with etcd reachable")
+	}
+	e.origin = origin{binary.BigEndian.Uint64(b), int64(binary.BigEndian.Uint64(b[8:]))}
+	return nil
+}
+
+// errDiverged means the cluster's state is not the one the copy follows.
+var errDiverged = errors.New("the cluster's state in etcd is not the one this gateway's copy was made from (etcd rebuilt or restored, or the state initialised again)")
 
 // SetCommitTimeout bounds each commit from now on: a daemon that stops
 // must not wait long for an etcd that is gone.
@@ -72,9 +106,20 @@ func (e *Etcd) write(key, value []byte, deleted bool) (store.Write, bool) {
 	return store.Write{}, false
 }
 
+// ops are ws as etcd operations, one per key: etcd refuses a transaction
+// that names a key twice, and a change may write one twice (two audit
+// events move the audit head twice). The last write of a key is what it
+// holds after the change.
 func (e *Etcd) ops(ws []store.Write) []clientv3.Op {
-	ops := make([]clientv3.Op, 0, len(ws)+1)
-	for _, w := range ws {
+	last := make(map[string]int, len(ws))
+	for i, w := range ws {
+		last[e.key(w)] = i
+	}
+	ops := make([]clientv3.Op, 0, len(last)+1)
+	for i, w := range ws {
+		if last[e.key(w)] != i {
+			continue
+		}
 		switch {
 		case w.Key == nil:
 			var seq [8]byte
@@ -98,7 +143,8 @@ func (e *Etcd) Commit(fence int64, ws []store.Write) (int64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	resp, err := e.Client.Txn(ctx).
-		If(clientv3.Compare(clientv3.ModRevision(e.fenceKey()), "=", fence)).
+		If(clientv3.Compare(clientv3.ModRevision(e.fenceKey()), "=", fence),
+			clientv3.Compare(clientv3.CreateRevision(e.fenceKey()), "=", e.origin.created)).
 		Then(e.ops(ws)...).
 		Commit()
 	if err != nil {
@@ -137,6 +183,7 @@ func (e *Etcd) Init(ctx context.Context, db *store.DB) (int64, error) {
 	if !resp.Succeeded {
 		return 0, fmt.Errorf("%w under %s", ErrHasState, e.Prefix)
 	}
+	e.origin = origin{resp.Header.ClusterId, resp.Header.Revision}
 	return resp.Header.Revision, nil
 }
 
@@ -152,6 +199,7 @@ func (e *Etcd) Load(ctx context.Context) (ws []store.Write, fence, rev int64, er
 	for _, kv := range resp.Kvs {
 		if string(kv.Key) == e.fenceKey() {
 			fence = kv.ModRevision
+			e.origin = origin{resp.Header.ClusterId, kv.CreateRevision}
 			continue
 		}
 		if w, ok := e.write(kv.Key, kv.Value, false); ok {
@@ -178,7 +226,7 @@ func (e *Etcd) Follow(ctx context.Context, db *store.DB, from int64, changed fun
 		if ctx.Err() != nil {
 			return nil
 		}
-		if errors.Is(err, errCompacted) || errors.Is(err, errApply) {
+		if errors.Is(err, errCompacted) || errors.Is(err, errApply) || errors.Is(err, errDiverged) {
 			return err
 		}
 		if next > from {
@@ -203,6 +251,24 @@ const (
 	retryMax = 10 * time.Second
 )
 
+// sameState checks, before a watch, that etcd holds the state the copy is
+// of, at or past the copy's version: a watch of another from the copy's
+// revision would miss changes without a word.
+func (e *Etcd) sameState(ctx context.Context, db *store.DB) error {
+	fence, err := db.Fence()
+	if err != nil {
+		return fmt.Errorf("%w: %w", errApply, err)
+	}
+	resp, err := e.Client.Get(ctx, e.fenceKey())
+	if err != nil {
+		return err
+	}
+	if len(resp.Kvs) == 0 || resp.Header.ClusterId != e.origin.cluster || resp.Kvs[0].CreateRevision != e.origin.created || resp.Kvs[0].ModRevision < fence {
+		return fmt.Errorf("%w: restart extranetd to copy the state anew", errDiverged)
+	}
+	return nil
+}
+
 var (
 	errCompacted = errors.New("etcd compacted the changes this gateway's copy lacks")
 	errApply     = errors.New("the copy cannot take the cluster's change")
@@ -215,6 +281,30 @@ func (e *Etcd) follow(ctx context.Context, db *store.DB, from int64, changed fun
 	// the next one finds a member that has one.
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
+	if err := e.sameState(wctx, db); err != nil {
+		return from, err
+	}
+	// etcd's client resumes a broken watch by itself, at the revision it
+	// had reached: on an etcd rebuilt or restored under it, that revision
+	// may not come for a long time, and nothing would be said. So the
+	// state is checked on the side as well.
+	diverged := make(chan error, 1)
+	go func() {
+		t := time.NewTicker(checkEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-wctx.Done():
+				return
+			case <-t.C:
+				if err := e.sameState(wctx, db); errors.Is(err, errDiverged) {
+					diverged <- err
+					cancel()
+					return
+				}
+			}
+		}
+	}()
 	for resp := range e.Client.Watch(wctx, e.Prefix, clientv3.WithPrefix(), clientv3.WithRev(from)) {
 		if resp.CompactRevision != 0 {
 			return from, fmt.Errorf("%w (revision %d; compacted up to %d): restart extranetd to copy the state anew", errCompacted, from, resp.CompactRevision)
@@ -225,25 +315,49 @@ func (e *Etcd) follow(ctx context.Context, db *store.DB, from int64, changed fun
 		// A transaction's events share its revision; the fence moves
 		// with every change, so each change ends at its own revision.
 		var ws []store.Write
+		fenced := false
 		for i, ev := range resp.Events {
-			if string(ev.Kv.Key) != e.fenceKey() {
-				if w, ok := e.write(ev.Kv.Key, ev.Kv.Value, ev.Type == clientv3.EventTypeDelete); ok {
-					ws = append(ws, w)
+			deleted := ev.Type == clientv3.EventTypeDelete
+			if string(ev.Kv.Key) == e.fenceKey() {
+				if deleted {
+					return from, errDiverged
 				}
+				fenced = true
+			} else if w, ok := e.write(ev.Kv.Key, ev.Kv.Value, deleted); ok {
+				ws = append(ws, w)
 			}
 			if i+1 < len(resp.Events) && resp.Events[i+1].Kv.ModRevision == ev.Kv.ModRevision {
+				continue
+			}
+			from = ev.Kv.ModRevision + 1
+			if !fenced {
+				// Not a gateway's change: every change moves the fence.
+				// Taken in, it would put the copy at a version the fence
+				// never had, and stop every write.
+				if e.Log != nil {
+					e.Log.Warn("ignored a write under the cluster's prefix that no gateway made", "revision", ev.Kv.ModRevision, "keys", len(ws))
+				}
+				ws = nil
 				continue
 			}
 			ch, err := db.ApplyReplicated(ev.Kv.ModRevision, ws)
 			if err != nil {
 				return from, fmt.Errorf("%w: %w", errApply, err)
 			}
-			from = ev.Kv.ModRevision + 1
 			if !ch.Empty() {
 				changed(ch)
 			}
-			ws = nil
+			ws, fenced = nil, false
 		}
+	}
+	select {
+	case err := <-diverged:
+		return from, err
+	default:
 	}
 	return from, errors.New("etcd closed the watch")
 }
+
+// checkEvery is how often a watch checks that etcd holds the state the
+// copy is of.
+const checkEvery = 2 * time.Second

@@ -34,7 +34,7 @@ func (g *gateway) seen() []store.Changes {
 	return slices.Clone(g.changes)
 }
 
-func startEtcd(t *testing.T) (*Etcd, *etcdtest.Server) {
+func startEtcd(t testing.TB) (*Etcd, *etcdtest.Server) {
 	t.Helper()
 	srv, err := etcdtest.Start(t.TempDir(), "127.0.0.1")
 	if err != nil {
@@ -51,13 +51,13 @@ func startEtcd(t *testing.T) (*Etcd, *etcdtest.Server) {
 
 // join copies the cluster's state into a new state file and follows it, as
 // a gateway's start does.
-func join(t *testing.T, e *Etcd, path string) *gateway {
+func join(t testing.TB, e *Etcd, path string) *gateway {
 	t.Helper()
 	ws, fence, rev, err := e.Load(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := store.Rebuild(path, fence, ws); err != nil {
+	if err := store.Rebuild(path, fence, e.Origin(), ws); err != nil {
 		t.Fatal(err)
 	}
 	db, err := store.Open(path, time.Second)

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -15,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/extranetgw/extranet/internal/cluster"
+	"github.com/extranetgw/extranet/internal/service"
 	"github.com/extranetgw/extranet/internal/store"
 )
 
@@ -55,7 +57,7 @@ func dialEtcd(cfg Config) (*cluster.Etcd, error) {
 func joinCluster(ctx context.Context, cl *cluster.Etcd, path string, log *slog.Logger) (int64, error) {
 	ws, fence, rev, err := cl.Load(ctx)
 	if err != nil && !errors.Is(err, cluster.ErrNoState) {
-		if last, ferr := store.ReadFence(path); ferr == nil && last > 0 {
+		if last, origin, ferr := store.ReadCopy(path); ferr == nil && last > 0 && cl.SetOrigin(origin) == nil {
 			log.Warn("etcd cannot be reached; starting from this gateway's last copy of the cluster's state, and refusing changes until etcd answers", "err", err, "revision", last)
 			return last + 1, nil
 		}
@@ -63,7 +65,7 @@ func joinCluster(ctx context.Context, cl *cluster.Etcd, path string, log *slog.L
 	if err != nil {
 		return 0, err
 	}
-	if err := store.Rebuild(path, fence, ws); err != nil {
+	if err := store.Rebuild(path, fence, cl.Origin(), ws); err != nil {
 		return 0, err
 	}
 	log.Info("copied the cluster's state", "records", len(ws), "revision", fence)
@@ -125,4 +127,34 @@ holds a state under the prefix already. Then start extranetd with
 		},
 	})
 	return c
+}
+
+// sink hands the changes other gateways make to the data plane once it
+// exists; before that, the reconciler's start reads them from the copy.
+type sink struct {
+	mu     sync.Mutex
+	to     service.Applier
+	failed chan error
+}
+
+func (s *sink) set(a service.Applier) {
+	s.mu.Lock()
+	s.to = a
+	s.mu.Unlock()
+}
+
+func (s *sink) apply(ch store.Changes) {
+	s.mu.Lock()
+	to := s.to
+	s.mu.Unlock()
+	if to != nil {
+		to.Apply(ch)
+	}
+}
+
+// done records why following ended; an error stops the daemon.
+func (s *sink) done(err error) {
+	if err != nil {
+		s.failed <- err
+	}
 }

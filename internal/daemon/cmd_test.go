@@ -36,15 +36,7 @@ func TestRestoreCommandListsRevokedKeys(t *testing.T) {
 		}
 	}
 	put("active")
-	backup := filepath.Join(dir, "backup.db")
-	f, err := os.OpenFile(backup, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.Backup(f); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	backup := writeBackup(t, db, filepath.Join(dir, "backup.db"))
 	put("revoked")
 	db.Close()
 
@@ -102,15 +94,7 @@ func TestRestoreRefusedInACluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	backup := filepath.Join(dir, "backup.db")
-	f, err := os.OpenFile(backup, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.Backup(f); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	backup := writeBackup(t, db, filepath.Join(dir, "backup.db"))
 	db.Close()
 	cmd := NewRootCmd()
 	cmd.SetOut(&bytes.Buffer{})
@@ -119,4 +103,18 @@ func TestRestoreRefusedInACluster(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "cluster init") {
 		t.Errorf("restore on a cluster gateway: %v, want a refusal that says what to do", err)
 	}
+}
+
+// writeBackup writes db's backup, as `extranetctl backup` does, to path.
+func writeBackup(t *testing.T, db *store.DB, path string) string {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := db.Backup(f); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

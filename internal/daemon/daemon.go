@@ -91,8 +91,22 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 		return err
 	}
 	defer db.Close()
+	// The other gateways' changes are followed from the start, so that the
+	// daemon's own first writes are made on the cluster's newest state; the
+	// data plane hears of them once it exists (its start reads the copy).
+	remote := &sink{failed: make(chan error, 1)}
 	if cl != nil {
 		db.Replicate(cl)
+		followCtx, stopFollow := context.WithCancel(ctx)
+		followed := make(chan struct{})
+		go func() {
+			defer close(followed)
+			remote.done(followCluster(followCtx, cl, db, followFrom, remote.apply, log))
+		}()
+		defer func() {
+			stopFollow()
+			<-followed
+		}()
 	}
 	if err := service.KeepPlan(db, st.Plan, time.Now().UTC()); err != nil {
 		return err
@@ -167,6 +181,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 		Observe:   observe,
 		AliveFile: filepath.Join(cfg.StateDir, AliveFile),
 	})
+	remote.set(rec)
 	began := time.Now()
 	// Watching the host's addresses starts before the first reconcile
 	// reads them, so that none gained in between is missed.
@@ -286,6 +301,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 		peers.Changed()
 		al.storeChanged()
 	}}
+	remote.set(applier)
 	var alertFn func(api.Alert)
 	if al != nil {
 		alertFn = al.send
@@ -364,12 +380,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(l) }()
-	clusterErr := make(chan error, 1)
-	if cl != nil {
-		go func() {
-			clusterErr <- followCluster(runCtx, cl, db, followFrom, func(ch store.Changes) { applier.Apply(ch) }, log)
-		}()
-	}
+
 	notifyReady(log)
 	go watchdog(runCtx, func() time.Time { return rec.State().LastRun }, 3*cfg.ReconcileInterval, log)
 	log.Info("extranetd ready", "took", time.Since(began).Round(time.Millisecond), "socket", cfg.Socket, "version", version.Version)
@@ -378,7 +389,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 	case <-ctx.Done():
 	case err = <-serveErr:
 		err = fmt.Errorf("api server: %w", err)
-	case err = <-clusterErr:
+	case err = <-remote.failed:
 	}
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

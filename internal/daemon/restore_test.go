@@ -40,15 +40,7 @@ func TestRestorePreviewsEveryStateChange(t *testing.T) {
 		}
 	}
 	put("laptop", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAE=", "active", 1)
-	backup := filepath.Join(dir, "backup.db")
-	f, err := os.OpenFile(backup, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.Backup(f); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	backup := writeBackup(t, db, filepath.Join(dir, "backup.db"))
 	put("laptop", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAE=", "suspended", 1)
 	put("phone", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAI=", "active", 2)
 

@@ -50,17 +50,7 @@ func TestSecondPeerSetFailureKeepsMovedPeerOff(t *testing.T) {
 			return tx.PutPeer(p)
 		}
 		e.os.setErr = errors.New("ipset: timeout")
-		if partial {
-			ch, err := e.db.Change(move)
-			if err != nil {
-				t.Fatal(err)
-			}
-			_, err = e.r.applyPeers(map[string]bool{ch.Peers[0]: true})
-			e.r.observe(func() (int, error) { return 0, err })
-		} else {
-			e.put(move)
-			e.r.Once(context.Background(), false)
-		}
+		e.run(partial, move)
 		if len(e.os.peers) != 0 {
 			t.Fatalf("partial=%v: the moved peer is on the device after the first failure", partial)
 		}
@@ -146,20 +136,7 @@ func TestHandOverWithFailedDevice(t *testing.T) {
 			return tx.PutPeer(&store.Peer{Org: "acme", Name: "new", PublicKey: key(t), PresharedKey: key(t), Address: a, State: api.StateActive, Group: "eng"})
 		}
 		e.os.wgErr = errors.New("wireguard says no")
-		if partial {
-			ch, err := e.db.Change(handOver)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ids := map[string]bool{}
-			for _, id := range ch.Peers {
-				ids[id] = true
-			}
-			e.r.applyPeers(ids)
-		} else {
-			e.put(handOver)
-			e.r.Once(context.Background(), false)
-		}
+		e.run(partial, handOver)
 		pk, _ := wgtypes.ParseKey(oldKey)
 		if bad := markedForAnother(e, map[wgtypes.Key]uint32{pk: 1}); len(bad) > 0 {
 			t.Errorf("partial=%v: the revoked holder of %v, still on the device, is marked with group %d", partial, bad, e.os.set[a].Group)

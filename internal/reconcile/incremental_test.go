@@ -34,6 +34,28 @@ func (e *env) change(fn func(tx *store.Tx) error) store.Changes {
 	return ch
 }
 
+// run commits fn and reconciles it once, the partial way (the changed
+// peers alone) or the full way, and returns the run's error, recorded as
+// the run a request waits for records it.
+func (e *env) run(partial bool, fn func(tx *store.Tx) error) error {
+	e.t.Helper()
+	if !partial {
+		e.put(fn)
+		return e.r.Once(context.Background(), false)
+	}
+	ch, err := e.db.Change(fn)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ids := map[string]bool{}
+	for _, id := range ch.Peers {
+		ids[id] = true
+	}
+	_, err = e.r.applyPeers(ids)
+	e.r.observe(func() (int, error) { return 0, err })
+	return err
+}
+
 // fullState is what a fresh reconciler makes of the store: the peers on the
 // device and the addresses the policy allows.
 func (e *env) fullState() string {
@@ -574,19 +596,7 @@ func TestFailedSweepIsRetried(t *testing.T) {
 			return tx.PutPeer(p)
 		}
 		e.os.sweepErr = errors.New("conntrack: no buffer space available")
-		var err error
-		if partial {
-			ch, cerr := e.db.Change(rekey)
-			if cerr != nil {
-				t.Fatal(cerr)
-			}
-			_, err = e.r.applyPeers(map[string]bool{ch.Peers[0]: true})
-			e.r.observe(func() (int, error) { return 0, err })
-		} else {
-			e.put(rekey)
-			err = e.r.Once(context.Background(), false)
-		}
-		if err == nil || !strings.Contains(err.Error(), "no buffer space") {
+		if err := e.run(partial, rekey); err == nil || !strings.Contains(err.Error(), "no buffer space") {
 			t.Fatalf("partial=%v: error %v, want the sweep's", partial, err)
 		}
 		e.os.sweepErr = nil

@@ -28,6 +28,13 @@ func (r *Reconciler) PollStats() error {
 	var moved []wgdev.PeerStats
 	for _, s := range stats {
 		seen[s.PublicKey] = s
+		// A peer this device never had a handshake with has nothing to
+		// say. Where gateways share one state, it is another gateway's
+		// partner, and zero counters would read as a reset of the ones
+		// that gateway stored.
+		if s.LastHandshake.IsZero() {
+			continue
+		}
 		if last, ok := r.lastStats[s.PublicKey]; !ok || !sameStats(last, s) {
 			moved = append(moved, s)
 		}

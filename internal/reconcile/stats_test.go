@@ -87,3 +87,33 @@ func TestFullRunRecordsWhereARemovedPeerWas(t *testing.T) {
 		return nil
 	})
 }
+
+// TestPollStatsSkipsPeersThisDeviceNeverSaw: where several gateways share
+// one state, a gateway the partner does not use holds the peer with no
+// handshake and zero counters. Written, those zeros would read as a reset
+// of the device counters the serving gateway stored, and its traffic would
+// be counted twice.
+func TestPollStatsSkipsPeersThisDeviceNeverSaw(t *testing.T) {
+	e := newEnv(t)
+	pub := key(t)
+	k, _ := wgtypes.ParseKey(pub)
+	seen := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	e.put(func(tx *store.Tx) error {
+		p := &store.Peer{Org: "acme", Name: "a", PublicKey: pub, PresharedKey: key(t), Address: netip.MustParseAddr("100.64.1.1"), State: api.StateActive, Group: store.DefaultGroup,
+			LastHandshake: &seen, Endpoint: "192.0.2.1:4000", RxBytes: 500, DevRx: 500}
+		tx.ClaimKey(pub, p.ID())
+		return tx.PutPeer(p)
+	})
+	e.os.stats = []wgdev.PeerStats{{PublicKey: k}}
+	if err := e.r.PollStats(); err != nil {
+		t.Fatal(err)
+	}
+	var p *store.Peer
+	e.db.View(func(tx *store.Tx) error {
+		p, _ = tx.Peer("acme", "a")
+		return nil
+	})
+	if p.DevRx != 500 || p.RxBytes != 500 {
+		t.Errorf("a device that never saw the peer rewrote its counters: dev %d, total %d; want 500, 500", p.DevRx, p.RxBytes)
+	}
+}

@@ -42,9 +42,13 @@ type Replicator interface {
 // copy was last brought up to date; the change is retried once it is.
 var ErrStale = errors.New("the cluster's state changed since this gateway's copy")
 
-// keyFence is the meta key of the copy's fence. It is local to each
-// gateway and never written through a bucket, so never replicated.
-var keyFence = []byte("cluster_fence")
+// keyFence is the meta key of the copy's fence, and keyOrigin of which
+// cluster's state it is a copy of (the Replicator's to say). Both are local
+// to each gateway and never written through a bucket, so never replicated.
+var (
+	keyFence  = []byte("cluster_fence")
+	keyOrigin = []byte("cluster_origin")
+)
 
 // replicaWait bounds how long a change waits for this copy to catch up
 // with a change another gateway made first, over all its retries.
@@ -95,22 +99,22 @@ func (b bucket) NextSequence() (uint64, error) {
 // before any change.
 func (db *DB) Replicate(r Replicator) { db.repl = r }
 
-// ReadFence is the fence of the copy at path, 0 when it is none: a
-// gateway that cannot reach etcd at its start starts from it.
-func ReadFence(path string) (int64, error) {
+// ReadCopy reads the fence of the copy at path, 0 when it is none, and
+// the origin it was made with: a gateway that cannot reach etcd at its
+// start starts from it.
+func ReadCopy(path string) (fence int64, origin []byte, err error) {
 	b, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, ReadOnly: true})
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	defer b.Close()
-	var f int64
 	err = b.View(func(tx *bolt.Tx) error {
-		if tx.Bucket(bucketMeta) != nil {
-			f = readFence(tx)
+		if m := tx.Bucket(bucketMeta); m != nil {
+			fence, origin = readFence(tx), bytes.Clone(m.Get(keyOrigin))
 		}
 		return nil
 	})
-	return f, err
+	return fence, origin, err
 }
 
 // Fence is the cluster's version of the state this copy holds.
@@ -224,7 +228,7 @@ func (db *DB) ApplyReplicated(fence int64, ws []Write) (Changes, error) {
 }
 
 func applyWrite(tx *bolt.Tx, w Write) error {
-	if bytes.Equal([]byte(w.Bucket), bucketMeta) && bytes.Equal(w.Key, keyFence) {
+	if bytes.Equal([]byte(w.Bucket), bucketMeta) && (bytes.Equal(w.Key, keyFence) || bytes.Equal(w.Key, keyOrigin)) {
 		return fmt.Errorf("a write to %s/%s, which is each gateway's own", w.Bucket, w.Key)
 	}
 	b, err := tx.CreateBucketIfNotExists([]byte(w.Bucket))
@@ -249,7 +253,7 @@ func (db *DB) Dump() ([]Write, error) {
 			// Every bucket, empty ones too, so that a copy has them all.
 			out = append(out, Write{Bucket: string(name), Seq: b.Sequence()})
 			return b.ForEach(func(k, v []byte) error {
-				if bytes.Equal(name, bucketMeta) && bytes.Equal(k, keyFence) {
+				if bytes.Equal(name, bucketMeta) && (bytes.Equal(k, keyFence) || bytes.Equal(k, keyOrigin)) {
 					return nil
 				}
 				out = append(out, Write{Bucket: string(name), Key: bytes.Clone(k), Value: bytes.Clone(v)})
@@ -261,9 +265,10 @@ func (db *DB) Dump() ([]Write, error) {
 }
 
 // Rebuild replaces the state file at path with a copy of the cluster's
-// state ws at fence. It refuses while a daemon holds the file, and leaves
-// the file as it was on any error.
-func Rebuild(path string, fence int64, ws []Write) error {
+// state ws at fence; origin says which cluster's (ReadCopy returns it). It
+// refuses while a daemon holds the file, and leaves the file as it was on
+// any error.
+func Rebuild(path string, fence int64, origin []byte, ws []Write) error {
 	if _, err := os.Stat(path); err == nil {
 		held, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
 		if errors.Is(err, bolterrors.ErrTimeout) {
@@ -298,6 +303,9 @@ func Rebuild(path string, fence int64, ws []Write) error {
 			if err := applyWrite(tx, w); err != nil {
 				return err
 			}
+		}
+		if err := tx.Bucket(bucketMeta).Put(keyOrigin, origin); err != nil {
+			return err
 		}
 		return writeFence(tx, fence)
 	})

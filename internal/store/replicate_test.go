@@ -38,7 +38,7 @@ func TestCopyReplaysIntoTheSameState(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := Rebuild(filepath.Join(dir, "second.db"), 0, ws); err != nil {
+	if err := Rebuild(filepath.Join(dir, "second.db"), 0, nil, ws); err != nil {
 		t.Fatal(err)
 	}
 	second, err := Open(filepath.Join(dir, "second.db"), time.Second)
@@ -90,7 +90,7 @@ func TestRebuildRefuses(t *testing.T) {
 		t.Fatal(err)
 	}
 	ws, _ := db.Dump()
-	if err := Rebuild(path, 1, ws); !errors.Is(err, ErrLocked) {
+	if err := Rebuild(path, 1, nil, ws); !errors.Is(err, ErrLocked) {
 		t.Errorf("a rebuild under a running daemon: %v, want %v", err, ErrLocked)
 	}
 	db.Close()
@@ -99,7 +99,7 @@ func TestRebuildRefuses(t *testing.T) {
 			ws[i].Value = be32(SchemaVersion - 1)
 		}
 	}
-	if err := Rebuild(path, 1, ws); err == nil || !strings.Contains(err.Error(), "schema") {
+	if err := Rebuild(path, 1, nil, ws); err == nil || !strings.Contains(err.Error(), "schema") {
 		t.Errorf("a rebuild from another schema: %v, want a refusal", err)
 	}
 }
