@@ -89,7 +89,7 @@ extranet gateway, by talking to extranetd over its unix socket.`,
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table or json")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 
-	root.AddCommand(newOrgCmd(g), newGroupCmd(g), newPeerCmd(g), newInviteCmd(g), newRequestCmd(g), newAuditCmd(g), newActivityCmd(g), newExpireCmd(g), newStatusCmd(g),
+	root.AddCommand(newOrgCmd(g), newGroupCmd(g), newPeerCmd(g), newInviteCmd(g), newRequestCmd(g), newAuditCmd(g), newActivityCmd(g), newExpireCmd(g), newStatusCmd(g), newClusterCmd(g),
 		newBackupCmd(g), newImportCmd(g), newExportCmd(g), newRoleCmd(g), newWhoAmICmd(g), newVersionCmd(g))
 	return root, g
 }

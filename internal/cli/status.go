@@ -112,6 +112,9 @@ extranetd and go on with extranetctl.`,
 				}
 				kv = append(kv, "Alerts", line)
 			}
+			if c := st.Cluster; c != nil {
+				kv = append(kv, "Cluster", fmt.Sprintf("%s; following: %s (`extranetctl cluster status`)", clusterCopy(c), c.Following))
+			}
 			return fields(g.env.Out, append(kv, "Version", st.Version)...)
 		},
 	}

@@ -37,6 +37,8 @@ type Etcd struct {
 	Log *slog.Logger
 	// timeout, when set, bounds a commit instead of opTimeout.
 	timeout atomic.Int64
+	// follow is how Follow stands.
+	follow following
 	// origin is which state the copy is of: the etcd cluster, and the
 	// revision that created the fence (set by Load, or SetOrigin). A state
 	// made anew (etcd rebuilt or restored, the prefix deleted and
@@ -222,10 +224,11 @@ func (e *Etcd) Load(ctx context.Context) (ws []store.Write, fence, rev int64, er
 func (e *Etcd) Follow(ctx context.Context, db *store.DB, from int64, changed func(store.Changes)) error {
 	wait := retryMin
 	for {
-		next, err := e.follow(ctx, db, from, changed)
+		next, err := e.watchFrom(ctx, db, from, changed)
 		if ctx.Err() != nil {
 			return nil
 		}
+		e.follow.set(err)
 		if errors.Is(err, errCompacted) || errors.Is(err, errApply) || errors.Is(err, errDiverged) {
 			return err
 		}
@@ -274,9 +277,9 @@ var (
 	errApply     = errors.New("the copy cannot take the cluster's change")
 )
 
-// follow watches from revision from until the watch ends, and returns the
-// revision to watch from next.
-func (e *Etcd) follow(ctx context.Context, db *store.DB, from int64, changed func(store.Changes)) (int64, error) {
+// watchFrom watches from revision from until the watch ends, and returns
+// the revision to watch from next.
+func (e *Etcd) watchFrom(ctx context.Context, db *store.DB, from int64, changed func(store.Changes)) (int64, error) {
 	// Without a leader the member may be cut off: end the watch, so that
 	// the next one finds a member that has one.
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
@@ -284,6 +287,7 @@ func (e *Etcd) follow(ctx context.Context, db *store.DB, from int64, changed fun
 	if err := e.sameState(wctx, db); err != nil {
 		return from, err
 	}
+	e.follow.set(nil)
 	// etcd's client resumes a broken watch by itself, at the revision it
 	// had reached: on an etcd rebuilt or restored under it, that revision
 	// may not come for a long time, and nothing would be said. So the

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -18,6 +19,7 @@ import (
 	"github.com/extranetgw/extranet/internal/cluster"
 	"github.com/extranetgw/extranet/internal/service"
 	"github.com/extranetgw/extranet/internal/store"
+	"github.com/extranetgw/extranet/pkg/api"
 )
 
 // validEtcd checks the cluster settings: URLs etcd's client can dial, and
@@ -157,4 +159,42 @@ func (s *sink) done(err error) {
 	if err != nil {
 		s.failed <- err
 	}
+}
+
+// clusterView answers status about the shared state.
+type clusterView struct {
+	cl        *cluster.Etcd
+	db        *store.DB
+	name      string
+	endpoints []string
+}
+
+// status asks etcd for a second at most: status must answer while etcd
+// does not.
+func (v *clusterView) status() *api.ClusterStatus {
+	out := &api.ClusterStatus{Name: v.name, EtcdEndpoints: v.endpoints}
+	out.CopyRevision, _ = v.db.Fence()
+	out.Following, out.Since = v.cl.Following()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if rev, err := v.cl.Latest(ctx); err == nil {
+		out.ClusterRevision = rev
+	}
+	if gws, err := v.cl.Gateways(ctx); err == nil {
+		out.Gateways = gws
+	}
+	return out
+}
+
+// clusterName is this gateway's name in the cluster: --cluster-name, else
+// the host's.
+func clusterName(cfg Config) (string, error) {
+	if cfg.ClusterName != "" {
+		return cfg.ClusterName, nil
+	}
+	name, err := os.Hostname()
+	if err != nil {
+		return "", fmt.Errorf("name this gateway in the cluster: %w (set --cluster-name)", err)
+	}
+	return name, nil
 }

@@ -95,7 +95,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 	// daemon's own first writes are made on the cluster's newest state; the
 	// data plane hears of them once it exists (its start reads the copy).
 	remote := &sink{failed: make(chan error, 1)}
+	var clView *clusterView
 	if cl != nil {
+		name, err := clusterName(cfg)
+		if err != nil {
+			return err
+		}
+		clView = &clusterView{cl: cl, db: db, name: name, endpoints: cfg.EtcdEndpoints}
 		db.Replicate(cl)
 		followCtx, stopFollow := context.WithCancel(ctx)
 		followed := make(chan struct{})
@@ -103,9 +109,15 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 			defer close(followed)
 			remote.done(followCluster(followCtx, cl, db, followFrom, remote.apply, log))
 		}()
+		registered := make(chan struct{})
+		go func() {
+			defer close(registered)
+			cl.Register(followCtx, name, version.Version)
+		}()
 		defer func() {
 			stopFollow()
 			<-followed
+			<-registered
 		}()
 	}
 	if err := service.KeepPlan(db, st.Plan, time.Now().UTC()); err != nil {
@@ -308,7 +320,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 	}
 	svc := service.New(service.Options{
 		DB: db, Plan: st.Plan, Applier: applier, Activity: acts, ActivityOff: activityFailed(cfg.ActivityLog, activityOff),
-		Runtime:  runtime{rec: rec, info: info, netns: cfg.NetNS, veth: cfg.HostVeth, flows: flows, acts: actLog, activityOff: activityOff, refusals: denied, alerts: al},
+		Runtime:  runtime{rec: rec, info: info, netns: cfg.NetNS, veth: cfg.HostVeth, flows: flows, acts: actLog, activityOff: activityOff, refusals: denied, alerts: al, cluster: clView},
 		Alert:    alertFn,
 		Endpoint: cfg.Endpoint, DNS: cfg.ClientDNS, MTU: cfg.MTU, ApplyTimeout: cfg.ApplyTimeout,
 		GatewayPublicKey: info.PublicKey.String(), MaxPeerLifetime: st.MaxPeerLifetime,
@@ -456,7 +468,8 @@ type runtime struct {
 	acts        *activity.Log
 	activityOff string
 	refusals    *refusalLog
-	alerts      *alerts // nil without a webhook
+	alerts      *alerts      // nil without a webhook
+	cluster     *clusterView // nil when the state is this gateway's own
 }
 
 func (r runtime) PollStats() error { return r.rec.PollStats() }
@@ -505,6 +518,9 @@ func (r runtime) Status() api.Status {
 	if r.alerts != nil {
 		st := r.alerts.sender.Stats()
 		out.Alerts = &st
+	}
+	if r.cluster != nil {
+		out.Cluster = r.cluster.status()
 	}
 	return out
 }

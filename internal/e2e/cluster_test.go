@@ -131,8 +131,15 @@ func TestClusterSharesState(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(b.Dir, "state", "gateway.key"), key, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	a.StartDaemon(etcd...)
-	b.StartDaemon(etcd...)
+	a.StartDaemon(append(etcd, "--cluster-name", "gw-a")...)
+	b.StartDaemon(append(etcd, "--cluster-name", "gw-b")...)
+	Eventually(t, 10*time.Second, "cluster status lists both gateways, the copy up to date", func() error {
+		out := b.MustCTL("cluster", "status")
+		if !strings.Contains(out, "gw-a") || !strings.Contains(out, "gw-b (this one)") || !strings.Contains(out, "the cluster's newest") || !strings.Contains(out, " ok (since") {
+			return fmt.Errorf("%s", out)
+		}
+		return nil
+	})
 
 	if out := b.MustCTL("org", "list"); !strings.Contains(out, "acme") {
 		t.Fatalf("the second gateway does not have the first one's organisation:\n%s", out)
@@ -180,7 +187,10 @@ func TestClusterSharesState(t *testing.T) {
 		t.Errorf("a change without etcd: exit %d, %q; want a refusal that names etcd", code, stderr)
 	}
 	a.StopDaemon()
-	a.StartDaemon(etcd...)
+	a.StartDaemon(append(etcd, "--cluster-name", "gw-a")...)
+	if out := a.MustCTL("cluster", "status"); !strings.Contains(out, "etcd did not answer") {
+		t.Errorf("cluster status without etcd:\n%s", out)
+	}
 	if peers := a.wgPeers(); !strings.Contains(peers, phone) || strings.Contains(peers, laptop) {
 		t.Errorf("a gateway restarted without etcd holds peers %q; want the phone's key and not the revoked laptop's", peers)
 	}

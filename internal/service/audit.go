@@ -91,8 +91,9 @@ func (s *Service) Status(ctx context.Context, visible map[string]bool) (api.Stat
 	st.PublicKey = s.opts.GatewayPublicKey
 	if visible != nil {
 		// The activity log's counts are the whole gateway's: how much
-		// other organisations' partners do is not a sponsor's to see.
-		st.Activity, st.Refusals, st.Alerts = nil, nil, nil
+		// other organisations' partners do is not a sponsor's to see; nor
+		// is the cluster's make-up.
+		st.Activity, st.Refusals, st.Alerts, st.Cluster = nil, nil, nil, nil
 	}
 	now := s.now()
 	err := s.opts.DB.View(func(tx *store.Tx) error {

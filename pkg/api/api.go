@@ -371,6 +371,35 @@ type Status struct {
 	// Alerts is the alert webhook's account; absent while there is none,
 	// and for a caller who sees some organisations only.
 	Alerts *AlertStatus `json:"alerts,omitempty"`
+	// Cluster is the shared state's account (docs/cluster.md); absent on a
+	// gateway whose state is its own, and for a caller who sees some
+	// organisations only.
+	Cluster *ClusterStatus `json:"cluster,omitempty"`
+}
+
+// ClusterStatus is how this gateway's copy of the cluster's state stands.
+type ClusterStatus struct {
+	// Name is this gateway's, among Gateways.
+	Name          string   `json:"name"`
+	EtcdEndpoints []string `json:"etcd_endpoints"`
+	// CopyRevision is the version of the state this gateway's copy holds,
+	// ClusterRevision the cluster's (0 when etcd did not answer).
+	CopyRevision    int64 `json:"copy_revision"`
+	ClusterRevision int64 `json:"cluster_revision"`
+	// Following is "ok" while the copy follows the cluster's changes, else
+	// why not; Since is when that last changed.
+	Following string    `json:"following"`
+	Since     time.Time `json:"since"`
+	// Gateways are those that follow the state now; nil when etcd did not
+	// answer.
+	Gateways []ClusterGateway `json:"gateways"`
+}
+
+// ClusterGateway is one gateway that follows the cluster's state.
+type ClusterGateway struct {
+	Name    string    `json:"name"`
+	Version string    `json:"version"`
+	Started time.Time `json:"started"`
 }
 
 // CheckHeader set to CheckMay on any request makes extranetd decide it

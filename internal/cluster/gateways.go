@@ -1,0 +1,126 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/extranetgw/extranet/pkg/api"
+)
+
+// registerTTL is how long a gateway stays listed after it stops renewing:
+// a gateway that died drops out of `cluster status` within it.
+const registerTTL = 10 // seconds
+
+// gatewaysPrefix is where gateways list themselves: beside the state's
+// prefix, not under it, so that the watch of the state never sees it.
+func (e *Etcd) gatewaysPrefix() string {
+	return strings.TrimSuffix(e.Prefix, "/") + ".gateways/"
+}
+
+// Register lists this gateway as name until ctx ends, under a lease that
+// ends with it, and lists it again whenever etcd lost it (an outage that
+// outlasted the lease).
+func (e *Etcd) Register(ctx context.Context, name, version string) {
+	value, _ := json.Marshal(api.ClusterGateway{Name: name, Version: version, Started: time.Now().UTC()})
+	for ctx.Err() == nil {
+		if err := e.registerOnce(ctx, name, string(value)); err != nil && ctx.Err() == nil && e.Log != nil {
+			e.Log.Warn("list this gateway in the cluster", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (e *Etcd) registerOnce(ctx context.Context, name, value string) error {
+	gctx, cancel := context.WithTimeout(ctx, opTimeout)
+	lease, err := e.Client.Grant(gctx, registerTTL)
+	if err == nil {
+		_, err = e.Client.Put(gctx, e.gatewaysPrefix()+name, value, clientv3.WithLease(lease.ID))
+	}
+	cancel()
+	if err != nil {
+		return err
+	}
+	alive, err := e.Client.KeepAlive(ctx, lease.ID)
+	if err != nil {
+		return err
+	}
+	for range alive {
+	}
+	if ctx.Err() == nil {
+		return fmt.Errorf("the lease of %s ended", name)
+	}
+	// Gone at once, rather than when the lease runs out.
+	rctx, rcancel := context.WithTimeout(context.Background(), time.Second)
+	defer rcancel()
+	e.Client.Revoke(rctx, lease.ID)
+	return nil
+}
+
+// Gateways lists the gateways that follow the state now, by name.
+func (e *Etcd) Gateways(ctx context.Context) ([]api.ClusterGateway, error) {
+	resp, err := e.Client.Get(ctx, e.gatewaysPrefix(), clientv3.WithPrefix())
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.ClusterGateway, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		var g api.ClusterGateway
+		if json.Unmarshal(kv.Value, &g) == nil {
+			out = append(out, g)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// Latest is the version of the cluster's state in etcd now.
+func (e *Etcd) Latest(ctx context.Context) (int64, error) {
+	resp, err := e.Client.Get(ctx, e.fenceKey())
+	if err != nil {
+		return 0, err
+	}
+	if len(resp.Kvs) == 0 {
+		return 0, ErrNoState
+	}
+	return resp.Kvs[0].ModRevision, nil
+}
+
+// following is how Follow stands, for status.
+type following struct {
+	mu    sync.Mutex
+	err   string
+	since time.Time
+}
+
+func (f *following) set(err error) {
+	msg := "ok"
+	if err != nil {
+		msg = err.Error()
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if msg != f.err || f.since.IsZero() {
+		f.err, f.since = msg, time.Now().UTC()
+	}
+}
+
+// Following says whether the copy follows the cluster's changes ("ok", or
+// why not) and since when.
+func (e *Etcd) Following() (string, time.Time) {
+	e.follow.mu.Lock()
+	defer e.follow.mu.Unlock()
+	if e.follow.since.IsZero() {
+		return "not yet", time.Time{}
+	}
+	return e.follow.err, e.follow.since
+}
