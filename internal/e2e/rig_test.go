@@ -544,6 +544,24 @@ func openFlow(t *testing.T, ns, addr string) *Conn {
 	return c
 }
 
+// dies polls an open flow until it stops answering, for up to limit
+// (scaled), and returns how long that took: a test that sees a change in
+// the store cannot tell when the data plane followed, only that it did in
+// time.
+func dies(t *testing.T, c *Conn, limit time.Duration, what string) time.Duration {
+	t.Helper()
+	start := time.Now()
+	deadline := start.Add(scaled(limit))
+	for {
+		if _, err := c.Echo("after", scaled(200*time.Millisecond)); err != nil {
+			return time.Since(start)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: the connection still answers %v later", what, time.Since(start).Round(time.Millisecond))
+		}
+	}
+}
+
 // TCPEcho connects from ns to addr, echoes one line and returns the answer.
 func TCPEcho(ns, addr string) (string, error) {
 	c, err := DialTCP(ns, addr)

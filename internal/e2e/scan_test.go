@@ -112,9 +112,7 @@ func refusalsAndScan(t *testing.T, r *Rig) {
 	if out := r.MustCTL("peer", "show", "acme/laptop"); !strings.Contains(out, "Suspension:  scan: refused at ") {
 		t.Errorf("peer show:\n%s", out)
 	}
-	if got, err := open.Echo("after", time.Second); err == nil {
-		t.Fatalf("the scanner's open connection survived its suspension: %q", got)
-	}
+	dies(t, open, time.Second, "the scanner's suspension")
 	// The evidence, under the gateway's own name.
 	var events []api.AuditEvent
 	for _, l := range strings.Split(strings.TrimSpace(r.MustCTL("audit", "--action", "peer.suspend", "-o", "json")), "\n") {
