@@ -246,23 +246,11 @@ func TestStaleCopyCannotWrite(t *testing.T) {
 // changes made meanwhile through another gateway.
 func TestCopyStandsWhileEtcdIsGone(t *testing.T) {
 	e, srv := startEtcd(t)
-	dir := t.TempDir()
-	single, err := store.Open(filepath.Join(dir, "single.db"), time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := single.Update(func(tx *store.Tx) error { return tx.PutOrg(org("acme", 1)) }); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.Init(context.Background(), single); err != nil {
-		t.Fatal(err)
-	}
-	single.Close()
-	a := join(t, e, filepath.Join(dir, "a.db"))
+	a, dir := initCluster(t, e)
 	b := join(t, e, filepath.Join(dir, "b.db"))
 
 	srv.Stop()
-	err = a.db.Update(func(tx *store.Tx) error { return tx.PutOrg(org("globex", 2)) })
+	err := a.db.Update(func(tx *store.Tx) error { return tx.PutOrg(org("globex", 2)) })
 	if err == nil || !strings.Contains(err.Error(), "etcd") {
 		t.Errorf("a change while etcd is gone: %v, want an error naming etcd", err)
 	}

@@ -27,6 +27,29 @@ func markedForAnother(e *env, own map[wgtypes.Key]uint32) []string {
 	return out
 }
 
+// twoGroups stores acme, whose default group reaches def and whose group
+// named other (ID 7) reaches second, with one peer in the default group at
+// a, puts them in force, and returns the peer's public key.
+func (e *env) twoGroups(def, other, second, peer string, a netip.Addr) string {
+	e.t.Helper()
+	d, err := grant.Parse(def)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	o, err := grant.Parse(second)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	pub := key(e.t)
+	e.put(func(tx *store.Tx) error {
+		tx.PutOrg(&store.Org{ID: 1, Name: "acme", State: api.StateActive, Blocks: []netip.Prefix{netip.MustParsePrefix("100.64.1.0/24")},
+			Grants: []grant.Grant{d}, Groups: []store.Group{{ID: 1, Name: store.DefaultGroup}, {ID: 7, Name: other, Grants: []grant.Grant{o}}}})
+		return tx.PutPeer(&store.Peer{Org: "acme", Name: peer, PublicKey: pub, PresharedKey: key(e.t), Address: a, State: api.StateActive, Group: store.DefaultGroup})
+	})
+	e.once(false)
+	return pub
+}
+
 // TestSecondPeerSetFailureKeepsMovedPeerOff: a move whose peer set
 // write fails holds the peer back; the record of the set then says the new
 // group, so when the next run's write fails too the peer goes back on the
@@ -35,15 +58,7 @@ func TestSecondPeerSetFailureKeepsMovedPeerOff(t *testing.T) {
 	a := netip.MustParseAddr("100.64.1.1")
 	for _, partial := range []bool{true, false} {
 		e := newEnv(t)
-		wide, _ := grant.Parse("10.20.0.0/24")
-		ssh, _ := grant.Parse("10.20.0.10/32:tcp/22")
-		bob := key(t)
-		e.put(func(tx *store.Tx) error {
-			tx.PutOrg(&store.Org{ID: 1, Name: "acme", State: api.StateActive, Blocks: []netip.Prefix{netip.MustParsePrefix("100.64.1.0/24")},
-				Grants: []grant.Grant{wide}, Groups: []store.Group{{ID: 1, Name: store.DefaultGroup}, {ID: 7, Name: "support", Grants: []grant.Grant{ssh}}}})
-			return tx.PutPeer(&store.Peer{Org: "acme", Name: "bob", PublicKey: bob, PresharedKey: key(t), Address: a, State: api.StateActive, Group: store.DefaultGroup})
-		})
-		e.once(false)
+		bob := e.twoGroups("10.20.0.0/24", "support", "10.20.0.10/32:tcp/22", "bob", a)
 		move := func(tx *store.Tx) error {
 			p, _ := tx.Peer("acme", "bob")
 			p.Group = "support"
@@ -120,15 +135,7 @@ func TestHandOverWithFailedDevice(t *testing.T) {
 	a := netip.MustParseAddr("100.64.1.1")
 	for _, partial := range []bool{true, false} {
 		e := newEnv(t)
-		wide, _ := grant.Parse("10.20.0.0/24")
-		ssh, _ := grant.Parse("10.20.0.10/32:tcp/22")
-		oldKey := key(t)
-		e.put(func(tx *store.Tx) error {
-			tx.PutOrg(&store.Org{ID: 1, Name: "acme", State: api.StateActive, Blocks: []netip.Prefix{netip.MustParsePrefix("100.64.1.0/24")},
-				Grants: []grant.Grant{ssh}, Groups: []store.Group{{ID: 1, Name: store.DefaultGroup}, {ID: 7, Name: "eng", Grants: []grant.Grant{wide}}}})
-			return tx.PutPeer(&store.Peer{Org: "acme", Name: "old", PublicKey: oldKey, PresharedKey: key(t), Address: a, State: api.StateActive, Group: store.DefaultGroup})
-		})
-		e.once(false)
+		oldKey := e.twoGroups("10.20.0.10/32:tcp/22", "eng", "10.20.0.0/24", "old", a)
 		handOver := func(tx *store.Tx) error {
 			p, _ := tx.Peer("acme", "old")
 			p.State = api.StateRevoked
