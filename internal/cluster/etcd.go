@@ -11,7 +11,9 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -39,24 +41,25 @@ type Etcd struct {
 	timeout atomic.Int64
 	// follow is how Follow stands.
 	follow following
-	// origin is which state the copy is of: the etcd cluster, and the
-	// revision that created the fence (set by Load, or SetOrigin). A state
-	// made anew (etcd rebuilt or restored, the prefix deleted and
-	// initialised again) has another, and no copy of the old one may write
-	// to it or follow it.
+	// origin is which state the copy is of: the etcd cluster, the
+	// revision that created the fence, and the random ID `cluster init`
+	// wrote into it (set by Load, or SetOrigin). A state made anew (etcd
+	// rebuilt or restored, the prefix deleted and initialised again) has
+	// another, and no copy of the old one may write to it or follow it.
 	origin origin
 }
 
 type origin struct {
 	cluster uint64
 	created int64
+	id      string
 }
 
 func (o origin) bytes() []byte {
-	b := make([]byte, 16)
+	b := make([]byte, 16, 16+len(o.id))
 	binary.BigEndian.PutUint64(b, o.cluster)
 	binary.BigEndian.PutUint64(b[8:], uint64(o.created))
-	return b
+	return append(b, o.id...)
 }
 
 // Origin is which state Load read, for store.Rebuild to keep with the copy.
@@ -65,10 +68,10 @@ func (e *Etcd) Origin() []byte { return e.origin.bytes() }
 // SetOrigin says which state the copy being used is of (what Origin said
 // when it was made), for a start from that copy without Load.
 func (e *Etcd) SetOrigin(b []byte) error {
-	if len(b) != 16 {
+	if len(b) <= 16 {
 		return errors.New("the copy does not say which cluster state it is of: start with etcd reachable")
 	}
-	e.origin = origin{binary.BigEndian.Uint64(b), int64(binary.BigEndian.Uint64(b[8:]))}
+	e.origin = origin{binary.BigEndian.Uint64(b), int64(binary.BigEndian.Uint64(b[8:16])), string(b[16:])}
 	return nil
 }
 
@@ -133,7 +136,7 @@ func (e *Etcd) ops(ws []store.Write) []clientv3.Op {
 			ops = append(ops, clientv3.OpPut(e.key(w), string(w.Value)))
 		}
 	}
-	return append(ops, clientv3.OpPut(e.fenceKey(), ""))
+	return append(ops, clientv3.OpPut(e.fenceKey(), e.origin.id))
 }
 
 // Commit writes ws in one etcd transaction if the fence is still at fence.
@@ -146,7 +149,8 @@ func (e *Etcd) Commit(fence int64, ws []store.Write) (int64, error) {
 	defer cancel()
 	resp, err := e.Client.Txn(ctx).
 		If(clientv3.Compare(clientv3.ModRevision(e.fenceKey()), "=", fence),
-			clientv3.Compare(clientv3.CreateRevision(e.fenceKey()), "=", e.origin.created)).
+			clientv3.Compare(clientv3.CreateRevision(e.fenceKey()), "=", e.origin.created),
+			clientv3.Compare(clientv3.Value(e.fenceKey()), "=", e.origin.id)).
 		Then(e.ops(ws)...).
 		Commit()
 	if err != nil {
@@ -173,6 +177,11 @@ func (e *Etcd) Init(ctx context.Context, db *store.DB) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("read the state: %w", err)
 	}
+	var id [16]byte
+	if _, err := rand.Read(id[:]); err != nil {
+		return 0, err
+	}
+	e.origin.id = hex.EncodeToString(id[:])
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
 	resp, err := e.Client.Txn(ctx).
@@ -185,7 +194,7 @@ func (e *Etcd) Init(ctx context.Context, db *store.DB) (int64, error) {
 	if !resp.Succeeded {
 		return 0, fmt.Errorf("%w under %s", ErrHasState, e.Prefix)
 	}
-	e.origin = origin{resp.Header.ClusterId, resp.Header.Revision}
+	e.origin = origin{resp.Header.ClusterId, resp.Header.Revision, e.origin.id}
 	return resp.Header.Revision, nil
 }
 
@@ -201,7 +210,7 @@ func (e *Etcd) Load(ctx context.Context) (ws []store.Write, fence, rev int64, er
 	for _, kv := range resp.Kvs {
 		if string(kv.Key) == e.fenceKey() {
 			fence = kv.ModRevision
-			e.origin = origin{resp.Header.ClusterId, kv.CreateRevision}
+			e.origin = origin{resp.Header.ClusterId, kv.CreateRevision, string(kv.Value)}
 			continue
 		}
 		if w, ok := e.write(kv.Key, kv.Value, false); ok {
@@ -262,11 +271,14 @@ func (e *Etcd) sameState(ctx context.Context, db *store.DB) error {
 	if err != nil {
 		return fmt.Errorf("%w: %w", errApply, err)
 	}
+	ctx, cancel := context.WithTimeout(ctx, checkEvery)
+	defer cancel()
 	resp, err := e.Client.Get(ctx, e.fenceKey())
 	if err != nil {
-		return err
+		return fmt.Errorf("etcd does not answer: %w", err)
 	}
-	if len(resp.Kvs) == 0 || resp.Header.ClusterId != e.origin.cluster || resp.Kvs[0].CreateRevision != e.origin.created || resp.Kvs[0].ModRevision < fence {
+	kv := resp.Kvs
+	if len(kv) == 0 || resp.Header.ClusterId != e.origin.cluster || kv[0].CreateRevision != e.origin.created || string(kv[0].Value) != e.origin.id || kv[0].ModRevision < fence {
 		return fmt.Errorf("%w: restart extranetd to copy the state anew", errDiverged)
 	}
 	return nil
@@ -301,11 +313,15 @@ func (e *Etcd) watchFrom(ctx context.Context, db *store.DB, from int64, changed 
 			case <-wctx.Done():
 				return
 			case <-t.C:
-				if err := e.sameState(wctx, db); errors.Is(err, errDiverged) {
+				// The client's silent resumption hides an etcd that is
+				// gone from the watch; the check says so.
+				err := e.sameState(wctx, db)
+				if errors.Is(err, errDiverged) {
 					diverged <- err
 					cancel()
 					return
 				}
+				e.follow.set(err)
 			}
 		}
 	}()

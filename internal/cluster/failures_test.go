@@ -185,3 +185,59 @@ func TestRewoundEtcdIsNotFollowed(t *testing.T) {
 		t.Error("a copy of the old state committed to the new one")
 	}
 }
+
+// TestFollowingSaysWhenEtcdIsGone: etcd's client resumes a broken watch by
+// itself and says nothing, so status would say the copy follows while
+// etcd is gone; the check on the side says it does not, and that it does
+// again once etcd is back.
+func TestFollowingSaysWhenEtcdIsGone(t *testing.T) {
+	e, srv := startEtcd(t)
+	initCluster(t, e)
+	following := func(want bool) func() error {
+		return func() error {
+			got, since := e.Following()
+			if (got == "ok") != want || since.IsZero() {
+				return fmt.Errorf("following: %q since %v", got, since)
+			}
+			return nil
+		}
+	}
+	eventually(t, "following", following(true))
+	srv.Stop()
+	eventually(t, "not following while etcd is gone", following(false))
+	if err := srv.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "following again", following(true))
+}
+
+// TestNameHeldByAnotherGateway: a gateway does not take over the name
+// another holds (cloned hosts share a host name): it stays unlisted and
+// says why, and the holder stays listed.
+func TestNameHeldByAnotherGateway(t *testing.T) {
+	e, _ := startEtcd(t)
+	initCluster(t, e)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		e.Register(ctx, "gw1", "v1")
+	}()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	eventually(t, "gw1 listed", func() error {
+		gws, err := e.Gateways(context.Background())
+		if err != nil || len(gws) != 1 || gws[0].Name != "gw1" || gws[0].Version != "v1" {
+			return fmt.Errorf("%+v, %v", gws, err)
+		}
+		return nil
+	})
+	if err := e.registerOnce(context.Background(), "gw1", `{"name":"gw1","version":"v2"}`); !errors.Is(err, errNameTaken) {
+		t.Errorf("a second gateway named gw1: %v, want %v", err, errNameTaken)
+	}
+	if gws, err := e.Gateways(context.Background()); err != nil || len(gws) != 1 || gws[0].Version != "v1" {
+		t.Errorf("after a second gateway tried the name: %+v, %v", gws, err)
+	}
+}

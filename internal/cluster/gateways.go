@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -26,43 +27,70 @@ func (e *Etcd) gatewaysPrefix() string {
 
 // Register lists this gateway as name until ctx ends, under a lease that
 // ends with it, and lists it again whenever etcd lost it (an outage that
-// outlasted the lease).
+// outlasted the lease). A name another gateway holds is not taken: this
+// gateway stays unlisted, and says so.
 func (e *Etcd) Register(ctx context.Context, name, version string) {
 	value, _ := json.Marshal(api.ClusterGateway{Name: name, Version: version, Started: time.Now().UTC()})
+	wait, said := retryMin, ""
 	for ctx.Err() == nil {
-		if err := e.registerOnce(ctx, name, string(value)); err != nil && ctx.Err() == nil && e.Log != nil {
-			e.Log.Warn("list this gateway in the cluster", "err", err)
+		err := e.registerOnce(ctx, name, string(value))
+		if err == nil {
+			wait = retryMin
+		} else if ctx.Err() == nil && e.Log != nil && err.Error() != said {
+			e.Log.Warn("list this gateway in the cluster", "err", err, "retry_in", wait)
+		}
+		if err != nil {
+			said = err.Error()
 		}
 		select {
 		case <-ctx.Done():
-		case <-time.After(time.Second):
+		case <-time.After(wait):
 		}
+		wait = min(2*wait, retryMax)
 	}
 }
 
+// errNameTaken means another gateway is listed under this one's name.
+var errNameTaken = errors.New("another gateway is listed under this name: give each gateway its own --cluster-name")
+
 func (e *Etcd) registerOnce(ctx context.Context, name, value string) error {
+	key := e.gatewaysPrefix() + name
 	gctx, cancel := context.WithTimeout(ctx, opTimeout)
 	lease, err := e.Client.Grant(gctx, registerTTL)
-	if err == nil {
-		_, err = e.Client.Put(gctx, e.gatewaysPrefix()+name, value, clientv3.WithLease(lease.ID))
-	}
-	cancel()
 	if err != nil {
+		cancel()
 		return err
+	}
+	revoke := func() {
+		rctx, rcancel := context.WithTimeout(context.Background(), time.Second)
+		defer rcancel()
+		e.Client.Revoke(rctx, lease.ID)
+	}
+	resp, err := e.Client.Txn(gctx).
+		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+		Then(clientv3.OpPut(key, value, clientv3.WithLease(lease.ID))).
+		Commit()
+	cancel()
+	switch {
+	case err != nil:
+		revoke()
+		return err
+	case !resp.Succeeded:
+		revoke()
+		return fmt.Errorf("%s: %w", name, errNameTaken)
 	}
 	alive, err := e.Client.KeepAlive(ctx, lease.ID)
 	if err != nil {
+		revoke()
 		return err
 	}
 	for range alive {
 	}
+	// Gone at once, rather than when the lease runs out.
+	revoke()
 	if ctx.Err() == nil {
 		return fmt.Errorf("the lease of %s ended", name)
 	}
-	// Gone at once, rather than when the lease runs out.
-	rctx, rcancel := context.WithTimeout(context.Background(), time.Second)
-	defer rcancel()
-	e.Client.Revoke(rctx, lease.ID)
 	return nil
 }
 
@@ -76,6 +104,8 @@ func (e *Etcd) Gateways(ctx context.Context) ([]api.ClusterGateway, error) {
 	for _, kv := range resp.Kvs {
 		var g api.ClusterGateway
 		if json.Unmarshal(kv.Value, &g) == nil {
+			// The key is the name a gateway holds; the value only says.
+			g.Name = strings.TrimPrefix(string(kv.Key), e.gatewaysPrefix())
 			out = append(out, g)
 		}
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/extranetgw/extranet/internal/cluster"
 	"github.com/extranetgw/extranet/internal/service"
 	"github.com/extranetgw/extranet/internal/store"
+	"github.com/extranetgw/extranet/internal/validate"
 	"github.com/extranetgw/extranet/pkg/api"
 )
 
@@ -190,11 +191,18 @@ func (v *clusterView) status() *api.ClusterStatus {
 // the host's.
 func clusterName(cfg Config) (string, error) {
 	if cfg.ClusterName != "" {
+		if err := validate.Name("cluster", cfg.ClusterName); err != nil {
+			return "", err
+		}
 		return cfg.ClusterName, nil
 	}
-	name, err := os.Hostname()
+	host, err := os.Hostname()
 	if err != nil {
 		return "", fmt.Errorf("name this gateway in the cluster: %w (set --cluster-name)", err)
+	}
+	name, _, _ := strings.Cut(strings.ToLower(host), ".")
+	if err := validate.Name("host", name); err != nil {
+		return "", fmt.Errorf("name this gateway in the cluster: %w; set --cluster-name", err)
 	}
 	return name, nil
 }

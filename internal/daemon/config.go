@@ -145,7 +145,7 @@ func (c *Config) BindFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.ReconcileInterval, "reconcile-interval", c.ReconcileInterval, "period of the drift-repairing reconcile")
 	fs.StringSliceVar(&c.EtcdEndpoints, "etcd-endpoints", c.EtcdEndpoints, "client URLs of the etcd that holds a cluster's shared state (docs/cluster.md); none: this gateway's state is its own")
 	fs.StringVar(&c.EtcdPrefix, "etcd-prefix", c.EtcdPrefix, "key prefix of the cluster's state in etcd")
-	fs.StringVar(&c.ClusterName, "cluster-name", c.ClusterName, "this gateway's name in `extranetctl cluster status` (default: the host name)")
+	fs.StringVar(&c.ClusterName, "cluster-name", c.ClusterName, "this gateway's name among the cluster's (default: the first label of the host name)")
 	fs.DurationVar(&c.ApplyTimeout, "apply-timeout", c.ApplyTimeout, "how long a request waits for the kernel to follow before it answers \"saved but not in force yet\"")
 	fs.DurationVar(&c.StatsInterval, "stats-interval", c.StatsInterval, "period of the handshake and traffic poller")
 	fs.StringVar(&c.MaxPeerLifetime, "max-peer-lifetime", c.MaxPeerLifetime, "longest expiry a peer may get, e.g. 365d (0: no limit)")

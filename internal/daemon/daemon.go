@@ -474,7 +474,7 @@ type runtime struct {
 
 func (r runtime) PollStats() error { return r.rec.PollStats() }
 
-func (r runtime) Status() api.Status {
+func (r runtime) Status(all bool) api.Status {
 	st := r.rec.State()
 	out := api.Status{
 		Version:    version.Version,
@@ -519,7 +519,9 @@ func (r runtime) Status() api.Status {
 		st := r.alerts.sender.Stats()
 		out.Alerts = &st
 	}
-	if r.cluster != nil {
+	// Asking etcd takes up to a second while it is gone; only a caller
+	// who may see the answer waits for it.
+	if r.cluster != nil && all {
 		out.Cluster = r.cluster.status()
 	}
 	return out

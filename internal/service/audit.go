@@ -83,7 +83,7 @@ func (s *Service) VerifyAudit(ctx context.Context) (api.VerifyResult, error) {
 func (s *Service) Status(ctx context.Context, visible map[string]bool) (api.Status, error) {
 	var st api.Status
 	if s.opts.Runtime != nil {
-		st = s.opts.Runtime.Status()
+		st = s.opts.Runtime.Status(visible == nil)
 	}
 	st.Endpoint = s.opts.Endpoint
 	st.TunnelNetwork = s.opts.Plan.Network.String()

@@ -38,7 +38,10 @@ type Applier interface {
 // Runtime is the live data plane: its state for `status`, and its current
 // statistics for decisions that must not rest on an old poll.
 type Runtime interface {
-	Status() api.Status
+	// Status is the gateway's account; the gateway-wide parts (activity,
+	// refusals, alerts, the cluster) only when all, for a caller who sees
+	// every organisation, so that nobody else's request even asks for them.
+	Status(all bool) api.Status
 	// PollStats copies the device's current handshakes into the store.
 	PollStats() error
 }

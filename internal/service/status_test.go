@@ -7,9 +7,11 @@ import (
 	"github.com/extranetgw/extranet/pkg/api"
 )
 
+// fullRuntime answers every part whoever asks, so the test sees that the
+// service, not the runtime's courtesy, keeps them from a sponsor.
 type fullRuntime struct{}
 
-func (fullRuntime) Status() api.Status {
+func (fullRuntime) Status(bool) api.Status {
 	return api.Status{
 		Activity: &api.ActivityStatus{Recorded: 1},
 		Refusals: &api.RefusalStatus{Refused: 1},
