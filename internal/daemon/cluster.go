@@ -2,6 +2,8 @@ package daemon
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -41,7 +43,11 @@ func validEtcd(endpoints []string, prefix string) error {
 // dialEtcd returns the cluster's state in the etcd of cfg. etcd's client
 // logs nothing of its own: its errors reach ours, with context.
 func dialEtcd(cfg Config) (*cluster.Etcd, error) {
-	cli, err := clientv3.New(clientv3.Config{Endpoints: cfg.EtcdEndpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	tlsCfg, err := etcdTLS(cfg)
+	if err != nil {
+		return nil, err
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: cfg.EtcdEndpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop(), TLS: tlsCfg})
 	if err != nil {
 		return nil, fmt.Errorf("etcd at %s: %w", strings.Join(cfg.EtcdEndpoints, ","), err)
 	}
@@ -205,4 +211,39 @@ func clusterName(cfg Config) (string, error) {
 		return "", fmt.Errorf("name this gateway in the cluster: %w; set --cluster-name", err)
 	}
 	return name, nil
+}
+
+// etcdTLS is how this gateway speaks TLS to etcd: nil (plain HTTP) unless
+// an endpoint is https:// or a TLS file is given. The state, preshared keys
+// included, crosses this connection.
+func etcdTLS(cfg Config) (*tls.Config, error) {
+	https := false
+	for _, e := range cfg.EtcdEndpoints {
+		https = https || strings.HasPrefix(e, "https://")
+	}
+	if !https && cfg.EtcdCAFile == "" && cfg.EtcdCertFile == "" {
+		return nil, nil
+	}
+	if !https {
+		return nil, fmt.Errorf("--etcd-ca-file and --etcd-cert-file need https:// endpoints, not %s", strings.Join(cfg.EtcdEndpoints, ","))
+	}
+	t := &tls.Config{MinVersion: tls.VersionTLS12}
+	if cfg.EtcdCAFile != "" {
+		pem, err := os.ReadFile(cfg.EtcdCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("--etcd-ca-file: %w", err)
+		}
+		t.RootCAs = x509.NewCertPool()
+		if !t.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--etcd-ca-file %s holds no PEM certificate", cfg.EtcdCAFile)
+		}
+	}
+	if cfg.EtcdCertFile != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.EtcdCertFile, cfg.EtcdKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("--etcd-cert-file/--etcd-key-file: %w", err)
+		}
+		t.Certificates = []tls.Certificate{cert}
+	}
+	return t, nil
 }

@@ -56,6 +56,11 @@ type Config struct {
 	EtcdEndpoints []string `yaml:"etcd-endpoints"`
 	EtcdPrefix    string   `yaml:"etcd-prefix"`
 	ClusterName   string   `yaml:"cluster-name"`
+	// TLS to etcd: the CA that signed etcd's certificate, and this
+	// gateway's client certificate and key, when etcd asks for one.
+	EtcdCAFile   string `yaml:"etcd-ca-file"`
+	EtcdCertFile string `yaml:"etcd-cert-file"`
+	EtcdKeyFile  string `yaml:"etcd-key-file"`
 	// What partners did (docs/activity.md): one record per connection.
 	ActivityLog       bool   `yaml:"activity-log"`
 	ActivityRetention string `yaml:"activity-retention"`
@@ -145,6 +150,9 @@ func (c *Config) BindFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.ReconcileInterval, "reconcile-interval", c.ReconcileInterval, "period of the drift-repairing reconcile")
 	fs.StringSliceVar(&c.EtcdEndpoints, "etcd-endpoints", c.EtcdEndpoints, "client URLs of the etcd that holds a cluster's shared state (docs/cluster.md); none: this gateway's state is its own")
 	fs.StringVar(&c.EtcdPrefix, "etcd-prefix", c.EtcdPrefix, "key prefix of the cluster's state in etcd")
+	fs.StringVar(&c.EtcdCAFile, "etcd-ca-file", c.EtcdCAFile, "PEM CA certificate that signed etcd's (for https:// endpoints; default: the system's)")
+	fs.StringVar(&c.EtcdCertFile, "etcd-cert-file", c.EtcdCertFile, "PEM client certificate this gateway shows etcd")
+	fs.StringVar(&c.EtcdKeyFile, "etcd-key-file", c.EtcdKeyFile, "PEM private key of --etcd-cert-file (0600)")
 	fs.StringVar(&c.ClusterName, "cluster-name", c.ClusterName, "this gateway's name among the cluster's (default: the first label of the host name)")
 	fs.DurationVar(&c.ApplyTimeout, "apply-timeout", c.ApplyTimeout, "how long a request waits for the kernel to follow before it answers \"saved but not in force yet\"")
 	fs.DurationVar(&c.StatsInterval, "stats-interval", c.StatsInterval, "period of the handshake and traffic poller")
@@ -240,6 +248,9 @@ func (c *Config) Validate() (Settings, error) {
 	var st Settings
 	if err := validEtcd(c.EtcdEndpoints, c.EtcdPrefix); err != nil {
 		return st, err
+	}
+	if (c.EtcdCertFile == "") != (c.EtcdKeyFile == "") {
+		return st, fmt.Errorf("--etcd-cert-file and --etcd-key-file go together: give both, or neither")
 	}
 	pfx, err := netip.ParsePrefix(c.TunnelNetwork)
 	if err != nil {

@@ -22,6 +22,10 @@ import (
 const (
 	etcdDirEnv  = "EXTRANET_E2E_ETCD_DIR"
 	etcdHostEnv = "EXTRANET_E2E_ETCD_HOST"
+	// etcdTLSEnv is the directory of the server's certificate and key and
+	// the CA (etcdtest.WriteCerts): etcd then serves over TLS and asks
+	// for a client certificate, as a production one should.
+	etcdTLSEnv = "EXTRANET_E2E_ETCD_TLS"
 )
 
 // serveEtcd runs a single-member etcd until SIGTERM, printing its client
@@ -29,7 +33,12 @@ const (
 func serveEtcd(dir, host string) int {
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
-	s, err := etcdtest.Start(dir, host)
+	certs := os.Getenv(etcdTLSEnv)
+	s, err := etcdtest.StartTLS(dir, host, etcdtest.TLS{
+		CAFile:   filepath.Join(certs, "ca.pem"),
+		CertFile: filepath.Join(certs, "server.pem"),
+		KeyFile:  filepath.Join(certs, "server-key.pem"),
+	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -40,16 +49,21 @@ func serveEtcd(dir, host string) int {
 	return 0
 }
 
-// startEtcd runs etcd in ns, listening on host, until the test ends or
-// stop is called.
-func startEtcd(t *testing.T, ns, host string) (url string, stop func()) {
+// startEtcd runs etcd in ns, listening on host over TLS, until the test
+// ends or stop is called. It returns the flags a gateway reaches it with.
+func startEtcd(t *testing.T, ns, host string) (flags []string, stop func()) {
 	t.Helper()
+	certs := t.TempDir()
+	_, client, err := etcdtest.WriteCerts(certs, host)
+	if err != nil {
+		t.Fatal(err)
+	}
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command("ip", "netns", "exec", ns, self)
-	cmd.Env = append(os.Environ(), etcdDirEnv+"="+t.TempDir(), etcdHostEnv+"="+host)
+	cmd.Env = append(os.Environ(), etcdDirEnv+"="+t.TempDir(), etcdHostEnv+"="+host, etcdTLSEnv+"="+certs)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -86,11 +100,11 @@ func startEtcd(t *testing.T, ns, host string) (url string, stop func()) {
 		if !ok {
 			t.Fatal("etcd exited before it served")
 		}
-		return u, stop
+		return []string{"--etcd-endpoints", u, "--etcd-ca-file", client.CAFile, "--etcd-cert-file", client.CertFile, "--etcd-key-file", client.KeyFile}, stop
 	case <-time.After(scaled(30 * time.Second)):
 		t.Fatal("etcd did not serve within 30 s")
 	}
-	return "", stop
+	return nil, stop
 }
 
 // TestClusterSharesState: two gateways share one state through etcd. A
@@ -110,8 +124,7 @@ func TestClusterSharesState(t *testing.T) {
 
 	// The gateways' private network, where etcd serves.
 	a.link(a.GW, "to-peergw", "192.168.77.1/30", b.GW, "to-peergw", "192.168.77.2/30")
-	url, stopEtcd := startEtcd(t, a.GW, "192.168.77.1")
-	etcd := []string{"--etcd-endpoints", url}
+	etcd, stopEtcd := startEtcd(t, a.GW, "192.168.77.1")
 
 	if out, err := a.Extranetd(append(append(a.DaemonArgs(), "cluster", "init"), etcd...)...).CombinedOutput(); err != nil {
 		t.Fatalf("cluster init: %v\n%s", err, out)

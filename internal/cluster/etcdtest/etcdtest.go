@@ -21,9 +21,20 @@ type Server struct {
 	e   *embed.Etcd
 }
 
+// TLS are the files of an etcd that serves clients over TLS and asks
+// them for a certificate its CA signed.
+type TLS struct {
+	CAFile, CertFile, KeyFile string
+}
+
 // Start runs etcd with its data in dir, serving clients on host at a free
 // port. Stop it with Stop.
-func Start(dir, host string) (*Server, error) {
+func Start(dir, host string) (*Server, error) { return start(dir, host, nil) }
+
+// StartTLS is Start, serving clients over TLS with t.
+func StartTLS(dir, host string, t TLS) (*Server, error) { return start(dir, host, &t) }
+
+func start(dir, host string, t *TLS) (*Server, error) {
 	var lastErr error
 	// A port found free may be taken before etcd binds it; try again.
 	for range 3 {
@@ -44,6 +55,12 @@ func Start(dir, host string) (*Server, error) {
 		// init`; docs/cluster.md asks the same of a production etcd.
 		cfg.MaxTxnOps = 100000
 		cfg.MaxRequestBytes = 32 << 20
+		if t != nil {
+			client.Scheme = "https"
+			cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{client}, []url.URL{client}
+			cfg.ClientTLSInfo.CertFile, cfg.ClientTLSInfo.KeyFile = t.CertFile, t.KeyFile
+			cfg.ClientTLSInfo.TrustedCAFile, cfg.ClientTLSInfo.ClientCertAuth = t.CAFile, true
+		}
 		s := &Server{URL: client.String(), cfg: cfg}
 		if lastErr = s.Restart(); lastErr == nil {
 			return s, nil
