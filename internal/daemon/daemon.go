@@ -170,6 +170,15 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 	if cfg.MetricsListen != "" {
 		mets = metrics.New(db, service.OnlineWindow)
 		observe, onExpire = mets.Reconciled, mets.Expired
+		if cl != nil {
+			mets.Cluster(func() bool {
+				state, _ := cl.Following()
+				return state == "ok"
+			}, func() int64 {
+				f, _ := db.Fence()
+				return f
+			})
+		}
 	}
 	// Flows and refusals are named after the peer that held the address,
 	// read from the store again after each change. Refusals are read

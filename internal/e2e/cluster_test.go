@@ -144,12 +144,22 @@ func TestClusterSharesState(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(b.Dir, "state", "gateway.key"), key, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	a.StartDaemon(append(etcd, "--cluster-name", "gw-a")...)
+	a.StartDaemon(append(etcd, "--cluster-name", "gw-a", "--metrics-listen", "127.0.0.1:9586")...)
 	b.StartDaemon(append(etcd, "--cluster-name", "gw-b")...)
 	Eventually(t, 10*time.Second, "cluster status lists both gateways, the copy up to date", func() error {
 		out := b.MustCTL("cluster", "status")
 		if !strings.Contains(out, "gw-a") || !strings.Contains(out, "gw-b (this one)") || !strings.Contains(out, "the cluster's newest") || !strings.Contains(out, " ok (since") {
 			return fmt.Errorf("%s", out)
+		}
+		return nil
+	})
+	Eventually(t, 10*time.Second, "the other gateway's metrics say it follows", func() error {
+		_, body, err := httpGet(a.GW, "127.0.0.1:9586", "/metrics")
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(body, "extranet_cluster_following 1") {
+			return fmt.Errorf("no extranet_cluster_following 1 in /metrics")
 		}
 		return nil
 	})

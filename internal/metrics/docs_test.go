@@ -60,7 +60,9 @@ func TestAlertRulesInOperationsDoc(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, body := scrape(t, New(db, 3*time.Minute).Handler(func() error { return nil }), "/metrics")
+	m := New(db, 3*time.Minute)
+	m.Cluster(func() bool { return true }, func() int64 { return 1 })
+	_, body := scrape(t, m.Handler(func() error { return nil }), "/metrics")
 	// The labels of each series name, from the sample lines.
 	labels := map[string]map[string]bool{}
 	sample := regexp.MustCompile(`^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{([^}]*)\})? `)

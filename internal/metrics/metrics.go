@@ -131,6 +131,23 @@ func (m *Metrics) Alerts(stats func() api.AlertStatus) {
 			func() float64 { return float64(stats().Dropped) }))
 }
 
+// Cluster serves how this gateway's copy of a cluster's state stands
+// (docs/cluster.md), read at scrape time: whether it follows the cluster's
+// changes, and the version it holds, the same on every gateway once they
+// caught up. Call it once, on a cluster gateway.
+func (m *Metrics) Cluster(following func() bool, revision func() int64) {
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "extranet_cluster_following", Help: "1 while this gateway's copy of the cluster's state follows its changes in etcd, 0 while it does not (etcd gone, or not yet)."},
+			func() float64 {
+				if following() {
+					return 1
+				}
+				return 0
+			}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "extranet_cluster_copy_revision", Help: "The version of the cluster's state this gateway's copy holds."},
+			func() float64 { return float64(revision()) }))
+}
+
 // ActivityCounts are the activity log's own counts.
 type ActivityCounts struct {
 	Summarised, Lost, Failed uint64

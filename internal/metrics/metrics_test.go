@@ -170,3 +170,22 @@ func TestActivityCounters(t *testing.T) {
 		}
 	}
 }
+
+func TestClusterGauges(t *testing.T) {
+	db, err := store.Open(filepath.Join(t.TempDir(), "state.db"), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	m := New(db, time.Minute)
+	following, revision := false, int64(7)
+	m.Cluster(func() bool { return following }, func() int64 { return revision })
+	h := m.Handler(func() error { return nil })
+	if _, body := scrape(t, h, "/metrics"); !strings.Contains(body, "extranet_cluster_following 0") || !strings.Contains(body, "extranet_cluster_copy_revision 7") {
+		t.Errorf("a copy that does not follow:\n%s", body)
+	}
+	following, revision = true, 9
+	if _, body := scrape(t, h, "/metrics"); !strings.Contains(body, "extranet_cluster_following 1") || !strings.Contains(body, "extranet_cluster_copy_revision 9") {
+		t.Errorf("a copy that follows:\n%s", body)
+	}
+}
