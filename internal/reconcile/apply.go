@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"net/netip"
+	"slices"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
@@ -109,7 +110,7 @@ func (r *Reconciler) apply(t target) ([]string, error) {
 	var startSync chan syncOutcome
 	if t.linkDown {
 		startSync = make(chan syncOutcome, 1)
-		want := values(t.peers)
+		want := slices.Collect(maps.Values(t.peers))
 		go func() {
 			res, err := r.o.Device.SyncPeers(want, false)
 			startSync <- syncOutcome{res, err}
@@ -163,9 +164,9 @@ func (r *Reconciler) apply(t target) ([]string, error) {
 		o := <-startSync
 		res, err = o.res, o.err
 	case full:
-		res, err = r.o.Device.SyncPeers(values(t.peers), t.check)
+		res, err = r.o.Device.SyncPeers(slices.Collect(maps.Values(t.peers)), t.check)
 	default:
-		res, err = r.o.Device.UpdatePeers(values(t.peers), d.remove)
+		res, err = r.o.Device.UpdatePeers(slices.Collect(maps.Values(t.peers)), d.remove)
 	}
 	if err != nil {
 		// Fail closed: whatever WireGuard holds now, the flows of the
@@ -483,12 +484,4 @@ func withoutPeers(p *policy.Policy, drop map[netip.Addr]bool) *policy.Policy {
 		}
 	}
 	return &cp
-}
-
-func values(peers map[string]wgdev.Peer) []wgdev.Peer {
-	out := make([]wgdev.Peer, 0, len(peers))
-	for _, w := range peers {
-		out = append(out, w)
-	}
-	return out
 }
