@@ -6,7 +6,7 @@ LDFLAGS  := -s -w -X github.com/extranetgw/extranet/internal/version.Version=$(V
 BIN      := bin
 PREFIX   ?= /usr/local
 
-.PHONY: all build test unit e2e e2e-kernel fuzz lint fmt deps clean demo install uninstall packages test-packages
+.PHONY: all build test unit e2e e2e-kernel fuzz lint fmt deps clean demo demo-cluster install uninstall packages test-packages
 
 all: build
 
@@ -58,6 +58,11 @@ clean:
 # The whole product in network namespaces, in one command (needs root).
 demo:
 	scripts/demo.sh
+
+# Two gateways taking turns at one address: a failover and a switchover,
+# live, with a stock partner (docs/cluster.md).
+demo-cluster:
+	scripts/demo-cluster.sh
 
 # Binaries to $(PREFIX)/bin, config to /etc/extranet (an edited one is kept),
 # units to /etc/systemd/system, and the extranet group. Idempotent.

@@ -48,26 +48,27 @@ type Action string
 // Actions. Each API route maps to one.
 const (
 	ReadStatus   Action = "status"
-	ManageOrgs   Action = "org.manage"    // create, delete, grant, ungrant, suspend, resume, extend
-	ReadOrgs     Action = "org.read"      // list and show
-	ManagePeers  Action = "peer.manage"   // issue, suspend, resume, revoke, rotate, extend, move
-	ManageGroups Action = "group.manage"  // create, grant, ungrant and delete groups, within the org's grants
-	ReadPeers    Action = "peer.read"     // list and show, no secrets
-	ReadSecrets  Action = "peer.config"   // a peer's config, with its preshared key
-	RunExpire    Action = "expire"        // suspend or revoke idle and expired peers
-	ImportState  Action = "import"        // load peers and orgs from CSV
-	ExportState  Action = "export"        // CSV with preshared keys, and backups
-	ReadAudit    Action = "audit.read"    // the audit log
-	ReadActivity Action = "activity.read" // what partners did: their flows through the gateway
-	VerifyAudit  Action = "audit.verify"  // check the hash chain
-	ManageRoles  Action = "role.manage"   // assign and revoke
-	ReadRoles    Action = "role.read"     // list
-	ReadWhoAmI   Action = "whoami"        // the caller's own identity and roles
+	ManageOrgs   Action = "org.manage"         // create, delete, grant, ungrant, suspend, resume, extend
+	ReadOrgs     Action = "org.read"           // list and show
+	ManagePeers  Action = "peer.manage"        // issue, suspend, resume, revoke, rotate, extend, move
+	ManageGroups Action = "group.manage"       // create, grant, ungrant and delete groups, within the org's grants
+	ReadPeers    Action = "peer.read"          // list and show, no secrets
+	ReadSecrets  Action = "peer.config"        // a peer's config, with its preshared key
+	RunExpire    Action = "expire"             // suspend or revoke idle and expired peers
+	ImportState  Action = "import"             // load peers and orgs from CSV
+	ExportState  Action = "export"             // CSV with preshared keys, and backups
+	ReadAudit    Action = "audit.read"         // the audit log
+	ReadActivity Action = "activity.read"      // what partners did: their flows through the gateway
+	VerifyAudit  Action = "audit.verify"       // check the hash chain
+	ManageRoles  Action = "role.manage"        // assign and revoke
+	ReadRoles    Action = "role.read"          // list
+	ReadWhoAmI   Action = "whoami"             // the caller's own identity and roles
+	Switchover   Action = "cluster.switchover" // move a cluster's active role to another gateway
 )
 
 // Actions lists every action, for the tests that cover them all.
 var Actions = []Action{ReadStatus, ManageOrgs, ReadOrgs, ManagePeers, ManageGroups, ReadPeers, ReadSecrets,
-	RunExpire, ImportState, ExportState, ReadAudit, ReadActivity, VerifyAudit, ManageRoles, ReadRoles, ReadWhoAmI}
+	RunExpire, ImportState, ExportState, ReadAudit, ReadActivity, VerifyAudit, ManageRoles, ReadRoles, ReadWhoAmI, Switchover}
 
 // scoped actions are about one organisation, which a sponsor must hold.
 var scoped = map[Action]bool{ReadStatus: true, ReadOrgs: true, ManagePeers: true, ManageGroups: true, ReadPeers: true, ReadSecrets: true, ReadAudit: true, ReadActivity: true}

@@ -114,6 +114,9 @@ extranetd and go on with extranetctl.`,
 			}
 			if c := st.Cluster; c != nil {
 				kv = append(kv, "Cluster", fmt.Sprintf("%s; following: %s (`extranetctl cluster status`)", clusterCopy(c), c.Following))
+				if c.Role != "" {
+					kv = append(kv, "Role", fmt.Sprintf("%s; active: %s", c.Role, clusterActive(c)))
+				}
 			}
 			return fields(g.env.Out, append(kv, "Version", st.Version)...)
 		},

@@ -139,24 +139,33 @@ func (e *Etcd) ops(ws []store.Write) []clientv3.Op {
 	return append(ops, clientv3.OpPut(e.fenceKey(), e.origin.id))
 }
 
-// Commit writes ws in one etcd transaction if the fence is still at fence.
-func (e *Etcd) Commit(fence int64, ws []store.Write) (int64, error) {
+// Commit writes ws in one etcd transaction if the fence is still at fence
+// and, for epoch other than 0, the active role is still held under epoch.
+func (e *Etcd) Commit(fence, epoch int64, ws []store.Write) (int64, error) {
 	timeout := opTimeout
 	if d := time.Duration(e.timeout.Load()); d > 0 {
 		timeout = d
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	resp, err := e.Client.Txn(ctx).
-		If(clientv3.Compare(clientv3.ModRevision(e.fenceKey()), "=", fence),
-			clientv3.Compare(clientv3.CreateRevision(e.fenceKey()), "=", e.origin.created),
-			clientv3.Compare(clientv3.Value(e.fenceKey()), "=", e.origin.id)).
-		Then(e.ops(ws)...).
-		Commit()
+	conds := []clientv3.Cmp{
+		clientv3.Compare(clientv3.ModRevision(e.fenceKey()), "=", fence),
+		clientv3.Compare(clientv3.CreateRevision(e.fenceKey()), "=", e.origin.created),
+		clientv3.Compare(clientv3.Value(e.fenceKey()), "=", e.origin.id),
+	}
+	if epoch != 0 {
+		conds = append(conds, clientv3.Compare(clientv3.CreateRevision(e.activeKey()), "=", epoch))
+	}
+	resp, err := e.Client.Txn(ctx).If(conds...).Then(e.ops(ws)...).Else(clientv3.OpGet(e.activeKey())).Commit()
 	if err != nil {
 		return 0, fmt.Errorf("write to the cluster's etcd: %w", err)
 	}
 	if !resp.Succeeded {
+		if epoch != 0 {
+			if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) == 0 || kvs[0].CreateRevision != epoch {
+				return 0, store.ErrNotActive
+			}
+		}
 		return 0, store.ErrStale
 	}
 	return resp.Header.Revision, nil

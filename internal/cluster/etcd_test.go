@@ -232,10 +232,10 @@ func TestStaleCopyCannotWrite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.Commit(fence, []store.Write{{Bucket: "orgs", Key: []byte("acme"), Value: []byte("{}")}}); err != nil {
+	if _, err := e.Commit(fence, 0, []store.Write{{Bucket: "orgs", Key: []byte("acme"), Value: []byte("{}")}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.Commit(fence, []store.Write{{Bucket: "orgs", Key: []byte("acme"), Value: []byte(`{"x":1}`)}}); !errors.Is(err, store.ErrStale) {
+	if _, err := e.Commit(fence, 0, []store.Write{{Bucket: "orgs", Key: []byte("acme"), Value: []byte(`{"x":1}`)}}); !errors.Is(err, store.ErrStale) {
 		t.Errorf("a commit at an old fence: %v, want %v", err, store.ErrStale)
 	}
 }

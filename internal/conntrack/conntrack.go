@@ -70,3 +70,39 @@ func Doomed(tunnel netip.Prefix, p *policy.Policy, src, dst netip.Addr, proto ui
 	}
 	return false
 }
+
+// Forget deletes every IPv4 entry of the tunnel network's flows, and of
+// UDP port port (WireGuard's; 0: none), and returns how many it deleted. A
+// cluster gateway that becomes the active forgets what it tracked in an
+// earlier turn: another gateway carried those flows since, and entries
+// whose sequence numbers fell behind would mark the flows' packets invalid
+// instead of picking them up where they are.
+func (k Kernel) Forget(tunnel netip.Prefix, port uint16) (int, error) {
+	del := netlink.ConntrackDeleteFilters
+	if k.NL != nil {
+		del = k.NL.ConntrackDeleteFilters
+	}
+	n, err := del(netlink.ConntrackTable, netlink.FAMILY_V4, ours{tunnel: tunnel, port: port})
+	if err != nil {
+		return int(n), fmt.Errorf("delete conntrack entries: %w", err)
+	}
+	return int(n), nil
+}
+
+type ours struct {
+	tunnel netip.Prefix
+	port   uint16
+}
+
+func (o ours) MatchConntrackFlow(flow *netlink.ConntrackFlow) bool {
+	f := flow.Forward
+	src, ok1 := netip.AddrFromSlice(f.SrcIP)
+	dst, ok2 := netip.AddrFromSlice(f.DstIP)
+	if !ok1 || !ok2 {
+		return false
+	}
+	if o.tunnel.Contains(src.Unmap()) || o.tunnel.Contains(dst.Unmap()) {
+		return true
+	}
+	return o.port != 0 && f.Protocol == 17 && (f.SrcPort == o.port || f.DstPort == o.port)
+}

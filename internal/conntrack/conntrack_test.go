@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/vishvananda/netlink"
+
 	"github.com/extranetgw/extranet/internal/grant"
 	"github.com/extranetgw/extranet/internal/netnstest"
 	"github.com/extranetgw/extranet/internal/policy"
@@ -92,4 +94,32 @@ func TestKernelSweep(t *testing.T) {
 			t.Errorf("flow still tracked:\n%s", out)
 		}
 	})
+}
+
+// TestForgetsOnlyOurs: a new active forgets the tunnel network's flows and
+// WireGuard's own, and nothing else the host tracks.
+func TestForgetsOnlyOurs(t *testing.T) {
+	f := ours{tunnel: tunnel, port: 51820}
+	for _, tc := range []struct {
+		name     string
+		src, dst string
+		proto    uint8
+		sport    uint16
+		dport    uint16
+		forget   bool
+	}{
+		{"a partner's flow", "100.64.1.5", "10.10.1.9", 6, 40000, 22, true},
+		{"toward a partner", "10.10.1.9", "100.64.1.5", 6, 22, 40000, true},
+		{"a partner's handshakes", "198.51.100.7", "192.0.2.10", 17, 40000, 51820, true},
+		{"the gateway's handshakes", "192.0.2.11", "198.51.100.7", 17, 51820, 40000, true},
+		{"the host's DNS", "192.0.2.11", "192.0.2.53", 17, 40000, 53, false},
+		{"the host's TCP on port 51820", "192.0.2.11", "198.51.100.7", 6, 40000, 51820, false},
+	} {
+		flow := &netlink.ConntrackFlow{}
+		flow.Forward.SrcIP, flow.Forward.DstIP = net.ParseIP(tc.src), net.ParseIP(tc.dst)
+		flow.Forward.Protocol, flow.Forward.SrcPort, flow.Forward.DstPort = tc.proto, tc.sport, tc.dport
+		if got := f.MatchConntrackFlow(flow); got != tc.forget {
+			t.Errorf("%s: forgotten %v, want %v", tc.name, got, tc.forget)
+		}
+	}
 }

@@ -174,6 +174,8 @@ type clusterView struct {
 	db        *store.DB
 	name      string
 	endpoints []string
+	// cand is this gateway's candidacy where gateways take turns.
+	cand *cluster.Candidate
 }
 
 // status asks etcd for a second at most: status must answer while etcd
@@ -189,6 +191,14 @@ func (v *clusterView) status() *api.ClusterStatus {
 	}
 	if gws, err := v.cl.Gateways(ctx); err == nil {
 		out.Gateways = gws
+	}
+	if v.cand != nil {
+		out.Role = "standby"
+		if v.cand.Role().Active {
+			out.Role = "active"
+		}
+		out.Active, out.Epoch, _ = v.cl.Active(ctx)
+		out.Failovers, _ = v.cl.Failovers(ctx)
 	}
 	return out
 }
@@ -246,4 +256,20 @@ func etcdTLS(cfg Config) (*tls.Config, error) {
 		t.Certificates = []tls.Certificate{cert}
 	}
 	return t, nil
+}
+
+// switchoverWait bounds how long a switchover waits for another gateway to
+// take the role: the active's hand-over, then a standby's promotion.
+const switchoverWait = 10 * time.Second
+
+// switchover asks the active to hand the role to another gateway.
+func (v *clusterView) switchover(ctx context.Context) (api.Switchover, error) {
+	if v == nil || v.cand == nil {
+		return api.Switchover{}, api.Errorf(api.CodeConflict, "this gateway does not take turns answering partners: switchover needs a cluster whose gateways run with --vip (docs/cluster.md)")
+	}
+	from, to, epoch, err := v.cl.Switchover(ctx, switchoverWait)
+	if err != nil {
+		return api.Switchover{From: from, To: to, Epoch: epoch}, api.Errorf(api.CodeConflict, "switchover: %v", err)
+	}
+	return api.Switchover{From: from, To: to, Epoch: epoch}, nil
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/extranetgw/extranet/internal/gwns"
 	"github.com/extranetgw/extranet/internal/store"
 	"github.com/extranetgw/extranet/internal/version"
+	"github.com/extranetgw/extranet/internal/vip"
 	"github.com/extranetgw/extranet/pkg/client"
 )
 
@@ -297,7 +298,9 @@ start once it has settled. Unless systemd is about to start the daemon again
 interface in the gateway namespace down, so no partner packet crosses a
 gateway that nobody enforces: a stop, a crash loop systemd gave up on, a
 stop during an automatic restart. The firewall rules and the namespace stay;
-the next start brings the link up once they are in force. With userspace
+the next start brings the link up once they are in force. On a cluster
+gateway that takes turns (--vip) it always takes the link down and releases
+the address, since another gateway takes over. With userspace
 WireGuard the interface ended with the daemon, and there is nothing to do.
 It decides from $SERVICE_RESULT (set for ExecStopPost) and from what
 systemctl says of the unit's job and state.`,
@@ -323,6 +326,16 @@ systemctl says of the unit's job and state.`,
 				log.Error("cannot ask systemd about the unit; deciding without it", "unit", unit, "err", err)
 			}
 			keep, why := keepLink(st, err == nil, result, stopping)
+			if cfg.VIP != "" {
+				// Another gateway takes over within seconds; a restarted
+				// one starts as a standby anyway.
+				keep, why = false, "this cluster gateway stopped answering partners, and another takes over"
+				if a, err := vip.Parse(cfg.VIP, cfg.VIPInterface, cfg.ListenPort, cfg.VIPTable); err != nil {
+					log.Error("cannot release the address partners dial", "err", err)
+				} else if err := a.Release(); err != nil {
+					return fmt.Errorf("release %s: %w", cfg.VIP, err)
+				}
+			}
 			attrs := []any{"unit", unit, "job", st.Job, "state", st.ActiveState, "netns", cfg.NetNS, "interface", cfg.Interface}
 			if stopping {
 				attrs = append(attrs, "result", result)

@@ -21,6 +21,7 @@ import (
 	"github.com/extranetgw/extranet/internal/refusals"
 	"github.com/extranetgw/extranet/internal/timespec"
 	"github.com/extranetgw/extranet/internal/validate"
+	"github.com/extranetgw/extranet/internal/vip"
 )
 
 // Config is every setting of extranetd. Each has a flag and a key of the
@@ -61,6 +62,16 @@ type Config struct {
 	EtcdCAFile   string `yaml:"etcd-ca-file"`
 	EtcdCertFile string `yaml:"etcd-cert-file"`
 	EtcdKeyFile  string `yaml:"etcd-key-file"`
+	// VIP is the address partners dial where a cluster's gateways take
+	// turns answering them, on VIPInterface (docs/cluster.md).
+	VIP          string `yaml:"vip"`
+	VIPInterface string `yaml:"vip-interface"`
+	// VIPTable is the routing table WireGuard's packets use while the
+	// gateway holds VIP, so that they leave from it.
+	VIPTable int `yaml:"vip-table"`
+	// RoleTTL is the active role's lease: an active that died is replaced
+	// within about this.
+	RoleTTL time.Duration `yaml:"role-ttl"`
 	// What partners did (docs/activity.md): one record per connection.
 	ActivityLog       bool   `yaml:"activity-log"`
 	ActivityRetention string `yaml:"activity-retention"`
@@ -109,6 +120,8 @@ func Defaults() Config {
 		IPTablesMode:      "auto",
 		ReconcileInterval: 10 * time.Second,
 		EtcdPrefix:        "/extranet/",
+		RoleTTL:           2 * time.Second,
+		VIPTable:          51820,
 		ApplyTimeout:      5 * time.Second,
 		StatsInterval:     30 * time.Second,
 		MaxPeerLifetime:   "0",
@@ -153,6 +166,10 @@ func (c *Config) BindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.EtcdCAFile, "etcd-ca-file", c.EtcdCAFile, "PEM CA certificate that signed etcd's (for https:// endpoints; default: the system's)")
 	fs.StringVar(&c.EtcdCertFile, "etcd-cert-file", c.EtcdCertFile, "PEM client certificate this gateway shows etcd")
 	fs.StringVar(&c.EtcdKeyFile, "etcd-key-file", c.EtcdKeyFile, "PEM private key of --etcd-cert-file (0600)")
+	fs.StringVar(&c.VIP, "vip", c.VIP, "address partners dial, with its network's length (192.0.2.10/24), held by whichever gateway of the cluster is active; none: every gateway answers")
+	fs.StringVar(&c.VIPInterface, "vip-interface", c.VIPInterface, "host interface that holds --vip while this gateway is active")
+	fs.IntVar(&c.VIPTable, "vip-table", c.VIPTable, "routing table that makes WireGuard's packets leave from --vip while this gateway holds it")
+	fs.DurationVar(&c.RoleTTL, "role-ttl", c.RoleTTL, "lease of the active role in etcd: an active that died is replaced within about this (etcd rounds it to seconds, at least its own minimum)")
 	fs.StringVar(&c.ClusterName, "cluster-name", c.ClusterName, "this gateway's name among the cluster's (default: the first label of the host name)")
 	fs.DurationVar(&c.ApplyTimeout, "apply-timeout", c.ApplyTimeout, "how long a request waits for the kernel to follow before it answers \"saved but not in force yet\"")
 	fs.DurationVar(&c.StatsInterval, "stats-interval", c.StatsInterval, "period of the handshake and traffic poller")
@@ -239,6 +256,8 @@ type Settings struct {
 	// ActivityRetention is set when ActivityLog is on.
 	ActivityRetention time.Duration
 	Scan              refusals.ScanOptions
+	// VIP is set where the cluster's gateways take turns (--vip).
+	VIP *vip.Address
 	// AlertSecret signs the alerts; set when AlertWebhook is.
 	AlertSecret []byte
 }
@@ -287,7 +306,7 @@ func (c *Config) Validate() (Settings, error) {
 		return st, fmt.Errorf("--link-network/--host-veth: %w", err)
 	}
 	for _, e := range c.EgressInterfaces {
-		if len(e) == 0 || len(e) > 15 || strings.ContainsAny(e, "/ \t\n") || e == c.HostVeth {
+		if !ifaceName(e) || e == c.HostVeth {
 			return st, fmt.Errorf("--egress-interface %q is not the name of a host interface partner traffic may leave by", e)
 		}
 	}
@@ -319,6 +338,20 @@ func (c *Config) Validate() (Settings, error) {
 	if c.ActivityLog {
 		if st.ActivityRetention, err = timespec.ParseDuration(c.ActivityRetention); err != nil || st.ActivityRetention <= 0 {
 			return st, fmt.Errorf("--activity-retention %q: a duration such as 90d is needed while --activity-log is on (%v)", c.ActivityRetention, err)
+		}
+	}
+	if c.VIP != "" || c.VIPInterface != "" {
+		if len(c.EtcdEndpoints) == 0 {
+			return st, fmt.Errorf("--vip is for a cluster's gateways taking turns; it needs --etcd-endpoints (docs/cluster.md)")
+		}
+		if c.RoleTTL < time.Second || c.RoleTTL > time.Minute {
+			return st, fmt.Errorf("--role-ttl %s: give 1s to 1m (2s: a failover within about 2.5 s)", c.RoleTTL)
+		}
+		if st.VIP, err = vip.Parse(c.VIP, c.VIPInterface, c.ListenPort, c.VIPTable); err != nil {
+			return st, err
+		}
+		if c.VIPInterface == c.HostVeth || !ifaceName(c.VIPInterface) {
+			return st, fmt.Errorf("--vip-interface %q is not the name of the host interface partners reach the gateway by", c.VIPInterface)
 		}
 	}
 	st.Scan = refusals.ScanOptions{Mode: c.ScanMode, WarnAt: c.ScanWarn, SuspendAt: c.ScanSuspend, Allow: c.ScanAllow}
@@ -430,4 +463,9 @@ func (c *Config) validateAlerts(st *Settings) error {
 		return fmt.Errorf("--alert-webhook-secret-file %s holds %d bytes: give at least 16", c.AlertWebhookSecretFile, len(st.AlertSecret))
 	}
 	return nil
+}
+
+// ifaceName tells whether s can name a network interface.
+func ifaceName(s string) bool {
+	return len(s) > 0 && len(s) <= 15 && !strings.ContainsAny(s, "/ \t\n")
 }

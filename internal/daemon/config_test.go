@@ -179,3 +179,33 @@ func TestScanAndAlertSettings(t *testing.T) {
 		}
 	}
 }
+
+// TestSharedAddressSettings: gateways take turns only in a cluster, with an
+// address and the interface that holds it, and a lease etcd can keep.
+func TestSharedAddressSettings(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		mod  func(*Config)
+		err  string
+	}{
+		{"a cluster gateway that takes turns", func(c *Config) {}, ""},
+		{"no etcd", func(c *Config) { c.EtcdEndpoints = nil }, "needs --etcd-endpoints"},
+		{"no interface", func(c *Config) { c.VIPInterface = "" }, "needs --vip-interface"},
+		{"the veth", func(c *Config) { c.VIPInterface = c.HostVeth }, "--vip-interface"},
+		{"no length", func(c *Config) { c.VIP = "203.0.113.10" }, "network's length"},
+		{"a lease etcd cannot keep", func(c *Config) { c.RoleTTL = 100 * time.Millisecond }, "--role-ttl"},
+		{"the main table", func(c *Config) { c.VIPTable = 254 }, "--vip-table"},
+	} {
+		c := Defaults()
+		c.EtcdEndpoints = []string{"https://10.0.0.5:2379"}
+		c.VIP, c.VIPInterface = "203.0.113.10/24", "eth0"
+		tc.mod(&c)
+		st, err := c.Validate()
+		if (err == nil) != (tc.err == "") || err != nil && !strings.Contains(err.Error(), tc.err) {
+			t.Errorf("%s: %v; want an error with %q", tc.name, err, tc.err)
+		}
+		if err == nil && (st.VIP == nil || st.VIP.Port != c.ListenPort || st.VIP.Prefix.String() != "203.0.113.10/24") {
+			t.Errorf("%s: settings %+v", tc.name, st.VIP)
+		}
+	}
+}

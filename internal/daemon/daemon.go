@@ -36,6 +36,7 @@ import (
 	"github.com/extranetgw/extranet/internal/service"
 	"github.com/extranetgw/extranet/internal/store"
 	"github.com/extranetgw/extranet/internal/version"
+	"github.com/extranetgw/extranet/internal/vip"
 	"github.com/extranetgw/extranet/internal/wgdev"
 	"github.com/extranetgw/extranet/pkg/api"
 )
@@ -193,14 +194,22 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 		kills.Killed(proto, src, dst, sport, dport)
 		denied.killed(proto, src, dst, dport)
 	}}
+	// Where gateways take turns, the link and the address partners dial
+	// follow the role (docs/cluster.md); a gateway starts standby.
+	var roles *reconcile.Roles
+	if st.VIP != nil {
+		st.VIP.Log = log
+		roles = &reconcile.Roles{Address: st.VIP}
+	}
 	rec := reconcile.New(reconcile.Options{
 		DB: db, Firewall: dp, Sweeper: sweeper,
-		Host: hostFacts(st.Link, cfg.EgressInterfaces, forwarded),
+		Host: hostFacts(st.Link, cfg.EgressInterfaces, forwarded, shared(st.VIP)),
 		Plan: st.Plan, Interface: cfg.Interface, Masquerade: cfg.Masquerade,
 		Clock: service.SystemClock{}, Logger: log,
 		Interval: cfg.ReconcileInterval, StatsInterval: cfg.StatsInterval,
 		Observe:   observe,
 		AliveFile: filepath.Join(cfg.StateDir, AliveFile),
+		Roles:     roles,
 	})
 	remote.set(rec)
 	began := time.Now()
@@ -221,6 +230,20 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 	}
 	defer dev.Close()
 	rec.SetDevice(dev)
+	if roles != nil {
+		// A kernel interface this gateway left up as the active, or the
+		// address it held, answers partners until now: no more, until
+		// etcd makes it the active again.
+		roles.Link = dev
+		roles.Forget = func() error {
+			_, errNS := sweeper.Forget(st.Plan.Network, 0)
+			_, errHost := conntrack.Kernel{}.Forget(st.Plan.Network, uint16(cfg.ListenPort))
+			return errors.Join(errNS, errHost)
+		}
+		if err := rec.Demote(); err != nil {
+			return fmt.Errorf("start as a standby: %w", err)
+		}
+	}
 	if err := rec.Start(); err != nil {
 		return err
 	}
@@ -236,9 +259,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 		log.Error("activity: partner connections are not recorded", "err", err)
 	}
 	// The first apply put the namespace's rules in place and only then
-	// joined it to the host; now the link comes up.
-	if err := dev.Up(); err != nil {
-		return fmt.Errorf("wireguard interface %s: %w", cfg.Interface, err)
+	// joined it to the host; now the link comes up, or, where gateways
+	// take turns, once this one is the active.
+	if roles == nil {
+		if err := dev.Up(); err != nil {
+			return fmt.Errorf("wireguard interface %s: %w", cfg.Interface, err)
+		}
 	}
 	if os.Getenv("GOGC") == "" {
 		// The heap is now mostly long-lived peer state (with 10,000 peers,
@@ -402,6 +428,37 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(l) }()
 
+	// The candidacy ends after the last poll of the stop below, which
+	// records where partners were while this gateway still answers them.
+	candCtx, stopCandidacy := context.WithCancel(context.Background())
+	defer stopCandidacy()
+	candDone := make(chan struct{})
+	close(candDone)
+	if roles != nil {
+		candDone = make(chan struct{})
+		cand := &cluster.Candidate{
+			Etcd: cl, Name: clView.name, TTL: cfg.RoleTTL, Log: log,
+			Promote: rec.Promote,
+			Serving: func() bool {
+				on, _ := rec.Serving()
+				return on
+			},
+			Demote: func(reason string) {
+				if err := rec.Demote(); err != nil {
+					log.Error("step down: the link or the address may still answer partners", "reason", reason, "err", err)
+				}
+			},
+		}
+		clView.cand = cand
+		if mets != nil {
+			mets.Role(func() (bool, int64) { return rec.Serving() }, cand.Promotions)
+		}
+		go func() {
+			defer close(candDone)
+			cand.Run(candCtx)
+		}()
+	}
+
 	notifyReady(log)
 	go watchdog(runCtx, func() time.Time { return rec.State().LastRun }, 3*cfg.ReconcileInterval, log)
 	log.Info("extranetd ready", "took", time.Since(began).Round(time.Millisecond), "socket", cfg.Socket, "version", version.Version)
@@ -430,6 +487,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 	if err := rec.PollStats(); err != nil {
 		log.Warn("last poll of peer statistics", "err", err)
 	}
+	// Step down, and let another gateway take over at once.
+	stopCandidacy()
+	<-candDone
 	log.Info("extranetd stopped; firewall rules stay in place")
 	return err
 }
@@ -482,6 +542,10 @@ type runtime struct {
 }
 
 func (r runtime) PollStats() error { return r.rec.PollStats() }
+
+func (r runtime) Switchover(ctx context.Context) (api.Switchover, error) {
+	return r.cluster.switchover(ctx)
+}
 
 func (r runtime) Status(all bool) api.Status {
 	st := r.rec.State()
@@ -605,7 +669,7 @@ func (d *dataplane) Check() ([]string, error) {
 // hostFacts tells the reconciler what the host receives itself (the veth's
 // address among it even before the veth exists) and where partner traffic
 // may leave it.
-func hostFacts(link gwns.Link, egress []string, forwarded bool) func([]netip.Prefix) (policy.Host, error) {
+func hostFacts(link gwns.Link, egress []string, forwarded bool, sh *policy.SharedAddress) func([]netip.Prefix) (policy.Host, error) {
 	veth, _, _ := link.Addrs()
 	return func(granted []netip.Prefix) (policy.Host, error) {
 		local, err := gwns.HostLocal()
@@ -615,11 +679,18 @@ func hostFacts(link gwns.Link, egress []string, forwarded bool) func([]netip.Pre
 		if v := netip.PrefixFrom(veth, 32); !slices.Contains(local, v) {
 			local = append(local, v)
 		}
+		// The host's whenever this gateway is the active: kept from
+		// partners before it holds it.
+		if sh != nil {
+			if v := netip.PrefixFrom(sh.Addr, 32); !slices.Contains(local, v) {
+				local = append(local, v)
+			}
+		}
 		out, err := gwns.Egress(granted, egress, link.HostVeth)
 		if err != nil {
 			return policy.Host{}, err
 		}
-		return policy.Host{Local: local, Egress: out, Forwarded: forwarded}, nil
+		return policy.Host{Local: local, Egress: out, Forwarded: forwarded, Shared: sh}, nil
 	}
 }
 
@@ -773,4 +844,13 @@ func Cleanup(cfg Config, log *slog.Logger) error {
 	}
 	log.Info("removed", "netns", cfg.NetNS, "host_veth", st.Link.HostVeth, "restored", restored)
 	return nil
+}
+
+// shared is the address that moves with the active role, as the firewall
+// needs it; nil where gateways do not take turns.
+func shared(a *vip.Address) *policy.SharedAddress {
+	if a == nil {
+		return nil
+	}
+	return &policy.SharedAddress{Addr: a.Prefix.Addr(), Interface: a.Interface}
 }

@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -56,5 +57,46 @@ func TestDemo(t *testing.T) {
 	}
 	if ns, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(ns), "exdemo") {
 		t.Errorf("make demo left namespaces behind:\n%s", ns)
+	}
+}
+
+// TestDemoCluster runs `make demo-cluster` as TestDemo runs `make demo`: two
+// gateways, a stock partner, a kill -9 of the active and a switchover,
+// each survived within seconds, and nothing left behind.
+func TestDemoCluster(t *testing.T) {
+	controlPlane(t)
+	needRig(t)
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(filepath.Join(root, "scripts", "install-deps.sh"), "--check").CombinedOutput(); err != nil {
+		t.Skipf("make demo-cluster would install packages (%s): run scripts/install-deps.sh first", strings.TrimSpace(string(out)))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), scaled(3*time.Minute))
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "make", "demo-cluster")
+	cmd.Dir = root
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM) }
+	cmd.WaitDelay = 30 * time.Second
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("make demo-cluster: %v\n%s", err, tail(out.String(), 60))
+	}
+	for _, want := range []string{"Endpoint = 192.168.60.10:51820", "took over; the partner went", "handed partners over to", "demo-cluster: removed the sandbox"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("make demo-cluster did not print %q:\n%s", want, tail(out.String(), 60))
+		}
+	}
+	// Each gap is the demo's to show, under the 3 s a failover may take.
+	for _, m := range regexp.MustCompile(`went ([0-9.]+) s without an answer`).FindAllStringSubmatch(out.String(), -1) {
+		if s, _ := strconv.ParseFloat(m[1], 64); s >= scaled(3*time.Second).Seconds() {
+			t.Errorf("make demo-cluster: the partner %s", m[0])
+		}
+	}
+	if ns, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(ns), "excl") {
+		t.Errorf("make demo-cluster left namespaces behind:\n%s", ns)
 	}
 }

@@ -390,6 +390,12 @@ func RenderHost(p *policy.Policy, veth string) Host {
 		chainAccept, chainAccept, veth, chainAccept, veth)
 	var n strings.Builder
 	fmt.Fprintf(&n, "*nat\n:%s - [0:0]\n", chainPost)
+	if sh := p.Host.Shared; sh != nil && p.Masquerade && ifaceRE.MatchString(sh.Interface) {
+		// The active's own address would change with every failover:
+		// internal hosts would see the other end of an open connection
+		// move.
+		fmt.Fprintf(&n, "-A %s -s %s -o %s -j SNAT --to-source %s\n", chainPost, p.TunnelNet.Masked(), sh.Interface, sh.Addr)
+	}
 	if p.Masquerade {
 		fmt.Fprintf(&n, "-A %s -s %s ! -o %s -j MASQUERADE\n", chainPost, p.TunnelNet.Masked(), veth)
 	}

@@ -391,3 +391,23 @@ func TestTreeBoundsTheWalk(t *testing.T) {
 		t.Logf("%d orgs: worst walk %d rules", n, worst)
 	}
 }
+
+// TestSharedAddressTranslation: where gateways take turns, partner traffic
+// that leaves by the shared address's interface leaves from that address,
+// which moves with the active, so an internal host sees one end of an open
+// connection whichever gateway carries it; by any other interface it is
+// masqueraded as before, and without masquerade nothing is translated.
+func TestSharedAddressTranslation(t *testing.T) {
+	p := &policy.Policy{Interface: "wg-ext", TunnelNet: netip.MustParsePrefix("100.64.0.0/16"), Masquerade: true,
+		Host: policy.Host{Shared: &policy.SharedAddress{Addr: netip.MustParseAddr("203.0.113.10"), Interface: "eth0"}}}
+	want := "*nat\n:EXTRANET-POST - [0:0]\n" +
+		"-A EXTRANET-POST -s 100.64.0.0/16 -o eth0 -j SNAT --to-source 203.0.113.10\n" +
+		"-A EXTRANET-POST -s 100.64.0.0/16 ! -o extranet0 -j MASQUERADE\nCOMMIT\n"
+	if got := RenderHost(p, "extranet0").NAT; got != want {
+		t.Errorf("nat:\n%s\nwant:\n%s", got, want)
+	}
+	p.Masquerade = false
+	if got := RenderHost(p, "extranet0").NAT; got != "*nat\n:EXTRANET-POST - [0:0]\nCOMMIT\n" {
+		t.Errorf("nat without masquerade:\n%s", got)
+	}
+}

@@ -20,6 +20,8 @@ func TestEveryRouteHasAPermission(t *testing.T) {
 		"GET /v1/status": "admin sponsor auditor",
 		"GET /v1/whoami": "admin sponsor auditor expirer nobody",
 
+		"POST /v1/cluster/switchover": "admin",
+
 		"POST /v1/orgs":               "admin",
 		"GET /v1/orgs":                "admin sponsor auditor",
 		"GET /v1/orgs/{org}":          "admin sponsor auditor",

@@ -105,6 +105,7 @@ func (s *Server) routeTable() []route {
 	return []route{
 		{"GET /v1/status", authz.ReadStatus, nil, nil, true, s.status},
 		{"GET /v1/whoami", authz.ReadWhoAmI, nil, nil, false, s.whoami},
+		{"POST /v1/cluster/switchover", authz.Switchover, nil, nil, false, s.switchover},
 
 		{"POST /v1/orgs", authz.ManageOrgs, nil, nil, false, s.createOrg},
 		{"GET /v1/orgs", authz.ReadOrgs, nil, nil, true, s.listOrgs},
@@ -180,6 +181,7 @@ var actionText = map[authz.Action]string{
 	authz.VerifyAudit:  "verify the audit log",
 	authz.ManageRoles:  "assign or revoke roles",
 	authz.ReadRoles:    "list roles",
+	authz.Switchover:   "move the cluster's active role",
 }
 
 // forbidden is the refusal of action (on org, when it is about one).
@@ -707,6 +709,11 @@ func flowProto(s string) (string, bool) {
 		return "udp", true
 	}
 	return strconv.FormatUint(n, 10), true
+}
+
+func (s *Server) switchover(w http.ResponseWriter, r *http.Request) {
+	res, err := s.svc.Switchover(s.withActor(r))
+	reply(w, http.StatusOK, res, err)
 }
 
 func (s *Server) verifyAudit(w http.ResponseWriter, r *http.Request) {

@@ -62,6 +62,7 @@ func TestAlertRulesInOperationsDoc(t *testing.T) {
 	}
 	m := New(db, 3*time.Minute)
 	m.Cluster(func() bool { return true }, func() int64 { return 1 })
+	m.Role(func() (bool, int64) { return true, 4 }, func() int { return 1 })
 	_, body := scrape(t, m.Handler(func() error { return nil }), "/metrics")
 	// The labels of each series name, from the sample lines.
 	labels := map[string]map[string]bool{}

@@ -148,6 +148,27 @@ func (m *Metrics) Cluster(following func() bool, revision func() int64) {
 			func() float64 { return float64(revision()) }))
 }
 
+// Role serves, where a cluster's gateways take turns answering partners,
+// whether this one does now and under which epoch, and how often it took
+// the role. Call it once.
+func (m *Metrics) Role(serving func() (bool, int64), promotions func() int) {
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "extranet_cluster_active", Help: "1 while this gateway is the cluster's active, answering partners; 0 while it is a standby."},
+			func() float64 {
+				if on, _ := serving(); on {
+					return 1
+				}
+				return 0
+			}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "extranet_cluster_epoch", Help: "The promotion this gateway answers partners under; 0 while it is a standby."},
+			func() float64 {
+				_, epoch := serving()
+				return float64(epoch)
+			}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "extranet_cluster_promotions_total", Help: "Times this gateway became the cluster's active since it started."},
+			func() float64 { return float64(promotions()) }))
+}
+
 // ActivityCounts are the activity log's own counts.
 type ActivityCounts struct {
 	Summarised, Lost, Failed uint64

@@ -189,3 +189,25 @@ func TestClusterGauges(t *testing.T) {
 		t.Errorf("a copy that follows:\n%s", body)
 	}
 }
+
+func TestRoleGauges(t *testing.T) {
+	db, err := store.Open(filepath.Join(t.TempDir(), "state.db"), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	m := New(db, time.Minute)
+	serving, epoch, promotions := false, int64(0), 0
+	m.Role(func() (bool, int64) { return serving, epoch }, func() int { return promotions })
+	h := m.Handler(func() error { return nil })
+	if _, body := scrape(t, h, "/metrics"); !strings.Contains(body, "extranet_cluster_active 0") || !strings.Contains(body, "extranet_cluster_promotions_total 0") {
+		t.Errorf("a standby:\n%s", body)
+	}
+	serving, epoch, promotions = true, 42, 1
+	_, body := scrape(t, h, "/metrics")
+	for _, want := range []string{"extranet_cluster_active 1", "extranet_cluster_epoch 42", "extranet_cluster_promotions_total 1"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the active: no %q in\n%s", want, body)
+		}
+	}
+}

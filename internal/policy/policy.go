@@ -69,6 +69,17 @@ type Host struct {
 	// networks before the gateway switched forwarding on. If it did not,
 	// it still forwards nothing but partner traffic.
 	Forwarded bool
+	// Shared, when set, is the address partners dial where gateways take
+	// turns answering them (docs/cluster.md): the active holds it.
+	Shared *SharedAddress
+}
+
+// SharedAddress is an address that moves with a cluster's active role.
+// Partner traffic leaves by Interface from it, so that what an internal
+// host sees stays the same when another gateway takes over.
+type SharedAddress struct {
+	Addr      netip.Addr
+	Interface string
 }
 
 // Granted lists the prefixes of every grant of p's groups, each once, in

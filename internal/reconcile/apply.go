@@ -27,7 +27,9 @@ import (
 //  3. WireGuard's peers: withdrawals and additions in one call;
 //  4. what is in force is recorded (commit), then every flow that lost its
 //     access dies: only now, with the peer gone from the device, nothing
-//     can re-open it. A sweep that fails is retried by the next run.
+//     can re-open it. A sweep that fails is retried by the next run;
+//  5. a cluster gateway promoted since the last run opens its data plane
+//     (role.go), once its rules are in force.
 
 // target is what one run wants of the data plane.
 type target struct {
@@ -198,6 +200,11 @@ func (r *Reconciler) apply(t target) ([]string, error) {
 	r.commit(t, withdrawing, setFailed)
 	if sweepAll || len(kill) > 0 || d.regrouped {
 		errs = append(errs, r.sweep(r.sweepPolicy(t), kill))
+	}
+
+	// 5. A cluster gateway promoted since opens its data plane now.
+	if !withdrawing {
+		errs = append(errs, r.serve(t))
 	}
 	return repairs, errors.Join(errs...)
 }

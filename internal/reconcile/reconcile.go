@@ -78,6 +78,9 @@ type Options struct {
 	Host func(granted []netip.Prefix) (policy.Host, error)
 	// Observe, when set, learns how each reconcile went (for metrics).
 	Observe func(took time.Duration, err error, repairs int)
+	// Roles, when set, makes this a cluster gateway that takes turns
+	// answering partners: its link stays down until Promote.
+	Roles *Roles
 	// AliveFile, when set, is a file whose time says when the daemon last
 	// ran (touched after a successful run, at most every aliveEvery), so
 	// that a start can tell which dates passed while it did not.
@@ -114,6 +117,14 @@ type Reconciler struct {
 	// lastStats is each peer's statistics at the last poll.
 	statsMu   sync.Mutex
 	lastStats map[wgtypes.Key]wgdev.PeerStats
+	// lastEndpoints are the endpoints the active last recorded.
+	lastEndpoints map[wgtypes.Key]string
+
+	// roleMu orders promotion and demotion (role.go): active is the
+	// role, serving whether the data plane is open for it.
+	roleMu          sync.Mutex
+	active, serving bool
+	epoch           int64
 }
 
 // orgInForce is what deciding about a peer needs of its organisation.
@@ -226,6 +237,13 @@ func (r *Reconciler) Run(ctx context.Context, hup <-chan struct{}) {
 func (r *Reconciler) pollStats(ctx context.Context) {
 	t := time.NewTicker(r.o.StatsInterval)
 	defer t.Stop()
+	// Only a cluster gateway that takes turns looks at endpoints apart.
+	var endpoints <-chan time.Time
+	if r.o.Roles != nil {
+		e := time.NewTicker(endpointsEvery)
+		defer e.Stop()
+		endpoints = e.C
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -234,9 +252,18 @@ func (r *Reconciler) pollStats(ctx context.Context) {
 			if err := r.PollStats(); err != nil {
 				r.log.Warn("poll peer statistics", "err", err)
 			}
+		case <-endpoints:
+			if err := r.PollEndpoints(); err != nil {
+				r.log.Warn("record partners' endpoints", "err", err)
+			}
 		}
 	}
 }
+
+// endpointsEvery is how often the active of a cluster records partners'
+// endpoints: a partner that connected or roamed less than this before a
+// failover comes back by its own retry instead of at once.
+const endpointsEvery = time.Second
 
 // applyPending runs the reconcile that work asks for: the changed peers
 // alone when that is enough, else a full one.

@@ -17,7 +17,14 @@ import (
 // daemon's largest steady cost. Last-seen only moves forward and traffic
 // totals never go back, so a restart or a re-created peer (whose device
 // counters start at zero) loses nothing.
+//
+// A cluster gateway that takes turns answering partners records only while
+// it answers them: a standby's device holds what it saw when it last did,
+// which the active's news has overtaken.
 func (r *Reconciler) PollStats() error {
+	if !r.recording() {
+		return nil
+	}
 	r.statsMu.Lock()
 	defer r.statsMu.Unlock()
 	stats, err := r.o.Device.Stats()
@@ -39,8 +46,69 @@ func (r *Reconciler) PollStats() error {
 			moved = append(moved, s)
 		}
 	}
+	if err := r.record(moved); err != nil {
+		return err
+	}
+	r.lastStats = seen
+	return r.o.Device.EndKeepalives(moved)
+}
+
+// recording reports whether this gateway records what its device sees.
+func (r *Reconciler) recording() bool {
+	if r.o.Roles == nil {
+		return true
+	}
+	serving, _ := r.Serving()
+	return serving
+}
+
+// PollEndpoints records, on the active of a cluster, the endpoint of every
+// partner whose endpoint moved since it last looked, so that the gateway
+// that takes over next reaches each partner where it is now (Kick), not
+// after the partner's own retry. It runs more often than PollStats and
+// writes far less: endpoints change when partners connect or roam.
+func (r *Reconciler) PollEndpoints() error {
+	if r.o.Roles == nil || !r.recording() {
+		return nil
+	}
+	r.statsMu.Lock()
+	defer r.statsMu.Unlock()
+	stats, err := r.o.Device.Stats()
+	if err != nil {
+		return err
+	}
+	var moved []wgdev.PeerStats
+	for _, s := range stats {
+		if !s.LastHandshake.IsZero() && s.Endpoint != "" && r.lastEndpoints[s.PublicKey] != s.Endpoint {
+			moved = append(moved, s)
+		}
+	}
+	if err := r.record(moved); err != nil {
+		return err
+	}
+	if r.lastEndpoints == nil {
+		r.lastEndpoints = map[wgtypes.Key]string{}
+	}
+	for _, s := range moved {
+		r.lastEndpoints[s.PublicKey] = s.Endpoint
+	}
+	return nil
+}
+
+// record writes what moved into the store, in one transaction.
+func (r *Reconciler) record(moved []wgdev.PeerStats) error {
 	if len(moved) > 0 {
-		err := r.o.DB.Update(func(tx *store.Tx) error {
+		// A cluster gateway writes only under the promotion it answers
+		// partners by; 0 on a single gateway.
+		var epoch int64
+		if r.o.Roles != nil {
+			serving, e := r.Serving()
+			if !serving {
+				return nil
+			}
+			epoch = e
+		}
+		err := r.o.DB.UpdateUnder(epoch, func(tx *store.Tx) error {
 			for _, s := range moved {
 				pub := s.PublicKey.String()
 				org, name, ok := strings.Cut(tx.KeyOwner(pub), "/")
@@ -64,8 +132,7 @@ func (r *Reconciler) PollStats() error {
 			return err
 		}
 	}
-	r.lastStats = seen
-	return r.o.Device.EndKeepalives(moved)
+	return nil
 }
 
 func sameStats(a, b wgdev.PeerStats) bool {

@@ -33,14 +33,20 @@ type Write struct {
 // Replicator makes a transaction's writes the cluster's.
 type Replicator interface {
 	// Commit writes ws to the cluster provided its state is still the
-	// one at fence, and returns the fence after them. It returns
-	// ErrStale when another gateway wrote since.
-	Commit(fence int64, ws []Write) (int64, error)
+	// one at fence and, when epoch is not 0, the cluster's active role is
+	// still held under that epoch; it returns the fence after them. It
+	// returns ErrStale when another gateway wrote since, and ErrNotActive
+	// when the role moved on.
+	Commit(fence, epoch int64, ws []Write) (int64, error)
 }
 
 // ErrStale means another gateway changed the cluster's state since this
 // copy was last brought up to date; the change is retried once it is.
 var ErrStale = errors.New("the cluster's state changed since this gateway's copy")
+
+// ErrNotActive means a write made under an active role's epoch was refused:
+// another gateway was promoted since, and only it records what partners do.
+var ErrNotActive = errors.New("this gateway no longer holds the active role it wrote under")
 
 // keyFence is the meta key of the copy's fence, and keyOrigin of which
 // cluster's state it is a copy of (the Replicator's to say). Both are local
@@ -142,7 +148,7 @@ func writeFence(tx *bolt.Tx, f int64) error {
 // changeReplicated is Change for a copy: fn runs in a local transaction,
 // its writes are committed to the cluster, then locally. When another
 // gateway wrote first, fn runs again once this copy holds that write.
-func (db *DB) changeReplicated(fn func(*Tx) error) (Changes, error) {
+func (db *DB) changeReplicated(epoch int64, fn func(*Tx) error) (Changes, error) {
 	deadline := time.Now().Add(replicaWait)
 	for {
 		caughtUp := db.caughtUp()
@@ -156,7 +162,7 @@ func (db *DB) changeReplicated(fn func(*Tx) error) (Changes, error) {
 			if len(tx.writes) == 0 {
 				return nil
 			}
-			next, err := db.repl.Commit(readFence(btx), tx.writes)
+			next, err := db.repl.Commit(readFence(btx), epoch, tx.writes)
 			if err != nil {
 				return err
 			}

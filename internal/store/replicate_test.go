@@ -15,7 +15,7 @@ type recorder struct {
 	commits [][]Write
 }
 
-func (r *recorder) Commit(fence int64, ws []Write) (int64, error) {
+func (r *recorder) Commit(fence, _ int64, ws []Write) (int64, error) {
 	if fence != r.fence {
 		return 0, ErrStale
 	}

@@ -311,8 +311,22 @@ func (db *DB) Update(fn func(*Tx) error) error {
 // Change is Update that also reports what fn changed, so the data plane
 // can follow by applying only that.
 func (db *DB) Change(fn func(*Tx) error) (Changes, error) {
+	return db.change(0, fn)
+}
+
+// UpdateUnder is Update for what only the active gateway of a cluster
+// records (what its device saw of partners): the write commits only while
+// the role is still held under epoch, so a gateway that lost it without
+// knowing yet cannot overwrite what the new active records. 0 is no
+// condition, as on a single gateway, where it is Update.
+func (db *DB) UpdateUnder(epoch int64, fn func(*Tx) error) error {
+	_, err := db.change(epoch, fn)
+	return err
+}
+
+func (db *DB) change(epoch int64, fn func(*Tx) error) (Changes, error) {
 	if db.repl != nil {
-		return db.changeReplicated(fn)
+		return db.changeReplicated(epoch, fn)
 	}
 	var ch Changes
 	err := db.bolt.Batch(func(btx *bolt.Tx) error {

@@ -121,6 +121,14 @@ type Device interface {
 	// Up brings the link up. Open leaves a new interface down, so that
 	// its peers and the firewall can be loaded before a packet passes.
 	Up() error
+	// Down takes the link down: nothing passes, no handshake is answered,
+	// and the peers stay, ready for the next Up.
+	Down() error
+	// Kick points peers at their endpoints and starts the handshake with
+	// each (a keepalive, which EndKeepalives takes back): partners whose
+	// clients hold a session another gateway had are back at once, not
+	// after their own retry.
+	Kick(peers []Peer) error
 	// Close stops a userspace device (its interface disappears with it)
 	// and leaves a kernel one in place; either way the firewall's default
 	// deny stays, so nothing opens.
@@ -427,13 +435,66 @@ func (d *dev) Up() error {
 		// An attempt of wireguard-go's own that failed to bind (the port
 		// taken) leaves its port at 0, and the Up above then binds any
 		// free port and succeeds: a gateway on a port no partner dials.
-		// Setting the port again binds it, or says it is taken.
-		if err := d.assertIdentity(); err != nil {
-			return err
+		// Setting the port again binds it, or says it is taken. Only
+		// then: setting it rebinds, and the answer to a handshake the
+		// link's coming up just started would be lost.
+		if dv, err := d.client.Device(d.cfg.Name); err != nil || dv.ListenPort != d.cfg.ListenPort {
+			if err := d.assertIdentity(); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
 }
+
+func (d *dev) Down() error {
+	link, err := d.nl.LinkByName(d.cfg.Name)
+	if err != nil {
+		return fmt.Errorf("find interface %s: %w", d.cfg.Name, err)
+	}
+	if err := d.nl.LinkSetDown(link); err != nil {
+		return fmt.Errorf("take %s down: %w", d.cfg.Name, err)
+	}
+	if d.wg != nil {
+		// As in Up: wireguard-go follows the link from a goroutine of its
+		// own, and the socket must be closed before this returns.
+		if err := d.wg.Down(); err != nil {
+			return fmt.Errorf("stop WireGuard on %s: %w", d.cfg.Name, err)
+		}
+	}
+	return nil
+}
+
+// kickBatch is how many handshakes a kick starts at once. The kernel
+// answers handshakes with cookies, which cost a round trip more, once 512
+// wait in its queue; wireguard-go likewise.
+const kickBatch = 256
+
+func (d *dev) Kick(peers []Peer) error {
+	keepalive := KeepaliveInterval
+	for start := 0; start < len(peers); start += kickBatch {
+		batch := peers[start:min(start+kickBatch, len(peers))]
+		changes := make([]wgtypes.PeerConfig, 0, len(batch))
+		for _, p := range batch {
+			if p.Endpoint.IsValid() {
+				changes = append(changes, wgtypes.PeerConfig{
+					PublicKey: p.PublicKey, UpdateOnly: true,
+					Endpoint: net.UDPAddrFromAddrPort(p.Endpoint), PersistentKeepaliveInterval: &keepalive,
+				})
+			}
+		}
+		if err := d.configurePeers(changes); err != nil {
+			return fmt.Errorf("start handshakes: %w", err)
+		}
+		if start+kickBatch < len(peers) {
+			time.Sleep(kickPause)
+		}
+	}
+	return nil
+}
+
+// kickPause lets a batch's handshakes complete before the next starts.
+const kickPause = 20 * time.Millisecond
 
 func (d *dev) assertIdentity() error {
 	port := d.cfg.ListenPort

@@ -393,6 +393,31 @@ type ClusterStatus struct {
 	// Gateways are those that follow the state now; nil when etcd did not
 	// answer.
 	Gateways []ClusterGateway `json:"gateways"`
+	// Role is this gateway's: "active", "standby", or "" where gateways do
+	// not take turns (no --vip). Active is the gateway that answers
+	// partners and Epoch its promotion; Failovers the last promotions,
+	// newest first.
+	Role      string            `json:"role,omitempty"`
+	Active    string            `json:"active,omitempty"`
+	Epoch     int64             `json:"epoch,omitempty"`
+	Failovers []ClusterFailover `json:"failovers,omitempty"`
+}
+
+// ClusterFailover is one promotion: To took the active role from From ("" if
+// none held it) at At, under Epoch.
+type ClusterFailover struct {
+	Epoch int64     `json:"epoch"`
+	From  string    `json:"from"`
+	To    string    `json:"to"`
+	At    time.Time `json:"at"`
+}
+
+// Switchover is the answer to a switchover: From handed the active role to
+// To, under Epoch.
+type Switchover struct {
+	From  string `json:"from"`
+	To    string `json:"to"`
+	Epoch int64  `json:"epoch"`
 }
 
 // ClusterGateway is one gateway that follows the cluster's state.

@@ -312,6 +312,13 @@ func (c *Client) VerifyAudit(ctx context.Context) (api.VerifyResult, error) {
 	return r, c.do(ctx, http.MethodGet, "/audit/verify", nil, nil, &r)
 }
 
+// Switchover asks the cluster's active gateway to hand the role to another,
+// and returns once one holds it.
+func (c *Client) Switchover(ctx context.Context) (api.Switchover, error) {
+	var r api.Switchover
+	return r, c.do(ctx, http.MethodPost, "/cluster/switchover", nil, struct{}{}, &r)
+}
+
 // Expire retires idle, unused and expired peers (or says what it would do).
 func (c *Client) Expire(ctx context.Context, req api.ExpireRequest) (api.ExpireResult, error) {
 	var out api.ExpireResult

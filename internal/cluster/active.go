@@ -1,0 +1,415 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/extranetgw/extranet/pkg/api"
+)
+
+// Exactly one gateway of a cluster answers partners: the one that holds the
+// active key, PREFIX-without-slash + ".active", under a lease of its own.
+// The key's create revision is the promotion's epoch: every promotion has a
+// larger one, and a write guarded by an epoch (Guard) commits only while
+// that promotion stands.
+//
+// The active gives the role up before etcd can give it to another. etcd
+// ends a lease no sooner than its TTL after the last renewal it received,
+// which is after the renewal was sent; so the active counts the TTL from
+// when it sent its last renewal that etcd answered, and stops answering
+// partners (Demote) a margin before that. A gateway cut off from etcd
+// stops in time, whoever else etcd then promotes.
+
+// Role is this gateway's part in answering partners.
+type Role struct {
+	Active bool
+	// Epoch is the promotion this gateway holds the role under; 0 when
+	// it does not.
+	Epoch int64
+	// Holder is the gateway that holds the role as far as this one saw,
+	// "" when none does.
+	Holder string
+}
+
+// Candidate runs one gateway's candidacy for the active role.
+type Candidate struct {
+	Etcd *Etcd
+	Name string
+	// TTL is the lease's; etcd gives at least its own minimum (about 1.5
+	// of its election timeouts). The role moves within about TTL of an
+	// active that died.
+	TTL time.Duration
+	// Promote is told when this gateway holds the role, under epoch. It
+	// must return at once; the data plane opens when it is ready.
+	Promote func(epoch int64)
+	// Demote must take this gateway off the partners' path (link down,
+	// address released) before it returns: it is called before etcd can
+	// promote another.
+	Demote func(reason string)
+	// Serving, when set, tells whether the data plane opened since
+	// Promote. One that has not within OpenWithin (default 10 s) hands
+	// the role on: a gateway that cannot answer partners (its interface
+	// gone, its rules refused) must not keep a healthy standby waiting.
+	Serving    func() bool
+	OpenWithin time.Duration
+	Log        *slog.Logger
+
+	mu       sync.Mutex
+	role     Role
+	holdOff  time.Time
+	promoted int
+	// lastHolder is the last gateway seen holding the role.
+	lastHolder string
+}
+
+// activeKey holds the active gateway's name, under its lease.
+func (e *Etcd) activeKey() string { return strings.TrimSuffix(e.Prefix, "/") + ".active" }
+
+// switchoverKey asks the active of an epoch to hand the role over.
+func (e *Etcd) switchoverKey() string { return strings.TrimSuffix(e.Prefix, "/") + ".switchover" }
+
+// failoversPrefix keeps the last promotions, by epoch.
+func (e *Etcd) failoversPrefix() string { return strings.TrimSuffix(e.Prefix, "/") + ".failovers/" }
+
+// keptFailovers is how many promotions the record keeps.
+const keptFailovers = 10
+
+// Role is where this gateway stands now.
+func (c *Candidate) Role() Role {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.role
+}
+
+// Promotions counts the times this gateway took the role.
+func (c *Candidate) Promotions() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.promoted
+}
+
+func (c *Candidate) setRole(r Role) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if r.Active && !c.role.Active {
+		c.promoted++
+	}
+	c.role = r
+}
+
+// Run campaigns for the role until ctx ends, and gives it up then.
+func (c *Candidate) Run(ctx context.Context) {
+	wait := retryMin
+	for ctx.Err() == nil {
+		err := c.round(ctx)
+		if err == nil {
+			wait = retryMin
+			continue
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if c.Log != nil {
+			c.Log.Warn("campaign for the active role", "err", err, "retry_in", wait)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, retryMax)
+	}
+}
+
+// round waits until the role is free, campaigns once, and holds the role
+// if it won, until it is lost.
+func (c *Candidate) round(ctx context.Context) error {
+	if err := c.waitFree(ctx); err != nil {
+		return err
+	}
+	ttl := max(int64(c.TTL.Round(time.Second)/time.Second), 1)
+	sent := time.Now()
+	gctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	lease, err := c.Etcd.Client.Grant(gctx, ttl)
+	if err != nil {
+		return fmt.Errorf("lease: %w", err)
+	}
+	key := c.Etcd.activeKey()
+	resp, err := c.Etcd.Client.Txn(gctx).
+		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+		Then(clientv3.OpPut(key, c.Name, clientv3.WithLease(lease.ID))).
+		Commit()
+	if err != nil || !resp.Succeeded {
+		c.revoke(lease.ID)
+		if err != nil {
+			return fmt.Errorf("take the role: %w", err)
+		}
+		return nil // another was quicker
+	}
+	epoch := resp.Header.Revision
+	return c.hold(ctx, lease.ID, epoch, sent.Add(time.Duration(lease.TTL)*time.Second))
+}
+
+// waitFree returns once no gateway holds the role and this one may take it.
+func (c *Candidate) waitFree(ctx context.Context) error {
+	key := c.Etcd.activeKey()
+	for {
+		gctx, cancel := context.WithTimeout(ctx, opTimeout)
+		resp, err := c.Etcd.Client.Get(gctx, key)
+		cancel()
+		if err != nil {
+			c.setRole(Role{})
+			return fmt.Errorf("read who is active: %w", err)
+		}
+		if len(resp.Kvs) == 0 {
+			c.setRole(Role{})
+			c.mu.Lock()
+			wait := time.Until(c.holdOff)
+			c.mu.Unlock()
+			if wait <= 0 {
+				return nil
+			}
+			// Just handed over: the others go first.
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(wait):
+			}
+			continue
+		}
+		c.setRole(Role{Holder: string(resp.Kvs[0].Value)})
+		c.mu.Lock()
+		c.lastHolder = string(resp.Kvs[0].Value)
+		c.mu.Unlock()
+		// Until the key goes. A watch that ends without word (etcd gone)
+		// is checked again on the next round.
+		wctx, wcancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), 5*time.Second)
+		for w := range c.Etcd.Client.Watch(wctx, key, clientv3.WithRev(resp.Header.Revision+1)) {
+			if deleted(w.Events) {
+				wcancel()
+			}
+		}
+		wcancel()
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+}
+
+func deleted(evs []*clientv3.Event) bool {
+	for _, ev := range evs {
+		if ev.Type == clientv3.EventTypeDelete {
+			return true
+		}
+	}
+	return false
+}
+
+// hold keeps the role under lease until it is lost, handed over, or ctx
+// ends, and demotes this gateway before it returns. expires is when etcd
+// may end the lease at the soonest, as far as this gateway knows.
+func (c *Candidate) hold(ctx context.Context, lease clientv3.LeaseID, epoch int64, expires time.Time) error {
+	ttl := time.Until(expires)
+	// Renewals come often enough that two may fail; the margin is the
+	// time the demotion has to take the gateway off the path.
+	every, margin := ttl/5, ttl/4
+	c.mu.Lock()
+	previous := c.lastHolder
+	c.lastHolder = c.Name
+	c.mu.Unlock()
+	c.setRole(Role{Active: true, Epoch: epoch, Holder: c.Name})
+	if c.Log != nil {
+		c.Log.Info("this gateway is active", "epoch", epoch, "previous", previous)
+	}
+	c.Promote(epoch)
+	go c.record(epoch, previous)
+
+	wctx, wcancel := context.WithCancel(ctx)
+	defer wcancel()
+	events := c.Etcd.Client.Watch(wctx, c.Etcd.activeKey(), clientv3.WithRev(epoch+1))
+	handover := c.Etcd.Client.Watch(wctx, c.Etcd.switchoverKey())
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	since := time.Now()
+	openWithin := c.OpenWithin
+	if openWithin <= 0 {
+		openWithin = 10 * time.Second
+	}
+	demote := func(reason string) {
+		c.Demote(reason)
+		c.setRole(Role{})
+		if c.Log != nil {
+			c.Log.Warn("this gateway is no longer active", "epoch", epoch, "reason", reason)
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			demote("extranetd is stopping")
+			c.revoke(lease)
+			return nil
+		case w, ok := <-events:
+			// The key is this promotion's until it is deleted or made
+			// anew; nobody but its holder changes it otherwise. A watch
+			// that ends leaves the lease to decide.
+			if !ok {
+				events = nil
+			} else if len(w.Events) > 0 {
+				demote("the active key was removed from etcd")
+				c.revoke(lease)
+				return nil
+			}
+		case w, ok := <-handover:
+			if !ok {
+				handover = nil
+			}
+			for _, ev := range w.Events {
+				if ev.Type == clientv3.EventTypePut && string(ev.Kv.Value) == strconv.FormatInt(epoch, 10) {
+					demote("switchover asked for")
+					c.mu.Lock()
+					c.holdOff = time.Now().Add(switchoverHoldOff)
+					c.mu.Unlock()
+					c.revoke(lease)
+					return nil
+				}
+			}
+		case <-tick.C:
+			if c.Serving != nil && time.Since(since) > openWithin && !c.Serving() {
+				demote("the data plane did not open")
+				c.mu.Lock()
+				c.holdOff = time.Now().Add(failedHoldOff)
+				c.mu.Unlock()
+				c.revoke(lease)
+				return errors.New("could not answer partners as the active; handed the role on")
+			}
+			if time.Until(expires) < margin {
+				demote("etcd did not renew the lease in time")
+				c.revoke(lease)
+				return errors.New("lost the lease")
+			}
+			sent := time.Now()
+			kctx, kcancel := context.WithDeadline(ctx, expires.Add(-margin))
+			resp, err := c.Etcd.Client.KeepAliveOnce(kctx, lease)
+			kcancel()
+			switch {
+			case errors.Is(err, rpctypes.ErrLeaseNotFound):
+				demote("etcd ended the lease")
+				return errors.New("lost the lease")
+			case err == nil:
+				expires = sent.Add(time.Duration(resp.TTL) * time.Second)
+			}
+		}
+	}
+}
+
+// switchoverHoldOff is how long a gateway that handed the role over lets
+// the others take it first; failedHoldOff the same after it could not
+// open its data plane.
+const (
+	switchoverHoldOff = 3 * time.Second
+	failedHoldOff     = 30 * time.Second
+)
+
+// revoke ends a lease at once, if etcd answers within a second.
+func (c *Candidate) revoke(id clientv3.LeaseID) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	c.Etcd.Client.Revoke(ctx, id)
+}
+
+// record keeps the promotion in the cluster's short history of them.
+func (c *Candidate) record(epoch int64, previous string) {
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	v, _ := json.Marshal(api.ClusterFailover{Epoch: epoch, To: c.Name, From: previous, At: time.Now().UTC()})
+	key := fmt.Sprintf("%s%020d", c.Etcd.failoversPrefix(), epoch)
+	if _, err := c.Etcd.Client.Put(ctx, key, string(v)); err != nil {
+		return
+	}
+	// The oldest beyond the kept ones go.
+	resp, err := c.Etcd.Client.Get(ctx, c.Etcd.failoversPrefix(), clientv3.WithPrefix(), clientv3.WithKeysOnly(),
+		clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend))
+	if err != nil {
+		return
+	}
+	for i, kv := range resp.Kvs {
+		if i >= keptFailovers {
+			c.Etcd.Client.Delete(ctx, string(kv.Key))
+		}
+	}
+}
+
+// Failovers are the last promotions, newest first.
+func (e *Etcd) Failovers(ctx context.Context) ([]api.ClusterFailover, error) {
+	resp, err := e.Client.Get(ctx, e.failoversPrefix(), clientv3.WithPrefix())
+	if err != nil {
+		return nil, err
+	}
+	var out []api.ClusterFailover
+	for _, kv := range resp.Kvs {
+		var f api.ClusterFailover
+		if json.Unmarshal(kv.Value, &f) == nil {
+			out = append(out, f)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Epoch > out[j].Epoch })
+	return out, nil
+}
+
+// Active is the gateway that holds the role now and its epoch; "" when none.
+func (e *Etcd) Active(ctx context.Context) (string, int64, error) {
+	resp, err := e.Client.Get(ctx, e.activeKey())
+	if err != nil {
+		return "", 0, err
+	}
+	if len(resp.Kvs) == 0 {
+		return "", 0, nil
+	}
+	return string(resp.Kvs[0].Value), resp.Kvs[0].CreateRevision, nil
+}
+
+// ErrNoSwitchover means no other gateway took the role when asked.
+var ErrNoSwitchover = errors.New("no other gateway took the active role")
+
+// Switchover asks the active gateway to hand the role over, and waits
+// until another holds it. The active takes itself off the partners' path
+// first, then lets the role go, so that the two never answer at once.
+func (e *Etcd) Switchover(ctx context.Context, wait time.Duration) (from, to string, epoch int64, err error) {
+	from, old, err := e.Active(ctx)
+	if err != nil {
+		return "", "", 0, fmt.Errorf("read who is active: %w", err)
+	}
+	if from == "" {
+		return "", "", 0, errors.New("no gateway is active now; the role moves by itself once one can take it")
+	}
+	if _, err := e.Client.Put(ctx, e.switchoverKey(), strconv.FormatInt(old, 10)); err != nil {
+		return "", "", 0, fmt.Errorf("ask %s to hand over: %w", from, err)
+	}
+	deadline := time.Now().Add(wait)
+	for time.Now().Before(deadline) {
+		to, epoch, err = e.Active(ctx)
+		if err == nil && epoch > old && to != "" {
+			if to == from {
+				return from, to, epoch, fmt.Errorf("%w: %s is active again (are the others running with --vip?)", ErrNoSwitchover, from)
+			}
+			return from, to, epoch, nil
+		}
+		select {
+		case <-ctx.Done():
+			return from, "", 0, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return from, "", 0, fmt.Errorf("%w within %s", ErrNoSwitchover, wait)
+}
