@@ -21,4 +21,4 @@ if ! EXTRANET_E2E_WIREGUARD=userspace EXTRANET_BENCH_FAILOVER=$rounds go test -v
 	tail -50 "$log" >&2
 	exit 1
 fi
-grep '^|' "$log"
+grep -E '^\||^peer issue' "$log"

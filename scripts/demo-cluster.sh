@@ -113,7 +113,11 @@ gwd a cluster init --etcd-endpoints "$etcd"
 mkdir -m 700 "$dir/b"
 install -m 600 "$dir/a/gateway.key" "$dir/b/gateway.key"
 
-ha() { echo --etcd-endpoints "$etcd" --cluster-name "gw-$1" --vip "$vip/24" --vip-interface lan0; }
+ha() { # gateway: its cluster flags; it answers the failsafe on its LAN address
+	local n=11
+	[ "$1" = b ] && n=12
+	echo --etcd-endpoints "$etcd" --cluster-name "gw-$1" --vip "$vip/24" --vip-interface lan0 --cluster-listen "192.168.60.$n:51821"
+}
 start a $(ha a)
 start b $(ha b)
 active=

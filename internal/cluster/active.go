@@ -57,13 +57,20 @@ type Candidate struct {
 	// address released) before it returns: it is called before etcd can
 	// promote another.
 	Demote func(reason string)
-	// Serving, when set, tells whether the data plane opened since
-	// Promote. One that has not within OpenWithin (default 10 s) hands
-	// the role on: a gateway that cannot answer partners (its interface
-	// gone, its rules refused) must not keep a healthy standby waiting.
-	Serving    func() bool
+	// Serving, when set, says why this gateway cannot answer partners
+	// now, or nil when it can: its data plane opened since Promote, and
+	// still holds the address on a link that is up. One that cannot,
+	// OpenWithin (default 10 s) after its promotion or at any time after,
+	// hands the role on: it must not keep a healthy standby waiting.
+	Serving    func() error
 	OpenWithin time.Duration
-	Log        *slog.Logger
+	// Eligible, when set, is asked before each campaign; an error keeps
+	// this gateway from campaigning, and is logged.
+	Eligible func(ctx context.Context) error
+	// Failsafe, when set, keeps the active answering partners while etcd
+	// is gone for every gateway (failsafe.go).
+	Failsafe *Failsafe
+	Log      *slog.Logger
 
 	mu       sync.Mutex
 	role     Role
@@ -71,6 +78,10 @@ type Candidate struct {
 	promoted int
 	// lastHolder is the last gateway seen holding the role.
 	lastHolder string
+	// others are the other gateways as etcd last listed them, for the
+	// failsafe; askedAt is when the active last asked this one.
+	others  []api.ClusterGateway
+	askedAt time.Time
 }
 
 // activeKey holds the active gateway's name, under its lease.
@@ -137,6 +148,11 @@ func (c *Candidate) round(ctx context.Context) error {
 	if err := c.waitFree(ctx); err != nil {
 		return err
 	}
+	if c.Eligible != nil {
+		if err := c.Eligible(ctx); err != nil {
+			return fmt.Errorf("not eligible for the active role: %w", err)
+		}
+	}
 	ttl := max(int64(c.TTL.Round(time.Second)/time.Second), 1)
 	sent := time.Now()
 	gctx, cancel := context.WithTimeout(ctx, opTimeout)
@@ -158,8 +174,33 @@ func (c *Candidate) round(ctx context.Context) error {
 		return nil // another was quicker
 	}
 	epoch := resp.Header.Revision
-	return c.hold(ctx, lease.ID, epoch, sent.Add(time.Duration(lease.TTL)*time.Second))
+	l := held{id: lease.ID, ttl: time.Duration(lease.TTL) * time.Second, expires: sent.Add(time.Duration(lease.TTL) * time.Second)}
+	if time.Until(l.expires) <= l.margin() {
+		// Won, but so slowly that the lease may end before the data
+		// plane could open: let it go.
+		c.revoke(lease.ID)
+		return errors.New("etcd granted the role too slowly to hold it")
+	}
+	return c.hold(ctx, l, epoch)
 }
+
+// held is the lease the active holds the role under.
+type held struct {
+	id  clientv3.LeaseID
+	ttl time.Duration
+	// expires is when etcd may end the lease at the soonest, as far as
+	// this gateway knows: the TTL from when it sent the last renewal
+	// etcd answered.
+	expires time.Time
+}
+
+// margin is how long before expires the active steps down: the time the
+// demotion has to take the gateway off the path.
+func (l held) margin() time.Duration { return l.ttl / 4 }
+
+// every is how often the active renews: two renewals may fail before the
+// margin.
+func (l held) every() time.Duration { return l.ttl / 5 }
 
 // waitFree returns once no gateway holds the role and this one may take it.
 func (c *Candidate) waitFree(ctx context.Context) error {
@@ -175,7 +216,7 @@ func (c *Candidate) waitFree(ctx context.Context) error {
 		if len(resp.Kvs) == 0 {
 			c.setRole(Role{})
 			c.mu.Lock()
-			wait := time.Until(c.holdOff)
+			wait := max(time.Until(c.holdOff), time.Until(c.askedAt.Add(c.holdBack())))
 			c.mu.Unlock()
 			if wait <= 0 {
 				return nil
@@ -216,14 +257,9 @@ func deleted(evs []*clientv3.Event) bool {
 	return false
 }
 
-// hold keeps the role under lease until it is lost, handed over, or ctx
-// ends, and demotes this gateway before it returns. expires is when etcd
-// may end the lease at the soonest, as far as this gateway knows.
-func (c *Candidate) hold(ctx context.Context, lease clientv3.LeaseID, epoch int64, expires time.Time) error {
-	ttl := time.Until(expires)
-	// Renewals come often enough that two may fail; the margin is the
-	// time the demotion has to take the gateway off the path.
-	every, margin := ttl/5, ttl/4
+// hold keeps the role under lease l until it is lost, handed over, or ctx
+// ends, and demotes this gateway before it returns.
+func (c *Candidate) hold(ctx context.Context, l held, epoch int64) error {
 	c.mu.Lock()
 	previous := c.lastHolder
 	c.lastHolder = c.Name
@@ -237,15 +273,34 @@ func (c *Candidate) hold(ctx context.Context, lease clientv3.LeaseID, epoch int6
 
 	wctx, wcancel := context.WithCancel(ctx)
 	defer wcancel()
+	// From the promotion's own revision on: a request made between it
+	// and the watch's start is not missed.
 	events := c.Etcd.Client.Watch(wctx, c.Etcd.activeKey(), clientv3.WithRev(epoch+1))
-	handover := c.Etcd.Client.Watch(wctx, c.Etcd.switchoverKey())
-	tick := time.NewTicker(every)
-	defer tick.Stop()
+	handover := c.Etcd.Client.Watch(wctx, c.Etcd.switchoverKey(), clientv3.WithRev(epoch+1))
+	if c.Failsafe != nil {
+		go c.listOthers(wctx)
+	}
+	renew := time.NewTicker(l.every())
+	defer renew.Stop()
+	// The step down has a timer of its own, set at every renewal: a tick
+	// could come up to a whole period late. With a failsafe it fires
+	// earlier, so that the others' answers are in before the margin.
+	early := l.margin()
+	if c.Failsafe != nil {
+		early += askTimeout
+	}
+	stepDown := time.NewTimer(time.Until(l.expires.Add(-early)))
+	defer stepDown.Stop()
 	since := time.Now()
 	openWithin := c.OpenWithin
 	if openWithin <= 0 {
 		openWithin = 10 * time.Second
 	}
+	// failsafe: etcd answers no gateway, and this one keeps answering
+	// partners. graceEnd is when the first of the others that said so
+	// may campaign once etcd answers it, less the margin: until then
+	// this one may keep answering while it tries to renew.
+	failsafe, graceEnd := false, time.Time{}
 	demote := func(reason string) {
 		c.Demote(reason)
 		c.setRole(Role{})
@@ -257,7 +312,7 @@ func (c *Candidate) hold(ctx context.Context, lease clientv3.LeaseID, epoch int6
 		select {
 		case <-ctx.Done():
 			demote("extranetd is stopping")
-			c.revoke(lease)
+			c.revoke(l.id)
 			return nil
 		case w, ok := <-events:
 			// The key is this promotion's until it is deleted or made
@@ -266,8 +321,8 @@ func (c *Candidate) hold(ctx context.Context, lease clientv3.LeaseID, epoch int6
 			if !ok {
 				events = nil
 			} else if len(w.Events) > 0 {
-				demote("the active key was removed from etcd")
-				c.revoke(lease)
+				demote(fmt.Sprintf("the active key was removed from etcd %v %s rev %d canceled %v err %v", w.Events[0].Type, w.Events[0].Kv.Key, w.Events[0].Kv.ModRevision, w.Canceled, w.Err()))
+				c.revoke(l.id)
 				return nil
 			}
 		case w, ok := <-handover:
@@ -280,37 +335,117 @@ func (c *Candidate) hold(ctx context.Context, lease clientv3.LeaseID, epoch int6
 					c.mu.Lock()
 					c.holdOff = time.Now().Add(switchoverHoldOff)
 					c.mu.Unlock()
-					c.revoke(lease)
+					c.revoke(l.id)
 					return nil
 				}
 			}
-		case <-tick.C:
-			if c.Serving != nil && time.Since(since) > openWithin && !c.Serving() {
-				demote("the data plane did not open")
-				c.mu.Lock()
-				c.holdOff = time.Now().Add(failedHoldOff)
-				c.mu.Unlock()
-				c.revoke(lease)
-				return errors.New("could not answer partners as the active; handed the role on")
-			}
-			if time.Until(expires) < margin {
+		case <-stepDown.C:
+			if c.Failsafe == nil {
 				demote("etcd did not renew the lease in time")
-				c.revoke(lease)
+				c.revoke(l.id)
 				return errors.New("lost the lease")
 			}
+			asked := time.Now()
+			holdsBack, err := c.Failsafe.othersLostEtcd(ctx, c.othersToAsk())
+			switch {
+			case err == nil:
+				if !failsafe && c.Log != nil {
+					c.Log.Warn("etcd answers neither this gateway nor any other: still answering partners (failsafe) until one reaches it", "epoch", epoch)
+				}
+				failsafe, graceEnd = true, asked.Add(holdsBack-l.margin())
+			case failsafe && errors.Is(err, errReached) && time.Now().Before(graceEnd):
+				// etcd is back for another gateway, which holds back
+				// since it said it was not: this one has until then to
+				// renew its lease, if etcd kept it.
+			default:
+				demote("etcd did not renew the lease in time, and the failsafe does not hold: " + err.Error())
+				c.revoke(l.id)
+				return errors.New("lost the lease")
+			}
+			// Asked again before the answers could be out of date.
+			stepDown.Reset(l.every())
+		case <-renew.C:
+			if c.Serving != nil && time.Since(since) > openWithin {
+				if err := c.Serving(); err != nil {
+					demote("cannot answer partners: " + err.Error())
+					c.mu.Lock()
+					c.holdOff = time.Now().Add(failedHoldOff)
+					c.mu.Unlock()
+					c.revoke(l.id)
+					return fmt.Errorf("could not answer partners as the active (%w); handed the role on", err)
+				}
+			}
 			sent := time.Now()
-			kctx, kcancel := context.WithDeadline(ctx, expires.Add(-margin))
-			resp, err := c.Etcd.Client.KeepAliveOnce(kctx, lease)
+			deadline := l.expires.Add(-early)
+			if failsafe || deadline.Before(sent) {
+				deadline = sent.Add(l.every())
+			}
+			kctx, kcancel := context.WithDeadline(ctx, deadline)
+			resp, err := c.Etcd.Client.KeepAliveOnce(kctx, l.id)
 			kcancel()
 			switch {
 			case errors.Is(err, rpctypes.ErrLeaseNotFound):
+				// It ended: etcd had a quorum, so another may be active.
 				demote("etcd ended the lease")
 				return errors.New("lost the lease")
 			case err == nil:
-				expires = sent.Add(time.Duration(resp.TTL) * time.Second)
+				l.expires = sent.Add(time.Duration(resp.TTL) * time.Second)
+				stepDown.Reset(time.Until(l.expires.Add(-early)))
+				if failsafe && c.Log != nil {
+					c.Log.Info("etcd answers again: the failsafe is over", "epoch", epoch)
+				}
+				failsafe = false
 			}
 		}
 	}
+}
+
+// holdBack is how long a gateway that told the active it cannot reach etcd
+// does not campaign after: the active keeps answering partners on its word,
+// and must learn that etcd answers again, and step down if its lease is
+// gone, before anyone is promoted.
+func (c *Candidate) holdBack() time.Duration { return 2 * max(c.TTL, time.Second) }
+
+// listOthers keeps the list of the other gateways fresh while etcd
+// answers, for the failsafe, until ctx ends.
+func (c *Candidate) listOthers(ctx context.Context) {
+	for {
+		gctx, cancel := context.WithTimeout(ctx, time.Second)
+		gws, err := c.Etcd.Gateways(gctx)
+		cancel()
+		if err == nil {
+			c.mu.Lock()
+			c.others = c.others[:0]
+			for _, g := range gws {
+				if g.Name != c.Name {
+					c.others = append(c.others, g)
+				}
+			}
+			c.mu.Unlock()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+// othersToAsk are the failsafe addresses of the other gateways; one
+// without an address cannot answer, and so keeps the failsafe from holding.
+func (c *Candidate) othersToAsk() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]string, 0, len(c.others))
+	for _, g := range c.others {
+		addr := g.Failsafe
+		if addr == "" {
+			// Nothing listens there: the question fails, as it must.
+			addr = "unreachable.invalid:0"
+		}
+		out = append(out, addr)
+	}
+	return out
 }
 
 // switchoverHoldOff is how long a gateway that handed the role over lets
@@ -412,4 +547,21 @@ func (e *Etcd) Switchover(ctx context.Context, wait time.Duration) (from, to str
 		}
 	}
 	return from, "", 0, fmt.Errorf("%w within %s", ErrNoSwitchover, wait)
+}
+
+// Resign ends name's hold on the active role, if it holds it, without
+// waiting for its lease: for a gateway whose daemon died and whose link and
+// address are down already (the stop hook), so that another takes over at
+// once rather than when the lease runs out. It reports whether name held it.
+func (e *Etcd) Resign(ctx context.Context, name string) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	resp, err := e.Client.Txn(ctx).
+		If(clientv3.Compare(clientv3.Value(e.activeKey()), "=", name)).
+		Then(clientv3.OpDelete(e.activeKey())).
+		Commit()
+	if err != nil {
+		return false, fmt.Errorf("give up the active role: %w", err)
+	}
+	return resp.Succeeded, nil
 }

@@ -3,6 +3,11 @@ package cluster
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -10,7 +15,9 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/extranetgw/extranet/internal/cluster/etcdtest"
 	"github.com/extranetgw/extranet/internal/store"
+	"github.com/extranetgw/extranet/pkg/api"
 )
 
 // roles records every gateway's promotions and demotions in one order, to
@@ -76,7 +83,7 @@ func (r *roles) active() string {
 // test ends or the returned stop is called.
 func candidate(t *testing.T, url, name string, r *roles, opts ...func(*Candidate)) (*Candidate, *clientv3.Client, func()) {
 	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{url}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	cli, err := clientv3.New(clientv3.Config{Endpoints: strings.Split(url, ","), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,12 +218,12 @@ func TestActiveThatCannotServeHandsOn(t *testing.T) {
 	_, srv := startEtcd(t)
 	r := &roles{}
 	broken := func(c *Candidate) {
-		c.Serving = func() bool { return false }
+		c.Serving = func() error { return errors.New("no interface") }
 		c.OpenWithin = time.Second
 	}
 	candidate(t, srv.URL, "gw-broken", r, broken)
 	waitActive(t, r, "", 10*time.Second)
-	candidate(t, srv.URL, "gw-ok", r, func(c *Candidate) { c.Serving = func() bool { return true } })
+	candidate(t, srv.URL, "gw-ok", r, func(c *Candidate) { c.Serving = func() error { return nil } })
 	if got, took := waitActive(t, r, "gw-broken", 10*time.Second); got != "gw-ok" {
 		t.Errorf("%s took over after %v; want gw-ok", got, took)
 	}
@@ -225,4 +232,168 @@ func TestActiveThatCannotServeHandsOn(t *testing.T) {
 		t.Errorf("%s is active; want gw-ok to keep the role", got)
 	}
 	r.check(t)
+}
+
+// TestOneGatewayKey: the first key a cluster hears of is its key; another
+// is refused, and the same again is accepted.
+func TestOneGatewayKey(t *testing.T) {
+	e, _ := startEtcd(t)
+	ctx := context.Background()
+	if err := e.CheckGatewayKey(ctx, "key-a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.CheckGatewayKey(ctx, "key-a"); err != nil {
+		t.Errorf("the cluster's own key: %v", err)
+	}
+	if err := e.CheckGatewayKey(ctx, "key-b"); !errors.Is(err, ErrOtherKey) || !strings.Contains(err.Error(), "key-a") {
+		t.Errorf("another key: %v; want ErrOtherKey naming the cluster's", err)
+	}
+}
+
+// TestResignHandsOverAtOnce: the stop hook of a gateway whose daemon died
+// gives the role up, and the other takes it at once instead of when the
+// dead one's lease runs out; another gateway's name resigns nothing.
+func TestResignHandsOverAtOnce(t *testing.T) {
+	e, srv := startEtcd(t)
+	r := &roles{}
+	_, cli, _ := candidate(t, srv.URL, "gw-a", r)
+	waitActive(t, r, "", 10*time.Second)
+	candidate(t, srv.URL, "gw-b", r)
+	// Dead: its connection to etcd is gone and its lease still holds.
+	cli.Close()
+	if held, err := e.Resign(context.Background(), "gw-b"); held || err != nil {
+		t.Errorf("Resign of a gateway that does not hold the role: %v, %v", held, err)
+	}
+	if held, err := e.Resign(context.Background(), "gw-a"); !held || err != nil {
+		t.Fatalf("Resign of the active: %v, %v", held, err)
+	}
+	if _, took := waitActive(t, r, "gw-a", 5*time.Second); took > time.Second {
+		t.Errorf("gw-b took over %v after the resignation; want at once", took)
+	}
+}
+
+// failsafeCandidate is candidate with a failsafe, its question answered by
+// a server of its own, and listed in etcd with that address.
+func failsafeCandidate(t *testing.T, url, name string, r *roles, secret []byte) (*Candidate, *clientv3.Client) {
+	t.Helper()
+	var c *Candidate
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) { c.FailsafeHandler().ServeHTTP(w, req) }))
+	t.Cleanup(srv.Close)
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	c, cli, _ := candidate(t, url, name, r, func(cc *Candidate) {
+		cc.Log = slog.New(slog.NewTextHandler(testWriter{t}, nil)).With("gateway", name)
+		cc.Failsafe = &Failsafe{Secret: secret, Addr: addr}
+		c = cc
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.Etcd.Register(ctx, api.ClusterGateway{Name: name, Failsafe: addr}, name)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	return c, cli
+}
+
+// TestFailsafeWhileEtcdIsGone, against an etcd of three members: with a
+// majority of them stopped (its quorum lost) the active keeps answering
+// partners, since the others say they cannot reach etcd either and nobody
+// can be promoted; when the quorum is back it still is, and no other was
+// promoted meanwhile. Cut off alone, it steps down, since another reaches
+// etcd.
+func TestFailsafeWhileEtcdIsGone(t *testing.T) {
+	members, err := etcdtest.StartCluster(t.TempDir(), "127.0.0.1", 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var urls []string
+	for _, m := range members {
+		t.Cleanup(m.Stop)
+		urls = append(urls, m.URL)
+	}
+	url := strings.Join(urls, ",")
+	r := &roles{}
+	secret := FailsafeSecret([]byte("the gateway key"))
+	a, cliA := failsafeCandidate(t, url, "gw-a", r, secret)
+	waitActive(t, r, "", 10*time.Second)
+	failsafeCandidate(t, url, "gw-b", r, secret)
+	eventually(t, "gw-a knows gw-b", func() error {
+		if len(a.othersToAsk()) != 1 {
+			return fmt.Errorf("others %v", a.othersToAsk())
+		}
+		return nil
+	})
+
+	var stopped sync.WaitGroup
+	for _, m := range members[1:] {
+		stopped.Add(1)
+		go func() {
+			defer stopped.Done()
+			m.Stop()
+		}()
+	}
+	stopped.Wait()
+	// Past the lease: the failsafe holds.
+	time.Sleep(3 * time.Second)
+	if got := r.active(); got != "gw-a" {
+		t.Fatalf("with etcd's quorum lost, %q is active; want gw-a to keep answering", got)
+	}
+	// Together: a member alone waits for a quorum to be ready.
+	restarted := make(chan error, 2)
+	for _, m := range members[1:] {
+		go func() { restarted <- m.Restart() }()
+	}
+	for range members[1:] {
+		if err := <-restarted; err != nil {
+			t.Fatal(err)
+		}
+	}
+	// gw-a renews, or, if gw-b heard from etcd first, steps down and
+	// takes the role again: gw-b was asked, and holds back.
+	eventually(t, "gw-a active with etcd's quorum back", func() error {
+		if got := r.active(); got != "gw-a" {
+			return fmt.Errorf("%q is active", got)
+		}
+		return nil
+	})
+
+	// gw-a alone cut off: gw-b reaches etcd, so gw-a steps down.
+	cliA.Close()
+	if got, _ := waitActive(t, r, "gw-a", 10*time.Second); got != "gw-b" {
+		t.Errorf("%s took over from gw-a; want gw-b", got)
+	}
+	r.check(t)
+}
+
+// TestFailsafeAnswersOnlyItsCluster: a question without the cluster's key is
+// refused, and an answer is good only for the question it answers.
+func TestFailsafeAnswersOnlyItsCluster(t *testing.T) {
+	_, srv := startEtcd(t)
+	r := &roles{}
+	c, _ := failsafeCandidate(t, srv.URL, "gw-a", r, FailsafeSecret([]byte("ours")))
+	waitActive(t, r, "", 10*time.Second)
+	ours := &Failsafe{Secret: FailsafeSecret([]byte("ours"))}
+	if a, err := ours.ask(context.Background(), c.Failsafe.Addr); err != nil || !a.Active || !a.Etcd || a.Name != "gw-a" {
+		t.Errorf("the cluster's question: %+v, %v", a, err)
+	}
+	theirs := &Failsafe{Secret: FailsafeSecret([]byte("theirs"))}
+	if _, err := theirs.ask(context.Background(), c.Failsafe.Addr); err == nil {
+		t.Error("a question without the cluster's key was answered")
+	}
+	if _, err := ours.othersLostEtcd(context.Background(), []string{c.Failsafe.Addr}); err == nil || !strings.Contains(err.Error(), "is active") || errors.Is(err, errReached) {
+		t.Errorf("othersLostEtcd with a gateway that is active: %v", err)
+	}
+	if _, err := ours.othersLostEtcd(context.Background(), nil); !errors.Is(err, errNoOthers) {
+		t.Errorf("othersLostEtcd with nobody to ask: %v", err)
+	}
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(b []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(b)))
+	return len(b), nil
 }

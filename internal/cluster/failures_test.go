@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/extranetgw/extranet/internal/store"
+	"github.com/extranetgw/extranet/pkg/api"
 )
 
 // initCluster makes a one-organisation state the cluster's and returns a
@@ -221,7 +222,7 @@ func TestNameHeldByAnotherGateway(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		e.Register(ctx, "gw1", "v1")
+		e.Register(ctx, api.ClusterGateway{Name: "gw1", Version: "v1", Started: time.Now()}, "instance-1")
 	}()
 	defer func() {
 		cancel()
@@ -240,4 +241,23 @@ func TestNameHeldByAnotherGateway(t *testing.T) {
 	if gws, err := e.Gateways(context.Background()); err != nil || len(gws) != 1 || gws[0].Version != "v1" {
 		t.Errorf("after a second gateway tried the name: %+v, %v", gws, err)
 	}
+	// The same gateway, restarted after a kill -9 left its listing
+	// behind, takes it over at once.
+	rctx, rcancel := context.WithCancel(context.Background())
+	restarted := make(chan struct{})
+	go func() {
+		defer close(restarted)
+		e.registerOnce(rctx, "gw1", `{"name":"gw1","version":"v3","instance":"instance-1"}`)
+	}()
+	defer func() {
+		rcancel()
+		<-restarted
+	}()
+	eventually(t, "the restarted gateway listed", func() error {
+		gws, err := e.Gateways(context.Background())
+		if err != nil || len(gws) != 1 || gws[0].Version != "v3" {
+			return fmt.Errorf("%+v, %v", gws, err)
+		}
+		return nil
+	})
 }

@@ -28,9 +28,12 @@ func (e *Etcd) gatewaysPrefix() string {
 // Register lists this gateway as name until ctx ends, under a lease that
 // ends with it, and lists it again whenever etcd lost it (an outage that
 // outlasted the lease). A name another gateway holds is not taken: this
-// gateway stays unlisted, and says so.
-func (e *Etcd) Register(ctx context.Context, name, version string) {
-	value, _ := json.Marshal(api.ClusterGateway{Name: name, Version: version, Started: time.Now().UTC()})
+// gateway stays unlisted, and says so. instance tells this gateway from
+// another of the same name: a listing of its own instance, left by a run
+// that was killed before its lease ran out, is replaced at once.
+func (e *Etcd) Register(ctx context.Context, gw api.ClusterGateway, instance string) {
+	name := gw.Name
+	value, _ := json.Marshal(listing{ClusterGateway: gw, Instance: instance})
 	wait, said := retryMin, ""
 	for ctx.Err() == nil {
 		err := e.registerOnce(ctx, name, string(value))
@@ -50,11 +53,19 @@ func (e *Etcd) Register(ctx context.Context, name, version string) {
 	}
 }
 
+// listing is what a gateway lists of itself.
+type listing struct {
+	api.ClusterGateway
+	Instance string `json:"instance,omitempty"`
+}
+
 // errNameTaken means another gateway is listed under this one's name.
 var errNameTaken = errors.New("another gateway is listed under this name: give each gateway its own --cluster-name")
 
 func (e *Etcd) registerOnce(ctx context.Context, name, value string) error {
 	key := e.gatewaysPrefix() + name
+	var mine listing
+	json.Unmarshal([]byte(value), &mine)
 	gctx, cancel := context.WithTimeout(ctx, opTimeout)
 	lease, err := e.Client.Grant(gctx, registerTTL)
 	if err != nil {
@@ -66,10 +77,30 @@ func (e *Etcd) registerOnce(ctx context.Context, name, value string) error {
 		defer rcancel()
 		e.Client.Revoke(rctx, lease.ID)
 	}
-	resp, err := e.Client.Txn(gctx).
-		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-		Then(clientv3.OpPut(key, value, clientv3.WithLease(lease.ID))).
-		Commit()
+	put := func() (*clientv3.TxnResponse, error) {
+		return e.Client.Txn(gctx).
+			If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+			Then(clientv3.OpPut(key, value, clientv3.WithLease(lease.ID))).
+			Else(clientv3.OpGet(key)).
+			Commit()
+	}
+	resp, err := put()
+	if err == nil && !resp.Succeeded {
+		// This gateway's own listing, from a run killed before its lease
+		// ended: the listing goes, unless it changed meanwhile.
+		if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) == 1 {
+			var held listing
+			if json.Unmarshal(kvs[0].Value, &held) == nil && mine.Instance != "" && held.Instance == mine.Instance {
+				_, err = e.Client.Txn(gctx).
+					If(clientv3.Compare(clientv3.ModRevision(key), "=", kvs[0].ModRevision)).
+					Then(clientv3.OpDelete(key)).
+					Commit()
+				if err == nil {
+					resp, err = put()
+				}
+			}
+		}
+	}
 	cancel()
 	switch {
 	case err != nil:

@@ -72,17 +72,18 @@ func Doomed(tunnel netip.Prefix, p *policy.Policy, src, dst netip.Addr, proto ui
 }
 
 // Forget deletes every IPv4 entry of the tunnel network's flows, and of
-// UDP port port (WireGuard's; 0: none), and returns how many it deleted. A
+// UDP port port (WireGuard's; 0: none) to or from local (the shared
+// address), and returns how many it deleted. A
 // cluster gateway that becomes the active forgets what it tracked in an
 // earlier turn: another gateway carried those flows since, and entries
 // whose sequence numbers fell behind would mark the flows' packets invalid
 // instead of picking them up where they are.
-func (k Kernel) Forget(tunnel netip.Prefix, port uint16) (int, error) {
+func (k Kernel) Forget(tunnel netip.Prefix, port uint16, local netip.Addr) (int, error) {
 	del := netlink.ConntrackDeleteFilters
 	if k.NL != nil {
 		del = k.NL.ConntrackDeleteFilters
 	}
-	n, err := del(netlink.ConntrackTable, netlink.FAMILY_V4, ours{tunnel: tunnel, port: port})
+	n, err := del(netlink.ConntrackTable, netlink.FAMILY_V4, ours{tunnel: tunnel, port: port, local: local})
 	if err != nil {
 		return int(n), fmt.Errorf("delete conntrack entries: %w", err)
 	}
@@ -92,6 +93,7 @@ func (k Kernel) Forget(tunnel netip.Prefix, port uint16) (int, error) {
 type ours struct {
 	tunnel netip.Prefix
 	port   uint16
+	local  netip.Addr
 }
 
 func (o ours) MatchConntrackFlow(flow *netlink.ConntrackFlow) bool {
@@ -104,5 +106,5 @@ func (o ours) MatchConntrackFlow(flow *netlink.ConntrackFlow) bool {
 	if o.tunnel.Contains(src.Unmap()) || o.tunnel.Contains(dst.Unmap()) {
 		return true
 	}
-	return o.port != 0 && f.Protocol == 17 && (f.SrcPort == o.port || f.DstPort == o.port)
+	return o.port != 0 && f.Protocol == 17 && (f.SrcPort == o.port && src.Unmap() == o.local || f.DstPort == o.port && dst.Unmap() == o.local)
 }

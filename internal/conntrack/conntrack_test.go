@@ -99,7 +99,7 @@ func TestKernelSweep(t *testing.T) {
 // TestForgetsOnlyOurs: a new active forgets the tunnel network's flows and
 // WireGuard's own, and nothing else the host tracks.
 func TestForgetsOnlyOurs(t *testing.T) {
-	f := ours{tunnel: tunnel, port: 51820}
+	f := ours{tunnel: tunnel, port: 51820, local: netip.MustParseAddr("192.0.2.10")}
 	for _, tc := range []struct {
 		name     string
 		src, dst string
@@ -111,7 +111,9 @@ func TestForgetsOnlyOurs(t *testing.T) {
 		{"a partner's flow", "100.64.1.5", "10.10.1.9", 6, 40000, 22, true},
 		{"toward a partner", "10.10.1.9", "100.64.1.5", 6, 22, 40000, true},
 		{"a partner's handshakes", "198.51.100.7", "192.0.2.10", 17, 40000, 51820, true},
-		{"the gateway's handshakes", "192.0.2.11", "198.51.100.7", 17, 51820, 40000, true},
+		{"the gateway's handshakes", "192.0.2.10", "198.51.100.7", 17, 51820, 40000, true},
+		{"another host's WireGuard through this one", "192.0.2.77", "198.51.100.7", 17, 51820, 51820, false},
+		{"from the host's own address", "192.0.2.11", "198.51.100.7", 17, 51820, 40000, false},
 		{"the host's DNS", "192.0.2.11", "192.0.2.53", 17, 40000, 53, false},
 		{"the host's TCP on port 51820", "192.0.2.11", "198.51.100.7", 6, 40000, 51820, false},
 	} {

@@ -2,8 +2,10 @@ package daemon
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -22,6 +24,7 @@ import (
 	"github.com/extranetgw/extranet/internal/service"
 	"github.com/extranetgw/extranet/internal/store"
 	"github.com/extranetgw/extranet/internal/validate"
+	"github.com/extranetgw/extranet/internal/wgdev"
 	"github.com/extranetgw/extranet/pkg/api"
 )
 
@@ -127,11 +130,71 @@ holds a state under the prefix already. Then start extranetd with
 				return err
 			}
 			defer cl.Client.Close()
+			// The cluster's partners know this gateway's key; every
+			// gateway must answer with it.
+			key, err := wgdev.LoadOrCreateKey(filepath.Join(cfg.StateDir, KeyFile))
+			if err != nil {
+				return fmt.Errorf("gateway key: %w", err)
+			}
 			rev, err := cl.Init(cmd.Context(), db)
 			if err != nil {
 				return err
 			}
+			if err := cl.CheckGatewayKey(cmd.Context(), key.PublicKey().String()); err != nil {
+				return err
+			}
 			fmt.Fprintf(cmd.OutOrStdout(), "the cluster's state is this gateway's (etcd revision %d); start extranetd with --etcd-endpoints on every gateway\n", rev)
+			return nil
+		},
+	})
+	c.AddCommand(&cobra.Command{
+		Use:   "join",
+		Short: "Check that this gateway can join the cluster, and copy its state",
+		Long: `Check, before this gateway's first start in a cluster, what would make it
+fail there: etcd answers at --etcd-endpoints (with the TLS files given), it
+holds a cluster's state under --etcd-prefix, and this gateway's key
+(gateway.key in --state-dir, copied from a gateway of the cluster) is the
+cluster's, since partners' configs name it. Then copy the cluster's state
+into this gateway's state file, as every start does. Run it with extranetd
+stopped; start extranetd with the same settings afterwards.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := loadConfig(cmd, cfg, *configPath); err != nil {
+				return err
+			}
+			if len(cfg.EtcdEndpoints) == 0 {
+				return fmt.Errorf("cluster join needs --etcd-endpoints (or etcd-endpoints in the config file)")
+			}
+			if _, err := cfg.Validate(); err != nil {
+				return err
+			}
+			keyPath := filepath.Join(cfg.StateDir, KeyFile)
+			if _, err := os.Stat(keyPath); err != nil {
+				return fmt.Errorf("%s: %w; copy it from a gateway of the cluster (mode 0600): partners' configs name its key", keyPath, err)
+			}
+			key, err := wgdev.LoadOrCreateKey(keyPath)
+			if err != nil {
+				return fmt.Errorf("gateway key: %w", err)
+			}
+			cl, err := dialEtcd(*cfg)
+			if err != nil {
+				return err
+			}
+			defer cl.Client.Close()
+			ws, fence, _, err := cl.Load(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if err := cl.CheckGatewayKey(cmd.Context(), key.PublicKey().String()); err != nil {
+				return err
+			}
+			if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+				return fmt.Errorf("create state directory: %w", err)
+			}
+			if err := store.Rebuild(filepath.Join(cfg.StateDir, DBFile), fence, cl.Origin(), ws); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "this gateway holds a copy of the cluster's state (%d records, revision %d) and its key; start extranetd with the same settings\n", len(ws), fence)
 			return nil
 		},
 	})
@@ -272,4 +335,43 @@ func (v *clusterView) switchover(ctx context.Context) (api.Switchover, error) {
 		return api.Switchover{From: from, To: to, Epoch: epoch}, api.Errorf(api.CodeConflict, "switchover: %v", err)
 	}
 	return api.Switchover{From: from, To: to, Epoch: epoch}, nil
+}
+
+// instanceID tells this gateway's runs from another gateway's that has its
+// name: the host's machine ID (its name where it has none) and the state
+// directory, hashed.
+func instanceID(stateDir string) string {
+	id, err := os.ReadFile("/etc/machine-id")
+	if err != nil {
+		h, _ := os.Hostname()
+		id = []byte(h)
+	}
+	abs, _ := filepath.Abs(stateDir)
+	sum := sha256.Sum256([]byte(strings.TrimSpace(string(id)) + "\x00" + abs))
+	return hex.EncodeToString(sum[:8])
+}
+
+// resign gives up this gateway's hold on the active role, if it held it
+// when its daemon ended (the stop hook, once the link and the address are
+// down).
+func resign(ctx context.Context, cfg Config, log *slog.Logger) error {
+	name, err := clusterName(cfg)
+	if err != nil {
+		return err
+	}
+	cl, err := dialEtcd(cfg)
+	if err != nil {
+		return err
+	}
+	defer cl.Client.Close()
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	held, err := cl.Resign(ctx, name)
+	if err != nil {
+		return err
+	}
+	if held {
+		log.Info("gave up the active role: another gateway takes over now", "gateway", name)
+	}
+	return nil
 }

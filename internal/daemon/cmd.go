@@ -321,21 +321,17 @@ systemctl says of the unit's job and state.`,
 			result, stopping := os.LookupEnv("SERVICE_RESULT")
 			ctx, cancel := context.WithTimeout(cmd.Context(), 15*time.Second)
 			defer cancel()
+			if cfg.VIP != "" {
+				// Another gateway takes over, and a restarted one starts
+				// as a standby: whatever systemd does next, this one
+				// stops answering partners now.
+				return stepDown(ctx, *cfg, log)
+			}
 			st, err := unitStateOf(ctx, unit)
 			if err != nil {
 				log.Error("cannot ask systemd about the unit; deciding without it", "unit", unit, "err", err)
 			}
 			keep, why := keepLink(st, err == nil, result, stopping)
-			if cfg.VIP != "" {
-				// Another gateway takes over within seconds; a restarted
-				// one starts as a standby anyway.
-				keep, why = false, "this cluster gateway stopped answering partners, and another takes over"
-				if a, err := vip.Parse(cfg.VIP, cfg.VIPInterface, cfg.ListenPort, cfg.VIPTable); err != nil {
-					log.Error("cannot release the address partners dial", "err", err)
-				} else if err := a.Release(); err != nil {
-					return fmt.Errorf("release %s: %w", cfg.VIP, err)
-				}
-			}
 			attrs := []any{"unit", unit, "job", st.Job, "state", st.ActiveState, "netns", cfg.NetNS, "interface", cfg.Interface}
 			if stopping {
 				attrs = append(attrs, "result", result)
@@ -354,6 +350,30 @@ systemctl says of the unit's job and state.`,
 	}
 	cmd.Flags().StringVar(&unit, "unit", unit, "the systemd unit of the daemon (%n in a unit file)")
 	return cmd
+}
+
+// stepDown takes a cluster gateway whose daemon ended off the partners'
+// path, in the order a demotion does (the link, then the address), and
+// then gives up the active role if the daemon held it, so that another
+// gateway takes over at once rather than when the lease runs out.
+func stepDown(ctx context.Context, cfg Config, log *slog.Logger) error {
+	done, linkErr := closeLink(cfg.NetNS, cfg.Interface)
+	var addrErr error
+	if a, err := vip.Parse(cfg.VIP, cfg.VIPInterface, cfg.ListenPort, cfg.VIPTable); err != nil {
+		addrErr = err
+	} else {
+		addrErr = a.Release()
+	}
+	if err := errors.Join(linkErr, addrErr); err != nil {
+		// Left to the lease: whoever is promoted must not find this
+		// gateway still answering.
+		return fmt.Errorf("take this cluster gateway off the partners' path: %w", err)
+	}
+	log.Info("this cluster gateway stopped answering partners: WireGuard link closed ("+done+"), address released", "netns", cfg.NetNS, "interface", cfg.Interface, "vip", cfg.VIP)
+	if err := resign(ctx, cfg, log); err != nil {
+		log.Warn("the active role moves when its lease runs out", "err", err)
+	}
+	return nil
 }
 
 // unitState is what systemd says of the daemon's unit while the hook runs.

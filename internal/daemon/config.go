@@ -69,6 +69,10 @@ type Config struct {
 	// VIPTable is the routing table WireGuard's packets use while the
 	// gateway holds VIP, so that they leave from it.
 	VIPTable int `yaml:"vip-table"`
+	// ClusterListen is where the other gateways ask this one whether it
+	// reaches etcd (the failsafe, docs/cluster.md): host:port on the
+	// network the gateways share.
+	ClusterListen string `yaml:"cluster-listen"`
 	// RoleTTL is the active role's lease: an active that died is replaced
 	// within about this.
 	RoleTTL time.Duration `yaml:"role-ttl"`
@@ -169,6 +173,7 @@ func (c *Config) BindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.VIP, "vip", c.VIP, "address partners dial, with its network's length (192.0.2.10/24), held by whichever gateway of the cluster is active; none: every gateway answers")
 	fs.StringVar(&c.VIPInterface, "vip-interface", c.VIPInterface, "host interface that holds --vip while this gateway is active")
 	fs.IntVar(&c.VIPTable, "vip-table", c.VIPTable, "routing table that makes WireGuard's packets leave from --vip while this gateway holds it")
+	fs.StringVar(&c.ClusterListen, "cluster-listen", c.ClusterListen, "host:port where the other gateways of the cluster ask this one whether it reaches etcd, so that the active keeps answering partners while etcd is gone for all (needed with --vip)")
 	fs.DurationVar(&c.RoleTTL, "role-ttl", c.RoleTTL, "lease of the active role in etcd: an active that died is replaced within about this (etcd rounds it to seconds, at least its own minimum)")
 	fs.StringVar(&c.ClusterName, "cluster-name", c.ClusterName, "this gateway's name among the cluster's (default: the first label of the host name)")
 	fs.DurationVar(&c.ApplyTimeout, "apply-timeout", c.ApplyTimeout, "how long a request waits for the kernel to follow before it answers \"saved but not in force yet\"")
@@ -346,6 +351,9 @@ func (c *Config) Validate() (Settings, error) {
 		}
 		if c.RoleTTL < time.Second || c.RoleTTL > time.Minute {
 			return st, fmt.Errorf("--role-ttl %s: give 1s to 1m (2s: a failover within about 2.5 s)", c.RoleTTL)
+		}
+		if host, port, err := net.SplitHostPort(c.ClusterListen); err != nil || host == "" || port == "0" {
+			return st, fmt.Errorf("--vip needs --cluster-listen %q to be HOST:PORT on the network the gateways share (10.0.0.11:51821, say): the other gateways ask this one there whether it reaches etcd", c.ClusterListen)
 		}
 		if st.VIP, err = vip.Parse(c.VIP, c.VIPInterface, c.ListenPort, c.VIPTable); err != nil {
 			return st, err

@@ -195,10 +195,12 @@ func TestSharedAddressSettings(t *testing.T) {
 		{"no length", func(c *Config) { c.VIP = "203.0.113.10" }, "network's length"},
 		{"a lease etcd cannot keep", func(c *Config) { c.RoleTTL = 100 * time.Millisecond }, "--role-ttl"},
 		{"the main table", func(c *Config) { c.VIPTable = 254 }, "--vip-table"},
+		{"nowhere to ask it", func(c *Config) { c.ClusterListen = "" }, "--cluster-listen"},
+		{"any address", func(c *Config) { c.ClusterListen = ":51821" }, "--cluster-listen"},
 	} {
 		c := Defaults()
 		c.EtcdEndpoints = []string{"https://10.0.0.5:2379"}
-		c.VIP, c.VIPInterface = "203.0.113.10/24", "eth0"
+		c.VIP, c.VIPInterface, c.ClusterListen = "203.0.113.10/24", "eth0", "10.0.0.11:51821"
 		tc.mod(&c)
 		st, err := c.Validate()
 		if (err == nil) != (tc.err == "") || err != nil && !strings.Contains(err.Error(), tc.err) {

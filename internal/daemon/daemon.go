@@ -113,7 +113,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 		registered := make(chan struct{})
 		go func() {
 			defer close(registered)
-			cl.Register(followCtx, name, version.Version)
+			cl.Register(followCtx, api.ClusterGateway{Name: name, Version: version.Version, Started: time.Now().UTC(), Failsafe: cfg.ClusterListen}, instanceID(cfg.StateDir))
 		}()
 		defer func() {
 			stopFollow()
@@ -132,6 +132,15 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 	key, err := wgdev.LoadOrCreateKey(filepath.Join(cfg.StateDir, KeyFile))
 	if err != nil {
 		return fmt.Errorf("gateway key: %w", err)
+	}
+	if cl != nil {
+		if err := cl.CheckGatewayKey(ctx, key.PublicKey().String()); errors.Is(err, cluster.ErrOtherKey) {
+			return fmt.Errorf("%w: copy %s from a gateway of the cluster (mode 0600) and start again", err, filepath.Join(cfg.StateDir, KeyFile))
+		} else if err != nil {
+			// etcd is gone: without it this gateway cannot become the
+			// active either, and its candidacy checks the key first.
+			log.Warn("cannot check the gateway key against the cluster's", "err", err)
+		}
 	}
 
 	// Before anything of ours switches forwarding on: whether the host
@@ -198,6 +207,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 	// follow the role (docs/cluster.md); a gateway starts standby.
 	var roles *reconcile.Roles
 	if st.VIP != nil {
+		// A standby removes the address: it must not be the host's own.
+		if foreign, err := st.VIP.Foreign(); err != nil {
+			return fmt.Errorf("--vip-interface %s: %w", st.VIP.Interface, err)
+		} else if foreign {
+			return fmt.Errorf("--vip %s is already an address of %s that extranetd did not add: give an address of its own, which no other configuration sets", st.VIP.Prefix, st.VIP.Interface)
+		}
 		st.VIP.Log = log
 		roles = &reconcile.Roles{Address: st.VIP}
 	}
@@ -236,8 +251,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 		// etcd makes it the active again.
 		roles.Link = dev
 		roles.Forget = func() error {
-			_, errNS := sweeper.Forget(st.Plan.Network, 0)
-			_, errHost := conntrack.Kernel{}.Forget(st.Plan.Network, uint16(cfg.ListenPort))
+			_, errNS := sweeper.Forget(st.Plan.Network, 0, netip.Addr{})
+			_, errHost := conntrack.Kernel{}.Forget(st.Plan.Network, uint16(cfg.ListenPort), st.VIP.Prefix.Addr())
 			return errors.Join(errNS, errHost)
 		}
 		if err := rec.Demote(); err != nil {
@@ -439,9 +454,14 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 		cand := &cluster.Candidate{
 			Etcd: cl, Name: clView.name, TTL: cfg.RoleTTL, Log: log,
 			Promote: rec.Promote,
-			Serving: func() bool {
-				on, _ := rec.Serving()
-				return on
+			Eligible: func(ctx context.Context) error {
+				return cl.CheckGatewayKey(ctx, key.PublicKey().String())
+			},
+			Serving: func() error {
+				if on, _ := rec.Serving(); !on {
+					return errors.New("its data plane did not open")
+				}
+				return st.VIP.Check()
 			},
 			Demote: func(reason string) {
 				if err := rec.Demote(); err != nil {
@@ -450,6 +470,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 			},
 		}
 		clView.cand = cand
+		// The failsafe's key is the gateway key's: the other gateways
+		// hold it, and nobody else.
+		cand.Failsafe = &cluster.Failsafe{Secret: cluster.FailsafeSecret(key[:]), Addr: cfg.ClusterListen}
+		if err := serveTCP(candCtx, "cluster failsafe", cfg.ClusterListen, cand.FailsafeHandler(), log); err != nil {
+			return err
+		}
 		if mets != nil {
 			mets.Role(func() (bool, int64) { return rec.Serving() }, cand.Promotions)
 		}

@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -28,13 +29,19 @@ const (
 	etcdTLSEnv = "EXTRANET_E2E_ETCD_TLS"
 )
 
+// etcdPortsEnv, when set ("CLIENT,PEER"), has serveEtcd listen on those
+// ports: an etcd killed and started again, where its clients knew it.
+const etcdPortsEnv = "EXTRANET_E2E_ETCD_PORTS"
+
 // serveEtcd runs a single-member etcd until SIGTERM, printing its client
-// URL on a line of its own once it serves.
+// and peer URLs on a line of their own once it serves.
 func serveEtcd(dir, host string) int {
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
 	certs := os.Getenv(etcdTLSEnv)
-	s, err := etcdtest.StartTLS(dir, host, etcdtest.TLS{
+	var client, peer int
+	fmt.Sscanf(os.Getenv(etcdPortsEnv), "%d,%d", &client, &peer)
+	s, err := etcdtest.StartTLSOn(dir, host, client, peer, etcdtest.TLS{
 		CAFile:   filepath.Join(certs, "ca.pem"),
 		CertFile: filepath.Join(certs, "server.pem"),
 		KeyFile:  filepath.Join(certs, "server-key.pem"),
@@ -43,27 +50,61 @@ func serveEtcd(dir, host string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	fmt.Println(s.URL)
+	fmt.Println(s.URL, s.PeerURL())
 	<-stop
 	s.Stop()
 	return 0
 }
 
+// etcdProc is an etcd the test binary runs in a namespace of the test's.
+type etcdProc struct {
+	t          *testing.T
+	ns, host   string
+	dir, certs string
+	flags      []string
+	ports      string
+	mu         sync.Mutex
+	cmd        *exec.Cmd
+	done       chan struct{}
+}
+
 // startEtcd runs etcd in ns, listening on host over TLS, until the test
 // ends or stop is called. It returns the flags a gateway reaches it with.
 func startEtcd(t *testing.T, ns, host string) (flags []string, stop func()) {
+	p := runEtcd(t, ns, host)
+	return p.flags, p.stop
+}
+
+func runEtcd(t *testing.T, ns, host string) *etcdProc {
 	t.Helper()
-	certs := t.TempDir()
-	_, client, err := etcdtest.WriteCerts(certs, host)
+	p := &etcdProc{t: t, ns: ns, host: host, dir: t.TempDir(), certs: t.TempDir()}
+	_, client, err := etcdtest.WriteCerts(p.certs, host)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(p.stop)
+	clientURL, peerURL := p.launch()
+	p.flags = []string{"--etcd-endpoints", clientURL, "--etcd-ca-file", client.CAFile, "--etcd-cert-file", client.CertFile, "--etcd-key-file", client.KeyFile}
+	// Started again, it listens where it did.
+	cu, _ := url.Parse(clientURL)
+	pu, _ := url.Parse(peerURL)
+	p.ports = cu.Port() + "," + pu.Port()
+	return p
+}
+
+// launch starts the process and waits until it serves.
+func (p *etcdProc) launch() (clientURL, peerURL string) {
+	t := p.t
+	t.Helper()
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("ip", "netns", "exec", ns, self)
-	cmd.Env = append(os.Environ(), etcdDirEnv+"="+t.TempDir(), etcdHostEnv+"="+host, etcdTLSEnv+"="+certs)
+	cmd := exec.Command("ip", "netns", "exec", p.ns, self)
+	cmd.Env = append(os.Environ(), etcdDirEnv+"="+p.dir, etcdHostEnv+"="+p.host, etcdTLSEnv+"="+p.certs)
+	if p.ports != "" {
+		cmd.Env = append(cmd.Env, etcdPortsEnv+"="+p.ports)
+	}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -72,21 +113,11 @@ func startEtcd(t *testing.T, ns, host string) (flags []string, stop func()) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cmd.Process.Signal(syscall.SIGTERM)
-			done := make(chan struct{})
-			go func() { cmd.Wait(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(10 * time.Second):
-				cmd.Process.Kill()
-				<-done
-			}
-		})
-	}
-	t.Cleanup(stop)
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	p.mu.Lock()
+	p.cmd, p.done = cmd, done
+	p.mu.Unlock()
 	urls := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(out)
@@ -100,11 +131,37 @@ func startEtcd(t *testing.T, ns, host string) (flags []string, stop func()) {
 		if !ok {
 			t.Fatal("etcd exited before it served")
 		}
-		return []string{"--etcd-endpoints", u, "--etcd-ca-file", client.CAFile, "--etcd-cert-file", client.CertFile, "--etcd-key-file", client.KeyFile}, stop
+		clientURL, peerURL, _ = strings.Cut(u, " ")
+		return clientURL, peerURL
 	case <-time.After(scaled(30 * time.Second)):
 		t.Fatal("etcd did not serve within 30 s")
 	}
-	return nil, stop
+	return "", ""
+}
+
+// stop ends etcd as an admin would (SIGTERM), and kill as a crash would;
+// restart starts it again on its data, where it listened.
+func (p *etcdProc) stop() { p.signal(syscall.SIGTERM) }
+func (p *etcdProc) kill() { p.signal(syscall.SIGKILL) }
+func (p *etcdProc) restart() {
+	p.t.Helper()
+	p.launch()
+}
+
+func (p *etcdProc) signal(sig syscall.Signal) {
+	p.mu.Lock()
+	cmd, done := p.cmd, p.done
+	p.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	cmd.Process.Signal(sig)
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		<-done
+	}
 }
 
 // TestClusterSharesState: two gateways share one state through etcd. A

@@ -17,7 +17,7 @@ import (
 // Run creates a network namespace, runs fn on a thread switched into it
 // (commands fn executes and sockets it opens live there too), and removes
 // the namespace afterwards, also when fn fails. Without root it skips.
-func Run(t *testing.T, fn func(name string)) {
+func Run(t testing.TB, fn func(name string)) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to create a network namespace; run `sudo make test`")
@@ -34,7 +34,7 @@ func Run(t *testing.T, fn func(name string)) {
 
 // Sh runs a command and returns its output, failing the test if it fails.
 // Called inside Run, the command runs in the test's namespace.
-func Sh(t *testing.T, args ...string) string {
+func Sh(t testing.TB, args ...string) string {
 	t.Helper()
 	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
 	if err != nil {
@@ -44,7 +44,7 @@ func Sh(t *testing.T, args ...string) string {
 }
 
 // Do runs fn on a thread switched into the named namespace.
-func Do(t *testing.T, name string, fn func()) {
+func Do(t testing.TB, name string, fn func()) {
 	t.Helper()
 	runtime.LockOSThread()
 	orig, err := netns.Get()

@@ -125,6 +125,7 @@ type Reconciler struct {
 	roleMu          sync.Mutex
 	active, serving bool
 	epoch           int64
+	turn            turn
 }
 
 // orgInForce is what deciding about a peer needs of its organisation.

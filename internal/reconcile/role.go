@@ -3,6 +3,9 @@ package reconcile
 import (
 	"errors"
 	"fmt"
+	"sync"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/extranetgw/extranet/internal/store"
 	"github.com/extranetgw/extranet/internal/wgdev"
@@ -84,13 +87,17 @@ func (r *Reconciler) Serving() (bool, int64) {
 // serve opens the data plane of a gateway promoted since the last run, once
 // t's rules are in force: the address, then the link, then a handshake with
 // every partner seen lately, at the endpoint the active before recorded.
+// What takes long (conntrack, the counters, the handshakes) is done outside
+// roleMu: a demotion never waits for it.
 func (r *Reconciler) serve(t target) error {
 	if r.o.Roles == nil || t.policy == nil {
 		return nil
 	}
 	r.roleMu.Lock()
-	defer r.roleMu.Unlock()
-	if !r.active || r.serving || r.cur.rules == nil || r.cur.rulesPartial {
+	open := r.active && !r.serving && r.cur.rules != nil && !r.cur.rulesPartial
+	epoch := r.epoch
+	r.roleMu.Unlock()
+	if !open {
 		return nil
 	}
 	if err := r.o.Roles.Forget(); err != nil {
@@ -98,23 +105,91 @@ func (r *Reconciler) serve(t target) error {
 		// out here; new ones are not affected.
 		r.log.Warn("forget the flows of an earlier turn", "err", err)
 	}
+	// What the device counted in earlier turns was counted then; this
+	// turn's traffic is what it counts from now on.
+	base, err := r.o.Device.Stats()
+	if err != nil {
+		return fmt.Errorf("read the device's counters: %w", err)
+	}
+	r.statsMu.Lock()
+	r.lastEndpoints = nil
+	r.statsMu.Unlock()
+
+	r.roleMu.Lock()
+	if !r.active || r.epoch != epoch || r.serving {
+		// Demoted, or promoted anew, meanwhile.
+		r.roleMu.Unlock()
+		return nil
+	}
+	r.beginTurn(base)
 	if err := r.o.Roles.Address.Hold(); err != nil {
-		return fmt.Errorf("take the address partners dial: %w", err)
+		err = errors.Join(fmt.Errorf("take the address partners dial: %w", err), r.o.Roles.Address.Release())
+		r.roleMu.Unlock()
+		return err
 	}
 	if err := r.o.Roles.Link.Up(); err != nil {
-		return errors.Join(fmt.Errorf("open the link: %w", err), r.o.Roles.Address.Release())
+		err = errors.Join(fmt.Errorf("open the link: %w", err), r.o.Roles.Address.Release())
+		r.roleMu.Unlock()
+		return err
 	}
 	r.serving = true
+	r.roleMu.Unlock()
+
 	var kick []wgdev.Peer
 	for _, p := range t.peers {
 		if p.Endpoint.IsValid() {
 			kick = append(kick, p)
 		}
 	}
-	r.log.Info("answering partners", "epoch", r.epoch, "handshakes_started", len(kick))
+	r.log.Info("answering partners", "epoch", epoch, "handshakes_started", len(kick))
+	// A demotion meanwhile takes the link down: handshakes started on a
+	// link that is down go nowhere.
 	if err := r.o.Roles.Link.Kick(kick); err != nil {
 		// They come back by their own clients' retry instead.
 		r.log.Warn("start handshakes with partners", "err", err)
 	}
 	return nil
+}
+
+// turn is where the device's counters stood when this gateway's turn as the
+// active began. The store keeps one device counter per peer, last written
+// by whichever gateway answered it; the first record of a peer in a turn
+// counts from the device's own counter at the turn's start (zero for a peer
+// added since), so traffic counted in an earlier turn here is not counted
+// again, whatever the other gateway wrote meanwhile.
+type turn struct {
+	mu       sync.Mutex
+	base     map[wgtypes.Key]wgdev.PeerStats
+	recorded map[wgtypes.Key]bool
+}
+
+func (r *Reconciler) beginTurn(stats []wgdev.PeerStats) {
+	r.turn.mu.Lock()
+	defer r.turn.mu.Unlock()
+	r.turn.base = make(map[wgtypes.Key]wgdev.PeerStats, len(stats))
+	for _, s := range stats {
+		r.turn.base[s.PublicKey] = s
+	}
+	r.turn.recorded = map[wgtypes.Key]bool{}
+}
+
+// turnBase is where a peer's device counters started this turn, if it was
+// not recorded in it yet.
+func (r *Reconciler) turnBase(k wgtypes.Key) (wgdev.PeerStats, bool) {
+	r.turn.mu.Lock()
+	defer r.turn.mu.Unlock()
+	if r.turn.recorded == nil || r.turn.recorded[k] {
+		return wgdev.PeerStats{}, false
+	}
+	return r.turn.base[k], true
+}
+
+func (r *Reconciler) recordedInTurn(keys []wgtypes.Key) {
+	r.turn.mu.Lock()
+	defer r.turn.mu.Unlock()
+	for _, k := range keys {
+		if r.turn.recorded != nil {
+			r.turn.recorded[k] = true
+		}
+	}
 }

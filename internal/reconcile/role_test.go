@@ -140,8 +140,8 @@ func TestPromotionWaitsForTheRules(t *testing.T) {
 	if err := e.r.Once(context.Background(), false); err == nil || !strings.Contains(err.Error(), "address in use") {
 		t.Errorf("a run that could not take the address: %v", err)
 	}
-	if got := f.said(); got != "forget" {
-		t.Errorf("without the address: %q; want nothing opened", got)
+	if got := f.said(); got != "forget release" {
+		t.Errorf("without the address: %q; want nothing opened, and what Hold may have done undone", got)
 	}
 	f.holdErr, f.calls = nil, nil
 	e.once(false)
@@ -184,5 +184,80 @@ func TestStandbyRecordsNothing(t *testing.T) {
 	}
 	if got := endpoint(); got != "198.51.100.9:5000" {
 		t.Errorf("the active recorded endpoint %s; want where its device saw the partner", got)
+	}
+}
+
+// TestTurnsDoNotCountTrafficTwice: the store keeps one device counter per
+// peer, written by whichever gateway answered it last. A gateway whose turn
+// comes again counts only what its device counted since, not the traffic
+// of its earlier turn that it recorded then.
+func TestTurnsDoNotCountTrafficTwice(t *testing.T) {
+	e, _, k := roleEnv(t)
+	if err := e.r.Start(); err != nil {
+		t.Fatal(err)
+	}
+	rx := func() (total, dev int64) {
+		e.db.View(func(tx *store.Tx) error {
+			p, _ := tx.Peer("acme", "a")
+			total, dev = p.RxBytes, p.DevRx
+			return nil
+		})
+		return
+	}
+	// An earlier turn here: 1000 bytes, recorded.
+	e.os.stats = []wgdev.PeerStats{{PublicKey: k}}
+	if err := e.promote(1); err != nil {
+		t.Fatal(err)
+	}
+	e.os.stats = []wgdev.PeerStats{{PublicKey: k, LastHandshake: e.clk.t, Endpoint: "192.0.2.1:4000", RxBytes: 1000}}
+	if err := e.r.PollStats(); err != nil {
+		t.Fatal(err)
+	}
+	e.r.Demote()
+	// The other gateway's turn: its device counted 300, on top.
+	e.put(func(tx *store.Tx) error {
+		p, _ := tx.Peer("acme", "a")
+		p.RxBytes, p.DevRx = p.RxBytes+300, 300
+		return tx.PutPeer(p)
+	})
+	if total, _ := rx(); total != 1300 {
+		t.Fatalf("total %d before this gateway's second turn; want 1300", total)
+	}
+	// This gateway's device still says 1000 when its turn comes, then
+	// counts 50 more.
+	if err := e.promote(2); err != nil {
+		t.Fatal(err)
+	}
+	e.os.stats[0].RxBytes = 1050
+	e.os.stats[0].LastHandshake = e.clk.t.Add(time.Second)
+	if err := e.r.PollStats(); err != nil {
+		t.Fatal(err)
+	}
+	if total, dev := rx(); total != 1350 || dev != 1050 {
+		t.Errorf("total %d, device counter %d; want 1350 (1000 + 300 + 50), 1050", total, dev)
+	}
+}
+
+// TestDemotionDuringPromotion: a demotion that comes while a promotion
+// prepares (forgetting conntrack, reading counters) does not wait for it,
+// and the promotion then opens nothing.
+func TestDemotionDuringPromotion(t *testing.T) {
+	e, f, _ := roleEnv(t)
+	if err := e.r.Start(); err != nil {
+		t.Fatal(err)
+	}
+	e.r.o.Roles.Forget = func() error {
+		f.calls = append(f.calls, "forget")
+		// roleMu is free here: this would deadlock otherwise.
+		return e.r.Demote()
+	}
+	if err := e.promote(4); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.said(); got != "forget down release" {
+		t.Errorf("%q; want the demotion, and nothing opened after it", got)
+	}
+	if on, _ := e.r.Serving(); on {
+		t.Error("serving after a demotion")
 	}
 }

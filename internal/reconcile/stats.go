@@ -108,7 +108,9 @@ func (r *Reconciler) record(moved []wgdev.PeerStats) error {
 			}
 			epoch = e
 		}
+		var firsts []wgtypes.Key
 		err := r.o.DB.UpdateUnder(epoch, func(tx *store.Tx) error {
+			firsts = firsts[:0]
 			for _, s := range moved {
 				pub := s.PublicKey.String()
 				org, name, ok := strings.Cut(tx.KeyOwner(pub), "/")
@@ -118,8 +120,18 @@ func (r *Reconciler) record(moved []wgdev.PeerStats) error {
 				p, err := tx.Peer(org, name)
 				// A rotated peer's old key still names it; its statistics
 				// are not the peer's any more.
-				if err != nil || p.PublicKey != pub || !merge(p, s) {
+				if err != nil || p.PublicKey != pub {
 					continue
+				}
+				base, first := r.turnBase(s.PublicKey)
+				if first {
+					p.DevRx, p.DevTx = base.RxBytes, base.TxBytes
+				}
+				if !merge(p, s) {
+					continue
+				}
+				if first {
+					firsts = append(firsts, s.PublicKey)
 				}
 				if err := tx.PutPeer(p); err != nil {
 					return err
@@ -131,6 +143,7 @@ func (r *Reconciler) record(moved []wgdev.PeerStats) error {
 			// Forget nothing: the next poll tries these peers again.
 			return err
 		}
+		r.recordedInTurn(firsts)
 	}
 	return nil
 }

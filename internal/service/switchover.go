@@ -22,11 +22,23 @@ func (s *Service) Switchover(ctx context.Context) (api.Switchover, error) {
 		return api.Switchover{}, api.Errorf(api.CodeConflict, "this gateway does not take turns answering partners: switchover needs a cluster started with --vip (docs/cluster.md)")
 	}
 	res, err := sw.Switchover(ctx)
-	if err != nil {
+	if res.From == "" && err != nil {
+		// Nothing was asked of anyone.
 		return res, err
 	}
-	err = s.opts.DB.Update(func(tx *store.Tx) error {
-		return tx.Audit(s.now(), Actor(ctx), "cluster.switchover", res.From, nil, res)
-	})
-	return res, asErr(err)
+	// A switchover that failed half way still moved partners (the active
+	// stepped down): it is audited all the same, with how it ended.
+	outcome := struct {
+		api.Switchover
+		Error string `json:"error,omitempty"`
+	}{Switchover: res}
+	if err != nil {
+		outcome.Error = err.Error()
+	}
+	if aerr := s.opts.DB.Update(func(tx *store.Tx) error {
+		return tx.Audit(s.now(), Actor(ctx), "cluster.switchover", res.From, nil, outcome)
+	}); err == nil {
+		err = asErr(aerr)
+	}
+	return res, err
 }

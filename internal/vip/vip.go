@@ -143,8 +143,13 @@ func (a *Address) rule() *netlink.Rule {
 	return r
 }
 
-// rulePriority puts the rule before the main table's (32766).
-const rulePriority = 32000
+// rulePriority puts the rule before the main table's (32766); routeProto
+// marks the routes this package puts in Table, so that it never removes
+// another's.
+const (
+	rulePriority = 32000
+	routeProto   = 84
+)
 
 // route fills Table with the interface's routes of the main table, with
 // the shared address as their source, and puts the rule in place. A
@@ -153,12 +158,19 @@ func (a *Address) route(link netlink.Link) error {
 	if err := a.flushTable(); err != nil {
 		return err
 	}
+	theirs, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: a.Table}, netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return fmt.Errorf("read routing table %d: %w", a.Table, err)
+	}
+	if len(theirs) > 0 {
+		return fmt.Errorf("routing table %d holds routes extranetd did not put there (%s, …): give --vip-table one of its own", a.Table, theirs[0])
+	}
 	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{LinkIndex: link.Attrs().Index, Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
 	if err != nil {
 		return fmt.Errorf("read the routes of %s: %w", a.Interface, err)
 	}
 	for _, r := range routes {
-		r.Table, r.Src, r.Protocol = a.Table, a.Prefix.Addr().AsSlice(), unix.RTPROT_STATIC
+		r.Table, r.Src, r.Protocol = a.Table, a.Prefix.Addr().AsSlice(), routeProto
 		if err := netlink.RouteReplace(&r); err != nil {
 			return fmt.Errorf("route %s by %s from %s: %w", r.Dst, a.Interface, a.Prefix.Addr(), err)
 		}
@@ -172,9 +184,9 @@ func (a *Address) route(link netlink.Link) error {
 	return nil
 }
 
-// flushTable empties Table.
+// flushTable removes the routes this package put in Table, and no other.
 func (a *Address) flushTable() error {
-	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: a.Table}, netlink.RT_FILTER_TABLE)
+	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: a.Table, Protocol: routeProto}, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
 	if err != nil {
 		return fmt.Errorf("read routing table %d: %w", a.Table, err)
 	}
@@ -184,6 +196,47 @@ func (a *Address) flushTable() error {
 		}
 	}
 	return nil
+}
+
+// Check says why partners cannot reach this gateway at the address, or nil
+// when they can: the interface is up, with a carrier, and holds it.
+func (a *Address) Check() error {
+	link, err := netlink.LinkByName(a.Interface)
+	if err != nil {
+		return fmt.Errorf("--vip-interface %s: %w", a.Interface, err)
+	}
+	if st := link.Attrs().OperState; st != netlink.OperUp && st != netlink.OperUnknown {
+		return fmt.Errorf("%s is %s", a.Interface, st)
+	}
+	if held, err := a.Held(); err != nil || !held {
+		return fmt.Errorf("%s lost %s (%v)", a.Interface, a.Prefix.Addr(), err)
+	}
+	return nil
+}
+
+// Foreign reports whether the interface holds the address as something
+// else's (no label of ours): the host's own address given as --vip, say,
+// which a release would delete.
+func (a *Address) Foreign() (bool, error) {
+	link, err := netlink.LinkByName(a.Interface)
+	var notFound netlink.LinkNotFoundError
+	if errors.As(err, &notFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	addrs, err := netlink.AddrList(link, netlink.FAMILY_V4)
+	if err != nil {
+		return false, err
+	}
+	ours := label(link.Attrs().Name)
+	for _, ad := range addrs {
+		if ip, ok := netip.AddrFromSlice(ad.IP); ok && ip.Unmap() == a.Prefix.Addr() {
+			return ours == "" || ad.Label != ours, nil
+		}
+	}
+	return false, nil
 }
 
 // Held reports whether the interface holds the address.

@@ -88,5 +88,26 @@ func TestHoldAndRelease(t *testing.T) {
 		if rules := netnstest.Sh(t, "ip", "rule"); strings.Contains(rules, "51820") {
 			t.Errorf("a rule is left after Release:\n%s", rules)
 		}
+
+		// A table someone else uses is not ours to fill or empty.
+		netnstest.Sh(t, "ip", "route", "add", "198.51.100.0/24", "via", "192.0.2.1", "table", "51820")
+		if err := a.Hold(); err == nil || !strings.Contains(err.Error(), "--vip-table") {
+			t.Errorf("Hold with a foreign route in the table: %v", err)
+		}
+		if err := a.Release(); err != nil {
+			t.Fatal(err)
+		}
+		if got := netnstest.Sh(t, "ip", "route", "show", "table", "51820"); !strings.Contains(got, "198.51.100.0/24") {
+			t.Errorf("Release removed another's route: %q", got)
+		}
+
+		// The host's own address is not the shared one's to take.
+		if foreign, err := a.Foreign(); foreign || err != nil {
+			t.Errorf("Foreign with the address absent: %v, %v", foreign, err)
+		}
+		own, _ := Parse("192.0.2.11/24", "lan0", 51820, 51821)
+		if foreign, err := own.Foreign(); !foreign || err != nil {
+			t.Errorf("Foreign of the host's own address: %v, %v", foreign, err)
+		}
 	})
 }

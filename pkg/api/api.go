@@ -425,6 +425,9 @@ type ClusterGateway struct {
 	Name    string    `json:"name"`
 	Version string    `json:"version"`
 	Started time.Time `json:"started"`
+	// Failsafe is where the other gateways ask this one whether it
+	// reaches etcd (cluster-listen); empty without one.
+	Failsafe string `json:"failsafe,omitempty"`
 }
 
 // CheckHeader set to CheckMay on any request makes extranetd decide it
