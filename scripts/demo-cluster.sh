@@ -162,7 +162,11 @@ ctl "$other" cluster status
 
 echo
 echo "== a switchover back, for patching say"
-sleep 2
+# A gateway takes the role only once it reached etcd for a while (docs/cluster.md).
+for _ in $(seq 100); do
+	[ "$(EXTRANET_SOCKET=$dir/$g.sock bin/extranetctl cluster status -o json | jq -r '.ready // false')" = true ] && break
+	sleep 0.1
+done
 from=$(wc -l <"$dir/ping.log")
 ctl "$g" cluster switchover
 sleep 2

@@ -46,7 +46,13 @@ exits 1.`,
 				"Following", fmt.Sprintf("%s (since %s)", c.Following, c.Since.UTC().Format(time.RFC3339)),
 			}
 			if c.Role != "" {
-				kv = append(kv, "Role", c.Role, "Active", clusterActive(c))
+				role := c.Role
+				if c.Role == "standby" && c.Ready {
+					role += " (ready to take over)"
+				} else if c.Role == "standby" {
+					role += " (not ready to take over yet: it waits a while after it reaches etcd)"
+				}
+				kv = append(kv, "Role", role, "Active", clusterActive(c))
 			}
 			if err := fields(g.env.Out, kv...); err != nil {
 				return err

@@ -79,9 +79,12 @@ type Candidate struct {
 	// lastHolder is the last gateway seen holding the role.
 	lastHolder string
 	// others are the other gateways as etcd last listed them, for the
-	// failsafe; askedAt is when the active last asked this one.
-	others  []api.ClusterGateway
-	askedAt time.Time
+	// failsafe. etcdSince is since when this gateway reaches etcd without
+	// a break it noticed (zero: it does not now), and longestTTL the
+	// longest lease it heard of.
+	others     []api.ClusterGateway
+	etcdSince  time.Time
+	longestTTL time.Duration
 }
 
 // activeKey holds the active gateway's name, under its lease.
@@ -153,6 +156,11 @@ func (c *Candidate) round(ctx context.Context) error {
 			return fmt.Errorf("not eligible for the active role: %w", err)
 		}
 	}
+	if c.Failsafe != nil {
+		if err := c.mayCampaign(ctx); err != nil {
+			return fmt.Errorf("not campaigning: %w", err)
+		}
+	}
 	ttl := max(int64(c.TTL.Round(time.Second)/time.Second), 1)
 	sent := time.Now()
 	gctx, cancel := context.WithTimeout(ctx, opTimeout)
@@ -174,6 +182,9 @@ func (c *Candidate) round(ctx context.Context) error {
 		return nil // another was quicker
 	}
 	epoch := resp.Header.Revision
+	c.mu.Lock()
+	c.longestTTL = max(c.longestTTL, time.Duration(lease.TTL)*time.Second)
+	c.mu.Unlock()
 	l := held{id: lease.ID, ttl: time.Duration(lease.TTL) * time.Second, expires: sent.Add(time.Duration(lease.TTL) * time.Second)}
 	if time.Until(l.expires) <= l.margin() {
 		// Won, but so slowly that the lease may end before the data
@@ -207,8 +218,9 @@ func (c *Candidate) waitFree(ctx context.Context) error {
 	key := c.Etcd.activeKey()
 	for {
 		gctx, cancel := context.WithTimeout(ctx, opTimeout)
-		resp, err := c.Etcd.Client.Get(gctx, key)
+		resp, err := c.Etcd.Client.Get(clientv3.WithRequireLeader(gctx), key)
 		cancel()
+		c.reached(err == nil)
 		if err != nil {
 			c.setRole(Role{})
 			return fmt.Errorf("read who is active: %w", err)
@@ -216,12 +228,17 @@ func (c *Candidate) waitFree(ctx context.Context) error {
 		if len(resp.Kvs) == 0 {
 			c.setRole(Role{})
 			c.mu.Lock()
-			wait := max(time.Until(c.holdOff), time.Until(c.askedAt.Add(c.holdBack())))
+			wait := time.Until(c.holdOff)
+			since := c.etcdSince
 			c.mu.Unlock()
+			if c.Failsafe != nil {
+				wait = max(wait, time.Until(since.Add(c.holdBack())))
+			}
 			if wait <= 0 {
 				return nil
 			}
-			// Just handed over: the others go first.
+			// Just handed over, or etcd only just answers: the others,
+			// or an active in failsafe, go first.
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
@@ -240,6 +257,10 @@ func (c *Candidate) waitFree(ctx context.Context) error {
 			if deleted(w.Events) {
 				wcancel()
 			}
+		}
+		if wctx.Err() == nil {
+			// Ended by etcd, not by the timeout: it may be gone.
+			c.reached(false)
 		}
 		wcancel()
 		if ctx.Err() != nil {
@@ -282,24 +303,22 @@ func (c *Candidate) hold(ctx context.Context, l held, epoch int64) error {
 	}
 	renew := time.NewTicker(l.every())
 	defer renew.Stop()
-	// The step down has a timer of its own, set at every renewal: a tick
-	// could come up to a whole period late. With a failsafe it fires
-	// earlier, so that the others' answers are in before the margin.
+	// With a failsafe the others are asked early enough that their
+	// answers are in before the margin.
 	early := l.margin()
 	if c.Failsafe != nil {
-		early += askTimeout
+		early += askTimeout(l.ttl)
 	}
-	stepDown := time.NewTimer(time.Until(l.expires.Add(-early)))
-	defer stepDown.Stop()
 	since := time.Now()
 	openWithin := c.OpenWithin
 	if openWithin <= 0 {
 		openWithin = 10 * time.Second
 	}
 	// failsafe: etcd answers no gateway, and this one keeps answering
-	// partners. graceEnd is when the first of the others that said so
-	// may campaign once etcd answers it, less the margin: until then
-	// this one may keep answering while it tries to renew.
+	// partners, until graceEnd at the latest: the first of the others
+	// that said so may campaign once etcd answers it, less the margin,
+	// a renewal that may be under way and a question. Every question
+	// they all answer so moves it on.
 	failsafe, graceEnd := false, time.Time{}
 	demote := func(reason string) {
 		c.Demote(reason)
@@ -308,7 +327,53 @@ func (c *Candidate) hold(ctx context.Context, l held, epoch int64) error {
 			c.Log.Warn("this gateway is no longer active", "epoch", epoch, "reason", reason)
 		}
 	}
+	lost := func(reason string) error {
+		demote(reason)
+		c.revoke(l.id)
+		return errors.New("lost the lease")
+	}
+	// decide is the step down's decision, once the lease is about to end
+	// as far as this gateway knows: down, or, with the failsafe, on in
+	// failsafe for now. It returns an error when this gateway stepped
+	// down.
+	decide := func() error {
+		if c.Failsafe == nil {
+			return lost("etcd did not renew the lease in time")
+		}
+		asked := time.Now()
+		holdsBack, err := c.Failsafe.othersLostEtcd(ctx, c.othersToAsk(), l.ttl)
+		switch {
+		case err == nil:
+			if !failsafe && c.Log != nil {
+				c.Log.Warn("etcd answers neither this gateway nor any other: still answering partners (failsafe) until one reaches it", "epoch", epoch)
+			}
+			failsafe, graceEnd = true, asked.Add(holdsBack-l.margin()-l.every()-askTimeout(l.ttl))
+			return nil
+		case failsafe && errors.Is(err, errReached) && time.Now().Before(graceEnd):
+			// etcd is back for another gateway, which holds back:
+			// this one has until graceEnd to renew its lease, if
+			// etcd kept it.
+			return nil
+		}
+		return lost("etcd did not renew the lease in time, and the failsafe does not hold: " + err.Error())
+	}
+	// next is when decide must run next; a renewal that etcd answers
+	// moves it.
+	next := l.expires.Add(-early)
+	stepDown := time.NewTimer(time.Until(next))
+	defer stepDown.Stop()
 	for {
+		// A renewal blocks the loop for up to a period: whatever is due
+		// is decided first, not left to the select's draw.
+		if now := time.Now(); failsafe && !now.Before(graceEnd) {
+			return lost("etcd did not answer again in time, and the failsafe's grace is over")
+		} else if !now.Before(next) {
+			if err := decide(); err != nil {
+				return err
+			}
+			next = time.Now().Add(l.every())
+			stepDown.Reset(time.Until(next))
+		}
 		select {
 		case <-ctx.Done():
 			demote("extranetd is stopping")
@@ -321,9 +386,7 @@ func (c *Candidate) hold(ctx context.Context, l held, epoch int64) error {
 			if !ok {
 				events = nil
 			} else if len(w.Events) > 0 {
-				demote(fmt.Sprintf("the active key was removed from etcd %v %s rev %d canceled %v err %v", w.Events[0].Type, w.Events[0].Kv.Key, w.Events[0].Kv.ModRevision, w.Canceled, w.Err()))
-				c.revoke(l.id)
-				return nil
+				return lost("the active key was removed from etcd")
 			}
 		case w, ok := <-handover:
 			if !ok {
@@ -340,30 +403,7 @@ func (c *Candidate) hold(ctx context.Context, l held, epoch int64) error {
 				}
 			}
 		case <-stepDown.C:
-			if c.Failsafe == nil {
-				demote("etcd did not renew the lease in time")
-				c.revoke(l.id)
-				return errors.New("lost the lease")
-			}
-			asked := time.Now()
-			holdsBack, err := c.Failsafe.othersLostEtcd(ctx, c.othersToAsk())
-			switch {
-			case err == nil:
-				if !failsafe && c.Log != nil {
-					c.Log.Warn("etcd answers neither this gateway nor any other: still answering partners (failsafe) until one reaches it", "epoch", epoch)
-				}
-				failsafe, graceEnd = true, asked.Add(holdsBack-l.margin())
-			case failsafe && errors.Is(err, errReached) && time.Now().Before(graceEnd):
-				// etcd is back for another gateway, which holds back
-				// since it said it was not: this one has until then to
-				// renew its lease, if etcd kept it.
-			default:
-				demote("etcd did not renew the lease in time, and the failsafe does not hold: " + err.Error())
-				c.revoke(l.id)
-				return errors.New("lost the lease")
-			}
-			// Asked again before the answers could be out of date.
-			stepDown.Reset(l.every())
+			// Decided at the top of the loop.
 		case <-renew.C:
 			if c.Serving != nil && time.Since(since) > openWithin {
 				if err := c.Serving(); err != nil {
@@ -376,9 +416,10 @@ func (c *Candidate) hold(ctx context.Context, l held, epoch int64) error {
 				}
 			}
 			sent := time.Now()
-			deadline := l.expires.Add(-early)
-			if failsafe || deadline.Before(sent) {
-				deadline = sent.Add(l.every())
+			// Never past the next decision, nor the grace.
+			deadline := earliest(next, sent.Add(l.every()))
+			if failsafe {
+				deadline = earliest(deadline, graceEnd)
 			}
 			kctx, kcancel := context.WithDeadline(ctx, deadline)
 			resp, err := c.Etcd.Client.KeepAliveOnce(kctx, l.id)
@@ -390,7 +431,8 @@ func (c *Candidate) hold(ctx context.Context, l held, epoch int64) error {
 				return errors.New("lost the lease")
 			case err == nil:
 				l.expires = sent.Add(time.Duration(resp.TTL) * time.Second)
-				stepDown.Reset(time.Until(l.expires.Add(-early)))
+				next = l.expires.Add(-early)
+				stepDown.Reset(time.Until(next))
 				if failsafe && c.Log != nil {
 					c.Log.Info("etcd answers again: the failsafe is over", "epoch", epoch)
 				}
@@ -400,11 +442,41 @@ func (c *Candidate) hold(ctx context.Context, l held, epoch int64) error {
 	}
 }
 
-// holdBack is how long a gateway that told the active it cannot reach etcd
-// does not campaign after: the active keeps answering partners on its word,
-// and must learn that etcd answers again, and step down if its lease is
-// gone, before anyone is promoted.
-func (c *Candidate) holdBack() time.Duration { return 2 * max(c.TTL, time.Second) }
+// holdBack is how long a gateway must have reached etcd without a break it
+// noticed before it campaigns: an active in failsafe (one this gateway told
+// it cannot reach etcd, or one that could not ask it) keeps answering
+// partners, and must learn that etcd answers again, and step down if its
+// lease is gone, before anyone is promoted. Twice the longest lease etcd
+// granted in this cluster, as far as this gateway heard.
+func (c *Candidate) holdBack() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return 2 * max(c.TTL, c.longestTTL, time.Second)
+}
+
+// ReadyAfter is how long a gateway waits after it reached etcd before it
+// would take the role.
+func (c *Candidate) ReadyAfter() time.Duration { return c.holdBack() }
+
+// reached records whether this gateway just reached etcd: a break restarts
+// the time it must have reached it for before it campaigns.
+func (c *Candidate) reached(ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case !ok:
+		c.etcdSince = time.Time{}
+	case c.etcdSince.IsZero():
+		c.etcdSince = time.Now()
+	}
+}
+
+func earliest(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
 
 // listOthers keeps the list of the other gateways fresh while etcd
 // answers, for the failsafe, until ctx ends.
@@ -431,19 +503,16 @@ func (c *Candidate) listOthers(ctx context.Context) {
 	}
 }
 
-// othersToAsk are the failsafe addresses of the other gateways; one
-// without an address cannot answer, and so keeps the failsafe from holding.
-func (c *Candidate) othersToAsk() []string {
+// othersToAsk are the other gateways that may campaign: those listed with
+// a failsafe address (mayCampaign).
+func (c *Candidate) othersToAsk() []api.ClusterGateway {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make([]string, 0, len(c.others))
+	var out []api.ClusterGateway
 	for _, g := range c.others {
-		addr := g.Failsafe
-		if addr == "" {
-			// Nothing listens there: the question fails, as it must.
-			addr = "unreachable.invalid:0"
+		if g.Failsafe != "" {
+			out = append(out, g)
 		}
-		out = append(out, addr)
 	}
 	return out
 }

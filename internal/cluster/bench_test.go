@@ -65,7 +65,7 @@ func BenchmarkChange(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			if _, err := e.Init(b.Context(), single); err != nil {
+			if _, err := e.Init(b.Context(), single, ""); err != nil {
 				b.Fatal(err)
 			}
 			single.Close()

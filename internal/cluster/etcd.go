@@ -181,7 +181,10 @@ var (
 // Init makes db's state the cluster's first, in one transaction: the
 // audit chain goes on where it was, and every address and key is kept. It
 // refuses a cluster that holds a state already.
-func (e *Etcd) Init(ctx context.Context, db *store.DB) (int64, error) {
+//
+// gatewayPub, when given, is recorded with it as the cluster's gateway
+// public key (CheckGatewayKey), in the same transaction.
+func (e *Etcd) Init(ctx context.Context, db *store.DB, gatewayPub string) (int64, error) {
 	ws, err := db.Dump()
 	if err != nil {
 		return 0, fmt.Errorf("read the state: %w", err)
@@ -193,9 +196,13 @@ func (e *Etcd) Init(ctx context.Context, db *store.DB) (int64, error) {
 	e.origin.id = hex.EncodeToString(id[:])
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
+	ops := e.ops(ws)
+	if gatewayPub != "" {
+		ops = append(ops, clientv3.OpPut(e.gatewayKeyKey(), gatewayPub))
+	}
 	resp, err := e.Client.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(e.fenceKey()), "=", 0)).
-		Then(e.ops(ws)...).
+		Then(ops...).
 		Commit()
 	if err != nil {
 		return 0, fmt.Errorf("write the state to the cluster's etcd (%d records; etcd takes at most --max-txn-ops of them in one transaction): %w", len(ws), err)

@@ -141,10 +141,10 @@ func TestTwoGatewaysShareOneState(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.Init(context.Background(), single); err != nil {
+	if _, err := e.Init(context.Background(), single, ""); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.Init(context.Background(), single); !errors.Is(err, ErrHasState) {
+	if _, err := e.Init(context.Background(), single, ""); !errors.Is(err, ErrHasState) {
 		t.Errorf("a second init: %v, want %v", err, ErrHasState)
 	}
 	single.Close()
@@ -228,7 +228,7 @@ func TestStaleCopyCannotWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer single.Close()
-	fence, err := e.Init(context.Background(), single)
+	fence, err := e.Init(context.Background(), single, "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/extranetgw/extranet/pkg/api"
 )
 
 // An active that cannot renew its lease cannot tell whether it alone is cut
@@ -32,13 +34,14 @@ import (
 // promoted, and the active keeps answering partners (fail static); it asks
 // again at every renewal it misses, and steps down as soon as one gateway
 // reaches etcd, cannot be asked, or does not answer as it must. The others
-// are the gateways listed in etcd when it last answered. A gateway that
-// answered that it cannot reach etcd does not campaign for two lease times
-// after: when etcd answers
-// again, the lease may be gone (a partition that cut every gateway off from
-// a healthy etcd), and the active, still answering, must learn so and step
-// down before anyone is promoted. The question and
-// the answer are authenticated with a key derived from the gateway key,
+// are the gateways listed in etcd when it last answered. No gateway
+// campaigns before it has reached etcd for two lease times without a break
+// it noticed (a failed question's etcd check is one), is listed with its
+// failsafe address, and has heard no listed gateway say it is active: when
+// etcd answers again, the lease may be gone (a partition that cut every
+// gateway off from a healthy etcd), and the active, still answering, must
+// learn so and step down before anyone is promoted. The question and the
+// answer are authenticated with a key derived from the gateway key,
 // which every gateway of a cluster holds and nobody else does: a host on the
 // network cannot answer for a gateway, or replay an answer.
 
@@ -60,6 +63,23 @@ func FailsafeSecret(gatewayKey []byte) []byte {
 	return m.Sum(nil)
 }
 
+// failsafeQuestion is what the active asks: when (its clock; questions
+// older than questionWindow are not answered), its lease's TTL (the others
+// hold back twice the longest they heard of), and a nonce the answer
+// carries back.
+type failsafeQuestion struct {
+	Nonce string `json:"nonce"`
+	At    int64  `json:"at_ms"`
+	TTL   int64  `json:"ttl_ms"`
+}
+
+// questionWindow bounds how old a question may be, for a replay: clocks of
+// the gateways differ by less (NTP).
+const questionWindow = 10 * time.Second
+
+// maxAnswering bounds the questions answered at once: each reads etcd.
+const maxAnswering = 4
+
 // failsafeAnswer is what a gateway says of itself.
 type failsafeAnswer struct {
 	Name   string `json:"name"`
@@ -69,6 +89,8 @@ type failsafeAnswer struct {
 	// HoldsBack is how long, from its answer, a gateway that cannot reach
 	// etcd will not campaign once it can, in milliseconds.
 	HoldsBack int64 `json:"holds_back_ms,omitempty"`
+	// Ready says a standby would campaign at once if the role were free.
+	Ready bool `json:"ready,omitempty"`
 }
 
 // macHeader carries the answer's authentication.
@@ -84,17 +106,18 @@ func (f *Failsafe) mac(parts ...[]byte) string {
 }
 
 // askTimeout bounds one question, and etcdCheckTimeout the answering
-// gateway's own look at etcd within it.
-const (
-	askTimeout       = 500 * time.Millisecond
-	etcdCheckTimeout = 300 * time.Millisecond
-)
+// gateway's own look at etcd within it: fractions of the asker's lease, so
+// that the answers are in well before it must decide (0.5 s and 0.3 s at
+// the default 2 s).
+func askTimeout(ttl time.Duration) time.Duration       { return ttl / 4 }
+func etcdCheckTimeout(ttl time.Duration) time.Duration { return ttl * 3 / 20 }
 
 // Handler answers a question: the nonce it was asked with, whether this
 // gateway is active, and whether it reaches an etcd member that has a
 // leader now.
 func (c *Candidate) FailsafeHandler() http.Handler {
 	f := c.Failsafe
+	answering := make(chan struct{}, maxAnswering)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost || r.URL.Path != "/failsafe" {
 			http.NotFound(w, r)
@@ -105,23 +128,29 @@ func (c *Candidate) FailsafeHandler() http.Handler {
 			http.Error(w, "not a gateway of this cluster", http.StatusForbidden)
 			return
 		}
-		var q struct {
-			Nonce string `json:"nonce"`
-		}
-		if json.Unmarshal(body, &q) != nil || q.Nonce == "" {
+		var q failsafeQuestion
+		if json.Unmarshal(body, &q) != nil || q.Nonce == "" || time.Since(time.UnixMilli(q.At)).Abs() > questionWindow {
 			http.Error(w, "bad question", http.StatusBadRequest)
 			return
 		}
-		ctx, cancel := context.WithTimeout(r.Context(), etcdCheckTimeout)
+		select {
+		case answering <- struct{}{}:
+			defer func() { <-answering }()
+		default:
+			http.Error(w, "busy", http.StatusServiceUnavailable)
+			return
+		}
+		c.mu.Lock()
+		c.longestTTL = max(c.longestTTL, time.Duration(q.TTL)*time.Millisecond)
+		c.mu.Unlock()
+		ctx, cancel := context.WithTimeout(r.Context(), etcdCheckTimeout(max(time.Duration(q.TTL)*time.Millisecond, time.Second)))
 		defer cancel()
 		_, err = c.Etcd.Client.Get(clientv3.WithRequireLeader(ctx), c.Etcd.activeKey())
-		a := failsafeAnswer{Name: c.Name, Nonce: q.Nonce, Active: c.Role().Active, Etcd: err == nil}
+		c.reached(err == nil)
+		a := failsafeAnswer{Name: c.Name, Nonce: q.Nonce, Active: c.Role().Active, Etcd: err == nil, Ready: err == nil && c.ready()}
 		if !a.Etcd {
-			// The active keeps answering partners on this word: this
-			// gateway holds back when etcd answers again.
-			c.mu.Lock()
-			c.askedAt = time.Now()
-			c.mu.Unlock()
+			// The active keeps answering partners on this word; this
+			// gateway holds back once etcd answers again (reached).
 			a.HoldsBack = c.holdBack().Milliseconds()
 		}
 		out, _ := json.Marshal(a)
@@ -131,13 +160,18 @@ func (c *Candidate) FailsafeHandler() http.Handler {
 	})
 }
 
-// ask asks the gateway at addr, and returns its authenticated answer.
-func (f *Failsafe) ask(ctx context.Context, addr string) (failsafeAnswer, error) {
+// noProxy asks directly, whatever HTTP_PROXY says.
+var noProxy = &http.Client{Transport: &http.Transport{Proxy: nil}}
+
+// ask asks gw at its failsafe address, and returns its authenticated
+// answer, which must be gw's own. ttl is the asker's lease.
+func (f *Failsafe) ask(ctx context.Context, gw api.ClusterGateway, ttl time.Duration) (failsafeAnswer, error) {
 	var a failsafeAnswer
+	addr := gw.Failsafe
 	nonce := make([]byte, 16)
 	rand.Read(nonce)
-	q, _ := json.Marshal(map[string]string{"nonce": hex.EncodeToString(nonce)})
-	ctx, cancel := context.WithTimeout(ctx, askTimeout)
+	q, _ := json.Marshal(failsafeQuestion{Nonce: hex.EncodeToString(nonce), At: time.Now().UnixMilli(), TTL: ttl.Milliseconds()})
+	ctx, cancel := context.WithTimeout(ctx, askTimeout(ttl))
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/failsafe", bytes.NewReader(q))
 	if err != nil {
@@ -146,7 +180,7 @@ func (f *Failsafe) ask(ctx context.Context, addr string) (failsafeAnswer, error)
 	req.Header.Set(macHeader, f.mac([]byte("question"), q))
 	client := f.Client
 	if client == nil {
-		client = http.DefaultClient
+		client = noProxy
 	}
 	resp, err := client.Do(req)
 	if err != nil {
@@ -163,7 +197,43 @@ func (f *Failsafe) ask(ctx context.Context, addr string) (failsafeAnswer, error)
 	if err := json.Unmarshal(body, &a); err != nil || a.Nonce != hex.EncodeToString(nonce) {
 		return a, fmt.Errorf("%s answered another question", addr)
 	}
+	if a.Name != gw.Name {
+		return a, fmt.Errorf("%s answered as %s, not %s", addr, a.Name, gw.Name)
+	}
 	return a, nil
+}
+
+// mayCampaign checks what a campaign needs beyond a free role where
+// gateways have a failsafe: this gateway is listed, with its failsafe
+// address (so that an active counts it among those it asks), and no other
+// listed gateway says it is active (one in failsafe, cut off from etcd,
+// still answers partners).
+func (c *Candidate) mayCampaign(ctx context.Context) error {
+	gctx, cancel := context.WithTimeout(ctx, time.Second)
+	gws, err := c.Etcd.Gateways(gctx)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("list the gateways: %w", err)
+	}
+	listed := false
+	var others []api.ClusterGateway
+	for _, g := range gws {
+		switch {
+		case g.Name == c.Name:
+			listed = g.Failsafe == c.Failsafe.Addr
+		case g.Failsafe != "":
+			others = append(others, g)
+		}
+	}
+	if !listed {
+		return fmt.Errorf("%s is not listed in the cluster with its failsafe address %s yet", c.Name, c.Failsafe.Addr)
+	}
+	for _, g := range others {
+		if a, err := c.Failsafe.ask(ctx, g, c.TTL); err == nil && a.Active {
+			return fmt.Errorf("%s says it is active", g.Name)
+		}
+	}
+	return nil
 }
 
 // errNoOthers means no other gateway was known to ask.
@@ -178,7 +248,7 @@ var errReached = errors.New("reaches etcd")
 // time any of them holds back from its answer on. An error wraps
 // errReached when every gateway answered and the only trouble is that some
 // reach etcd.
-func (f *Failsafe) othersLostEtcd(ctx context.Context, others []string) (time.Duration, error) {
+func (f *Failsafe) othersLostEtcd(ctx context.Context, others []api.ClusterGateway, ttl time.Duration) (time.Duration, error) {
 	if len(others) == 0 {
 		return 0, errNoOthers
 	}
@@ -189,11 +259,11 @@ func (f *Failsafe) othersLostEtcd(ctx context.Context, others []string) (time.Du
 		holdsBack = time.Duration(math.MaxInt64)
 		wg        sync.WaitGroup
 	)
-	for _, addr := range others {
+	for _, g := range others {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			a, err := f.ask(ctx, addr)
+			a, err := f.ask(ctx, g, ttl)
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
@@ -213,4 +283,42 @@ func (f *Failsafe) othersLostEtcd(ctx context.Context, others []string) (time.Du
 		return 0, err
 	}
 	return holdsBack, nil
+}
+
+// Ready tells whether this gateway, a standby, would campaign at once if
+// the role were free (waitFree).
+func (c *Candidate) Ready() bool { return c.ready() }
+
+func (c *Candidate) ready() bool {
+	hold := c.holdBack()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return !c.role.Active && !c.etcdSince.IsZero() && time.Since(c.etcdSince) >= hold && time.Now().After(c.holdOff)
+}
+
+// ReadyStandbys are the gateways, this one among them, that would take the
+// role at once if it were free: where a switchover may hand over to.
+func (c *Candidate) ReadyStandbys(ctx context.Context) ([]string, error) {
+	if c.Failsafe == nil {
+		return nil, errors.New("this gateway has no failsafe to ask the others with")
+	}
+	gctx, cancel := context.WithTimeout(ctx, time.Second)
+	gws, err := c.Etcd.Gateways(gctx)
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("list the gateways: %w", err)
+	}
+	var ready []string
+	if c.ready() {
+		ready = append(ready, c.Name)
+	}
+	for _, g := range gws {
+		if g.Name == c.Name || g.Failsafe == "" {
+			continue
+		}
+		if a, err := c.Failsafe.ask(ctx, g, c.TTL); err == nil && a.Ready {
+			ready = append(ready, g.Name)
+		}
+	}
+	return ready, nil
 }

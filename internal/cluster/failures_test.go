@@ -29,7 +29,7 @@ func initCluster(t *testing.T, e *Etcd) (*gateway, string) {
 	if err := single.Update(func(tx *store.Tx) error { return tx.PutOrg(org("acme", 1)) }); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.Init(context.Background(), single); err != nil {
+	if _, err := e.Init(context.Background(), single, ""); err != nil {
 		t.Fatal(err)
 	}
 	single.Close()
@@ -139,7 +139,7 @@ func TestRewoundEtcdIsNotFollowed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.Init(context.Background(), single); err != nil {
+	if _, err := e.Init(context.Background(), single, ""); err != nil {
 		t.Fatal(err)
 	}
 	ws, fence, rev, err := e.Load(context.Background())
@@ -170,7 +170,7 @@ func TestRewoundEtcdIsNotFollowed(t *testing.T) {
 	startEtcdAt(t, srv.URL)
 	// Another gateway makes the state anew there, from its own copy.
 	other := &Etcd{Client: e.Client, Prefix: e.Prefix}
-	if _, err := other.Init(context.Background(), single); err != nil {
+	if _, err := other.Init(context.Background(), single, ""); err != nil {
 		t.Fatal(err)
 	}
 	single.Close()

@@ -136,11 +136,8 @@ holds a state under the prefix already. Then start extranetd with
 			if err != nil {
 				return fmt.Errorf("gateway key: %w", err)
 			}
-			rev, err := cl.Init(cmd.Context(), db)
+			rev, err := cl.Init(cmd.Context(), db, key.PublicKey().String())
 			if err != nil {
-				return err
-			}
-			if err := cl.CheckGatewayKey(cmd.Context(), key.PublicKey().String()); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "the cluster's state is this gateway's (etcd revision %d); start extranetd with --etcd-endpoints on every gateway\n", rev)
@@ -260,6 +257,7 @@ func (v *clusterView) status() *api.ClusterStatus {
 		if v.cand.Role().Active {
 			out.Role = "active"
 		}
+		out.Ready = v.cand.Ready()
 		out.Active, out.Epoch, _ = v.cl.Active(ctx)
 		out.Failovers, _ = v.cl.Failovers(ctx)
 	}
@@ -329,6 +327,16 @@ const switchoverWait = 10 * time.Second
 func (v *clusterView) switchover(ctx context.Context) (api.Switchover, error) {
 	if v == nil || v.cand == nil {
 		return api.Switchover{}, api.Errorf(api.CodeConflict, "this gateway does not take turns answering partners: switchover needs a cluster whose gateways run with --vip (docs/cluster.md)")
+	}
+	// Each standby waits a while after it reaches etcd before it would
+	// take the role (the failsafe): handing over to none that would is
+	// an outage.
+	ready, err := v.cand.ReadyStandbys(ctx)
+	if err != nil {
+		return api.Switchover{}, api.Errorf(api.CodeConflict, "switchover: %v", err)
+	}
+	if len(ready) == 0 {
+		return api.Switchover{}, api.Errorf(api.CodeConflict, "switchover: no other gateway is ready to take over (a standby takes the role only %s after it reached etcd, and must be listed with its cluster-listen address; see extranetctl cluster status); try again shortly", v.cand.ReadyAfter())
 	}
 	from, to, epoch, err := v.cl.Switchover(ctx, switchoverWait)
 	if err != nil {

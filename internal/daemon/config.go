@@ -352,7 +352,7 @@ func (c *Config) Validate() (Settings, error) {
 		if c.RoleTTL < time.Second || c.RoleTTL > time.Minute {
 			return st, fmt.Errorf("--role-ttl %s: give 1s to 1m (2s: a failover within about 2.5 s)", c.RoleTTL)
 		}
-		if host, port, err := net.SplitHostPort(c.ClusterListen); err != nil || host == "" || port == "0" {
+		if host, port, err := net.SplitHostPort(c.ClusterListen); err != nil || !reachableHost(host) || port == "0" {
 			return st, fmt.Errorf("--vip needs --cluster-listen %q to be HOST:PORT on the network the gateways share (10.0.0.11:51821, say): the other gateways ask this one there whether it reaches etcd", c.ClusterListen)
 		}
 		if st.VIP, err = vip.Parse(c.VIP, c.VIPInterface, c.ListenPort, c.VIPTable); err != nil {
@@ -476,4 +476,16 @@ func (c *Config) validateAlerts(st *Settings) error {
 // ifaceName tells whether s can name a network interface.
 func ifaceName(s string) bool {
 	return len(s) > 0 && len(s) <= 15 && !strings.ContainsAny(s, "/ \t\n")
+}
+
+// reachableHost tells whether another host can reach this one at host:
+// not empty, not a wildcard, not loopback.
+func reachableHost(host string) bool {
+	if host == "" {
+		return false
+	}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return !ip.IsUnspecified() && !ip.IsLoopback()
+	}
+	return host != "localhost"
 }

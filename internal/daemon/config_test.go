@@ -197,6 +197,8 @@ func TestSharedAddressSettings(t *testing.T) {
 		{"the main table", func(c *Config) { c.VIPTable = 254 }, "--vip-table"},
 		{"nowhere to ask it", func(c *Config) { c.ClusterListen = "" }, "--cluster-listen"},
 		{"any address", func(c *Config) { c.ClusterListen = ":51821" }, "--cluster-listen"},
+		{"every address", func(c *Config) { c.ClusterListen = "0.0.0.0:51821" }, "--cluster-listen"},
+		{"loopback", func(c *Config) { c.ClusterListen = "127.0.0.1:51821" }, "--cluster-listen"},
 	} {
 		c := Defaults()
 		c.EtcdEndpoints = []string{"https://10.0.0.5:2379"}

@@ -207,7 +207,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 	// follow the role (docs/cluster.md); a gateway starts standby.
 	var roles *reconcile.Roles
 	if st.VIP != nil {
-		// A standby removes the address: it must not be the host's own.
+		// A standby removes the address, and its routes from the table:
+		// neither may be another's.
+		if err := st.VIP.CheckTable(); err != nil {
+			return err
+		}
 		if foreign, err := st.VIP.Foreign(); err != nil {
 			return fmt.Errorf("--vip-interface %s: %w", st.VIP.Interface, err)
 		} else if foreign {
@@ -473,7 +477,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 		// The failsafe's key is the gateway key's: the other gateways
 		// hold it, and nobody else.
 		cand.Failsafe = &cluster.Failsafe{Secret: cluster.FailsafeSecret(key[:]), Addr: cfg.ClusterListen}
-		if err := serveTCP(candCtx, "cluster failsafe", cfg.ClusterListen, cand.FailsafeHandler(), log); err != nil {
+		if err := serveFailsafe(candCtx, cfg.ClusterListen, cand.FailsafeHandler(), log); err != nil {
 			return err
 		}
 		if mets != nil {

@@ -83,3 +83,25 @@ func pprofHandler() http.Handler {
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	return mux
 }
+
+// serveFailsafe answers the other gateways' failsafe questions on addr
+// (docs/cluster.md). A question is small and answered within a second: a
+// peer that sends slowly, or too much, is cut off.
+func serveFailsafe(ctx context.Context, addr string, h http.Handler, log *slog.Logger) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("cluster-listen: %w", err)
+	}
+	srv := &http.Server{Handler: h, ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second, IdleTimeout: 30 * time.Second, MaxHeaderBytes: 4 << 10}
+	go func() {
+		<-ctx.Done()
+		srv.Close()
+	}()
+	log.Info("cluster failsafe listening", "addr", l.Addr().String())
+	go func() {
+		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("cluster failsafe server", "err", err)
+		}
+	}()
+	return nil
+}

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -108,7 +109,7 @@ func startProbe(t *testing.T, ns, addr string) *prober {
 }
 
 // silence waits up to limit for an answer after until, and returns the
-// longest the partner went without one from since on.
+// longest the partner went without one from since to that answer.
 func (p *prober) silence(t *testing.T, since, until time.Time, limit time.Duration) time.Duration {
 	t.Helper()
 	deadline := time.Now().Add(limit)
@@ -125,6 +126,9 @@ func (p *prober) silence(t *testing.T, since, until time.Time, limit time.Durati
 				}
 				longest = max(longest, at.Sub(last))
 				last = at
+				if at.After(until) {
+					break
+				}
 			}
 			return longest
 		}
@@ -194,8 +198,12 @@ func newPair(t *testing.T) *pair {
 	if out, err := a.Extranetd(append(append(a.DaemonArgs(), "cluster", "init"), etcd...)...).CombinedOutput(); err != nil {
 		t.Fatalf("cluster init: %v\n%s", err, out)
 	}
+	// The lease, and with it every time of the failover, stretches with
+	// the machine: under emulation 2 s would be a fraction of the time a
+	// question between two gateways takes.
+	ttl := fmt.Sprintf("%ds", int(scaled(2*time.Second).Round(time.Second).Seconds()))
 	ha := func(name, addr string) []string {
-		return append([]string{"--cluster-name", name, "--vip", lanVIP + lanPrefix, "--vip-interface", "lan0", "--cluster-listen", addr + ":51821"}, etcd...)
+		return append([]string{"--cluster-name", name, "--vip", lanVIP + lanPrefix, "--vip-interface", "lan0", "--cluster-listen", addr + ":51821", "--role-ttl", ttl}, etcd...)
 	}
 	p := &pair{t: t, a: a, b: b, etcd: etcdp, args: map[*Rig][]string{a: ha("gw-a", "192.168.60.11"), b: ha("gw-b", "192.168.60.12")}}
 
@@ -293,9 +301,17 @@ var failures = []failure{
 
 	{"switchover", func(p *pair, r *Rig) {
 		// Asked through the standby: any gateway of the cluster will do.
-		if out := p.other(r).MustCTL("cluster", "switchover"); !strings.Contains(out, "handed partners over to") {
-			p.t.Errorf("switchover said %q", out)
-		}
+		// One that just started is not ready yet, and says so.
+		Eventually(p.t, 10*time.Second, "a switchover", func() error {
+			out, stderr, code := p.other(r).CTL("cluster", "switchover")
+			switch {
+			case code != 0 && strings.Contains(stderr, "no other gateway is ready"):
+				return errors.New(stderr)
+			case code != 0 || !strings.Contains(out, "handed partners over to"):
+				p.t.Fatalf("switchover: exit %d, %q %q", code, out, stderr)
+			}
+			return nil
+		})
 	}, func(*pair, *Rig) {}},
 
 	{"cut off from etcd", func(p *pair, r *Rig) {
@@ -346,9 +362,9 @@ func (p *pair) failover(f failure) time.Duration {
 		t.Errorf("%s: the open connection answered %q, %v; want it to carry on", f.name, got, err)
 	}
 	f.recover(p, old)
-	Eventually(t, 10*time.Second, f.name+": the old active is a standby", func() error {
-		if c := old.clusterStatus(); c.Role != "standby" {
-			return fmt.Errorf("role %q", c.Role)
+	Eventually(t, 15*time.Second, f.name+": the old active is a standby, ready to take over", func() error {
+		if c := old.clusterStatus(); c.Role != "standby" || !c.Ready {
+			return fmt.Errorf("role %q, ready %v", c.Role, c.Ready)
 		}
 		return checkOneAnswers(p.active, old)
 	})
@@ -367,36 +383,12 @@ func TestClusterFailover(t *testing.T) {
 	for _, f := range failures {
 		t.Logf("%s: the partner went %v without an answer", f.name, p.failover(f).Round(time.Millisecond))
 	}
-	// etcd gone for every gateway (killed, as its quorum's loss would
-	// leave it): the active keeps answering partners, since the other
-	// says it cannot reach etcd either; changes are refused; and once etcd
-	// is back, one gateway answers.
-	began := time.Now()
-	p.etcd.kill()
-	time.Sleep(scaled(5 * time.Second))
-	if gap := p.probe.silence(t, began, time.Now(), scaled(5*time.Second)); gap > scaled(time.Second) {
-		t.Errorf("with etcd gone the partner went %v without an answer; want the active to keep answering", gap)
+	// The failsafe decides by etcd and the other gateway alone, whatever
+	// the WireGuard mode: the kernel VM's suite leaves it to the native
+	// one, for CI's time.
+	if wgMode != "kernel" {
+		p.etcdGone()
 	}
-	if err := checkOneAnswers(p.active, p.other(p.active)); err != nil {
-		t.Errorf("with etcd gone: %v", err)
-	}
-	if _, stderr, code := p.active.CTL("org", "create", "globex", "--grant", "10.9.9.0/24"); code == 0 || !strings.Contains(stderr, "etcd") {
-		t.Errorf("a change with etcd gone: exit %d, %q; want a refusal that names etcd", code, stderr)
-	}
-	p.etcd.restart()
-	Eventually(t, 20*time.Second, "one gateway answers once etcd is back", func() error {
-		c := p.a.clusterStatus()
-		if c.Active == "" || p.b.clusterStatus().Active != c.Active {
-			return fmt.Errorf("gw-a says %q is active, gw-b disagrees", c.Active)
-		}
-		if c.Active == "gw-a" {
-			p.active = p.a
-		} else {
-			p.active = p.b
-		}
-		return checkOneAnswers(p.active, p.other(p.active))
-	})
-	t.Logf("etcd gone for %v: the partner went %v without an answer at most", time.Since(began).Round(time.Second), p.probe.silence(t, began, time.Now(), scaled(5*time.Second)).Round(time.Millisecond))
 
 	c := p.active.clusterStatus()
 	if len(c.Failovers) < 5 || c.Failovers[0].To != c.Active {
@@ -459,4 +451,44 @@ func checkOneAnswers(active, standby *Rig) error {
 		return fmt.Errorf("the standby answers partners too (%v)", err)
 	}
 	return nil
+}
+
+// etcdGone kills etcd (as its quorum's loss would leave it, for every
+// gateway): the active keeps answering partners, since the other says it
+// cannot reach etcd either; changes are refused; and once etcd is back,
+// one gateway answers.
+func (p *pair) etcdGone() {
+	t := p.t
+	began := time.Now()
+	p.etcd.kill()
+	time.Sleep(scaled(5 * time.Second))
+	if gap := p.probe.silence(t, began, time.Now(), scaled(5*time.Second)); gap > scaled(time.Second) {
+		t.Errorf("with etcd gone the partner went %v without an answer; want the active to keep answering", gap)
+	}
+	back := time.Now()
+	if err := checkOneAnswers(p.active, p.other(p.active)); err != nil {
+		t.Errorf("with etcd gone: %v", err)
+	}
+	if _, stderr, code := p.active.CTL("org", "create", "globex", "--grant", "10.9.9.0/24"); code == 0 || !strings.Contains(stderr, "etcd") {
+		t.Errorf("a change with etcd gone: exit %d, %q; want a refusal that names etcd", code, stderr)
+	}
+	p.etcd.restart()
+	Eventually(t, 20*time.Second, "one gateway answers once etcd is back", func() error {
+		c := p.a.clusterStatus()
+		if c.Active == "" || p.b.clusterStatus().Active != c.Active {
+			return fmt.Errorf("gw-a says %q is active, gw-b disagrees", c.Active)
+		}
+		if c.Active == "gw-a" {
+			p.active = p.a
+		} else {
+			p.active = p.b
+		}
+		return checkOneAnswers(p.active, p.other(p.active))
+	})
+	// etcd was killed and started again, which a cluster's quorum is
+	// not: its leases may have ended by then, and a gateway is promoted
+	// anew once it reached etcd long enough. Measured, not asserted.
+	t.Logf("etcd gone for %v: the partner went at most %v without an answer while it was, and %v after it came back", back.Sub(began).Round(time.Second),
+		p.probe.silence(t, began, back, scaled(5*time.Second)).Round(time.Millisecond), p.probe.silence(t, back, time.Now(), scaled(5*time.Second)).Round(time.Millisecond))
+
 }

@@ -409,6 +409,15 @@ func RenderHost(p *policy.Policy, veth string) Host {
 	var m strings.Builder
 	fmt.Fprintf(&m, "*mangle\n:%s - [0:0]\n:%s - [0:0]\n-A %s -i %s -m conntrack --ctstate NEW -j DROP\n-A %s -i %s -m conntrack --ctstate DNAT -j DROP\n",
 		chainGuardIn, chainGuardFwd, chainGuardIn, veth, chainGuardFwd, veth)
+	if sh := p.Host.Shared; sh != nil && p.Masquerade {
+		// An internal host's packet of a partner connection that another
+		// gateway carried (a keepalive, a retransmission) can reach a new
+		// active before the partner's next packet gave it the
+		// translation: dropped, not answered with a reset that would end
+		// the connection, and not tracked, so that the partner's packet
+		// translates as before.
+		fmt.Fprintf(&m, "-A %s -d %s -p tcp ! --syn -m conntrack --ctstate NEW -j DROP\n", chainGuardIn, sh.Addr)
+	}
 	// Partner traffic leaves the host only by its egress interfaces: a
 	// grant that covers a container or VM bridge's range reaches nothing
 	// behind the bridge unless the bridge is named.

@@ -406,7 +406,16 @@ func TestSharedAddressTranslation(t *testing.T) {
 	if got := RenderHost(p, "extranet0").NAT; got != want {
 		t.Errorf("nat:\n%s\nwant:\n%s", got, want)
 	}
+	// A stray packet of a connection another gateway carried is dropped,
+	// not reset.
+	stray := "-A EXTRANET-GUARD-IN -d 203.0.113.10 -p tcp ! --syn -m conntrack --ctstate NEW -j DROP\n"
+	if got := RenderHost(p, "extranet0").Mangle; !strings.Contains(got, stray) {
+		t.Errorf("mangle has no %q:\n%s", stray, got)
+	}
 	p.Masquerade = false
+	if got := RenderHost(p, "extranet0").Mangle; strings.Contains(got, stray) {
+		t.Errorf("without masquerade, mangle still has %q", stray)
+	}
 	if got := RenderHost(p, "extranet0").NAT; got != "*nat\n:EXTRANET-POST - [0:0]\nCOMMIT\n" {
 		t.Errorf("nat without masquerade:\n%s", got)
 	}

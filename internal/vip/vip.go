@@ -155,15 +155,11 @@ const (
 // the shared address as their source, and puts the rule in place. A
 // destination the table has no route for falls through to the main table.
 func (a *Address) route(link netlink.Link) error {
-	if err := a.flushTable(); err != nil {
+	if err := a.CheckTable(); err != nil {
 		return err
 	}
-	theirs, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: a.Table}, netlink.RT_FILTER_TABLE)
-	if err != nil {
-		return fmt.Errorf("read routing table %d: %w", a.Table, err)
-	}
-	if len(theirs) > 0 {
-		return fmt.Errorf("routing table %d holds routes extranetd did not put there (%s, …): give --vip-table one of its own", a.Table, theirs[0])
+	if err := a.flushTable(); err != nil {
+		return err
 	}
 	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{LinkIndex: link.Attrs().Index, Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
 	if err != nil {
@@ -233,10 +229,27 @@ func (a *Address) Foreign() (bool, error) {
 	ours := label(link.Attrs().Name)
 	for _, ad := range addrs {
 		if ip, ok := netip.AddrFromSlice(ad.IP); ok && ip.Unmap() == a.Prefix.Addr() {
-			return ours == "" || ad.Label != ours, nil
+			// Without room for a label, ours cannot be told from
+			// another's: taken as ours, which a crash may have left.
+			return ours != "" && ad.Label != ours, nil
 		}
 	}
 	return false, nil
+}
+
+// CheckTable says why Table is not this package's to use: it holds routes
+// another put there.
+func (a *Address) CheckTable() error {
+	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: a.Table}, netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return fmt.Errorf("read routing table %d: %w", a.Table, err)
+	}
+	for _, r := range routes {
+		if r.Protocol != routeProto {
+			return fmt.Errorf("routing table %d holds routes extranetd did not put there (%s, …): give --vip-table one of its own", a.Table, r)
+		}
+	}
+	return nil
 }
 
 // Held reports whether the interface holds the address.

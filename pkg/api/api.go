@@ -397,7 +397,10 @@ type ClusterStatus struct {
 	// not take turns (no --vip). Active is the gateway that answers
 	// partners and Epoch its promotion; Failovers the last promotions,
 	// newest first.
-	Role      string            `json:"role,omitempty"`
+	Role string `json:"role,omitempty"`
+	// Ready says this gateway, a standby, would take the role at once if
+	// it were free: it reached etcd long enough (the failsafe's wait).
+	Ready     bool              `json:"ready,omitempty"`
 	Active    string            `json:"active,omitempty"`
 	Epoch     int64             `json:"epoch,omitempty"`
 	Failovers []ClusterFailover `json:"failovers,omitempty"`
