@@ -232,7 +232,13 @@ func (c *Candidate) waitFree(ctx context.Context) error {
 			since := c.etcdSince
 			c.mu.Unlock()
 			if c.Failsafe != nil {
-				wait = max(wait, time.Until(since.Add(c.holdBack())))
+				if since.IsZero() {
+					// A question's look at etcd failed since the Get
+					// above: not reached, whatever the Get said.
+					wait = max(wait, c.holdBack())
+				} else {
+					wait = max(wait, time.Until(since.Add(c.holdBack())))
+				}
 			}
 			if wait <= 0 {
 				return nil

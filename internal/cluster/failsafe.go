@@ -228,12 +228,36 @@ func (c *Candidate) mayCampaign(ctx context.Context) error {
 	if !listed {
 		return fmt.Errorf("%s is not listed in the cluster with its failsafe address %s yet", c.Name, c.Failsafe.Addr)
 	}
-	for _, g := range others {
-		if a, err := c.Failsafe.ask(ctx, g, c.TTL); err == nil && a.Active {
-			return fmt.Errorf("%s says it is active", g.Name)
+	for _, r := range c.Failsafe.askAll(ctx, others, c.TTL) {
+		if r.err == nil && r.answer.Active {
+			return fmt.Errorf("%s says it is active", r.gw.Name)
 		}
 	}
 	return nil
+}
+
+// asked is one gateway's answer to a question, or why there is none.
+type asked struct {
+	gw     api.ClusterGateway
+	answer failsafeAnswer
+	err    error
+}
+
+// askAll asks every gateway of gws at once: a question to a dead one
+// waits its whole timeout, and must not add up.
+func (f *Failsafe) askAll(ctx context.Context, gws []api.ClusterGateway, ttl time.Duration) []asked {
+	out := make([]asked, len(gws))
+	var wg sync.WaitGroup
+	for i, g := range gws {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a, err := f.ask(ctx, g, ttl)
+			out[i] = asked{gw: g, answer: a, err: err}
+		}()
+	}
+	wg.Wait()
+	return out
 }
 
 // errNoOthers means no other gateway was known to ask.
@@ -252,33 +276,20 @@ func (f *Failsafe) othersLostEtcd(ctx context.Context, others []api.ClusterGatew
 	if len(others) == 0 {
 		return 0, errNoOthers
 	}
-	var (
-		mu        sync.Mutex
-		reached   error
-		other     error
-		holdsBack = time.Duration(math.MaxInt64)
-		wg        sync.WaitGroup
-	)
-	for _, g := range others {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			a, err := f.ask(ctx, g, ttl)
-			mu.Lock()
-			defer mu.Unlock()
-			switch {
-			case err != nil:
-				other = cmp.Or(other, err)
-			case a.Active:
-				other = cmp.Or(other, fmt.Errorf("%s is active", a.Name))
-			case a.Etcd:
-				reached = cmp.Or(reached, fmt.Errorf("%s %w", a.Name, errReached))
-			default:
-				holdsBack = min(holdsBack, time.Duration(a.HoldsBack)*time.Millisecond)
-			}
-		}()
+	var reached, other error
+	holdsBack := time.Duration(math.MaxInt64)
+	for _, r := range f.askAll(ctx, others, ttl) {
+		switch a := r.answer; {
+		case r.err != nil:
+			other = cmp.Or(other, r.err)
+		case a.Active:
+			other = cmp.Or(other, fmt.Errorf("%s is active", a.Name))
+		case a.Etcd:
+			reached = cmp.Or(reached, fmt.Errorf("%s %w", a.Name, errReached))
+		default:
+			holdsBack = min(holdsBack, time.Duration(a.HoldsBack)*time.Millisecond)
+		}
 	}
-	wg.Wait()
 	if err := cmp.Or(other, reached); err != nil {
 		return 0, err
 	}
@@ -312,12 +323,15 @@ func (c *Candidate) ReadyStandbys(ctx context.Context) ([]string, error) {
 	if c.ready() {
 		ready = append(ready, c.Name)
 	}
+	var others []api.ClusterGateway
 	for _, g := range gws {
-		if g.Name == c.Name || g.Failsafe == "" {
-			continue
+		if g.Name != c.Name && g.Failsafe != "" {
+			others = append(others, g)
 		}
-		if a, err := c.Failsafe.ask(ctx, g, c.TTL); err == nil && a.Ready {
-			ready = append(ready, g.Name)
+	}
+	for _, r := range c.Failsafe.askAll(ctx, others, c.TTL) {
+		if r.err == nil && r.answer.Ready {
+			ready = append(ready, r.gw.Name)
 		}
 	}
 	return ready, nil

@@ -113,7 +113,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 		registered := make(chan struct{})
 		go func() {
 			defer close(registered)
-			cl.Register(followCtx, api.ClusterGateway{Name: name, Version: version.Version, Started: time.Now().UTC(), Failsafe: cfg.ClusterListen}, instanceID(cfg.StateDir))
+			gw := api.ClusterGateway{Name: name, Version: version.Version, Started: time.Now().UTC()}
+			if st.VIP != nil {
+				// Only a gateway that takes turns answers questions.
+				gw.Failsafe = cfg.ClusterListen
+			}
+			cl.Register(followCtx, gw, instanceID(cfg.StateDir))
 		}()
 		defer func() {
 			stopFollow()

@@ -92,7 +92,9 @@ func serveFailsafe(ctx context.Context, addr string, h http.Handler, log *slog.L
 	if err != nil {
 		return fmt.Errorf("cluster-listen: %w", err)
 	}
-	srv := &http.Server{Handler: h, ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second, IdleTimeout: 30 * time.Second, MaxHeaderBytes: 4 << 10}
+	// The answer waits for a look at etcd of up to 0.15 of the asker's
+	// lease (9 s at the longest role-ttl): the write may take that long.
+	srv := &http.Server{Handler: h, ReadTimeout: 2 * time.Second, WriteTimeout: 12 * time.Second, IdleTimeout: 30 * time.Second, MaxHeaderBytes: 4 << 10}
 	go func() {
 		<-ctx.Done()
 		srv.Close()
