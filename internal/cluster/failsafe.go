@@ -147,7 +147,7 @@ func (c *Candidate) FailsafeHandler() http.Handler {
 		defer cancel()
 		_, err = c.Etcd.Client.Get(clientv3.WithRequireLeader(ctx), c.Etcd.activeKey())
 		c.reached(err == nil)
-		a := failsafeAnswer{Name: c.Name, Nonce: q.Nonce, Active: c.Role().Active, Etcd: err == nil, Ready: err == nil && c.ready()}
+		a := failsafeAnswer{Name: c.Name, Nonce: q.Nonce, Active: c.Role().Active, Etcd: err == nil, Ready: err == nil && c.Ready()}
 		if !a.Etcd {
 			// The active keeps answering partners on this word; this
 			// gateway holds back once etcd answers again (reached).
@@ -298,9 +298,7 @@ func (f *Failsafe) othersLostEtcd(ctx context.Context, others []api.ClusterGatew
 
 // Ready tells whether this gateway, a standby, would campaign at once if
 // the role were free (waitFree).
-func (c *Candidate) Ready() bool { return c.ready() }
-
-func (c *Candidate) ready() bool {
+func (c *Candidate) Ready() bool {
 	hold := c.holdBack()
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -320,7 +318,7 @@ func (c *Candidate) ReadyStandbys(ctx context.Context) ([]string, error) {
 		return nil, fmt.Errorf("list the gateways: %w", err)
 	}
 	var ready []string
-	if c.ready() {
+	if c.Ready() {
 		ready = append(ready, c.Name)
 	}
 	var others []api.ClusterGateway

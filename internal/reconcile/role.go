@@ -187,9 +187,10 @@ func (r *Reconciler) turnBase(k wgtypes.Key) (wgdev.PeerStats, bool) {
 func (r *Reconciler) recordedInTurn(keys []wgtypes.Key) {
 	r.turn.mu.Lock()
 	defer r.turn.mu.Unlock()
+	if r.turn.recorded == nil {
+		return
+	}
 	for _, k := range keys {
-		if r.turn.recorded != nil {
-			r.turn.recorded[k] = true
-		}
+		r.turn.recorded[k] = true
 	}
 }
