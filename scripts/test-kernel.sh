@@ -33,9 +33,6 @@ go test -c -o "$out/e2e.test" ./internal/e2e
 export EXTRANET_E2E_WIREGUARD=kernel
 export EXTRANET_E2E_BIN=$PWD/$out
 export EXTRANET_E2E_TIMESCALE=${EXTRANET_E2E_TIMESCALE:-5}
-# Two tests at a time: under emulation a test mostly waits (timers,
-# handshakes, the daemon's passes), so two at a time take about half as long.
-export EXTRANET_E2E_PARALLEL=${EXTRANET_E2E_PARALLEL:-1}
 start=$(date +%s)
 set +e
 # About 15-20 minutes on an idle 2-core machine under emulation; the limits

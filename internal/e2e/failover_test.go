@@ -383,12 +383,7 @@ func TestClusterFailover(t *testing.T) {
 	for _, f := range failures {
 		t.Logf("%s: the partner went %v without an answer", f.name, p.failover(f).Round(time.Millisecond))
 	}
-	// The failsafe decides by etcd and the other gateway alone, whatever
-	// the WireGuard mode: the kernel VM's suite leaves it to the native
-	// one, for CI's time.
-	if wgMode != "kernel" {
-		p.etcdGone()
-	}
+	p.etcdGone()
 
 	c := p.active.clusterStatus()
 	if len(c.Failovers) < 5 || c.Failovers[0].To != c.Active {
