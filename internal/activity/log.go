@@ -386,37 +386,48 @@ func (l *Log) prune(now time.Time) {
 
 // Read returns the records q matches, oldest first.
 func (l *Log) Read(q Query) ([]api.Flow, error) {
-	files, err := l.openForRead(q.Since)
+	var out []api.Flow
+	err := l.Each(q, func(f api.Flow) {
+		out = append(out, f)
+		if q.Limit > 0 && len(out) >= 2*q.Limit {
+			// Memory stays within twice the limit; the copy is paid
+			// once per Limit matches.
+			out = append(out[:0], out[len(out)-q.Limit:]...)
+		}
+	})
 	if err != nil {
 		return nil, err
+	}
+	if q.Limit > 0 && len(out) > q.Limit {
+		out = out[len(out)-q.Limit:]
+	}
+	return out, nil
+}
+
+// Each calls fn with every record q matches, oldest first, whatever
+// q.Limit says: what adds them up holds none of them.
+func (l *Log) Each(q Query, fn func(api.Flow)) error {
+	files, err := l.openForRead(q.Since)
+	if err != nil {
+		return err
 	}
 	defer func() {
 		for _, s := range files {
 			s.f.Close()
 		}
 	}()
-	var out []api.Flow
 	for _, s := range files {
 		torn, err := scan(s.r, func(f api.Flow) {
-			if !q.match(&f) {
-				return
-			}
-			out = append(out, f)
-			if q.Limit > 0 && len(out) >= 2*q.Limit {
-				// Memory stays within twice the limit; the copy is
-				// paid once per Limit matches.
-				out = append(out[:0], out[len(out)-q.Limit:]...)
+			if q.match(&f) {
+				fn(f)
 			}
 		})
 		l.torn.Add(uint64(torn))
 		if err != nil {
-			return nil, wrap(s.f.Name(), err)
+			return wrap(s.f.Name(), err)
 		}
 	}
-	if q.Limit > 0 && len(out) > q.Limit {
-		out = out[len(out)-q.Limit:]
-	}
-	return out, nil
+	return nil
 }
 
 type readFile struct {

@@ -27,7 +27,9 @@ func newActivityCmd(g *globals) *cobra.Command {
 opened through the gateway, with the bytes each way (OUT is what the partner
 sent, IN what it received) and how it ended: closed, timed out, or killed
 (the gateway cut it because the access it used ended: a revoke, a
-suspension, an expiry, an ungrant, a move). A peer's flows beyond its
+suspension, an expiry, an ungrant, a move). A connection still open gets a
+record every 5 minutes (activity-interim in extranetd.yaml), END open, with
+what it carried since its previous record. A peer's flows beyond its
 budget of records (20 a second) are summarised: one record a minute per
 destination with how many there were.
 
@@ -44,7 +46,8 @@ A sponsor sees its own organisations' activity only.`,
   extranetctl activity --org acme --dest 10.20.0.0/24 --port 443
   extranetctl activity --peer acme/laptop --end killed
   extranetctl activity --denied --org acme --since 1h
-  extranetctl activity --since 7d -o json | jq .`,
+  extranetctl activity --since 7d -o json | jq .
+  extranetctl activity top --org acme`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var err error
@@ -81,7 +84,7 @@ A sponsor sees its own organisations' activity only.`,
 	f.StringVar(&q.Dest, "dest", "", "only flows to this `PREFIX` (10.20.0.0/24) or address")
 	f.Uint16Var(&q.Port, "port", 0, "only flows to this destination port `N`")
 	f.StringVar(&q.Proto, "proto", "", "only this protocol: tcp, udp, icmp or a protocol number")
-	f.StringVar(&q.End, "end", "", `only flows that ended so: closed, "timed out", killed, summarised (a peer's flows over its budget, added up), or refused (as --denied)`)
+	f.StringVar(&q.End, "end", "", `only flows that ended so: closed, "timed out", killed, open (interim records of flows still open), summarised (a peer's flows over its budget, added up), or refused (as --denied)`)
 	f.BoolVar(&denied, "denied", false, "only the attempts the firewall refused, with why")
 	f.StringVar(&since, "since", "", "only flows that ended at or after this: `DURATION` ago (24h, 7d) or a time (2026-11-01, RFC 3339)")
 	f.StringVar(&until, "until", "", "only flows that ended before this: `DURATION` ago or a time")
@@ -90,8 +93,130 @@ A sponsor sees its own organisations' activity only.`,
 	_ = cmd.RegisterFlagCompletionFunc("org", completeOrgs(g))
 	_ = cmd.RegisterFlagCompletionFunc("peer", completePeers(g))
 	_ = cmd.RegisterFlagCompletionFunc("proto", cobra.FixedCompletions([]string{"tcp", "udp", "icmp"}, cobra.ShellCompDirectiveNoFileComp))
-	_ = cmd.RegisterFlagCompletionFunc("end", cobra.FixedCompletions([]string{api.FlowClosed, api.FlowTimedOut, api.FlowKilled, api.FlowSummarised, api.FlowRefused}, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("end", cobra.FixedCompletions(api.FlowEnds, cobra.ShellCompDirectiveNoFileComp))
+	cmd.AddCommand(newActivityTopCmd(g))
 	return cmd
+}
+
+func newActivityTopCmd(g *globals) *cobra.Command {
+	var q client.ActivityQuery
+	var since, until string
+	cmd := &cobra.Command{
+		Use:   "top",
+		Short: "Show the destinations and peers that moved the most bytes, and those refused the most",
+		Long: `Add up the activity log over a window (the last 24 hours unless --since
+says otherwise) and show the destinations and the peers that moved the most
+bytes (OUT is what partners sent, IN what they received), and those the
+firewall refused the most attempts. FLOWS counts connections (one still
+open counts once it ends); PEERS how many peers a destination's came from.
+
+A sponsor sees its own organisations' activity only.`,
+		Example: `  extranetctl activity top
+  extranetctl activity top --org acme --since 7d
+  extranetctl activity top --dest 10.20.0.0/24 --limit 20 -o json`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var err error
+			if q.Since, q.Until, err = window(since, until, q.Peer, g.env.Now()); err != nil {
+				return err
+			}
+			if cmd.Flags().Changed("port") && q.Port == 0 {
+				return usagef("--port 0: give a port from 1 to 65535")
+			}
+			if q.Limit < 1 || q.Limit > 100 {
+				return usagef("--limit %d: give a number from 1 to 100", q.Limit)
+			}
+			top, err := g.client().ActivityTop(g.ctx(), q)
+			if err != nil {
+				return err
+			}
+			if g.json() {
+				return printJSON(g.env.Out, top)
+			}
+			return printTop(g, top)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&q.Org, "org", "", "only this organisation's peers")
+	f.StringVar(&q.Peer, "peer", "", "only this peer (ORG/NAME)")
+	f.StringVar(&q.Dest, "dest", "", "only destinations in this `PREFIX` (10.20.0.0/24) or this address")
+	f.Uint16Var(&q.Port, "port", 0, "only this destination port `N`")
+	f.StringVar(&q.Proto, "proto", "", "only this protocol: tcp, udp, icmp or a protocol number")
+	f.StringVar(&since, "since", "24h", "from this: `DURATION` ago (24h, 7d) or a time (2026-11-01, RFC 3339)")
+	f.StringVar(&until, "until", "", "until this: `DURATION` ago or a time (default: now)")
+	f.IntVar(&q.Limit, "limit", 10, "show the first `N` of each list (at most 100)")
+	_ = cmd.RegisterFlagCompletionFunc("org", completeOrgs(g))
+	_ = cmd.RegisterFlagCompletionFunc("peer", completePeers(g))
+	_ = cmd.RegisterFlagCompletionFunc("proto", cobra.FixedCompletions([]string{"tcp", "udp", "icmp"}, cobra.ShellCompDirectiveNoFileComp))
+	return cmd
+}
+
+// printTop prints top's four lists, each a table, or says it is empty.
+func printTop(g *globals, top api.ActivityTop) error {
+	w := g.env.Out
+	until := "now"
+	if !top.Until.IsZero() {
+		until = top.Until.UTC().Format(time.RFC3339)
+	}
+	fmt.Fprintf(w, "%d records from %s to %s.\n", top.Records, top.Since.UTC().Format(time.RFC3339), until)
+	if top.Truncated {
+		fmt.Fprintln(w, "They name more than 10,000 destinations or peers: those past them are added up as elsewhere and others; narrow the window or filter.")
+	}
+	size := func(n uint64) string { return bytesHuman(int64(min(n, math.MaxInt64))) }
+	for _, list := range []struct {
+		title   string
+		entries []api.TopEntry
+		header  []string
+		row     func(api.TopEntry) []string
+	}{
+		{"Destinations by bytes", top.Destinations, []string{"DEST", "PROTO", "OUT", "IN", "FLOWS", "PEERS"}, func(e api.TopEntry) []string {
+			return []string{topDest(e), e.Proto, size(e.BytesOut), size(e.BytesIn), strconv.FormatUint(e.Flows, 10), strconv.Itoa(e.Peers)}
+		}},
+		{"Peers by bytes", top.Peers, []string{"PEER", "OUT", "IN", "FLOWS"}, func(e api.TopEntry) []string {
+			return []string{topPeer(e), size(e.BytesOut), size(e.BytesIn), strconv.FormatUint(e.Flows, 10)}
+		}},
+		{"Destinations refused", top.RefusedDestinations, []string{"DEST", "PROTO", "ATTEMPTS", "PEERS"}, func(e api.TopEntry) []string {
+			return []string{topDest(e), e.Proto, strconv.FormatUint(e.Flows, 10), strconv.Itoa(e.Peers)}
+		}},
+		{"Peers refused", top.RefusedPeers, []string{"PEER", "ATTEMPTS"}, func(e api.TopEntry) []string {
+			return []string{topPeer(e), strconv.FormatUint(e.Flows, 10)}
+		}},
+	} {
+		fmt.Fprintf(w, "\n%s:", list.title)
+		if len(list.entries) == 0 {
+			fmt.Fprintln(w, " none")
+			continue
+		}
+		fmt.Fprintln(w)
+		t := newTable(w, list.header...)
+		for _, e := range list.entries {
+			t.row(list.row(e)...)
+		}
+		if err := t.flush(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// topDest is a top destination as flowDest shows a flow's.
+func topDest(e api.TopEntry) string {
+	if e.Dest == "" {
+		return "elsewhere"
+	}
+	return flowDest(api.Flow{Dest: e.Dest, Port: e.Port})
+}
+
+// topPeer names a top peer, or the address no peer held, or says it adds
+// up the peers past those top tells apart.
+func topPeer(e api.TopEntry) string {
+	switch {
+	case e.Peer != "":
+		return e.Peer
+	case e.Address != "":
+		return e.Address + " (no peer)"
+	}
+	return "others"
 }
 
 // printFlows prints flows: a table, or one JSON object per line, which
@@ -193,6 +318,8 @@ func flowDest(f api.Flow) string {
 		what = "attempts"
 	}
 	switch {
+	case f.RateLimited:
+		return fmt.Sprintf("%d %s past the log's rate", f.Flows, what)
 	case (f.End == api.FlowSummarised || f.End == api.FlowRefused) && f.Dest == "":
 		return fmt.Sprintf("%d %s elsewhere", f.Flows, what)
 	case f.End == api.FlowSummarised || f.End == api.FlowRefused:

@@ -730,6 +730,14 @@ func (b *flowBook) Read(q activity.Query) ([]api.Flow, error) {
 	return out, nil
 }
 
+func (b *flowBook) Each(q activity.Query, fn func(api.Flow)) error {
+	flows, err := b.Read(q)
+	for _, f := range flows {
+		fn(f)
+	}
+	return err
+}
+
 func (b *flowBook) query() activity.Query {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -891,6 +899,63 @@ func TestActivity(t *testing.T) {
 	off := startDaemon(t, "vpn.example.com:51820")
 	if _, errOut, code := off.ctl("activity"); code != cli.ExitNotFound || !strings.Contains(errOut, "activity logging is off") {
 		t.Errorf("activity without a log: exit %d, %q", code, errOut)
+	}
+}
+
+// TestActivityTop: top's lists as tables, its window as the daemon gets
+// it, and its JSON.
+func TestActivityTop(t *testing.T) {
+	flows := append(testFlows(),
+		api.Flow{Closed: time.Date(2026, 11, 2, 11, 0, 0, 0, time.UTC), Org: "acme", Peer: "acme/phone", Proto: "tcp", Dest: "10.20.0.10", Port: 3389, Flows: 40, End: api.FlowRefused, Reason: api.DenyNotGranted},
+		api.Flow{Closed: time.Date(2026, 11, 2, 11, 0, 0, 0, time.UTC), Address: "100.64.9.9", Proto: "tcp", Dest: "10.20.0.10", Port: 3389, Flows: 2, End: api.FlowRefused, Reason: api.DenyNotAPeer})
+	book := &flowBook{flows: flows}
+	d := startDaemonWith(t, "vpn.example.com:51820", "", nil, book)
+
+	out := d.must("activity", "top", "--since", "2026-11-01")
+	want := `5 records from 2026-11-01T00:00:00Z to now.
+
+Destinations by bytes:
+DEST TCP
+10.20.0.10:443 tcp 1.5 KiB 2.0 MiB 1 1
+[fd00:20::53]:53 udp 80 B 200 B 1 1
+10.30.0.10 icmp 0 B 0 B 1 1
+
+Peers by bytes:
+PEER OUT IN FLOWS
+acme/laptop 1.5 KiB 2.0 MiB 1
+acme/phone 80 B 200 B 1
+globex/laptop 0 B 0 B 1
+
+Destinations refused:
+DEST PROTO ATTEMPTS PEERS
+10.20.0.10:3389 tcp 42 2
+
+Peers refused:
+PEER ATTEMPTS
+acme/phone 40
+100.64.9.9 (no peer) 2`
+	want = strings.Replace(want, "DEST TCP", "DEST PROTO OUT IN FLOWS PEERS", 1)
+	var got []string
+	for _, l := range strings.Split(strings.TrimRight(out, "\n"), "\n") {
+		got = append(got, strings.Join(strings.Fields(l), " "))
+	}
+	if strings.Join(got, "\n") != want {
+		t.Errorf("activity top:\n%s\nwant (spaces aside)\n%s", out, want)
+	}
+	if q := book.query(); !q.Since.Equal(time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)) || q.Limit != 0 {
+		t.Errorf("activity top: the log was asked %+v; want every record since 2026-11-01", q)
+	}
+
+	var top api.ActivityTop
+	if err := json.Unmarshal([]byte(d.must("activity", "top", "--since", "2026-11-01", "--limit", "1", "-o", "json")), &top); err != nil ||
+		top.Records != 5 || len(top.Destinations) != 1 || len(top.RefusedPeers) != 1 || top.RefusedPeers[0].Flows != 40 {
+		t.Errorf("activity top -o json --limit 1: %+v, %v", top, err)
+	}
+	if out := d.must("activity", "top", "--org", "initech"); !strings.Contains(out, "Destinations by bytes: none") {
+		t.Errorf("activity top with nothing to add up:\n%s", out)
+	}
+	if _, errOut, code := d.ctl("activity", "top", "--limit", "101"); code != 2 || !strings.Contains(errOut, "--limit 101") {
+		t.Errorf("activity top --limit 101: exit %d, %q", code, errOut)
 	}
 }
 

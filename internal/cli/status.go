@@ -96,7 +96,7 @@ extranetd and go on with extranetctl.`,
 				kv = append(kv, "Activity", line)
 			}
 			if r := st.Refusals; r != nil {
-				line := fmt.Sprintf("%d refused attempts logged; scans: %d warned, %d suspended (%s)", r.Refused, r.Warnings, r.Suspensions, r.Scan)
+				line := fmt.Sprintf("%d refused attempts logged, %d more past the log's rate; scans: %d warned, %d suspended (%s)", r.Refused, r.RateLimited, r.Warnings, r.Suspensions, r.Scan)
 				if r.Lost > 0 {
 					line += fmt.Sprintf("; MISSING SOME: the log socket failed %d times (last error: %s)", r.Lost, r.LastError)
 				}

@@ -79,6 +79,9 @@ type Config struct {
 	// What partners did (docs/activity.md): one record per connection.
 	ActivityLog       bool   `yaml:"activity-log"`
 	ActivityRetention string `yaml:"activity-retention"`
+	// ActivityInterim is how often a connection still open gets a record
+	// of what it carried since its last one (0: only when it ends).
+	ActivityInterim time.Duration `yaml:"activity-interim"`
 	// What is done about a partner that scans (docs/activity.md).
 	ScanMode    string   `yaml:"scan-mode"`
 	ScanWarn    int      `yaml:"scan-warn"`
@@ -135,6 +138,7 @@ func Defaults() Config {
 		AuditRetention:    "0",
 		ActivityLog:       true,
 		ActivityRetention: "90d",
+		ActivityInterim:   5 * time.Minute,
 		ScanMode:          refusals.ScanSuspend,
 		ScanWarn:          refusals.DefaultWarnAt,
 		ScanSuspend:       refusals.DefaultSuspendAt,
@@ -185,6 +189,7 @@ func (c *Config) BindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.AuditRetention, "audit-retention", c.AuditRetention, "drop audit events older than this, e.g. 400d (0: keep all)")
 	fs.BoolVar(&c.ActivityLog, "activity-log", c.ActivityLog, "record each partner connection (who, to what, bytes each way, how it ended) under the state directory's activity/, for extranetctl activity")
 	fs.StringVar(&c.ActivityRetention, "activity-retention", c.ActivityRetention, "drop activity records older than this, e.g. 400d")
+	fs.DurationVar(&c.ActivityInterim, "activity-interim", c.ActivityInterim, "how often a partner connection still open gets a record of what it carried since its last one, so long sessions show before they end (0: only when it ends)")
 	fs.StringVar(&c.ScanMode, "scan-mode", c.ScanMode, "what is done about a peer refused at --scan-suspend distinct destinations within a minute: suspend it (and warn at --scan-warn), observe (warn only) or off")
 	fs.IntVar(&c.ScanWarn, "scan-warn", c.ScanWarn, "distinct refused destinations (address, protocol, port) within a minute at which a peer is reported as scanning")
 	fs.IntVar(&c.ScanSuspend, "scan-suspend", c.ScanSuspend, "distinct refused destinations within a minute at which a scanning peer is suspended")
@@ -343,6 +348,9 @@ func (c *Config) Validate() (Settings, error) {
 	if c.ActivityLog {
 		if st.ActivityRetention, err = timespec.ParseDuration(c.ActivityRetention); err != nil || st.ActivityRetention <= 0 {
 			return st, fmt.Errorf("--activity-retention %q: a duration such as 90d is needed while --activity-log is on (%v)", c.ActivityRetention, err)
+		}
+		if c.ActivityInterim != 0 && c.ActivityInterim < time.Second {
+			return st, fmt.Errorf("--activity-interim %s: give 0 (records only when connections end) or at least 1s; 5m is the default", c.ActivityInterim)
 		}
 	}
 	if c.VIP != "" || c.VIPInterface != "" {

@@ -342,7 +342,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 		}
 		flows = flowlog.New(flowlog.Options{
 			Tunnel: st.Plan.Network, Do: ns.Do, Directory: peers, Kills: kills,
-			Record: record, Logger: log,
+			Record: record, Interim: cfg.ActivityInterim, OpenFile: filepath.Join(cfg.StateDir, "activity", "open-flows.json"), Logger: log,
 		})
 		if mets != nil {
 			mets.Activity(func() metrics.ActivityCounts {
@@ -547,6 +547,11 @@ type freshActivity struct {
 func (f freshActivity) Read(q activity.Query) ([]api.Flow, error) {
 	f.flush()
 	return f.ActivityReader.Read(q)
+}
+
+func (f freshActivity) Each(q activity.Query, fn func(api.Flow)) error {
+	f.flush()
+	return f.ActivityReader.Each(q, fn)
 }
 
 // changeNotifier tells the directory of peers that names flows and

@@ -29,6 +29,9 @@ type refusalLog struct {
 
 	mu  sync.Mutex
 	rec *refusals.Recorder
+	// flushing keeps flushes in turn: the firewall's counts must reach
+	// the recorder in the order they were read.
+	flushing sync.Mutex
 
 	// scans hands what the recorder found to act, which may wait for a
 	// reconcile; a full queue drops (and logs) the report rather than
@@ -61,6 +64,10 @@ func newRefusalLog(do func(func() error) error, dir refusals.Options, mets *metr
 
 // Run reads until ctx ends, making the socket again after a failure.
 func (r *refusalLog) Run(ctx context.Context) {
+	// Where the firewall's counts of what the log left out start.
+	r.flushing.Lock()
+	r.count(time.Now())
+	r.flushing.Unlock()
 	tick := time.NewTicker(refusals.FlushEvery)
 	defer tick.Stop()
 	flushed := make(chan struct{})
@@ -103,6 +110,9 @@ func (r *refusalLog) Run(ctx context.Context) {
 // flush writes the records added up, outside the lock the reader needs:
 // a slow disk must not make the socket overflow.
 func (r *refusalLog) flush(now time.Time) {
+	r.flushing.Lock()
+	defer r.flushing.Unlock()
+	r.count(now)
 	r.mu.Lock()
 	recs := r.rec.Take(now)
 	r.mu.Unlock()
@@ -116,6 +126,25 @@ func (r *refusalLog) flush(now time.Time) {
 			}
 		}
 	}
+}
+
+// count hands the recorder the firewall's counts of the refused packets
+// past the log's rate. One that cannot be read is taken at the next
+// flush: they only grow. The caller holds flushing, so that counts reach
+// the recorder in the order they were read.
+func (r *refusalLog) count(now time.Time) {
+	var counts map[firewall.Unlogged]uint64
+	if err := r.do(func() error {
+		var err error
+		counts, err = firewall.ReadUnlogged()
+		return err
+	}); err != nil {
+		r.log.Warn("refusals: the firewall's counts of what the log left out cannot be read", "err", err)
+		return
+	}
+	r.mu.Lock()
+	r.rec.Unlogged(counts, now)
+	r.mu.Unlock()
 }
 
 // killed tells the recorder the sweep killed a flow (see
@@ -185,7 +214,7 @@ func (r *refusalLog) act(ctx context.Context, svc *service.Service) {
 // Status is the refusals' account for `extranetctl status`.
 func (r *refusalLog) Status() *api.RefusalStatus {
 	r.mu.Lock()
-	st := &api.RefusalStatus{Refused: r.rec.Seen, Warnings: r.rec.Warned, Suspensions: r.rec.Scans}
+	st := &api.RefusalStatus{Refused: r.rec.Seen, RateLimited: r.rec.RateLimited, Warnings: r.rec.Warned, Suspensions: r.rec.Scans}
 	r.mu.Unlock()
 	if r.scan.Mode != refusals.ScanSuspend {
 		// Scans at the suspension threshold were only reported.

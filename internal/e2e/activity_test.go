@@ -16,13 +16,14 @@ import (
 // `extranetctl activity`. First what the firewall refused them, and a
 // partner that scans (refusalsAndScan, in scan_test.go); then an allowed
 // connection with its peer, group, destination and bytes each way, and a
-// revoke's killed flow says so. A partner of another organisation's flows
-// are not in a filter for this one. One rig for both halves: it is the
-// costly part under emulation.
+// revoke's killed flow says so; while it is open it has interim records,
+// and its records add up. A partner of another organisation's flows are not
+// in a filter for this one. One rig for both halves: it is the costly part
+// under emulation.
 func TestActivity(t *testing.T) {
 	r := NewRig(t)
 	r.Serve(r.IN1, in1Addr, "in1", tcpPorts, nil)
-	r.StartDaemon()
+	r.StartDaemon("--activity-interim", "2s")
 	r.MustCTL("org", "create", "acme", "--grant", "10.10.1.0/24:tcp/22")
 	r.MustCTL("org", "create", "globex", "--grant", "10.10.1.0/24:tcp/443")
 	acme := r.PartnerUp(r.PA, "pa"+r.id, r.Issue("acme/laptop"))
@@ -45,15 +46,36 @@ func flowsAndAKill(t *testing.T, r *Rig) {
 	if got, err := c.Echo(payload, 5*time.Second); err != nil || !strings.Contains(got, payload) {
 		t.Fatalf("echo through the tunnel: %v", err)
 	}
+	// Open for longer than --activity-interim: in the log already, with
+	// what it carried so far.
+	var interim *api.Flow
+	Eventually(t, scaled(10*time.Second), "an interim record of the open flow", func() error {
+		for _, f := range r.activity("--peer", "acme/laptop", "--end", "open") {
+			if f.Port == 22 && f.BytesOut >= 3000 && f.Since.IsZero() {
+				interim = &f
+				return nil
+			}
+		}
+		return fmt.Errorf("no interim record of the open flow to port 22")
+	})
+	if got, err := c.Echo(payload, 5*time.Second); err != nil || !strings.Contains(got, payload) {
+		t.Fatalf("echo through the tunnel: %v", err)
+	}
 	r.MustCTL("peer", "revoke", "acme/laptop", "--yes")
 
+	// The flow's records: the killed one last, carrying what came since
+	// the one before; together what the flow carried. The scan's
+	// suspension killed another flow to port 22 before, opened earlier.
 	var killed *api.Flow
+	var records []api.Flow
 	Eventually(t, scaled(10*time.Second), "the killed flow is in the activity log", func() error {
-		killed = nil
+		killed, records = nil, nil
 		for _, f := range r.activity("--peer", "acme/laptop") {
-			// The flow that carried the payload: the scan's suspension
-			// killed another one to port 22 before.
-			if f.End == api.FlowKilled && f.Port == 22 && f.BytesOut >= 3000 {
+			if f.Port != 22 || !f.Opened.Equal(interim.Opened) {
+				continue
+			}
+			records = append(records, f)
+			if f.End == api.FlowKilled {
 				killed = &f
 			}
 		}
@@ -62,9 +84,26 @@ func flowsAndAKill(t *testing.T, r *Rig) {
 		}
 		return nil
 	})
+	var out, in uint64
+	for _, f := range records {
+		out, in = out+f.BytesOut, in+f.BytesIn
+	}
+	// The second payload is in the killed record, or, where the revoke
+	// came later than --activity-interim (under emulation), in another
+	// interim record before it.
 	if killed.Org != "acme" || killed.Group != "default" || killed.Dest != in1Addr || killed.Proto != "tcp" ||
-		killed.BytesOut < 3000 || killed.BytesIn < 3000 || killed.PacketsOut == 0 || killed.Opened.IsZero() || killed.Closed.Before(killed.Opened) {
-		t.Errorf("the killed flow's record: %+v", *killed)
+		killed.Since.Before(interim.Closed) || killed.Closed.Before(killed.Opened) ||
+		out < 6000 || in < 6000 || records[len(records)-1].End != api.FlowKilled {
+		t.Errorf("the killed flow's record: %+v\nits records, adding up to %d bytes out and %d in (want at least 6000 each): %+v", *killed, out, in, records)
+	}
+	// top adds the same records up: the flow's bytes whole, and the
+	// refusals of the scan before.
+	var top api.ActivityTop
+	if err := json.Unmarshal([]byte(r.MustCTL("activity", "top", "--peer", "acme/laptop", "-o", "json")), &top); err != nil ||
+		len(top.Destinations) == 0 || len(top.RefusedPeers) != 1 || top.RefusedPeers[0].Peer != "acme/laptop" || top.RefusedPeers[0].Flows < 100 {
+		t.Errorf("activity top --peer acme/laptop: %+v, %v", top, err)
+	} else if d := top.Destinations[0]; d.Dest != in1Addr || d.Port != 22 || d.BytesOut < out {
+		t.Errorf("activity top: the first destination by bytes is %+v; want %s:22 with at least the flow's %d bytes out", d, in1Addr, out)
 	}
 	for _, f := range r.activity("--org", "acme") {
 		if f.Org != "acme" || strings.HasPrefix(f.Peer, "globex/") {

@@ -4,10 +4,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/extranetgw/extranet/internal/firewall"
 	"github.com/extranetgw/extranet/pkg/api"
 )
 
@@ -153,14 +155,18 @@ func refusalsAndScan(t *testing.T, r *Rig) {
 		t.Errorf("status's account of refusals: %+v, %v", st.Refusals, err)
 	}
 	// The sweep is in the log, bounded: a record per destination up to 50
-	// a flush, the rest added up, and every attempt counted.
-	Eventually(t, 30*time.Second, "the sweep is in activity --denied", func() error {
-		var attempts uint64
-		for _, f := range r.activity("--denied", "--peer", "acme/laptop") {
+	// a flush, the rest added up; and with the flood, past the log's
+	// rate, every attempt is counted: as many as the firewall refused.
+	Eventually(t, scaled(15*time.Second), "every refused attempt is in activity --denied", func() error {
+		var attempts, limited uint64
+		for _, f := range r.activity("--denied") {
 			attempts += f.Flows
+			if f.RateLimited {
+				limited += f.Flows
+			}
 		}
-		if attempts < 101 {
-			return fmt.Errorf("%d refused attempts recorded, want at least 101", attempts)
+		if kernel := r.refusedInKernel(); attempts < 101 || limited == 0 || attempts != kernel {
+			return fmt.Errorf("%d refused attempts recorded, %d of them past the log's rate; the firewall refused %d", attempts, limited, kernel)
 		}
 		return nil
 	})
@@ -176,4 +182,23 @@ func refusalsAndScan(t *testing.T, r *Rig) {
 		t.Errorf("after resume: %+v, %v", peer, err)
 	}
 	reaches(t, r.PA, hostPort(in1Addr, 22), "in1")
+}
+
+// refusedInKernel is how many packets the gateway's firewall refused:
+// those its rules sent into a deny chain.
+func (r *Rig) refusedInKernel() uint64 {
+	r.t.Helper()
+	var n uint64
+	for _, l := range strings.Split(r.Must(r.NS, "iptables-save", "-c", "-t", "filter"), "\n") {
+		if !strings.Contains(l, " -j "+firewall.DenyPrefix) || !strings.HasPrefix(l, "[") {
+			continue
+		}
+		pkts, _, _ := strings.Cut(strings.TrimPrefix(l, "["), ":")
+		v, err := strconv.ParseUint(pkts, 10, 64)
+		if err != nil {
+			r.t.Fatalf("iptables-save -c: %q", l)
+		}
+		n += v
+	}
+	return n
 }

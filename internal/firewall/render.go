@@ -88,8 +88,14 @@ const (
 	reject = "REJECT --reject-with icmp-admin-prohibited"
 
 	// DenyPrefix starts the chains that log a partner's refused packet and
-	// refuse it, one per reason (DenyChain).
+	// refuse it, one per reason (DenyChain); logPrefix the chains they hand
+	// the packets to log to.
 	DenyPrefix = "EXTRANET-DENY-"
+	logPrefix  = "EXTRANET-LOG-"
+	// UnloggedPrefix starts the sets that count, per partner address and
+	// reason (UnloggedSet), the refused packets the log's rate left out:
+	// with the logged ones they are every refused packet, exactly.
+	UnloggedPrefix = SetPrefix + "unlog-"
 	// NFLOGGroup is the netlink log group the refusals are sent to; the
 	// namespace is the gateway's own, so no other listener shares it.
 	NFLOGGroup = 1
@@ -266,7 +272,7 @@ func Render(p *policy.Policy, uplink string) (*Rendered, error) {
 		fmt.Fprintf(&f, ":%s - [0:0]\n", c)
 	}
 	for _, reason := range api.DenyReasons {
-		fmt.Fprintf(&f, ":%s - [0:0]\n", DenyChain(reason))
+		fmt.Fprintf(&f, ":%s - [0:0]\n:%s - [0:0]\n", DenyChain(reason), logChain(reason))
 	}
 	for _, g := range groups {
 		fmt.Fprintf(&f, ":%s - [0:0]\n", g)
@@ -333,6 +339,7 @@ func Render(p *policy.Policy, uplink string) (*Rendered, error) {
 	fmt.Fprintf(&f, "-A %s ! -o %s -p icmp -j ACCEPT\n", chainOut, iface)
 	for _, reason := range api.DenyReasons {
 		denyChain(&f, reason)
+		r.Sets = append(r.Sets, unloggedSet(reason))
 	}
 	f.WriteString("COMMIT\n")
 	r.Filter = f.String()
@@ -361,23 +368,44 @@ type Host struct {
 // reason (one of api.DenyReasons).
 func DenyChain(reason string) string { return DenyPrefix + strings.ToUpper(reason) }
 
-// denyChain writes the chain of a reason: it sends the packet, within the
-// per-source rate, to the log's reader (NFLOG, with the reason as prefix),
-// then refuses it. Only what a partner sent ends here, and only what is
-// refused, so the accepted path meets none of it.
+func logChain(reason string) string { return logPrefix + strings.ToUpper(reason) }
+
+// UnloggedSet is the set that counts a reason's refused packets the log's
+// rate left out, per source address.
+func UnloggedSet(reason string) string { return UnloggedPrefix + reason }
+
+// unloggedSet is UnloggedSet(reason) as the rules fill it: its members
+// are the kernel's to add, each with its counters.
+func unloggedSet(reason string) Set {
+	return Set{Name: UnloggedSet(reason), Type: "hash:ip", Counters: true, Dynamic: true}
+}
+
+// denyChain writes the chains of a reason. Within the per-source rate the
+// packet goes to the log chain, which hands it to the log's reader
+// (NFLOG, with the reason as prefix) and refuses it; past the rate its
+// source's entry in the reason's unlogged set counts it, and it is
+// refused. Only what a partner sent ends here, and only what is refused,
+// so the accepted path meets none of it.
 func denyChain(f *strings.Builder, reason string) {
-	chain := DenyChain(reason)
-	fmt.Fprintf(f, "-A %s -m hashlimit --hashlimit-upto %d/sec --hashlimit-burst %d --hashlimit-mode srcip,dstip,dstport --hashlimit-name extranet-target "+
-		"-m hashlimit --hashlimit-upto %d/sec --hashlimit-burst %d --hashlimit-mode srcip --hashlimit-name extranet-deny "+
-		"-j NFLOG --nflog-group %d --nflog-prefix %s --nflog-size %d\n",
-		chain, targetRate, targetBurst, denyRate, denyBurst, NFLOGGroup, reason, NFLOGSize)
+	chain, logged, unlogged := DenyChain(reason), logChain(reason), UnloggedSet(reason)
 	// A packet from one partner toward another is dropped, not answered:
 	// no error about one partner goes into the tunnel to another.
+	verdict := reject
 	if reason == api.DenyTunnel {
-		fmt.Fprintf(f, "-A %s -j DROP\n", chain)
-		return
+		verdict = "DROP"
 	}
-	fmt.Fprintf(f, "-A %s -j %s\n", chain, reject)
+	fmt.Fprintf(f, "-A %s -m hashlimit --hashlimit-upto %d/sec --hashlimit-burst %d --hashlimit-mode srcip,dstip,dstport --hashlimit-name extranet-target "+
+		"-m hashlimit --hashlimit-upto %d/sec --hashlimit-burst %d --hashlimit-mode srcip --hashlimit-name extranet-deny -j %s\n",
+		chain, targetRate, targetBurst, denyRate, denyBurst, logged)
+	// A source's first unlogged packet makes its member, counted 1 by
+	// the adding; the next ones count as they match. Members stay
+	// (--exist would set their counts back to 0): sources are partner
+	// addresses, a few bytes each, and counts only grow.
+	fmt.Fprintf(f, "-A %s -m set --match-set %s src -j %s\n", chain, unlogged, verdict)
+	fmt.Fprintf(f, "-A %s -j SET --add-set %s src\n", chain, unlogged)
+	fmt.Fprintf(f, "-A %s -j %s\n", chain, verdict)
+	fmt.Fprintf(f, "-A %s -j NFLOG --nflog-group %d --nflog-prefix %s --nflog-size %d\n", logged, NFLOGGroup, reason, NFLOGSize)
+	fmt.Fprintf(f, "-A %s -j %s\n", logged, verdict)
 }
 
 // RenderHost returns the host rules for a gateway namespace joined to the

@@ -22,7 +22,12 @@ type Set struct {
 	// Timeout and Comment sets are made with those extensions: a member
 	// may end by itself, and carries a text.
 	Timeout, Comment bool
-	Members          []string
+	// Counters sets count the packets and bytes each member matched.
+	Counters bool
+	// Dynamic sets are filled by the rules (SET --add-set), not by us:
+	// Members is empty, and what the kernel holds is left alone.
+	Dynamic bool
+	Members []string
 }
 
 // create is the set's create line, with extra ("-exist") when given.
@@ -30,6 +35,9 @@ func (s Set) create(name, extra string) string {
 	opts := ""
 	if s.Timeout {
 		opts += " timeout 0"
+	}
+	if s.Counters {
+		opts += " counters"
 	}
 	if s.Comment {
 		opts += " comment"
@@ -42,9 +50,14 @@ func (s Set) create(name, extra string) string {
 
 // kernelSet is a set as `ipset save` shows it.
 type kernelSet struct {
-	typ                       string
-	skbinfo, timeout, comment bool
-	members                   map[string]bool
+	typ                                 string
+	skbinfo, timeout, comment, counters bool
+	members                             map[string]bool
+}
+
+// sameKind says whether the kernel's set k was made as s would be.
+func (s Set) sameKind(k kernelSet) bool {
+	return k.typ == s.Type && k.skbinfo == s.SkbInfo && k.timeout == s.Timeout && k.comment == s.Comment && k.counters == s.Counters
 }
 
 // parseSave reads the sets of ours out of `ipset save` output.
@@ -57,8 +70,8 @@ func parseSave(out string) map[string]kernelSet {
 		}
 		switch f[0] {
 		case "create":
-			sets[f[1]] = kernelSet{typ: f[2], skbinfo: slices.Contains(f[3:], "skbinfo"),
-				timeout: slices.Contains(f[3:], "timeout"), comment: slices.Contains(f[3:], "comment"), members: map[string]bool{}}
+			sets[f[1]] = kernelSet{typ: f[2], skbinfo: slices.Contains(f[3:], "skbinfo"), timeout: slices.Contains(f[3:], "timeout"),
+				comment: slices.Contains(f[3:], "comment"), counters: slices.Contains(f[3:], "counters"), members: map[string]bool{}}
 		case "add":
 			// The member with its extensions (skbmark), as printed, but
 			// for a running timeout.
@@ -86,8 +99,7 @@ func setScript(want []Set, have map[string]kernelSet) string {
 			for _, m := range set.Members {
 				fmt.Fprintf(&s, "add %s %s\n", set.Name, m)
 			}
-		case k.typ == set.Type && k.skbinfo == set.SkbInfo && k.timeout == set.Timeout && k.comment == set.Comment &&
-			sameMembers(kernelMembers(set.Members), k.members):
+		case set.sameKind(k) && (set.Dynamic || sameMembers(kernelMembers(set.Members), k.members)):
 		default:
 			tmp := set.Name + "-t"
 			// One left by a run that died part way may have other

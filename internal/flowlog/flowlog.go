@@ -8,7 +8,10 @@ package flowlog
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -121,7 +124,15 @@ type Options struct {
 	Kills     *Kills
 	// Record takes each flow; it must not block for long.
 	Record func(api.Flow) error
-	Logger *slog.Logger
+	// Interim, when positive, is how often a flow still open gets a
+	// record of what it carried since its previous one: a week-long
+	// session is in the log within Interim, not only when it ends.
+	Interim time.Duration
+	// OpenFile, when set, keeps across restarts where the open flows'
+	// records stand: Run reads it when it starts and writes it when it
+	// ends, so that a restart does not count again what was recorded.
+	OpenFile string
+	Logger   *slog.Logger
 }
 
 // Listener turns conntrack events into flow records.
@@ -131,12 +142,43 @@ type Listener struct {
 	recorded, lost, failed, summarised atomic.Uint64
 	lastErr                            atomic.Value // string
 
-	// Owned by the goroutine of Run: each partner address's budget.
+	// Owned by the goroutine of Run: each partner address's budget, and
+	// the open flows that have had an interim record, by conntrack ID.
 	budgets map[netip.Addr]*budget
+	open    map[uint32]*reported
+	dumps   uint64 // listings of the open flows so far
+}
+
+// reported is where an open flow's records stand: what it had carried at
+// its last one. The kernel's ID of a flow is a hash that a later flow of
+// the same tuple may get again; with the start, it names one flow.
+type reported struct {
+	Tuple   Tuple
+	Start   time.Time
+	At      time.Time
+	Out, In conntrack.Counter
+	seen    uint64 // the last listing that had it
+}
+
+// openFlow is what an interim record needs of a flow in a listing.
+type openFlow struct {
+	id      uint32
+	tuple   Tuple
+	start   time.Time
+	out, in conntrack.Counter
+}
+
+// listing is one listing of the open flows taken at at, or why none was.
+type listing struct {
+	at    time.Time
+	flows []openFlow
+	err   error
 }
 
 // New returns a Listener; Run starts it.
-func New(o Options) *Listener { return &Listener{o: o, budgets: map[netip.Addr]*budget{}} }
+func New(o Options) *Listener {
+	return &Listener{o: o, budgets: map[netip.Addr]*budget{}, open: map[uint32]*reported{}}
+}
 
 // Stats are the Listener's counters since it started.
 type Stats struct {
@@ -212,7 +254,10 @@ func (l *Listener) admit(addr netip.Addr, f api.Flow, now time.Time) bool {
 			Proto: k.proto, Dest: k.dest, Port: k.port, End: api.FlowSummarised}
 		b.over[k] = o
 	}
-	o.Flows++
+	if f.End != api.FlowOpen {
+		// An interim record's flow is counted once, when it ends.
+		o.Flows++
+	}
 	o.Opened = minTime(o.Opened, f.Opened)
 	o.Closed = maxTime(o.Closed, f.Closed)
 	o.BytesOut += f.BytesOut
@@ -293,9 +338,16 @@ func (l *Listener) Run(ctx context.Context) error {
 	tick := time.NewTicker(summaryEvery)
 	defer tick.Stop()
 	defer l.flushSummaries(time.Now())
+	var listings chan listing
+	if l.o.Interim > 0 {
+		l.loadOpen()
+		defer l.saveOpen()
+		listings = make(chan listing)
+		go l.list(ctx, listings)
+	}
 	for backoff := 100 * time.Millisecond; ; {
 		began := time.Now()
-		err := l.listen(ctx, tick.C)
+		err := l.listen(ctx, tick.C, listings)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -317,7 +369,7 @@ func (l *Listener) Run(ctx context.Context) error {
 	}
 }
 
-func (l *Listener) listen(ctx context.Context, tick <-chan time.Time) error {
+func (l *Listener) listen(ctx context.Context, tick <-chan time.Time, listings <-chan listing) error {
 	var c *conntrack.Conn
 	if err := l.o.Do(func() error {
 		var err error
@@ -374,6 +426,14 @@ func (l *Listener) listen(ctx context.Context, tick <-chan time.Time) error {
 			return err
 		case now := <-tick:
 			l.flushSummaries(now)
+		case ls := <-listings:
+			// A listing that failed delays interim records to the next:
+			// the kernel's counters keep counting.
+			if ls.err != nil {
+				l.o.Logger.Warn("activity: no interim records this time", "err", ls.err)
+				continue
+			}
+			l.interim(ls)
 		case ev := <-events:
 			l.handle(ev)
 		}
@@ -393,8 +453,7 @@ func (l *Listener) handle(ev conntrack.Event) {
 	}
 }
 
-// flow makes the record of a flow that ended, if a partner opened it.
-func (l *Listener) flow(f *conntrack.Flow) (api.Flow, bool) {
+func tupleOf(f *conntrack.Flow) Tuple {
 	t := Tuple{
 		Proto: f.TupleOrig.Proto.Protocol,
 		Src:   f.TupleOrig.IP.SourceAddress.Unmap(), Dst: f.TupleOrig.IP.DestinationAddress.Unmap(),
@@ -403,6 +462,12 @@ func (l *Listener) flow(f *conntrack.Flow) (api.Flow, bool) {
 	if t.Proto == 6 || t.Proto == 17 {
 		t.SPort, t.DPort = f.TupleOrig.Proto.SourcePort, f.TupleOrig.Proto.DestinationPort
 	}
+	return t
+}
+
+// flow makes the record of a flow that ended, if a partner opened it.
+func (l *Listener) flow(f *conntrack.Flow) (api.Flow, bool) {
+	t := tupleOf(f)
 	if !l.o.Tunnel.Contains(t.Src) {
 		return api.Flow{}, false
 	}
@@ -412,7 +477,168 @@ func (l *Listener) flow(f *conntrack.Flow) (api.Flow, bool) {
 	if l.o.Kills != nil && l.o.Kills.take(t) && !closedBothWays(f) {
 		end = api.FlowKilled
 	}
-	return Record(t, f.Timestamp.Start, f.Timestamp.Stop, f.CountersOrig, f.CountersReply, end, l.o.Directory), true
+	out, in := f.CountersOrig, f.CountersReply
+	var since time.Time
+	if p := l.open[f.ID]; p != nil && p.Tuple == t && p.Start.Equal(f.Timestamp.Start) {
+		delete(l.open, f.ID)
+		out, in, since = minus(out, p.Out), minus(in, p.In), p.At.UTC()
+	}
+	r := Record(t, f.Timestamp.Start, f.Timestamp.Stop, out, in, end, l.o.Directory)
+	r.Since = since
+	return r, true
+}
+
+// list lists the gateway's open flows every fifth of Interim, so that a
+// flow gets its interim record between Interim and 1.2 × Interim after
+// its previous one, and hands each listing to the loop. It runs beside
+// the loop: a long listing must not keep the kernel's events waiting.
+func (l *Listener) list(ctx context.Context, out chan<- listing) {
+	t := time.NewTicker(l.o.Interim / 5)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			ls := listing{at: now}
+			ls.flows, ls.err = l.listOpen()
+			select {
+			case out <- ls:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}
+}
+
+// listOpen returns the partners' flows the kernel tracks. The kernel's
+// listing is held whole for a moment (ti-mo's Dump): about 300 bytes a
+// flow; only what a record needs is kept.
+func (l *Listener) listOpen() ([]openFlow, error) {
+	var flows []conntrack.Flow
+	if err := l.o.Do(func() error {
+		c, err := conntrack.Dial(nil)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		flows, err = c.Dump(nil)
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("list the open flows: %w", err)
+	}
+	var out []openFlow
+	for i := range flows {
+		f := &flows[i]
+		t := tupleOf(f)
+		if !l.o.Tunnel.Contains(t.Src) || f.Timestamp.Start.IsZero() {
+			continue
+		}
+		out = append(out, openFlow{id: f.ID, tuple: t, start: f.Timestamp.Start, out: f.CountersOrig, in: f.CountersReply})
+	}
+	return out, nil
+}
+
+// interim records, for each partner's flow in ls whose last record (or
+// opening) is Interim old and that carried something since, what it
+// carried.
+func (l *Listener) interim(ls listing) {
+	now := ls.at
+	l.dumps++
+	for _, f := range ls.flows {
+		p := l.open[f.id]
+		if p != nil && (p.Tuple != f.tuple || !p.Start.Equal(f.start)) {
+			p = nil // the ID of a flow that ended unseen, taken again
+		}
+		from, out, in := f.start, f.out, f.in
+		if p != nil {
+			p.seen = l.dumps
+			from, out, in = p.At, minus(out, p.Out), minus(in, p.In)
+		}
+		if now.Sub(from) < l.o.Interim || (p != nil && out.Packets == 0 && in.Packets == 0) {
+			// Too soon, or idle since its last record: an idle
+			// connection of days would otherwise write a record of
+			// nothing every Interim.
+			continue
+		}
+		r := Record(f.tuple, f.start, now, out, in, api.FlowOpen, l.o.Directory)
+		if p != nil {
+			r.Since = p.At.UTC()
+		}
+		l.open[f.id] = &reported{Tuple: f.tuple, Start: f.start, At: now, Out: f.out, In: f.in, seen: l.dumps}
+		if l.admit(f.tuple.Src, r, now) {
+			l.record(r)
+		}
+	}
+	// A flow missing from two listings in a row ended, and its event was
+	// handled or lost; one missing from one may have ended since, its
+	// event still on the way.
+	for id, p := range l.open {
+		if p.seen+1 < l.dumps {
+			delete(l.open, id)
+		}
+	}
+}
+
+// savedOpen is OpenFile's form of the open flows' records.
+type savedOpen struct {
+	ID uint32 `json:"id"`
+	reported
+}
+
+// loadOpen reads OpenFile, if any: the flows of a restart's namespace
+// are those the last run recorded. A file that cannot be read costs a
+// second count of what those flows had carried, and is said so.
+func (l *Listener) loadOpen() {
+	if l.o.OpenFile == "" {
+		return
+	}
+	raw, err := os.ReadFile(l.o.OpenFile)
+	if errors.Is(err, fs.ErrNotExist) {
+		return
+	}
+	var saved []savedOpen
+	if err == nil {
+		err = json.Unmarshal(raw, &saved)
+	}
+	if err != nil {
+		l.o.Logger.Warn("activity: where the open flows' records stood is lost; their next records count from their start", "file", l.o.OpenFile, "err", err)
+		return
+	}
+	for _, s := range saved {
+		r := s.reported
+		l.open[s.ID] = &r
+	}
+}
+
+// saveOpen writes OpenFile (0600, replaced whole).
+func (l *Listener) saveOpen() {
+	if l.o.OpenFile == "" {
+		return
+	}
+	saved := make([]savedOpen, 0, len(l.open))
+	for id, p := range l.open {
+		saved = append(saved, savedOpen{ID: id, reported: *p})
+	}
+	raw, err := json.Marshal(saved)
+	if err == nil {
+		tmp := l.o.OpenFile + ".new"
+		if err = os.WriteFile(tmp, raw, 0o600); err == nil {
+			err = os.Rename(tmp, l.o.OpenFile)
+		}
+	}
+	if err != nil {
+		l.o.Logger.Warn("activity: where the open flows' records stand could not be kept; after the restart their next records count from their start", "file", l.o.OpenFile, "err", err)
+	}
+}
+
+// minus is what a flow carried since it had carried b: counters only grow,
+// so a smaller a is a flow that is not b's.
+func minus(a, b conntrack.Counter) conntrack.Counter {
+	if a.Bytes < b.Bytes || a.Packets < b.Packets {
+		return a
+	}
+	return conntrack.Counter{Bytes: a.Bytes - b.Bytes, Packets: a.Packets - b.Packets, Direction: a.Direction}
 }
 
 // TCP states of conntrack at a flow's end (nf_conntrack_tcp.h): a flow

@@ -311,3 +311,143 @@ func TestHalfClosedKilledIsKilled(t *testing.T) {
 		}
 	}
 }
+
+// TestLongFlowsGetInterimRecords: a real UDP flow kept open past Interim
+// gets interim records, and its records add up to what it carried.
+func TestLongFlowsGetInterimRecords(t *testing.T) {
+	netnstest.Run(t, func(name string) {
+		for _, args := range [][]string{
+			{"ip", "link", "set", "lo", "up"},
+			{"ip", "addr", "add", "100.64.1.5/32", "dev", "lo"},
+			{"ip", "addr", "add", "10.10.1.2/32", "dev", "lo"},
+			{"iptables", "-A", "INPUT", "-m", "conntrack", "--ctstate", "NEW", "-j", "ACCEPT"},
+			{"sysctl", "-qw", "net.netfilter.nf_conntrack_udp_timeout=1"},
+		} {
+			netnstest.Sh(t, args...)
+		}
+		h, err := netns.GetFromName(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer h.Close()
+		var mu sync.Mutex
+		var got []api.Flow
+		l := New(Options{
+			Tunnel: netip.MustParsePrefix("100.64.0.0/16"), Do: inNS(h), Interim: time.Second,
+			Directory: dir{netip.MustParseAddr("100.64.1.5"): {Org: "acme", Name: "laptop", Group: "default"}},
+			Record: func(f api.Flow) error {
+				mu.Lock()
+				defer mu.Unlock()
+				got = append(got, f)
+				return nil
+			},
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); l.Run(ctx) }()
+		defer func() { cancel(); <-done }()
+		time.Sleep(200 * time.Millisecond)
+
+		srv, err := net.ListenPacket("udp4", "10.10.1.2:7000")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer srv.Close()
+		c, err := (&net.Dialer{LocalAddr: &net.UDPAddr{IP: net.ParseIP("100.64.1.5")}}).Dial("udp4", "10.10.1.2:7000")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		// 3.5 s of a datagram every 100 ms: past three interim periods.
+		const sent = 35
+		for i := 0; i < sent; i++ {
+			c.Write([]byte("0123456789"))
+			time.Sleep(100 * time.Millisecond)
+		}
+		time.Sleep(1500 * time.Millisecond)
+		c.Write([]byte("late")) // reaps the timed-out flow (a new one)
+
+		var ended *api.Flow
+		var records []api.Flow
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline) && ended == nil; time.Sleep(100 * time.Millisecond) {
+			mu.Lock()
+			for i := range got {
+				if got[i].End == api.FlowTimedOut {
+					ended = &got[i]
+				}
+			}
+			if ended != nil {
+				for _, f := range got {
+					if f.Opened.Equal(ended.Opened) {
+						records = append(records, f)
+					}
+				}
+			}
+			mu.Unlock()
+		}
+		if ended == nil {
+			t.Fatalf("recorded %+v; want the flow's end", got)
+		}
+		var packets uint64
+		interims := 0
+		for i, f := range records {
+			packets += f.PacketsOut
+			if f.End == api.FlowOpen {
+				interims++
+			}
+			if i > 0 && !f.Since.Equal(records[i-1].Closed) {
+				t.Errorf("record %d covers from %v; want from the previous record's %v", i, f.Since, records[i-1].Closed)
+			}
+			if f.Peer != "acme/laptop" || f.Port != 7000 {
+				t.Errorf("record %d: %+v", i, f)
+			}
+		}
+		if interims < 2 || records[len(records)-1].End != api.FlowTimedOut || !records[0].Since.IsZero() {
+			t.Errorf("records %+v; want at least 2 interim ones (the first without since), then the end", records)
+		}
+		if packets != sent {
+			t.Errorf("the flow's records add up to %d packets out; want %d", packets, sent)
+		}
+	})
+}
+
+// TestOpenFlowsOutliveARestart: where an open flow's records stand is
+// kept in OpenFile across a restart, so its end record after the restart
+// has only what came since its last interim record; idle flows get none.
+func TestOpenFlowsOutliveARestart(t *testing.T) {
+	var got []api.Flow
+	opts := Options{Tunnel: netip.MustParsePrefix("100.64.0.0/16"), Interim: 5 * time.Minute, OpenFile: filepath.Join(t.TempDir(), "open-flows.json"),
+		Record: func(f api.Flow) error { got = append(got, f); return nil }, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	t0 := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+	tu := Tuple{Proto: 6, Src: netip.MustParseAddr("100.64.1.5"), Dst: netip.MustParseAddr("10.10.1.2"), SPort: 40000, DPort: 22}
+	open := func(at time.Duration, packets uint64) listing {
+		return listing{at: t0.Add(at), flows: []openFlow{{id: 7, tuple: tu, start: t0, out: conntrack.Counter{Packets: packets, Bytes: 100 * packets}}}}
+	}
+	l := New(opts)
+	l.interim(open(4*time.Minute, 5)) // too soon
+	l.interim(open(6*time.Minute, 10))
+	l.interim(open(12*time.Minute, 10)) // idle since
+	if len(got) != 1 || got[0].End != api.FlowOpen || got[0].PacketsOut != 10 || !got[0].Since.IsZero() {
+		t.Fatalf("interim records %+v; want one of 10 packets", got)
+	}
+	l.saveOpen()
+
+	l = New(opts)
+	l.loadOpen()
+	f := &conntrack.Flow{ID: 7, Timestamp: conntrack.Timestamp{Start: t0, Stop: t0.Add(13 * time.Minute)}, CountersOrig: conntrack.Counter{Packets: 15, Bytes: 1500}}
+	f.TupleOrig.IP.SourceAddress, f.TupleOrig.IP.DestinationAddress = tu.Src, tu.Dst
+	f.TupleOrig.Proto.Protocol, f.TupleOrig.Proto.SourcePort, f.TupleOrig.Proto.DestinationPort = 6, 40000, 22
+	end, ok := l.flow(f)
+	if !ok || end.PacketsOut != 5 || end.BytesOut != 500 || !end.Since.Equal(t0.Add(6*time.Minute)) {
+		t.Errorf("the end record after a restart: %+v; want the 5 packets since the interim record", end)
+	}
+	// Another flow that got the same ID (a later one of the same tuple)
+	// is not that one.
+	l = New(opts)
+	l.loadOpen()
+	f.Timestamp.Start = t0.Add(time.Hour)
+	if later, _ := l.flow(f); later.PacketsOut != 15 || !later.Since.IsZero() {
+		t.Errorf("a later flow with the same ID: %+v; want all its own packets", later)
+	}
+}

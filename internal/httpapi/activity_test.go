@@ -149,3 +149,50 @@ func TestActivityQuery(t *testing.T) {
 		}
 	}
 }
+
+// TestActivityTopByRole: top adds up what the caller may read, and no
+// more; its list length is bounded.
+func TestActivityTopByRole(t *testing.T) {
+	rig := newScopeRig(t)
+	peers := func(body []byte) []string {
+		var top api.ActivityTop
+		if err := json.Unmarshal(body, &top); err != nil {
+			t.Fatalf("%v: %s", err, body)
+		}
+		var out []string
+		for _, p := range top.Peers {
+			out = append(out, p.Peer)
+		}
+		slices.Sort(out)
+		return out
+	}
+	for _, tc := range []struct {
+		uid    uint32
+		query  string
+		status int
+		peers  []string
+	}{
+		{uidAuditor, "", http.StatusOK, []string{"acme/laptop", "acme/server", "globex/laptop", "globex/server"}},
+		{uidSponsor, "", http.StatusOK, []string{"acme/laptop", "acme/server"}},
+		{uidSponsor, "?limit=1", http.StatusOK, nil},
+		{uidSponsor, "?org=globex", http.StatusForbidden, nil},
+		{uidExpirer, "", http.StatusForbidden, nil},
+		{0, "?limit=101", http.StatusBadRequest, nil},
+		{0, "?end=closed", http.StatusBadRequest, nil},
+	} {
+		code, body := rig.call(tc.uid, http.MethodGet, "/v1/activity/top"+tc.query)
+		what := fmt.Sprintf("GET /v1/activity/top%s as uid %d", tc.query, tc.uid)
+		switch {
+		case code != tc.status:
+			t.Errorf("%s: %d, want %d: %s", what, code, tc.status, body)
+		case code == http.StatusOK && tc.peers == nil:
+			if got := peers(body); len(got) != 1 || !strings.HasPrefix(got[0], "acme/") {
+				t.Errorf("%s: peers %q, want one of acme's", what, got)
+			}
+		case code == http.StatusOK:
+			if got := peers(body); !slices.Equal(got, tc.peers) {
+				t.Errorf("%s: peers %q, want %q", what, got, tc.peers)
+			}
+		}
+	}
+}

@@ -65,7 +65,8 @@ func TestEveryRouteHasAPermission(t *testing.T) {
 		"GET /v1/audit":        "admin sponsor auditor",
 		"GET /v1/audit/verify": "admin auditor",
 
-		"GET /v1/activity": "admin sponsor auditor",
+		"GET /v1/activity":     "admin sponsor auditor",
+		"GET /v1/activity/top": "admin sponsor auditor",
 
 		"GET /v1/roles":         "admin auditor",
 		"POST /v1/roles":        "admin",

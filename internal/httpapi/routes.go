@@ -151,6 +151,7 @@ func (s *Server) routeTable() []route {
 		{"GET /v1/audit/verify", authz.VerifyAudit, nil, nil, false, s.verifyAudit},
 
 		{"GET /v1/activity", authz.ReadActivity, queryOrg, []string{"org", "peer", "dest", "port", "proto", "end", "since", "until", "limit"}, true, s.activity},
+		{"GET /v1/activity/top", authz.ReadActivity, queryOrg, []string{"org", "peer", "dest", "port", "proto", "since", "until", "limit"}, true, s.activityTop},
 
 		{"GET /v1/roles", authz.ReadRoles, nil, nil, false, s.listRoles},
 		{"POST /v1/roles", authz.ManageRoles, nil, nil, false, s.assignRole},
@@ -615,27 +616,52 @@ func (s *Server) activity(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	if v := visible(r); v != nil {
+	flows, err := s.svc.Activity(s.withActor(r), q)
+	reply(w, http.StatusOK, flows, err)
+}
+
+// How many of each list activity/top returns: by default, and at most.
+const (
+	defaultTopLimit = 10
+	maxTopLimit     = 100
+)
+
+func (s *Server) activityTop(w http.ResponseWriter, r *http.Request) {
+	q, err := activityQuery(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	n := defaultTopLimit
+	if r.URL.Query().Get("limit") != "" {
+		if n = q.Limit; n > maxTopLimit {
+			writeError(w, api.Errorf(api.CodeInvalid, "limit=%d: top lists at most %d of each", n, maxTopLimit))
+			return
+		}
+	}
+	// Every record in the window counts, not only the newest.
+	q.Limit = 0
+	top, err := s.svc.ActivityTop(s.withActor(r), q, n)
+	reply(w, http.StatusOK, top, err)
+}
+
+// activityQuery reads the filters of GET /v1/activity (and /top), and the
+// caller's scope; an error names the parameter and its value.
+func activityQuery(r *http.Request) (activity.Query, error) {
+	v := r.URL.Query()
+	// guard checked that ?peer= is of the organisation it decided on.
+	q := activity.Query{Org: listOrg(r), Peer: v.Get("peer")}
+	if vis := visible(r); vis != nil {
 		// Never nil, even for a sponsor of nothing: nil is every
 		// organisation.
 		q.Orgs = []string{}
-		for org, ok := range v {
+		for org, ok := range vis {
 			if ok {
 				q.Orgs = append(q.Orgs, org)
 			}
 		}
 		slices.Sort(q.Orgs)
 	}
-	flows, err := s.svc.Activity(s.withActor(r), q)
-	reply(w, http.StatusOK, flows, err)
-}
-
-// activityQuery reads the filters of GET /v1/activity; an error names the
-// parameter and its value.
-func activityQuery(r *http.Request) (activity.Query, error) {
-	v := r.URL.Query()
-	// guard checked that ?peer= is of the organisation it decided on.
-	q := activity.Query{Org: listOrg(r), Peer: v.Get("peer")}
 	if s := v.Get("dest"); s != "" {
 		if p, err := netip.ParsePrefix(s); err == nil {
 			q.Dest = p.Masked()
@@ -661,8 +687,8 @@ func activityQuery(r *http.Request) (activity.Query, error) {
 		q.Proto = p
 	}
 	if s := v.Get("end"); s != "" {
-		if s != api.FlowClosed && s != api.FlowTimedOut && s != api.FlowKilled && s != api.FlowSummarised && s != api.FlowRefused {
-			return q, api.Errorf(api.CodeInvalid, "end=%q is not how a flow ends: use %q, %q, %q, %q or %q", validate.Printable(s), api.FlowClosed, api.FlowTimedOut, api.FlowKilled, api.FlowSummarised, api.FlowRefused)
+		if !slices.Contains(api.FlowEnds, s) {
+			return q, api.Errorf(api.CodeInvalid, "end=%q is not how a flow ends: use one of %q", validate.Printable(s), api.FlowEnds)
 		}
 		q.End = s
 	}

@@ -99,10 +99,16 @@ func (m *Metrics) Reconciled(took time.Duration, err error, repairs int) {
 // Flow counts one record of the activity log.
 func (m *Metrics) Flow(f api.Flow) {
 	n := float64(1)
-	if f.End == api.FlowSummarised || f.End == api.FlowRefused {
+	switch f.End {
+	case api.FlowSummarised, api.FlowRefused:
 		n = float64(f.Flows)
+	case api.FlowOpen:
+		// Its flow is counted when it ends; its bytes now.
+		n = 0
 	}
-	m.flows.WithLabelValues(f.Org, f.End).Add(n)
+	if n > 0 {
+		m.flows.WithLabelValues(f.Org, f.End).Add(n)
+	}
 	m.flowBytes.WithLabelValues(f.Org, "out").Add(float64(f.BytesOut))
 	m.flowBytes.WithLabelValues(f.Org, "in").Add(float64(f.BytesIn))
 }

@@ -156,18 +156,23 @@ func TestActivityCounters(t *testing.T) {
 	}
 	m.Flow(api.Flow{Org: "acme", End: api.FlowClosed, BytesOut: 100, BytesIn: 2000})
 	m.Flow(api.Flow{Org: "acme", End: api.FlowSummarised, Flows: 40, BytesOut: 4000})
+	// An interim record's bytes count now, its flow when it ends.
+	m.Flow(api.Flow{Org: "acme", End: api.FlowOpen, BytesOut: 500})
 	lost = 2
 	_, body := scrape(t, h, "/metrics")
 	for _, want := range []string{
 		`extranet_activity_flows_total{end="closed",org="acme"} 1`,
 		`extranet_activity_flows_total{end="summarised",org="acme"} 40`,
-		`extranet_activity_bytes_total{direction="out",org="acme"} 4100`,
+		`extranet_activity_bytes_total{direction="out",org="acme"} 4600`,
 		`extranet_activity_bytes_total{direction="in",org="acme"} 2000`,
 		`extranet_activity_lost_total 2`,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("no %s in:\n%s", want, body)
 		}
+	}
+	if strings.Contains(body, `end="open"`) {
+		t.Errorf("interim records counted as flows:\n%s", body)
 	}
 }
 

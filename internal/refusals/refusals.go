@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/extranetgw/extranet/internal/firewall"
 	"github.com/extranetgw/extranet/internal/flowlog"
 	"github.com/extranetgw/extranet/pkg/api"
 )
@@ -109,10 +110,18 @@ type Recorder struct {
 	// killed, and when (see Killed).
 	killed map[netip.Addr]map[target]time.Time
 
+	// unlogged are the firewall's last counts of what the log's rate left
+	// out (see Unlogged); nil until the first.
+	unlogged map[firewall.Unlogged]uint64
+	counted  time.Time // when they were taken
+	// holders are who held each address counted then.
+	holders map[netip.Addr]flowlog.Who
+
 	// Counts since the start, for status and metrics.
-	Seen   uint64 // refused packets read
-	Warned uint64 // warnings reported
-	Scans  uint64 // scans reported (suspended unless observed)
+	Seen        uint64 // refused packets read
+	RateLimited uint64 // refused packets past the log's rate
+	Warned      uint64 // warnings reported
+	Scans       uint64 // scans reported (suspended unless observed)
 }
 
 // perPeer bounds the destinations a peer's refusals are recorded by in a
@@ -143,7 +152,9 @@ type key struct {
 	proto    uint8
 	port     uint16
 	reason   string
-	others   bool
+	// others adds up the destinations past perPeer, limited the
+	// attempts past the log's rate.
+	others, limited bool
 }
 
 // target is one destination a scanner tried.
@@ -253,6 +264,61 @@ func (r *Recorder) add(k key, who flowlog.Who, known bool, now time.Time) {
 	}
 	f.Flows++
 	f.Closed = now.UTC()
+}
+
+// Unlogged takes the firewall's counts of the refused packets the log's
+// rate left out (firewall.ReadUnlogged: per address and reason, since the
+// address's first) and adds what is new since the last counts to the
+// records, one per address and reason, without a destination. The first
+// counts are where it starts: a member there already counted for an
+// earlier run of the daemon, which recorded it.
+func (r *Recorder) Unlogged(counts map[firewall.Unlogged]uint64, now time.Time) {
+	last, since, held := r.unlogged, r.counted, r.holders
+	r.unlogged, r.counted, r.holders = counts, now, map[netip.Addr]flowlog.Who{}
+	lookup := func(a netip.Addr) (flowlog.Who, bool) {
+		if r.o.Directory == nil {
+			return flowlog.Who{}, false
+		}
+		return r.o.Directory.Lookup(a)
+	}
+	for c := range counts {
+		if who, ok := lookup(c.Src); ok {
+			r.holders[c.Src] = who
+		}
+	}
+	if last == nil {
+		return
+	}
+	for c, n := range counts {
+		prev := last[c]
+		if n < prev {
+			// The set was made again (a repair): it counts from 0.
+			prev = 0
+		}
+		if n == prev {
+			continue
+		}
+		r.RateLimited += n - prev
+		// The attempts came between the last counts and these: if the
+		// address changed hands meanwhile, either peer may have made
+		// them, and naming one could show another organisation's
+		// attempts to its sponsor.
+		who, known := r.holders[c.Src]
+		if before, ok := held[c.Src]; ok && (!known || before != who) {
+			who, known = flowlog.Who{}, false
+		}
+		k := key{src: c.Src, reason: c.Reason, limited: true}
+		f := r.open[k]
+		if f == nil {
+			f = &api.Flow{Opened: since.UTC(), Address: c.Src.String(), End: api.FlowRefused, Reason: c.Reason, RateLimited: true}
+			if known {
+				f.Org, f.Group, f.Peer = who.Org, who.Group, who.Org+"/"+who.Name
+			}
+			r.open[k] = f
+		}
+		f.Flows += n - prev
+		f.Closed = now.UTC()
+	}
 }
 
 // Take returns the records added up since the last Take, oldest first,

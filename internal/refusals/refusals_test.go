@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/extranetgw/extranet/internal/firewall"
 	"github.com/extranetgw/extranet/internal/flowlog"
 	"github.com/extranetgw/extranet/pkg/api"
 )
@@ -74,6 +75,56 @@ func TestRecordsAddUp(t *testing.T) {
 	}
 	if again := r.Take(t0.Add(20 * time.Second)); len(again) != 0 {
 		t.Errorf("a second Take returned the same records: %+v", again)
+	}
+}
+
+// TestUnloggedCountsAddUp: the firewall's counts of what the log's rate
+// left out become records of what is new since the last counts; the
+// first counts are where it starts, and a set made again counts from 0.
+func TestUnloggedCountsAddUp(t *testing.T) {
+	r, scans := recorder(t, ScanOptions{})
+	limited := func(src netip.Addr, reason string) firewall.Unlogged {
+		return firewall.Unlogged{Reason: reason, Src: src}
+	}
+	// An earlier run's counts: already recorded by it.
+	r.Unlogged(map[firewall.Unlogged]uint64{limited(laptop, api.DenyNotGranted): 500}, t0)
+	if recs := r.Take(t0); len(recs) != 0 {
+		t.Fatalf("the first counts made records: %+v", recs)
+	}
+	r.Unlogged(map[firewall.Unlogged]uint64{limited(laptop, api.DenyNotGranted): 800, limited(scanner, api.DenyHost): 40}, t0.Add(10*time.Second))
+	// Read twice before one Take: what is new each time adds up.
+	r.Unlogged(map[firewall.Unlogged]uint64{limited(laptop, api.DenyNotGranted): 900, limited(scanner, api.DenyHost): 40}, t0.Add(15*time.Second))
+	recs := r.Take(t0.Add(15 * time.Second))
+	want := map[string]api.Flow{
+		"acme/laptop": {Opened: t0, Closed: t0.Add(15 * time.Second), Org: "acme", Group: "default", Peer: "acme/laptop", Address: "100.64.1.5", End: api.FlowRefused, Flows: 400, Reason: api.DenyNotGranted, RateLimited: true},
+		"globex/nmap": {Opened: t0, Closed: t0.Add(10 * time.Second), Org: "globex", Group: "ops", Peer: "globex/nmap", Address: "100.64.2.9", End: api.FlowRefused, Flows: 40, Reason: api.DenyHost, RateLimited: true},
+	}
+	if len(recs) != len(want) {
+		t.Fatalf("got %d records, want %d: %+v", len(recs), len(want), recs)
+	}
+	for _, f := range recs {
+		if f != want[f.Peer] {
+			t.Errorf("got  %+v\nwant %+v", f, want[f.Peer])
+		}
+	}
+	// The sets made again by a repair: their counts start over.
+	r.Unlogged(map[firewall.Unlogged]uint64{limited(laptop, api.DenyNotGranted): 7}, t0.Add(20*time.Second))
+	if recs := r.Take(t0.Add(20 * time.Second)); len(recs) != 1 || recs[0].Flows != 7 {
+		t.Errorf("after the sets were made again: %+v; want the 7 counted since", recs)
+	}
+	if r.RateLimited != 447 || r.Seen != 0 || len(*scans) != 0 {
+		t.Errorf("counted %d past the rate, %d read, scans %+v; want 447, none read, no scan", r.RateLimited, r.Seen, *scans)
+	}
+
+	// The address given to another organisation's peer between two
+	// counts: the attempts are named after neither.
+	d := dir{laptop: {Org: "acme", Name: "laptop", Group: "default"}}
+	r = New(Options{Directory: d})
+	r.Unlogged(map[firewall.Unlogged]uint64{limited(laptop, api.DenyNotGranted): 10}, t0)
+	d[laptop] = flowlog.Who{Org: "globex", Name: "phone", Group: "default"}
+	r.Unlogged(map[firewall.Unlogged]uint64{limited(laptop, api.DenyNotGranted): 30}, t0.Add(10*time.Second))
+	if recs := r.Take(t0.Add(10 * time.Second)); len(recs) != 1 || recs[0].Flows != 20 || recs[0].Peer != "" || recs[0].Org != "" {
+		t.Errorf("attempts of an address that changed hands: %+v; want 20, named after nobody", recs)
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 // ActivityReader reads the partner activity log (activity.Log).
 type ActivityReader interface {
 	Read(activity.Query) ([]api.Flow, error)
+	Each(activity.Query, func(api.Flow)) error
 }
 
 // Activity returns the partner flows q matches, oldest first. A caller who
@@ -22,33 +23,17 @@ type ActivityReader interface {
 // another organisation is refused, not answered empty, so it cannot be
 // mistaken for an organisation whose partners did nothing.
 func (s *Service) Activity(ctx context.Context, q activity.Query) ([]api.Flow, error) {
-	if s.opts.Activity == nil {
-		if s.opts.ActivityOff != "" {
-			return nil, api.Errorf(api.CodeNotFound, "activity logging is off: %s (extranetctl status; the daemon's log says more)", s.opts.ActivityOff)
-		}
-		return nil, api.Errorf(api.CodeNotFound, "activity logging is off: this extranetd keeps no log of partner activity; set activity-log: true in its config (or --activity-log) and restart it")
+	release, err := s.activityRead(ctx, q)
+	if err != nil {
+		return nil, err
 	}
-	// Each read parses the log's files, up to hundreds of MB: a few at a
-	// time, so that parallel queries cannot take both cores or the memory.
-	select {
-	case s.activityReads <- struct{}{}:
-		defer func() { <-s.activityReads }()
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	if q.Orgs != nil {
-		for _, org := range []string{q.Org, orgOf(q.Peer)} {
-			if org != "" && !slices.Contains(q.Orgs, org) {
-				return nil, api.Errorf(api.CodeForbidden, "%s may not read the activity of organisation %s: that needs the role admin, auditor or sponsor of %s", Actor(ctx), org, org)
-			}
-		}
-	}
+	defer release()
 	flows, err := s.opts.Activity.Read(q)
 	if err != nil {
 		return nil, asAPIError(err)
 	}
 	if q.Orgs != nil && s.opts.DB != nil {
-		if flows, err = s.sinceMade(flows); err != nil {
+		if flows, err = s.sinceMade(flows, q.Orgs); err != nil {
 			return nil, err
 		}
 	}
@@ -58,31 +43,93 @@ func (s *Service) Activity(ctx context.Context, q activity.Query) ([]api.Flow, e
 	return flows, nil
 }
 
-// sinceMade leaves out the flows that ended before their organisation was
-// made: those of a deleted organisation of the same name, which stay in
-// the log for its retention and are not the new one's sponsor's to read.
-func (s *Service) sinceMade(flows []api.Flow) ([]api.Flow, error) {
+// ActivityTop adds up every record q matches (q.Limit aside) into the n
+// destinations and peers that moved the most bytes and those refused the
+// most attempts. Who may ask about what is as for Activity.
+func (s *Service) ActivityTop(ctx context.Context, q activity.Query, n int) (api.ActivityTop, error) {
+	release, err := s.activityRead(ctx, q)
+	if err != nil {
+		return api.ActivityTop{}, err
+	}
+	defer release()
+	keep := func(api.Flow) bool { return true }
+	if q.Orgs != nil && s.opts.DB != nil {
+		made, err := s.orgsMade(q.Orgs)
+		if err != nil {
+			return api.ActivityTop{}, err
+		}
+		keep = func(f api.Flow) bool { at := made[f.Org]; return !at.IsZero() && !f.Closed.Before(at) }
+	}
+	t := activity.NewTally()
+	if err := s.opts.Activity.Each(q, func(f api.Flow) {
+		if keep(f) {
+			t.Add(f)
+		}
+	}); err != nil {
+		return api.ActivityTop{}, asAPIError(err)
+	}
+	top := t.Top(n)
+	top.Since, top.Until = q.Since, q.Until
+	return top, nil
+}
+
+// activityRead checks that the log is on and that q stays within the
+// caller's organisations, and takes one of the few reads that may parse
+// the log at once; release gives it back.
+func (s *Service) activityRead(ctx context.Context, q activity.Query) (release func(), err error) {
+	if s.opts.Activity == nil {
+		if s.opts.ActivityOff != "" {
+			return nil, api.Errorf(api.CodeNotFound, "activity logging is off: %s (extranetctl status; the daemon's log says more)", s.opts.ActivityOff)
+		}
+		return nil, api.Errorf(api.CodeNotFound, "activity logging is off: this extranetd keeps no log of partner activity; set activity-log: true in its config (or --activity-log) and restart it")
+	}
+	if q.Orgs != nil {
+		for _, org := range []string{q.Org, orgOf(q.Peer)} {
+			if org != "" && !slices.Contains(q.Orgs, org) {
+				return nil, api.Errorf(api.CodeForbidden, "%s may not read the activity of organisation %s: that needs the role admin, auditor or sponsor of %s", Actor(ctx), org, org)
+			}
+		}
+	}
+	// Each read parses the log's files, up to hundreds of MB: a few at a
+	// time, so that parallel queries cannot take both cores or the memory.
+	select {
+	case s.activityReads <- struct{}{}:
+		return func() { <-s.activityReads }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// orgsMade is when each of orgs was made; a zero time for one that is
+// gone.
+func (s *Service) orgsMade(orgs []string) (map[string]time.Time, error) {
 	made := map[string]time.Time{}
 	err := s.opts.DB.View(func(tx *store.Tx) error {
-		for _, f := range flows {
-			if _, ok := made[f.Org]; ok {
-				continue
-			}
-			o, err := tx.Org(f.Org)
+		for _, name := range orgs {
+			o, err := tx.Org(name)
 			switch {
 			case errors.Is(err, store.ErrNotFound):
-				// Deleted since: none of its flows is anyone's now.
-				made[f.Org] = time.Time{}
 				continue
 			case err != nil:
 				return err
 			}
-			made[f.Org] = o.CreatedAt
+			made[name] = o.CreatedAt
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, asErr(err)
+	}
+	return made, nil
+}
+
+// sinceMade leaves out the flows that ended before their organisation was
+// made: those of a deleted organisation of the same name, which stay in
+// the log for its retention and are not the new one's sponsor's to read.
+func (s *Service) sinceMade(flows []api.Flow, orgs []string) ([]api.Flow, error) {
+	made, err := s.orgsMade(orgs)
+	if err != nil {
+		return nil, err
 	}
 	kept := flows[:0]
 	for _, f := range flows {

@@ -24,6 +24,14 @@ func (f *fakeActivity) Read(q activity.Query) ([]api.Flow, error) {
 	return f.flows, f.err
 }
 
+func (f *fakeActivity) Each(q activity.Query, fn func(api.Flow)) error {
+	flows, err := f.Read(q)
+	for _, fl := range flows {
+		fn(fl)
+	}
+	return err
+}
+
 // TestActivityScope: the reader is asked for what the caller may see, a
 // query about an organisation outside it is refused before anything is
 // read, and an activity log that is off says so.
@@ -105,4 +113,15 @@ func TestActivityOfARecreatedOrganisation(t *testing.T) {
 	if got, err := svc.Activity(ctx, activity.Query{}); err != nil || len(got) != 2 {
 		t.Errorf("an admin reads %+v, %v; want both", got, err)
 	}
+	// What top adds up is what the caller may read, whole.
+	fake.flows = []api.Flow{old, mine}
+	sponsor := WithActor(ctx, "alice")
+	if top, err := svc.ActivityTop(sponsor, activity.Query{Orgs: []string{"acme"}}, 10); err != nil || top.Records != 1 || len(top.Peers) != 1 || top.Peers[0].Peer != "acme/phone" {
+		t.Errorf("the sponsor's top: %+v, %v; want its own peer only", top, err)
+	}
+	if top, err := svc.ActivityTop(ctx, activity.Query{}, 10); err != nil || top.Records != 2 {
+		t.Errorf("an admin's top: %+v, %v; want both records", top, err)
+	}
+	_, err := svc.ActivityTop(sponsor, activity.Query{Orgs: []string{"acme"}, Peer: "globex/laptop"}, 10)
+	wantCode(t, "top of another organisation", err, api.CodeForbidden, "alice may not read the activity of organisation globex")
 }

@@ -197,13 +197,58 @@ type Flow struct {
 	PacketsOut uint64 `json:"packets_out"`
 	PacketsIn  uint64 `json:"packets_in"`
 	// End is how it ended: FlowClosed, FlowTimedOut or FlowKilled; or
+	// FlowOpen for an interim record of a flow still open at Closed; or
 	// FlowSummarised for a record that adds up Flows flows of the peer,
 	// beyond its budget of records, that ended between Opened and Closed.
-	End   string `json:"end"`
-	Flows uint64 `json:"flows,omitempty"`
+	End string `json:"end"`
+	// Since is set on the records of a flow after its first interim one:
+	// their bytes and packets are those from Since to Closed, so that a
+	// flow's records add up to what it carried.
+	Since time.Time `json:"since,omitzero"`
+	Flows uint64    `json:"flows,omitempty"`
 	// Reason says why a FlowRefused record's attempts were refused: one of
 	// DenyReasons.
 	Reason string `json:"reason,omitempty"`
+	// RateLimited is set on a FlowRefused record of the attempts past the
+	// log's rate: counted by the firewall, exactly, without their
+	// destinations. With the others they are every attempt refused.
+	RateLimited bool `json:"rate_limited,omitempty"`
+}
+
+// ActivityTop is what partners did most between Since and Until, out of
+// Records records: the destinations and peers that moved the most bytes,
+// and those refused the most attempts, each list longest first.
+type ActivityTop struct {
+	Since   time.Time `json:"since"`
+	Until   time.Time `json:"until"`
+	Records uint64    `json:"records"`
+	// Truncated says the records named more than 10,000 destinations or
+	// peers: those past them are added up in an entry without a name.
+	Truncated           bool       `json:"truncated,omitempty"`
+	Destinations        []TopEntry `json:"destinations"`
+	Peers               []TopEntry `json:"peers"`
+	RefusedDestinations []TopEntry `json:"refused_destinations"`
+	RefusedPeers        []TopEntry `json:"refused_peers"`
+}
+
+// TopEntry is one line of an ActivityTop: a destination (Proto, Dest and
+// Port; Dest empty for the destinations summarised together) or a peer
+// (Peer, or only Address where no peer held it).
+type TopEntry struct {
+	Proto   string `json:"proto,omitempty"`
+	Dest    string `json:"dest,omitempty"`
+	Port    uint16 `json:"port,omitempty"`
+	Peer    string `json:"peer,omitempty"`
+	Address string `json:"address,omitempty"`
+	// Bytes each way, as in Flow.
+	BytesOut uint64 `json:"bytes_out"`
+	BytesIn  uint64 `json:"bytes_in"`
+	// Flows are the connections (those still open counted once they
+	// end), or for a refusal list the attempts refused.
+	Flows uint64 `json:"flows"`
+	// Peers is how many peers a destination's flows or refusals came
+	// from, up to 100.
+	Peers int `json:"peers,omitempty"`
 }
 
 // ActivityStatus says whether the activity log misses anything.
@@ -230,8 +275,11 @@ type RefusalStatus struct {
 	// Scan is what is done about a scan: "suspend at 100 distinct refused
 	// destinations a minute, warn at 20", "observe …" or "off".
 	Scan string `json:"scan"`
-	// Refused packets logged (at most 100 a second per partner address).
-	Refused uint64 `json:"refused"`
+	// Refused packets logged (at most 100 a second per partner address),
+	// and RateLimited those past that rate, counted without their
+	// destinations.
+	Refused     uint64 `json:"refused"`
+	RateLimited uint64 `json:"rate_limited"`
 	// Warnings: peers reported as scanning; Suspensions: peers the
 	// gateway suspended for it.
 	Warnings    uint64 `json:"scan_warnings"`
@@ -300,6 +348,9 @@ const (
 	// organisation lost the access it used (revoke, suspend, expiry, an
 	// ungrant, a move to another group).
 	FlowKilled = "killed"
+	// FlowOpen: an interim record of a flow still open (every 5 minutes
+	// by default), with what it carried since its previous record.
+	FlowOpen = "open"
 	// FlowSummarised: not one flow but the sum of a peer's flows to one
 	// destination (Dest empty: to the destinations beyond the first 50)
 	// beyond its budget of records (20 a second, 1,000 at once), one such
@@ -311,6 +362,9 @@ const (
 	// destination between Opened and Closed, for Reason. No bytes passed.
 	FlowRefused = "refused"
 )
+
+// FlowEnds are the ends a record may have, as a filter takes them.
+var FlowEnds = []string{FlowClosed, FlowTimedOut, FlowKilled, FlowOpen, FlowSummarised, FlowRefused}
 
 // Why the firewall refused a partner's packet (Flow.Reason).
 const (

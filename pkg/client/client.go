@@ -276,7 +276,7 @@ type ActivityQuery struct {
 	Dest  string
 	Port  uint16
 	Proto string // tcp, udp, icmp, or a protocol number
-	End   string // api.FlowClosed, api.FlowTimedOut, api.FlowKilled or api.FlowSummarised
+	End   string // one of api.FlowEnds
 	// Limit is how many of the newest matches (the daemon's default 1,000,
 	// at most 100,000).
 	Limit int
@@ -284,6 +284,11 @@ type ActivityQuery struct {
 
 // Activity returns the partner flows that match, oldest first.
 func (c *Client) Activity(ctx context.Context, f ActivityQuery) ([]api.Flow, error) {
+	var out []api.Flow
+	return out, c.do(ctx, http.MethodGet, "/activity", f.values(), nil, &out)
+}
+
+func (f ActivityQuery) values() url.Values {
 	q := url.Values{}
 	for k, v := range map[string]string{"org": f.Org, "peer": f.Peer, "dest": f.Dest, "proto": f.Proto, "end": f.End} {
 		if v != "" {
@@ -302,8 +307,16 @@ func (c *Client) Activity(ctx context.Context, f ActivityQuery) ([]api.Flow, err
 	if !f.Until.IsZero() {
 		q.Set("until", f.Until.UTC().Format(time.RFC3339))
 	}
-	var out []api.Flow
-	return out, c.do(ctx, http.MethodGet, "/activity", q, nil, &out)
+	return q
+}
+
+// ActivityTop adds up the records f matches (f.End aside) into the
+// f.Limit destinations and peers (default 10, at most 100) that moved the
+// most bytes and those refused the most attempts.
+func (c *Client) ActivityTop(ctx context.Context, f ActivityQuery) (api.ActivityTop, error) {
+	f.End = ""
+	var out api.ActivityTop
+	return out, c.do(ctx, http.MethodGet, "/activity/top", f.values(), nil, &out)
 }
 
 // VerifyAudit checks the audit hash chain.
