@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/netip"
 	"os"
@@ -164,6 +165,9 @@ func TestBench(t *testing.T) {
 	stateFlat := filepath.Join(r.Dir, "state-flat")
 	copyDir(t, state, stateFlat)
 	flatten(t, stateFlat)
+	rounds := envInt("BENCH_ROUNDS", 5)
+	activityCost(t, b, r, prof, state, long, cfg, src, rounds)
+
 	type sample struct{ conn, rules, bw float64 }
 	measure := func(dir, name string, round int) sample {
 		// The daemon refuses a namespace holding links it did not make,
@@ -185,7 +189,6 @@ func TestBench(t *testing.T) {
 		s.bw = iperfMbps(t, r, r.PA)
 		return s
 	}
-	rounds := envInt("BENCH_ROUNDS", 5)
 	// Indexed by state: the full gateway, the same without groups, one org.
 	var conns, rules, bws [3][]float64
 	for i := 0; i < rounds; i++ {
@@ -287,6 +290,92 @@ func TestBench(t *testing.T) {
 	b.row("8. TCP throughput, veth hop", hopAt, compared(hopBWs, rounds, " Mbit/s"), "", hopNote)
 
 	b.print()
+}
+
+// activityCost is figure 10: what the activity log costs the full
+// gateway. The same gateway with the log on and off takes turns, each
+// round a fresh daemon. The kernel forgets a reset connection after 10 s
+// and a closed one after 2 minutes, so in a run of seconds the log would
+// write nothing: in the gateway namespace the bench has it forget a
+// reset connection within a second, and the log writes a record for
+// each new connection while the next ones come, as on a gateway in its
+// steady state. The rules-alone path (no WireGuard) opens the most
+// connections a second, for the daemon's CPU under load.
+func activityCost(t *testing.T, b *bench, r *Rig, prof *profiler, state string, flags []string, cfg, src string, rounds int) {
+	t.Helper()
+	var conns, rules [2][]float64
+	var cpu, rate []float64
+	var recorded, flows, written uint64
+	for i := 0; i < rounds; i++ {
+		for k, on := range []bool{true, false} {
+			r.run(r.NS, "ip", "link", "del", rulesNSVeth)
+			r.StartDaemon(append(slices.Clone(flags), "--state-dir", state, fmt.Sprintf("--activity-log=%v", on))...)
+			r.Must(r.NS, "sysctl", "-qw", "net.netfilter.nf_conntrack_tcp_timeout_close=1")
+			rulesOnly(t, r, src)
+			conf := r.PartnerUp(r.PA, "pa"+r.id, cfg)
+			reaches(t, r.PA, hostPort(in1Addr, 22), "in1")
+			conns[k] = append(conns[k], connRate(t, r.PA, hostPort(in1Addr, 22), 5*time.Second))
+			rec0, flows0 := activityCounts(t, r)
+			size0 := activitySize(state)
+			pid, ticks, began := daemonPID(r), procTicks(daemonPID(r)), time.Now()
+			done := func() {}
+			if i == 0 && on {
+				done = prof.cpu("activity-on", 4*time.Second)
+			}
+			n := connRateFrom(t, r.PB, src, hostPort(in1Addr, 22), 5*time.Second)
+			done()
+			if on {
+				cpu, rate = append(cpu, cpuPercent(procTicks(pid)-ticks, time.Since(began))), append(rate, n)
+				// The last of them are forgotten within a second or two.
+				time.Sleep(2 * time.Second)
+				rec1, flows1 := activityCounts(t, r)
+				recorded, flows = recorded+rec1-rec0, flows+flows1-flows0
+				written += uint64(activitySize(state) - size0)
+			}
+			rules[k] = append(rules[k], n)
+			r.PartnerDown(r.PA, conf)
+			r.StopDaemon()
+		}
+	}
+	at := "full gateway, log on vs off"
+	note := "each connection ends (a reset) and is forgotten within a second, so the log writes while connections come"
+	b.row("10. new connections/s, activity log", at, compared(conns, rounds, ""), "", note)
+	b.row("10. new connections/s, activity log, rules alone", at, compared(rules, rounds, ""), "", "")
+	perRecord, perFlow := "-", "-"
+	if recorded > 0 && flows > 0 {
+		perRecord, perFlow = fmt.Sprintf("%.0f", float64(written)/float64(recorded)), fmt.Sprintf("%.1f", float64(written)/float64(flows))
+	}
+	b.row("10. daemon CPU, activity log on", fmt.Sprintf("%.0f new connections/s from one partner (rules alone)", median(rate)),
+		fmt.Sprintf("%.0f%% of one core (median of %d rounds)", median(cpu), rounds), "",
+		fmt.Sprintf("%d flows in %d records (the rest summarised: one partner's budget is 20 a second): %s bytes on disk per record, %s per flow", flows, recorded, perRecord, perFlow))
+}
+
+// activityCounts are the records the daemon's activity log wrote since it
+// started, and the flows they stand for (summarised ones included).
+func activityCounts(t *testing.T, r *Rig) (records, flows uint64) {
+	t.Helper()
+	var st api.Status
+	if err := json.Unmarshal([]byte(r.MustCTL("status", "-o", "json")), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Activity == nil {
+		return 0, 0
+	}
+	return st.Activity.Recorded, st.Activity.Recorded + st.Activity.Summarised
+}
+
+// activitySize is the bytes the activity log's files under state hold.
+func activitySize(state string) int64 {
+	var n int64
+	filepath.WalkDir(filepath.Join(state, "activity"), func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			if fi, err := d.Info(); err == nil {
+				n += fi.Size()
+			}
+		}
+		return nil
+	})
+	return n
 }
 
 // removeGateway stops extranetd and removes what it made, the gateway

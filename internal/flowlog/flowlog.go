@@ -21,7 +21,6 @@ import (
 	"time"
 
 	"github.com/ti-mo/conntrack"
-	"github.com/ti-mo/netfilter"
 
 	"github.com/extranetgw/extranet/pkg/api"
 )
@@ -370,48 +369,49 @@ func (l *Listener) Run(ctx context.Context) error {
 }
 
 func (l *Listener) listen(ctx context.Context, tick <-chan time.Time, listings <-chan listing) error {
-	var c *conntrack.Conn
+	var sock *eventSocket
 	if err := l.o.Do(func() error {
 		var err error
-		c, err = conntrack.Dial(nil)
+		sock, err = openEvents(readBuffer)
 		return err
 	}); err != nil {
-		return fmt.Errorf("open a conntrack socket in the gateway namespace: %w", err)
+		return fmt.Errorf("open a conntrack event socket in the gateway namespace: %w", err)
 	}
-	if err := c.SetReadBuffer(readBuffer); err != nil {
-		c.Close()
-		return fmt.Errorf("conntrack socket buffer: %w", err)
-	}
-	// An overflow (ENOBUFS) ends the worker with an error: Run counts it
-	// as a loss and makes the socket again. NETLINK_NO_ENOBUFS would keep
-	// the stream going but hide the loss.
-	events := make(chan conntrack.Event, 1024)
-	errs, err := c.Listen(events, 1, []netfilter.NetlinkGroup{netfilter.GroupCTDestroy})
-	if err != nil {
-		c.Close()
-		return fmt.Errorf("listen to conntrack events: %w", err)
-	}
-	// Close waits for the socket's worker, which may be blocked handing
-	// over an event or an error: both keep being taken until it is done,
-	// the events received recorded.
-	closeDraining := func() {
-		done := make(chan struct{})
-		go func() { c.Close(); close(done) }()
+	// The reader hands over each flow that ended. An overflow loses what
+	// ended meanwhile, which is counted, and the stream goes on; any other
+	// error ends the socket, and Run makes it again.
+	// They come in batches, as the kernel had them: one hand-over, and
+	// one wake-up of this loop, per batch rather than per flow.
+	events := make(chan endedBatch, 16)
+	failed := make(chan error, 1)
+	go func() {
+		defer close(events)
+		var b endedBatch
 		for {
-			select {
-			case <-done:
-				for {
-					select {
-					case ev := <-events:
-						l.handle(ev)
-					default:
-						return
-					}
-				}
-			case ev := <-events:
-				l.handle(ev)
-			case <-errs:
+			err := sock.next(&b.e[b.n])
+			if errors.Is(err, errLost) {
+				l.lost.Add(1)
+				l.lastErr.Store(err.Error())
+				continue
 			}
+			if err != nil {
+				if b.n > 0 {
+					events <- b
+				}
+				failed <- err
+				return
+			}
+			if b.n++; b.n == len(b.e) || !sock.buffered() {
+				events <- b
+				b.n = 0
+			}
+		}
+	}()
+	// Closing ends the reader's wait; what it had read is recorded.
+	closeDraining := func() {
+		sock.Close()
+		for b := range events {
+			l.handleBatch(b)
 		}
 	}
 	for {
@@ -419,11 +419,6 @@ func (l *Listener) listen(ctx context.Context, tick <-chan time.Time, listings <
 		case <-ctx.Done():
 			closeDraining()
 			return nil
-		case err := <-errs:
-			// Whatever the kernel had for a socket it dropped is gone
-			// (counted by Run).
-			closeDraining()
-			return err
 		case now := <-tick:
 			l.flushSummaries(now)
 		case ls := <-listings:
@@ -434,21 +429,34 @@ func (l *Listener) listen(ctx context.Context, tick <-chan time.Time, listings <
 				continue
 			}
 			l.interim(ls)
-		case ev := <-events:
-			l.handle(ev)
+		case b, ok := <-events:
+			if !ok {
+				sock.Close()
+				return <-failed
+			}
+			l.handleBatch(b)
 		}
 	}
 }
 
-func (l *Listener) handle(ev conntrack.Event) {
-	if ev.Type != conntrack.EventDestroy || ev.Flow == nil {
-		return
+// endedBatch is the flows that ended of one receive from the kernel.
+type endedBatch struct {
+	n int
+	e [eventBatch]ended
+}
+
+func (l *Listener) handleBatch(b endedBatch) {
+	for i := range b.n {
+		l.handle(b.e[i])
 	}
-	f, ok := l.flow(ev.Flow)
+}
+
+func (l *Listener) handle(e ended) {
+	f, ok := l.flow(e)
 	if !ok {
 		return
 	}
-	if l.admit(ev.Flow.TupleOrig.IP.SourceAddress.Unmap(), f, time.Now()) {
+	if l.admit(e.tuple.Src, f, time.Now()) {
 		l.record(f)
 	}
 }
@@ -466,24 +474,24 @@ func tupleOf(f *conntrack.Flow) Tuple {
 }
 
 // flow makes the record of a flow that ended, if a partner opened it.
-func (l *Listener) flow(f *conntrack.Flow) (api.Flow, bool) {
-	t := tupleOf(f)
+func (l *Listener) flow(e ended) (api.Flow, bool) {
+	t := e.tuple
 	if !l.o.Tunnel.Contains(t.Src) {
 		return api.Flow{}, false
 	}
 	// A flow the sweep deleted that had closed already (both ways: in
 	// TIME_WAIT or CLOSE) ended by itself; one half closed did not.
-	end := ending(f)
-	if l.o.Kills != nil && l.o.Kills.take(t) && !closedBothWays(f) {
+	end := ending(e)
+	if l.o.Kills != nil && l.o.Kills.take(t) && !closedBothWays(e) {
 		end = api.FlowKilled
 	}
-	out, in := f.CountersOrig, f.CountersReply
+	out, in := e.out, e.in
 	var since time.Time
-	if p := l.open[f.ID]; p != nil && p.Tuple == t && p.Start.Equal(f.Timestamp.Start) {
-		delete(l.open, f.ID)
+	if p := l.open[e.id]; p != nil && p.Tuple == t && p.Start.Equal(e.start) {
+		delete(l.open, e.id)
 		out, in, since = minus(out, p.Out), minus(in, p.In), p.At.UTC()
 	}
-	r := Record(t, f.Timestamp.Start, f.Timestamp.Stop, out, in, end, l.o.Directory)
+	r := Record(t, e.start, e.stop, out, in, end, l.o.Directory)
 	r.Since = since
 	return r, true
 }
@@ -651,20 +659,20 @@ const (
 	tcpClose     = 8
 )
 
-func closedBothWays(f *conntrack.Flow) bool {
-	if f.ProtoInfo.TCP == nil {
+func closedBothWays(e ended) bool {
+	if !e.tcp {
 		return false
 	}
-	switch f.ProtoInfo.TCP.State {
+	switch e.tcpState {
 	case tcpLastAck, tcpTimeWait, tcpClose:
 		return true
 	}
 	return false
 }
 
-func ending(f *conntrack.Flow) string {
-	if f.TupleOrig.Proto.Protocol == 6 && f.ProtoInfo.TCP != nil {
-		switch f.ProtoInfo.TCP.State {
+func ending(e ended) string {
+	if e.tuple.Proto == 6 && e.tcp {
+		switch e.tcpState {
 		case tcpFinWait, tcpCloseWait, tcpLastAck, tcpTimeWait, tcpClose:
 			return api.FlowClosed
 		}

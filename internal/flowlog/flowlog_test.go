@@ -47,15 +47,11 @@ func TestRecord(t *testing.T) {
 
 func TestEnding(t *testing.T) {
 	for state, want := range map[uint8]string{3: api.FlowTimedOut, 1: api.FlowTimedOut, tcpTimeWait: api.FlowClosed, tcpClose: api.FlowClosed, tcpLastAck: api.FlowClosed} {
-		f := &conntrack.Flow{ProtoInfo: conntrack.ProtoInfo{TCP: &conntrack.ProtoInfoTCP{State: state}}}
-		f.TupleOrig.Proto.Protocol = 6
-		if got := ending(f); got != want {
+		if got := ending(ended{tuple: Tuple{Proto: 6}, tcp: true, tcpState: state}); got != want {
 			t.Errorf("TCP state %d: %s, want %s", state, got, want)
 		}
 	}
-	udp := &conntrack.Flow{}
-	udp.TupleOrig.Proto.Protocol = 17
-	if ending(udp) != api.FlowTimedOut {
+	if ending(ended{tuple: Tuple{Proto: 17}}) != api.FlowTimedOut {
 		t.Errorf("UDP ends by timing out")
 	}
 }
@@ -305,8 +301,7 @@ func TestKillsCountPortlessFlows(t *testing.T) {
 
 func TestHalfClosedKilledIsKilled(t *testing.T) {
 	for state, want := range map[uint8]bool{tcpFinWait: false, tcpCloseWait: false, tcpLastAck: true, tcpTimeWait: true, tcpClose: true, 3: false} {
-		f := &conntrack.Flow{ProtoInfo: conntrack.ProtoInfo{TCP: &conntrack.ProtoInfoTCP{State: state}}}
-		if got := closedBothWays(f); got != want {
+		if got := closedBothWays(ended{tuple: Tuple{Proto: 6}, tcp: true, tcpState: state}); got != want {
 			t.Errorf("TCP state %d: closed both ways %v, want %v", state, got, want)
 		}
 	}
@@ -435,9 +430,7 @@ func TestOpenFlowsOutliveARestart(t *testing.T) {
 
 	l = New(opts)
 	l.loadOpen()
-	f := &conntrack.Flow{ID: 7, Timestamp: conntrack.Timestamp{Start: t0, Stop: t0.Add(13 * time.Minute)}, CountersOrig: conntrack.Counter{Packets: 15, Bytes: 1500}}
-	f.TupleOrig.IP.SourceAddress, f.TupleOrig.IP.DestinationAddress = tu.Src, tu.Dst
-	f.TupleOrig.Proto.Protocol, f.TupleOrig.Proto.SourcePort, f.TupleOrig.Proto.DestinationPort = 6, 40000, 22
+	f := ended{id: 7, tuple: tu, start: t0, stop: t0.Add(13 * time.Minute), out: conntrack.Counter{Packets: 15, Bytes: 1500}}
 	end, ok := l.flow(f)
 	if !ok || end.PacketsOut != 5 || end.BytesOut != 500 || !end.Since.Equal(t0.Add(6*time.Minute)) {
 		t.Errorf("the end record after a restart: %+v; want the 5 packets since the interim record", end)
@@ -446,7 +439,7 @@ func TestOpenFlowsOutliveARestart(t *testing.T) {
 	// is not that one.
 	l = New(opts)
 	l.loadOpen()
-	f.Timestamp.Start = t0.Add(time.Hour)
+	f.start = t0.Add(time.Hour)
 	if later, _ := l.flow(f); later.PacketsOut != 15 || !later.Since.IsZero() {
 		t.Errorf("a later flow with the same ID: %+v; want all its own packets", later)
 	}
