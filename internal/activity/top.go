@@ -17,6 +17,7 @@ import (
 type Tally struct {
 	records        uint64
 	truncated      bool
+	marks          int // entries of the destinations' peer sets
 	dests, refDest map[destKey]*destTally
 	peers, refPeer map[peerKey]*api.TopEntry
 }
@@ -24,6 +25,9 @@ type Tally struct {
 const (
 	maxKeys         = 10000
 	maxPeersPerDest = 100
+	// maxPeerMarks bounds the peers told apart across all destinations:
+	// past it, a destination's count of peers is a lower bound.
+	maxPeerMarks = 100000
 )
 
 type destKey struct {
@@ -92,8 +96,9 @@ func (t *Tally) Add(f api.Flow) {
 			dests[dk] = d
 		}
 	}
-	if len(d.from) < maxPeersPerDest {
+	if _, ok := d.from[pk]; !ok && len(d.from) < maxPeersPerDest && t.marks < maxPeerMarks {
 		d.from[pk] = struct{}{}
+		t.marks++
 	}
 	add(&d.TopEntry, f, flows)
 }

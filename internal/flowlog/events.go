@@ -91,10 +91,13 @@ func openEvents(bufSize int) (*eventSocket, error) {
 	if err != nil {
 		return nil, fmt.Errorf("conntrack event socket: %w", err)
 	}
-	// FORCE: past net.core.rmem_max, which is 208 KiB by default.
+	// FORCE: past net.core.rmem_max, which is 208 KiB by default. It
+	// needs CAP_NET_ADMIN of the host; without it, what rmem_max allows.
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, bufSize); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("conntrack event socket buffer: %w", err)
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, bufSize); err != nil {
+			unix.Close(fd)
+			return nil, fmt.Errorf("conntrack event socket buffer: %w", err)
+		}
 	}
 	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: 1 << (nfnlgrpConntrackDestroy - 1)}); err != nil {
 		unix.Close(fd)
@@ -173,6 +176,8 @@ func (s *eventSocket) receive() error {
 	case err != nil:
 		return err
 	case errno == unix.ENOBUFS:
+		// The buffer is full: read on at once, no pause.
+		s.got, s.taken = 0, 0
 		return errLost
 	case errno != 0:
 		return fmt.Errorf("receive conntrack events: %w", errno)

@@ -313,7 +313,10 @@ const readBuffer = 4 << 20
 // EnableAccounting turns on what DESTROY events need to carry times and
 // counters. It must run in the gateway namespace (inside Options.Do).
 func EnableAccounting() error {
-	for _, p := range []string{"/proc/sys/net/netfilter/nf_conntrack_acct", "/proc/sys/net/netfilter/nf_conntrack_timestamp"} {
+	// Events on for every flow: in the kernel's default (2, auto) a flow
+	// made while no listener was bound (before the first start, during a
+	// restart) would never say it ended.
+	for _, p := range []string{"/proc/sys/net/netfilter/nf_conntrack_acct", "/proc/sys/net/netfilter/nf_conntrack_timestamp", "/proc/sys/net/netfilter/nf_conntrack_events"} {
 		if err := os.WriteFile(p, []byte("1\n"), 0o644); err != nil {
 			return fmt.Errorf("turn on %s: %w", p, err)
 		}
