@@ -17,8 +17,8 @@ import (
 )
 
 func newActivityCmd(g *globals) *cobra.Command {
-	var q client.ActivityQuery
-	var since, until string
+	var af activityFilters
+	q := &af.q
 	var follow, denied bool
 	cmd := &cobra.Command{
 		Use:   "activity",
@@ -50,14 +50,8 @@ A sponsor sees its own organisations' activity only.`,
   extranetctl activity top --org acme`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var err error
-			if q.Since, q.Until, err = window(since, until, q.Peer, g.env.Now()); err != nil {
+			if err := af.parse(cmd, g); err != nil {
 				return err
-			}
-			// 0 is how the query says "any port", so it cannot be asked
-			// for; a flow without ports is found by --proto.
-			if cmd.Flags().Changed("port") && q.Port == 0 {
-				return usagef("--port 0: give a port from 1 to 65535")
 			}
 			if denied {
 				if q.End != "" && q.End != api.FlowRefused {
@@ -68,39 +62,30 @@ A sponsor sees its own organisations' activity only.`,
 			if q.Limit < 1 || q.Limit > 100000 {
 				return usagef("--limit %d: give a number from 1 to 100000 (use --since and --until to page back)", q.Limit)
 			}
-			flows, err := g.client().Activity(g.ctx(), q)
+			flows, err := g.client().Activity(g.ctx(), *q)
 			if err != nil {
 				return err
 			}
 			if err := printFlows(g, flows, !follow); err != nil || !follow {
 				return err
 			}
-			return followFlows(g, q, flows)
+			return followFlows(g, *q, flows)
 		},
 	}
+	af.register(cmd, g, "")
 	f := cmd.Flags()
-	f.StringVar(&q.Org, "org", "", "only flows of this organisation's peers")
-	f.StringVar(&q.Peer, "peer", "", "only flows of this peer (ORG/NAME)")
-	f.StringVar(&q.Dest, "dest", "", "only flows to this `PREFIX` (10.20.0.0/24) or address")
-	f.Uint16Var(&q.Port, "port", 0, "only flows to this destination port `N`")
-	f.StringVar(&q.Proto, "proto", "", "only this protocol: tcp, udp, icmp or a protocol number")
 	f.StringVar(&q.End, "end", "", `only flows that ended so: closed, "timed out", killed, open (interim records of flows still open), summarised (a peer's flows over its budget, added up), or refused (as --denied)`)
 	f.BoolVar(&denied, "denied", false, "only the attempts the firewall refused, with why")
-	f.StringVar(&since, "since", "", "only flows that ended at or after this: `DURATION` ago (24h, 7d) or a time (2026-11-01, RFC 3339)")
-	f.StringVar(&until, "until", "", "only flows that ended before this: `DURATION` ago or a time")
 	f.IntVar(&q.Limit, "limit", 1000, "only the newest `N` flows that match (at most 100000)")
 	f.BoolVarP(&follow, "follow", "f", false, "then keep printing flows as they are recorded, until interrupted")
-	_ = cmd.RegisterFlagCompletionFunc("org", completeOrgs(g))
-	_ = cmd.RegisterFlagCompletionFunc("peer", completePeers(g))
-	_ = cmd.RegisterFlagCompletionFunc("proto", cobra.FixedCompletions([]string{"tcp", "udp", "icmp"}, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("end", cobra.FixedCompletions(api.FlowEnds, cobra.ShellCompDirectiveNoFileComp))
 	cmd.AddCommand(newActivityTopCmd(g))
 	return cmd
 }
 
 func newActivityTopCmd(g *globals) *cobra.Command {
-	var q client.ActivityQuery
-	var since, until string
+	var af activityFilters
+	q := &af.q
 	cmd := &cobra.Command{
 		Use:   "top",
 		Short: "Show the destinations and peers that moved the most bytes, and those refused the most",
@@ -116,17 +101,13 @@ A sponsor sees its own organisations' activity only.`,
   extranetctl activity top --dest 10.20.0.0/24 --limit 20 -o json`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var err error
-			if q.Since, q.Until, err = window(since, until, q.Peer, g.env.Now()); err != nil {
+			if err := af.parse(cmd, g); err != nil {
 				return err
-			}
-			if cmd.Flags().Changed("port") && q.Port == 0 {
-				return usagef("--port 0: give a port from 1 to 65535")
 			}
 			if q.Limit < 1 || q.Limit > 100 {
 				return usagef("--limit %d: give a number from 1 to 100", q.Limit)
 			}
-			top, err := g.client().ActivityTop(g.ctx(), q)
+			top, err := g.client().ActivityTop(g.ctx(), *q)
 			if err != nil {
 				return err
 			}
@@ -136,19 +117,46 @@ A sponsor sees its own organisations' activity only.`,
 			return printTop(g, top)
 		},
 	}
+	af.register(cmd, g, "24h")
+	cmd.Flags().IntVar(&q.Limit, "limit", 10, "show the first `N` of each list (at most 100)")
+	return cmd
+}
+
+// activityFilters are the flags activity and activity top share, and the
+// query they make.
+type activityFilters struct {
+	q            client.ActivityQuery
+	since, until string
+}
+
+// register adds the filter flags to cmd; since is --since's default.
+func (a *activityFilters) register(cmd *cobra.Command, g *globals, since string) {
 	f := cmd.Flags()
-	f.StringVar(&q.Org, "org", "", "only this organisation's peers")
-	f.StringVar(&q.Peer, "peer", "", "only this peer (ORG/NAME)")
-	f.StringVar(&q.Dest, "dest", "", "only destinations in this `PREFIX` (10.20.0.0/24) or this address")
-	f.Uint16Var(&q.Port, "port", 0, "only this destination port `N`")
-	f.StringVar(&q.Proto, "proto", "", "only this protocol: tcp, udp, icmp or a protocol number")
-	f.StringVar(&since, "since", "24h", "from this: `DURATION` ago (24h, 7d) or a time (2026-11-01, RFC 3339)")
-	f.StringVar(&until, "until", "", "until this: `DURATION` ago or a time (default: now)")
-	f.IntVar(&q.Limit, "limit", 10, "show the first `N` of each list (at most 100)")
+	f.StringVar(&a.q.Org, "org", "", "only flows of this organisation's peers")
+	f.StringVar(&a.q.Peer, "peer", "", "only flows of this peer (ORG/NAME)")
+	f.StringVar(&a.q.Dest, "dest", "", "only flows to this `PREFIX` (10.20.0.0/24) or address")
+	f.Uint16Var(&a.q.Port, "port", 0, "only flows to this destination port `N`")
+	f.StringVar(&a.q.Proto, "proto", "", "only this protocol: tcp, udp, icmp or a protocol number")
+	f.StringVar(&a.since, "since", since, "only flows that ended at or after this: `DURATION` ago (24h, 7d) or a time (2026-11-01, RFC 3339)")
+	f.StringVar(&a.until, "until", "", "only flows that ended before this: `DURATION` ago or a time")
 	_ = cmd.RegisterFlagCompletionFunc("org", completeOrgs(g))
 	_ = cmd.RegisterFlagCompletionFunc("peer", completePeers(g))
 	_ = cmd.RegisterFlagCompletionFunc("proto", cobra.FixedCompletions([]string{"tcp", "udp", "icmp"}, cobra.ShellCompDirectiveNoFileComp))
-	return cmd
+}
+
+// parse turns the flags' times into the query's, and checks what the
+// daemon would take for something else.
+func (a *activityFilters) parse(cmd *cobra.Command, g *globals) error {
+	var err error
+	if a.q.Since, a.q.Until, err = window(a.since, a.until, a.q.Peer, g.env.Now()); err != nil {
+		return err
+	}
+	// 0 is how the query says "any port", so it cannot be asked for; a
+	// flow without ports is found by --proto.
+	if cmd.Flags().Changed("port") && a.q.Port == 0 {
+		return usagef("--port 0: give a port from 1 to 65535")
+	}
+	return nil
 }
 
 // printTop prints top's four lists, each a table, or says it is empty.

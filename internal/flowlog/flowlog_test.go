@@ -89,52 +89,11 @@ func TestStoreDirectoryOfAnEmptyStore(t *testing.T) {
 // event socket: a flow that ends by itself and one the sweep kills.
 func TestListenerRecordsFlows(t *testing.T) {
 	netnstest.Run(t, func(name string) {
-		for _, args := range [][]string{
-			{"ip", "link", "set", "lo", "up"},
-			{"ip", "addr", "add", "100.64.1.5/32", "dev", "lo"},
-			{"ip", "addr", "add", "10.10.1.2/32", "dev", "lo"},
-			{"iptables", "-A", "INPUT", "-m", "conntrack", "--ctstate", "NEW", "-j", "ACCEPT"},
-			// A UDP flow is forgotten a second after its last packet.
-			{"sysctl", "-qw", "net.netfilter.nf_conntrack_udp_timeout=1"},
-		} {
-			netnstest.Sh(t, args...)
-		}
-		h, err := netns.GetFromName(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer h.Close()
-		var mu sync.Mutex
-		var got []api.Flow
 		kills := &Kills{}
-		l := New(Options{
-			Tunnel: netip.MustParsePrefix("100.64.0.0/16"), Do: inNS(h), Kills: kills,
-			Directory: dir{netip.MustParseAddr("100.64.1.5"): {Org: "acme", Name: "laptop", Group: "default"}},
-			Record: func(f api.Flow) error {
-				mu.Lock()
-				defer mu.Unlock()
-				got = append(got, f)
-				return nil
-			},
-			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		})
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { defer close(done); l.Run(ctx) }()
-		defer func() { cancel(); <-done }()
-		time.Sleep(200 * time.Millisecond) // the socket joins its group
+		l, records := listenIn(t, name, Options{Kills: kills})
 
 		// UDP: 3 datagrams out, 1 back, then silence.
-		srv, err := net.ListenPacket("udp4", "10.10.1.2:7000")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer srv.Close()
-		c, err := (&net.Dialer{LocalAddr: &net.UDPAddr{IP: net.ParseIP("100.64.1.5")}}).Dial("udp4", "10.10.1.2:7000")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
+		srv, c := udpPair(t)
 		for i := 0; i < 3; i++ {
 			c.Write([]byte("0123456789"))
 		}
@@ -169,8 +128,9 @@ func TestListenerRecordsFlows(t *testing.T) {
 		c.Write([]byte("late"))
 
 		var udp, tcp *api.Flow
+		var got []api.Flow
 		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline) && (udp == nil || tcp == nil); time.Sleep(100 * time.Millisecond) {
-			mu.Lock()
+			got = records()
 			for i := range got {
 				switch got[i].Proto {
 				case "udp":
@@ -181,7 +141,6 @@ func TestListenerRecordsFlows(t *testing.T) {
 					tcp = &got[i]
 				}
 			}
-			mu.Unlock()
 		}
 		if udp == nil || tcp == nil {
 			out, _ := exec.Command("conntrack", "-L").CombinedOutput()
@@ -197,6 +156,66 @@ func TestListenerRecordsFlows(t *testing.T) {
 			t.Errorf("stats: %+v", st)
 		}
 	})
+}
+
+// listenIn readies the namespace name of netnstest.Run for the listener
+// tests (a partner's and a server's address on loopback, new flows let in,
+// UDP flows forgotten a second after their last packet) and runs a
+// Listener there with o and the partner acme/laptop, until the test ends.
+// records returns what it recorded so far.
+func listenIn(t *testing.T, name string, o Options) (l *Listener, records func() []api.Flow) {
+	t.Helper()
+	for _, args := range [][]string{
+		{"ip", "link", "set", "lo", "up"},
+		{"ip", "addr", "add", "100.64.1.5/32", "dev", "lo"},
+		{"ip", "addr", "add", "10.10.1.2/32", "dev", "lo"},
+		{"iptables", "-A", "INPUT", "-m", "conntrack", "--ctstate", "NEW", "-j", "ACCEPT"},
+		{"sysctl", "-qw", "net.netfilter.nf_conntrack_udp_timeout=1"},
+	} {
+		netnstest.Sh(t, args...)
+	}
+	h, err := netns.GetFromName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var got []api.Flow
+	o.Tunnel, o.Do, o.Logger = netip.MustParsePrefix("100.64.0.0/16"), inNS(h), slog.New(slog.NewTextHandler(io.Discard, nil))
+	o.Directory = dir{netip.MustParseAddr("100.64.1.5"): {Org: "acme", Name: "laptop", Group: "default"}}
+	o.Record = func(f api.Flow) error {
+		mu.Lock()
+		defer mu.Unlock()
+		got = append(got, f)
+		return nil
+	}
+	l = New(o)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); l.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done; h.Close() })
+	time.Sleep(200 * time.Millisecond) // the socket joins its group
+	return l, func() []api.Flow {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]api.Flow(nil), got...)
+	}
+}
+
+// udpPair is a server at 10.10.1.2:7000 and the partner's socket to it,
+// in listenIn's namespace, closed when the test ends.
+func udpPair(t *testing.T) (srv net.PacketConn, c net.Conn) {
+	t.Helper()
+	srv, err := net.ListenPacket("udp4", "10.10.1.2:7000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	c, err = (&net.Dialer{LocalAddr: &net.UDPAddr{IP: net.ParseIP("100.64.1.5")}}).Dial("udp4", "10.10.1.2:7000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return srv, c
 }
 
 // inNS runs fn on a thread of its own in h.
@@ -311,49 +330,9 @@ func TestHalfClosedKilledIsKilled(t *testing.T) {
 // gets interim records, and its records add up to what it carried.
 func TestLongFlowsGetInterimRecords(t *testing.T) {
 	netnstest.Run(t, func(name string) {
-		for _, args := range [][]string{
-			{"ip", "link", "set", "lo", "up"},
-			{"ip", "addr", "add", "100.64.1.5/32", "dev", "lo"},
-			{"ip", "addr", "add", "10.10.1.2/32", "dev", "lo"},
-			{"iptables", "-A", "INPUT", "-m", "conntrack", "--ctstate", "NEW", "-j", "ACCEPT"},
-			{"sysctl", "-qw", "net.netfilter.nf_conntrack_udp_timeout=1"},
-		} {
-			netnstest.Sh(t, args...)
-		}
-		h, err := netns.GetFromName(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer h.Close()
-		var mu sync.Mutex
-		var got []api.Flow
-		l := New(Options{
-			Tunnel: netip.MustParsePrefix("100.64.0.0/16"), Do: inNS(h), Interim: time.Second,
-			Directory: dir{netip.MustParseAddr("100.64.1.5"): {Org: "acme", Name: "laptop", Group: "default"}},
-			Record: func(f api.Flow) error {
-				mu.Lock()
-				defer mu.Unlock()
-				got = append(got, f)
-				return nil
-			},
-			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		})
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { defer close(done); l.Run(ctx) }()
-		defer func() { cancel(); <-done }()
-		time.Sleep(200 * time.Millisecond)
+		_, recorded := listenIn(t, name, Options{Interim: time.Second})
 
-		srv, err := net.ListenPacket("udp4", "10.10.1.2:7000")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer srv.Close()
-		c, err := (&net.Dialer{LocalAddr: &net.UDPAddr{IP: net.ParseIP("100.64.1.5")}}).Dial("udp4", "10.10.1.2:7000")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
+		_, c := udpPair(t)
 		// 3.5 s of a datagram every 100 ms: past three interim periods.
 		const sent = 35
 		for i := 0; i < sent; i++ {
@@ -364,9 +343,10 @@ func TestLongFlowsGetInterimRecords(t *testing.T) {
 		c.Write([]byte("late")) // reaps the timed-out flow (a new one)
 
 		var ended *api.Flow
-		var records []api.Flow
+		var flows []api.Flow
+		var got []api.Flow
 		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline) && ended == nil; time.Sleep(100 * time.Millisecond) {
-			mu.Lock()
+			got = recorded()
 			for i := range got {
 				if got[i].End == api.FlowTimedOut {
 					ended = &got[i]
@@ -375,31 +355,30 @@ func TestLongFlowsGetInterimRecords(t *testing.T) {
 			if ended != nil {
 				for _, f := range got {
 					if f.Opened.Equal(ended.Opened) {
-						records = append(records, f)
+						flows = append(flows, f)
 					}
 				}
 			}
-			mu.Unlock()
 		}
 		if ended == nil {
 			t.Fatalf("recorded %+v; want the flow's end", got)
 		}
 		var packets uint64
 		interims := 0
-		for i, f := range records {
+		for i, f := range flows {
 			packets += f.PacketsOut
 			if f.End == api.FlowOpen {
 				interims++
 			}
-			if i > 0 && !f.Since.Equal(records[i-1].Closed) {
-				t.Errorf("record %d covers from %v; want from the previous record's %v", i, f.Since, records[i-1].Closed)
+			if i > 0 && !f.Since.Equal(flows[i-1].Closed) {
+				t.Errorf("record %d covers from %v; want from the previous record's %v", i, f.Since, flows[i-1].Closed)
 			}
 			if f.Peer != "acme/laptop" || f.Port != 7000 {
 				t.Errorf("record %d: %+v", i, f)
 			}
 		}
-		if interims < 2 || records[len(records)-1].End != api.FlowTimedOut || !records[0].Since.IsZero() {
-			t.Errorf("records %+v; want at least 2 interim ones (the first without since), then the end", records)
+		if interims < 2 || flows[len(flows)-1].End != api.FlowTimedOut || !flows[0].Since.IsZero() {
+			t.Errorf("records %+v; want at least 2 interim ones (the first without since), then the end", flows)
 		}
 		if packets != sent {
 			t.Errorf("the flow's records add up to %d packets out; want %d", packets, sent)
