@@ -146,6 +146,12 @@ gap() {
 whoisactive() { EXTRANET_SOCKET=$dir/$1.sock bin/extranetctl cluster status -o json | jq -r '.active // empty'; }
 
 g=${active#gw-}
+other=$([ "$g" = a ] && echo b || echo a)
+# A gateway takes the role only once it reached etcd for twice the longest
+# lease (docs/cluster.md): a kill before the standby is ready leaves the
+# partner waiting for that, up to 4 s after the standby started.
+ready() { [ "$(EXTRANET_SOCKET=$dir/$1.sock bin/extranetctl cluster status -o json | jq -r '.ready // false')" = true ]; }
+for _ in $(seq 100); do ready "$other" && break; sleep 0.1; done
 echo
 echo "== kill -9 of the active, $active (systemd would run the stop hook after it)"
 from=$(wc -l <"$dir/ping.log")
@@ -153,7 +159,6 @@ pid=$(cat "$dir/$g.pid")
 kill -9 "$pid"
 wait "$pid" 2>/dev/null || true
 gwd "$g" $(ha "$g") stop-hook >/dev/null 2>&1
-other=$([ "$g" = a ] && echo b || echo a)
 for _ in $(seq 100); do [ "$(whoisactive "$other")" = "gw-$other" ] && break; sleep 0.1; done
 sleep 2
 echo "gw-$other took over; the partner went $(gap "$from") without an answer"
@@ -162,11 +167,7 @@ ctl "$other" cluster status
 
 echo
 echo "== a switchover back, for patching say"
-# A gateway takes the role only once it reached etcd for a while (docs/cluster.md).
-for _ in $(seq 100); do
-	[ "$(EXTRANET_SOCKET=$dir/$g.sock bin/extranetctl cluster status -o json | jq -r '.ready // false')" = true ] && break
-	sleep 0.1
-done
+for _ in $(seq 100); do ready "$g" && break; sleep 0.1; done
 from=$(wc -l <"$dir/ping.log")
 ctl "$g" cluster switchover
 sleep 2
