@@ -272,6 +272,15 @@ func newPair(t *testing.T) *pair {
 		}
 		return nil
 	})
+	// A standby takes the role once it has reached etcd for twice the
+	// longest lease: a failure before that is waited out, and is not
+	// what the failovers measure.
+	Eventually(t, 15*time.Second, "the standby is ready to take over", func() error {
+		if c := p.other(p.active).clusterStatus(); c.Role != "standby" || !c.Ready {
+			return fmt.Errorf("role %q, ready %v", c.Role, c.Ready)
+		}
+		return nil
+	})
 	return p
 }
 
