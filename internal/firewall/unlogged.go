@@ -40,7 +40,7 @@ func ReadUnlogged() (map[Unlogged]uint64, error) {
 }
 
 // parseUnlogged adds the members of `ipset save` output, "add SET ADDR
-// timeout N packets N bytes N", to counts.
+// packets N bytes N", to counts.
 func parseUnlogged(out, reason string, counts map[Unlogged]uint64) {
 	for _, l := range strings.Split(out, "\n") {
 		f := strings.Fields(l)

@@ -523,8 +523,8 @@ func (l *Listener) list(ctx context.Context, out chan<- listing) {
 }
 
 // listOpen returns the partners' flows the kernel tracks. The kernel's
-// listing is held whole for a moment (ti-mo's Dump): about 300 bytes a
-// flow; only what a record needs is kept.
+// listing is held whole for a moment (ti-mo's Dump); only what a record
+// needs is kept.
 func (l *Listener) listOpen() ([]openFlow, error) {
 	var flows []conntrack.Flow
 	if err := l.o.Do(func() error {
