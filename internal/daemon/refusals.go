@@ -128,22 +128,22 @@ func (r *refusalLog) flush(now time.Time) {
 	}
 }
 
-// count hands the recorder the firewall's counts of the refused packets
-// past the log's rate. One that cannot be read is taken at the next
+// count hands the recorder the firewall's counts of every refused
+// packet. One that cannot be read is taken at the next
 // flush: they only grow. The caller holds flushing, so that counts reach
 // the recorder in the order they were read.
 func (r *refusalLog) count(now time.Time) {
-	var counts map[firewall.Unlogged]uint64
+	var counts map[firewall.Attempts]uint64
 	if err := r.do(func() error {
 		var err error
-		counts, err = firewall.ReadUnlogged()
+		counts, err = firewall.ReadAttempts()
 		return err
 	}); err != nil {
-		r.log.Warn("refusals: the firewall's counts of what the log left out cannot be read", "err", err)
+		r.log.Warn("refusals: the firewall's counts of refused packets cannot be read", "err", err)
 		return
 	}
 	r.mu.Lock()
-	r.rec.Unlogged(counts, now)
+	r.rec.Attempts(counts, now)
 	r.mu.Unlock()
 }
 

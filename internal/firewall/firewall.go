@@ -208,7 +208,7 @@ func pickFlavour(mode string) (string, error) {
 // probeSets checks that the kernel has the set types the rules use.
 func (f *Firewall) probeSets() error {
 	// The peer set carries each peer's group as a mark (skbinfo), its
-	// key's fingerprint (comment) and a timeout for its date; the unlogged
+	// key's fingerprint (comment) and a timeout for its date; the attempts
 	// sets count.
 	for _, typ := range [][]string{{"hash:ip", "timeout", "0", "comment", "skbinfo"}, {"hash:ip", "counters"}, {"hash:net"}, {"hash:net,port"}} {
 		name := SetPrefix + "probe"
@@ -538,7 +538,7 @@ func (f *Firewall) capture() (lines []string, peers setMembers, err error) {
 		switch {
 		case len(fields) >= 3 && fields[0] == "add" && fields[1] == PeerSet:
 			peers[fields[2]] = normMember(strings.Join(fields[3:], " "))
-		case len(fields) >= 3 && fields[0] == "add" && strings.HasPrefix(fields[1], UnloggedPrefix):
+		case len(fields) >= 3 && fields[0] == "add" && strings.HasPrefix(fields[1], AttemptsPrefix):
 			// Its members come and go with the partners' packets.
 		case len(fields) >= 3 && (fields[0] == "create" || fields[0] == "add"):
 			sets = append(sets, strings.Join(fields[:3], " "))

@@ -92,10 +92,10 @@ const (
 	// the packets to log to.
 	DenyPrefix = "EXTRANET-DENY-"
 	logPrefix  = "EXTRANET-LOG-"
-	// UnloggedPrefix starts the sets that count, per partner address and
-	// reason (UnloggedSet), the refused packets the log's rate left out:
-	// with the logged ones they are every refused packet, exactly.
-	UnloggedPrefix = SetPrefix + "unlog-"
+	// AttemptsPrefix starts the sets that count, per partner address and
+	// reason (AttemptsSet), every refused packet, logged or not: the log's
+	// reader learns those past its rate as the difference.
+	AttemptsPrefix = SetPrefix + "refused-"
 	// NFLOGGroup is the netlink log group the refusals are sent to; the
 	// namespace is the gateway's own, so no other listener shares it.
 	NFLOGGroup = 1
@@ -339,7 +339,7 @@ func Render(p *policy.Policy, uplink string) (*Rendered, error) {
 	fmt.Fprintf(&f, "-A %s ! -o %s -p icmp -j ACCEPT\n", chainOut, iface)
 	for _, reason := range api.DenyReasons {
 		denyChain(&f, reason)
-		r.Sets = append(r.Sets, unloggedSet(reason))
+		r.Sets = append(r.Sets, attemptsSet(reason))
 	}
 	f.WriteString("COMMIT\n")
 	r.Filter = f.String()
@@ -370,39 +370,43 @@ func DenyChain(reason string) string { return DenyPrefix + strings.ToUpper(reaso
 
 func logChain(reason string) string { return logPrefix + strings.ToUpper(reason) }
 
-// UnloggedSet is the set that counts a reason's refused packets the log's
-// rate left out, per source address.
-func UnloggedSet(reason string) string { return UnloggedPrefix + reason }
+// AttemptsSet is the set that counts a reason's refused packets per
+// source address.
+func AttemptsSet(reason string) string { return AttemptsPrefix + reason }
 
-// unloggedSet is UnloggedSet(reason) as the rules fill it: its members
+// attemptsSet is AttemptsSet(reason) as the rules fill it: its members
 // are the kernel's to add, each with its counters.
-func unloggedSet(reason string) Set {
-	return Set{Name: UnloggedSet(reason), Type: "hash:ip", Counters: true, Dynamic: true}
+func attemptsSet(reason string) Set {
+	return Set{Name: AttemptsSet(reason), Type: "hash:ip", Counters: true, Dynamic: true}
 }
 
-// denyChain writes the chains of a reason. Within the per-source rate the
-// packet goes to the log chain, which hands it to the log's reader
-// (NFLOG, with the reason as prefix) and refuses it; past the rate its
-// source's entry in the reason's unlogged set counts it, and it is
-// refused. Only what a partner sent ends here, and only what is refused,
-// so the accepted path meets none of it.
+// denyChain writes the chains of a reason. Every packet is counted
+// first, in its source's entry in the reason's attempts set; then, within
+// the per-source rate, it goes to the log chain, which hands it to the
+// log's reader (NFLOG, with the reason as prefix) and refuses it, and past
+// the rate it is refused. Counting before the rate limits, not after, is
+// what keeps the count whole: the kernel drops a packet outright when a
+// limit's table of destinations is full (a sweep of more than 65,536 in
+// a few seconds), and no rule after the limit sees it. Only what a partner
+// sent ends here, and only what is refused, so the accepted path meets
+// none of it.
 func denyChain(f *strings.Builder, reason string) {
-	chain, logged, unlogged := DenyChain(reason), logChain(reason), UnloggedSet(reason)
+	chain, logged, attempts := DenyChain(reason), logChain(reason), AttemptsSet(reason)
 	// A packet from one partner toward another is dropped, not answered:
 	// no error about one partner goes into the tunnel to another.
 	verdict := reject
 	if reason == api.DenyTunnel {
 		verdict = "DROP"
 	}
+	// A source's first packet makes its member, which the adding counts
+	// 1; the test that finds no member counts nothing. Members stay
+	// (--exist would set their counts back to 0): sources are partner
+	// addresses, a few bytes each, and counts only grow.
+	fmt.Fprintf(f, "-A %s -m set --match-set %s src\n", chain, attempts)
+	fmt.Fprintf(f, "-A %s -m set ! --match-set %s src ! --update-counters -j SET --add-set %s src\n", chain, attempts, attempts)
 	fmt.Fprintf(f, "-A %s -m hashlimit --hashlimit-upto %d/sec --hashlimit-burst %d --hashlimit-mode srcip,dstip,dstport --hashlimit-name extranet-target "+
 		"-m hashlimit --hashlimit-upto %d/sec --hashlimit-burst %d --hashlimit-mode srcip --hashlimit-name extranet-deny -j %s\n",
 		chain, targetRate, targetBurst, denyRate, denyBurst, logged)
-	// A source's first unlogged packet makes its member, counted 1 by
-	// the adding; the next ones count as they match. Members stay
-	// (--exist would set their counts back to 0): sources are partner
-	// addresses, a few bytes each, and counts only grow.
-	fmt.Fprintf(f, "-A %s -m set --match-set %s src -j %s\n", chain, unlogged, verdict)
-	fmt.Fprintf(f, "-A %s -j SET --add-set %s src\n", chain, unlogged)
 	fmt.Fprintf(f, "-A %s -j %s\n", chain, verdict)
 	fmt.Fprintf(f, "-A %s -j NFLOG --nflog-group %d --nflog-prefix %s --nflog-size %d\n", logged, NFLOGGroup, reason, NFLOGSize)
 	fmt.Fprintf(f, "-A %s -j %s\n", logged, verdict)

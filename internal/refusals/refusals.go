@@ -110,10 +110,14 @@ type Recorder struct {
 	// killed, and when (see Killed).
 	killed map[netip.Addr]map[target]time.Time
 
-	// unlogged are the firewall's last counts of what the log's rate left
-	// out (see Unlogged); nil until the first.
-	unlogged map[firewall.Unlogged]uint64
+	// attempts are the firewall's last counts of every refused packet
+	// (see Attempts); nil until the first.
+	attempts map[firewall.Attempts]uint64
 	counted  time.Time // when they were taken
+	// logged counts the packets Refused took since then, per address and
+	// reason; ahead, those the firewall's counts had not reached yet when
+	// taken (they are read apart, the log's packets a moment later).
+	logged, ahead map[firewall.Attempts]uint64
 	// holders are who held each address counted then.
 	holders map[netip.Addr]flowlog.Who
 
@@ -187,7 +191,8 @@ type watch struct {
 // New returns a Recorder.
 func New(o Options) *Recorder {
 	r := &Recorder{o: o, allow: map[string]bool{}, open: map[key]*api.Flow{}, perPeer: map[netip.Addr]int{},
-		scans: map[netip.Addr]*watch{}, killed: map[netip.Addr]map[target]time.Time{}}
+		scans: map[netip.Addr]*watch{}, killed: map[netip.Addr]map[target]time.Time{},
+		logged: map[firewall.Attempts]uint64{}, ahead: map[firewall.Attempts]uint64{}}
 	for _, p := range o.Scan.Allow {
 		r.allow[p] = true
 	}
@@ -219,6 +224,9 @@ func (r *Recorder) Refused(reason string, proto uint8, src, dst netip.Addr, port
 		return // not one of our chains' prefixes
 	}
 	r.Seen++
+	if r.attempts != nil {
+		r.logged[firewall.Attempts{Reason: reason, Src: src}]++
+	}
 	if proto != 6 && proto != 17 {
 		port = 0
 	}
@@ -266,15 +274,17 @@ func (r *Recorder) add(k key, who flowlog.Who, known bool, now time.Time) {
 	f.Closed = now.UTC()
 }
 
-// Unlogged takes the firewall's counts of the refused packets the log's
-// rate left out (firewall.ReadUnlogged: per address and reason, since the
-// address's first) and adds what is new since the last counts to the
-// records, one per address and reason, without a destination. The first
-// counts are where it starts: a member there already counted for an
-// earlier run of the daemon, which recorded it.
-func (r *Recorder) Unlogged(counts map[firewall.Unlogged]uint64, now time.Time) {
-	last, since, held := r.unlogged, r.counted, r.holders
-	r.unlogged, r.counted, r.holders = counts, now, map[netip.Addr]flowlog.Who{}
+// Attempts takes the firewall's counts of every refused packet
+// (firewall.ReadAttempts: per address and reason, since the address's
+// first) and records what is new since the last counts and was not
+// logged, one record per address and reason, without a destination: the
+// attempts past the log's rate, the packets the kernel dropped before
+// they could be logged, and any the log's reader lost. The first counts
+// are where it starts: a member there already counted for an earlier run
+// of the daemon, which recorded it.
+func (r *Recorder) Attempts(counts map[firewall.Attempts]uint64, now time.Time) {
+	last, since, held, logged := r.attempts, r.counted, r.holders, r.logged
+	r.attempts, r.counted, r.holders, r.logged = counts, now, map[netip.Addr]flowlog.Who{}, map[firewall.Attempts]uint64{}
 	lookup := func(a netip.Addr) (flowlog.Who, bool) {
 		if r.o.Directory == nil {
 			return flowlog.Who{}, false
@@ -286,6 +296,11 @@ func (r *Recorder) Unlogged(counts map[firewall.Unlogged]uint64, now time.Time) 
 			r.holders[c.Src] = who
 		}
 	}
+	for c := range r.ahead {
+		if _, ok := counts[c]; !ok || last == nil {
+			delete(r.ahead, c)
+		}
+	}
 	if last == nil {
 		return
 	}
@@ -295,10 +310,19 @@ func (r *Recorder) Unlogged(counts map[firewall.Unlogged]uint64, now time.Time) 
 			// The set was made again (a repair): it counts from 0.
 			prev = 0
 		}
-		if n == prev {
+		// The firewall counts a packet before it logs it, so the new
+		// count holds every packet logged meanwhile, but for those
+		// logged after it was read: they are in the next one.
+		counted, inLog := n-prev, logged[c]+r.ahead[c]
+		if counted <= inLog {
+			if r.ahead[c] = inLog - counted; r.ahead[c] == 0 {
+				delete(r.ahead, c)
+			}
 			continue
 		}
-		r.RateLimited += n - prev
+		delete(r.ahead, c)
+		limited := counted - inLog
+		r.RateLimited += limited
 		// The attempts came between the last counts and these: if the
 		// address changed hands meanwhile, either peer may have made
 		// them, and naming one could show another organisation's
@@ -316,7 +340,7 @@ func (r *Recorder) Unlogged(counts map[firewall.Unlogged]uint64, now time.Time) 
 			}
 			r.open[k] = f
 		}
-		f.Flows += n - prev
+		f.Flows += limited
 		f.Closed = now.UTC()
 	}
 }

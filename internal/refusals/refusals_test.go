@@ -78,22 +78,23 @@ func TestRecordsAddUp(t *testing.T) {
 	}
 }
 
-// TestUnloggedCountsAddUp: the firewall's counts of what the log's rate
-// left out become records of what is new since the last counts; the
-// first counts are where it starts, and a set made again counts from 0.
-func TestUnloggedCountsAddUp(t *testing.T) {
+// TestAttemptsAddUp: what is new in the firewall's counts of refused
+// packets since the last counts, and was not logged, becomes records of
+// attempts past the log's rate; the first counts are where it starts, and
+// a set made again counts from 0.
+func TestAttemptsAddUp(t *testing.T) {
 	r, scans := recorder(t, ScanOptions{})
-	limited := func(src netip.Addr, reason string) firewall.Unlogged {
-		return firewall.Unlogged{Reason: reason, Src: src}
+	limited := func(src netip.Addr, reason string) firewall.Attempts {
+		return firewall.Attempts{Reason: reason, Src: src}
 	}
 	// An earlier run's counts: already recorded by it.
-	r.Unlogged(map[firewall.Unlogged]uint64{limited(laptop, api.DenyNotGranted): 500}, t0)
+	r.Attempts(map[firewall.Attempts]uint64{limited(laptop, api.DenyNotGranted): 500}, t0)
 	if recs := r.Take(t0); len(recs) != 0 {
 		t.Fatalf("the first counts made records: %+v", recs)
 	}
-	r.Unlogged(map[firewall.Unlogged]uint64{limited(laptop, api.DenyNotGranted): 800, limited(scanner, api.DenyHost): 40}, t0.Add(10*time.Second))
+	r.Attempts(map[firewall.Attempts]uint64{limited(laptop, api.DenyNotGranted): 800, limited(scanner, api.DenyHost): 40}, t0.Add(10*time.Second))
 	// Read twice before one Take: what is new each time adds up.
-	r.Unlogged(map[firewall.Unlogged]uint64{limited(laptop, api.DenyNotGranted): 900, limited(scanner, api.DenyHost): 40}, t0.Add(15*time.Second))
+	r.Attempts(map[firewall.Attempts]uint64{limited(laptop, api.DenyNotGranted): 900, limited(scanner, api.DenyHost): 40}, t0.Add(15*time.Second))
 	recs := r.Take(t0.Add(15 * time.Second))
 	want := map[string]api.Flow{
 		"acme/laptop": {Opened: t0, Closed: t0.Add(15 * time.Second), Org: "acme", Group: "default", Peer: "acme/laptop", Address: "100.64.1.5", End: api.FlowRefused, Flows: 400, Reason: api.DenyNotGranted, RateLimited: true},
@@ -108,7 +109,7 @@ func TestUnloggedCountsAddUp(t *testing.T) {
 		}
 	}
 	// The sets made again by a repair: their counts start over.
-	r.Unlogged(map[firewall.Unlogged]uint64{limited(laptop, api.DenyNotGranted): 7}, t0.Add(20*time.Second))
+	r.Attempts(map[firewall.Attempts]uint64{limited(laptop, api.DenyNotGranted): 7}, t0.Add(20*time.Second))
 	if recs := r.Take(t0.Add(20 * time.Second)); len(recs) != 1 || recs[0].Flows != 7 {
 		t.Errorf("after the sets were made again: %+v; want the 7 counted since", recs)
 	}
@@ -116,13 +117,31 @@ func TestUnloggedCountsAddUp(t *testing.T) {
 		t.Errorf("counted %d past the rate, %d read, scans %+v; want 447, none read, no scan", r.RateLimited, r.Seen, *scans)
 	}
 
+	// Logged packets are in the counts too, and are not attempts past
+	// the rate. Those logged after the counts were read are in the next.
+	for i := 0; i < 5; i++ {
+		refused(r, laptop, 443, t0.Add(21*time.Second))
+	}
+	r.Take(t0.Add(21 * time.Second))
+	r.Attempts(map[firewall.Attempts]uint64{limited(laptop, api.DenyNotGranted): 7 + 3}, t0.Add(30*time.Second))
+	if recs := r.Take(t0.Add(30 * time.Second)); len(recs) != 0 {
+		t.Errorf("3 of 5 logged packets in the counts: %+v; want no attempt past the rate", recs)
+	}
+	r.Attempts(map[firewall.Attempts]uint64{limited(laptop, api.DenyNotGranted): 7 + 5 + 32}, t0.Add(40*time.Second))
+	if recs := r.Take(t0.Add(40 * time.Second)); len(recs) != 1 || recs[0].Flows != 32 || !recs[0].RateLimited {
+		t.Errorf("the other 2 logged packets and 32 more: %+v; want 32 past the rate", recs)
+	}
+	if r.RateLimited != 447+32 || r.Seen != 5 {
+		t.Errorf("counted %d past the rate, %d read; want %d, 5", r.RateLimited, r.Seen, 447+32)
+	}
+
 	// The address given to another organisation's peer between two
 	// counts: the attempts are named after neither.
 	d := dir{laptop: {Org: "acme", Name: "laptop", Group: "default"}}
 	r = New(Options{Directory: d})
-	r.Unlogged(map[firewall.Unlogged]uint64{limited(laptop, api.DenyNotGranted): 10}, t0)
+	r.Attempts(map[firewall.Attempts]uint64{limited(laptop, api.DenyNotGranted): 10}, t0)
 	d[laptop] = flowlog.Who{Org: "globex", Name: "phone", Group: "default"}
-	r.Unlogged(map[firewall.Unlogged]uint64{limited(laptop, api.DenyNotGranted): 30}, t0.Add(10*time.Second))
+	r.Attempts(map[firewall.Attempts]uint64{limited(laptop, api.DenyNotGranted): 30}, t0.Add(10*time.Second))
 	if recs := r.Take(t0.Add(10 * time.Second)); len(recs) != 1 || recs[0].Flows != 20 || recs[0].Peer != "" || recs[0].Org != "" {
 		t.Errorf("attempts of an address that changed hands: %+v; want 20, named after nobody", recs)
 	}
