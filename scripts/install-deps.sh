@@ -13,8 +13,11 @@ set -euo pipefail
 # chromium and zbar-tools: the
 # enrollment page is tested in a real browser, and its QR code decoded.
 # openssl and jq: the demo's certificate and its partner's enrollment.
+# rsyslog: the receiver of the activity log's syslog output, run by the
+# end-to-end suite as docs/activity.md configures it (installing it does
+# not start it where systemd is not running).
 pkgs=(iptables ipset wireguard-tools wireguard-go iproute2 conntrack iputils-ping socat iperf3 kmod procps curl nftables
-	qemu-system-x86 cpio xz-utils debootstrap lintian systemd-container chromium zbar-tools openssl jq)
+	qemu-system-x86 cpio xz-utils debootstrap lintian systemd-container chromium zbar-tools openssl jq rsyslog)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

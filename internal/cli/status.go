@@ -94,6 +94,16 @@ extranetd and go on with extranetctl.`,
 					line += " (last error: " + a.LastError + ")"
 				}
 				kv = append(kv, "Activity", line)
+				if sl := a.Syslog; sl != nil {
+					line := fmt.Sprintf("%d records sent to %s", sl.Sent, sl.Target)
+					if sl.Dropped > 0 || sl.Failed > 0 {
+						line += fmt.Sprintf("; NOT SENT: %d dropped while it was slow or away, %d failed", sl.Dropped, sl.Failed)
+					}
+					if sl.LastError != "" {
+						line += " (last error: " + sl.LastError + ")"
+					}
+					kv = append(kv, "Syslog", line)
+				}
 			}
 			if r := st.Refusals; r != nil {
 				line := fmt.Sprintf("%d refused attempts logged, %d more past the log's rate; scans: %d warned, %d suspended (%s)", r.Refused, r.RateLimited, r.Warnings, r.Suspensions, r.Scan)

@@ -19,6 +19,7 @@ import (
 	"github.com/extranetgw/extranet/internal/gwns"
 	"github.com/extranetgw/extranet/internal/ipam"
 	"github.com/extranetgw/extranet/internal/refusals"
+	"github.com/extranetgw/extranet/internal/syslog"
 	"github.com/extranetgw/extranet/internal/timespec"
 	"github.com/extranetgw/extranet/internal/validate"
 	"github.com/extranetgw/extranet/internal/vip"
@@ -82,6 +83,11 @@ type Config struct {
 	// ActivityInterim is how often a connection still open gets a record
 	// of what it carried since its last one (0: only when it ends).
 	ActivityInterim time.Duration `yaml:"activity-interim"`
+	// ActivitySyslog also sends each record to a syslog receiver, as RFC
+	// 5424 with the record's JSON as its text (off when empty).
+	ActivitySyslog         string `yaml:"activity-syslog"`
+	ActivitySyslogFacility string `yaml:"activity-syslog-facility"`
+	ActivitySyslogCA       string `yaml:"activity-syslog-ca"`
 	// What is done about a partner that scans (docs/activity.md).
 	ScanMode    string   `yaml:"scan-mode"`
 	ScanWarn    int      `yaml:"scan-warn"`
@@ -112,40 +118,41 @@ const UplinkName = "uplink"
 // Defaults returns the documented defaults.
 func Defaults() Config {
 	return Config{
-		StateDir:          "/var/lib/extranet",
-		Socket:            "/run/extranet/extranetd.sock",
-		SocketGroup:       "extranet",
-		TunnelNetwork:     "100.64.0.0/16",
-		OrgBlockBits:      24,
-		Interface:         "wg-ext",
-		NetNS:             "extranet",
-		HostVeth:          "extranet0",
-		LinkNetwork:       "169.254.100.0/30",
-		ListenPort:        51820,
-		WireGuard:         "auto",
-		Masquerade:        true,
-		IPTablesMode:      "auto",
-		ReconcileInterval: 10 * time.Second,
-		EtcdPrefix:        "/extranet/",
-		RoleTTL:           2 * time.Second,
-		VIPTable:          51820,
-		ApplyTimeout:      5 * time.Second,
-		StatsInterval:     30 * time.Second,
-		MaxPeerLifetime:   "0",
-		ExpireIdle:        "30d",
-		ExpireUnused:      "14d",
-		ExpireAction:      "suspend",
-		AuditRetention:    "0",
-		ActivityLog:       true,
-		ActivityRetention: "90d",
-		ActivityInterim:   5 * time.Minute,
-		ScanMode:          refusals.ScanSuspend,
-		ScanWarn:          refusals.DefaultWarnAt,
-		ScanSuspend:       refusals.DefaultSuspendAt,
-		AlertExpiryDays:   7,
-		EnrollRequestTTL:  72 * time.Hour,
-		LogLevel:          "info",
-		LogFormat:         "text",
+		StateDir:               "/var/lib/extranet",
+		Socket:                 "/run/extranet/extranetd.sock",
+		SocketGroup:            "extranet",
+		TunnelNetwork:          "100.64.0.0/16",
+		OrgBlockBits:           24,
+		Interface:              "wg-ext",
+		NetNS:                  "extranet",
+		HostVeth:               "extranet0",
+		LinkNetwork:            "169.254.100.0/30",
+		ListenPort:             51820,
+		WireGuard:              "auto",
+		Masquerade:             true,
+		IPTablesMode:           "auto",
+		ReconcileInterval:      10 * time.Second,
+		EtcdPrefix:             "/extranet/",
+		RoleTTL:                2 * time.Second,
+		VIPTable:               51820,
+		ApplyTimeout:           5 * time.Second,
+		StatsInterval:          30 * time.Second,
+		MaxPeerLifetime:        "0",
+		ExpireIdle:             "30d",
+		ExpireUnused:           "14d",
+		ExpireAction:           "suspend",
+		AuditRetention:         "0",
+		ActivityLog:            true,
+		ActivityRetention:      "90d",
+		ActivityInterim:        5 * time.Minute,
+		ActivitySyslogFacility: "local0",
+		ScanMode:               refusals.ScanSuspend,
+		ScanWarn:               refusals.DefaultWarnAt,
+		ScanSuspend:            refusals.DefaultSuspendAt,
+		AlertExpiryDays:        7,
+		EnrollRequestTTL:       72 * time.Hour,
+		LogLevel:               "info",
+		LogFormat:              "text",
 	}
 }
 
@@ -190,6 +197,9 @@ func (c *Config) BindFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.ActivityLog, "activity-log", c.ActivityLog, "record each partner connection (who, to what, bytes each way, how it ended) under the state directory's activity/, for extranetctl activity")
 	fs.StringVar(&c.ActivityRetention, "activity-retention", c.ActivityRetention, "drop activity records older than this, e.g. 400d")
 	fs.DurationVar(&c.ActivityInterim, "activity-interim", c.ActivityInterim, "how often a partner connection still open gets a record of what it carried since its last one, so long sessions show before they end (0: only when it ends)")
+	fs.StringVar(&c.ActivitySyslog, "activity-syslog", c.ActivitySyslog, "also send each activity record to syslog, as RFC 5424 with the record's JSON as the message, at this `ADDRESS`: udp://HOST[:PORT], tcp://HOST[:PORT], tls://HOST[:PORT] or unix:///PATH (off when empty)")
+	fs.StringVar(&c.ActivitySyslogFacility, "activity-syslog-facility", c.ActivitySyslogFacility, "syslog facility of the activity records: local0 to local7, daemon, auth, authpriv or security")
+	fs.StringVar(&c.ActivitySyslogCA, "activity-syslog-ca", c.ActivitySyslogCA, "PEM `FILE` of the CA certificates a tls:// syslog receiver is verified against (default: the system's)")
 	fs.StringVar(&c.ScanMode, "scan-mode", c.ScanMode, "what is done about a peer refused at --scan-suspend distinct destinations within a minute: suspend it (and warn at --scan-warn), observe (warn only) or off")
 	fs.IntVar(&c.ScanWarn, "scan-warn", c.ScanWarn, "distinct refused destinations (address, protocol, port) within a minute at which a peer is reported as scanning")
 	fs.IntVar(&c.ScanSuspend, "scan-suspend", c.ScanSuspend, "distinct refused destinations within a minute at which a scanning peer is suspended")
@@ -265,7 +275,9 @@ type Settings struct {
 	AuditRetention  time.Duration
 	// ActivityRetention is set when ActivityLog is on.
 	ActivityRetention time.Duration
-	Scan              refusals.ScanOptions
+	// Syslog is set when ActivitySyslog is.
+	Syslog *syslog.Options
+	Scan   refusals.ScanOptions
 	// VIP is set where the cluster's gateways take turns (--vip).
 	VIP *vip.Address
 	// AlertSecret signs the alerts; set when AlertWebhook is.
@@ -352,6 +364,9 @@ func (c *Config) Validate() (Settings, error) {
 		if c.ActivityInterim != 0 && c.ActivityInterim < time.Second {
 			return st, fmt.Errorf("--activity-interim %s: give 0 (records only when connections end) or at least 1s; 5m is the default", c.ActivityInterim)
 		}
+	}
+	if st.Syslog, err = c.syslog(); err != nil {
+		return st, err
 	}
 	if c.VIP != "" || c.VIPInterface != "" {
 		if len(c.EtcdEndpoints) == 0 {
@@ -496,4 +511,34 @@ func reachableHost(host string) bool {
 		return !ip.IsUnspecified() && !ip.IsLoopback()
 	}
 	return host != "localhost"
+}
+
+// syslog checks the activity log's syslog settings; nil when it is off.
+func (c *Config) syslog() (*syslog.Options, error) {
+	if c.ActivitySyslog == "" {
+		if c.ActivitySyslogCA != "" {
+			return nil, errors.New("--activity-syslog-ca needs --activity-syslog tls://HOST[:PORT]")
+		}
+		return nil, nil
+	}
+	if !c.ActivityLog {
+		return nil, fmt.Errorf("--activity-syslog %s needs --activity-log: the records it sends are the activity log's", c.ActivitySyslog)
+	}
+	t, err := syslog.ParseTarget(c.ActivitySyslog)
+	if err != nil {
+		return nil, fmt.Errorf("--activity-syslog: %w", err)
+	}
+	o := &syslog.Options{Target: t, AppName: "extranetd"}
+	if o.Facility, err = syslog.ParseFacility(c.ActivitySyslogFacility); err != nil {
+		return nil, fmt.Errorf("--activity-syslog-facility: %w", err)
+	}
+	if c.ActivitySyslogCA != "" {
+		if t.Network != "tls" {
+			return nil, fmt.Errorf("--activity-syslog-ca is for a tls:// receiver, and --activity-syslog is %s", t)
+		}
+		if o.RootCAs, err = syslog.LoadCAs(c.ActivitySyslogCA); err != nil {
+			return nil, fmt.Errorf("--activity-syslog-ca: %w", err)
+		}
+	}
+	return o, nil
 }

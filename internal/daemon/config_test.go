@@ -146,6 +146,7 @@ func TestScanAndAlertSettings(t *testing.T) {
 	good := write("good", "0123456789abcdef0123\n", 0o600)
 	open := write("open", "0123456789abcdef0123\n", 0o644)
 	short := write("short", "tiny\n", 0o600)
+	ca := write("ca.pem", testCAPEM, 0o644)
 	for name, tc := range map[string]struct {
 		mod  func(*Config)
 		want string // "" for accepted
@@ -163,6 +164,14 @@ func TestScanAndAlertSettings(t *testing.T) {
 		"not http":           {func(c *Config) { c.AlertWebhook, c.AlertWebhookSecretFile = "ftp://hooks.example.com/T0KEN", good }, "not an http"},
 		"secret alone":       {func(c *Config) { c.AlertWebhookSecretFile = good }, "needs --alert-webhook"},
 		"negative days":      {func(c *Config) { c.AlertExpiryDays = -1 }, "--alert-expiry-days"},
+		"syslog":             {func(c *Config) { c.ActivitySyslog, c.ActivitySyslogFacility = "udp://10.0.0.5", "authpriv" }, ""},
+		"syslog tls with ca": {func(c *Config) { c.ActivitySyslog, c.ActivitySyslogCA = "tls://siem.example", ca }, ""},
+		"syslog no scheme":   {func(c *Config) { c.ActivitySyslog = "10.0.0.5:514" }, `--activity-syslog: syslog address "10.0.0.5:514"`},
+		"syslog facility":    {func(c *Config) { c.ActivitySyslog, c.ActivitySyslogFacility = "udp://10.0.0.5", "kern" }, `--activity-syslog-facility: syslog facility "kern"`},
+		"syslog without log": {func(c *Config) { c.ActivitySyslog, c.ActivityLog = "udp://10.0.0.5", false }, "needs --activity-log"},
+		"syslog ca not tls":  {func(c *Config) { c.ActivitySyslog, c.ActivitySyslogCA = "tcp://siem.example", ca }, "is for a tls:// receiver"},
+		"syslog ca no pem":   {func(c *Config) { c.ActivitySyslog, c.ActivitySyslogCA = "tls://siem.example", good }, "holds no PEM certificate"},
+		"syslog ca alone":    {func(c *Config) { c.ActivitySyslogCA = ca }, "--activity-syslog-ca needs --activity-syslog"},
 	} {
 		c := Defaults()
 		tc.mod(&c)
@@ -213,3 +222,16 @@ func TestSharedAddressSettings(t *testing.T) {
 		}
 	}
 }
+
+// testCAPEM is a self-signed certificate, for a CA file that parses.
+const testCAPEM = `-----BEGIN CERTIFICATE-----
+MIIBezCCASGgAwIBAgIUTIqys+qOjTShpDksKp3PzqTR7wowCgYIKoZIzj0EAwIw
+EjEQMA4GA1UEAwwHdGVzdC1jYTAgFw0yNjEyMDgwMTI3MTVaGA8yMTI2MTExNDAx
+MjcxNVowEjEQMA4GA1UEAwwHdGVzdC1jYTBZMBMGByqGSM49AgEGCCqGSM49AwEH
+A0IABNq6m6orOeqGnwfIihdPB1OYmElYyfyp2IxX/tATL6qPaOFLdJ+CSNfZ92BI
+zZdkUAC5teDEnNlcxOlZi49JbEOjUzBRMB0GA1UdDgQWBBTZCWBTFpZQ/9qaI2xt
++4o8k1t6DjAfBgNVHSMEGDAWgBTZCWBTFpZQ/9qaI2xt+4o8k1t6DjAPBgNVHRMB
+Af8EBTADAQH/MAoGCCqGSM49BAMCA0gAMEUCIQCJFGuJigEHhN7P7S2b4YeZAn3S
+qjSG1p4raw9SLZsBtgIgRB2QVNwCdVW6E1/pWukK6rdYL7+YLvJ4QxDDhBy7fbc=
+-----END CERTIFICATE-----
+`

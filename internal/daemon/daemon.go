@@ -35,6 +35,7 @@ import (
 	"github.com/extranetgw/extranet/internal/refusals"
 	"github.com/extranetgw/extranet/internal/service"
 	"github.com/extranetgw/extranet/internal/store"
+	"github.com/extranetgw/extranet/internal/syslog"
 	"github.com/extranetgw/extranet/internal/version"
 	"github.com/extranetgw/extranet/internal/vip"
 	"github.com/extranetgw/extranet/internal/wgdev"
@@ -313,6 +314,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 		acts    service.ActivityReader
 		flows   *flowlog.Listener
 		actLog  *activity.Log
+		ship    *syslog.Sender
 	)
 	var act *activity.Log
 	if activityOff == "" {
@@ -330,15 +332,29 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 		// the last flush: an admin who just saw a partner refused finds
 		// it at once.
 		acts = freshActivity{ActivityReader: act, flush: func() { denied.flush(time.Now()) }}
-		record = act.Append
-		if mets != nil {
-			record = func(f api.Flow) error {
-				if err := act.Append(f); err != nil {
-					return err
-				}
-				mets.Flow(f)
-				return nil
+		if st.Syslog != nil {
+			o := *st.Syslog
+			o.Logger = log
+			ship = syslog.New(o)
+			// Records queued for syslog get a moment to leave at a stop:
+			// a receiver that is away costs the stop no more than that.
+			defer ship.Close(2 * time.Second)
+		}
+		record = func(f api.Flow) error {
+			if err := act.Append(f); err != nil {
+				return err
 			}
+			if ship != nil {
+				sev, id := syslog.Info, "flow"
+				if f.End == api.FlowRefused {
+					sev, id = syslog.Notice, "refused"
+				}
+				ship.Send(f.Closed, sev, id, f)
+			}
+			if mets != nil {
+				mets.Flow(f)
+			}
+			return nil
 		}
 		flows = flowlog.New(flowlog.Options{
 			Tunnel: st.Plan.Network, Do: ns.Do, Directory: peers, Kills: kills,
@@ -347,7 +363,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 		if mets != nil {
 			mets.Activity(func() metrics.ActivityCounts {
 				st := flows.Stats()
-				return metrics.ActivityCounts{Summarised: st.Summarised, Lost: st.Lost, Failed: st.Failed}
+				c := metrics.ActivityCounts{Summarised: st.Summarised, Lost: st.Lost, Failed: st.Failed}
+				if ship != nil {
+					ss := ship.Stats()
+					c.SyslogSent, c.SyslogDropped = ss.Sent, ss.Dropped+ss.Failed
+				}
+				return c
 			})
 		}
 	}
@@ -379,7 +400,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, hup <-chan struct{})
 	}
 	svc := service.New(service.Options{
 		DB: db, Plan: st.Plan, Applier: applier, Activity: acts, ActivityOff: activityFailed(cfg.ActivityLog, activityOff),
-		Runtime:  runtime{rec: rec, info: info, netns: cfg.NetNS, veth: cfg.HostVeth, flows: flows, acts: actLog, activityOff: activityOff, refusals: denied, alerts: al, cluster: clView},
+		Runtime:  runtime{rec: rec, info: info, netns: cfg.NetNS, veth: cfg.HostVeth, flows: flows, acts: actLog, syslog: ship, activityOff: activityOff, refusals: denied, alerts: al, cluster: clView},
 		Alert:    alertFn,
 		Endpoint: cfg.Endpoint, DNS: cfg.ClientDNS, MTU: cfg.MTU, ApplyTimeout: cfg.ApplyTimeout,
 		GatewayPublicKey: info.PublicKey.String(), MaxPeerLifetime: st.MaxPeerLifetime,
@@ -575,6 +596,7 @@ type runtime struct {
 	// activityOff says why.
 	flows       *flowlog.Listener
 	acts        *activity.Log
+	syslog      *syslog.Sender // nil unless records also go to syslog
 	activityOff string
 	refusals    *refusalLog
 	alerts      *alerts      // nil without a webhook
@@ -622,6 +644,10 @@ func (r runtime) Status(all bool) api.Status {
 		a := &api.ActivityStatus{Recorded: fs.Recorded, Summarised: fs.Summarised, Lost: fs.Lost, Failed: fs.Failed, LastError: ls.LastError}
 		if fs.LastError != "" {
 			a.LastError = fs.LastError
+		}
+		if r.syslog != nil {
+			ss := r.syslog.Stats()
+			a.Syslog = &api.SyslogStatus{Target: r.syslog.Target(), Sent: ss.Sent, Dropped: ss.Dropped, Failed: ss.Failed, LastError: ss.LastError}
 		}
 		out.Activity = a
 	case r.activityOff != "":

@@ -10,12 +10,30 @@ import (
 	"github.com/extranetgw/extranet/internal/doctest"
 )
 
-// The enrollment guide's config snippets are ones extranetd takes: every
-// key they name is a config key, and their values, the proxy's on top of
-// the first, pass validation. (e2e TestDocs starts the daemon with the
-// first.)
-func TestEnrollmentGuideConfig(t *testing.T) {
-	raw, err := os.ReadFile("../../docs/enrollment.md")
+// The guides' config snippets are ones extranetd takes: every key they
+// name is a config key, and their values, each on top of the one before,
+// pass validation. (e2e TestDocs starts the daemon with the enrollment
+// guide's first; TestActivitySyslog runs the activity guide's receiver.)
+func TestGuideConfigs(t *testing.T) {
+	for doc, took := range map[string]func(Config) bool{
+		"enrollment.md": func(c Config) bool { return c.EnrollListen != "" && len(c.EnrollTrustedProxies) > 0 },
+		"activity.md":   func(c Config) bool { return c.ActivitySyslog != "" },
+	} {
+		cfg := guideConfig(t, doc)
+		if !took(cfg) {
+			t.Errorf("docs/%s's config did not take: %+v", doc, cfg)
+		}
+		if _, err := cfg.Validate(); err != nil {
+			t.Errorf("docs/%s's config: %v", doc, err)
+		}
+	}
+}
+
+// guideConfig loads every yaml block of docs/NAME, in order, onto the
+// defaults.
+func guideConfig(t *testing.T, name string) Config {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join("..", "..", "docs", name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,16 +56,11 @@ func TestEnrollmentGuideConfig(t *testing.T) {
 			t.Fatal(err)
 		}
 		if err := cfg.LoadFile(path, fs); err != nil {
-			t.Errorf("docs/enrollment.md:%d: %v", b.Line, err)
+			t.Errorf("docs/%s:%d: %v", name, b.Line, err)
 		}
 	}
 	if n == 0 {
-		t.Fatal("docs/enrollment.md shows no yaml block")
+		t.Fatalf("docs/%s shows no yaml block", name)
 	}
-	if cfg.EnrollListen == "" || len(cfg.EnrollTrustedProxies) == 0 {
-		t.Errorf("the guide's config did not turn enrollment on behind a proxy: %+v", cfg)
-	}
-	if _, err := cfg.Validate(); err != nil {
-		t.Errorf("docs/enrollment.md's config: %v", err)
-	}
+	return cfg
 }

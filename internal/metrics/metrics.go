@@ -178,6 +178,9 @@ func (m *Metrics) Role(serving func() (bool, int64), promotions func() int) {
 // ActivityCounts are the activity log's own counts.
 type ActivityCounts struct {
 	Summarised, Lost, Failed uint64
+	// SyslogSent and SyslogDropped (dropped or failed) count the records
+	// also sent to syslog; zero when that is off.
+	SyslogSent, SyslogDropped uint64
 }
 
 // Activity serves what the activity log missed, or added up, read from
@@ -190,6 +193,8 @@ func (m *Metrics) Activity(counts func() ActivityCounts) {
 	}{
 		{"extranet_activity_lost_total", "Times the kernel's stream of ended connections failed (an overflow), each losing the records of what ended meanwhile.", func(a ActivityCounts) uint64 { return a.Lost }},
 		{"extranet_activity_write_failures_total", "Activity records that could not be written.", func(a ActivityCounts) uint64 { return a.Failed }},
+		{"extranet_activity_syslog_sent_total", "Activity records sent to the syslog receiver (--activity-syslog).", func(a ActivityCounts) uint64 { return a.SyslogSent }},
+		{"extranet_activity_syslog_dropped_total", "Activity records not sent to the syslog receiver: the queue was full while it was slow or away, or the write failed.", func(a ActivityCounts) uint64 { return a.SyslogDropped }},
 		{"extranet_activity_summarised_total", "Partner connections beyond their peer's budget of records, added up in summary records.", func(a ActivityCounts) uint64 { return a.Summarised }},
 	} {
 		get := c.get

@@ -267,6 +267,21 @@ type ActivityStatus struct {
 	Lost      uint64 `json:"lost"`
 	Failed    uint64 `json:"failed"`
 	LastError string `json:"last_error,omitempty"`
+	// Syslog is there when records also go to a syslog receiver.
+	Syslog *SyslogStatus `json:"syslog,omitempty"`
+}
+
+// SyslogStatus counts the activity records sent to syslog since the
+// daemon started.
+type SyslogStatus struct {
+	Target string `json:"target"`
+	// Sent records were written to the receiver's socket; Dropped ones
+	// found the queue full while the receiver was slow or away; Failed
+	// ones could not be written.
+	Sent      uint64 `json:"sent"`
+	Dropped   uint64 `json:"dropped"`
+	Failed    uint64 `json:"failed"`
+	LastError string `json:"last_error,omitempty"`
 }
 
 // RefusalStatus counts what the firewall refused partners and the scans
