@@ -18,12 +18,14 @@ import (
 // connection with its peer, group, destination and bytes each way, and a
 // revoke's killed flow says so; while it is open it has interim records,
 // and its records add up. A partner of another organisation's flows are not
-// in a filter for this one. One rig for both halves: it is the costly part
-// under emulation.
+// in a filter for this one. The scan's alerts reach a webhook. One rig for
+// both halves: it is the costly part under emulation.
 func TestActivity(t *testing.T) {
 	r := NewRig(t)
 	r.Serve(r.IN1, in1Addr, "in1", tcpPorts, nil)
-	r.StartDaemon("--activity-interim", "2s")
+	hook := newWebhook(t, r)
+	hook.up()
+	r.StartDaemon(append(hook.flags(), "--activity-interim", "2s")...)
 	r.MustCTL("org", "create", "acme", "--grant", "10.10.1.0/24:tcp/22")
 	r.MustCTL("org", "create", "globex", "--grant", "10.10.1.0/24:tcp/443")
 	acme := r.PartnerUp(r.PA, "pa"+r.id, r.Issue("acme/laptop"))
@@ -32,7 +34,7 @@ func TestActivity(t *testing.T) {
 	defer r.PartnerDown(r.PB, globex)
 	reaches(t, r.PA, hostPort(in1Addr, 22), "in1")
 	reaches(t, r.PB, hostPort(in1Addr, 443), "in1")
-	if !t.Run("refusals and a scan", func(t *testing.T) { refusalsAndScan(t, r) }) {
+	if !t.Run("refusals and a scan", func(t *testing.T) { refusalsAndScan(t, r, hook) }) {
 		return
 	}
 	t.Run("flows, and a revoke's kill", func(t *testing.T) { flowsAndAKill(t, r) })

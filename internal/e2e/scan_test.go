@@ -21,7 +21,7 @@ import (
 // destination; its open connection dies with it, the audit log names
 // extranetd and carries the evidence, peer show and status say so,
 // another organisation's partner is untouched, and peer resume undoes it.
-func refusalsAndScan(t *testing.T, r *Rig) {
+func refusalsAndScan(t *testing.T, r *Rig, hook *webhook) {
 	open := openFlow(t, r.PA, hostPort(in1Addr, 22))
 
 	// One refused attempt: a port acme was not granted.
@@ -148,6 +148,15 @@ func refusalsAndScan(t *testing.T, r *Rig) {
 	}
 	if out := r.MustCTL("audit", "--action", "peer.scan", "-o", "json"); !strings.Contains(out, "acme/laptop") || !strings.Contains(out, `"warned"`) {
 		t.Errorf("no warning at 20 destinations before the suspension:\n%s", out)
+	}
+	alerts := hook.await(scaled(10*time.Second), api.AlertScanWarned, api.AlertScanSuspended)
+	for kind, want := range map[string]string{
+		api.AlertScanWarned:    "acme/laptop (100.64.1.1) was refused at 20 distinct destinations",
+		api.AlertScanSuspended: "suspended by extranetd",
+	} {
+		if a := alerts[kind]; a.Org != "acme" || !strings.Contains(a.Text, want) {
+			t.Errorf("the %s alert does not say %q: %+v", kind, want, a)
+		}
 	}
 	var st api.Status
 	if err := json.Unmarshal([]byte(r.MustCTL("status", "-o", "json")), &st); err != nil || st.Refusals == nil ||
