@@ -33,9 +33,11 @@ func (s *Service) Activity(ctx context.Context, q activity.Query) ([]api.Flow, e
 		return nil, asAPIError(err)
 	}
 	if q.Orgs != nil && s.opts.DB != nil {
-		if flows, err = s.sinceMade(flows, q.Orgs); err != nil {
+		keep, err := s.sinceMade(q.Orgs)
+		if err != nil {
 			return nil, err
 		}
+		flows = slices.DeleteFunc(flows, func(f api.Flow) bool { return !keep(f) })
 	}
 	if flows == nil {
 		flows = []api.Flow{}
@@ -54,11 +56,9 @@ func (s *Service) ActivityTop(ctx context.Context, q activity.Query, n int) (api
 	defer release()
 	keep := func(api.Flow) bool { return true }
 	if q.Orgs != nil && s.opts.DB != nil {
-		made, err := s.orgsMade(q.Orgs)
-		if err != nil {
+		if keep, err = s.sinceMade(q.Orgs); err != nil {
 			return api.ActivityTop{}, err
 		}
-		keep = func(f api.Flow) bool { at := made[f.Org]; return !at.IsZero() && !f.Closed.Before(at) }
 	}
 	t := activity.NewTally()
 	if err := s.opts.Activity.Each(q, func(f api.Flow) {
@@ -100,9 +100,11 @@ func (s *Service) activityRead(ctx context.Context, q activity.Query) (release f
 	}
 }
 
-// orgsMade is when each of orgs was made; a zero time for one that is
-// gone.
-func (s *Service) orgsMade(orgs []string) (map[string]time.Time, error) {
+// sinceMade returns whether a flow ended since its organisation, one of
+// orgs, was made: one that ended before is of a deleted organisation of
+// the same name, which stays in the log for its retention and is not the
+// new one's sponsor's to read.
+func (s *Service) sinceMade(orgs []string) (func(api.Flow) bool, error) {
 	made := map[string]time.Time{}
 	err := s.opts.DB.View(func(tx *store.Tx) error {
 		for _, name := range orgs {
@@ -120,24 +122,7 @@ func (s *Service) orgsMade(orgs []string) (map[string]time.Time, error) {
 	if err != nil {
 		return nil, asErr(err)
 	}
-	return made, nil
-}
-
-// sinceMade leaves out the flows that ended before their organisation was
-// made: those of a deleted organisation of the same name, which stay in
-// the log for its retention and are not the new one's sponsor's to read.
-func (s *Service) sinceMade(flows []api.Flow, orgs []string) ([]api.Flow, error) {
-	made, err := s.orgsMade(orgs)
-	if err != nil {
-		return nil, err
-	}
-	kept := flows[:0]
-	for _, f := range flows {
-		if at := made[f.Org]; !at.IsZero() && !f.Closed.Before(at) {
-			kept = append(kept, f)
-		}
-	}
-	return kept, nil
+	return func(f api.Flow) bool { at := made[f.Org]; return !at.IsZero() && !f.Closed.Before(at) }, nil
 }
 
 // orgOf is the organisation of a peer named ORG/NAME.
