@@ -116,6 +116,20 @@ const (
 	denyBurst   = 200
 	targetRate  = 2
 	targetBurst = 5
+	// The per-destination limit's table is shared by every partner, and
+	// a packet that finds it full is dropped before it can be logged: a
+	// partner that filled it would hide every partner's new destinations
+	// from the log and the scan watch. Its entries go 3 s after their
+	// last packet, when a destination's budget is whole again anyway
+	// (burst 5 at 2 a second), not after the kernel's 10 s, and it holds
+	// 262,144 (about 30 MB at most) where the kernel's default is 65,536:
+	// filling it takes 87,000 new destinations a second, kept up, where
+	// it took 6,600. The name is new with these sizes: the kernel keeps
+	// a table's sizes for as long as a rule of that name exists.
+	targetTable   = "extranet-dest"
+	targetBuckets = 32768
+	targetEntries = 262144
+	targetExpire  = 3 * time.Second
 
 	// maxSetRange is the widest port range stored as set entries; ipset
 	// stores one entry per port, so wider ranges become a rule instead.
@@ -339,7 +353,7 @@ func Render(p *policy.Policy, uplink string) (*Rendered, error) {
 	fmt.Fprintf(&f, "-A %s ! -o %s -p icmp -j ACCEPT\n", chainOut, iface)
 	for _, reason := range api.DenyReasons {
 		denyChain(&f, reason)
-		r.Sets = append(r.Sets, attemptsSet(reason))
+		r.Sets = append(r.Sets, attemptsSet(reason, p.TunnelNet))
 	}
 	f.WriteString("COMMIT\n")
 	r.Filter = f.String()
@@ -375,9 +389,20 @@ func logChain(reason string) string { return logPrefix + strings.ToUpper(reason)
 func AttemptsSet(reason string) string { return AttemptsPrefix + reason }
 
 // attemptsSet is AttemptsSet(reason) as the rules fill it: its members
-// are the kernel's to add, each with its counters.
-func attemptsSet(reason string) Set {
-	return Set{Name: AttemptsSet(reason), Type: "hash:ip", Counters: true, Dynamic: true}
+// are the kernel's to add, each with its counters. Its sources are
+// partner addresses, all in tunnel, so its buckets are sized for half of
+// those: with ipset's 1,024 a set the kernel fills held 5,994 of 6,000
+// sources and 12,241 of 20,000, the rest counted nowhere.
+func attemptsSet(reason string, tunnel netip.Prefix) Set {
+	return Set{Name: AttemptsSet(reason), Type: "hash:ip", Counters: true, Dynamic: true, HashSize: attemptsBuckets(tunnel)}
+}
+
+// attemptsBuckets is the buckets of an attempts set for tunnel: half its
+// addresses, rounded up to a power of two, from 1,024 (ipset's default) to
+// 262,144 (2 MiB of the kernel's memory a set, for a /12 and wider).
+func attemptsBuckets(tunnel netip.Prefix) int {
+	bits := 32 - tunnel.Bits() - 1
+	return 1 << min(max(bits, 10), 18)
 }
 
 // denyChain writes the chains of a reason. Every packet is counted
@@ -404,9 +429,10 @@ func denyChain(f *strings.Builder, reason string) {
 	// addresses, a few bytes each, and counts only grow.
 	fmt.Fprintf(f, "-A %s -m set --match-set %s src\n", chain, attempts)
 	fmt.Fprintf(f, "-A %s -m set ! --match-set %s src ! --update-counters -j SET --add-set %s src\n", chain, attempts, attempts)
-	fmt.Fprintf(f, "-A %s -m hashlimit --hashlimit-upto %d/sec --hashlimit-burst %d --hashlimit-mode srcip,dstip,dstport --hashlimit-name extranet-target "+
+	fmt.Fprintf(f, "-A %s -m hashlimit --hashlimit-upto %d/sec --hashlimit-burst %d --hashlimit-mode srcip,dstip,dstport --hashlimit-name %s "+
+		"--hashlimit-htable-size %d --hashlimit-htable-max %d --hashlimit-htable-expire %d "+
 		"-m hashlimit --hashlimit-upto %d/sec --hashlimit-burst %d --hashlimit-mode srcip --hashlimit-name extranet-deny -j %s\n",
-		chain, targetRate, targetBurst, denyRate, denyBurst, logged)
+		chain, targetRate, targetBurst, targetTable, targetBuckets, targetEntries, targetExpire.Milliseconds(), denyRate, denyBurst, logged)
 	fmt.Fprintf(f, "-A %s -j %s\n", chain, verdict)
 	fmt.Fprintf(f, "-A %s -j NFLOG --nflog-group %d --nflog-prefix %s --nflog-size %d\n", logged, NFLOGGroup, reason, NFLOGSize)
 	fmt.Fprintf(f, "-A %s -j %s\n", logged, verdict)

@@ -10,7 +10,8 @@ import (
 
 // maxElem bounds every set of ours. The peer set holds an address per
 // peer, and ipset's default of 65,536 would cap the gateway's peers; hash
-// sets allocate as they fill, so a high bound costs nothing.
+// sets we fill allocate as they fill, so a high bound costs nothing. (A
+// set the kernel fills cannot grow: see Set.HashSize.)
 const maxElem = 1 << 20
 
 // Set is one ipset the rules use, with the members as they are added.
@@ -27,7 +28,13 @@ type Set struct {
 	// Dynamic sets are filled by the rules (SET --add-set), not by us:
 	// Members is empty, and what the kernel holds is left alone.
 	Dynamic bool
-	Members []string
+	// HashSize, when not 0, is the set's number of buckets. A member the
+	// kernel adds from a rule finds room in the buckets the set has, or
+	// is silently not added: only an add from userspace makes a hash set
+	// grow. So a Dynamic set is made with the buckets its most members
+	// need.
+	HashSize int
+	Members  []string
 }
 
 // create is the set's create line, with extra ("-exist") when given.
@@ -45,6 +52,9 @@ func (s Set) create(name, extra string) string {
 	if s.SkbInfo {
 		opts += " skbinfo"
 	}
+	if s.HashSize > 0 {
+		opts += " hashsize " + strconv.Itoa(s.HashSize)
+	}
 	return fmt.Sprintf("create %s %s family inet%s maxelem %d%s\n", name, s.Type, opts, maxElem, extra)
 }
 
@@ -52,12 +62,16 @@ func (s Set) create(name, extra string) string {
 type kernelSet struct {
 	typ                                 string
 	skbinfo, timeout, comment, counters bool
+	hashSize                            int
 	members                             map[string]bool
 }
 
-// sameKind says whether the kernel's set k was made as s would be.
+// sameKind says whether the kernel's set k was made as s would be. A set
+// we fill may have grown past the buckets it was made with, so only a
+// HashSize asked for is compared, as a floor.
 func (s Set) sameKind(k kernelSet) bool {
-	return k.typ == s.Type && k.skbinfo == s.SkbInfo && k.timeout == s.Timeout && k.comment == s.Comment && k.counters == s.Counters
+	return k.typ == s.Type && k.skbinfo == s.SkbInfo && k.timeout == s.Timeout && k.comment == s.Comment && k.counters == s.Counters &&
+		k.hashSize >= s.HashSize
 }
 
 // parseSave reads the sets of ours out of `ipset save` output.
@@ -70,8 +84,12 @@ func parseSave(out string) map[string]kernelSet {
 		}
 		switch f[0] {
 		case "create":
-			sets[f[1]] = kernelSet{typ: f[2], skbinfo: slices.Contains(f[3:], "skbinfo"), timeout: slices.Contains(f[3:], "timeout"),
+			k := kernelSet{typ: f[2], skbinfo: slices.Contains(f[3:], "skbinfo"), timeout: slices.Contains(f[3:], "timeout"),
 				comment: slices.Contains(f[3:], "comment"), counters: slices.Contains(f[3:], "counters"), members: map[string]bool{}}
+			if i := slices.Index(f, "hashsize"); i > 0 && i+1 < len(f) {
+				k.hashSize, _ = strconv.Atoi(f[i+1])
+			}
+			sets[f[1]] = k
 		case "add":
 			// The member with its extensions (skbmark), as printed, but
 			// for a running timeout.

@@ -8,6 +8,7 @@ import (
 
 	"github.com/extranetgw/extranet/internal/netnstest"
 	"github.com/extranetgw/extranet/internal/policy"
+	"github.com/extranetgw/extranet/pkg/api"
 )
 
 var testSets = []Set{
@@ -63,6 +64,18 @@ func TestSetScriptTouchesOnlyWhatDiffers(t *testing.T) {
 	old := parseSave("create extranet-peers hash:ip family inet hashsize 1024 maxelem 1048576 bucketsize 12 initval 0x1\n")
 	if got := setScript([]Set{{Name: PeerSet, Type: "hash:ip", SkbInfo: true}}, old); !strings.Contains(got, "create extranet-peers-t hash:ip family inet skbinfo") || !strings.Contains(got, "swap") {
 		t.Errorf("a peer set without skbinfo kept:\n%s", got)
+	}
+	// An attempts set of an earlier release has ipset's 1,024 buckets,
+	// too few for the kernel to fill: it is made again; one with the
+	// buckets asked for, or more, stays.
+	att := attemptsSet(api.DenyHost, netip.MustParsePrefix("100.64.0.0/16"))
+	old = parseSave("create extranet-refused-host hash:ip family inet hashsize 1024 maxelem 1048576 counters bucketsize 12 initval 0x1\n")
+	if got := setScript([]Set{att}, old); !strings.Contains(got, "create extranet-refused-host-t hash:ip family inet counters hashsize 32768") || !strings.Contains(got, "swap") {
+		t.Errorf("an attempts set with too few buckets kept:\n%s", got)
+	}
+	old = parseSave("create extranet-refused-host hash:ip family inet hashsize 65536 maxelem 1048576 counters bucketsize 12 initval 0x1\n")
+	if got := setScript([]Set{att}, old); got != "" {
+		t.Errorf("an attempts set with enough buckets remade:\n%s", got)
 	}
 	// A temporary set a dead run left, perhaps without skbinfo, goes first.
 	old = parseSave("create extranet-peers hash:ip family inet hashsize 1024 maxelem 1048576\ncreate extranet-peers-t hash:ip family inet hashsize 1024 maxelem 1048576\n")

@@ -296,13 +296,29 @@ func (r *Recorder) Attempts(counts map[firewall.Attempts]uint64, now time.Time) 
 			r.holders[c.Src] = who
 		}
 	}
-	for c := range r.ahead {
-		if _, ok := counts[c]; !ok || last == nil {
-			delete(r.ahead, c)
-		}
-	}
 	if last == nil {
+		clear(r.ahead)
 		return
+	}
+	// The firewall counts a packet before it logs it, so the new counts
+	// hold every packet logged meanwhile but those logged after they were
+	// read, a source's first packets among them: its member was made
+	// then. Those are in the next counts, so they wait in ahead, for one
+	// reading: a source the next counts do not have either has no member.
+	for c, n := range r.ahead {
+		if _, ok := counts[c]; !ok {
+			if _, waited := last[c]; !waited {
+				delete(r.ahead, c)
+				continue
+			}
+		}
+		logged[c] += n
+	}
+	clear(r.ahead)
+	for c, n := range logged {
+		if _, ok := counts[c]; !ok {
+			r.ahead[c] = n
+		}
 	}
 	for c, n := range counts {
 		prev := last[c]
@@ -310,10 +326,7 @@ func (r *Recorder) Attempts(counts map[firewall.Attempts]uint64, now time.Time) 
 			// The set was made again (a repair): it counts from 0.
 			prev = 0
 		}
-		// The firewall counts a packet before it logs it, so the new
-		// count holds every packet logged meanwhile, but for those
-		// logged after it was read: they are in the next one.
-		counted, inLog := n-prev, logged[c]+r.ahead[c]
+		counted, inLog := n-prev, logged[c]
 		if counted <= inLog {
 			if r.ahead[c] = inLog - counted; r.ahead[c] == 0 {
 				delete(r.ahead, c)

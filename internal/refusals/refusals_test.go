@@ -131,8 +131,20 @@ func TestAttemptsAddUp(t *testing.T) {
 	if recs := r.Take(t0.Add(40 * time.Second)); len(recs) != 1 || recs[0].Flows != 32 || !recs[0].RateLimited {
 		t.Errorf("the other 2 logged packets and 32 more: %+v; want 32 past the rate", recs)
 	}
-	if r.RateLimited != 447+32 || r.Seen != 5 {
-		t.Errorf("counted %d past the rate, %d read; want %d, 5", r.RateLimited, r.Seen, 447+32)
+	// A source's first packets, logged after the counts were read: its
+	// member came with them, so they are in the next counts, not extra.
+	newcomer := netip.MustParseAddr("100.64.1.9")
+	for i := 0; i < 3; i++ {
+		r.Refused(api.DenyHost, 6, newcomer, server, 22, true, t0.Add(41*time.Second))
+	}
+	r.Take(t0.Add(41 * time.Second))
+	r.Attempts(map[firewall.Attempts]uint64{limited(laptop, api.DenyNotGranted): 7 + 5 + 32}, t0.Add(50*time.Second))
+	r.Attempts(map[firewall.Attempts]uint64{limited(laptop, api.DenyNotGranted): 7 + 5 + 32, limited(newcomer, api.DenyHost): 3 + 10}, t0.Add(60*time.Second))
+	if recs := r.Take(t0.Add(60 * time.Second)); len(recs) != 1 || recs[0].Flows != 10 || recs[0].Address != newcomer.String() {
+		t.Errorf("a new source's 3 logged packets and 10 more: %+v; want 10 past the rate", recs)
+	}
+	if r.RateLimited != 447+32+10 || r.Seen != 8 {
+		t.Errorf("counted %d past the rate, %d read; want %d, 8", r.RateLimited, r.Seen, 447+32+10)
 	}
 
 	// The address given to another organisation's peer between two
