@@ -85,6 +85,11 @@ func TestActivitySyslog(t *testing.T) {
 		return sameRecords(r.activity(), relay.records(), siem.records())
 	})
 	t.Logf("rsyslog back for %s when it had every record", time.Since(back).Round(time.Millisecond))
+	for path, mode := range map[string]os.FileMode{relay.out: 0o600, filepath.Dir(relay.out): 0o700} {
+		if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != mode {
+			t.Errorf("rsyslog made %s with %v (%v); the guide's configuration asks for %04o", path, fi.Mode(), err, mode)
+		}
+	}
 	st := r.syslogStatus()
 	if st == nil || st.Target != fmt.Sprintf("tcp://127.0.0.1:%d", relay.port) || st.Dropped != 0 || st.Sent < uint64(len(r.activity())) {
 		t.Errorf("status: %+v", st)

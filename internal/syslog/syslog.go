@@ -16,7 +16,6 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/url"
@@ -150,8 +149,9 @@ type Sender struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	mu    sync.Mutex
-	stats Stats
+	mu     sync.Mutex
+	stats  Stats
+	closed bool // queue is closed: Send drops
 }
 
 // New starts a Sender. It connects in the background: a receiver that is
@@ -177,13 +177,18 @@ func New(o Options) *Sender {
 
 // Send queues v, to be sent as JSON with the time, severity and message
 // ID given. It never blocks.
+// After Close it drops v (a record made as the daemon stops).
 func (s *Sender) Send(at time.Time, sev Severity, msgID string, v any) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		s.stats.Dropped++
+		return
+	}
 	select {
 	case s.queue <- message{at: at, sev: sev, msgID: msgID, v: v}:
 	default:
-		s.mu.Lock()
 		s.stats.Dropped++
-		s.mu.Unlock()
 	}
 }
 
@@ -199,7 +204,12 @@ func (s *Sender) Target() string { return s.o.Target.String() }
 
 // Close sends what is queued, for at most timeout, and stops.
 func (s *Sender) Close(timeout time.Duration) {
-	close(s.queue)
+	s.mu.Lock()
+	if !s.closed {
+		s.closed = true
+		close(s.queue)
+	}
+	s.mu.Unlock()
 	select {
 	case <-s.done:
 	case <-time.After(timeout):
@@ -212,10 +222,14 @@ func (s *Sender) run(ctx context.Context) {
 	defer close(s.done)
 	defer s.cancel()
 	var (
-		conn    net.Conn
-		gone    <-chan struct{} // closed when conn's receiver closed it
-		buf     []byte
-		backoff time.Duration
+		conn net.Conn
+		gone <-chan struct{} // closed when conn's receiver closed it
+		// connected is when conn was made; backoff, the wait before the
+		// next connection, grows while they fail and is 0 once one has
+		// lasted.
+		connected time.Time
+		buf       []byte
+		backoff   time.Duration
 		// held is conn for Close, past its time, to cut a write the
 		// receiver keeps waiting.
 		heldMu sync.Mutex
@@ -228,6 +242,10 @@ func (s *Sender) run(ctx context.Context) {
 			held.Close()
 		}
 		held = c
+		if c != nil && ctx.Err() != nil {
+			// Made as Close gave up: it would not be cut.
+			c.Close()
+		}
 	}
 	context.AfterFunc(ctx, func() { hold(nil) })
 	defer hold(nil)
@@ -250,23 +268,29 @@ func (s *Sender) run(ctx context.Context) {
 			if conn != nil && closed(gone) {
 				// The receiver closed the connection (a restart, say):
 				// a write would still be taken by the kernel, and lost.
+				// One that closes a connection within a second of taking
+				// it is waited for as one that refuses it, or it would
+				// cost a connection, or a TLS handshake, per message.
 				hold(nil)
 				conn = nil
+				if time.Since(connected) < time.Second {
+					s.logError(fmt.Errorf("send to %s: the receiver closed the connection at once", s.o.Target))
+					backoff = min(max(2*backoff, time.Second), s.o.MaxBackoff)
+					if !s.sleep(ctx, backoff) {
+						return
+					}
+				}
 			}
 			for conn == nil {
 				if conn, err = s.dial(ctx); err == nil {
 					hold(conn)
-					gone = watch(conn)
-					backoff = 0
+					gone, connected = watch(conn), time.Now()
 					break
 				}
 				s.logError(err)
 				backoff = min(max(2*backoff, time.Second), s.o.MaxBackoff)
-				select {
-				case <-ctx.Done():
-					s.abandon(1 + len(s.queue))
+				if !s.sleep(ctx, backoff) {
 					return
-				case <-time.After(backoff):
 				}
 			}
 			_ = conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
@@ -274,6 +298,9 @@ func (s *Sender) run(ctx context.Context) {
 				s.mu.Lock()
 				s.stats.Sent++
 				s.mu.Unlock()
+				if time.Since(connected) >= time.Second {
+					backoff = 0
+				}
 				break
 			}
 			hold(nil)
@@ -291,16 +318,29 @@ func (s *Sender) run(ctx context.Context) {
 }
 
 // watch returns a channel closed when c's receiver closes it or it fails.
-// A syslog receiver sends nothing, so the only read there is to do is the
-// one that ends; without it a stream whose receiver went away is learnt of
-// one lost message late, from a write that failed after one that did not.
+// Without it a stream whose receiver went away is learnt of one lost
+// message late, from a write that failed after one that did not. A syslog
+// receiver sends nothing (TLS's own messages are not data): one that does
+// is not one, and its connection is given up as closed.
 func watch(c net.Conn) <-chan struct{} {
 	gone := make(chan struct{})
 	go func() {
-		_, _ = io.Copy(io.Discard, c)
+		_, _ = c.Read(make([]byte, 1))
 		close(gone)
 	}()
 	return gone
+}
+
+// sleep waits d, or until ctx is done, when it counts what is queued as
+// dropped and says false.
+func (s *Sender) sleep(ctx context.Context, d time.Duration) bool {
+	select {
+	case <-ctx.Done():
+		s.abandon(1 + len(s.queue))
+		return false
+	case <-time.After(d):
+		return true
+	}
 }
 
 func closed(c <-chan struct{}) bool {
