@@ -128,7 +128,13 @@ func flowsAndAKill(t *testing.T, r *Rig) {
 // activity returns `extranetctl activity ARGS -o json`'s flows.
 func (r *Rig) activity(args ...string) []api.Flow {
 	r.t.Helper()
-	out := r.MustCTL(append([]string{"activity", "-o", "json"}, args...)...)
+	return flowLines(r.t, "activity -o json", r.MustCTL(append([]string{"activity", "-o", "json"}, args...)...))
+}
+
+// flowLines reads the records of JSON lines out, from what, where every
+// line that looks like one must be one.
+func flowLines(t *testing.T, what, out string) []api.Flow {
+	t.Helper()
 	var flows []api.Flow
 	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
 		if line == "" || !strings.HasPrefix(line, "{") {
@@ -136,7 +142,7 @@ func (r *Rig) activity(args ...string) []api.Flow {
 		}
 		var f api.Flow
 		if err := json.Unmarshal([]byte(line), &f); err != nil {
-			r.t.Fatalf("activity -o json: %v: %s", err, line)
+			t.Fatalf("%s: %v: %s", what, err, line)
 		}
 		flows = append(flows, f)
 	}

@@ -238,18 +238,7 @@ func (rs *rsyslog) records() []api.Flow {
 	if err != nil && !os.IsNotExist(err) {
 		rs.t.Fatal(err)
 	}
-	var flows []api.Flow
-	for _, l := range strings.Split(string(b), "\n") {
-		if l == "" {
-			continue
-		}
-		var f api.Flow
-		if err := json.Unmarshal([]byte(l), &f); err != nil {
-			rs.t.Fatalf("rsyslog wrote a line that is not a record: %q: %v", l, err)
-		}
-		flows = append(flows, f)
-	}
-	return flows
+	return flowLines(rs.t, "rsyslog's file", string(b))
 }
 
 // siem stands in for a SIEM's syslog input: octet-counted RFC 5424 over
