@@ -119,17 +119,17 @@ const (
 	// The per-destination limit's table is shared by every partner, and
 	// a packet that finds it full is dropped before it can be logged: a
 	// partner that filled it would hide every partner's new destinations
-	// from the log and the scan watch. Its entries go 3 s after their
-	// last packet, when a destination's budget is whole again anyway
-	// (burst 5 at 2 a second), not after the kernel's 10 s, and it holds
-	// 262,144 (about 30 MB at most) where the kernel's default is 65,536:
-	// filling it takes 87,000 new destinations a second, kept up, where
-	// it took 6,600. The name is new with these sizes: the kernel keeps
+	// from the log and the scan watch. It holds 262,144 (about 30 MB at
+	// most) where the kernel's default is 65,536, each forgotten 1 s
+	// after its last packet (iptables' default for a rate a second, said
+	// here so that it stays so) and swept every second: filling it takes
+	// 131,000 to 262,000 new destinations a second, kept up, where it took
+	// 33,000 to 65,000. The name is new with this size: the kernel keeps
 	// a table's sizes for as long as a rule of that name exists.
 	targetTable   = "extranet-dest"
 	targetBuckets = 32768
 	targetEntries = 262144
-	targetExpire  = 3 * time.Second
+	targetExpire  = time.Second
 
 	// maxSetRange is the widest port range stored as set entries; ipset
 	// stores one entry per port, so wider ranges become a rule instead.
@@ -399,7 +399,7 @@ func attemptsSet(reason string, tunnel netip.Prefix) Set {
 
 // attemptsBuckets is the buckets of an attempts set for tunnel: half its
 // addresses, rounded up to a power of two, from 1,024 (ipset's default) to
-// 262,144 (2 MiB of the kernel's memory a set, for a /12 and wider).
+// 262,144 (2 MiB of the kernel's memory a set, for a /13 and wider).
 func attemptsBuckets(tunnel netip.Prefix) int {
 	bits := 32 - tunnel.Bits() - 1
 	return 1 << min(max(bits, 10), 18)

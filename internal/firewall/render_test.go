@@ -121,43 +121,43 @@ func TestRenderGolden(t *testing.T) {
 -A EXTRANET-OUT ! -o wg-ext -p icmp -j ACCEPT
 -A EXTRANET-DENY-NOT-GRANTED -m set --match-set extranet-refused-not-granted src
 -A EXTRANET-DENY-NOT-GRANTED -m set ! --match-set extranet-refused-not-granted src ! --update-counters -j SET --add-set extranet-refused-not-granted src
--A EXTRANET-DENY-NOT-GRANTED -m hashlimit --hashlimit-upto 2/sec --hashlimit-burst 5 --hashlimit-mode srcip,dstip,dstport --hashlimit-name extranet-dest --hashlimit-htable-size 32768 --hashlimit-htable-max 262144 --hashlimit-htable-expire 3000 -m hashlimit --hashlimit-upto 100/sec --hashlimit-burst 200 --hashlimit-mode srcip --hashlimit-name extranet-deny -j EXTRANET-LOG-NOT-GRANTED
+-A EXTRANET-DENY-NOT-GRANTED -m hashlimit --hashlimit-upto 2/sec --hashlimit-burst 5 --hashlimit-mode srcip,dstip,dstport --hashlimit-name extranet-dest --hashlimit-htable-size 32768 --hashlimit-htable-max 262144 --hashlimit-htable-expire 1000 -m hashlimit --hashlimit-upto 100/sec --hashlimit-burst 200 --hashlimit-mode srcip --hashlimit-name extranet-deny -j EXTRANET-LOG-NOT-GRANTED
 -A EXTRANET-DENY-NOT-GRANTED -j REJECT --reject-with icmp-admin-prohibited
 -A EXTRANET-LOG-NOT-GRANTED -j NFLOG --nflog-group 1 --nflog-prefix not-granted --nflog-size 80
 -A EXTRANET-LOG-NOT-GRANTED -j REJECT --reject-with icmp-admin-prohibited
 -A EXTRANET-DENY-NO-GROUP -m set --match-set extranet-refused-no-group src
 -A EXTRANET-DENY-NO-GROUP -m set ! --match-set extranet-refused-no-group src ! --update-counters -j SET --add-set extranet-refused-no-group src
--A EXTRANET-DENY-NO-GROUP -m hashlimit --hashlimit-upto 2/sec --hashlimit-burst 5 --hashlimit-mode srcip,dstip,dstport --hashlimit-name extranet-dest --hashlimit-htable-size 32768 --hashlimit-htable-max 262144 --hashlimit-htable-expire 3000 -m hashlimit --hashlimit-upto 100/sec --hashlimit-burst 200 --hashlimit-mode srcip --hashlimit-name extranet-deny -j EXTRANET-LOG-NO-GROUP
+-A EXTRANET-DENY-NO-GROUP -m hashlimit --hashlimit-upto 2/sec --hashlimit-burst 5 --hashlimit-mode srcip,dstip,dstport --hashlimit-name extranet-dest --hashlimit-htable-size 32768 --hashlimit-htable-max 262144 --hashlimit-htable-expire 1000 -m hashlimit --hashlimit-upto 100/sec --hashlimit-burst 200 --hashlimit-mode srcip --hashlimit-name extranet-deny -j EXTRANET-LOG-NO-GROUP
 -A EXTRANET-DENY-NO-GROUP -j REJECT --reject-with icmp-admin-prohibited
 -A EXTRANET-LOG-NO-GROUP -j NFLOG --nflog-group 1 --nflog-prefix no-group --nflog-size 80
 -A EXTRANET-LOG-NO-GROUP -j REJECT --reject-with icmp-admin-prohibited
 -A EXTRANET-DENY-NO-ORG -m set --match-set extranet-refused-no-org src
 -A EXTRANET-DENY-NO-ORG -m set ! --match-set extranet-refused-no-org src ! --update-counters -j SET --add-set extranet-refused-no-org src
--A EXTRANET-DENY-NO-ORG -m hashlimit --hashlimit-upto 2/sec --hashlimit-burst 5 --hashlimit-mode srcip,dstip,dstport --hashlimit-name extranet-dest --hashlimit-htable-size 32768 --hashlimit-htable-max 262144 --hashlimit-htable-expire 3000 -m hashlimit --hashlimit-upto 100/sec --hashlimit-burst 200 --hashlimit-mode srcip --hashlimit-name extranet-deny -j EXTRANET-LOG-NO-ORG
+-A EXTRANET-DENY-NO-ORG -m hashlimit --hashlimit-upto 2/sec --hashlimit-burst 5 --hashlimit-mode srcip,dstip,dstport --hashlimit-name extranet-dest --hashlimit-htable-size 32768 --hashlimit-htable-max 262144 --hashlimit-htable-expire 1000 -m hashlimit --hashlimit-upto 100/sec --hashlimit-burst 200 --hashlimit-mode srcip --hashlimit-name extranet-deny -j EXTRANET-LOG-NO-ORG
 -A EXTRANET-DENY-NO-ORG -j REJECT --reject-with icmp-admin-prohibited
 -A EXTRANET-LOG-NO-ORG -j NFLOG --nflog-group 1 --nflog-prefix no-org --nflog-size 80
 -A EXTRANET-LOG-NO-ORG -j REJECT --reject-with icmp-admin-prohibited
 -A EXTRANET-DENY-NOT-A-PEER -m set --match-set extranet-refused-not-a-peer src
 -A EXTRANET-DENY-NOT-A-PEER -m set ! --match-set extranet-refused-not-a-peer src ! --update-counters -j SET --add-set extranet-refused-not-a-peer src
--A EXTRANET-DENY-NOT-A-PEER -m hashlimit --hashlimit-upto 2/sec --hashlimit-burst 5 --hashlimit-mode srcip,dstip,dstport --hashlimit-name extranet-dest --hashlimit-htable-size 32768 --hashlimit-htable-max 262144 --hashlimit-htable-expire 3000 -m hashlimit --hashlimit-upto 100/sec --hashlimit-burst 200 --hashlimit-mode srcip --hashlimit-name extranet-deny -j EXTRANET-LOG-NOT-A-PEER
+-A EXTRANET-DENY-NOT-A-PEER -m hashlimit --hashlimit-upto 2/sec --hashlimit-burst 5 --hashlimit-mode srcip,dstip,dstport --hashlimit-name extranet-dest --hashlimit-htable-size 32768 --hashlimit-htable-max 262144 --hashlimit-htable-expire 1000 -m hashlimit --hashlimit-upto 100/sec --hashlimit-burst 200 --hashlimit-mode srcip --hashlimit-name extranet-deny -j EXTRANET-LOG-NOT-A-PEER
 -A EXTRANET-DENY-NOT-A-PEER -j REJECT --reject-with icmp-admin-prohibited
 -A EXTRANET-LOG-NOT-A-PEER -j NFLOG --nflog-group 1 --nflog-prefix not-a-peer --nflog-size 80
 -A EXTRANET-LOG-NOT-A-PEER -j REJECT --reject-with icmp-admin-prohibited
 -A EXTRANET-DENY-HOST -m set --match-set extranet-refused-host src
 -A EXTRANET-DENY-HOST -m set ! --match-set extranet-refused-host src ! --update-counters -j SET --add-set extranet-refused-host src
--A EXTRANET-DENY-HOST -m hashlimit --hashlimit-upto 2/sec --hashlimit-burst 5 --hashlimit-mode srcip,dstip,dstport --hashlimit-name extranet-dest --hashlimit-htable-size 32768 --hashlimit-htable-max 262144 --hashlimit-htable-expire 3000 -m hashlimit --hashlimit-upto 100/sec --hashlimit-burst 200 --hashlimit-mode srcip --hashlimit-name extranet-deny -j EXTRANET-LOG-HOST
+-A EXTRANET-DENY-HOST -m hashlimit --hashlimit-upto 2/sec --hashlimit-burst 5 --hashlimit-mode srcip,dstip,dstport --hashlimit-name extranet-dest --hashlimit-htable-size 32768 --hashlimit-htable-max 262144 --hashlimit-htable-expire 1000 -m hashlimit --hashlimit-upto 100/sec --hashlimit-burst 200 --hashlimit-mode srcip --hashlimit-name extranet-deny -j EXTRANET-LOG-HOST
 -A EXTRANET-DENY-HOST -j REJECT --reject-with icmp-admin-prohibited
 -A EXTRANET-LOG-HOST -j NFLOG --nflog-group 1 --nflog-prefix host --nflog-size 80
 -A EXTRANET-LOG-HOST -j REJECT --reject-with icmp-admin-prohibited
 -A EXTRANET-DENY-GATEWAY -m set --match-set extranet-refused-gateway src
 -A EXTRANET-DENY-GATEWAY -m set ! --match-set extranet-refused-gateway src ! --update-counters -j SET --add-set extranet-refused-gateway src
--A EXTRANET-DENY-GATEWAY -m hashlimit --hashlimit-upto 2/sec --hashlimit-burst 5 --hashlimit-mode srcip,dstip,dstport --hashlimit-name extranet-dest --hashlimit-htable-size 32768 --hashlimit-htable-max 262144 --hashlimit-htable-expire 3000 -m hashlimit --hashlimit-upto 100/sec --hashlimit-burst 200 --hashlimit-mode srcip --hashlimit-name extranet-deny -j EXTRANET-LOG-GATEWAY
+-A EXTRANET-DENY-GATEWAY -m hashlimit --hashlimit-upto 2/sec --hashlimit-burst 5 --hashlimit-mode srcip,dstip,dstport --hashlimit-name extranet-dest --hashlimit-htable-size 32768 --hashlimit-htable-max 262144 --hashlimit-htable-expire 1000 -m hashlimit --hashlimit-upto 100/sec --hashlimit-burst 200 --hashlimit-mode srcip --hashlimit-name extranet-deny -j EXTRANET-LOG-GATEWAY
 -A EXTRANET-DENY-GATEWAY -j REJECT --reject-with icmp-admin-prohibited
 -A EXTRANET-LOG-GATEWAY -j NFLOG --nflog-group 1 --nflog-prefix gateway --nflog-size 80
 -A EXTRANET-LOG-GATEWAY -j REJECT --reject-with icmp-admin-prohibited
 -A EXTRANET-DENY-TUNNEL -m set --match-set extranet-refused-tunnel src
 -A EXTRANET-DENY-TUNNEL -m set ! --match-set extranet-refused-tunnel src ! --update-counters -j SET --add-set extranet-refused-tunnel src
--A EXTRANET-DENY-TUNNEL -m hashlimit --hashlimit-upto 2/sec --hashlimit-burst 5 --hashlimit-mode srcip,dstip,dstport --hashlimit-name extranet-dest --hashlimit-htable-size 32768 --hashlimit-htable-max 262144 --hashlimit-htable-expire 3000 -m hashlimit --hashlimit-upto 100/sec --hashlimit-burst 200 --hashlimit-mode srcip --hashlimit-name extranet-deny -j EXTRANET-LOG-TUNNEL
+-A EXTRANET-DENY-TUNNEL -m hashlimit --hashlimit-upto 2/sec --hashlimit-burst 5 --hashlimit-mode srcip,dstip,dstport --hashlimit-name extranet-dest --hashlimit-htable-size 32768 --hashlimit-htable-max 262144 --hashlimit-htable-expire 1000 -m hashlimit --hashlimit-upto 100/sec --hashlimit-burst 200 --hashlimit-mode srcip --hashlimit-name extranet-deny -j EXTRANET-LOG-TUNNEL
 -A EXTRANET-DENY-TUNNEL -j DROP
 -A EXTRANET-LOG-TUNNEL -j NFLOG --nflog-group 1 --nflog-prefix tunnel --nflog-size 80
 -A EXTRANET-LOG-TUNNEL -j DROP

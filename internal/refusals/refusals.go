@@ -307,7 +307,7 @@ func (r *Recorder) Attempts(counts map[firewall.Attempts]uint64, now time.Time) 
 	// reading: a source the next counts do not have either has no member.
 	for c, n := range r.ahead {
 		if _, ok := counts[c]; !ok {
-			if _, waited := last[c]; !waited {
+			if _, inLast := last[c]; !inLast {
 				delete(r.ahead, c)
 				continue
 			}

@@ -239,12 +239,12 @@ func (s *Sender) run(ctx context.Context) {
 		heldMu.Lock()
 		defer heldMu.Unlock()
 		if held != nil {
-			held.Close()
+			cut(held)
 		}
 		held = c
 		if c != nil && ctx.Err() != nil {
 			// Made as Close gave up: it would not be cut.
-			c.Close()
+			cut(c)
 		}
 	}
 	context.AfterFunc(ctx, func() { hold(nil) })
@@ -313,6 +313,13 @@ func (s *Sender) run(ctx context.Context) {
 				break
 			}
 			s.logError(fmt.Errorf("send to %s: %w", s.o.Target, err))
+			if time.Since(connected) < time.Second {
+				// As for a receiver that closes at once.
+				backoff = min(max(2*backoff, time.Second), s.o.MaxBackoff)
+				if !s.sleep(ctx, backoff) {
+					return
+				}
+			}
 		}
 	}
 }
@@ -329,6 +336,17 @@ func watch(c net.Conn) <-chan struct{} {
 		close(gone)
 	}()
 	return gone
+}
+
+// cut closes c without a word to its receiver: a TLS connection's close
+// would first send it a close_notify, waiting up to 5 s on a receiver
+// that no longer reads.
+func cut(c net.Conn) {
+	if tc, ok := c.(*tls.Conn); ok {
+		tc.NetConn().Close()
+		return
+	}
+	c.Close()
 }
 
 // sleep waits d, or until ctx is done, when it counts what is queued as
