@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Measures extranet at scale against the naive way and prints the table
 # docs/performance.md holds. Root; everything runs in network namespaces of
-# its own, removed at the end. About 5 minutes on 2 cores, of which about
+# its own, removed at the end. About 11 minutes on 2 cores, of which about
 # one for the cost of the gateway namespace's veth hop (figure 8).
 #   sudo scripts/bench.sh                # 10,000 peers in 1,000 orgs, 5 grants each
 #   sudo BENCH_ORGS=100 scripts/bench.sh # smaller
@@ -35,7 +35,7 @@ go test -run '^$' -bench 'UserspacePeers' -benchtime 1x ./internal/wgdev | grep 
 echo "== gateway (real daemon, namespaces)"
 # gateway MODE OUT runs the gateway measurements with WireGuard in MODE.
 gateway() {
-	if ! EXTRANET_E2E_WIREGUARD=$1 EXTRANET_BENCH=1 EXTRANET_BENCH_OUT="$2" EXTRANET_BENCH_WIREGUARD_GO="$wgdir/wireguard-go" EXTRANET_BENCH_PPROF="${BENCH_PPROF:-}" go test -count=1 -run '^TestBench$' -timeout 15m ./internal/e2e >"$log" 2>&1; then
+	if ! EXTRANET_E2E_WIREGUARD=$1 EXTRANET_BENCH=1 EXTRANET_BENCH_OUT="$2" EXTRANET_BENCH_WIREGUARD_GO="$wgdir/wireguard-go" EXTRANET_BENCH_PPROF="${BENCH_PPROF:-}" go test -count=1 -run '^TestBench$' -timeout 30m ./internal/e2e >"$log" 2>&1; then
 		# The daemon's own log lines are long and many; the test's are what say why.
 		grep -v '^        time=' "$log" | tail -40 >&2
 		echo "bench: the gateway measurements ($1 WireGuard) failed (the test's output is above)" >&2

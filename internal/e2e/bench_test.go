@@ -117,6 +117,8 @@ func TestBench(t *testing.T) {
 	// in the rules-alone measurement (see rulesOnly).
 	r.Issue(last+"/rules", lastGroup...)
 	rp := r.peerJSON(last + "/rules")
+	// A peer of the first organisation, whose address floods in figure 11.
+	flooder := r.peerJSON("org0001/p0")
 	reaches(t, r.PA, hostPort(in1Addr, 22), "in1")
 
 	// 3. Revoke to flow-dead.
@@ -167,6 +169,7 @@ func TestBench(t *testing.T) {
 	flatten(t, stateFlat)
 	rounds := envInt("BENCH_ROUNDS", 5)
 	activityCost(t, b, r, prof, state, long, cfg, src, rounds)
+	floodCost(t, b, r, state, long, cfg, src, flooder.Address, rounds)
 
 	type sample struct{ conn, rules, bw float64 }
 	measure := func(dir, name string, round int) sample {
