@@ -118,8 +118,11 @@ type Recorder struct {
 	// reason; ahead, those the firewall's counts had not reached yet when
 	// taken (they are read apart, the log's packets a moment later).
 	logged, ahead map[firewall.Attempts]uint64
-	// holders are who held each address counted then.
-	holders map[netip.Addr]flowlog.Who
+	// holders are who held each address counted then; firstSeen, who
+	// held an address those counts did not have when its first packet
+	// since was logged (known false: nobody).
+	holders   map[netip.Addr]flowlog.Who
+	firstSeen map[netip.Addr]holder
 
 	// Counts since the start, for status and metrics.
 	Seen        uint64 // refused packets read
@@ -161,6 +164,12 @@ type key struct {
 	others, limited bool
 }
 
+// holder is who held an address, if anyone.
+type holder struct {
+	who   flowlog.Who
+	known bool
+}
+
 // target is one destination a scanner tried.
 type target struct {
 	dst   netip.Addr
@@ -192,7 +201,7 @@ type watch struct {
 func New(o Options) *Recorder {
 	r := &Recorder{o: o, allow: map[string]bool{}, open: map[key]*api.Flow{}, perPeer: map[netip.Addr]int{},
 		scans: map[netip.Addr]*watch{}, killed: map[netip.Addr]map[target]time.Time{},
-		logged: map[firewall.Attempts]uint64{}, ahead: map[firewall.Attempts]uint64{}}
+		logged: map[firewall.Attempts]uint64{}, ahead: map[firewall.Attempts]uint64{}, firstSeen: map[netip.Addr]holder{}}
 	for _, p := range o.Scan.Allow {
 		r.allow[p] = true
 	}
@@ -234,6 +243,11 @@ func (r *Recorder) Refused(reason string, proto uint8, src, dst netip.Addr, port
 	known := false
 	if r.o.Directory != nil {
 		who, known = r.o.Directory.Lookup(src)
+	}
+	if _, counted := r.holders[src]; !counted && r.attempts != nil {
+		if _, ok := r.firstSeen[src]; !ok {
+			r.firstSeen[src] = holder{who, known}
+		}
 	}
 	r.add(key{src: src, dst: dst, proto: proto, port: port, reason: reason}, who, known, now)
 	if r.o.Scan.Mode == ScanOff || r.o.OnScan == nil || !opening || !scanReasons[reason] {
@@ -283,8 +297,8 @@ func (r *Recorder) add(k key, who flowlog.Who, known bool, now time.Time) {
 // are where it starts: a member there already counted for an earlier run
 // of the daemon, which recorded it.
 func (r *Recorder) Attempts(counts map[firewall.Attempts]uint64, now time.Time) {
-	last, since, held, logged := r.attempts, r.counted, r.holders, r.logged
-	r.attempts, r.counted, r.holders, r.logged = counts, now, map[netip.Addr]flowlog.Who{}, map[firewall.Attempts]uint64{}
+	last, since, held, logged, seen := r.attempts, r.counted, r.holders, r.logged, r.firstSeen
+	r.attempts, r.counted, r.holders, r.logged, r.firstSeen = counts, now, map[netip.Addr]flowlog.Who{}, map[firewall.Attempts]uint64{}, map[netip.Addr]holder{}
 	lookup := func(a netip.Addr) (flowlog.Who, bool) {
 		if r.o.Directory == nil {
 			return flowlog.Who{}, false
@@ -318,6 +332,9 @@ func (r *Recorder) Attempts(counts map[firewall.Attempts]uint64, now time.Time) 
 	for c, n := range logged {
 		if _, ok := counts[c]; !ok {
 			r.ahead[c] = n
+			if h, ok := seen[c.Src]; ok {
+				r.firstSeen[c.Src] = h
+			}
 		}
 	}
 	for c, n := range counts {
@@ -342,6 +359,11 @@ func (r *Recorder) Attempts(counts map[firewall.Attempts]uint64, now time.Time) 
 		// attempts to its sponsor.
 		who, known := r.holders[c.Src]
 		if before, ok := held[c.Src]; ok && (!known || before != who) {
+			who, known = flowlog.Who{}, false
+		}
+		// A source the last counts did not have: who held it when its
+		// first packet was logged, for the same reason.
+		if first, ok := seen[c.Src]; ok && (!first.known || !known || first.who != who) {
 			who, known = flowlog.Who{}, false
 		}
 		k := key{src: c.Src, reason: c.Reason, limited: true}

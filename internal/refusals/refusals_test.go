@@ -157,6 +157,38 @@ func TestAttemptsAddUp(t *testing.T) {
 	if recs := r.Take(t0.Add(10 * time.Second)); len(recs) != 1 || recs[0].Flows != 20 || recs[0].Peer != "" || recs[0].Org != "" {
 		t.Errorf("attempts of an address that changed hands: %+v; want 20, named after nobody", recs)
 	}
+
+	// The same for an address new to the counts: its first packets
+	// logged while acme's peer held it, given to globex's before the
+	// counts were read.
+	d[scanner] = flowlog.Who{Org: "acme", Name: "old", Group: "default"}
+	for i := 0; i < 3; i++ {
+		r.Refused(api.DenyHost, 6, scanner, server, 22, true, t0.Add(11*time.Second))
+	}
+	r.Take(t0.Add(11 * time.Second))
+	d[scanner] = flowlog.Who{Org: "globex", Name: "nmap", Group: "ops"}
+	r.Attempts(map[firewall.Attempts]uint64{limited(laptop, api.DenyNotGranted): 30, limited(scanner, api.DenyHost): 3 + 50}, t0.Add(20*time.Second))
+	if recs := r.Take(t0.Add(20 * time.Second)); len(recs) != 1 || recs[0].Flows != 50 || recs[0].Peer != "" || recs[0].Org != "" {
+		t.Errorf("attempts of a new address that changed hands: %+v; want 50, named after nobody", recs)
+	}
+	// Held by one peer throughout: named after it.
+	for i := 0; i < 2; i++ {
+		r.Refused(api.DenyHost, 6, newcomer, server, 22, true, t0.Add(21*time.Second))
+	}
+	r.Take(t0.Add(21 * time.Second))
+	d[newcomer] = flowlog.Who{Org: "acme", Name: "tablet", Group: "default"}
+	r.Attempts(map[firewall.Attempts]uint64{limited(laptop, api.DenyNotGranted): 30, limited(scanner, api.DenyHost): 53, limited(newcomer, api.DenyHost): 2 + 4}, t0.Add(30*time.Second))
+	if recs := r.Take(t0.Add(30 * time.Second)); len(recs) != 1 || recs[0].Flows != 4 || recs[0].Peer != "" {
+		t.Errorf("attempts of a new address nobody held when first logged: %+v; want 4, named after nobody", recs)
+	}
+	kept := netip.MustParseAddr("100.64.1.10")
+	d[kept] = flowlog.Who{Org: "acme", Name: "phone", Group: "default"}
+	r.Refused(api.DenyHost, 6, kept, server, 22, true, t0.Add(31*time.Second))
+	r.Take(t0.Add(31 * time.Second))
+	r.Attempts(map[firewall.Attempts]uint64{limited(laptop, api.DenyNotGranted): 30, limited(scanner, api.DenyHost): 53, limited(newcomer, api.DenyHost): 6, limited(kept, api.DenyHost): 1 + 7}, t0.Add(40*time.Second))
+	if recs := r.Take(t0.Add(40 * time.Second)); len(recs) != 1 || recs[0].Flows != 7 || recs[0].Peer != "acme/phone" {
+		t.Errorf("attempts of a new address held by one peer throughout: %+v; want 7, named after it", recs)
+	}
 }
 
 // TestASweepIsBounded: a sweep of thousands of ports writes perPeer
