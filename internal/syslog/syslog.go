@@ -30,9 +30,8 @@ type Severity int
 
 // The severities used here.
 const (
-	Warning Severity = 4
-	Notice  Severity = 5
-	Info    Severity = 6
+	Notice Severity = 5
+	Info   Severity = 6
 )
 
 // facilities are the names of RFC 5424's facilities an admin may pick:
